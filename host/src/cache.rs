@@ -1,0 +1,375 @@
+//! The metadata cache: one SQLite file holding every object's path, size,
+//! etag, content type and mtime, plus the directories they imply.
+//!
+//! It answers stat, exists and list without touching a backend. It is
+//! written through: the storage core updates it only after a backend has
+//! acknowledged a write, copy or delete, so a failed backend call leaves it
+//! as it was. The backend stays the source of truth; the cache can always be
+//! rebuilt from it. All SQL lives in this file.
+//!
+//! Queries take microseconds, so they run inline under a mutex rather than
+//! on a blocking thread (a hop there would cost more than the query).
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::error::{StorageError, StorageResult};
+use crate::path::{VolumePath, parent_of};
+use crate::store::ObjectMeta;
+
+const SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;
+CREATE TABLE IF NOT EXISTS objects (
+    volume TEXT NOT NULL,
+    path TEXT NOT NULL,
+    parent TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    etag TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    modified_ms INTEGER NOT NULL,
+    cache_control TEXT,
+    metadata TEXT NOT NULL DEFAULT '[]',
+    PRIMARY KEY (volume, path)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS objects_by_parent ON objects (volume, parent, path);
+CREATE TABLE IF NOT EXISTS dirs (
+    volume TEXT NOT NULL,
+    path TEXT NOT NULL,
+    parent TEXT NOT NULL,
+    PRIMARY KEY (volume, path)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS dirs_by_parent ON dirs (volume, parent, path);
+";
+
+/// A file or directory in a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    File { path: String, meta: ObjectMeta },
+    Dir { path: String },
+}
+
+/// One page of a listing.
+#[derive(Debug, Default)]
+pub struct Page {
+    pub entries: Vec<Entry>,
+    pub next_cursor: Option<String>,
+}
+
+pub struct MetadataCache {
+    conn: Mutex<Connection>,
+}
+
+fn db_error(e: rusqlite::Error) -> StorageError {
+    StorageError::unavailable(format!("metadata cache: {e}"))
+}
+
+fn meta_from_row(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<ObjectMeta> {
+    let metadata: String = row.get(first + 5)?;
+    Ok(ObjectMeta {
+        size: row.get::<_, i64>(first)? as u64,
+        etag: row.get(first + 1)?,
+        content_type: row.get(first + 2)?,
+        modified_ms: row.get::<_, i64>(first + 3)? as u64,
+        cache_control: row.get(first + 4)?,
+        metadata: serde_json::from_str(&metadata).unwrap_or_default(),
+    })
+}
+
+/// The smallest string greater than every string starting with `prefix`
+/// (UTF-8 byte order equals code point order), or `None` if unbounded.
+fn prefix_upper_bound(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let mut next = last as u32 + 1;
+        if (0xD800..0xE000).contains(&next) {
+            next = 0xE000;
+        }
+        if let Some(c) = char::from_u32(next) {
+            chars.push(c);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+impl MetadataCache {
+    /// Open (creating if needed) the cache file.
+    pub fn open(path: &Path) -> StorageResult<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StorageError::unavailable(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let conn = Connection::open(path)
+            .map_err(|e| StorageError::unavailable(format!("cannot open {}: {e}", path.display())))?;
+        Self::init(conn)
+    }
+
+    /// A cache held in memory only (tests, memory volumes).
+    pub fn in_memory() -> StorageResult<Self> {
+        Self::init(Connection::open_in_memory().map_err(db_error)?)
+    }
+
+    fn init(conn: Connection) -> StorageResult<Self> {
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db_error)?;
+        conn.execute_batch(SCHEMA).map_err(db_error)?;
+        Ok(MetadataCache { conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // SQLite keeps itself consistent; a panicked holder leaves no
+        // half-applied state because writes run in transactions.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The cached metadata of one file.
+    pub fn get(&self, volume: &str, path: &str) -> StorageResult<Option<ObjectMeta>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT size, etag, content_type, modified_ms, cache_control, metadata
+                 FROM objects WHERE volume = ?1 AND path = ?2",
+            )
+            .map_err(db_error)?;
+        stmt.query_row(params![volume, path], |row| meta_from_row(row, 0))
+            .optional()
+            .map_err(db_error)
+    }
+
+    /// Record a file the backend has stored.
+    pub fn put(&self, volume: &str, path: &VolumePath, meta: &ObjectMeta) -> StorageResult<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db_error)?;
+        Self::put_in(&tx, volume, path, meta)?;
+        tx.commit().map_err(db_error)
+    }
+
+    fn put_in(tx: &rusqlite::Transaction<'_>, volume: &str, path: &VolumePath, meta: &ObjectMeta) -> StorageResult<()> {
+        let metadata = serde_json::to_string(&meta.metadata).unwrap_or_else(|_| "[]".into());
+        tx.prepare_cached(
+            "INSERT INTO objects (volume, path, parent, size, etag, content_type, modified_ms, cache_control, metadata)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (volume, path) DO UPDATE SET size = ?4, etag = ?5, content_type = ?6,
+                 modified_ms = ?7, cache_control = ?8, metadata = ?9",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                volume,
+                path.as_str(),
+                path.parent(),
+                meta.size as i64,
+                meta.etag,
+                meta.content_type,
+                meta.modified_ms as i64,
+                meta.cache_control,
+                metadata
+            ])
+        })
+        .map_err(db_error)?;
+        let mut dir = tx
+            .prepare_cached("INSERT OR IGNORE INTO dirs (volume, path, parent) VALUES (?1, ?2, ?3)")
+            .map_err(db_error)?;
+        for ancestor in path.ancestors() {
+            dir.execute(params![volume, ancestor, parent_of(ancestor)]).map_err(db_error)?;
+        }
+        Ok(())
+    }
+
+    /// Forget a file the backend has deleted, and directories left empty.
+    pub fn remove(&self, volume: &str, path: &VolumePath) -> StorageResult<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db_error)?;
+        tx.prepare_cached("DELETE FROM objects WHERE volume = ?1 AND path = ?2")
+            .and_then(|mut s| s.execute(params![volume, path.as_str()]))
+            .map_err(db_error)?;
+        let ancestors: Vec<&str> = path.ancestors().collect();
+        for dir in ancestors.into_iter().rev() {
+            let below = format!("{dir}/");
+            let upper = prefix_upper_bound(&below);
+            let still_used: bool = tx
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM objects WHERE volume = ?1 AND path >= ?2 AND path < ?3)",
+                )
+                .and_then(|mut s| s.query_row(params![volume, below, upper], |r| r.get(0)))
+                .map_err(db_error)?;
+            if still_used {
+                break;
+            }
+            tx.prepare_cached("DELETE FROM dirs WHERE volume = ?1 AND path = ?2")
+                .and_then(|mut s| s.execute(params![volume, dir]))
+                .map_err(db_error)?;
+        }
+        tx.commit().map_err(db_error)
+    }
+
+    /// The direct children of directory `dir` ("" for the root): files and
+    /// subdirectories in path order (a file and a directory of the same name
+    /// both appear, the file first).
+    pub fn list_dir(&self, volume: &str, dir: &str, cursor: Option<&str>, limit: usize) -> StorageResult<Page> {
+        let (after_path, after_kind) = decode_cursor(cursor)?;
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT path, kind, size, etag, content_type, modified_ms, cache_control, metadata FROM (
+                     SELECT path, 0 AS kind, size, etag, content_type, modified_ms, cache_control, metadata
+                     FROM objects WHERE volume = ?1 AND parent = ?2
+                     UNION ALL
+                     SELECT path, 1, 0, '', '', 0, NULL, '[]' FROM dirs WHERE volume = ?1 AND parent = ?2
+                 ) WHERE (path, kind) > (?3, ?4) ORDER BY path, kind LIMIT ?5",
+            )
+            .map_err(db_error)?;
+        let rows = stmt
+            .query_map(params![volume, dir, after_path, after_kind, limit as i64 + 1], |row| {
+                let path: String = row.get(0)?;
+                Ok(if row.get::<_, i64>(1)? == 1 {
+                    Entry::Dir { path }
+                } else {
+                    Entry::File { path, meta: meta_from_row(row, 2)? }
+                })
+            })
+            .map_err(db_error)?;
+        let entries = rows.collect::<Result<Vec<_>, _>>().map_err(db_error)?;
+        Ok(paginate(entries, limit))
+    }
+
+    /// Every file whose path starts with `prefix`, in path order.
+    pub fn list_prefix(&self, volume: &str, prefix: &str, cursor: Option<&str>, limit: usize) -> StorageResult<Page> {
+        let (after_path, _) = decode_cursor(cursor)?;
+        let upper = prefix_upper_bound(prefix);
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT path, size, etag, content_type, modified_ms, cache_control, metadata
+                 FROM objects WHERE volume = ?1 AND path >= ?2 AND (?3 IS NULL OR path < ?3) AND path > ?4
+                 ORDER BY path LIMIT ?5",
+            )
+            .map_err(db_error)?;
+        let rows = stmt
+            .query_map(params![volume, prefix, upper, after_path, limit as i64 + 1], |row| {
+                Ok(Entry::File { path: row.get(0)?, meta: meta_from_row(row, 1)? })
+            })
+            .map_err(db_error)?;
+        let entries = rows.collect::<Result<Vec<_>, _>>().map_err(db_error)?;
+        Ok(paginate(entries, limit))
+    }
+
+    /// Every cached file of a volume (verification, tests).
+    pub fn all_files(&self, volume: &str) -> StorageResult<Vec<(String, ObjectMeta)>> {
+        let mut out = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = self.list_prefix(volume, "", cursor.as_deref(), 1000)?;
+            out.extend(page.entries.into_iter().filter_map(|e| match e {
+                Entry::File { path, meta } => Some((path, meta)),
+                Entry::Dir { .. } => None,
+            }));
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(out),
+            }
+        }
+    }
+}
+
+/// Cursors are `<kind><path>`, kind `0` for a file and `1` for a directory.
+fn decode_cursor(cursor: Option<&str>) -> StorageResult<(String, i64)> {
+    match cursor {
+        None => Ok((String::new(), -1)),
+        Some(c) => match c.split_at_checked(1) {
+            Some(("0", path)) => Ok((path.to_owned(), 0)),
+            Some(("1", path)) => Ok((path.to_owned(), 1)),
+            _ => Err(StorageError::InvalidPath(format!("'{c}' is not a listing cursor"))),
+        },
+    }
+}
+
+fn paginate(mut entries: Vec<Entry>, limit: usize) -> Page {
+    let next_cursor = (entries.len() > limit).then(|| {
+        entries.truncate(limit);
+        match entries.last() {
+            Some(Entry::File { path, .. }) => format!("0{path}"),
+            Some(Entry::Dir { path }) => format!("1{path}"),
+            None => String::new(),
+        }
+    });
+    Page { entries, next_cursor }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(size: u64) -> ObjectMeta {
+        ObjectMeta {
+            size,
+            etag: format!("e{size}"),
+            content_type: "image/png".into(),
+            modified_ms: 1,
+            cache_control: None,
+            metadata: vec![("k".into(), "v".into())],
+        }
+    }
+
+    fn put(cache: &MetadataCache, path: &str, size: u64) {
+        cache.put("v", &VolumePath::parse(path).unwrap(), &meta(size)).unwrap();
+    }
+
+    fn names(page: &Page) -> Vec<String> {
+        page.entries
+            .iter()
+            .map(|e| match e {
+                Entry::File { path, .. } => format!("f:{path}"),
+                Entry::Dir { path } => format!("d:{path}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn directories_are_derived_and_pruned() {
+        let cache = MetadataCache::in_memory().unwrap();
+        put(&cache, "a/b/c.png", 3);
+        put(&cache, "a/x.png", 1);
+        put(&cache, "a", 9); // a file beside the directory `a`
+        assert_eq!(names(&cache.list_dir("v", "", None, 10).unwrap()), ["f:a", "d:a"]);
+        assert_eq!(names(&cache.list_dir("v", "a", None, 10).unwrap()), ["d:a/b", "f:a/x.png"]);
+        cache.remove("v", &VolumePath::parse("a/b/c.png").unwrap()).unwrap();
+        assert_eq!(names(&cache.list_dir("v", "a", None, 10).unwrap()), ["f:a/x.png"]);
+        assert_eq!(cache.get("v", "a").unwrap().unwrap(), meta(9));
+        assert!(cache.get("v", "a/b/c.png").unwrap().is_none());
+    }
+
+    #[test]
+    fn pages_resume_at_the_cursor() {
+        let cache = MetadataCache::in_memory().unwrap();
+        for i in 0..25 {
+            put(&cache, &format!("d/{i:02}.png"), i);
+        }
+        put(&cache, "d/😀/deep.png", 1);
+        put(&cache, "dz.png", 1);
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = cache.list_dir("v", "d", cursor.as_deref(), 10).unwrap();
+            seen.extend(names(&page));
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 26);
+        assert_eq!(seen.last().unwrap(), "d:d/😀");
+        let all = cache.list_prefix("v", "d/", None, 100).unwrap();
+        assert_eq!(all.entries.len(), 26, "dz.png is outside the prefix");
+        assert!(cache.list_dir("v", "d", Some("junk"), 10).is_err());
+    }
+
+    #[test]
+    fn upper_bound_is_exact() {
+        assert_eq!(prefix_upper_bound("a/").as_deref(), Some("a0"));
+        assert_eq!(prefix_upper_bound("").as_deref(), None);
+        assert_eq!(prefix_upper_bound("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_upper_bound("\u{D7FF}").as_deref(), Some("\u{E000}"));
+    }
+}

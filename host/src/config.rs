@@ -1,0 +1,406 @@
+//! Configuration: one TOML file, or the built-in default.
+//!
+//! Relative paths in a file are relative to the file's directory. Validation
+//! happens here, before anything is opened: unknown keys, unknown volumes in
+//! grants, malformed pins and a volume overlapping the plugin directory (code
+//! and data never share a place) are refused with a message naming them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::vfs::{Access, Visibility};
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config{}: {message}", origin.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default())]
+    Invalid { origin: Option<PathBuf>, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Metadata cache, staging area and compiled-plugin cache.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Compiled-plugin cache (default: `<data_dir>/compiled`).
+    pub compile_cache: Option<PathBuf>,
+    /// The only directory plugin components are loaded from.
+    #[serde(default = "default_plugin_dir")]
+    pub plugin_dir: PathBuf,
+    pub volumes: BTreeMap<String, VolumeConfig>,
+    /// The upload pipeline, in order.
+    #[serde(default)]
+    pub plugins: Vec<PluginConfig>,
+    /// Where the config came from (`None`: the built-in default).
+    #[serde(skip)]
+    pub origin: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// A directory on this machine.
+    Local,
+    /// Held in memory, gone on exit (tests, demos).
+    Memory,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeConfig {
+    pub backend: Backend,
+    /// Directory of a `local` volume.
+    pub path: Option<PathBuf>,
+    #[serde(default = "default_visibility")]
+    pub visibility: Visibility,
+    /// Base URL the public files are served from.
+    pub public_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    pub name: String,
+    /// A file in `plugin_dir`, or `builtin:<name>` for a bundled example.
+    pub component: String,
+    /// Hex sha256 of the component; required for files.
+    pub sha256: Option<String>,
+    /// Content types (`image/jpeg`, `image/*`, `*/*`) the plugin handles.
+    #[serde(default = "default_events")]
+    pub events: Vec<String>,
+    #[serde(default)]
+    pub settings: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub grants: Vec<GrantConfig>,
+}
+
+/// Per-invocation limits of a plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Linear memory, MiB.
+    pub memory_mib: u64,
+    /// Wall-clock time, milliseconds.
+    pub time_ms: u64,
+    /// Bytes written in all.
+    pub bytes_written: u64,
+    /// Objects written.
+    pub objects_written: u64,
+    /// Largest single object.
+    pub max_object_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_mib: 128,
+            time_ms: 10_000,
+            bytes_written: 256 << 20,
+            objects_written: 64,
+            max_object_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Hard ceiling on `memory_mib`: one pooling-allocator slot.
+pub const MAX_MEMORY_MIB: u64 = 4096;
+/// Hard ceiling on `time_ms`.
+pub const MAX_TIME_MS: u64 = 10 * 60 * 1000;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantConfig {
+    pub volume: String,
+    #[serde(default)]
+    pub prefix: String,
+    pub access: Vec<Access>,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("silo-data")
+}
+fn default_plugin_dir() -> PathBuf {
+    PathBuf::from("plugins")
+}
+fn default_visibility() -> Visibility {
+    Visibility::Private
+}
+fn default_events() -> Vec<String> {
+    vec!["*/*".into()]
+}
+
+/// The built-in default, as TOML, so that it doubles as an example.
+pub const DEFAULT_CONFIG: &str = r#"
+data_dir = "silo-data/state"
+plugin_dir = "silo-data/plugins"
+
+[volumes.public]
+backend = "local"
+path = "silo-data/public"
+visibility = "public"
+
+[volumes.private]
+backend = "local"
+path = "silo-data/private"
+visibility = "private"
+
+[[plugins]]
+name = "upload-guard"
+component = "builtin:upload-guard"
+events = ["*/*"]
+settings = { max_bytes = 52428800 }
+limits = { memory_mib = 32, time_ms = 2000 }
+grants = [
+    { volume = "public", access = ["read"] },
+    { volume = "private", access = ["read"] },
+]
+
+[[plugins]]
+name = "image-styles"
+component = "builtin:image-styles"
+events = ["image/jpeg", "image/png", "image/webp"]
+limits = { memory_mib = 512, time_ms = 30000 }
+grants = [
+    { volume = "public", access = ["read"] },
+    { volume = "public", prefix = "styles", access = ["read", "write", "delete"] },
+    { volume = "private", access = ["read"] },
+    { volume = "private", prefix = "styles", access = ["read", "write", "delete"] },
+]
+"#;
+
+impl Config {
+    /// Parse and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, base, Some(path.to_owned()))
+    }
+
+    /// The built-in default, with paths relative to `base`.
+    pub fn builtin_default(base: &Path) -> Config {
+        Self::parse(DEFAULT_CONFIG, base, None).expect("the built-in default config is valid")
+    }
+
+    /// Parse and validate TOML text; relative paths are taken from `base`.
+    pub fn parse(text: &str, base: &Path, origin: Option<PathBuf>) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.clone().unwrap_or_else(|| "(built-in)".into()),
+            message: e.to_string(),
+        })?;
+        config.origin = origin;
+        let absolute = |p: &Path| if p.is_absolute() { p.to_owned() } else { base.join(p) };
+        config.data_dir = absolute(&config.data_dir);
+        config.plugin_dir = absolute(&config.plugin_dir);
+        config.compile_cache = Some(absolute(&config.compile_cache.take().unwrap_or_else(|| config.data_dir.join("compiled"))));
+        for volume in config.volumes.values_mut() {
+            volume.path = volume.path.as_deref().map(absolute);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn invalid(&self, message: String) -> ConfigError {
+        ConfigError::Invalid { origin: self.origin.clone(), message }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.volumes.is_empty() {
+            return Err(self.invalid("no volumes are configured; add a [volumes.<name>] table".into()));
+        }
+        let plugin_dir = normalize(&self.plugin_dir);
+        let data_dir = normalize(&self.data_dir);
+        let mut local_paths: Vec<(&str, PathBuf)> = Vec::new();
+        for (name, volume) in &self.volumes {
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_') {
+                return Err(self.invalid(format!(
+                    "volume name '{name}' may only use lower-case letters, digits, '-' and '_'"
+                )));
+            }
+            match (volume.backend, &volume.path) {
+                (Backend::Local, None) => {
+                    return Err(self.invalid(format!("volume '{name}': a local volume needs `path`")));
+                }
+                (Backend::Local, Some(path)) => {
+                    let path = normalize(path);
+                    let compile_cache = normalize(self.compile_cache.as_deref().unwrap_or(&data_dir));
+                    for (what, dir) in [("plugin_dir", &plugin_dir), ("data_dir", &data_dir), ("compile_cache", &compile_cache)] {
+                        if overlaps(&path, dir) {
+                            return Err(self.invalid(format!(
+                                "volume '{name}' ({}) overlaps {what} ({}); uploaded files and code or state must never share a directory",
+                                path.display(),
+                                dir.display()
+                            )));
+                        }
+                    }
+                    if let Some((other, _)) = local_paths.iter().find(|(_, p)| overlaps(p, &path)) {
+                        return Err(self.invalid(format!("volumes '{other}' and '{name}' overlap")));
+                    }
+                    local_paths.push((name, path));
+                }
+                (Backend::Memory, Some(_)) => {
+                    return Err(self.invalid(format!("volume '{name}': a memory volume takes no `path`")));
+                }
+                (Backend::Memory, None) => {}
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for plugin in &self.plugins {
+            let who = format!("plugin '{}'", plugin.name);
+            if plugin.name.is_empty() || !names.insert(plugin.name.as_str()) {
+                return Err(self.invalid(format!("plugin names must be unique and non-empty ({who})")));
+            }
+            if let Some(pin) = &plugin.sha256
+                && (pin.len() != 64 || !pin.bytes().all(|b| b.is_ascii_hexdigit()))
+            {
+                return Err(self.invalid(format!("{who}: sha256 must be 64 hex digits, not '{pin}'")));
+            }
+            if plugin.events.is_empty() || plugin.events.iter().any(|e| !valid_event(e)) {
+                return Err(self.invalid(format!(
+                    "{who}: events must be content-type patterns like 'image/jpeg', 'image/*' or '*/*'"
+                )));
+            }
+            let l = plugin.limits;
+            if !(1..=MAX_MEMORY_MIB).contains(&l.memory_mib) {
+                return Err(self.invalid(format!("{who}: limits.memory_mib must be 1..={MAX_MEMORY_MIB}")));
+            }
+            if !(1..=MAX_TIME_MS).contains(&l.time_ms) {
+                return Err(self.invalid(format!("{who}: limits.time_ms must be 1..={MAX_TIME_MS}")));
+            }
+            for grant in &plugin.grants {
+                if !self.volumes.contains_key(&grant.volume) {
+                    return Err(self.invalid(format!(
+                        "{who}: a grant names volume '{}', which is not configured",
+                        grant.volume
+                    )));
+                }
+                crate::path::check_prefix(&grant.prefix)
+                    .map_err(|e| self.invalid(format!("{who}: grant prefix '{}': {e}", grant.prefix)))?;
+                if grant.access.is_empty() {
+                    return Err(self.invalid(format!("{who}: a grant on '{}' gives no access", grant.volume)));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Check an upload destination (`<volume>/<path>`) against this config
+    /// without opening anything.
+    pub fn check_target(&self, spec: &str) -> Result<(), crate::StorageError> {
+        let (volume, path) = crate::path::split_target(spec)?;
+        if !self.volumes.contains_key(volume) {
+            return Err(crate::StorageError::InvalidPath(format!("there is no volume named '{volume}'")));
+        }
+        crate::path::VolumePath::parse(path).map(|_| ())
+    }
+}
+
+impl PluginConfig {
+    /// Settings as strings, the form plugins receive.
+    pub fn settings_strings(&self) -> Vec<(String, String)> {
+        self.settings
+            .iter()
+            .map(|(k, v)| (k.clone(), match v {
+                toml::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            }))
+            .collect()
+    }
+
+    /// Whether the plugin handles uploads of this content type.
+    pub fn handles(&self, content_type: &str) -> bool {
+        let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let (top, _) = essence.split_once('/').unwrap_or((&essence, ""));
+        self.events.iter().any(|e| {
+            e == "*/*" || *e == essence || e.strip_suffix("/*").is_some_and(|t| t == top)
+        })
+    }
+}
+
+fn valid_event(e: &str) -> bool {
+    matches!(e.split_once('/'), Some((a, b)) if !a.is_empty() && !b.is_empty() && !b.contains('/'))
+}
+
+/// Make a path absolute and lexically clean (no `.`/`..`), without touching
+/// the filesystem (the directories may not exist yet).
+fn normalize(path: &Path) -> PathBuf {
+    let path = if path.is_absolute() {
+        path.to_owned()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(path)
+    };
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+fn overlaps(a: &Path, b: &Path) -> bool {
+    a.starts_with(b) || b.starts_with(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/srv/silo"), Some("/srv/silo/silo.toml".into()))
+    }
+
+    #[test]
+    fn builtin_default_is_valid() {
+        let c = Config::builtin_default(Path::new("/tmp/x"));
+        assert_eq!(c.volumes.len(), 2);
+        assert_eq!(c.plugins.len(), 2);
+        assert_eq!(c.volumes["public"].path.as_deref(), Some(Path::new("/tmp/x/silo-data/public")));
+        assert!(c.plugins[1].handles("image/JPEG"));
+        assert!(!c.plugins[1].handles("text/plain"));
+        assert!(c.plugins[0].handles("application/pdf; charset=x"));
+    }
+
+    #[test]
+    fn refuses_bad_configs_with_a_reason() {
+        for (text, why) in [
+            ("volumes = {}", "no volumes"),
+            ("[volumes.a]\nbackend = \"local\"", "needs `path`"),
+            ("[volumes.a]\nbackend = \"ftp\"", "unknown variant"),
+            ("[volumes.a]\nbackend = \"memory\"\ncolour = 1", "unknown field"),
+            ("plugin_dir = \"p\"\n[volumes.a]\nbackend = \"local\"\npath = \"p/up\"", "overlaps plugin_dir"),
+            ("[volumes.a]\nbackend = \"local\"\npath = \"x\"\n[volumes.b]\nbackend = \"local\"\npath = \"x/y\"", "overlap"),
+            ("[volumes.A]\nbackend = \"memory\"", "lower-case"),
+            (
+                "[volumes.a]\nbackend = \"memory\"\n[[plugins]]\nname = \"p\"\ncomponent = \"p.wasm\"\ngrants = [{ volume = \"b\", access = [\"read\"] }]",
+                "volume 'b', which is not configured",
+            ),
+            (
+                "[volumes.a]\nbackend = \"memory\"\n[[plugins]]\nname = \"p\"\ncomponent = \"p.wasm\"\nsha256 = \"xyz\"",
+                "64 hex digits",
+            ),
+            (
+                "[volumes.a]\nbackend = \"memory\"\n[[plugins]]\nname = \"p\"\ncomponent = \"p.wasm\"\nlimits = { memory_mib = 0 }",
+                "memory_mib",
+            ),
+            ("[volumes.a\nbackend = 1", "line 1"),
+        ] {
+            let err = parse(text).expect_err(text).to_string();
+            assert!(err.contains(why), "{text:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Silo runs untrusted CMS plugins, compiled to WebAssembly components,
+//! against file storage they cannot escape.
+//!
+//! Layers, top to bottom: the WIT contract (`wit/`), the bindings glue
+//! ([`runtime`]), the storage core ([`vfs`]: volumes, path rules, grants,
+//! quotas), the metadata cache ([`cache`], SQLite), and the object stores
+//! ([`store`]). [`Silo`] wires them together from a [`Config`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), silo_host::SiloError> {
+//! use silo_host::{Config, Silo};
+//! let silo = Silo::open(Config::load("silo.toml".as_ref())?)?;
+//! let report = silo.upload_file("public/photos/cat.jpg", "cat.jpg".as_ref(), None).await?;
+//! println!("{}", serde_json::to_string_pretty(&report).unwrap());
+//! # Ok(()) }
+//! ```
+
+pub mod cache;
+pub mod config;
+pub mod error;
+pub mod path;
+pub mod pipeline;
+pub mod runtime;
+pub mod store;
+pub mod vfs;
+#[cfg(feature = "bundled-plugins")]
+pub mod bundled;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use config::{Config, ConfigError};
+pub use error::StorageError;
+pub use pipeline::{Status, UploadReport};
+pub use runtime::{InvokeError, LoadError, Runtime};
+pub use vfs::{Location, Session, Storage};
+
+/// Why Silo could not start or could not take an upload.
+#[derive(Debug, thiserror::Error)]
+pub enum SiloError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("plugin '{plugin}': {message}")]
+    Plugin { plugin: String, message: String },
+}
+
+/// A configured Silo: volumes, metadata cache, runtime and upload pipeline.
+pub struct Silo {
+    config: Config,
+    storage: Arc<Storage>,
+    runtime: Runtime,
+    stages: Vec<pipeline::Stage>,
+}
+
+impl Silo {
+    /// Open the volumes and the metadata cache, start the runtime and load
+    /// every configured plugin. Any problem is reported before anything is
+    /// written.
+    pub fn open(config: Config) -> Result<Silo, SiloError> {
+        let runtime = Runtime::new(
+            config.compile_cache.as_deref(),
+            config.plugins.iter().map(|p| p.limits.memory_mib).max().unwrap_or(64),
+        )?;
+        let mut stages = Vec::new();
+        for plugin in &config.plugins {
+            let bytes = component_bytes(&config, plugin)?;
+            let component = runtime.load(&plugin.name, &bytes, plugin.sha256.as_deref())?;
+            let grants: Vec<vfs::Grant> = plugin
+                .grants
+                .iter()
+                .map(|g| vfs::Grant { volume: g.volume.clone(), prefix: g.prefix.clone(), access: g.access.clone() })
+                .collect();
+            stages.push(pipeline::Stage {
+                component,
+                settings: plugin.settings_strings(),
+                config: plugin.clone(),
+                grants: grants.into(),
+            });
+        }
+        let mut volumes = Vec::new();
+        for (name, v) in &config.volumes {
+            let store: Arc<dyn store::ObjectStore> = match (v.backend, &v.path) {
+                (config::Backend::Local, Some(path)) => Arc::new(store::LocalStore::open(path)?),
+                (config::Backend::Memory, _) => Arc::new(store::MemoryStore::new()),
+                (config::Backend::Local, None) => unreachable!("validated: local volumes have a path"),
+            };
+            volumes.push(vfs::Volume { name: name.clone(), visibility: v.visibility, store, public_url: v.public_url.clone() });
+        }
+        let cache = cache::MetadataCache::open(&config.data_dir.join("meta.sqlite"))?;
+        Ok(Silo { storage: Arc::new(Storage::new(volumes, cache)), runtime, stages, config })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn storage(&self) -> &Arc<Storage> {
+        &self.storage
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// The loaded pipeline, in order.
+    pub fn stages(&self) -> &[pipeline::Stage] {
+        &self.stages
+    }
+
+    /// Put a local file through the upload pipeline to `target`
+    /// (`<volume>/<path>`). `content_type` defaults to a guess from the
+    /// path. Rejections are reports, not errors; errors mean the upload
+    /// could not even be judged (bad path, unreadable file).
+    pub async fn upload_file(&self, target: &str, source: &Path, content_type: Option<&str>) -> Result<UploadReport, SiloError> {
+        let location = self.storage.parse_location(target)?;
+        let content_type = match content_type {
+            Some(t) => t.to_owned(),
+            None => store::guess_content_type(location.path.as_str()),
+        };
+        let staging = self.config.data_dir.join("staging");
+        let (staged, meta) = {
+            let (staging, from, ct) = (staging.clone(), source.to_owned(), content_type.clone());
+            tokio::task::spawn_blocking(move || pipeline::stage(&staging, &from, &ct))
+                .await
+                .map_err(|e| SiloError::Io { path: source.to_owned(), source: std::io::Error::other(e) })?
+                .map_err(|e| SiloError::Io { path: source.to_owned(), source: e })?
+        };
+        let pending = vfs::PendingUpload { location, meta, staged: Arc::new(staged) };
+        Ok(pipeline::run(&self.storage, &self.runtime, &self.stages, pending).await)
+    }
+}
+
+/// The bytes of a plugin's component: bundled, or a file inside the plugin
+/// directory (never anywhere else).
+fn component_bytes(config: &Config, plugin: &config::PluginConfig) -> Result<Vec<u8>, SiloError> {
+    if let Some(name) = plugin.component.strip_prefix("builtin:") {
+        #[cfg(feature = "bundled-plugins")]
+        if let Some(bytes) = bundled::component(name) {
+            return Ok(bytes.to_vec());
+        }
+        return Err(SiloError::Plugin {
+            plugin: plugin.name.clone(),
+            message: format!("there is no built-in component '{name}' in this build"),
+        });
+    }
+    let relative = Path::new(&plugin.component);
+    if relative.is_absolute() || relative.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+        return Err(SiloError::Plugin {
+            plugin: plugin.name.clone(),
+            message: format!("component '{}' must be a plain path inside plugin_dir ({})", plugin.component, config.plugin_dir.display()),
+        });
+    }
+    let path = config.plugin_dir.join(relative);
+    let bytes = std::fs::read(&path).map_err(|source| SiloError::Io { path: path.clone(), source })?;
+    if plugin.sha256.is_none() {
+        use sha2::Digest;
+        return Err(SiloError::Plugin {
+            plugin: plugin.name.clone(),
+            message: format!(
+                "components must be pinned: add sha256 = \"{}\" after checking {}",
+                hex::encode(sha2::Sha256::digest(&bytes)),
+                path.display()
+            ),
+        });
+    }
+    Ok(bytes)
+}

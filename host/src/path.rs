@@ -1,0 +1,164 @@
+//! Path rules: what a file path inside a volume may be.
+//!
+//! Every entry point (WIT, CLI, HTTP, migration) parses paths here before
+//! anything reaches a backend, so a backend never sees `..`, an absolute
+//! path, a backslash or a control character.
+
+use std::fmt;
+
+use crate::error::StorageError;
+
+/// S3's limit on a full object key (volume prefix + path), in bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// A validated path relative to a volume: non-empty, `/`-separated segments,
+/// none empty, `.` or `..`, no control characters and no backslash.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct VolumePath(String);
+
+impl VolumePath {
+    /// Parse a file path. `what` names the path in error messages.
+    pub fn parse(path: &str) -> Result<Self, StorageError> {
+        check(path, false)?;
+        Ok(VolumePath(path.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The parent directory ("" for a file at the volume's root).
+    pub fn parent(&self) -> &str {
+        parent_of(&self.0)
+    }
+
+    /// The last segment.
+    pub fn file_name(&self) -> &str {
+        self.0.rsplit('/').next().unwrap_or(&self.0)
+    }
+
+    /// The extension of the last segment, lower-cased, if any.
+    pub fn extension(&self) -> Option<String> {
+        let name = self.file_name();
+        let dot = name.rfind('.')?;
+        (dot > 0).then(|| name[dot + 1..].to_ascii_lowercase())
+    }
+
+    /// Every ancestor directory, outermost first: `a/b/c` gives `a`, `a/b`.
+    pub fn ancestors(&self) -> impl Iterator<Item = &str> {
+        self.0
+            .match_indices('/')
+            .map(|(i, _)| &self.0[..i])
+    }
+}
+
+/// Split `volume/path/inside` as written on a command line.
+pub fn split_target(spec: &str) -> Result<(&str, &str), StorageError> {
+    spec.split_once('/').ok_or_else(|| {
+        StorageError::InvalidPath(format!("'{spec}' should be <volume>/<path>, e.g. public/photos/cat.jpg"))
+    })
+}
+
+/// Check a directory prefix for listings: "" (the root) or a valid path.
+pub fn check_prefix(prefix: &str) -> Result<(), StorageError> {
+    check(prefix, true)
+}
+
+/// The parent directory of a path ("" at the root).
+pub fn parent_of(path: &str) -> &str {
+    path.rfind('/').map_or("", |i| &path[..i])
+}
+
+fn check(path: &str, allow_empty: bool) -> Result<(), StorageError> {
+    let invalid = |why: String| Err(StorageError::InvalidPath(why));
+    if path.is_empty() {
+        return if allow_empty { Ok(()) } else { invalid("the path is empty".into()) };
+    }
+    if path.len() > MAX_KEY_BYTES {
+        return invalid(format!(
+            "the path is {} bytes; at most {MAX_KEY_BYTES} are allowed",
+            path.len()
+        ));
+    }
+    if path.starts_with('/') {
+        return invalid("the path must be relative to the volume (it starts with '/')".into());
+    }
+    if let Some(c) = path.chars().find(|c| c.is_control()) {
+        return invalid(format!("the path contains the control character U+{:04X}", c as u32));
+    }
+    if path.contains('\\') {
+        return invalid("the path contains a backslash; use '/' to separate segments".into());
+    }
+    for segment in path.split('/') {
+        match segment {
+            "" => return invalid("the path has an empty segment ('//' or a trailing '/')".into()),
+            "." | ".." => return invalid(format!("the path has a '{segment}' segment")),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+impl fmt::Display for VolumePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for VolumePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_ordinary_paths() {
+        for p in ["a.jpg", "2026/11/photo.jpg", "émoji-😀/ü.png", ".hidden", "a..b", "x/.y"] {
+            VolumePath::parse(p).unwrap_or_else(|e| panic!("{p}: {e}"));
+        }
+    }
+
+    #[test]
+    fn refuses_escapes_and_junk() {
+        let long = "a".repeat(MAX_KEY_BYTES + 1);
+        for (p, why) in [
+            ("", "empty"),
+            ("/etc/passwd", "starts with '/'"),
+            ("../x", "'..'"),
+            ("a/../../x", "'..'"),
+            ("a/./b", "'.'"),
+            ("a//b", "empty segment"),
+            ("a/", "empty segment"),
+            ("a\\b", "backslash"),
+            ("a\0b", "U+0000"),
+            ("a\nb", "U+000A"),
+            ("a\u{7f}", "U+007F"),
+            (long.as_str(), "bytes"),
+        ] {
+            let err = VolumePath::parse(p).expect_err(p).to_string();
+            assert!(err.contains(why), "{p:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn key_limit_counts_bytes_not_chars() {
+        // 256 four-byte characters are exactly 1024 bytes.
+        VolumePath::parse(&"😀".repeat(256)).unwrap();
+        VolumePath::parse(&format!("{}a", "😀".repeat(256))).unwrap_err();
+    }
+
+    #[test]
+    fn parents_and_ancestors() {
+        let p = VolumePath::parse("a/b/c.JPG").unwrap();
+        assert_eq!(p.parent(), "a/b");
+        assert_eq!(p.file_name(), "c.JPG");
+        assert_eq!(p.extension().as_deref(), Some("jpg"));
+        assert_eq!(p.ancestors().collect::<Vec<_>>(), ["a", "a/b"]);
+        assert_eq!(VolumePath::parse("top").unwrap().parent(), "");
+        assert_eq!(VolumePath::parse(".env").unwrap().extension(), None);
+    }
+}

@@ -1,0 +1,246 @@
+//! The upload pipeline: stage a file, let each matching plugin judge it in a
+//! fresh sandbox, then store it, or discard it and everything derived from it.
+//!
+//! The upload is staged outside every volume and shown at its destination
+//! only to the plugins judging it; nobody else can see it until every plugin
+//! has accepted it. A plugin that rejects, fails or exceeds a limit rejects
+//! the upload (fail closed), and the files the pipeline wrote are deleted.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::error::StorageError;
+use crate::runtime::{InvokeError, InvokeLimits, Outcome, PluginComponent, Runtime, Upload};
+use crate::store::{ObjectMeta, PutOptions};
+use crate::vfs::{Grant, Location, PendingUpload, Quota, Session, Storage};
+
+/// One configured plugin, loaded.
+pub struct Stage {
+    pub component: PluginComponent,
+    pub config: crate::config::PluginConfig,
+    pub grants: Arc<[Grant]>,
+    pub settings: Vec<(String, String)>,
+}
+
+impl Stage {
+    pub fn limits(&self) -> InvokeLimits {
+        InvokeLimits {
+            memory_bytes: (self.config.limits.memory_mib << 20) as usize,
+            time: std::time::Duration::from_millis(self.config.limits.time_ms),
+        }
+    }
+
+    pub fn quota(&self) -> Quota {
+        let l = self.config.limits;
+        Quota { bytes_written: l.bytes_written, objects_written: l.objects_written, max_object_bytes: l.max_object_bytes }
+    }
+}
+
+/// The result of one upload, as `silo run` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct UploadReport {
+    pub status: Status,
+    pub file: FileReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejected_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorReport>,
+    pub derivatives: Vec<Derivative>,
+    pub plugins: Vec<PluginRun>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Accepted,
+    Rejected,
+    Error,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FileReport {
+    pub volume: String,
+    pub path: String,
+    pub size: u64,
+    pub content_type: String,
+    /// Set once stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorReport {
+    pub code: String,
+    pub message: String,
+}
+
+/// A file a plugin wrote for this upload.
+#[derive(Debug, Clone, Serialize)]
+pub struct Derivative {
+    pub volume: String,
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub style: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    pub size: u64,
+    pub etag: String,
+    pub content_type: String,
+    pub plugin: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginRun {
+    pub name: String,
+    pub verdict: String,
+    pub ms: f64,
+}
+
+/// Copy `source` into a staging file, returning it and its metadata.
+pub(crate) fn stage(staging_dir: &Path, source: &Path, content_type: &str) -> std::io::Result<(tempfile::TempPath, ObjectMeta)> {
+    use sha2::{Digest, Sha256};
+    use std::io::{Read, Write};
+    std::fs::create_dir_all(staging_dir)?;
+    let mut input = std::fs::File::open(source)?;
+    if input.metadata()?.is_dir() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "is a directory"));
+    }
+    let mut temp = tempfile::NamedTempFile::new_in(staging_dir)?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = input.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        temp.write_all(&buf[..n])?;
+        size += n as u64;
+    }
+    temp.flush()?;
+    let meta = ObjectMeta {
+        size,
+        etag: format!("staged-{}", hex::encode(&hasher.finalize()[..12])),
+        content_type: content_type.to_owned(),
+        modified_ms: crate::store::now_ms(),
+        cache_control: None,
+        metadata: Vec::new(),
+    };
+    Ok((temp.into_temp_path(), meta))
+}
+
+/// Run the pipeline over a staged upload and store it if accepted.
+pub(crate) async fn run(
+    storage: &Arc<Storage>,
+    runtime: &Runtime,
+    stages: &[Stage],
+    pending: PendingUpload,
+) -> UploadReport {
+    let loc = pending.location.clone();
+    let mut report = UploadReport {
+        status: Status::Accepted,
+        file: FileReport {
+            volume: loc.volume.clone(),
+            path: loc.path.to_string(),
+            size: pending.meta.size,
+            content_type: pending.meta.content_type.clone(),
+            etag: None,
+        },
+        reason: None,
+        rejected_by: None,
+        error: None,
+        derivatives: Vec::new(),
+        plugins: Vec::new(),
+    };
+    let mut written: Vec<(Location, ObjectMeta, String)> = Vec::new();
+    for stage in stages.iter().filter(|s| s.config.handles(&pending.meta.content_type)) {
+        let session = Session::new(storage.clone(), Some(stage.grants.clone()), stage.quota()).with_pending(pending.clone());
+        let usage = session.usage();
+        let upload = Upload {
+            file: (&loc).into(),
+            info: (&pending.meta).into(),
+            settings: stage.settings.clone(),
+        };
+        let started = Instant::now();
+        let result = runtime.on_upload(&stage.component, session, stage.limits(), upload).await;
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        let name = stage.config.name.clone();
+        let own: Vec<(Location, ObjectMeta)> = std::mem::take(&mut usage.lock().unwrap_or_else(|p| p.into_inner()).written);
+        let first_new = written.len();
+        written.extend(own.into_iter().map(|(l, m)| (l, m, name.clone())));
+        match result {
+            Ok(Outcome::Accept(claims)) => {
+                report.plugins.push(PluginRun { name: name.clone(), verdict: "accept".into(), ms });
+                // Report what the host saw written, annotated with the
+                // plugin's description of it.
+                for (l, m, _) in &written[first_new..] {
+                    let claim = claims.iter().find(|c| c.file.volume == l.volume && c.file.path == l.path.as_str());
+                    report.derivatives.push(Derivative {
+                        volume: l.volume.clone(),
+                        path: l.path.to_string(),
+                        style: claim.and_then(|c| c.style.clone()),
+                        width: claim.and_then(|c| c.width),
+                        height: claim.and_then(|c| c.height),
+                        size: m.size,
+                        etag: m.etag.clone(),
+                        content_type: m.content_type.clone(),
+                        plugin: name.clone(),
+                    });
+                }
+            }
+            Ok(Outcome::Reject(reason)) => {
+                report.plugins.push(PluginRun { name: name.clone(), verdict: "reject".into(), ms });
+                report.status = Status::Rejected;
+                report.reason = Some(reason);
+                report.rejected_by = Some(name);
+                break;
+            }
+            Err(e) => {
+                report.plugins.push(PluginRun { name: name.clone(), verdict: "error".into(), ms });
+                report.status = Status::Error;
+                report.error = Some(invoke_error(&e));
+                report.rejected_by = Some(name);
+                break;
+            }
+        }
+    }
+    let host = storage.host_session();
+    if report.status == Status::Accepted {
+        let options = PutOptions { content_type: pending.meta.content_type.clone(), ..Default::default() };
+        let stored = match tokio::fs::File::open(&**pending.staged).await {
+            Ok(file) => crate::vfs::store_stream(&host, &loc, Box::pin(file), options).await,
+            Err(e) => Err(StorageError::unavailable(format!("staged upload: {e}"))),
+        };
+        match stored {
+            Ok(meta) => {
+                report.file.etag = Some(meta.etag);
+                return report;
+            }
+            Err(e) => {
+                report.status = Status::Error;
+                report.error = Some(ErrorReport { code: e.code().into(), message: format!("storing {loc}: {e}") });
+            }
+        }
+    }
+    // Discard everything derived from a refused upload, newest first.
+    for (l, _, plugin) in written.iter().rev() {
+        match host.delete(l).await {
+            Ok(()) | Err(StorageError::NotFound) => {}
+            Err(e) => tracing::error!(plugin, "cannot remove {l} written for a refused upload: {e}"),
+        }
+    }
+    report.derivatives.clear();
+    report
+}
+
+fn invoke_error(e: &InvokeError) -> ErrorReport {
+    ErrorReport { code: e.code().into(), message: e.to_string() }
+}

@@ -1,0 +1,368 @@
+//! The plugin runtime: one wasmtime engine, components compiled once (and
+//! cached on disk by sha256 and engine version), a fresh store and instance
+//! for every invocation, and limits that end an invocation without harming
+//! the host.
+//!
+//! WASI 0.2 is linked deny-by-default: the context has no preopened
+//! directories, no environment, no arguments and no network; guest stdout
+//! and stderr go to the host's log.
+
+mod bindings;
+pub mod streams;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Engine, Store, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+pub use bindings::{DeriveRequest, DerivedFile, ObjectInfo, Outcome, Upload};
+pub use streams::WRITE_CHUNK;
+
+use crate::error::StorageError;
+use crate::vfs::Session;
+
+/// How often the epoch advances; the granularity of time limits.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+/// Instances the pooling allocator keeps slots for: the most invocations
+/// that can run at once.
+pub const MAX_CONCURRENT_INSTANCES: u32 = 128;
+
+/// Why a component could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{name}: not a WebAssembly file")]
+    NotWasm { name: String },
+    #[error("{name}: this is a core WebAssembly module, not a component; build the plugin for wasm32-wasip2 (or wrap it with `wasm-tools component new`)")]
+    CoreModule { name: String },
+    #[error("{name}: sha256 mismatch: the config pins {expected} but the file is {actual}")]
+    Sha256Mismatch { name: String, expected: String, actual: String },
+    #[error("{name}: invalid component: {message}")]
+    Invalid { name: String, message: String },
+    #[error("{name}: imports something Silo does not provide: {message}")]
+    UnknownImport { name: String, message: String },
+    #[error("{name}: not an upload plugin (it must export silo:plugin/handler@0.1.0): {message}")]
+    WrongWorld { name: String, message: String },
+    #[error("cannot start the plugin runtime: {0}")]
+    Engine(String),
+}
+
+/// Why an invocation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    #[error("plugin '{plugin}' exceeded its time limit of {limit_ms} ms")]
+    TimeLimit { plugin: String, limit_ms: u64 },
+    #[error("plugin '{plugin}' exceeded its memory limit of {limit_mib} MiB")]
+    MemoryLimit { plugin: String, limit_mib: u64 },
+    #[error("plugin '{plugin}' crashed: {message}")]
+    Trap { plugin: String, message: String },
+    #[error("plugin '{plugin}' returned an error: {error}")]
+    Failed { plugin: String, error: StorageError },
+}
+
+impl InvokeError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            InvokeError::TimeLimit { .. } => "time-limit",
+            InvokeError::MemoryLimit { .. } => "memory-limit",
+            InvokeError::Trap { .. } => "plugin-crashed",
+            InvokeError::Failed { error, .. } => error.code(),
+        }
+    }
+}
+
+/// Limits for one invocation.
+#[derive(Debug, Clone, Copy)]
+pub struct InvokeLimits {
+    pub memory_bytes: usize,
+    pub time: Duration,
+}
+
+/// A loaded plugin component, ready to instantiate.
+#[derive(Clone)]
+pub struct PluginComponent {
+    pub name: Arc<str>,
+    pub sha256: String,
+    pre: bindings::UploadPluginPre<Invocation>,
+}
+
+/// What `silo plugin check` reports.
+#[derive(Debug)]
+pub struct Inspection {
+    pub sha256: String,
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
+    /// `Ok` if Silo can run it as an upload plugin.
+    pub verdict: Result<(), LoadError>,
+}
+
+/// The state of one invocation's store.
+pub(crate) struct Invocation {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+    session: Session,
+    plugin: Arc<str>,
+}
+
+impl WasiView for Invocation {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// Caps linear memory and table growth; remembers that it refused, so a
+/// resulting trap is reported as the memory limit rather than a crash.
+struct MemoryLimiter {
+    max_bytes: usize,
+    refused: Arc<AtomicBool>,
+}
+
+/// Most table elements an instance may grow to.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            self.refused.store(true, Ordering::Relaxed);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > MAX_TABLE_ELEMENTS {
+            self.refused.store(true, Ordering::Relaxed);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+}
+
+/// The engine, the linker, and the compiled-component cache.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<Invocation>,
+    cache_dir: Option<PathBuf>,
+    engine_tag: String,
+}
+
+impl Runtime {
+    /// Start the engine. `cache_dir` keeps compiled components between runs
+    /// (Silo's own state directory: nothing a plugin can write to).
+    pub fn new(cache_dir: Option<&Path>, max_memory_mib: u64) -> Result<Runtime, LoadError> {
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        let mut pool = wasmtime::PoolingAllocationConfig::default();
+        pool.total_component_instances(MAX_CONCURRENT_INSTANCES)
+            .total_core_instances(MAX_CONCURRENT_INSTANCES * 8)
+            .total_memories(MAX_CONCURRENT_INSTANCES * 2)
+            .total_tables(MAX_CONCURRENT_INSTANCES * 8)
+            .total_stacks(MAX_CONCURRENT_INSTANCES)
+            .max_core_instances_per_component(32)
+            .max_memories_per_component(4)
+            .max_tables_per_component(16)
+            .max_memory_size((max_memory_mib as usize) << 20);
+        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool.clone()));
+        let engine = match Engine::new(&config) {
+            Ok(engine) => engine,
+            Err(e) => {
+                // Some hosts cap virtual memory below what the pool reserves.
+                tracing::warn!("pooling allocator unavailable ({e}); allocating instances on demand");
+                config.allocation_strategy(wasmtime::InstanceAllocationStrategy::OnDemand);
+                Engine::new(&config).map_err(|e| LoadError::Engine(e.to_string()))?
+            }
+        };
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| LoadError::Engine(e.to_string()))?;
+        bindings::add_to_linker(&mut linker).map_err(|e| LoadError::Engine(e.to_string()))?;
+
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut h);
+        let engine_tag = format!("{:016x}", h.finish());
+
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("silo-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .map_err(|e| LoadError::Engine(format!("cannot start the epoch thread: {e}")))?;
+
+        Ok(Runtime { engine, linker, cache_dir: cache_dir.map(Path::to_owned), engine_tag })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Check and compile a component. `pin` is the sha256 the config
+    /// expects; the component is refused if it differs.
+    pub fn load(&self, name: &str, bytes: &[u8], pin: Option<&str>) -> Result<PluginComponent, LoadError> {
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        if let Some(expected) = pin
+            && !expected.eq_ignore_ascii_case(&sha256)
+        {
+            return Err(LoadError::Sha256Mismatch { name: name.into(), expected: expected.into(), actual: sha256 });
+        }
+        let component = self.compile(name, bytes, &sha256)?;
+        self.link(name, component, sha256)
+    }
+
+    /// Describe a component for `silo plugin check`: its sha256, imports
+    /// and exports, and whether Silo can run it.
+    pub fn inspect(&self, name: &str, bytes: &[u8]) -> Result<Inspection, LoadError> {
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        let component = self.compile(name, bytes, &sha256)?;
+        let ty = component.component_type();
+        let imports = ty.imports(&self.engine).map(|(n, _)| n.to_owned()).collect();
+        let exports = ty.exports(&self.engine).map(|(n, _)| n.to_owned()).collect();
+        let verdict = self.link(name, component, sha256.clone()).map(|_| ());
+        Ok(Inspection { sha256, imports, exports, verdict })
+    }
+
+    fn link(&self, name: &str, component: Component, sha256: String) -> Result<PluginComponent, LoadError> {
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::UnknownImport { name: name.into(), message: format!("{e:#}") })?;
+        let pre = bindings::UploadPluginPre::new(pre)
+            .map_err(|e| LoadError::WrongWorld { name: name.into(), message: format!("{e:#}") })?;
+        Ok(PluginComponent { name: name.into(), sha256, pre })
+    }
+
+    fn compile(&self, name: &str, bytes: &[u8], sha256: &str) -> Result<Component, LoadError> {
+        match bytes.get(..8) {
+            Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => return Err(LoadError::CoreModule { name: name.into() }),
+            Some([0, b'a', b's', b'm', _, _, 1, 0]) => {}
+            _ => return Err(LoadError::NotWasm { name: name.into() }),
+        }
+        let invalid = |e: wasmtime::Error| LoadError::Invalid { name: name.into(), message: format!("{e:#}") };
+        let Some(dir) = &self.cache_dir else {
+            return Component::new(&self.engine, bytes).map_err(invalid);
+        };
+        let cached = dir.join(format!("{sha256}-{}.cwasm", self.engine_tag));
+        if cached.exists() {
+            // SAFETY: the file was written by `serialize` below into Silo's
+            // own state directory, keyed by the source's sha256 and this
+            // engine's compatibility hash; wasmtime checks the header too.
+            match unsafe { Component::deserialize_file(&self.engine, &cached) } {
+                Ok(component) => return Ok(component),
+                Err(e) => tracing::warn!("ignoring unusable compiled cache {}: {e}", cached.display()),
+            }
+        }
+        let component = Component::new(&self.engine, bytes).map_err(invalid)?;
+        if let Err(e) = write_atomically(dir, &cached, &component) {
+            tracing::warn!("cannot cache the compiled plugin at {}: {e}", cached.display());
+        }
+        Ok(component)
+    }
+
+    fn store(&self, plugin: &PluginComponent, session: Session, limits: InvokeLimits) -> (Store<Invocation>, Arc<AtomicBool>) {
+        let refused = Arc::new(AtomicBool::new(false));
+        let mut wasi = WasiCtx::builder();
+        wasi.stdout(streams::GuestLog::new(plugin.name.clone(), "stdout"))
+            .stderr(streams::GuestLog::new(plugin.name.clone(), "stderr"));
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(10_000);
+        let state = Invocation {
+            wasi: wasi.build(),
+            table,
+            limiter: MemoryLimiter { max_bytes: limits.memory_bytes, refused: refused.clone() },
+            session,
+            plugin: plugin.name.clone(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        // Yield to the executor at every tick so the wall-clock timeout
+        // around the call can fire even in a tight loop.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+        (store, refused)
+    }
+
+    /// Run a plugin's `on-upload` in a fresh instance.
+    pub async fn on_upload(
+        &self,
+        plugin: &PluginComponent,
+        session: Session,
+        limits: InvokeLimits,
+        upload: Upload,
+    ) -> Result<Outcome, InvokeError> {
+        let (mut store, refused) = self.store(plugin, session, limits);
+        let call = async {
+            let instance = plugin.pre.instantiate_async(&mut store).await?;
+            instance.silo_plugin_handler().call_on_upload(&mut store, &upload).await
+        };
+        let result = tokio::time::timeout(limits.time, call).await;
+        classify(plugin, limits, result, &refused)
+    }
+
+    /// Run a plugin's `on-derive` in a fresh instance.
+    pub async fn on_derive(
+        &self,
+        plugin: &PluginComponent,
+        session: Session,
+        limits: InvokeLimits,
+        request: DeriveRequest,
+    ) -> Result<DerivedFile, InvokeError> {
+        let (mut store, refused) = self.store(plugin, session, limits);
+        let call = async {
+            let instance = plugin.pre.instantiate_async(&mut store).await?;
+            instance.silo_plugin_handler().call_on_derive(&mut store, &request).await
+        };
+        let result = tokio::time::timeout(limits.time, call).await;
+        classify(plugin, limits, result, &refused)
+    }
+}
+
+fn classify<T>(
+    plugin: &PluginComponent,
+    limits: InvokeLimits,
+    result: Result<wasmtime::Result<Result<T, bindings::silo::plugin::types::Error>>, tokio::time::error::Elapsed>,
+    refused: &AtomicBool,
+) -> Result<T, InvokeError> {
+    let name = plugin.name.to_string();
+    match result {
+        Err(_) => Err(InvokeError::TimeLimit { plugin: name, limit_ms: limits.time.as_millis() as u64 }),
+        Ok(Ok(Ok(value))) => Ok(value),
+        Ok(Ok(Err(error))) => Err(InvokeError::Failed { plugin: name, error: error.into() }),
+        Ok(Err(_)) if refused.load(Ordering::Relaxed) => {
+            Err(InvokeError::MemoryLimit { plugin: name, limit_mib: (limits.memory_bytes >> 20) as u64 })
+        }
+        Ok(Err(trap)) => Err(InvokeError::Trap { plugin: name, message: trap_message(&trap) }),
+    }
+}
+
+/// The first line of a trap and the guest frame it happened in.
+fn trap_message(error: &wasmtime::Error) -> String {
+    let mut message = match error.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => trap.to_string(),
+        None => error.to_string(),
+    };
+    if let Some(bt) = error.downcast_ref::<wasmtime::WasmBacktrace>()
+        && let Some(name) = bt.frames().iter().find_map(|f| f.func_name())
+    {
+        message.push_str(&format!(" (in {name})"));
+    }
+    message
+}
+
+fn write_atomically(dir: &Path, dest: &Path, component: &Component) -> std::io::Result<()> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir)?;
+    let bytes = component.serialize().map_err(std::io::Error::other)?;
+    let mut temp = tempfile::NamedTempFile::new_in(dir)?;
+    temp.write_all(&bytes)?;
+    temp.persist(dest).map_err(|e| e.error)?;
+    Ok(())
+}

@@ -1,0 +1,328 @@
+//! A directory as a store: the embedded default.
+//!
+//! Objects are plain files under the root, so an existing uploads directory
+//! can be served as it is and a volume stays browsable. Writes go to a
+//! temporary file in `<root>/.silo-tmp` and are renamed into place, so a
+//! reader never sees half a file. Conditional writes are atomic within one
+//! Silo process (create-only uses a hard link, which fails if the target
+//! exists, even across processes).
+//!
+//! What a directory cannot do: hold a file `a` beside a file `a/b` (S3 can),
+//! and remember a declared content type (it is guessed from the extension on
+//! a rescan; the metadata cache keeps the declared one). Symbolic links are
+//! never followed.
+
+use std::fs;
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::io::AsyncReadExt;
+
+use super::{ByteRange, ByteStream, Condition, KeyPage, ObjectMeta, ObjectStore, ObjectUpload, PutOptions};
+use crate::error::{StorageError, StorageResult};
+
+/// Directory (inside the root) holding writes in progress.
+const TMP_DIR: &str = ".silo-tmp";
+
+#[derive(Clone)]
+pub struct LocalStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    root: PathBuf,
+    /// Serialises commits so a conditional check and its rename are atomic.
+    commit: std::sync::Mutex<()>,
+}
+
+impl LocalStore {
+    /// Open (creating if needed) a store rooted at `root`.
+    pub fn open(root: &Path) -> StorageResult<Self> {
+        fs::create_dir_all(root.join(TMP_DIR))
+            .map_err(|e| StorageError::unavailable(format!("cannot create {}: {e}", root.display())))?;
+        let root = root
+            .canonicalize()
+            .map_err(|e| StorageError::unavailable(format!("cannot open {}: {e}", root.display())))?;
+        Ok(LocalStore { inner: Arc::new(Inner { root, commit: std::sync::Mutex::new(()) }) })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner) -> StorageResult<T> + Send + 'static,
+    ) -> StorageResult<T> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| StorageError::unavailable(format!("local store task failed: {e}")))?
+    }
+}
+
+impl Inner {
+    /// The file for a key, refusing the reserved directory and any symlink
+    /// on the way.
+    fn file(&self, key: &str) -> StorageResult<PathBuf> {
+        if key == TMP_DIR || key.starts_with(&format!("{TMP_DIR}/")) {
+            return Err(StorageError::InvalidPath(format!("'{TMP_DIR}' is reserved in local volumes")));
+        }
+        let mut path = self.root.clone();
+        for segment in key.split('/') {
+            path.push(segment);
+            if let Ok(meta) = fs::symlink_metadata(&path)
+                && meta.file_type().is_symlink()
+            {
+                return Err(StorageError::AccessDenied);
+            }
+        }
+        Ok(path)
+    }
+
+    fn meta_of(&self, key: &str, meta: &fs::Metadata) -> ObjectMeta {
+        let modified_ns = meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128;
+        ObjectMeta {
+            size: meta.len(),
+            etag: format!("{:x}-{:x}-{:x}", meta.ino(), meta.len(), modified_ns),
+            content_type: super::guess_content_type(key),
+            modified_ms: (modified_ns / 1_000_000).max(0) as u64,
+            cache_control: None,
+            metadata: Vec::new(),
+        }
+    }
+
+    fn head(&self, key: &str) -> StorageResult<ObjectMeta> {
+        let path = self.file(key)?;
+        let meta = fs::metadata(&path).map_err(|e| StorageError::io(key, e))?;
+        if !meta.is_file() {
+            return Err(StorageError::NotFound);
+        }
+        Ok(self.meta_of(key, &meta))
+    }
+
+    fn new_temp(&self) -> StorageResult<tempfile::NamedTempFile> {
+        tempfile::NamedTempFile::new_in(self.root.join(TMP_DIR))
+            .map_err(|e| StorageError::unavailable(format!("cannot create a temporary file: {e}")))
+    }
+
+    /// Move a finished temporary file to `key`, honouring the condition.
+    fn commit(&self, temp: tempfile::NamedTempFile, key: &str, options: &PutOptions) -> StorageResult<ObjectMeta> {
+        temp.as_file()
+            .sync_all()
+            .map_err(|e| StorageError::unavailable(format!("cannot sync a temporary file: {e}")))?;
+        let dest = self.file(key)?;
+        let conflict = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::AlreadyExists if options.condition == Some(Condition::CreateOnly) => {
+                StorageError::AlreadyExists
+            }
+            std::io::ErrorKind::NotADirectory
+            | std::io::ErrorKind::AlreadyExists
+            | std::io::ErrorKind::IsADirectory
+            | std::io::ErrorKind::DirectoryNotEmpty => StorageError::Unsupported(format!(
+                "'{key}' clashes with an existing file or directory; a local volume cannot hold both a file and a directory of the same name"
+            )),
+            _ => StorageError::unavailable(format!("cannot store '{key}': {e}")),
+        };
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent).map_err(conflict)?;
+        }
+        let _guard = self.commit.lock().unwrap_or_else(|p| p.into_inner());
+        match &options.condition {
+            Some(Condition::CreateOnly) => {
+                fs::hard_link(temp.path(), &dest).map_err(conflict)?;
+            }
+            Some(Condition::IfMatch(_)) => {
+                let current = self.head(key).ok();
+                super::memory::check_condition(current.as_ref(), options.condition.as_ref())?;
+                fs::rename(temp.path(), &dest).map_err(conflict)?;
+            }
+            None => {
+                if dest.is_dir() {
+                    return Err(conflict(std::io::ErrorKind::IsADirectory.into()));
+                }
+                fs::rename(temp.path(), &dest).map_err(conflict)?;
+            }
+        }
+        drop(temp);
+        self.head(key)
+    }
+
+    /// Remove now-empty directories from `path`'s parent up to the root.
+    fn prune(&self, path: &Path) {
+        let mut dir = path.parent();
+        while let Some(d) = dir {
+            if d == self.root || fs::remove_dir(d).is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
+    }
+
+    fn walk(&self, dir: &Path, prefix: &str, out: &mut Vec<(String, ObjectMeta)>) -> StorageResult<()> {
+        let entries = match fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => return Ok(()),
+            Err(e) => return Err(StorageError::unavailable(format!("cannot list {}: {e}", dir.display()))),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| StorageError::unavailable(format!("cannot list {}: {e}", dir.display())))?;
+            let path = entry.path();
+            let Ok(rel) = path.strip_prefix(&self.root) else { continue };
+            let Some(key) = rel.to_str().map(str::to_owned) else { continue };
+            if key == TMP_DIR {
+                continue;
+            }
+            let Ok(meta) = fs::symlink_metadata(&path) else { continue };
+            if meta.is_dir() {
+                // Descend only where keys with the prefix can be.
+                if prefix.starts_with(&format!("{key}/")) || key.starts_with(prefix) || prefix.starts_with(&key) {
+                    self.walk(&path, prefix, out)?;
+                }
+            } else if meta.is_file() && key.starts_with(prefix) && crate::path::VolumePath::parse(&key).is_ok() {
+                let meta = self.meta_of(&key, &meta);
+                out.push((key, meta));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ObjectStore for LocalStore {
+    fn describe(&self) -> String {
+        format!("local:{}", self.inner.root.display())
+    }
+
+    async fn head(&self, key: &str) -> StorageResult<ObjectMeta> {
+        let key = key.to_owned();
+        self.blocking(move |s| s.head(&key)).await
+    }
+
+    async fn get(&self, key: &str, range: Option<ByteRange>) -> StorageResult<(ObjectMeta, ByteStream)> {
+        let key = key.to_owned();
+        let (meta, file) = self
+            .blocking(move |s| {
+                let path = s.file(&key)?;
+                let mut file = fs::File::open(&path).map_err(|e| StorageError::io(&key, e))?;
+                let m = file.metadata().map_err(|e| StorageError::io(&key, e))?;
+                if !m.is_file() {
+                    return Err(StorageError::NotFound);
+                }
+                if let Some(r) = range {
+                    file.seek(SeekFrom::Start(r.offset)).map_err(|e| StorageError::io(&key, e))?;
+                }
+                Ok((s.meta_of(&key, &m), file))
+            })
+            .await?;
+        let file = tokio::fs::File::from_std(file);
+        let body: ByteStream = match range {
+            Some(r) => Box::pin(file.take(r.length)),
+            None => Box::pin(file),
+        };
+        Ok((meta, body))
+    }
+
+    async fn put(&self, key: &str, data: Bytes, options: &PutOptions) -> StorageResult<ObjectMeta> {
+        let key = key.to_owned();
+        let options = options.clone();
+        self.blocking(move |s| {
+            let mut temp = s.new_temp()?;
+            temp.write_all(&data)
+                .map_err(|e| StorageError::unavailable(format!("cannot write '{key}': {e}")))?;
+            s.commit(temp, &key, &options)
+        })
+        .await
+    }
+
+    async fn start_upload(&self, key: &str, options: PutOptions) -> StorageResult<Box<dyn ObjectUpload>> {
+        self.inner.file(key)?;
+        let store = self.clone();
+        let temp = self.blocking(|s| s.new_temp()).await?;
+        Ok(Box::new(LocalUpload { store, key: key.to_owned(), options, temp: Some(temp) }))
+    }
+
+    async fn delete(&self, key: &str) -> StorageResult<()> {
+        let key = key.to_owned();
+        self.blocking(move |s| {
+            let path = s.file(&key)?;
+            if fs::metadata(&path).map_err(|e| StorageError::io(&key, e))?.is_dir() {
+                return Err(StorageError::NotFound);
+            }
+            fs::remove_file(&path).map_err(|e| StorageError::io(&key, e))?;
+            s.prune(&path);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn copy(&self, from: &str, to: &str, options: &PutOptions) -> StorageResult<ObjectMeta> {
+        let (from, to, options) = (from.to_owned(), to.to_owned(), options.clone());
+        self.blocking(move |s| {
+            let mut source = fs::File::open(s.file(&from)?).map_err(|e| StorageError::io(&from, e))?;
+            let mut temp = s.new_temp()?;
+            std::io::copy(&mut source, &mut temp)
+                .map_err(|e| StorageError::unavailable(format!("cannot copy '{from}': {e}")))?;
+            s.commit(temp, &to, &options)
+        })
+        .await
+    }
+
+    async fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> StorageResult<KeyPage> {
+        let (prefix, after) = (prefix.to_owned(), after.map(str::to_owned));
+        self.blocking(move |s| {
+            let start = s.root.join(crate::path::parent_of(&prefix));
+            let mut all = Vec::new();
+            s.walk(&start, &prefix, &mut all)?;
+            all.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut objects: Vec<_> = all
+                .into_iter()
+                .filter(|(k, _)| after.as_deref().is_none_or(|a| k.as_str() > a))
+                .take(limit + 1)
+                .collect();
+            let next = (objects.len() > limit).then(|| {
+                objects.truncate(limit);
+                objects.last().map(|(k, _)| k.clone()).unwrap_or_default()
+            });
+            Ok(KeyPage { objects, next })
+        })
+        .await
+    }
+}
+
+struct LocalUpload {
+    store: LocalStore,
+    key: String,
+    options: PutOptions,
+    /// Deleted on drop unless committed.
+    temp: Option<tempfile::NamedTempFile>,
+}
+
+#[async_trait]
+impl ObjectUpload for LocalUpload {
+    async fn write(&mut self, chunk: Bytes) -> StorageResult<()> {
+        let mut temp = self.temp.take().ok_or_else(|| StorageError::unavailable("upload already failed"))?;
+        let key = self.key.clone();
+        let temp = self
+            .store
+            .blocking(move |_| {
+                temp.write_all(&chunk)
+                    .map_err(|e| StorageError::unavailable(format!("cannot write '{key}': {e}")))?;
+                Ok(temp)
+            })
+            .await?;
+        self.temp = Some(temp);
+        Ok(())
+    }
+
+    async fn finish(mut self: Box<Self>) -> StorageResult<ObjectMeta> {
+        let temp = self.temp.take().ok_or_else(|| StorageError::unavailable("upload already failed"))?;
+        let (key, options) = (self.key.clone(), self.options.clone());
+        self.store.blocking(move |s| s.commit(temp, &key, &options)).await
+    }
+}

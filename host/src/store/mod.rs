@@ -1,0 +1,144 @@
+//! The object store trait and its backends.
+//!
+//! A store holds the objects of one volume, addressed by keys relative to the
+//! volume's location (a directory, or a bucket plus prefix). Keys reaching a
+//! store have already passed the path rules in [`crate::path`]. Stores know
+//! nothing of plugins, grants or the metadata cache.
+
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::io::AsyncRead;
+
+use crate::error::StorageResult;
+
+pub mod local;
+pub mod memory;
+
+pub use local::LocalStore;
+pub use memory::MemoryStore;
+
+/// What a backend knows of one object.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ObjectMeta {
+    pub size: u64,
+    /// Opaque version tag; a new write always produces a new one.
+    pub etag: String,
+    pub content_type: String,
+    /// Milliseconds since the Unix epoch.
+    pub modified_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub metadata: Vec<(String, String)>,
+}
+
+/// A precondition on a write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    /// Fail with `AlreadyExists` if the key exists (S3 `If-None-Match: *`).
+    CreateOnly,
+    /// Fail with `PreconditionFailed` unless the current etag is this one
+    /// (S3 `If-Match`); a missing object also fails.
+    IfMatch(String),
+}
+
+/// How to store an object.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PutOptions {
+    pub content_type: String,
+    pub cache_control: Option<String>,
+    pub metadata: Vec<(String, String)>,
+    pub condition: Option<Condition>,
+}
+
+/// A byte range: `length` bytes from `offset` (fewer at the end).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteRange {
+    pub offset: u64,
+    pub length: u64,
+}
+
+/// An object's content as it arrives from the backend.
+pub type ByteStream = Pin<Box<dyn AsyncRead + Send>>;
+
+/// One page of a flat key listing.
+#[derive(Debug, Default)]
+pub struct KeyPage {
+    /// Keys in byte order, with their metadata.
+    pub objects: Vec<(String, ObjectMeta)>,
+    /// Pass as `after` to continue; `None` on the last page.
+    pub next: Option<String>,
+}
+
+/// One volume's backend.
+#[async_trait]
+pub trait ObjectStore: Send + Sync + 'static {
+    /// A short description for messages, e.g. `local:/srv/silo/public`.
+    fn describe(&self) -> String;
+
+    /// Metadata of one object; `NotFound` if it does not exist.
+    async fn head(&self, key: &str) -> StorageResult<ObjectMeta>;
+
+    /// An object's content (or a range of it) with its metadata. A range
+    /// starting past the end yields an empty stream.
+    async fn get(&self, key: &str, range: Option<ByteRange>) -> StorageResult<(ObjectMeta, ByteStream)>;
+
+    /// Store a whole object held in memory.
+    async fn put(&self, key: &str, data: Bytes, options: &PutOptions) -> StorageResult<ObjectMeta>;
+
+    /// Start a streamed write. Nothing is visible until
+    /// [`ObjectUpload::finish`]; dropping the upload discards it.
+    async fn start_upload(&self, key: &str, options: PutOptions) -> StorageResult<Box<dyn ObjectUpload>>;
+
+    /// Delete an object; `NotFound` if it does not exist.
+    async fn delete(&self, key: &str) -> StorageResult<()>;
+
+    /// Copy an object within this store. `options.condition` applies to the
+    /// destination.
+    async fn copy(&self, from: &str, to: &str, options: &PutOptions) -> StorageResult<ObjectMeta>;
+
+    /// Keys starting with `prefix` (a plain string prefix), after `after`, in
+    /// byte order, at most `limit` of them.
+    async fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> StorageResult<KeyPage>;
+}
+
+/// A streamed write in progress.
+#[async_trait]
+pub trait ObjectUpload: Send {
+    /// Append a chunk.
+    async fn write(&mut self, chunk: Bytes) -> StorageResult<()>;
+    /// Make the object visible and return its metadata.
+    async fn finish(self: Box<Self>) -> StorageResult<ObjectMeta>;
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The content type for a path when none is declared.
+pub fn guess_content_type(path: &str) -> String {
+    mime_guess::from_path(path)
+        .first_raw()
+        .unwrap_or("application/octet-stream")
+        .to_owned()
+}
+
+/// Read a whole stream into memory, refusing more than `limit` bytes.
+pub(crate) async fn read_to_end(mut body: ByteStream, limit: u64) -> StorageResult<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let n = (&mut body)
+        .take(limit + 1)
+        .read_to_end(&mut out)
+        .await
+        .map_err(|e| crate::error::StorageError::unavailable(format!("reading the object: {e}")))?;
+    if n as u64 > limit {
+        return Err(crate::error::StorageError::TooLarge);
+    }
+    Ok(out)
+}

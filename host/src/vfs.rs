@@ -1,0 +1,476 @@
+//! The storage core: volumes, grants, quotas and the files API every entry
+//! point (WIT glue, CLI, pipeline) goes through. Knows nothing of wasmtime.
+//!
+//! [`Storage`] owns the volumes and the metadata cache. A [`Session`] is one
+//! caller's view of it: a plugin invocation with its grants and limits, or
+//! the host itself with full access. Outside its grants a caller gets
+//! `AccessDenied` before anything is looked up, so it cannot even learn
+//! whether a path exists.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+use crate::cache::{Entry, MetadataCache, Page};
+use crate::error::{StorageError, StorageResult};
+use crate::path::{self, MAX_KEY_BYTES, VolumePath};
+use crate::store::{self, ByteRange, ByteStream, ObjectMeta, ObjectStore, ObjectUpload, PutOptions};
+
+/// Largest object `read` returns whole; bigger ones need a stream.
+pub const MAX_READ_BYTES: u64 = 16 * 1024 * 1024;
+/// Largest page a listing returns.
+pub const MAX_LIST_LIMIT: usize = 1000;
+/// User metadata bounds per object.
+pub const MAX_METADATA_PAIRS: usize = 32;
+pub const MAX_METADATA_BYTES: usize = 2048;
+
+/// Who may read a volume's files without the CMS in between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Visibility {
+    Public,
+    Private,
+}
+
+/// A named storage area.
+pub struct Volume {
+    pub name: String,
+    pub visibility: Visibility,
+    pub store: Arc<dyn ObjectStore>,
+    /// Base URL public files are served from, if any.
+    pub public_url: Option<String>,
+}
+
+/// A file: volume plus validated path.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Location {
+    pub volume: String,
+    pub path: VolumePath,
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.volume, self.path)
+    }
+}
+
+/// What a grant allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    Read,
+    Write,
+    Delete,
+}
+
+/// Access to the files of one volume under one path prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub volume: String,
+    /// A directory path ("" for the whole volume).
+    pub prefix: String,
+    pub access: Vec<Access>,
+}
+
+impl Grant {
+    fn covers(&self, volume: &str, path: &str, access: Access) -> bool {
+        self.volume == volume
+            && self.access.contains(&access)
+            && (self.prefix.is_empty()
+                || path == self.prefix
+                || path.strip_prefix(self.prefix.as_str()).is_some_and(|rest| rest.starts_with('/')))
+    }
+}
+
+/// Write quotas for one session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    pub bytes_written: u64,
+    pub objects_written: u64,
+    pub max_object_bytes: u64,
+}
+
+impl Quota {
+    pub const UNLIMITED: Quota = Quota { bytes_written: u64::MAX, objects_written: u64::MAX, max_object_bytes: u64::MAX };
+}
+
+/// The volumes and the metadata cache.
+pub struct Storage {
+    volumes: BTreeMap<String, Volume>,
+    cache: MetadataCache,
+}
+
+/// A file staged for upload: visible at its location only to the sessions
+/// of the pipeline judging it.
+#[derive(Debug, Clone)]
+pub struct PendingUpload {
+    pub location: Location,
+    pub meta: ObjectMeta,
+    pub staged: Arc<tempfile::TempPath>,
+}
+
+/// What a session has done, kept outside the plugin's store so that it
+/// survives a trapped or cancelled invocation.
+#[derive(Debug, Default)]
+pub struct Usage {
+    pub bytes_written: u64,
+    pub objects_written: u64,
+    /// Files written, in order, with their final metadata.
+    pub written: Vec<(Location, ObjectMeta)>,
+}
+
+/// One caller's view of storage.
+#[derive(Clone)]
+pub struct Session {
+    storage: Arc<Storage>,
+    /// `None`: the host itself, which may do anything.
+    grants: Option<Arc<[Grant]>>,
+    quota: Quota,
+    pending: Option<PendingUpload>,
+    usage: Arc<Mutex<Usage>>,
+}
+
+impl Storage {
+    pub fn new(volumes: Vec<Volume>, cache: MetadataCache) -> Self {
+        Storage { volumes: volumes.into_iter().map(|v| (v.name.clone(), v)).collect(), cache }
+    }
+
+    pub fn volume(&self, name: &str) -> StorageResult<&Volume> {
+        self.volumes.get(name).ok_or(StorageError::NotFound)
+    }
+
+    pub fn volumes(&self) -> impl Iterator<Item = &Volume> {
+        self.volumes.values()
+    }
+
+    pub fn cache(&self) -> &MetadataCache {
+        &self.cache
+    }
+
+    /// Parse `volume` + `path` into a location on a known volume.
+    pub fn location(&self, volume: &str, path: &str) -> StorageResult<Location> {
+        self.volume(volume)
+            .map_err(|_| StorageError::InvalidPath(format!("there is no volume named '{volume}'")))?;
+        let path = VolumePath::parse(path)?;
+        if path.as_str().len() > MAX_KEY_BYTES {
+            return Err(StorageError::InvalidPath(format!("the key is longer than {MAX_KEY_BYTES} bytes")));
+        }
+        Ok(Location { volume: volume.to_owned(), path })
+    }
+
+    /// Parse `volume/path/inside` as written on a command line.
+    pub fn parse_location(&self, spec: &str) -> StorageResult<Location> {
+        let (volume, path) = path::split_target(spec)?;
+        self.location(volume, path)
+    }
+
+    /// A session with every right and no quota, for the host's own work.
+    pub fn host_session(self: &Arc<Self>) -> Session {
+        Session::new(self.clone(), None, Quota::UNLIMITED)
+    }
+}
+
+impl Session {
+    pub fn new(storage: Arc<Storage>, grants: Option<Arc<[Grant]>>, quota: Quota) -> Self {
+        Session { storage, grants, quota, pending: None, usage: Arc::default() }
+    }
+
+    /// Show `pending` at its location to this session only.
+    pub fn with_pending(mut self, pending: PendingUpload) -> Self {
+        self.pending = Some(pending);
+        self
+    }
+
+    /// What this session has written so far.
+    pub fn usage(&self) -> Arc<Mutex<Usage>> {
+        self.usage.clone()
+    }
+
+    pub fn storage(&self) -> &Arc<Storage> {
+        &self.storage
+    }
+
+    fn check(&self, volume: &str, path: &str, access: Access) -> StorageResult<()> {
+        match &self.grants {
+            None => Ok(()),
+            Some(grants) if grants.iter().any(|g| g.covers(volume, path, access)) => Ok(()),
+            Some(_) => Err(StorageError::AccessDenied),
+        }
+    }
+
+    /// Resolve a guest-supplied location. The grant check comes first, so a
+    /// caller without access learns nothing, not even whether the volume exists.
+    pub fn resolve(&self, volume: &str, path: &str, access: Access) -> StorageResult<Location> {
+        self.check(volume, path, access)?;
+        self.storage.location(volume, path)
+    }
+
+    fn pending_at(&self, loc: &Location) -> Option<&PendingUpload> {
+        self.pending.as_ref().filter(|p| &p.location == loc)
+    }
+
+    fn cache(&self) -> &MetadataCache {
+        &self.storage.cache
+    }
+
+    fn store(&self, loc: &Location) -> StorageResult<&Arc<dyn ObjectStore>> {
+        Ok(&self.storage.volume(&loc.volume)?.store)
+    }
+
+    pub fn stat(&self, loc: &Location) -> StorageResult<ObjectMeta> {
+        if let Some(p) = self.pending_at(loc) {
+            return Ok(p.meta.clone());
+        }
+        self.cache().get(&loc.volume, loc.path.as_str())?.ok_or(StorageError::NotFound)
+    }
+
+    pub fn exists(&self, loc: &Location) -> StorageResult<bool> {
+        match self.stat(loc) {
+            Ok(_) => Ok(true),
+            Err(StorageError::NotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A stream over a file or a range of it.
+    pub async fn open_read(&self, loc: &Location, range: Option<ByteRange>) -> StorageResult<(ObjectMeta, ByteStream)> {
+        if let Some(p) = self.pending_at(loc) {
+            let mut file = tokio::fs::File::open(&**p.staged)
+                .await
+                .map_err(|e| StorageError::unavailable(format!("staged upload: {e}")))?;
+            let body: ByteStream = match range {
+                None => Box::pin(file),
+                Some(r) => {
+                    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+                    file.seek(std::io::SeekFrom::Start(r.offset))
+                        .await
+                        .map_err(|e| StorageError::unavailable(format!("staged upload: {e}")))?;
+                    Box::pin(file.take(r.length))
+                }
+            };
+            return Ok((p.meta.clone(), body));
+        }
+        // The cache is the listing: a file it does not know is not there.
+        self.stat(loc)?;
+        self.store(loc)?.get(loc.path.as_str(), range).await
+    }
+
+    pub async fn read(&self, loc: &Location) -> StorageResult<Vec<u8>> {
+        if self.stat(loc)?.size > MAX_READ_BYTES {
+            return Err(StorageError::TooLarge);
+        }
+        let (_, body) = self.open_read(loc, None).await?;
+        store::read_to_end(body, MAX_READ_BYTES).await
+    }
+
+    pub async fn read_range(&self, loc: &Location, offset: u64, length: u64) -> StorageResult<Vec<u8>> {
+        if length > MAX_READ_BYTES {
+            return Err(StorageError::TooLarge);
+        }
+        let (_, body) = self.open_read(loc, Some(ByteRange { offset, length })).await?;
+        store::read_to_end(body, length).await
+    }
+
+    fn check_options(&self, loc: &Location, options: &mut PutOptions) -> StorageResult<()> {
+        if options.metadata.len() > MAX_METADATA_PAIRS
+            || options.metadata.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() > MAX_METADATA_BYTES
+        {
+            return Err(StorageError::TooLarge);
+        }
+        if options.content_type.is_empty() {
+            options.content_type = store::guess_content_type(loc.path.as_str());
+        }
+        if self.pending_at(loc).is_some() {
+            // The upload under judgement is the pipeline's to store.
+            return Err(StorageError::AccessDenied);
+        }
+        Ok(())
+    }
+
+    /// Reserve quota for one object of `size` bytes (or unknown size).
+    fn reserve(&self, size: u64) -> StorageResult<()> {
+        let usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        if size > self.quota.max_object_bytes {
+            return Err(StorageError::QuotaExceeded(format!(
+                "objects are limited to {} bytes",
+                self.quota.max_object_bytes
+            )));
+        }
+        if usage.objects_written >= self.quota.objects_written {
+            return Err(StorageError::QuotaExceeded(format!(
+                "at most {} objects may be written",
+                self.quota.objects_written
+            )));
+        }
+        if usage.bytes_written.saturating_add(size) > self.quota.bytes_written {
+            return Err(StorageError::QuotaExceeded(format!(
+                "at most {} bytes may be written",
+                self.quota.bytes_written
+            )));
+        }
+        Ok(())
+    }
+
+    /// Record a write the backend acknowledged: cache first, then usage.
+    fn written(&self, loc: &Location, meta: ObjectMeta) -> StorageResult<ObjectMeta> {
+        self.cache().put(&loc.volume, &loc.path, &meta)?;
+        let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        usage.bytes_written += meta.size;
+        usage.objects_written += 1;
+        usage.written.push((loc.clone(), meta.clone()));
+        Ok(meta)
+    }
+
+    pub async fn write(&self, loc: &Location, data: Bytes, mut options: PutOptions) -> StorageResult<ObjectMeta> {
+        self.check_options(loc, &mut options)?;
+        self.reserve(data.len() as u64)?;
+        let meta = self.store(loc)?.put(loc.path.as_str(), data, &options).await?;
+        self.written(loc, meta)
+    }
+
+    /// Start a streamed write; see [`SessionUpload`].
+    pub async fn open_write(&self, loc: &Location, mut options: PutOptions) -> StorageResult<SessionUpload> {
+        self.check_options(loc, &mut options)?;
+        self.reserve(0)?;
+        let upload = self.store(loc)?.start_upload(loc.path.as_str(), options).await?;
+        Ok(SessionUpload { session: self.clone(), location: loc.clone(), upload, size: 0 })
+    }
+
+    pub async fn delete(&self, loc: &Location) -> StorageResult<()> {
+        if self.pending_at(loc).is_some() {
+            return Err(StorageError::AccessDenied);
+        }
+        self.stat(loc)?;
+        self.store(loc)?.delete(loc.path.as_str()).await?;
+        self.cache().remove(&loc.volume, &loc.path)
+    }
+
+    pub async fn copy(&self, from: &Location, to: &Location, mut options: PutOptions) -> StorageResult<ObjectMeta> {
+        let source = self.stat(from)?;
+        if options.content_type.is_empty() {
+            options.content_type = source.content_type.clone();
+        }
+        if from.volume != to.volume || self.pending_at(from).is_some() {
+            let (_, body) = self.open_read(from, None).await?;
+            return store_stream(self, to, body, options).await;
+        }
+        self.check_options(to, &mut options)?;
+        self.reserve(source.size)?;
+        let meta = self.store(to)?.copy(from.path.as_str(), to.path.as_str(), &options).await?;
+        self.written(to, meta)
+    }
+
+    pub async fn rename(&self, from: &Location, to: &Location) -> StorageResult<ObjectMeta> {
+        let meta = self.copy(from, to, PutOptions::default()).await?;
+        self.delete(from).await?;
+        Ok(meta)
+    }
+
+    /// A page of a listing. Directory listings take a directory path ("" for
+    /// the root); recursive ones a plain prefix.
+    pub fn list(&self, volume: &str, prefix: &str, recursive: bool, cursor: Option<&str>, limit: usize) -> StorageResult<Page> {
+        self.check(volume, prefix, Access::Read)?;
+        if !recursive {
+            path::check_prefix(prefix)?;
+        }
+        self.storage
+            .volume(volume)
+            .map_err(|_| StorageError::InvalidPath(format!("there is no volume named '{volume}'")))?;
+        let limit = match limit {
+            0 => MAX_LIST_LIMIT,
+            n => n.min(MAX_LIST_LIMIT),
+        };
+        let mut page = if recursive {
+            self.cache().list_prefix(volume, prefix, cursor, limit)?
+        } else {
+            self.cache().list_dir(volume, prefix, cursor, limit)?
+        };
+        // Hide what the grants do not cover (a grant on `a/b` listing `a`).
+        if self.grants.is_some() {
+            page.entries.retain(|e| {
+                let path = match e {
+                    Entry::File { path, .. } | Entry::Dir { path } => path,
+                };
+                self.check(volume, path, Access::Read).is_ok()
+            });
+        }
+        Ok(page)
+    }
+
+    /// A URL for the file: public volumes with a configured base URL only,
+    /// until signed URLs exist.
+    pub fn url(&self, loc: &Location) -> StorageResult<String> {
+        self.stat(loc)?;
+        let volume = self.storage.volume(&loc.volume)?;
+        match (&volume.public_url, volume.visibility) {
+            (Some(base), Visibility::Public) => Ok(format!(
+                "{}/{}",
+                base.trim_end_matches('/'),
+                loc.path.as_str().split('/').map(percent_encode).collect::<Vec<_>>().join("/")
+            )),
+            _ => Err(StorageError::Unsupported(format!("no URL is configured for volume '{}'", loc.volume))),
+        }
+    }
+}
+
+fn percent_encode(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A streamed write through a session: quota-checked as it grows, recorded
+/// in the cache when finished, discarded when dropped.
+pub struct SessionUpload {
+    session: Session,
+    location: Location,
+    upload: Box<dyn ObjectUpload>,
+    size: u64,
+}
+
+impl SessionUpload {
+    pub async fn write(&mut self, chunk: Bytes) -> StorageResult<()> {
+        let size = self.size + chunk.len() as u64;
+        self.session.reserve(size)?;
+        self.upload.write(chunk).await?;
+        self.size = size;
+        Ok(())
+    }
+
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    pub async fn finish(self) -> StorageResult<ObjectMeta> {
+        let meta = self.upload.finish().await?;
+        self.session.written(&self.location, meta)
+    }
+}
+
+/// Copy a whole stream into a new object through `session` (used by the
+/// pipeline to commit staged uploads).
+pub async fn store_stream(session: &Session, loc: &Location, mut body: ByteStream, options: PutOptions) -> StorageResult<ObjectMeta> {
+    let mut upload = session.open_write(loc, options).await?;
+    pump_session(&mut body, &mut upload).await?;
+    upload.finish().await
+}
+
+async fn pump_session(body: &mut ByteStream, upload: &mut SessionUpload) -> StorageResult<()> {
+    use tokio::io::AsyncReadExt;
+    loop {
+        let mut buf = vec![0u8; 256 * 1024];
+        let n = body.read(&mut buf).await.map_err(|e| StorageError::unavailable(format!("reading: {e}")))?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.truncate(n);
+        upload.write(Bytes::from(buf)).await?;
+    }
+}

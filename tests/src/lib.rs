@@ -1,0 +1,150 @@
+//! Test harness: real plugins (built from plugins/ by build.rs), real
+//! SQLite files, real directories. Each test gets its own temporary Silo.
+
+use std::path::{Path, PathBuf};
+
+use sha2::Digest;
+use silo_host::{Config, Silo};
+
+/// The `probe` test plugin (see plugins/probe).
+pub const PROBE: &[u8] = include_bytes!(env!("SILO_TEST_PLUGIN_PROBE"));
+
+/// Compiled components shared by all tests of a run, so each plugin is
+/// compiled once rather than once per test.
+pub fn shared_compile_cache() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-compiled");
+    std::fs::create_dir_all(&dir).expect("create the shared compile cache");
+    dir
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// A Silo in a temporary directory with local volumes `public` and
+/// `private` and the given pipeline (TOML `[[plugins]]` tables).
+pub struct TestSilo {
+    pub dir: tempfile::TempDir,
+    pub silo: Silo,
+}
+
+impl TestSilo {
+    /// `plugin_files`: components written into the plugin directory,
+    /// referenced from `pipeline` by file name (pins are filled in as
+    /// `{sha256:<file>}`).
+    pub fn new(pipeline: &str, plugin_files: &[(&str, &[u8])]) -> anyhow::Result<TestSilo> {
+        let dir = tempfile::tempdir()?;
+        let plugin_dir = dir.path().join("plugins");
+        std::fs::create_dir_all(&plugin_dir)?;
+        let mut pipeline = pipeline.to_owned();
+        for (file, bytes) in plugin_files {
+            std::fs::write(plugin_dir.join(file), bytes)?;
+            pipeline = pipeline.replace(&format!("{{sha256:{file}}}"), &sha256_hex(bytes));
+        }
+        let text = format!(
+            r#"
+data_dir = "state"
+plugin_dir = "plugins"
+compile_cache = "{cache}"
+
+[volumes.public]
+backend = "local"
+path = "volumes/public"
+visibility = "public"
+public_url = "https://cdn.example.test/files"
+
+[volumes.private]
+backend = "local"
+path = "volumes/private"
+
+{pipeline}
+"#,
+            cache = shared_compile_cache().display()
+        );
+        let config_path = dir.path().join("silo.toml");
+        std::fs::write(&config_path, text)?;
+        let silo = Silo::open(Config::load(&config_path)?)?;
+        Ok(TestSilo { dir, silo })
+    }
+
+    /// The directory behind a volume.
+    pub fn volume_dir(&self, volume: &str) -> PathBuf {
+        self.dir.path().join("volumes").join(volume)
+    }
+
+    /// Write `bytes` to a scratch file and upload it to `target`.
+    pub async fn upload(&self, target: &str, bytes: &[u8], content_type: Option<&str>) -> anyhow::Result<silo_host::UploadReport> {
+        let source = tempfile::NamedTempFile::new_in(self.dir.path())?;
+        std::fs::write(source.path(), bytes)?;
+        Ok(self.silo.upload_file(target, source.path(), content_type).await?)
+    }
+
+    /// Every file under a volume's directory (relative paths, sorted),
+    /// ignoring the store's own temporary directory.
+    pub fn files_on_disk(&self, volume: &str) -> Vec<(String, u64)> {
+        let root = self.volume_dir(volume);
+        let mut out = Vec::new();
+        walk(&root, &root, &mut out);
+        out.sort();
+        out
+    }
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, u64)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        if rel == ".silo-tmp" {
+            assert_eq!(std::fs::read_dir(&path).unwrap().count(), 0, "temporary files were left behind");
+            continue;
+        }
+        let meta = entry.metadata().unwrap();
+        if meta.is_dir() {
+            walk(root, &path, out);
+        } else {
+            out.push((rel, meta.len()));
+        }
+    }
+}
+
+/// A JPEG of `width` x `height` (a gradient, so it compresses like a photo).
+pub fn jpeg(width: u32, height: u32) -> Vec<u8> {
+    encode(width, height, image::ImageFormat::Jpeg)
+}
+
+pub fn png(width: u32, height: u32) -> Vec<u8> {
+    encode(width, height, image::ImageFormat::Png)
+}
+
+pub fn webp(width: u32, height: u32) -> Vec<u8> {
+    encode(width, height, image::ImageFormat::WebP)
+}
+
+fn encode(width: u32, height: u32, format: image::ImageFormat) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x * 255 / width) as u8, (y * 255 / height) as u8, 128])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(img).write_to(&mut out, format).expect("encode test image");
+    out.into_inner()
+}
+
+/// The built-in example plugins as pipeline stages, as in the default config.
+pub const EXAMPLE_PIPELINE: &str = r#"
+[[plugins]]
+name = "upload-guard"
+component = "builtin:upload-guard"
+settings = { max_bytes = 1000000 }
+grants = [{ volume = "public", access = ["read"] }, { volume = "private", access = ["read"] }]
+
+[[plugins]]
+name = "image-styles"
+component = "builtin:image-styles"
+events = ["image/jpeg", "image/png", "image/webp"]
+limits = { memory_mib = 256 }
+grants = [
+    { volume = "public", access = ["read"] },
+    { volume = "public", prefix = "styles", access = ["read", "write", "delete"] },
+]
+"#;

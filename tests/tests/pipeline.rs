@@ -1,0 +1,180 @@
+//! End to end: real components built from plugins/, real directories, a
+//! real SQLite file.
+
+use silo_host::store::ObjectStore;
+use silo_host::{Status, UploadReport};
+use silo_tests::{EXAMPLE_PIPELINE, PROBE, TestSilo, jpeg, png, webp};
+
+fn probe_pipeline(mode: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[plugins]]
+name = "probe"
+component = "probe.wasm"
+sha256 = "{{sha256:probe.wasm}}"
+settings = {{ mode = "{mode}" {extra} }}
+grants = [{{ volume = "public", access = ["read", "write", "delete"] }}]
+"#
+    )
+}
+
+fn derivative<'a>(report: &'a UploadReport, style: &str) -> &'a silo_host::pipeline::Derivative {
+    report
+        .derivatives
+        .iter()
+        .find(|d| d.style.as_deref() == Some(style))
+        .unwrap_or_else(|| panic!("no {style} derivative in {report:#?}"))
+}
+
+#[tokio::test]
+async fn jpeg_is_accepted_and_its_styles_have_the_right_dimensions() -> anyhow::Result<()> {
+    let t = TestSilo::new(EXAMPLE_PIPELINE, &[])?;
+    let report = t.upload("public/photos/2026/sunset.jpg", &jpeg(1200, 800), None).await?;
+    assert_eq!(report.status, Status::Accepted, "{report:#?}");
+    assert!(report.file.etag.is_some());
+
+    for (style, w, h) in [("thumbnail", 100, 100), ("medium", 640, 427)] {
+        let d = derivative(&report, style);
+        assert_eq!(d.path, format!("styles/{style}/photos/2026/sunset.jpg"));
+        assert_eq!((d.width, d.height), (Some(w), Some(h)));
+        assert_eq!(d.content_type, "image/jpeg");
+        // What is on disk really is a JPEG of that size.
+        let bytes = std::fs::read(t.volume_dir("public").join(&d.path))?;
+        assert_eq!(bytes.len() as u64, d.size);
+        let img = image::load_from_memory_with_format(&bytes, image::ImageFormat::Jpeg)?;
+        assert_eq!((img.width(), img.height()), (w, h), "{style}");
+    }
+    let original = std::fs::read(t.volume_dir("public").join("photos/2026/sunset.jpg"))?;
+    assert_eq!(original, jpeg(1200, 800));
+    Ok(())
+}
+
+#[tokio::test]
+async fn png_and_webp_keep_their_format_and_small_images_are_not_upscaled() -> anyhow::Result<()> {
+    let t = TestSilo::new(EXAMPLE_PIPELINE, &[])?;
+    let report = t.upload("public/a.png", &png(300, 200), None).await?;
+    assert_eq!(report.status, Status::Accepted, "{report:#?}");
+    assert_eq!((derivative(&report, "medium").width, derivative(&report, "medium").height), (Some(300), Some(200)));
+    let thumb = std::fs::read(t.volume_dir("public").join("styles/thumbnail/a.png"))?;
+    assert_eq!(image::guess_format(&thumb)?, image::ImageFormat::Png);
+
+    let report = t.upload("public/b.webp", &webp(800, 400), None).await?;
+    assert_eq!(report.status, Status::Accepted, "{report:#?}");
+    assert_eq!(derivative(&report, "medium").height, Some(320));
+    let medium = std::fs::read(t.volume_dir("public").join("styles/medium/b.webp"))?;
+    assert_eq!(image::guess_format(&medium)?, image::ImageFormat::WebP);
+    Ok(())
+}
+
+#[tokio::test]
+async fn png_declared_as_jpeg_is_rejected_and_nothing_is_stored_or_derived() -> anyhow::Result<()> {
+    let t = TestSilo::new(EXAMPLE_PIPELINE, &[])?;
+    let report = t.upload("public/fake.jpg", &png(300, 200), Some("image/jpeg")).await?;
+    assert_eq!(report.status, Status::Rejected, "{report:#?}");
+    assert_eq!(report.rejected_by.as_deref(), Some("upload-guard"));
+    assert_eq!(report.reason.as_deref(), Some("declared as image/jpeg but the content is image/png"));
+    assert!(report.derivatives.is_empty());
+    assert_eq!(report.plugins.len(), 1, "image-styles must not run after a rejection");
+    assert_eq!(t.files_on_disk("public"), Vec::<(String, u64)>::new());
+    assert!(t.silo.storage().cache().all_files("public")?.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn oversized_uploads_are_rejected_by_the_guard() -> anyhow::Result<()> {
+    let t = TestSilo::new(EXAMPLE_PIPELINE, &[])?;
+    let report = t.upload("public/big.bin", &vec![7u8; 1_000_001], None).await?;
+    assert_eq!(report.status, Status::Rejected);
+    assert!(report.reason.unwrap().contains("at most 1000000"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_cache_rows_equal_what_is_on_disk() -> anyhow::Result<()> {
+    let t = TestSilo::new(EXAMPLE_PIPELINE, &[])?;
+    t.upload("public/x/one.jpg", &jpeg(800, 600), None).await?;
+    t.upload("public/x/two.png", &png(120, 90), None).await?;
+    t.upload("public/x/fake.png", &jpeg(10, 10), Some("image/png")).await?; // rejected
+    t.upload("public/notes/😀 ünïcode.txt", b"hello", None).await?;
+
+    // Read the SQLite file directly, not through the cache code.
+    let db = rusqlite::Connection::open(t.dir.path().join("state/meta.sqlite"))?;
+    let mut rows: Vec<(String, u64, String)> = db
+        .prepare("SELECT path, size, etag FROM objects WHERE volume = 'public' ORDER BY path")?
+        .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    rows.sort();
+    let disk = t.files_on_disk("public");
+    assert_eq!(disk.len(), 2 * 3 + 1, "{disk:?}");
+    assert_eq!(rows.iter().map(|(p, s, _)| (p.clone(), *s)).collect::<Vec<_>>(), disk);
+
+    // Etags match what the backend reports now.
+    let store = silo_host::store::LocalStore::open(&t.volume_dir("public"))?;
+    for (path, _, etag) in &rows {
+        assert_eq!(&store.head(path).await?.etag, etag, "{path}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_second_invocation_sees_no_state_from_the_first() -> anyhow::Result<()> {
+    let t = TestSilo::new(&probe_pipeline("count", ""), &[("probe.wasm", PROBE)])?;
+    for _ in 0..3 {
+        let report = t.upload("public/a.txt", b"x", None).await?;
+        assert_eq!(report.reason.as_deref(), Some("calls=1"), "{report:#?}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn files_stream_through_a_plugin_in_both_directions() -> anyhow::Result<()> {
+    let t = TestSilo::new(&probe_pipeline("stream-copy", ""), &[("probe.wasm", PROBE)])?;
+    // Several write chunks, not a multiple of any buffer size.
+    let data: Vec<u8> = (0..5 * 1024 * 1024 + 12345).map(|i| (i * 7 % 251) as u8).collect();
+    let report = t.upload("public/blob.bin", &data, None).await?;
+    assert_eq!(report.status, Status::Accepted, "{report:#?}");
+    let copy = std::fs::read(t.volume_dir("public").join("copies/blob.bin"))?;
+    assert!(copy == data, "the streamed copy differs from the original");
+    assert_eq!(report.derivatives[0].size, data.len() as u64);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_later_rejection_discards_earlier_derivatives() -> anyhow::Result<()> {
+    let pipeline = format!(
+        "{}\n{}",
+        EXAMPLE_PIPELINE,
+        probe_pipeline("count", "").replace(r#"name = "probe""#, r#"name = "late-judge""#)
+    );
+    let t = TestSilo::new(&pipeline, &[("probe.wasm", PROBE)])?;
+    let report = t.upload("public/p.jpg", &jpeg(700, 700), None).await?;
+    assert_eq!(report.status, Status::Rejected);
+    assert_eq!(report.rejected_by.as_deref(), Some("late-judge"));
+    assert_eq!(report.plugins.len(), 3);
+    assert_eq!(t.files_on_disk("public"), Vec::<(String, u64)>::new());
+    assert!(t.silo.storage().cache().all_files("public")?.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn outside_its_grants_a_plugin_learns_nothing() -> anyhow::Result<()> {
+    let pipeline = |volume: &str, path: &str| probe_pipeline("stat", &format!(r#", volume = "{volume}", path = "{path}""#));
+    for (volume, path, expected) in [
+        ("private", "secret.txt", "error Error::AccessDenied"),
+        ("private", "missing.txt", "error Error::AccessDenied"),
+        ("nope", "x", "error Error::AccessDenied"),
+        ("public", "missing.txt", "error Error::NotFound"),
+        ("public", "../private/secret.txt", "error Error::InvalidPath"),
+        ("public", "up.txt", "ok size=2"),
+    ] {
+        let t = TestSilo::new(&pipeline(volume, path), &[("probe.wasm", PROBE)])?;
+        std::fs::create_dir_all(t.volume_dir("private"))?;
+        let host = t.silo.storage().host_session();
+        let secret = t.silo.storage().location("private", "secret.txt")?;
+        host.write(&secret, "s3cret".into(), Default::default()).await?;
+        let report = t.upload("public/up.txt", b"hi", None).await?;
+        let reason = report.reason.unwrap_or_default();
+        assert!(reason.starts_with(expected), "{volume}/{path}: {reason}");
+    }
+    Ok(())
+}
