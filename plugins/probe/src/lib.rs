@@ -6,7 +6,10 @@
 //! - `stat-loop`: stat the upload `n` times, then accept;
 //! - `stream-copy`: stream the upload into `copies/<path>`, then accept;
 //! - `stat`: stat the location in settings `volume`/`path` and reject with
-//!   the outcome (grant checks).
+//!   the outcome (grant checks);
+//! - `spin`: loop forever (time limit);
+//! - `hog`: allocate memory until refused (memory limit);
+//! - `flood`: write small files until refused (write quotas).
 
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,6 +59,25 @@ impl Plugin for Probe {
                     Ok(info) => format!("ok size={}", info.size),
                     Err(e) => format!("error {e:?}"),
                 }))
+            }
+            "spin" => {
+                let mut x = 0u64;
+                loop {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            "hog" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "flood" => {
+                for i in 0.. {
+                    files::write(&Location::new(upload.file.volume.clone(), format!("flood/{i}")), b"x")?;
+                }
+                unreachable!()
             }
             other => Err(Error::Unavailable(format!("unknown mode '{other}'"))),
         }

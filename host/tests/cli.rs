@@ -1,0 +1,102 @@
+//! The `silo` binary as a user runs it: the built-in default in an empty
+//! directory, JSON on stdout, exit codes, and bad input refused without
+//! writing anything.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn silo(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_silo"))
+        .current_dir(dir)
+        .args(args)
+        .env_remove("SILO_LOG")
+        .output()
+        .expect("run silo")
+}
+
+fn sample(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples").join(name).display().to_string()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("stdout is not JSON ({e}): {}\nstderr: {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    })
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn run_on_the_builtin_default_accepts_a_jpeg_and_writes_its_styles() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = silo(dir.path(), &["run", "public/photos/sunset.jpg", "--file", &sample("sunset.jpg")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("using the built-in default"));
+    let report = json(&out);
+    assert_eq!(report["status"], "accepted");
+    let derivatives = report["derivatives"].as_array().unwrap();
+    assert_eq!(derivatives.len(), 2);
+    for d in derivatives {
+        let path = dir.path().join("silo-data/public").join(d["path"].as_str().unwrap());
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), d["size"].as_u64().unwrap());
+        assert!(d["etag"].as_str().is_some_and(|e| !e.is_empty()));
+    }
+    assert_eq!(report["derivatives"][1]["width"], 640);
+}
+
+#[test]
+fn run_exits_non_zero_on_a_rejection_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = silo(dir.path(), &["run", "public/fake.jpg", "--file", &sample("sunset.png"), "--content-type", "image/jpeg"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report = json(&out);
+    assert_eq!(report["status"], "rejected");
+    assert_eq!(report["reason"], "declared as image/jpeg but the content is image/png");
+    assert!(!dir.path().join("silo-data/public/fake.jpg").exists());
+}
+
+#[test]
+fn bad_input_is_refused_by_name_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("broken.toml"), "[volumes.public\nbackend = \"local\"\n").unwrap();
+    std::fs::write(dir.path().join("unknown.toml"), "[volumes.public]\nbackend = \"tape\"\n").unwrap();
+    let jpg = sample("sunset.jpg");
+    for (args, expected) in [
+        (vec!["run", "public/../etc/passwd", "--file", &jpg], "'..' segment"),
+        (vec!["run", "public/a//x.jpg", "--file", &jpg], "empty segment"),
+        (vec!["run", "public//x.jpg", "--file", &jpg], "starts with '/'"),
+        (vec!["run", "nowhere/x.jpg", "--file", &jpg], "no volume named 'nowhere'"),
+        (vec!["run", "public/x.jpg", "--file", "missing.jpg"], "missing.jpg does not exist"),
+        (vec!["run", "public/x.jpg", "--file", &jpg, "--config", "absent.toml"], "cannot read config absent.toml"),
+        (vec!["run", "public/x.jpg", "--file", &jpg, "--config", "broken.toml"], "line 1"),
+        (vec!["run", "public/x.jpg", "--file", &jpg, "--config", "unknown.toml"], "unknown variant `tape`"),
+    ] {
+        let out = silo(dir.path(), &args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert_eq!(json(&out)["status"], "error");
+        assert_eq!(entries(dir.path()), ["broken.toml", "unknown.toml"], "{args:?} wrote something");
+    }
+}
+
+#[test]
+fn plugin_check_describes_a_component_and_refuses_non_components() {
+    let dir = tempfile::tempdir().unwrap();
+    let component = dir.path().join("guard.wasm");
+    std::fs::write(&component, silo_host::bundled::UPLOAD_GUARD).unwrap();
+    let out = silo(dir.path(), &["plugin", "check", "guard.wasm"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("silo:plugin/upload-plugin@0.1.0 (Silo can run it)"), "{text}");
+    assert!(text.contains("  silo:plugin/handler@0.1.0"), "{text}");
+    assert!(text.contains("  silo:plugin/files@0.1.0"), "{text}");
+
+    let out = silo(dir.path(), &["plugin", "check", &sample("sunset.png")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a WebAssembly file"));
+}

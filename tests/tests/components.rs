@@ -1,0 +1,104 @@
+//! Components Silo must refuse, each with an error that names the problem,
+//! before anything is written.
+
+use silo_host::{Config, LoadError, Runtime, Silo, SiloError};
+use silo_tests::{PROBE, TestSilo, sha256_hex, shared_compile_cache};
+
+fn runtime() -> Runtime {
+    Runtime::new(Some(&shared_compile_cache()), 64).expect("start the runtime")
+}
+
+#[test]
+fn a_core_module_is_not_a_component() {
+    let core = wat::parse_str("(module (func (export \"f\")))").unwrap();
+    let err = runtime().load("core", &core, None).err().unwrap();
+    assert!(matches!(err, LoadError::CoreModule { .. }), "{err}");
+    assert!(err.to_string().contains("wasm32-wasip2"), "{err}");
+}
+
+#[test]
+fn a_corrupt_file_is_refused() {
+    let mut bytes = PROBE.to_vec();
+    bytes.truncate(bytes.len() / 2);
+    let err = runtime().load("half", &bytes, None).err().unwrap();
+    assert!(matches!(err, LoadError::Invalid { .. }), "{err}");
+    let err = runtime().load("text", b"#!/bin/sh\necho hi\n", None).err().unwrap();
+    assert!(matches!(err, LoadError::NotWasm { .. }), "{err}");
+}
+
+#[test]
+fn a_component_for_another_world_is_refused() {
+    let other = wat::parse_str(r#"(component (core module) )"#).unwrap();
+    let err = runtime().load("other", &other, None).err().unwrap();
+    assert!(matches!(err, LoadError::WrongWorld { .. }), "{err}");
+    assert!(err.to_string().contains("silo:plugin/handler"), "{err}");
+}
+
+#[test]
+fn a_component_importing_what_silo_does_not_provide_is_refused() {
+    let sneaky = wat::parse_str(
+        r#"(component
+             (import "evil:net/raw-socket@1.0.0" (instance (export "connect" (func (param "host" string)))))
+           )"#,
+    )
+    .unwrap();
+    let err = runtime().load("sneaky", &sneaky, None).err().unwrap();
+    assert!(matches!(err, LoadError::UnknownImport { .. }), "{err}");
+    assert!(err.to_string().contains("evil:net/raw-socket"), "{err}");
+
+    let inspection = runtime().inspect("sneaky", &sneaky).unwrap();
+    assert_eq!(inspection.imports, ["evil:net/raw-socket@1.0.0"]);
+    assert!(inspection.verdict.is_err());
+}
+
+#[test]
+fn the_probe_inspects_as_an_upload_plugin() {
+    let inspection = runtime().inspect("probe", PROBE).unwrap();
+    assert!(inspection.verdict.is_ok(), "{:?}", inspection.verdict);
+    assert_eq!(inspection.exports, ["silo:plugin/handler@0.1.0"]);
+    assert!(inspection.imports.iter().any(|i| i == "silo:plugin/files@0.1.0"));
+    assert_eq!(inspection.sha256, sha256_hex(PROBE));
+}
+
+#[test]
+fn a_sha256_mismatch_is_refused_and_nothing_is_written() {
+    let pipeline = format!(
+        r#"
+[[plugins]]
+name = "probe"
+component = "probe.wasm"
+sha256 = "{}"
+"#,
+        "ab".repeat(32)
+    );
+    let err = TestSilo::new(&pipeline, &[("probe.wasm", PROBE)]).err().unwrap();
+    let message = format!("{err:#}");
+    assert!(message.contains("sha256 mismatch"), "{message}");
+    assert!(message.contains(&sha256_hex(PROBE)), "{message}");
+}
+
+#[test]
+fn unpinned_components_and_paths_outside_the_plugin_dir_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
+    std::fs::write(dir.path().join("plugins/probe.wasm"), PROBE).unwrap();
+    std::fs::write(dir.path().join("elsewhere.wasm"), PROBE).unwrap();
+    for (component, pin, expected) in [
+        ("probe.wasm", None, "components must be pinned"),
+        ("../elsewhere.wasm", Some(sha256_hex(PROBE)), "must be a plain path inside plugin_dir"),
+        ("missing.wasm", Some(sha256_hex(PROBE)), "missing.wasm"),
+        ("builtin:nope", None, "no built-in component 'nope'"),
+    ] {
+        let pin = pin.map(|p| format!("sha256 = \"{p}\"")).unwrap_or_default();
+        let text = format!(
+            "[volumes.public]\nbackend = \"memory\"\n[[plugins]]\nname = \"p\"\ncomponent = \"{component}\"\n{pin}\n"
+        );
+        let config = Config::parse(&text, dir.path(), None).unwrap();
+        let err = Silo::open(config).err().unwrap();
+        assert!(matches!(err, SiloError::Plugin { .. } | SiloError::Io { .. }), "{err}");
+        assert!(err.to_string().contains(expected), "{component}: {err}");
+    }
+    let mut left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    left.sort();
+    assert_eq!(left, ["elsewhere.wasm", "plugins"], "nothing else may be created");
+}

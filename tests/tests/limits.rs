@@ -1,0 +1,105 @@
+//! Limits end an invocation with a clear error, and the host and the next
+//! invocation carry on.
+
+use std::time::{Duration, Instant};
+
+use silo_host::Status;
+use silo_tests::{PROBE, TestSilo};
+
+/// A pipeline where each probe mode handles its own content type, beside a
+/// well-behaved `noop` for text/plain.
+fn pipeline(limits: &str) -> String {
+    let mut out = String::new();
+    for mode in ["spin", "hog", "flood", "noop"] {
+        let event = if mode == "noop" { "text/plain".to_owned() } else { format!("application/x-{mode}") };
+        out.push_str(&format!(
+            r#"
+[[plugins]]
+name = "{mode}"
+component = "probe.wasm"
+sha256 = "{{sha256:probe.wasm}}"
+events = ["{event}"]
+settings = {{ mode = "{mode}" }}
+limits = {{ {limits} }}
+grants = [{{ volume = "public", access = ["read", "write", "delete"] }}]
+"#
+        ));
+    }
+    out
+}
+
+async fn run(t: &TestSilo, mode: &str) -> anyhow::Result<silo_host::UploadReport> {
+    Ok(t.upload(&format!("public/{mode}.bin"), b"payload", Some(&format!("application/x-{mode}"))).await?)
+}
+
+async fn healthy(t: &TestSilo) -> anyhow::Result<()> {
+    let report = t.upload("public/ok.txt", b"fine", None).await?;
+    assert_eq!(report.status, Status::Accepted, "{report:#?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_infinite_loop_ends_at_the_time_limit() -> anyhow::Result<()> {
+    let t = TestSilo::new(&pipeline("time_ms = 300"), &[("probe.wasm", PROBE)])?;
+    for _ in 0..2 {
+        let started = Instant::now();
+        let report = run(&t, "spin").await?;
+        let elapsed = started.elapsed();
+        assert_eq!(report.status, Status::Error);
+        let error = report.error.unwrap();
+        assert_eq!(error.code, "time-limit", "{}", error.message);
+        assert!(error.message.contains("300 ms"), "{}", error.message);
+        // Generous: this checks that the loop is stopped, not the machine's speed.
+        assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
+        healthy(&t).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_memory_hog_fails_cleanly_at_its_limit() -> anyhow::Result<()> {
+    let t = TestSilo::new(&pipeline("memory_mib = 32"), &[("probe.wasm", PROBE)])?;
+    let report = run(&t, "hog").await?;
+    assert_eq!(report.status, Status::Error);
+    let error = report.error.unwrap();
+    assert_eq!(error.code, "memory-limit", "{}", error.message);
+    assert!(error.message.contains("32 MiB"));
+    healthy(&t).await
+}
+
+#[tokio::test]
+async fn write_quotas_end_a_flood_and_its_files_are_removed() -> anyhow::Result<()> {
+    let t = TestSilo::new(&pipeline("objects_written = 5"), &[("probe.wasm", PROBE)])?;
+    let report = run(&t, "flood").await?;
+    assert_eq!(report.status, Status::Error, "{report:#?}");
+    assert_eq!(report.error.unwrap().code, "quota-exceeded");
+    assert_eq!(t.files_on_disk("public"), Vec::<(String, u64)>::new());
+    assert!(t.silo.storage().cache().all_files("public")?.is_empty());
+    healthy(&t).await
+}
+
+#[tokio::test]
+async fn concurrent_invocations_are_isolated() -> anyhow::Result<()> {
+    let t = TestSilo::new(&pipeline("time_ms = 500, memory_mib = 32"), &[("probe.wasm", PROBE)])?;
+    let t = &t;
+    let mut jobs = Vec::new();
+    for i in 0..24 {
+        jobs.push(async move {
+            match i % 3 {
+                0 => run(t, "spin").await.map(|r| r.error.map(|e| e.code)),
+                1 => run(t, "hog").await.map(|r| r.error.map(|e| e.code)),
+                _ => t.upload(&format!("public/ok-{i}.txt"), b"fine", None).await.map(|r| r.error.map(|e| e.code)),
+            }
+        });
+    }
+    let results = futures::future::join_all(jobs).await;
+    for (i, r) in results.into_iter().enumerate() {
+        let expected = match i % 3 {
+            0 => Some("time-limit".to_owned()),
+            1 => Some("memory-limit".to_owned()),
+            _ => None,
+        };
+        assert_eq!(r?, expected, "job {i}");
+    }
+    Ok(())
+}
