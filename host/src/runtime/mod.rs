@@ -155,6 +155,12 @@ impl Runtime {
     /// Start the engine. `cache_dir` keeps compiled components between runs
     /// (Silo's own state directory: nothing a plugin can write to).
     pub fn new(cache_dir: Option<&Path>, max_memory_mib: u64) -> Result<Runtime, LoadError> {
+        Self::with_allocator(cache_dir, max_memory_mib, true)
+    }
+
+    /// Like [`Runtime::new`]; `pooling: false` allocates every instance on
+    /// demand (slower to instantiate; the benchmark's baseline).
+    pub fn with_allocator(cache_dir: Option<&Path>, max_memory_mib: u64, pooling: bool) -> Result<Runtime, LoadError> {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
         let mut pool = wasmtime::PoolingAllocationConfig::default();
@@ -167,7 +173,9 @@ impl Runtime {
             .max_memories_per_component(4)
             .max_tables_per_component(16)
             .max_memory_size((max_memory_mib as usize) << 20);
-        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool.clone()));
+        if pooling {
+            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        }
         let engine = match Engine::new(&config) {
             Ok(engine) => engine,
             Err(e) => {

@@ -3,7 +3,8 @@
 //! - `noop`: accept at once (invocation overhead);
 //! - `count`: reject with `calls=<n>`, where n counts calls in this
 //!   instance (always 1 if no state survives between invocations);
-//! - `stat-loop`: stat the upload `n` times, then accept;
+//! - `stat-loop`: stat the file in settings `volume`/`path` (default: the
+//!   upload) `n` times, then accept;
 //! - `stream-copy`: stream the upload into `copies/<path>`, then accept;
 //! - `stat`: stat the location in settings `volume`/`path` and reject with
 //!   the outcome (grant checks);
@@ -30,8 +31,12 @@ impl Plugin for Probe {
             }
             "stat-loop" => {
                 let n: u64 = upload.setting("n").and_then(|v| v.parse().ok()).unwrap_or(1);
+                let target = match (upload.setting("volume"), upload.setting("path")) {
+                    (Some(volume), Some(path)) => Location::new(volume, path),
+                    _ => upload.file.clone(),
+                };
                 for _ in 0..n {
-                    files::stat(&upload.file)?;
+                    files::stat(&target)?;
                 }
                 Ok(Outcome::Accept(Vec::new()))
             }

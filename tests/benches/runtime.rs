@@ -1,0 +1,154 @@
+//! Runtime benchmark: prints a table. Run with
+//! `cargo bench -p silo-tests --bench runtime`.
+//!
+//! (a) one invocation of a trivial handler (new store, instantiate from
+//!     InstancePre, call), pooling allocator vs on-demand allocation;
+//! (b) a guest-to-host `stat` served from the metadata cache, vs the same
+//!     `Session::stat` called from Rust;
+//! (c) loading a plugin cold (compiling) vs from the precompiled cache.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use silo_host::Runtime;
+use silo_host::cache::MetadataCache;
+use silo_host::runtime::{InvokeLimits, PluginComponent, Upload};
+use silo_host::store::{MemoryStore, PutOptions};
+use silo_host::vfs::{Access, Grant, PendingUpload, Quota, Session, Storage, Visibility, Volume};
+use silo_tests::PROBE;
+
+struct Bench {
+    storage: Arc<Storage>,
+    pending: PendingUpload,
+    grants: Arc<[Grant]>,
+    _dir: tempfile::TempDir,
+}
+
+impl Bench {
+    async fn new() -> Bench {
+        let dir = tempfile::tempdir().unwrap();
+        let volume = Volume { name: "public".into(), visibility: Visibility::Public, store: Arc::new(MemoryStore::new()), public_url: None };
+        let cache = MetadataCache::open(&dir.path().join("meta.sqlite")).unwrap();
+        let storage = Arc::new(Storage::new(vec![volume], cache));
+        // A cached file for the stat loop, among others.
+        let host = storage.host_session();
+        for i in 0..1000 {
+            let loc = storage.location("public", &format!("photos/{i}.jpg")).unwrap();
+            host.write(&loc, Bytes::from_static(b"jpeg"), PutOptions::default()).await.unwrap();
+        }
+        let staged = tempfile::NamedTempFile::new_in(dir.path()).unwrap().into_temp_path();
+        std::fs::write(&staged, b"upload").unwrap();
+        let location = storage.location("public", "incoming/new.txt").unwrap();
+        let meta = host.stat(&storage.location("public", "photos/1.jpg").unwrap()).unwrap();
+        let pending = PendingUpload { location, meta, staged: Arc::new(staged) };
+        let grants: Arc<[Grant]> = vec![Grant { volume: "public".into(), prefix: String::new(), access: vec![Access::Read] }].into();
+        Bench { storage, pending, grants, _dir: dir }
+    }
+
+    fn upload(&self, settings: &[(&str, &str)]) -> Upload {
+        Upload {
+            file: (&self.pending.location).into(),
+            info: (&self.pending.meta).into(),
+            settings: settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
+    }
+
+    /// Time one invocation.
+    async fn invoke(&self, runtime: &Runtime, plugin: &PluginComponent, upload: Upload) -> Duration {
+        let session = Session::new(self.storage.clone(), Some(self.grants.clone()), Quota::UNLIMITED).with_pending(self.pending.clone());
+        let limits = InvokeLimits { memory_bytes: 64 << 20, time: Duration::from_secs(30) };
+        let started = Instant::now();
+        runtime.on_upload(plugin, session, limits, upload).await.expect("probe invocation");
+        started.elapsed()
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let bench = Bench::new().await;
+    let mut rows: Vec<(String, String, String)> = Vec::new();
+
+    // (a) trivial invocation, pooling vs on-demand.
+    let mut p50s = Vec::new();
+    for pooling in [true, false] {
+        let runtime = Runtime::with_allocator(None, 64, pooling).unwrap();
+        let plugin = runtime.load("probe", PROBE, None).unwrap();
+        for _ in 0..200 {
+            bench.invoke(&runtime, &plugin, bench.upload(&[("mode", "noop")])).await;
+        }
+        let mut samples = Vec::new();
+        for _ in 0..5000 {
+            samples.push(bench.invoke(&runtime, &plugin, bench.upload(&[("mode", "noop")])).await);
+        }
+        samples.sort();
+        let (p50, p99) = (percentile(&samples, 0.5), percentile(&samples, 0.99));
+        p50s.push(p50);
+        let name = if pooling { "pooling" } else { "on-demand" };
+        rows.push((format!("(a) trivial invocation, {name}"), format!("p50 {:.1} µs, p99 {:.1} µs", us(p50), us(p99)), String::new()));
+    }
+    rows[1].2 = format!("pooling p50 = {:.2}x on-demand", us(p50s[0]) / us(p50s[1]));
+
+    // (b) guest-to-host stat from the cache.
+    let runtime = Runtime::new(None, 64).unwrap();
+    let plugin = runtime.load("probe", PROBE, None).unwrap();
+    let n = 200_000u32;
+    let n_text = n.to_string();
+    let looped = [("mode", "stat-loop"), ("volume", "public"), ("path", "photos/500.jpg"), ("n", n_text.as_str())];
+    let empty = [("mode", "stat-loop"), ("volume", "public"), ("path", "photos/500.jpg"), ("n", "0")];
+    let mut best_loop = Duration::MAX;
+    let mut best_empty = Duration::MAX;
+    for _ in 0..5 {
+        best_loop = best_loop.min(bench.invoke(&runtime, &plugin, bench.upload(&looped)).await);
+        best_empty = best_empty.min(bench.invoke(&runtime, &plugin, bench.upload(&empty)).await);
+    }
+    let per_call = (best_loop.saturating_sub(best_empty)) / n;
+    let host = Session::new(bench.storage.clone(), Some(bench.grants.clone()), Quota::UNLIMITED);
+    let started = Instant::now();
+    for _ in 0..n {
+        let loc = host.resolve("public", "photos/500.jpg", Access::Read).unwrap();
+        std::hint::black_box(host.stat(&loc).unwrap());
+    }
+    let native = started.elapsed() / n;
+    rows.push((
+        "(b) stat from the cache, guest -> host".into(),
+        format!("{:.2} µs per call", us(per_call)),
+        format!("{:.2}x the same stat from Rust ({:.2} µs)", us(per_call) / us(native), us(native)),
+    ));
+
+    // (c) loading cold vs from the precompiled cache.
+    for (name, bytes) in [("probe", PROBE), ("image-styles", silo_host::bundled::IMAGE_STYLES)] {
+        let cache = tempfile::tempdir().unwrap();
+        let runtime = Runtime::new(Some(cache.path()), 64).unwrap();
+        let started = Instant::now();
+        runtime.load(name, bytes, None).unwrap();
+        let cold = started.elapsed();
+        let mut warm = Duration::MAX;
+        for _ in 0..10 {
+            let started = Instant::now();
+            runtime.load(name, bytes, None).unwrap();
+            warm = warm.min(started.elapsed());
+        }
+        rows.push((
+            format!("(c) load {name} ({} KB)", bytes.len() / 1024),
+            format!("cold {:.1} ms, cached {:.2} ms", cold.as_secs_f64() * 1e3, warm.as_secs_f64() * 1e3),
+            format!("cached is {:.0}x faster", cold.as_secs_f64() / warm.as_secs_f64()),
+        ));
+    }
+
+    let w0 = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0);
+    let w1 = rows.iter().map(|r| r.1.chars().count()).max().unwrap_or(0);
+    println!("| {:w0$} | {:w1$} | ratio |", "measure", "result");
+    println!("|{}|{}|-------|", "-".repeat(w0 + 2), "-".repeat(w1 + 2));
+    for (a, b, c) in rows {
+        println!("| {a:w0$} | {b:w1$} | {c} |");
+    }
+}
