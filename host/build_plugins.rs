@@ -8,7 +8,9 @@ use std::process::Command;
 
 pub fn build(packages: &[&str]) -> Vec<(String, PathBuf)> {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let root = manifest_dir.parent().expect("crates live one level below the workspace root");
+    let root = manifest_dir
+        .parent()
+        .expect("crates live one level below the workspace root");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo"));
     // OUT_DIR is <target>/<profile>/build/<crate>-<hash>/out.
     let target_dir = out_dir.ancestors().nth(4).unwrap_or(&out_dir).join("plugins");
@@ -19,13 +21,26 @@ pub fn build(packages: &[&str]) -> Vec<(String, PathBuf)> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(root)
-        .args(["build", "--target", "wasm32-wasip2", "--profile", "plugin", "--target-dir"])
+        .args([
+            "build",
+            "--target",
+            "wasm32-wasip2",
+            "--profile",
+            "plugin",
+            "--target-dir",
+        ])
         .arg(&target_dir);
     for package in packages {
         cmd.args(["-p", package]);
     }
     // Flags meant for the native build must not leak into the wasm one.
-    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "RUSTC_WORKSPACE_WRAPPER"] {
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTC_WORKSPACE_WRAPPER",
+    ] {
         cmd.env_remove(var);
     }
     let output = cmd.output().expect("cannot run cargo to build the plugins");

@@ -46,7 +46,10 @@ pub use raw::{DerivedFile, Outcome};
 impl Location {
     /// A location in `volume` at `path`.
     pub fn new(volume: impl Into<String>, path: impl Into<String>) -> Self {
-        Location { volume: volume.into(), path: path.into() }
+        Location {
+            volume: volume.into(),
+            path: path.into(),
+        }
     }
 }
 
@@ -105,11 +108,20 @@ pub mod __private {
     pub use crate::bindings::exports::silo::plugin::handler::{DeriveRequest, Guest, Upload};
 
     pub fn upload(u: Upload) -> crate::Upload {
-        crate::Upload { file: u.file, info: u.info, settings: u.settings }
+        crate::Upload {
+            file: u.file,
+            info: u.info,
+            settings: u.settings,
+        }
     }
 
     pub fn derive(r: DeriveRequest) -> crate::DeriveRequest {
-        crate::DeriveRequest { source: r.source, style: r.style, target: r.target, settings: r.settings }
+        crate::DeriveRequest {
+            source: r.source,
+            style: r.style,
+            target: r.target,
+            settings: r.settings,
+        }
     }
 }
 
@@ -127,7 +139,7 @@ macro_rules! export_plugin {
                     <$plugin as $crate::Plugin>::on_derive($crate::__private::derive(r))
                 }
             }
-            $crate::bindings::__export_silo_bindings!(SiloExport with_types_in $crate::bindings);
+    $crate::bindings::__export_silo_bindings!(SiloExport with_types_in $crate::bindings);
         };
     };
 }
@@ -144,12 +156,13 @@ impl WriteOptions {
     }
 
     fn get(&mut self) -> &mut bindings::silo::plugin::types::WriteOptions {
-        self.inner.get_or_insert_with(|| bindings::silo::plugin::types::WriteOptions {
-            content_type: None,
-            cache_control: None,
-            metadata: Vec::new(),
-            condition: None,
-        })
+        self.inner
+            .get_or_insert_with(|| bindings::silo::plugin::types::WriteOptions {
+                content_type: None,
+                cache_control: None,
+                metadata: Vec::new(),
+                condition: None,
+            })
     }
 
     /// The MIME type (default: guessed from the path).
@@ -212,7 +225,10 @@ pub mod files {
 
     /// A [`std::io::Read`] over the file, for files of any size.
     pub fn open_read(file: &Location) -> Result<Reader, Error> {
-        Ok(Reader { stream: wit::open_read(file)?, pending: Vec::new() })
+        Ok(Reader {
+            stream: wit::open_read(file)?,
+            pending: Vec::new(),
+        })
     }
 
     /// Store `data`, replacing any file there.
@@ -230,13 +246,22 @@ pub mod files {
     pub fn create(file: &Location, options: WriteOptions) -> Result<Writer, Error> {
         let writer = wit::open_write(file, &options.into_wit())?;
         let stream = writer.content()?;
-        Ok(Writer { stream: Some(stream), writer: Some(writer) })
+        Ok(Writer {
+            stream: Some(stream),
+            writer: Some(writer),
+        })
     }
 
     /// Pages of a listing: a directory's direct children, or (`recursive`)
     /// every file under a prefix. Each item is one page.
     pub fn pages(volume: &str, prefix: &str, recursive: bool) -> Pages {
-        Pages { volume: volume.into(), prefix: prefix.into(), recursive, cursor: None, done: false }
+        Pages {
+            volume: volume.into(),
+            prefix: prefix.into(),
+            recursive,
+            cursor: None,
+            done: false,
+        }
     }
 
     pub fn delete(file: &Location) -> Result<(), Error> {
@@ -331,9 +356,14 @@ pub mod files {
         /// Commit the file and return its metadata.
         pub fn finish(mut self) -> Result<ObjectInfo, Error> {
             if let Some(stream) = self.stream.take() {
-                stream.blocking_flush().map_err(|e| Error::Unavailable(io_error(e).to_string()))?;
+                stream
+                    .blocking_flush()
+                    .map_err(|e| Error::Unavailable(io_error(e).to_string()))?;
             }
-            let writer = self.writer.take().ok_or(Error::Unavailable("writer already finished".into()))?;
+            let writer = self
+                .writer
+                .take()
+                .ok_or(Error::Unavailable("writer already finished".into()))?;
             wit::Writer::finish(writer)
         }
     }

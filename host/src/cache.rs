@@ -172,7 +172,8 @@ impl MetadataCache {
             .prepare_cached("INSERT OR IGNORE INTO dirs (volume, path, parent) VALUES (?1, ?2, ?3)")
             .map_err(db_error)?;
         for ancestor in path.ancestors() {
-            dir.execute(params![volume, ancestor, parent_of(ancestor)]).map_err(db_error)?;
+            dir.execute(params![volume, ancestor, parent_of(ancestor)])
+                .map_err(db_error)?;
         }
         Ok(())
     }
@@ -189,9 +190,7 @@ impl MetadataCache {
             let below = format!("{dir}/");
             let upper = prefix_upper_bound(&below);
             let still_used: bool = tx
-                .prepare_cached(
-                    "SELECT EXISTS (SELECT 1 FROM objects WHERE volume = ?1 AND path >= ?2 AND path < ?3)",
-                )
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM objects WHERE volume = ?1 AND path >= ?2 AND path < ?3)")
                 .and_then(|mut s| s.query_row(params![volume, below, upper], |r| r.get(0)))
                 .map_err(db_error)?;
             if still_used {
@@ -226,7 +225,10 @@ impl MetadataCache {
                 Ok(if row.get::<_, i64>(1)? == 1 {
                     Entry::Dir { path }
                 } else {
-                    Entry::File { path, meta: meta_from_row(row, 2)? }
+                    Entry::File {
+                        path,
+                        meta: meta_from_row(row, 2)?,
+                    }
                 })
             })
             .map_err(db_error)?;
@@ -248,7 +250,10 @@ impl MetadataCache {
             .map_err(db_error)?;
         let rows = stmt
             .query_map(params![volume, prefix, upper, after_path, limit as i64 + 1], |row| {
-                Ok(Entry::File { path: row.get(0)?, meta: meta_from_row(row, 1)? })
+                Ok(Entry::File {
+                    path: row.get(0)?,
+                    meta: meta_from_row(row, 1)?,
+                })
             })
             .map_err(db_error)?;
         let entries = rows.collect::<Result<Vec<_>, _>>().map_err(db_error)?;
@@ -333,7 +338,10 @@ mod tests {
         put(&cache, "a/x.png", 1);
         put(&cache, "a", 9); // a file beside the directory `a`
         assert_eq!(names(&cache.list_dir("v", "", None, 10).unwrap()), ["f:a", "d:a"]);
-        assert_eq!(names(&cache.list_dir("v", "a", None, 10).unwrap()), ["d:a/b", "f:a/x.png"]);
+        assert_eq!(
+            names(&cache.list_dir("v", "a", None, 10).unwrap()),
+            ["d:a/b", "f:a/x.png"]
+        );
         cache.remove("v", &VolumePath::parse("a/b/c.png").unwrap()).unwrap();
         assert_eq!(names(&cache.list_dir("v", "a", None, 10).unwrap()), ["f:a/x.png"]);
         assert_eq!(cache.get("v", "a").unwrap().unwrap(), meta(9));

@@ -180,7 +180,10 @@ grants = [
 impl Config {
     /// Parse and validate a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
         Self::parse(&text, base, Some(path.to_owned()))
     }
@@ -200,7 +203,12 @@ impl Config {
         let absolute = |p: &Path| if p.is_absolute() { p.to_owned() } else { base.join(p) };
         config.data_dir = absolute(&config.data_dir);
         config.plugin_dir = absolute(&config.plugin_dir);
-        config.compile_cache = Some(absolute(&config.compile_cache.take().unwrap_or_else(|| config.data_dir.join("compiled"))));
+        config.compile_cache = Some(absolute(
+            &config
+                .compile_cache
+                .take()
+                .unwrap_or_else(|| config.data_dir.join("compiled")),
+        ));
         for volume in config.volumes.values_mut() {
             volume.path = volume.path.as_deref().map(absolute);
         }
@@ -209,7 +217,10 @@ impl Config {
     }
 
     fn invalid(&self, message: String) -> ConfigError {
-        ConfigError::Invalid { origin: self.origin.clone(), message }
+        ConfigError::Invalid {
+            origin: self.origin.clone(),
+            message,
+        }
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -220,7 +231,11 @@ impl Config {
         let data_dir = normalize(&self.data_dir);
         let mut local_paths: Vec<(&str, PathBuf)> = Vec::new();
         for (name, volume) in &self.volumes {
-            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_') {
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+            {
                 return Err(self.invalid(format!(
                     "volume name '{name}' may only use lower-case letters, digits, '-' and '_'"
                 )));
@@ -232,7 +247,11 @@ impl Config {
                 (Backend::Local, Some(path)) => {
                     let path = normalize(path);
                     let compile_cache = normalize(self.compile_cache.as_deref().unwrap_or(&data_dir));
-                    for (what, dir) in [("plugin_dir", &plugin_dir), ("data_dir", &data_dir), ("compile_cache", &compile_cache)] {
+                    for (what, dir) in [
+                        ("plugin_dir", &plugin_dir),
+                        ("data_dir", &data_dir),
+                        ("compile_cache", &compile_cache),
+                    ] {
                         if overlaps(&path, dir) {
                             return Err(self.invalid(format!(
                                 "volume '{name}' ({}) overlaps {what} ({}); uploaded files and code or state must never share a directory",
@@ -299,7 +318,9 @@ impl Config {
     pub fn check_target(&self, spec: &str) -> Result<(), crate::StorageError> {
         let (volume, path) = crate::path::split_target(spec)?;
         if !self.volumes.contains_key(volume) {
-            return Err(crate::StorageError::InvalidPath(format!("there is no volume named '{volume}'")));
+            return Err(crate::StorageError::InvalidPath(format!(
+                "there is no volume named '{volume}'"
+            )));
         }
         crate::path::VolumePath::parse(path).map(|_| ())
     }
@@ -310,10 +331,15 @@ impl PluginConfig {
     pub fn settings_strings(&self) -> Vec<(String, String)> {
         self.settings
             .iter()
-            .map(|(k, v)| (k.clone(), match v {
-                toml::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            }))
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    match v {
+                        toml::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    },
+                )
+            })
             .collect()
     }
 
@@ -321,9 +347,9 @@ impl PluginConfig {
     pub fn handles(&self, content_type: &str) -> bool {
         let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         let (top, _) = essence.split_once('/').unwrap_or((&essence, ""));
-        self.events.iter().any(|e| {
-            e == "*/*" || *e == essence || e.strip_suffix("/*").is_some_and(|t| t == top)
-        })
+        self.events
+            .iter()
+            .any(|e| e == "*/*" || *e == essence || e.strip_suffix("/*").is_some_and(|t| t == top))
     }
 }
 
@@ -369,7 +395,10 @@ mod tests {
         let c = Config::builtin_default(Path::new("/tmp/x"));
         assert_eq!(c.volumes.len(), 2);
         assert_eq!(c.plugins.len(), 2);
-        assert_eq!(c.volumes["public"].path.as_deref(), Some(Path::new("/tmp/x/silo-data/public")));
+        assert_eq!(
+            c.volumes["public"].path.as_deref(),
+            Some(Path::new("/tmp/x/silo-data/public"))
+        );
         assert!(c.plugins[1].handles("image/JPEG"));
         assert!(!c.plugins[1].handles("text/plain"));
         assert!(c.plugins[0].handles("application/pdf; charset=x"));
@@ -382,8 +411,14 @@ mod tests {
             ("[volumes.a]\nbackend = \"local\"", "needs `path`"),
             ("[volumes.a]\nbackend = \"ftp\"", "unknown variant"),
             ("[volumes.a]\nbackend = \"memory\"\ncolour = 1", "unknown field"),
-            ("plugin_dir = \"p\"\n[volumes.a]\nbackend = \"local\"\npath = \"p/up\"", "overlaps plugin_dir"),
-            ("[volumes.a]\nbackend = \"local\"\npath = \"x\"\n[volumes.b]\nbackend = \"local\"\npath = \"x/y\"", "overlap"),
+            (
+                "plugin_dir = \"p\"\n[volumes.a]\nbackend = \"local\"\npath = \"p/up\"",
+                "overlaps plugin_dir",
+            ),
+            (
+                "[volumes.a]\nbackend = \"local\"\npath = \"x\"\n[volumes.b]\nbackend = \"local\"\npath = \"x/y\"",
+                "overlap",
+            ),
             ("[volumes.A]\nbackend = \"memory\"", "lower-case"),
             (
                 "[volumes.a]\nbackend = \"memory\"\n[[plugins]]\nname = \"p\"\ncomponent = \"p.wasm\"\ngrants = [{ volume = \"b\", access = [\"read\"] }]",

@@ -15,6 +15,8 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "bundled-plugins")]
+pub mod bundled;
 pub mod cache;
 pub mod config;
 pub mod error;
@@ -23,8 +25,6 @@ pub mod pipeline;
 pub mod runtime;
 pub mod store;
 pub mod vfs;
-#[cfg(feature = "bundled-plugins")]
-pub mod bundled;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -74,7 +74,11 @@ impl Silo {
             let grants: Vec<vfs::Grant> = plugin
                 .grants
                 .iter()
-                .map(|g| vfs::Grant { volume: g.volume.clone(), prefix: g.prefix.clone(), access: g.access.clone() })
+                .map(|g| vfs::Grant {
+                    volume: g.volume.clone(),
+                    prefix: g.prefix.clone(),
+                    access: g.access.clone(),
+                })
                 .collect();
             stages.push(pipeline::Stage {
                 component,
@@ -90,10 +94,20 @@ impl Silo {
                 (config::Backend::Memory, _) => Arc::new(store::MemoryStore::new()),
                 (config::Backend::Local, None) => unreachable!("validated: local volumes have a path"),
             };
-            volumes.push(vfs::Volume { name: name.clone(), visibility: v.visibility, store, public_url: v.public_url.clone() });
+            volumes.push(vfs::Volume {
+                name: name.clone(),
+                visibility: v.visibility,
+                store,
+                public_url: v.public_url.clone(),
+            });
         }
         let cache = cache::MetadataCache::open(&config.data_dir.join("meta.sqlite"))?;
-        Ok(Silo { storage: Arc::new(Storage::new(volumes, cache)), runtime, stages, config })
+        Ok(Silo {
+            storage: Arc::new(Storage::new(volumes, cache)),
+            runtime,
+            stages,
+            config,
+        })
     }
 
     pub fn config(&self) -> &Config {
@@ -117,7 +131,12 @@ impl Silo {
     /// (`<volume>/<path>`). `content_type` defaults to a guess from the
     /// path. Rejections are reports, not errors; errors mean the upload
     /// could not even be judged (bad path, unreadable file).
-    pub async fn upload_file(&self, target: &str, source: &Path, content_type: Option<&str>) -> Result<UploadReport, SiloError> {
+    pub async fn upload_file(
+        &self,
+        target: &str,
+        source: &Path,
+        content_type: Option<&str>,
+    ) -> Result<UploadReport, SiloError> {
         let location = self.storage.parse_location(target)?;
         let content_type = match content_type {
             Some(t) => t.to_owned(),
@@ -128,10 +147,20 @@ impl Silo {
             let (staging, from, ct) = (staging.clone(), source.to_owned(), content_type.clone());
             tokio::task::spawn_blocking(move || pipeline::stage(&staging, &from, &ct))
                 .await
-                .map_err(|e| SiloError::Io { path: source.to_owned(), source: std::io::Error::other(e) })?
-                .map_err(|e| SiloError::Io { path: source.to_owned(), source: e })?
+                .map_err(|e| SiloError::Io {
+                    path: source.to_owned(),
+                    source: std::io::Error::other(e),
+                })?
+                .map_err(|e| SiloError::Io {
+                    path: source.to_owned(),
+                    source: e,
+                })?
         };
-        let pending = vfs::PendingUpload { location, meta, staged: Arc::new(staged) };
+        let pending = vfs::PendingUpload {
+            location,
+            meta,
+            staged: Arc::new(staged),
+        };
         Ok(pipeline::run(&self.storage, &self.runtime, &self.stages, pending).await)
     }
 }
@@ -150,14 +179,25 @@ fn component_bytes(config: &Config, plugin: &config::PluginConfig) -> Result<Vec
         });
     }
     let relative = Path::new(&plugin.component);
-    if relative.is_absolute() || relative.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+    if relative.is_absolute()
+        || relative
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
         return Err(SiloError::Plugin {
             plugin: plugin.name.clone(),
-            message: format!("component '{}' must be a plain path inside plugin_dir ({})", plugin.component, config.plugin_dir.display()),
+            message: format!(
+                "component '{}' must be a plain path inside plugin_dir ({})",
+                plugin.component,
+                config.plugin_dir.display()
+            ),
         });
     }
     let path = config.plugin_dir.join(relative);
-    let bytes = std::fs::read(&path).map_err(|source| SiloError::Io { path: path.clone(), source })?;
+    let bytes = std::fs::read(&path).map_err(|source| SiloError::Io {
+        path: path.clone(),
+        source,
+    })?;
     if plugin.sha256.is_none() {
         use sha2::Digest;
         return Err(SiloError::Plugin {

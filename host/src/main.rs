@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use silo_host::{Config, Runtime, Silo, Status};
 
 #[derive(Parser)]
-#[command(name = "silo", version, about = "Run untrusted CMS upload plugins against sandboxed storage")]
+#[command(
+    name = "silo",
+    version,
+    about = "Run untrusted CMS upload plugins against sandboxed storage"
+)]
 struct Cli {
     /// Config file (default: ./silo.toml if present, else the built-in default).
     #[arg(long, global = true)]
@@ -98,9 +102,7 @@ fn check(path: &Path) -> anyhow::Result<bool> {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SILO_LOG").unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SILO_LOG").unwrap_or_else(|_| "warn".into()))
         .init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -111,20 +113,25 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Run { target, file, content_type } => {
-            match runtime.block_on(run(cli.config.as_deref(), &target, &file, content_type.as_deref())) {
-                Ok(Status::Accepted) => ExitCode::SUCCESS,
-                Ok(_) => ExitCode::from(1),
-                Err(e) => {
-                    let message = format!("{e:#}");
-                    eprintln!("silo: {message}");
-                    let json = serde_json::json!({ "status": "error", "error": { "code": "invalid-input", "message": message } });
-                    println!("{json:#}");
-                    ExitCode::from(2)
-                }
+        Command::Run {
+            target,
+            file,
+            content_type,
+        } => match runtime.block_on(run(cli.config.as_deref(), &target, &file, content_type.as_deref())) {
+            Ok(Status::Accepted) => ExitCode::SUCCESS,
+            Ok(_) => ExitCode::from(1),
+            Err(e) => {
+                let message = format!("{e:#}");
+                eprintln!("silo: {message}");
+                let json =
+                    serde_json::json!({ "status": "error", "error": { "code": "invalid-input", "message": message } });
+                println!("{json:#}");
+                ExitCode::from(2)
             }
-        }
-        Command::Plugin { command: PluginCommand::Check { component } } => match check(&component) {
+        },
+        Command::Plugin {
+            command: PluginCommand::Check { component },
+        } => match check(&component) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::from(1),
             Err(e) => {

@@ -46,16 +46,16 @@ impl VolumePath {
 
     /// Every ancestor directory, outermost first: `a/b/c` gives `a`, `a/b`.
     pub fn ancestors(&self) -> impl Iterator<Item = &str> {
-        self.0
-            .match_indices('/')
-            .map(|(i, _)| &self.0[..i])
+        self.0.match_indices('/').map(|(i, _)| &self.0[..i])
     }
 }
 
 /// Split `volume/path/inside` as written on a command line.
 pub fn split_target(spec: &str) -> Result<(&str, &str), StorageError> {
     spec.split_once('/').ok_or_else(|| {
-        StorageError::InvalidPath(format!("'{spec}' should be <volume>/<path>, e.g. public/photos/cat.jpg"))
+        StorageError::InvalidPath(format!(
+            "'{spec}' should be <volume>/<path>, e.g. public/photos/cat.jpg"
+        ))
     })
 }
 
@@ -72,7 +72,11 @@ pub fn parent_of(path: &str) -> &str {
 fn check(path: &str, allow_empty: bool) -> Result<(), StorageError> {
     let invalid = |why: String| Err(StorageError::InvalidPath(why));
     if path.is_empty() {
-        return if allow_empty { Ok(()) } else { invalid("the path is empty".into()) };
+        return if allow_empty {
+            Ok(())
+        } else {
+            invalid("the path is empty".into())
+        };
     }
     if path.len() > MAX_KEY_BYTES {
         return invalid(format!(
@@ -117,7 +121,14 @@ mod tests {
 
     #[test]
     fn accepts_ordinary_paths() {
-        for p in ["a.jpg", "2026/11/photo.jpg", "émoji-😀/ü.png", ".hidden", "a..b", "x/.y"] {
+        for p in [
+            "a.jpg",
+            "2026/11/photo.jpg",
+            "émoji-😀/ü.png",
+            ".hidden",
+            "a..b",
+            "x/.y",
+        ] {
             VolumePath::parse(p).unwrap_or_else(|e| panic!("{p}: {e}"));
         }
     }
@@ -149,6 +160,30 @@ mod tests {
         // 256 four-byte characters are exactly 1024 bytes.
         VolumePath::parse(&"😀".repeat(256)).unwrap();
         VolumePath::parse(&format!("{}a", "😀".repeat(256))).unwrap_err();
+    }
+
+    #[test]
+    fn semantics_doc_examples_hold() {
+        let doc = include_str!("../../docs/SEMANTICS.md");
+        let mut checked = 0;
+        let table = doc
+            .lines()
+            .skip_while(|l| !l.starts_with("| path | accepted |"))
+            .skip(2);
+        for line in table.take_while(|l| l.starts_with('|')) {
+            let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+            let path = cells[0].trim_matches('`');
+            match cells[1] {
+                "yes" => assert!(VolumePath::parse(path).is_ok(), "{path:?} should be accepted"),
+                "no" => {
+                    let err = VolumePath::parse(path).expect_err(path).to_string();
+                    assert!(err.contains(cells[2]), "{path:?}: {err} does not say {}", cells[2]);
+                }
+                other => panic!("unexpected verdict {other:?} in {line}"),
+            }
+            checked += 1;
+        }
+        assert!(checked >= 10, "the path table in docs/SEMANTICS.md was not found");
     }
 
     #[test]

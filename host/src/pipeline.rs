@@ -35,7 +35,11 @@ impl Stage {
 
     pub fn quota(&self) -> Quota {
         let l = self.config.limits;
-        Quota { bytes_written: l.bytes_written, objects_written: l.objects_written, max_object_bytes: l.max_object_bytes }
+        Quota {
+            bytes_written: l.bytes_written,
+            objects_written: l.objects_written,
+            max_object_bytes: l.max_object_bytes,
+        }
     }
 }
 
@@ -104,7 +108,11 @@ pub struct PluginRun {
 }
 
 /// Copy `source` into a staging file, returning it and its metadata.
-pub(crate) fn stage(staging_dir: &Path, source: &Path, content_type: &str) -> std::io::Result<(tempfile::TempPath, ObjectMeta)> {
+pub(crate) fn stage(
+    staging_dir: &Path,
+    source: &Path,
+    content_type: &str,
+) -> std::io::Result<(tempfile::TempPath, ObjectMeta)> {
     use sha2::{Digest, Sha256};
     use std::io::{Read, Write};
     std::fs::create_dir_all(staging_dir)?;
@@ -162,7 +170,8 @@ pub(crate) async fn run(
     };
     let mut written: Vec<(Location, ObjectMeta, String)> = Vec::new();
     for stage in stages.iter().filter(|s| s.config.handles(&pending.meta.content_type)) {
-        let session = Session::new(storage.clone(), Some(stage.grants.clone()), stage.quota()).with_pending(pending.clone());
+        let session =
+            Session::new(storage.clone(), Some(stage.grants.clone()), stage.quota()).with_pending(pending.clone());
         let usage = session.usage();
         let upload = Upload {
             file: (&loc).into(),
@@ -170,19 +179,28 @@ pub(crate) async fn run(
             settings: stage.settings.clone(),
         };
         let started = Instant::now();
-        let result = runtime.on_upload(&stage.component, session, stage.limits(), upload).await;
+        let result = runtime
+            .on_upload(&stage.component, session, stage.limits(), upload)
+            .await;
         let ms = started.elapsed().as_secs_f64() * 1000.0;
         let name = stage.config.name.clone();
-        let own: Vec<(Location, ObjectMeta)> = std::mem::take(&mut usage.lock().unwrap_or_else(|p| p.into_inner()).written);
+        let own: Vec<(Location, ObjectMeta)> =
+            std::mem::take(&mut usage.lock().unwrap_or_else(|p| p.into_inner()).written);
         let first_new = written.len();
         written.extend(own.into_iter().map(|(l, m)| (l, m, name.clone())));
         match result {
             Ok(Outcome::Accept(claims)) => {
-                report.plugins.push(PluginRun { name: name.clone(), verdict: "accept".into(), ms });
+                report.plugins.push(PluginRun {
+                    name: name.clone(),
+                    verdict: "accept".into(),
+                    ms,
+                });
                 // Report what the host saw written, annotated with the
                 // plugin's description of it.
                 for (l, m, _) in &written[first_new..] {
-                    let claim = claims.iter().find(|c| c.file.volume == l.volume && c.file.path == l.path.as_str());
+                    let claim = claims
+                        .iter()
+                        .find(|c| c.file.volume == l.volume && c.file.path == l.path.as_str());
                     report.derivatives.push(Derivative {
                         volume: l.volume.clone(),
                         path: l.path.to_string(),
@@ -197,14 +215,22 @@ pub(crate) async fn run(
                 }
             }
             Ok(Outcome::Reject(reason)) => {
-                report.plugins.push(PluginRun { name: name.clone(), verdict: "reject".into(), ms });
+                report.plugins.push(PluginRun {
+                    name: name.clone(),
+                    verdict: "reject".into(),
+                    ms,
+                });
                 report.status = Status::Rejected;
                 report.reason = Some(reason);
                 report.rejected_by = Some(name);
                 break;
             }
             Err(e) => {
-                report.plugins.push(PluginRun { name: name.clone(), verdict: "error".into(), ms });
+                report.plugins.push(PluginRun {
+                    name: name.clone(),
+                    verdict: "error".into(),
+                    ms,
+                });
                 report.status = Status::Error;
                 report.error = Some(invoke_error(&e));
                 report.rejected_by = Some(name);
@@ -214,7 +240,10 @@ pub(crate) async fn run(
     }
     let host = storage.host_session();
     if report.status == Status::Accepted {
-        let options = PutOptions { content_type: pending.meta.content_type.clone(), ..Default::default() };
+        let options = PutOptions {
+            content_type: pending.meta.content_type.clone(),
+            ..Default::default()
+        };
         let stored = match tokio::fs::File::open(&**pending.staged).await {
             Ok(file) => crate::vfs::store_stream(&host, &loc, Box::pin(file), options).await,
             Err(e) => Err(StorageError::unavailable(format!("staged upload: {e}"))),
@@ -226,7 +255,10 @@ pub(crate) async fn run(
             }
             Err(e) => {
                 report.status = Status::Error;
-                report.error = Some(ErrorReport { code: e.code().into(), message: format!("storing {loc}: {e}") });
+                report.error = Some(ErrorReport {
+                    code: e.code().into(),
+                    message: format!("storing {loc}: {e}"),
+                });
             }
         }
     }
@@ -242,5 +274,8 @@ pub(crate) async fn run(
 }
 
 fn invoke_error(e: &InvokeError) -> ErrorReport {
-    ErrorReport { code: e.code().into(), message: e.to_string() }
+    ErrorReport {
+        code: e.code().into(),
+        message: e.to_string(),
+    }
 }

@@ -14,7 +14,7 @@ use bytes::Bytes;
 
 use crate::cache::{Entry, MetadataCache, Page};
 use crate::error::{StorageError, StorageResult};
-use crate::path::{self, MAX_KEY_BYTES, VolumePath};
+use crate::path::{self, VolumePath};
 use crate::store::{self, ByteRange, ByteStream, ObjectMeta, ObjectStore, ObjectUpload, PutOptions};
 
 /// Largest object `read` returns whole; bigger ones need a stream.
@@ -79,7 +79,9 @@ impl Grant {
             && self.access.contains(&access)
             && (self.prefix.is_empty()
                 || path == self.prefix
-                || path.strip_prefix(self.prefix.as_str()).is_some_and(|rest| rest.starts_with('/')))
+                || path
+                    .strip_prefix(self.prefix.as_str())
+                    .is_some_and(|rest| rest.starts_with('/')))
     }
 }
 
@@ -92,7 +94,11 @@ pub struct Quota {
 }
 
 impl Quota {
-    pub const UNLIMITED: Quota = Quota { bytes_written: u64::MAX, objects_written: u64::MAX, max_object_bytes: u64::MAX };
+    pub const UNLIMITED: Quota = Quota {
+        bytes_written: u64::MAX,
+        objects_written: u64::MAX,
+        max_object_bytes: u64::MAX,
+    };
 }
 
 /// The volumes and the metadata cache.
@@ -133,7 +139,10 @@ pub struct Session {
 
 impl Storage {
     pub fn new(volumes: Vec<Volume>, cache: MetadataCache) -> Self {
-        Storage { volumes: volumes.into_iter().map(|v| (v.name.clone(), v)).collect(), cache }
+        Storage {
+            volumes: volumes.into_iter().map(|v| (v.name.clone(), v)).collect(),
+            cache,
+        }
     }
 
     pub fn volume(&self, name: &str) -> StorageResult<&Volume> {
@@ -152,11 +161,10 @@ impl Storage {
     pub fn location(&self, volume: &str, path: &str) -> StorageResult<Location> {
         self.volume(volume)
             .map_err(|_| StorageError::InvalidPath(format!("there is no volume named '{volume}'")))?;
-        let path = VolumePath::parse(path)?;
-        if path.as_str().len() > MAX_KEY_BYTES {
-            return Err(StorageError::InvalidPath(format!("the key is longer than {MAX_KEY_BYTES} bytes")));
-        }
-        Ok(Location { volume: volume.to_owned(), path })
+        Ok(Location {
+            volume: volume.to_owned(),
+            path: VolumePath::parse(path)?,
+        })
     }
 
     /// Parse `volume/path/inside` as written on a command line.
@@ -173,7 +181,13 @@ impl Storage {
 
 impl Session {
     pub fn new(storage: Arc<Storage>, grants: Option<Arc<[Grant]>>, quota: Quota) -> Self {
-        Session { storage, grants, quota, pending: None, usage: Arc::default() }
+        Session {
+            storage,
+            grants,
+            quota,
+            pending: None,
+            usage: Arc::default(),
+        }
     }
 
     /// Show `pending` at its location to this session only.
@@ -222,7 +236,9 @@ impl Session {
         if let Some(p) = self.pending_at(loc) {
             return Ok(p.meta.clone());
         }
-        self.cache().get(&loc.volume, loc.path.as_str())?.ok_or(StorageError::NotFound)
+        self.cache()
+            .get(&loc.volume, loc.path.as_str())?
+            .ok_or(StorageError::NotFound)
     }
 
     pub fn exists(&self, loc: &Location) -> StorageResult<bool> {
@@ -334,7 +350,12 @@ impl Session {
         self.check_options(loc, &mut options)?;
         self.reserve(0)?;
         let upload = self.store(loc)?.start_upload(loc.path.as_str(), options).await?;
-        Ok(SessionUpload { session: self.clone(), location: loc.clone(), upload, size: 0 })
+        Ok(SessionUpload {
+            session: self.clone(),
+            location: loc.clone(),
+            upload,
+            size: 0,
+        })
     }
 
     pub async fn delete(&self, loc: &Location) -> StorageResult<()> {
@@ -357,7 +378,10 @@ impl Session {
         }
         self.check_options(to, &mut options)?;
         self.reserve(source.size)?;
-        let meta = self.store(to)?.copy(from.path.as_str(), to.path.as_str(), &options).await?;
+        let meta = self
+            .store(to)?
+            .copy(from.path.as_str(), to.path.as_str(), &options)
+            .await?;
         self.written(to, meta)
     }
 
@@ -369,7 +393,14 @@ impl Session {
 
     /// A page of a listing. Directory listings take a directory path ("" for
     /// the root); recursive ones a plain prefix.
-    pub fn list(&self, volume: &str, prefix: &str, recursive: bool, cursor: Option<&str>, limit: usize) -> StorageResult<Page> {
+    pub fn list(
+        &self,
+        volume: &str,
+        prefix: &str,
+        recursive: bool,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> StorageResult<Page> {
         self.check(volume, prefix, Access::Read)?;
         if !recursive {
             path::check_prefix(prefix)?;
@@ -386,7 +417,8 @@ impl Session {
         } else {
             self.cache().list_dir(volume, prefix, cursor, limit)?
         };
-        // Hide what the grants do not cover (a grant on `a/b` listing `a`).
+        // A recursive listing takes a plain string prefix: `styles` also
+        // matches `stylesheet.css`, which a grant on `styles` does not cover.
         if self.grants.is_some() {
             page.entries.retain(|e| {
                 let path = match e {
@@ -407,9 +439,17 @@ impl Session {
             (Some(base), Visibility::Public) => Ok(format!(
                 "{}/{}",
                 base.trim_end_matches('/'),
-                loc.path.as_str().split('/').map(percent_encode).collect::<Vec<_>>().join("/")
+                loc.path
+                    .as_str()
+                    .split('/')
+                    .map(percent_encode)
+                    .collect::<Vec<_>>()
+                    .join("/")
             )),
-            _ => Err(StorageError::Unsupported(format!("no URL is configured for volume '{}'", loc.volume))),
+            _ => Err(StorageError::Unsupported(format!(
+                "no URL is configured for volume '{}'",
+                loc.volume
+            ))),
         }
     }
 }
@@ -456,7 +496,12 @@ impl SessionUpload {
 
 /// Copy a whole stream into a new object through `session` (used by the
 /// pipeline to commit staged uploads).
-pub async fn store_stream(session: &Session, loc: &Location, mut body: ByteStream, options: PutOptions) -> StorageResult<ObjectMeta> {
+pub async fn store_stream(
+    session: &Session,
+    loc: &Location,
+    mut body: ByteStream,
+    options: PutOptions,
+) -> StorageResult<ObjectMeta> {
     let mut upload = session.open_write(loc, options).await?;
     pump_session(&mut body, &mut upload).await?;
     upload.finish().await
@@ -466,7 +511,10 @@ async fn pump_session(body: &mut ByteStream, upload: &mut SessionUpload) -> Stor
     use tokio::io::AsyncReadExt;
     loop {
         let mut buf = vec![0u8; 256 * 1024];
-        let n = body.read(&mut buf).await.map_err(|e| StorageError::unavailable(format!("reading: {e}")))?;
+        let n = body
+            .read(&mut buf)
+            .await
+            .map_err(|e| StorageError::unavailable(format!("reading: {e}")))?;
         if n == 0 {
             return Ok(());
         }

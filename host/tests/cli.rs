@@ -15,17 +15,28 @@ fn silo(dir: &Path, args: &[&str]) -> Output {
 }
 
 fn sample(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples").join(name).display().to_string()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../samples")
+        .join(name)
+        .display()
+        .to_string()
 }
 
 fn json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("stdout is not JSON ({e}): {}\nstderr: {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+        panic!(
+            "stdout is not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
     })
 }
 
 fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     names.sort();
     names
 }
@@ -33,7 +44,10 @@ fn entries(dir: &Path) -> Vec<String> {
 #[test]
 fn run_on_the_builtin_default_accepts_a_jpeg_and_writes_its_styles() {
     let dir = tempfile::tempdir().unwrap();
-    let out = silo(dir.path(), &["run", "public/photos/sunset.jpg", "--file", &sample("sunset.jpg")]);
+    let out = silo(
+        dir.path(),
+        &["run", "public/photos/sunset.jpg", "--file", &sample("sunset.jpg")],
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("using the built-in default"));
     let report = json(&out);
@@ -51,7 +65,17 @@ fn run_on_the_builtin_default_accepts_a_jpeg_and_writes_its_styles() {
 #[test]
 fn run_exits_non_zero_on_a_rejection_and_says_why() {
     let dir = tempfile::tempdir().unwrap();
-    let out = silo(dir.path(), &["run", "public/fake.jpg", "--file", &sample("sunset.png"), "--content-type", "image/jpeg"]);
+    let out = silo(
+        dir.path(),
+        &[
+            "run",
+            "public/fake.jpg",
+            "--file",
+            &sample("sunset.png"),
+            "--content-type",
+            "image/jpeg",
+        ],
+    );
     assert_eq!(out.status.code(), Some(1));
     let report = json(&out);
     assert_eq!(report["status"], "rejected");
@@ -63,24 +87,47 @@ fn run_exits_non_zero_on_a_rejection_and_says_why() {
 fn bad_input_is_refused_by_name_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("broken.toml"), "[volumes.public\nbackend = \"local\"\n").unwrap();
-    std::fs::write(dir.path().join("unknown.toml"), "[volumes.public]\nbackend = \"tape\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("unknown.toml"),
+        "[volumes.public]\nbackend = \"tape\"\n",
+    )
+    .unwrap();
     let jpg = sample("sunset.jpg");
     for (args, expected) in [
         (vec!["run", "public/../etc/passwd", "--file", &jpg], "'..' segment"),
         (vec!["run", "public/a//x.jpg", "--file", &jpg], "empty segment"),
         (vec!["run", "public//x.jpg", "--file", &jpg], "starts with '/'"),
-        (vec!["run", "nowhere/x.jpg", "--file", &jpg], "no volume named 'nowhere'"),
-        (vec!["run", "public/x.jpg", "--file", "missing.jpg"], "missing.jpg does not exist"),
-        (vec!["run", "public/x.jpg", "--file", &jpg, "--config", "absent.toml"], "cannot read config absent.toml"),
-        (vec!["run", "public/x.jpg", "--file", &jpg, "--config", "broken.toml"], "line 1"),
-        (vec!["run", "public/x.jpg", "--file", &jpg, "--config", "unknown.toml"], "unknown variant `tape`"),
+        (
+            vec!["run", "nowhere/x.jpg", "--file", &jpg],
+            "no volume named 'nowhere'",
+        ),
+        (
+            vec!["run", "public/x.jpg", "--file", "missing.jpg"],
+            "missing.jpg does not exist",
+        ),
+        (
+            vec!["run", "public/x.jpg", "--file", &jpg, "--config", "absent.toml"],
+            "cannot read config absent.toml",
+        ),
+        (
+            vec!["run", "public/x.jpg", "--file", &jpg, "--config", "broken.toml"],
+            "line 1",
+        ),
+        (
+            vec!["run", "public/x.jpg", "--file", &jpg, "--config", "unknown.toml"],
+            "unknown variant `tape`",
+        ),
     ] {
         let out = silo(dir.path(), &args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
         assert_eq!(json(&out)["status"], "error");
-        assert_eq!(entries(dir.path()), ["broken.toml", "unknown.toml"], "{args:?} wrote something");
+        assert_eq!(
+            entries(dir.path()),
+            ["broken.toml", "unknown.toml"],
+            "{args:?} wrote something"
+        );
     }
 }
 
@@ -92,7 +139,10 @@ fn plugin_check_describes_a_component_and_refuses_non_components() {
     let out = silo(dir.path(), &["plugin", "check", "guard.wasm"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("silo:plugin/upload-plugin@0.1.0 (Silo can run it)"), "{text}");
+    assert!(
+        text.contains("silo:plugin/upload-plugin@0.1.0 (Silo can run it)"),
+        "{text}"
+    );
     assert!(text.contains("  silo:plugin/handler@0.1.0"), "{text}");
     assert!(text.contains("  silo:plugin/files@0.1.0"), "{text}");
 

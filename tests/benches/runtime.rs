@@ -28,22 +28,43 @@ struct Bench {
 impl Bench {
     async fn new() -> Bench {
         let dir = tempfile::tempdir().unwrap();
-        let volume = Volume { name: "public".into(), visibility: Visibility::Public, store: Arc::new(MemoryStore::new()), public_url: None };
+        let volume = Volume {
+            name: "public".into(),
+            visibility: Visibility::Public,
+            store: Arc::new(MemoryStore::new()),
+            public_url: None,
+        };
         let cache = MetadataCache::open(&dir.path().join("meta.sqlite")).unwrap();
         let storage = Arc::new(Storage::new(vec![volume], cache));
         // A cached file for the stat loop, among others.
         let host = storage.host_session();
         for i in 0..1000 {
             let loc = storage.location("public", &format!("photos/{i}.jpg")).unwrap();
-            host.write(&loc, Bytes::from_static(b"jpeg"), PutOptions::default()).await.unwrap();
+            host.write(&loc, Bytes::from_static(b"jpeg"), PutOptions::default())
+                .await
+                .unwrap();
         }
         let staged = tempfile::NamedTempFile::new_in(dir.path()).unwrap().into_temp_path();
         std::fs::write(&staged, b"upload").unwrap();
         let location = storage.location("public", "incoming/new.txt").unwrap();
         let meta = host.stat(&storage.location("public", "photos/1.jpg").unwrap()).unwrap();
-        let pending = PendingUpload { location, meta, staged: Arc::new(staged) };
-        let grants: Arc<[Grant]> = vec![Grant { volume: "public".into(), prefix: String::new(), access: vec![Access::Read] }].into();
-        Bench { storage, pending, grants, _dir: dir }
+        let pending = PendingUpload {
+            location,
+            meta,
+            staged: Arc::new(staged),
+        };
+        let grants: Arc<[Grant]> = vec![Grant {
+            volume: "public".into(),
+            prefix: String::new(),
+            access: vec![Access::Read],
+        }]
+        .into();
+        Bench {
+            storage,
+            pending,
+            grants,
+            _dir: dir,
+        }
     }
 
     fn upload(&self, settings: &[(&str, &str)]) -> Upload {
@@ -56,10 +77,17 @@ impl Bench {
 
     /// Time one invocation.
     async fn invoke(&self, runtime: &Runtime, plugin: &PluginComponent, upload: Upload) -> Duration {
-        let session = Session::new(self.storage.clone(), Some(self.grants.clone()), Quota::UNLIMITED).with_pending(self.pending.clone());
-        let limits = InvokeLimits { memory_bytes: 64 << 20, time: Duration::from_secs(30) };
+        let session = Session::new(self.storage.clone(), Some(self.grants.clone()), Quota::UNLIMITED)
+            .with_pending(self.pending.clone());
+        let limits = InvokeLimits {
+            memory_bytes: 64 << 20,
+            time: Duration::from_secs(30),
+        };
         let started = Instant::now();
-        runtime.on_upload(plugin, session, limits, upload).await.expect("probe invocation");
+        runtime
+            .on_upload(plugin, session, limits, upload)
+            .await
+            .expect("probe invocation");
         started.elapsed()
     }
 }
@@ -93,7 +121,11 @@ async fn main() {
         let (p50, p99) = (percentile(&samples, 0.5), percentile(&samples, 0.99));
         p50s.push(p50);
         let name = if pooling { "pooling" } else { "on-demand" };
-        rows.push((format!("(a) trivial invocation, {name}"), format!("p50 {:.1} µs, p99 {:.1} µs", us(p50), us(p99)), String::new()));
+        rows.push((
+            format!("(a) trivial invocation, {name}"),
+            format!("p50 {:.1} µs, p99 {:.1} µs", us(p50), us(p99)),
+            String::new(),
+        ));
     }
     rows[1].2 = format!("pooling p50 = {:.2}x on-demand", us(p50s[0]) / us(p50s[1]));
 
@@ -102,8 +134,18 @@ async fn main() {
     let plugin = runtime.load("probe", PROBE, None).unwrap();
     let n = 200_000u32;
     let n_text = n.to_string();
-    let looped = [("mode", "stat-loop"), ("volume", "public"), ("path", "photos/500.jpg"), ("n", n_text.as_str())];
-    let empty = [("mode", "stat-loop"), ("volume", "public"), ("path", "photos/500.jpg"), ("n", "0")];
+    let looped = [
+        ("mode", "stat-loop"),
+        ("volume", "public"),
+        ("path", "photos/500.jpg"),
+        ("n", n_text.as_str()),
+    ];
+    let empty = [
+        ("mode", "stat-loop"),
+        ("volume", "public"),
+        ("path", "photos/500.jpg"),
+        ("n", "0"),
+    ];
     let mut best_loop = Duration::MAX;
     let mut best_empty = Duration::MAX;
     for _ in 0..5 {
@@ -121,7 +163,11 @@ async fn main() {
     rows.push((
         "(b) stat from the cache, guest -> host".into(),
         format!("{:.2} µs per call", us(per_call)),
-        format!("{:.2}x the same stat from Rust ({:.2} µs)", us(per_call) / us(native), us(native)),
+        format!(
+            "{:.2}x the same stat from Rust ({:.2} µs)",
+            us(per_call) / us(native),
+            us(native)
+        ),
     ));
 
     // (c) loading cold vs from the precompiled cache.
@@ -139,7 +185,11 @@ async fn main() {
         }
         rows.push((
             format!("(c) load {name} ({} KB)", bytes.len() / 1024),
-            format!("cold {:.1} ms, cached {:.2} ms", cold.as_secs_f64() * 1e3, warm.as_secs_f64() * 1e3),
+            format!(
+                "cold {:.1} ms, cached {:.2} ms",
+                cold.as_secs_f64() * 1e3,
+                warm.as_secs_f64() * 1e3
+            ),
             format!("cached is {:.0}x faster", cold.as_secs_f64() / warm.as_secs_f64()),
         ));
     }

@@ -73,7 +73,12 @@ path = "volumes/private"
     }
 
     /// Write `bytes` to a scratch file and upload it to `target`.
-    pub async fn upload(&self, target: &str, bytes: &[u8], content_type: Option<&str>) -> anyhow::Result<silo_host::UploadReport> {
+    pub async fn upload(
+        &self,
+        target: &str,
+        bytes: &[u8],
+        content_type: Option<&str>,
+    ) -> anyhow::Result<silo_host::UploadReport> {
         let source = tempfile::NamedTempFile::new_in(self.dir.path())?;
         std::fs::write(source.path(), bytes)?;
         Ok(self.silo.upload_file(target, source.path(), content_type).await?)
@@ -96,7 +101,11 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, u64)>) {
         let path = entry.path();
         let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
         if rel == ".silo-tmp" {
-            assert_eq!(std::fs::read_dir(&path).unwrap().count(), 0, "temporary files were left behind");
+            assert_eq!(
+                std::fs::read_dir(&path).unwrap().count(),
+                0,
+                "temporary files were left behind"
+            );
             continue;
         }
         let meta = entry.metadata().unwrap();
@@ -126,7 +135,9 @@ fn encode(width: u32, height: u32, format: image::ImageFormat) -> Vec<u8> {
         image::Rgb([(x * 255 / width) as u8, (y * 255 / height) as u8, 128])
     });
     let mut out = std::io::Cursor::new(Vec::new());
-    image::DynamicImage::ImageRgb8(img).write_to(&mut out, format).expect("encode test image");
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(&mut out, format)
+        .expect("encode test image");
     out.into_inner()
 }
 

@@ -85,7 +85,11 @@ fn unpinned_components_and_paths_outside_the_plugin_dir_are_refused() {
     std::fs::write(dir.path().join("elsewhere.wasm"), PROBE).unwrap();
     for (component, pin, expected) in [
         ("probe.wasm", None, "components must be pinned"),
-        ("../elsewhere.wasm", Some(sha256_hex(PROBE)), "must be a plain path inside plugin_dir"),
+        (
+            "../elsewhere.wasm",
+            Some(sha256_hex(PROBE)),
+            "must be a plain path inside plugin_dir",
+        ),
         ("missing.wasm", Some(sha256_hex(PROBE)), "missing.wasm"),
         ("builtin:nope", None, "no built-in component 'nope'"),
     ] {
@@ -98,7 +102,10 @@ fn unpinned_components_and_paths_outside_the_plugin_dir_are_refused() {
         assert!(matches!(err, SiloError::Plugin { .. } | SiloError::Io { .. }), "{err}");
         assert!(err.to_string().contains(expected), "{component}: {err}");
     }
-    let mut left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let mut left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     left.sort();
     assert_eq!(left, ["elsewhere.wasm", "plugins"], "nothing else may be created");
 }

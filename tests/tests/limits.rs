@@ -11,7 +11,11 @@ use silo_tests::{PROBE, TestSilo};
 fn pipeline(limits: &str) -> String {
     let mut out = String::new();
     for mode in ["spin", "hog", "flood", "noop"] {
-        let event = if mode == "noop" { "text/plain".to_owned() } else { format!("application/x-{mode}") };
+        let event = if mode == "noop" {
+            "text/plain".to_owned()
+        } else {
+            format!("application/x-{mode}")
+        };
         out.push_str(&format!(
             r#"
 [[plugins]]
@@ -29,7 +33,12 @@ grants = [{{ volume = "public", access = ["read", "write", "delete"] }}]
 }
 
 async fn run(t: &TestSilo, mode: &str) -> anyhow::Result<silo_host::UploadReport> {
-    Ok(t.upload(&format!("public/{mode}.bin"), b"payload", Some(&format!("application/x-{mode}"))).await?)
+    t.upload(
+        &format!("public/{mode}.bin"),
+        b"payload",
+        Some(&format!("application/x-{mode}")),
+    )
+    .await
 }
 
 async fn healthy(t: &TestSilo) -> anyhow::Result<()> {
@@ -88,7 +97,10 @@ async fn concurrent_invocations_are_isolated() -> anyhow::Result<()> {
             match i % 3 {
                 0 => run(t, "spin").await.map(|r| r.error.map(|e| e.code)),
                 1 => run(t, "hog").await.map(|r| r.error.map(|e| e.code)),
-                _ => t.upload(&format!("public/ok-{i}.txt"), b"fine", None).await.map(|r| r.error.map(|e| e.code)),
+                _ => t
+                    .upload(&format!("public/ok-{i}.txt"), b"fine", None)
+                    .await
+                    .map(|r| r.error.map(|e| e.code)),
             }
         });
     }

@@ -29,7 +29,9 @@ fn derivative<'a>(report: &'a UploadReport, style: &str) -> &'a silo_host::pipel
 #[tokio::test]
 async fn jpeg_is_accepted_and_its_styles_have_the_right_dimensions() -> anyhow::Result<()> {
     let t = TestSilo::new(EXAMPLE_PIPELINE, &[])?;
-    let report = t.upload("public/photos/2026/sunset.jpg", &jpeg(1200, 800), None).await?;
+    let report = t
+        .upload("public/photos/2026/sunset.jpg", &jpeg(1200, 800), None)
+        .await?;
     assert_eq!(report.status, Status::Accepted, "{report:#?}");
     assert!(report.file.etag.is_some());
 
@@ -54,7 +56,13 @@ async fn png_and_webp_keep_their_format_and_small_images_are_not_upscaled() -> a
     let t = TestSilo::new(EXAMPLE_PIPELINE, &[])?;
     let report = t.upload("public/a.png", &png(300, 200), None).await?;
     assert_eq!(report.status, Status::Accepted, "{report:#?}");
-    assert_eq!((derivative(&report, "medium").width, derivative(&report, "medium").height), (Some(300), Some(200)));
+    assert_eq!(
+        (
+            derivative(&report, "medium").width,
+            derivative(&report, "medium").height
+        ),
+        (Some(300), Some(200))
+    );
     let thumb = std::fs::read(t.volume_dir("public").join("styles/thumbnail/a.png"))?;
     assert_eq!(image::guess_format(&thumb)?, image::ImageFormat::Png);
 
@@ -72,7 +80,10 @@ async fn png_declared_as_jpeg_is_rejected_and_nothing_is_stored_or_derived() -> 
     let report = t.upload("public/fake.jpg", &png(300, 200), Some("image/jpeg")).await?;
     assert_eq!(report.status, Status::Rejected, "{report:#?}");
     assert_eq!(report.rejected_by.as_deref(), Some("upload-guard"));
-    assert_eq!(report.reason.as_deref(), Some("declared as image/jpeg but the content is image/png"));
+    assert_eq!(
+        report.reason.as_deref(),
+        Some("declared as image/jpeg but the content is image/png")
+    );
     assert!(report.derivatives.is_empty());
     assert_eq!(report.plugins.len(), 1, "image-styles must not run after a rejection");
     assert_eq!(t.files_on_disk("public"), Vec::<(String, u64)>::new());
@@ -158,7 +169,8 @@ async fn a_later_rejection_discards_earlier_derivatives() -> anyhow::Result<()> 
 
 #[tokio::test]
 async fn outside_its_grants_a_plugin_learns_nothing() -> anyhow::Result<()> {
-    let pipeline = |volume: &str, path: &str| probe_pipeline("stat", &format!(r#", volume = "{volume}", path = "{path}""#));
+    let pipeline =
+        |volume: &str, path: &str| probe_pipeline("stat", &format!(r#", volume = "{volume}", path = "{path}""#));
     for (volume, path, expected) in [
         ("private", "secret.txt", "error Error::AccessDenied"),
         ("private", "missing.txt", "error Error::AccessDenied"),
@@ -176,5 +188,75 @@ async fn outside_its_grants_a_plugin_learns_nothing() -> anyhow::Result<()> {
         let reason = report.reason.unwrap_or_default();
         assert!(reason.starts_with(expected), "{volume}/{path}: {reason}");
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn image_styles_derives_one_style_on_request() -> anyhow::Result<()> {
+    use silo_host::runtime::DeriveRequest;
+    use silo_host::store::PutOptions;
+    use silo_host::{InvokeError, Session, StorageError};
+
+    let t = TestSilo::new(EXAMPLE_PIPELINE, &[])?;
+    let storage = t.silo.storage();
+    let host = storage.host_session();
+    let source = storage.location("public", "p/orig.png")?;
+    host.write(
+        &source,
+        png(900, 300).into(),
+        PutOptions {
+            content_type: "image/png".into(),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let stage = t
+        .silo
+        .stages()
+        .iter()
+        .find(|s| s.config.name == "image-styles")
+        .unwrap();
+    let derive = |style: &str, target: &str| {
+        let session = Session::new(storage.clone(), Some(stage.grants.clone()), stage.quota());
+        let request = DeriveRequest {
+            source: (&source).into(),
+            style: style.into(),
+            target: (&storage.location("public", target).unwrap()).into(),
+            settings: Vec::new(),
+        };
+        t.silo
+            .runtime()
+            .on_derive(&stage.component, session, stage.limits(), request)
+    };
+
+    let derived = derive("medium", "styles/medium/p/orig.png").await?;
+    assert_eq!((derived.width, derived.height), (Some(640), Some(213)));
+    let stored = host.stat(&storage.location("public", "styles/medium/p/orig.png")?)?;
+    assert_eq!(stored.size, derived.info.size);
+    assert_eq!(stored.content_type, "image/png");
+
+    let err = derive("poster", "styles/poster/p/orig.png").await.err().unwrap();
+    assert!(
+        matches!(
+            err,
+            InvokeError::Failed {
+                error: StorageError::Unsupported(_),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // Its grants cover styles/ only.
+    let err = derive("thumbnail", "p/overwrite.png").await.err().unwrap();
+    assert!(
+        matches!(
+            err,
+            InvokeError::Failed {
+                error: StorageError::AccessDenied,
+                ..
+            }
+        ),
+        "{err}"
+    );
     Ok(())
 }

@@ -9,7 +9,8 @@ use bytes::Bytes;
 use silo_host::StorageError;
 use silo_host::cache::{Entry, MetadataCache};
 use silo_host::store::{
-    ByteRange, ByteStream, Condition, KeyPage, LocalStore, MemoryStore, ObjectMeta, ObjectStore, ObjectUpload, PutOptions,
+    ByteRange, ByteStream, Condition, KeyPage, LocalStore, MemoryStore, ObjectMeta, ObjectStore, ObjectUpload,
+    PutOptions,
 };
 use silo_host::vfs::{Storage, Visibility, Volume};
 use tokio::io::AsyncReadExt;
@@ -18,11 +19,17 @@ use tokio::io::AsyncReadExt;
 fn backends() -> Vec<(&'static str, Arc<dyn ObjectStore>, Option<tempfile::TempDir>)> {
     let dir = tempfile::tempdir().unwrap();
     let local = LocalStore::open(dir.path()).unwrap();
-    vec![("memory", Arc::new(MemoryStore::new()), None), ("local", Arc::new(local), Some(dir))]
+    vec![
+        ("memory", Arc::new(MemoryStore::new()), None),
+        ("local", Arc::new(local), Some(dir)),
+    ]
 }
 
 fn opts(content_type: &str) -> PutOptions {
-    PutOptions { content_type: content_type.into(), ..Default::default() }
+    PutOptions {
+        content_type: content_type.into(),
+        ..Default::default()
+    }
 }
 
 async fn body(stream: ByteStream) -> Vec<u8> {
@@ -35,19 +42,35 @@ async fn body(stream: ByteStream) -> Vec<u8> {
 #[tokio::test]
 async fn put_get_head_and_ranges() {
     for (name, store, _dir) in backends() {
-        let meta = store.put("a/b.txt", Bytes::from_static(b"hello world"), &opts("text/plain")).await.unwrap();
+        let meta = store
+            .put("a/b.txt", Bytes::from_static(b"hello world"), &opts("text/plain"))
+            .await
+            .unwrap();
         assert_eq!(meta.size, 11, "{name}");
         assert_eq!(store.head("a/b.txt").await.unwrap().etag, meta.etag, "{name}");
         let (_, all) = store.get("a/b.txt", None).await.unwrap();
         assert_eq!(body(all).await, b"hello world", "{name}");
-        let (_, part) = store.get("a/b.txt", Some(ByteRange { offset: 6, length: 100 })).await.unwrap();
+        let (_, part) = store
+            .get("a/b.txt", Some(ByteRange { offset: 6, length: 100 }))
+            .await
+            .unwrap();
         assert_eq!(body(part).await, b"world", "{name}");
-        let (_, past) = store.get("a/b.txt", Some(ByteRange { offset: 50, length: 5 })).await.unwrap();
+        let (_, past) = store
+            .get("a/b.txt", Some(ByteRange { offset: 50, length: 5 }))
+            .await
+            .unwrap();
         assert!(body(past).await.is_empty(), "{name}");
-        assert_eq!(store.head("a").await.err(), Some(StorageError::NotFound), "{name}: a directory is no file");
+        assert_eq!(
+            store.head("a").await.err(),
+            Some(StorageError::NotFound),
+            "{name}: a directory is no file"
+        );
         assert_eq!(store.head("nope").await.err(), Some(StorageError::NotFound), "{name}");
 
-        let again = store.put("a/b.txt", Bytes::from_static(b"HELLO"), &opts("text/plain")).await.unwrap();
+        let again = store
+            .put("a/b.txt", Bytes::from_static(b"HELLO"), &opts("text/plain"))
+            .await
+            .unwrap();
         assert_ne!(again.etag, meta.etag, "{name}: a new write gives a new etag");
     }
 }
@@ -55,34 +78,76 @@ async fn put_get_head_and_ranges() {
 #[tokio::test]
 async fn conditional_writes() {
     for (name, store, _dir) in backends() {
-        let create = PutOptions { condition: Some(Condition::CreateOnly), ..opts("text/plain") };
+        let create = PutOptions {
+            condition: Some(Condition::CreateOnly),
+            ..opts("text/plain")
+        };
         let first = store.put("c.txt", Bytes::from_static(b"1"), &create).await.unwrap();
-        assert_eq!(store.put("c.txt", Bytes::from_static(b"2"), &create).await.err(), Some(StorageError::AlreadyExists), "{name}");
-        let stale = PutOptions { condition: Some(Condition::IfMatch("stale".into())), ..opts("text/plain") };
-        assert_eq!(store.put("c.txt", Bytes::from_static(b"3"), &stale).await.err(), Some(StorageError::PreconditionFailed), "{name}");
-        let fresh = PutOptions { condition: Some(Condition::IfMatch(first.etag.clone())), ..opts("text/plain") };
+        assert_eq!(
+            store.put("c.txt", Bytes::from_static(b"2"), &create).await.err(),
+            Some(StorageError::AlreadyExists),
+            "{name}"
+        );
+        let stale = PutOptions {
+            condition: Some(Condition::IfMatch("stale".into())),
+            ..opts("text/plain")
+        };
+        assert_eq!(
+            store.put("c.txt", Bytes::from_static(b"3"), &stale).await.err(),
+            Some(StorageError::PreconditionFailed),
+            "{name}"
+        );
+        let fresh = PutOptions {
+            condition: Some(Condition::IfMatch(first.etag.clone())),
+            ..opts("text/plain")
+        };
         store.put("c.txt", Bytes::from_static(b"4"), &fresh).await.unwrap();
         let (_, b) = store.get("c.txt", None).await.unwrap();
         assert_eq!(body(b).await, b"4", "{name}: refused writes changed nothing");
-        assert_eq!(store.put("new.txt", Bytes::from_static(b"x"), &fresh).await.err(), Some(StorageError::PreconditionFailed), "{name}");
+        assert_eq!(
+            store.put("new.txt", Bytes::from_static(b"x"), &fresh).await.err(),
+            Some(StorageError::PreconditionFailed),
+            "{name}"
+        );
     }
 }
 
 #[tokio::test]
 async fn streamed_uploads_appear_only_when_finished() {
     for (name, store, _dir) in backends() {
-        let mut upload = store.start_upload("s/big.bin", opts("application/octet-stream")).await.unwrap();
+        let mut upload = store
+            .start_upload("s/big.bin", opts("application/octet-stream"))
+            .await
+            .unwrap();
         for _ in 0..4 {
             upload.write(Bytes::from(vec![9u8; 100_000])).await.unwrap();
         }
-        assert_eq!(store.head("s/big.bin").await.err(), Some(StorageError::NotFound), "{name}: visible before finish");
+        assert_eq!(
+            store.head("s/big.bin").await.err(),
+            Some(StorageError::NotFound),
+            "{name}: visible before finish"
+        );
         assert_eq!(upload.finish().await.unwrap().size, 400_000, "{name}");
 
-        let mut abandoned = store.start_upload("s/gone.bin", opts("application/octet-stream")).await.unwrap();
+        let mut abandoned = store
+            .start_upload("s/gone.bin", opts("application/octet-stream"))
+            .await
+            .unwrap();
         abandoned.write(Bytes::from_static(b"partial")).await.unwrap();
         drop(abandoned);
-        assert_eq!(store.head("s/gone.bin").await.err(), Some(StorageError::NotFound), "{name}");
-        let keys: Vec<String> = store.list("", None, 100).await.unwrap().objects.into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            store.head("s/gone.bin").await.err(),
+            Some(StorageError::NotFound),
+            "{name}"
+        );
+        let keys: Vec<String> = store
+            .list("", None, 100)
+            .await
+            .unwrap()
+            .objects
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         assert_eq!(keys, ["s/big.bin"], "{name}: nothing partial is listed");
     }
 }
@@ -91,9 +156,15 @@ async fn streamed_uploads_appear_only_when_finished() {
 async fn listing_pages_through_keys_in_order() {
     for (name, store, _dir) in backends() {
         for i in (0..25).rev() {
-            store.put(&format!("p/{i:02}"), Bytes::from_static(b"x"), &opts("text/plain")).await.unwrap();
+            store
+                .put(&format!("p/{i:02}"), Bytes::from_static(b"x"), &opts("text/plain"))
+                .await
+                .unwrap();
         }
-        store.put("pz", Bytes::from_static(b"x"), &opts("text/plain")).await.unwrap();
+        store
+            .put("pz", Bytes::from_static(b"x"), &opts("text/plain"))
+            .await
+            .unwrap();
         let mut keys = Vec::new();
         let mut after: Option<String> = None;
         loop {
@@ -112,12 +183,23 @@ async fn listing_pages_through_keys_in_order() {
 #[tokio::test]
 async fn delete_and_copy() {
     for (name, store, _dir) in backends() {
-        store.put("d/x.txt", Bytes::from_static(b"abc"), &opts("text/plain")).await.unwrap();
+        store
+            .put("d/x.txt", Bytes::from_static(b"abc"), &opts("text/plain"))
+            .await
+            .unwrap();
         let copy = store.copy("d/x.txt", "e/y.txt", &opts("text/plain")).await.unwrap();
         assert_eq!(copy.size, 3, "{name}");
         store.delete("d/x.txt").await.unwrap();
-        assert_eq!(store.delete("d/x.txt").await.err(), Some(StorageError::NotFound), "{name}");
-        assert_eq!(store.copy("d/x.txt", "z", &opts("text/plain")).await.err(), Some(StorageError::NotFound), "{name}");
+        assert_eq!(
+            store.delete("d/x.txt").await.err(),
+            Some(StorageError::NotFound),
+            "{name}"
+        );
+        assert_eq!(
+            store.copy("d/x.txt", "z", &opts("text/plain")).await.err(),
+            Some(StorageError::NotFound),
+            "{name}"
+        );
     }
 }
 
@@ -130,11 +212,24 @@ async fn local_store_refuses_symlinks_and_its_reserved_directory() {
     std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
     assert_eq!(store.head("link/secret").await.err(), Some(StorageError::AccessDenied));
     assert!(store.get("link/secret", None).await.is_err());
-    assert!(matches!(store.head(".silo-tmp/x").await.err(), Some(StorageError::InvalidPath(_))));
+    assert!(matches!(
+        store.head(".silo-tmp/x").await.err(),
+        Some(StorageError::InvalidPath(_))
+    ));
     // A directory cannot also be a file here (S3 allows it; see the docs).
-    store.put("f", Bytes::from_static(b"1"), &opts("text/plain")).await.unwrap();
-    let err = store.put("f/g", Bytes::from_static(b"2"), &opts("text/plain")).await.err().unwrap();
-    assert!(err.to_string().contains("cannot hold both a file and a directory"), "{err}");
+    store
+        .put("f", Bytes::from_static(b"1"), &opts("text/plain"))
+        .await
+        .unwrap();
+    let err = store
+        .put("f/g", Bytes::from_static(b"2"), &opts("text/plain"))
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().contains("cannot hold both a file and a directory"),
+        "{err}"
+    );
 }
 
 /// Counts calls per operation, delegating to an inner store.
@@ -187,12 +282,22 @@ impl ObjectStore for Counting {
 #[tokio::test]
 async fn stat_exists_and_list_are_served_by_the_cache_alone() {
     for (name, inner, _dir) in backends() {
-        let counting = Arc::new(Counting { inner, calls: AtomicUsize::new(0) });
-        let volume = Volume { name: "v".into(), visibility: Visibility::Private, store: counting.clone(), public_url: None };
+        let counting = Arc::new(Counting {
+            inner,
+            calls: AtomicUsize::new(0),
+        });
+        let volume = Volume {
+            name: "v".into(),
+            visibility: Visibility::Private,
+            store: counting.clone(),
+            public_url: None,
+        };
         let storage = Arc::new(Storage::new(vec![volume], MetadataCache::in_memory().unwrap()));
         let host = storage.host_session();
         let file = storage.location("v", "dir/sub/photo.jpg").unwrap();
-        host.write(&file, Bytes::from_static(b"jpeg"), opts("image/jpeg")).await.unwrap();
+        host.write(&file, Bytes::from_static(b"jpeg"), opts("image/jpeg"))
+            .await
+            .unwrap();
         let before = counting.calls.load(Ordering::SeqCst);
 
         assert_eq!(host.stat(&file).unwrap().size, 4, "{name}");
@@ -202,13 +307,26 @@ async fn stat_exists_and_list_are_served_by_the_cache_alone() {
         assert_eq!(page.entries, [Entry::Dir { path: "dir/sub".into() }], "{name}");
         let all = host.list("v", "", true, None, 0).unwrap();
         assert_eq!(all.entries.len(), 1, "{name}");
-        assert_eq!(counting.calls.load(Ordering::SeqCst), before, "{name}: the backend was called");
+        assert_eq!(
+            counting.calls.load(Ordering::SeqCst),
+            before,
+            "{name}: the backend was called"
+        );
 
         // A failed backend write leaves the cache as it was.
-        let create = PutOptions { condition: Some(Condition::CreateOnly), ..opts("image/jpeg") };
-        assert_eq!(host.write(&file, Bytes::from_static(b"other"), create).await.err(), Some(StorageError::AlreadyExists));
+        let create = PutOptions {
+            condition: Some(Condition::CreateOnly),
+            ..opts("image/jpeg")
+        };
+        assert_eq!(
+            host.write(&file, Bytes::from_static(b"other"), create).await.err(),
+            Some(StorageError::AlreadyExists)
+        );
         assert_eq!(host.stat(&file).unwrap().size, 4, "{name}");
         host.delete(&file).await.unwrap();
-        assert!(host.list("v", "", false, None, 0).unwrap().entries.is_empty(), "{name}: empty directories vanish");
+        assert!(
+            host.list("v", "", false, None, 0).unwrap().entries.is_empty(),
+            "{name}: empty directories vanish"
+        );
     }
 }

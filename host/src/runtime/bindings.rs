@@ -11,10 +11,10 @@ use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
 
 use super::Invocation;
 use super::streams::{ReadStream, WriterState};
+use crate::cache::Entry;
 use crate::error::StorageError;
 use crate::store::{Condition, ObjectMeta, PutOptions};
 use crate::vfs::{Access, Location, MAX_LIST_LIMIT};
-use crate::cache::Entry;
 
 wasmtime::component::bindgen!({
     world: "upload-plugin",
@@ -27,8 +27,8 @@ wasmtime::component::bindgen!({
     },
 });
 
-use silo::plugin::types;
 pub use exports::silo::plugin::handler::{DeriveRequest, DerivedFile, Outcome, Upload};
+use silo::plugin::types;
 pub use types::ObjectInfo;
 
 type GuestResult<T> = wasmtime::Result<Result<T, types::Error>>;
@@ -85,7 +85,10 @@ impl From<&ObjectMeta> for ObjectInfo {
 
 impl From<&Location> for types::Location {
     fn from(l: &Location) -> Self {
-        types::Location { volume: l.volume.clone(), path: l.path.to_string() }
+        types::Location {
+            volume: l.volume.clone(),
+            path: l.path.to_string(),
+        }
     }
 }
 
@@ -111,7 +114,9 @@ impl silo::plugin::types::Host for Invocation {}
 
 impl silo::plugin::files::Host for Invocation {
     async fn stat(&mut self, file: types::Location) -> GuestResult<ObjectInfo> {
-        Ok(self.at(&file, Access::Read).and_then(|l| Ok((&self.session.stat(&l)?).into())))
+        Ok(self
+            .at(&file, Access::Read)
+            .and_then(|l| Ok((&self.session.stat(&l)?).into())))
     }
 
     async fn exists(&mut self, file: types::Location) -> GuestResult<bool> {
@@ -148,7 +153,12 @@ impl silo::plugin::files::Host for Invocation {
         }
     }
 
-    async fn write(&mut self, file: types::Location, data: Vec<u8>, options: types::WriteOptions) -> GuestResult<ObjectInfo> {
+    async fn write(
+        &mut self,
+        file: types::Location,
+        data: Vec<u8>,
+        options: types::WriteOptions,
+    ) -> GuestResult<ObjectInfo> {
         let loc = match self.at(&file, Access::Write) {
             Ok(l) => l,
             Err(e) => return Ok(Err(e)),
@@ -157,7 +167,11 @@ impl silo::plugin::files::Host for Invocation {
         Ok(result.map(|m| (&m).into()).map_err(Into::into))
     }
 
-    async fn open_write(&mut self, file: types::Location, options: types::WriteOptions) -> GuestResult<Resource<WriterState>> {
+    async fn open_write(
+        &mut self,
+        file: types::Location,
+        options: types::WriteOptions,
+    ) -> GuestResult<Resource<WriterState>> {
         let loc = match self.at(&file, Access::Write) {
             Ok(l) => l,
             Err(e) => return Ok(Err(e)),
@@ -168,16 +182,31 @@ impl silo::plugin::files::Host for Invocation {
         }
     }
 
-    async fn list(&mut self, volume: String, prefix: String, options: types::ListOptions) -> GuestResult<types::ListPage> {
+    async fn list(
+        &mut self,
+        volume: String,
+        prefix: String,
+        options: types::ListOptions,
+    ) -> GuestResult<types::ListPage> {
         let limit = (options.limit as usize).min(MAX_LIST_LIMIT);
-        let page = match self.session.list(&volume, &prefix, options.recursive, options.cursor.as_deref(), limit) {
+        let page = match self
+            .session
+            .list(&volume, &prefix, options.recursive, options.cursor.as_deref(), limit)
+        {
             Ok(p) => p,
             Err(e) => return Ok(Err(e.into())),
         };
-        let mut out = types::ListPage { files: Vec::new(), directories: Vec::new(), next_cursor: page.next_cursor };
+        let mut out = types::ListPage {
+            files: Vec::new(),
+            directories: Vec::new(),
+            next_cursor: page.next_cursor,
+        };
         for entry in page.entries {
             match entry {
-                Entry::File { path, meta } => out.files.push(types::ListEntry { path, info: (&meta).into() }),
+                Entry::File { path, meta } => out.files.push(types::ListEntry {
+                    path,
+                    info: (&meta).into(),
+                }),
                 Entry::Dir { path } => out.directories.push(path),
             }
         }
@@ -192,7 +221,12 @@ impl silo::plugin::files::Host for Invocation {
         Ok(self.session.delete(&loc).await.map_err(Into::into))
     }
 
-    async fn copy(&mut self, source: types::Location, destination: types::Location, options: types::WriteOptions) -> GuestResult<ObjectInfo> {
+    async fn copy(
+        &mut self,
+        source: types::Location,
+        destination: types::Location,
+        options: types::WriteOptions,
+    ) -> GuestResult<ObjectInfo> {
         let (from, to) = match (self.at(&source, Access::Read), self.at(&destination, Access::Write)) {
             (Ok(f), Ok(t)) => (f, t),
             (Err(e), _) | (_, Err(e)) => return Ok(Err(e)),
@@ -228,7 +262,9 @@ impl silo::plugin::files::HostWriter for Invocation {
                 let stream: DynOutputStream = Box::new(stream);
                 Ok(Ok(self.table.push_child(stream, &writer)?))
             }
-            None => Ok(Err(types::Error::Unavailable("the writer's content stream was already taken".into()))),
+            None => Ok(Err(types::Error::Unavailable(
+                "the writer's content stream was already taken".into(),
+            ))),
         }
     }
 

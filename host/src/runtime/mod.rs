@@ -37,10 +37,16 @@ pub const MAX_CONCURRENT_INSTANCES: u32 = 128;
 pub enum LoadError {
     #[error("{name}: not a WebAssembly file")]
     NotWasm { name: String },
-    #[error("{name}: this is a core WebAssembly module, not a component; build the plugin for wasm32-wasip2 (or wrap it with `wasm-tools component new`)")]
+    #[error(
+        "{name}: this is a core WebAssembly module, not a component; build the plugin for wasm32-wasip2 (or wrap it with `wasm-tools component new`)"
+    )]
     CoreModule { name: String },
     #[error("{name}: sha256 mismatch: the config pins {expected} but the file is {actual}")]
-    Sha256Mismatch { name: String, expected: String, actual: String },
+    Sha256Mismatch {
+        name: String,
+        expected: String,
+        actual: String,
+    },
     #[error("{name}: invalid component: {message}")]
     Invalid { name: String, message: String },
     #[error("{name}: imports something Silo does not provide: {message}")]
@@ -111,7 +117,10 @@ pub(crate) struct Invocation {
 
 impl WasiView for Invocation {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -206,7 +215,12 @@ impl Runtime {
             })
             .map_err(|e| LoadError::Engine(format!("cannot start the epoch thread: {e}")))?;
 
-        Ok(Runtime { engine, linker, cache_dir: cache_dir.map(Path::to_owned), engine_tag })
+        Ok(Runtime {
+            engine,
+            linker,
+            cache_dir: cache_dir.map(Path::to_owned),
+            engine_tag,
+        })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -220,7 +234,11 @@ impl Runtime {
         if let Some(expected) = pin
             && !expected.eq_ignore_ascii_case(&sha256)
         {
-            return Err(LoadError::Sha256Mismatch { name: name.into(), expected: expected.into(), actual: sha256 });
+            return Err(LoadError::Sha256Mismatch {
+                name: name.into(),
+                expected: expected.into(),
+                actual: sha256,
+            });
         }
         let component = self.compile(name, bytes, &sha256)?;
         self.link(name, component, sha256)
@@ -235,17 +253,31 @@ impl Runtime {
         let imports = ty.imports(&self.engine).map(|(n, _)| n.to_owned()).collect();
         let exports = ty.exports(&self.engine).map(|(n, _)| n.to_owned()).collect();
         let verdict = self.link(name, component, sha256.clone()).map(|_| ());
-        Ok(Inspection { sha256, imports, exports, verdict })
+        Ok(Inspection {
+            sha256,
+            imports,
+            exports,
+            verdict,
+        })
     }
 
     fn link(&self, name: &str, component: Component, sha256: String) -> Result<PluginComponent, LoadError> {
         let pre = self
             .linker
             .instantiate_pre(&component)
-            .map_err(|e| LoadError::UnknownImport { name: name.into(), message: format!("{e:#}") })?;
-        let pre = bindings::UploadPluginPre::new(pre)
-            .map_err(|e| LoadError::WrongWorld { name: name.into(), message: format!("{e:#}") })?;
-        Ok(PluginComponent { name: name.into(), sha256, pre })
+            .map_err(|e| LoadError::UnknownImport {
+                name: name.into(),
+                message: format!("{e:#}"),
+            })?;
+        let pre = bindings::UploadPluginPre::new(pre).map_err(|e| LoadError::WrongWorld {
+            name: name.into(),
+            message: format!("{e:#}"),
+        })?;
+        Ok(PluginComponent {
+            name: name.into(),
+            sha256,
+            pre,
+        })
     }
 
     fn compile(&self, name: &str, bytes: &[u8], sha256: &str) -> Result<Component, LoadError> {
@@ -254,7 +286,10 @@ impl Runtime {
             Some([0, b'a', b's', b'm', _, _, 1, 0]) => {}
             _ => return Err(LoadError::NotWasm { name: name.into() }),
         }
-        let invalid = |e: wasmtime::Error| LoadError::Invalid { name: name.into(), message: format!("{e:#}") };
+        let invalid = |e: wasmtime::Error| LoadError::Invalid {
+            name: name.into(),
+            message: format!("{e:#}"),
+        };
         let Some(dir) = &self.cache_dir else {
             return Component::new(&self.engine, bytes).map_err(invalid);
         };
@@ -275,7 +310,12 @@ impl Runtime {
         Ok(component)
     }
 
-    fn store(&self, plugin: &PluginComponent, session: Session, limits: InvokeLimits) -> (Store<Invocation>, Arc<AtomicBool>) {
+    fn store(
+        &self,
+        plugin: &PluginComponent,
+        session: Session,
+        limits: InvokeLimits,
+    ) -> (Store<Invocation>, Arc<AtomicBool>) {
         let refused = Arc::new(AtomicBool::new(false));
         let mut wasi = WasiCtx::builder();
         wasi.stdout(streams::GuestLog::new(plugin.name.clone(), "stdout"))
@@ -285,7 +325,10 @@ impl Runtime {
         let state = Invocation {
             wasi: wasi.build(),
             table,
-            limiter: MemoryLimiter { max_bytes: limits.memory_bytes, refused: refused.clone() },
+            limiter: MemoryLimiter {
+                max_bytes: limits.memory_bytes,
+                refused: refused.clone(),
+            },
             session,
             plugin: plugin.name.clone(),
         };
@@ -326,7 +369,10 @@ impl Runtime {
         let (mut store, refused) = self.store(plugin, session, limits);
         let call = async {
             let instance = plugin.pre.instantiate_async(&mut store).await?;
-            instance.silo_plugin_handler().call_on_derive(&mut store, &request).await
+            instance
+                .silo_plugin_handler()
+                .call_on_derive(&mut store, &request)
+                .await
         };
         let result = tokio::time::timeout(limits.time, call).await;
         classify(plugin, limits, result, &refused)
@@ -341,13 +387,23 @@ fn classify<T>(
 ) -> Result<T, InvokeError> {
     let name = plugin.name.to_string();
     match result {
-        Err(_) => Err(InvokeError::TimeLimit { plugin: name, limit_ms: limits.time.as_millis() as u64 }),
+        Err(_) => Err(InvokeError::TimeLimit {
+            plugin: name,
+            limit_ms: limits.time.as_millis() as u64,
+        }),
         Ok(Ok(Ok(value))) => Ok(value),
-        Ok(Ok(Err(error))) => Err(InvokeError::Failed { plugin: name, error: error.into() }),
-        Ok(Err(_)) if refused.load(Ordering::Relaxed) => {
-            Err(InvokeError::MemoryLimit { plugin: name, limit_mib: (limits.memory_bytes >> 20) as u64 })
-        }
-        Ok(Err(trap)) => Err(InvokeError::Trap { plugin: name, message: trap_message(&trap) }),
+        Ok(Ok(Err(error))) => Err(InvokeError::Failed {
+            plugin: name,
+            error: error.into(),
+        }),
+        Ok(Err(_)) if refused.load(Ordering::Relaxed) => Err(InvokeError::MemoryLimit {
+            plugin: name,
+            limit_mib: (limits.memory_bytes >> 20) as u64,
+        }),
+        Ok(Err(trap)) => Err(InvokeError::Trap {
+            plugin: name,
+            message: trap_message(&trap),
+        }),
     }
 }
 

@@ -66,8 +66,14 @@ pub struct WriterState {
 
 impl WriterState {
     pub(crate) fn new(upload: SessionUpload) -> Self {
-        let shared: Shared = Arc::new(Mutex::new(WriteShared { upload: Some(upload), ..Default::default() }));
-        WriterState { stream: Some(WriteStream { shared: shared.clone() }), shared }
+        let shared: Shared = Arc::new(Mutex::new(WriteShared {
+            upload: Some(upload),
+            ..Default::default()
+        }));
+        WriterState {
+            stream: Some(WriteStream { shared: shared.clone() }),
+            shared,
+        }
     }
 
     pub(crate) fn take_stream(&mut self) -> Option<WriteStream> {
@@ -166,7 +172,14 @@ struct LogState {
 
 impl GuestLog {
     pub(crate) fn new(plugin: Arc<str>, stream: &'static str) -> Self {
-        GuestLog { inner: Arc::new(Mutex::new(LogState { plugin, stream, line: Vec::new(), total: 0 })) }
+        GuestLog {
+            inner: Arc::new(Mutex::new(LogState {
+                plugin,
+                stream,
+                line: Vec::new(),
+                total: 0,
+            })),
+        }
     }
 
     fn push(&self, bytes: &[u8]) {
@@ -198,7 +211,12 @@ impl Drop for LogState {
             self.emit();
         }
         if self.total > MAX_LOG_BYTES {
-            tracing::warn!(plugin = &*self.plugin, "dropped {} bytes of {}", self.total - MAX_LOG_BYTES, self.stream);
+            tracing::warn!(
+                plugin = &*self.plugin,
+                "dropped {} bytes of {}",
+                self.total - MAX_LOG_BYTES,
+                self.stream
+            );
         }
     }
 }

@@ -47,7 +47,12 @@ impl LocalStore {
         let root = root
             .canonicalize()
             .map_err(|e| StorageError::unavailable(format!("cannot open {}: {e}", root.display())))?;
-        Ok(LocalStore { inner: Arc::new(Inner { root, commit: std::sync::Mutex::new(()) }) })
+        Ok(LocalStore {
+            inner: Arc::new(Inner {
+                root,
+                commit: std::sync::Mutex::new(()),
+            }),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -70,7 +75,9 @@ impl Inner {
     /// on the way.
     fn file(&self, key: &str) -> StorageResult<PathBuf> {
         if key == TMP_DIR || key.starts_with(&format!("{TMP_DIR}/")) {
-            return Err(StorageError::InvalidPath(format!("'{TMP_DIR}' is reserved in local volumes")));
+            return Err(StorageError::InvalidPath(format!(
+                "'{TMP_DIR}' is reserved in local volumes"
+            )));
         }
         let mut path = self.root.clone();
         for segment in key.split('/') {
@@ -173,12 +180,18 @@ impl Inner {
         for entry in entries {
             let entry = entry.map_err(|e| StorageError::unavailable(format!("cannot list {}: {e}", dir.display())))?;
             let path = entry.path();
-            let Ok(rel) = path.strip_prefix(&self.root) else { continue };
-            let Some(key) = rel.to_str().map(str::to_owned) else { continue };
+            let Ok(rel) = path.strip_prefix(&self.root) else {
+                continue;
+            };
+            let Some(key) = rel.to_str().map(str::to_owned) else {
+                continue;
+            };
             if key == TMP_DIR {
                 continue;
             }
-            let Ok(meta) = fs::symlink_metadata(&path) else { continue };
+            let Ok(meta) = fs::symlink_metadata(&path) else {
+                continue;
+            };
             if meta.is_dir() {
                 // Descend only where keys with the prefix can be.
                 if prefix.starts_with(&format!("{key}/")) || key.starts_with(prefix) || prefix.starts_with(&key) {
@@ -215,7 +228,8 @@ impl ObjectStore for LocalStore {
                     return Err(StorageError::NotFound);
                 }
                 if let Some(r) = range {
-                    file.seek(SeekFrom::Start(r.offset)).map_err(|e| StorageError::io(&key, e))?;
+                    file.seek(SeekFrom::Start(r.offset))
+                        .map_err(|e| StorageError::io(&key, e))?;
                 }
                 Ok((s.meta_of(&key, &m), file))
             })
@@ -244,7 +258,12 @@ impl ObjectStore for LocalStore {
         self.inner.file(key)?;
         let store = self.clone();
         let temp = self.blocking(|s| s.new_temp()).await?;
-        Ok(Box::new(LocalUpload { store, key: key.to_owned(), options, temp: Some(temp) }))
+        Ok(Box::new(LocalUpload {
+            store,
+            key: key.to_owned(),
+            options,
+            temp: Some(temp),
+        }))
     }
 
     async fn delete(&self, key: &str) -> StorageResult<()> {
@@ -306,7 +325,10 @@ struct LocalUpload {
 #[async_trait]
 impl ObjectUpload for LocalUpload {
     async fn write(&mut self, chunk: Bytes) -> StorageResult<()> {
-        let mut temp = self.temp.take().ok_or_else(|| StorageError::unavailable("upload already failed"))?;
+        let mut temp = self
+            .temp
+            .take()
+            .ok_or_else(|| StorageError::unavailable("upload already failed"))?;
         let key = self.key.clone();
         let temp = self
             .store
@@ -321,7 +343,10 @@ impl ObjectUpload for LocalUpload {
     }
 
     async fn finish(mut self: Box<Self>) -> StorageResult<ObjectMeta> {
-        let temp = self.temp.take().ok_or_else(|| StorageError::unavailable("upload already failed"))?;
+        let temp = self
+            .temp
+            .take()
+            .ok_or_else(|| StorageError::unavailable("upload already failed"))?;
         let (key, options) = (self.key.clone(), self.options.clone());
         self.store.blocking(move |s| s.commit(temp, &key, &options)).await
     }

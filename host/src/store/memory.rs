@@ -64,7 +64,10 @@ impl ObjectStore for MemoryStore {
     }
 
     async fn head(&self, key: &str) -> StorageResult<ObjectMeta> {
-        self.lock().get(key).map(|(m, _)| m.clone()).ok_or(StorageError::NotFound)
+        self.lock()
+            .get(key)
+            .map(|(m, _)| m.clone())
+            .ok_or(StorageError::NotFound)
     }
 
     async fn get(&self, key: &str, range: Option<ByteRange>) -> StorageResult<(ObjectMeta, ByteStream)> {
@@ -85,7 +88,12 @@ impl ObjectStore for MemoryStore {
     }
 
     async fn start_upload(&self, key: &str, options: PutOptions) -> StorageResult<Box<dyn ObjectUpload>> {
-        Ok(Box::new(MemoryUpload { store: self.clone(), key: key.to_owned(), options, data: BytesMut::new() }))
+        Ok(Box::new(MemoryUpload {
+            store: self.clone(),
+            key: key.to_owned(),
+            options,
+            data: BytesMut::new(),
+        }))
     }
 
     async fn delete(&self, key: &str) -> StorageResult<()> {
@@ -93,7 +101,11 @@ impl ObjectStore for MemoryStore {
     }
 
     async fn copy(&self, from: &str, to: &str, options: &PutOptions) -> StorageResult<ObjectMeta> {
-        let data = self.lock().get(from).map(|(_, d)| d.clone()).ok_or(StorageError::NotFound)?;
+        let data = self
+            .lock()
+            .get(from)
+            .map(|(_, d)| d.clone())
+            .ok_or(StorageError::NotFound)?;
         self.store(to, data, options)
     }
 

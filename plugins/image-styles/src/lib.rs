@@ -39,19 +39,29 @@ fn decode(file: &Location) -> Result<(DynamicImage, ImageFormat), Error> {
     limits.max_image_height = Some(MAX_SIDE);
     limits.max_alloc = Some(MAX_DECODE_ALLOC);
     reader.limits(limits);
-    let image = reader.decode().map_err(|e| Error::Unavailable(format!("cannot decode the image: {e}")))?;
+    let image = reader
+        .decode()
+        .map_err(|e| Error::Unavailable(format!("cannot decode the image: {e}")))?;
     Ok((image, format))
 }
 
 fn write_style(image: &DynamicImage, format: ImageFormat, style: &str, target: Location) -> Result<DerivedFile, Error> {
     let styled = render(image, style).ok_or(Error::Unsupported)?;
     // JPEG cannot hold alpha.
-    let styled = if format == ImageFormat::Jpeg { DynamicImage::ImageRgb8(styled.to_rgb8()) } else { styled };
+    let styled = if format == ImageFormat::Jpeg {
+        DynamicImage::ImageRgb8(styled.to_rgb8())
+    } else {
+        styled
+    };
     let mut out = Cursor::new(Vec::new());
     styled
         .write_to(&mut out, format)
         .map_err(|e| Error::Unavailable(format!("cannot encode the {style} style: {e}")))?;
-    let info = files::write_with(&target, out.get_ref(), WriteOptions::new().content_type(format.to_mime_type()))?;
+    let info = files::write_with(
+        &target,
+        out.get_ref(),
+        WriteOptions::new().content_type(format.to_mime_type()),
+    )?;
     Ok(DerivedFile {
         file: target,
         info,
@@ -72,7 +82,10 @@ impl Plugin for Styles {
         };
         let mut derived = Vec::new();
         for style in STYLES {
-            let target = Location::new(upload.file.volume.clone(), format!("styles/{style}/{}", upload.file.path));
+            let target = Location::new(
+                upload.file.volume.clone(),
+                format!("styles/{style}/{}", upload.file.path),
+            );
             derived.push(write_style(&image, format, style, target)?);
         }
         Ok(Outcome::Accept(derived))

@@ -43,17 +43,28 @@ impl Plugin for Probe {
             "stream-copy" => {
                 let target = Location::new(upload.file.volume.clone(), format!("copies/{}", upload.file.path));
                 let mut reader = files::open_read(&upload.file)?;
-                let mut writer = files::create(&target, WriteOptions::new().content_type(upload.info.content_type.clone()))?;
+                let mut writer = files::create(
+                    &target,
+                    WriteOptions::new().content_type(upload.info.content_type.clone()),
+                )?;
                 let mut buf = vec![0u8; 256 * 1024];
                 loop {
                     let n = reader.read(&mut buf).map_err(|e| Error::Unavailable(e.to_string()))?;
                     if n == 0 {
                         break;
                     }
-                    writer.write_all(&buf[..n]).map_err(|e| Error::Unavailable(e.to_string()))?;
+                    writer
+                        .write_all(&buf[..n])
+                        .map_err(|e| Error::Unavailable(e.to_string()))?;
                 }
                 let info = writer.finish()?;
-                Ok(Outcome::Accept(vec![DerivedFile { file: target, info, style: None, width: None, height: None }]))
+                Ok(Outcome::Accept(vec![DerivedFile {
+                    file: target,
+                    info,
+                    style: None,
+                    width: None,
+                    height: None,
+                }]))
             }
             "stat" => {
                 let target = Location::new(

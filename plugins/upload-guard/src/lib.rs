@@ -41,12 +41,19 @@ fn essence(content_type: &str) -> String {
 fn mismatch(declared: &str, head: &[u8]) -> Option<String> {
     let declared = essence(declared);
     let sniffed = sniff(head);
-    let known = ["image/jpeg", "image/png", "image/gif", "image/webp", "application/pdf", "image/tiff"];
+    let known = [
+        "image/jpeg",
+        "image/png",
+        "image/gif",
+        "image/webp",
+        "application/pdf",
+        "image/tiff",
+    ];
     match sniffed {
         Some(actual) if actual != declared => Some(format!("declared as {declared} but the content is {actual}")),
-        None if known.contains(&declared.as_str()) => {
-            Some(format!("declared as {declared} but the content does not start with a {declared} signature"))
-        }
+        None if known.contains(&declared.as_str()) => Some(format!(
+            "declared as {declared} but the content does not start with a {declared} signature"
+        )),
         _ => None,
     }
 }
@@ -55,9 +62,15 @@ struct Guard;
 
 impl Plugin for Guard {
     fn on_upload(upload: Upload) -> Result<Outcome, Error> {
-        let max = upload.setting("max_bytes").and_then(|v| v.parse().ok()).unwrap_or(DEFAULT_MAX_BYTES);
+        let max = upload
+            .setting("max_bytes")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(DEFAULT_MAX_BYTES);
         if upload.info.size > max {
-            return Ok(Outcome::Reject(format!("the file is {} bytes; at most {max} are allowed", upload.info.size)));
+            return Ok(Outcome::Reject(format!(
+                "the file is {} bytes; at most {max} are allowed",
+                upload.info.size
+            )));
         }
         let head = files::read_range(&upload.file, 0, 64)?;
         Ok(match mismatch(&upload.info.content_type, &head) {
@@ -77,7 +90,10 @@ mod tests {
     fn judges_by_magic_number() {
         let png = b"\x89PNG\r\n\x1a\n....";
         assert_eq!(mismatch("image/png", png), None);
-        assert_eq!(mismatch("image/jpeg", png).unwrap(), "declared as image/jpeg but the content is image/png");
+        assert_eq!(
+            mismatch("image/jpeg", png).unwrap(),
+            "declared as image/jpeg but the content is image/png"
+        );
         assert!(mismatch("image/jpeg", b"hello").unwrap().contains("signature"));
         assert_eq!(mismatch("text/plain", b"hello"), None);
         assert!(mismatch("text/plain", png).is_some());
