@@ -58,6 +58,15 @@ pub struct Page {
     pub next_cursor: Option<String>,
 }
 
+/// What the cache holds for one volume.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct VolumeStats {
+    pub volume: String,
+    pub files: u64,
+    pub bytes: u64,
+    pub directories: u64,
+}
+
 pub struct MetadataCache {
     conn: Mutex<Connection>,
 }
@@ -258,6 +267,48 @@ impl MetadataCache {
             .map_err(db_error)?;
         let entries = rows.collect::<Result<Vec<_>, _>>().map_err(db_error)?;
         Ok(paginate(entries, limit))
+    }
+
+    /// Replace every row of `volume` with `files`, in one transaction:
+    /// readers see the old listing until the new one is complete.
+    pub fn replace_volume(&self, volume: &str, files: &[(VolumePath, ObjectMeta)]) -> StorageResult<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db_error)?;
+        for table in [
+            "DELETE FROM objects WHERE volume = ?1",
+            "DELETE FROM dirs WHERE volume = ?1",
+        ] {
+            tx.execute(table, params![volume]).map_err(db_error)?;
+        }
+        for (path, meta) in files {
+            Self::put_in(&tx, volume, path, meta)?;
+        }
+        tx.commit().map_err(db_error)
+    }
+
+    /// Files, bytes and directories per volume.
+    pub fn stats(&self) -> StorageResult<Vec<VolumeStats>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT volume, SUM(files), SUM(bytes), SUM(dirs) FROM (
+                     SELECT volume, COUNT(*) AS files, SUM(size) AS bytes, 0 AS dirs FROM objects GROUP BY volume
+                     UNION ALL
+                     SELECT volume, 0, 0, COUNT(*) FROM dirs GROUP BY volume
+                 ) GROUP BY volume ORDER BY volume",
+            )
+            .map_err(db_error)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(VolumeStats {
+                    volume: r.get(0)?,
+                    files: r.get::<_, i64>(1)? as u64,
+                    bytes: r.get::<_, i64>(2)? as u64,
+                    directories: r.get::<_, i64>(3)? as u64,
+                })
+            })
+            .map_err(db_error)?;
+        rows.collect::<Result<_, _>>().map_err(db_error)
     }
 
     /// Every cached file of a volume (verification, tests).

@@ -62,6 +62,9 @@ pub struct VolumeConfig {
     pub visibility: Visibility,
     /// Base URL the public files are served from.
     pub public_url: Option<String>,
+    /// `canonical` (default) or `read-through`; see docs/SEMANTICS.md.
+    #[serde(default)]
+    pub cache: crate::vfs::CacheMode,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -20,6 +20,7 @@ pub mod bundled;
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod maintenance;
 pub mod path;
 pub mod pipeline;
 pub mod runtime;
@@ -87,23 +88,9 @@ impl Silo {
                 grants: grants.into(),
             });
         }
-        let mut volumes = Vec::new();
-        for (name, v) in &config.volumes {
-            let store: Arc<dyn store::ObjectStore> = match (v.backend, &v.path) {
-                (config::Backend::Local, Some(path)) => Arc::new(store::LocalStore::open(path)?),
-                (config::Backend::Memory, _) => Arc::new(store::MemoryStore::new()),
-                (config::Backend::Local, None) => unreachable!("validated: local volumes have a path"),
-            };
-            volumes.push(vfs::Volume {
-                name: name.clone(),
-                visibility: v.visibility,
-                store,
-                public_url: v.public_url.clone(),
-            });
-        }
-        let cache = cache::MetadataCache::open(&config.data_dir.join("meta.sqlite"))?;
+        let storage = open_storage(&config)?;
         Ok(Silo {
-            storage: Arc::new(Storage::new(volumes, cache)),
+            storage,
             runtime,
             stages,
             config,
@@ -163,6 +150,34 @@ impl Silo {
         };
         Ok(pipeline::run(&self.storage, &self.runtime, &self.stages, pending).await)
     }
+}
+
+/// Open the volumes and the metadata cache of a config, without the
+/// plugin runtime (cache maintenance, tools).
+pub fn open_storage(config: &Config) -> Result<Arc<Storage>, SiloError> {
+    let mut volumes = Vec::new();
+    for (name, v) in &config.volumes {
+        let store: Arc<dyn store::ObjectStore> = match (v.backend, &v.path) {
+            (config::Backend::Local, Some(path)) => Arc::new(store::LocalStore::open(path)?),
+            (config::Backend::Memory, _) => Arc::new(store::MemoryStore::new()),
+            (config::Backend::Local, None) => {
+                return Err(ConfigError::Invalid {
+                    origin: config.origin.clone(),
+                    message: format!("volume '{name}': a local volume needs `path`"),
+                }
+                .into());
+            }
+        };
+        volumes.push(vfs::Volume {
+            name: name.clone(),
+            visibility: v.visibility,
+            cache_mode: v.cache,
+            store,
+            public_url: v.public_url.clone(),
+        });
+    }
+    let cache = cache::MetadataCache::open(&config.data_dir.join("meta.sqlite"))?;
+    Ok(Arc::new(Storage::new(volumes, cache)))
 }
 
 /// The bytes of a plugin's component: bundled, or a file inside the plugin

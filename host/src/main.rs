@@ -35,11 +35,33 @@ enum Command {
         #[arg(long)]
         content_type: Option<String>,
     },
+    /// Maintain the metadata cache.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
     /// Inspect plugin components.
     Plugin {
         #[command(subcommand)]
         command: PluginCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// Rebuild the cache from the backends (all volumes, or one).
+    Refresh {
+        #[arg(long)]
+        volume: Option<String>,
+    },
+    /// Report files missing from, extra in, or stale in the cache; exit 1 on
+    /// any drift. Changes nothing.
+    Verify {
+        #[arg(long)]
+        volume: Option<String>,
+    },
+    /// Files, bytes and directories per volume.
+    Stats,
 }
 
 #[derive(Subcommand)]
@@ -99,6 +121,83 @@ fn check(path: &Path) -> anyhow::Result<bool> {
     Ok(inspection.verdict.is_ok())
 }
 
+/// The volumes a cache command applies to.
+fn volumes_of(storage: &silo_host::Storage, only: Option<&str>) -> anyhow::Result<Vec<String>> {
+    match only {
+        Some(v) => {
+            storage
+                .volume(v)
+                .map_err(|_| anyhow::anyhow!("there is no volume named '{v}'"))?;
+            Ok(vec![v.to_owned()])
+        }
+        None => Ok(storage.volumes().map(|v| v.name.clone()).collect()),
+    }
+}
+
+/// A spinner counting scanned objects (drawn only on a terminal).
+fn scanning(volume: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_message(format!("scanning {volume}"));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg}: {pos} objects ({per_sec})").expect("valid template"),
+    );
+    bar
+}
+
+async fn cache(config: Option<&Path>, command: CacheCommand) -> anyhow::Result<bool> {
+    let config = load_config(config)?;
+    let storage = silo_host::open_storage(&config)?;
+    match command {
+        CacheCommand::Refresh { volume } => {
+            for v in volumes_of(&storage, volume.as_deref())? {
+                let bar = scanning(&v);
+                let r = silo_host::maintenance::refresh(&storage, &v, &|n| bar.set_position(n)).await?;
+                bar.finish_and_clear();
+                println!(
+                    "{v}: {} files, {} bytes (added {}, removed {}, changed {})",
+                    r.files, r.bytes, r.added, r.removed, r.changed
+                );
+                for key in &r.skipped {
+                    println!("{v}: skipped {key:?}: not a valid path");
+                }
+            }
+            Ok(true)
+        }
+        CacheCommand::Verify { volume } => {
+            let mut clean = true;
+            for v in volumes_of(&storage, volume.as_deref())? {
+                let bar = scanning(&v);
+                let drift = silo_host::maintenance::verify(&storage, &v, &|n| bar.set_position(n)).await?;
+                bar.finish_and_clear();
+                for (kind, keys) in [
+                    ("missing", &drift.missing),
+                    ("extra", &drift.extra),
+                    ("stale", &drift.stale),
+                ] {
+                    for key in keys {
+                        println!("{v}: {kind} {key}");
+                    }
+                }
+                if drift.is_clean() {
+                    println!("{v}: clean");
+                }
+                clean &= drift.is_clean();
+            }
+            Ok(clean)
+        }
+        CacheCommand::Stats => {
+            let stats = storage.cache().stats()?;
+            println!("{:<16} {:>12} {:>16} {:>12}", "volume", "files", "bytes", "directories");
+            for v in volumes_of(&storage, None)? {
+                let s = stats.iter().find(|s| s.volume == v);
+                let (files, bytes, dirs) = s.map_or((0, 0, 0), |s| (s.files, s.bytes, s.directories));
+                println!("{v:<16} {files:>12} {bytes:>16} {dirs:>12}");
+            }
+            Ok(true)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -129,15 +228,22 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Cache { command } => exit(runtime.block_on(cache(cli.config.as_deref(), command))),
         Command::Plugin {
             command: PluginCommand::Check { component },
-        } => match check(&component) {
-            Ok(true) => ExitCode::SUCCESS,
-            Ok(false) => ExitCode::from(1),
-            Err(e) => {
-                eprintln!("silo: {e:#}");
-                ExitCode::from(2)
-            }
-        },
+        } => exit(check(&component)),
+    }
+}
+
+/// Exit 0 for a good outcome, 1 for a bad one (rejected, drift), 2 for an
+/// error that stopped the command.
+fn exit(result: anyhow::Result<bool>) -> ExitCode {
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("silo: {e:#}");
+            ExitCode::from(2)
+        }
     }
 }

@@ -33,10 +33,61 @@ pub enum Visibility {
     Private,
 }
 
+/// How the metadata cache answers for a volume.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CacheMode {
+    /// The cache is the listing: fastest; files added behind Silo's back
+    /// appear after `silo cache refresh`.
+    #[default]
+    Canonical,
+    /// A cache miss on stat or read asks the backend (and remembers a miss
+    /// for [`NEGATIVE_TTL`]), so files written by other servers or tools
+    /// appear at once. Listings still come from the cache.
+    ReadThrough,
+}
+
+/// How long a read-through miss is remembered.
+pub const NEGATIVE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+/// Most misses remembered at once (across volumes).
+pub const NEGATIVE_CAPACITY: usize = 10_000;
+
+/// Recently missed locations of read-through volumes, bounded in size and age.
+#[derive(Default)]
+struct NegativeCache {
+    misses: Mutex<std::collections::HashMap<Location, std::time::Instant>>,
+}
+
+impl NegativeCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<Location, std::time::Instant>> {
+        self.misses.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn is_fresh(&self, loc: &Location) -> bool {
+        self.lock().get(loc).is_some_and(|at| at.elapsed() < NEGATIVE_TTL)
+    }
+
+    fn remember(&self, loc: &Location) {
+        let mut misses = self.lock();
+        if misses.len() >= NEGATIVE_CAPACITY {
+            misses.retain(|_, at| at.elapsed() < NEGATIVE_TTL);
+            if misses.len() >= NEGATIVE_CAPACITY {
+                misses.clear();
+            }
+        }
+        misses.insert(loc.clone(), std::time::Instant::now());
+    }
+
+    fn forget(&self, loc: &Location) {
+        self.lock().remove(loc);
+    }
+}
+
 /// A named storage area.
 pub struct Volume {
     pub name: String,
     pub visibility: Visibility,
+    pub cache_mode: CacheMode,
     pub store: Arc<dyn ObjectStore>,
     /// Base URL public files are served from, if any.
     pub public_url: Option<String>,
@@ -105,6 +156,7 @@ impl Quota {
 pub struct Storage {
     volumes: BTreeMap<String, Volume>,
     cache: MetadataCache,
+    negative: NegativeCache,
 }
 
 /// A file staged for upload: visible at its location only to the sessions
@@ -142,6 +194,7 @@ impl Storage {
         Storage {
             volumes: volumes.into_iter().map(|v| (v.name.clone(), v)).collect(),
             cache,
+            negative: NegativeCache::default(),
         }
     }
 
@@ -232,17 +285,34 @@ impl Session {
         Ok(&self.storage.volume(&loc.volume)?.store)
     }
 
-    pub fn stat(&self, loc: &Location) -> StorageResult<ObjectMeta> {
+    /// Metadata from the cache; on a miss in a read-through volume, from
+    /// the backend (and then cached).
+    pub async fn stat(&self, loc: &Location) -> StorageResult<ObjectMeta> {
         if let Some(p) = self.pending_at(loc) {
             return Ok(p.meta.clone());
         }
-        self.cache()
-            .get(&loc.volume, loc.path.as_str())?
-            .ok_or(StorageError::NotFound)
+        if let Some(meta) = self.cache().get(&loc.volume, loc.path.as_str())? {
+            return Ok(meta);
+        }
+        let volume = self.storage.volume(&loc.volume)?;
+        if volume.cache_mode == CacheMode::Canonical || self.storage.negative.is_fresh(loc) {
+            return Err(StorageError::NotFound);
+        }
+        match volume.store.head(loc.path.as_str()).await {
+            Ok(meta) => {
+                self.cache().put(&loc.volume, &loc.path, &meta)?;
+                Ok(meta)
+            }
+            Err(StorageError::NotFound) => {
+                self.storage.negative.remember(loc);
+                Err(StorageError::NotFound)
+            }
+            Err(e) => Err(e),
+        }
     }
 
-    pub fn exists(&self, loc: &Location) -> StorageResult<bool> {
-        match self.stat(loc) {
+    pub async fn exists(&self, loc: &Location) -> StorageResult<bool> {
+        match self.stat(loc).await {
             Ok(_) => Ok(true),
             Err(StorageError::NotFound) => Ok(false),
             Err(e) => Err(e),
@@ -267,13 +337,18 @@ impl Session {
             };
             return Ok((p.meta.clone(), body));
         }
-        // The cache is the listing: a file it does not know is not there.
-        self.stat(loc)?;
-        self.store(loc)?.get(loc.path.as_str(), range).await
+        // A file the cache does not know is not there (canonical mode).
+        self.stat(loc).await?;
+        let result = self.store(loc)?.get(loc.path.as_str(), range).await;
+        if matches!(result, Err(StorageError::NotFound)) {
+            // Deleted behind Silo's back: the row is stale.
+            self.cache().remove(&loc.volume, &loc.path)?;
+        }
+        result
     }
 
     pub async fn read(&self, loc: &Location) -> StorageResult<Vec<u8>> {
-        if self.stat(loc)?.size > MAX_READ_BYTES {
+        if self.stat(loc).await?.size > MAX_READ_BYTES {
             return Err(StorageError::TooLarge);
         }
         let (_, body) = self.open_read(loc, None).await?;
@@ -331,6 +406,7 @@ impl Session {
     /// Record a write the backend acknowledged: cache first, then usage.
     fn written(&self, loc: &Location, meta: ObjectMeta) -> StorageResult<ObjectMeta> {
         self.cache().put(&loc.volume, &loc.path, &meta)?;
+        self.storage.negative.forget(loc);
         let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
         usage.bytes_written += meta.size;
         usage.objects_written += 1;
@@ -362,13 +438,13 @@ impl Session {
         if self.pending_at(loc).is_some() {
             return Err(StorageError::AccessDenied);
         }
-        self.stat(loc)?;
+        self.stat(loc).await?;
         self.store(loc)?.delete(loc.path.as_str()).await?;
         self.cache().remove(&loc.volume, &loc.path)
     }
 
     pub async fn copy(&self, from: &Location, to: &Location, mut options: PutOptions) -> StorageResult<ObjectMeta> {
-        let source = self.stat(from)?;
+        let source = self.stat(from).await?;
         if options.content_type.is_empty() {
             options.content_type = source.content_type.clone();
         }
@@ -432,8 +508,8 @@ impl Session {
 
     /// A URL for the file: public volumes with a configured base URL only,
     /// until signed URLs exist.
-    pub fn url(&self, loc: &Location) -> StorageResult<String> {
-        self.stat(loc)?;
+    pub async fn url(&self, loc: &Location) -> StorageResult<String> {
+        self.stat(loc).await?;
         let volume = self.storage.volume(&loc.volume)?;
         match (&volume.public_url, volume.visibility) {
             (Some(base), Visibility::Public) => Ok(format!(

@@ -150,3 +150,31 @@ fn plugin_check_describes_a_component_and_refuses_non_components() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a WebAssembly file"));
 }
+
+#[test]
+fn cache_commands_report_and_repair_drift() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = silo(dir.path(), &["run", "public/a.jpg", "--file", &sample("sunset.jpg")]);
+    assert!(out.status.success());
+
+    let out = silo(dir.path(), &["cache", "stats"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let public = text.lines().find(|l| l.starts_with("public")).unwrap();
+    assert_eq!(public.split_whitespace().nth(1), Some("3"), "{text}");
+
+    std::fs::write(dir.path().join("silo-data/public/dropped-in.txt"), "hello").unwrap();
+    let out = silo(dir.path(), &["cache", "verify"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("public: missing dropped-in.txt"));
+
+    let out = silo(dir.path(), &["cache", "refresh", "--volume", "public"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("public: 4 files"));
+    let out = silo(dir.path(), &["cache", "verify"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+
+    let out = silo(dir.path(), &["cache", "refresh", "--volume", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no volume named 'nope'"));
+}

@@ -15,7 +15,7 @@ use silo_host::Runtime;
 use silo_host::cache::MetadataCache;
 use silo_host::runtime::{InvokeLimits, PluginComponent, Upload};
 use silo_host::store::{MemoryStore, PutOptions};
-use silo_host::vfs::{Access, Grant, PendingUpload, Quota, Session, Storage, Visibility, Volume};
+use silo_host::vfs::{Access, CacheMode, Grant, PendingUpload, Quota, Session, Storage, Visibility, Volume};
 use silo_tests::PROBE;
 
 struct Bench {
@@ -31,6 +31,7 @@ impl Bench {
         let volume = Volume {
             name: "public".into(),
             visibility: Visibility::Public,
+            cache_mode: CacheMode::Canonical,
             store: Arc::new(MemoryStore::new()),
             public_url: None,
         };
@@ -47,7 +48,10 @@ impl Bench {
         let staged = tempfile::NamedTempFile::new_in(dir.path()).unwrap().into_temp_path();
         std::fs::write(&staged, b"upload").unwrap();
         let location = storage.location("public", "incoming/new.txt").unwrap();
-        let meta = host.stat(&storage.location("public", "photos/1.jpg").unwrap()).unwrap();
+        let meta = host
+            .stat(&storage.location("public", "photos/1.jpg").unwrap())
+            .await
+            .unwrap();
         let pending = PendingUpload {
             location,
             meta,
@@ -157,7 +161,7 @@ async fn main() {
     let started = Instant::now();
     for _ in 0..n {
         let loc = host.resolve("public", "photos/500.jpg", Access::Read).unwrap();
-        std::hint::black_box(host.stat(&loc).unwrap());
+        std::hint::black_box(host.stat(&loc).await.unwrap());
     }
     let native = started.elapsed() / n;
     rows.push((

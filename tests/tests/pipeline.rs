@@ -231,7 +231,9 @@ async fn image_styles_derives_one_style_on_request() -> anyhow::Result<()> {
 
     let derived = derive("medium", "styles/medium/p/orig.png").await?;
     assert_eq!((derived.width, derived.height), (Some(640), Some(213)));
-    let stored = host.stat(&storage.location("public", "styles/medium/p/orig.png")?)?;
+    let stored = host
+        .stat(&storage.location("public", "styles/medium/p/orig.png")?)
+        .await?;
     assert_eq!(stored.size, derived.info.size);
     assert_eq!(stored.content_type, "image/png");
 

@@ -12,7 +12,7 @@ use silo_host::store::{
     ByteRange, ByteStream, Condition, KeyPage, LocalStore, MemoryStore, ObjectMeta, ObjectStore, ObjectUpload,
     PutOptions,
 };
-use silo_host::vfs::{Storage, Visibility, Volume};
+use silo_host::vfs::{CacheMode, Storage, Visibility, Volume};
 use tokio::io::AsyncReadExt;
 
 /// Every backend under test, with a name for messages.
@@ -177,6 +177,25 @@ async fn listing_pages_through_keys_in_order() {
         }
         let expected: Vec<String> = (0..25).map(|i| format!("p/{i:02}")).collect();
         assert_eq!(keys, expected, "{name}");
+
+        // Byte order across directory boundaries: '-' < '/' < '0'.
+        for key in ["o/a0", "o/a/c", "o/a-b", "o/a/b/deep"] {
+            store
+                .put(key, Bytes::from_static(b"x"), &opts("text/plain"))
+                .await
+                .unwrap();
+        }
+        let mut keys = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = store.list("o/a", after.as_deref(), 1).await.unwrap();
+            keys.extend(page.objects.into_iter().map(|(k, _)| k));
+            match page.next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(keys, ["o/a-b", "o/a/b/deep", "o/a/c", "o/a0"], "{name}");
     }
 }
 
@@ -289,6 +308,7 @@ async fn stat_exists_and_list_are_served_by_the_cache_alone() {
         let volume = Volume {
             name: "v".into(),
             visibility: Visibility::Private,
+            cache_mode: CacheMode::Canonical,
             store: counting.clone(),
             public_url: None,
         };
@@ -300,9 +320,14 @@ async fn stat_exists_and_list_are_served_by_the_cache_alone() {
             .unwrap();
         let before = counting.calls.load(Ordering::SeqCst);
 
-        assert_eq!(host.stat(&file).unwrap().size, 4, "{name}");
-        assert!(host.exists(&file).unwrap());
-        assert!(!host.exists(&storage.location("v", "dir/other.jpg").unwrap()).unwrap());
+        assert_eq!(host.stat(&file).await.unwrap().size, 4, "{name}");
+        assert!(host.exists(&file).await.unwrap());
+        assert!(
+            !host
+                .exists(&storage.location("v", "dir/other.jpg").unwrap())
+                .await
+                .unwrap()
+        );
         let page = host.list("v", "dir", false, None, 0).unwrap();
         assert_eq!(page.entries, [Entry::Dir { path: "dir/sub".into() }], "{name}");
         let all = host.list("v", "", true, None, 0).unwrap();
@@ -322,11 +347,85 @@ async fn stat_exists_and_list_are_served_by_the_cache_alone() {
             host.write(&file, Bytes::from_static(b"other"), create).await.err(),
             Some(StorageError::AlreadyExists)
         );
-        assert_eq!(host.stat(&file).unwrap().size, 4, "{name}");
+        assert_eq!(host.stat(&file).await.unwrap().size, 4, "{name}");
         host.delete(&file).await.unwrap();
         assert!(
             host.list("v", "", false, None, 0).unwrap().entries.is_empty(),
             "{name}: empty directories vanish"
+        );
+    }
+}
+
+#[tokio::test]
+async fn read_through_volumes_see_files_written_behind_silos_back_at_once() {
+    for (name, inner, _dir) in backends() {
+        let counting = Arc::new(Counting {
+            inner: inner.clone(),
+            calls: AtomicUsize::new(0),
+        });
+        // Two volumes over one backend, one in each mode.
+        let volumes = vec![
+            Volume {
+                name: "rt".into(),
+                visibility: Visibility::Private,
+                cache_mode: CacheMode::ReadThrough,
+                store: counting.clone(),
+                public_url: None,
+            },
+            Volume {
+                name: "canon".into(),
+                visibility: Visibility::Private,
+                cache_mode: CacheMode::Canonical,
+                store: inner.clone(),
+                public_url: None,
+            },
+        ];
+        let storage = Arc::new(Storage::new(volumes, MetadataCache::in_memory().unwrap()));
+        let host = storage.host_session();
+        inner
+            .put("behind/back.txt", Bytes::from_static(b"hi"), &opts("text/plain"))
+            .await
+            .unwrap();
+        let calls = || counting.calls.load(Ordering::SeqCst);
+
+        let canon = storage.location("canon", "behind/back.txt").unwrap();
+        assert!(
+            !host.exists(&canon).await.unwrap(),
+            "{name}: canonical waits for a refresh"
+        );
+        let rt = storage.location("rt", "behind/back.txt").unwrap();
+        assert_eq!(
+            host.stat(&rt).await.unwrap().size,
+            2,
+            "{name}: read-through sees it at once"
+        );
+        let after_first = calls();
+        assert_eq!(host.read(&rt).await.unwrap(), b"hi");
+        host.stat(&rt).await.unwrap();
+        assert_eq!(
+            calls(),
+            after_first + 1,
+            "{name}: only the read itself reaches the backend"
+        );
+
+        // A miss is remembered for a while.
+        let missing = storage.location("rt", "nope.txt").unwrap();
+        assert!(!host.exists(&missing).await.unwrap());
+        let after_miss = calls();
+        assert!(!host.exists(&missing).await.unwrap());
+        assert_eq!(calls(), after_miss, "{name}: the miss was remembered");
+        // ...but a write through Silo is visible at once.
+        host.write(&missing, Bytes::from_static(b"now"), opts("text/plain"))
+            .await
+            .unwrap();
+        assert!(host.exists(&missing).await.unwrap(), "{name}");
+
+        // Deleted behind Silo's back: the read fails and the stale row goes.
+        inner.delete("behind/back.txt").await.unwrap();
+        assert_eq!(host.read(&rt).await.err(), Some(StorageError::NotFound), "{name}");
+        assert!(
+            storage.cache().get("rt", "behind/back.txt").unwrap().is_none(),
+            "{name}"
         );
     }
 }

@@ -114,13 +114,19 @@ impl silo::plugin::types::Host for Invocation {}
 
 impl silo::plugin::files::Host for Invocation {
     async fn stat(&mut self, file: types::Location) -> GuestResult<ObjectInfo> {
-        Ok(self
-            .at(&file, Access::Read)
-            .and_then(|l| Ok((&self.session.stat(&l)?).into())))
+        let loc = match self.at(&file, Access::Read) {
+            Ok(l) => l,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(self.session.stat(&loc).await.map(|m| (&m).into()).map_err(Into::into))
     }
 
     async fn exists(&mut self, file: types::Location) -> GuestResult<bool> {
-        Ok(self.at(&file, Access::Read).and_then(|l| Ok(self.session.exists(&l)?)))
+        let loc = match self.at(&file, Access::Read) {
+            Ok(l) => l,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(self.session.exists(&loc).await.map_err(Into::into))
     }
 
     async fn read(&mut self, file: types::Location) -> GuestResult<Vec<u8>> {
@@ -250,7 +256,11 @@ impl silo::plugin::files::Host for Invocation {
     }
 
     async fn url(&mut self, file: types::Location, _expires_in_seconds: u32) -> GuestResult<String> {
-        Ok(self.at(&file, Access::Read).and_then(|l| Ok(self.session.url(&l)?)))
+        let loc = match self.at(&file, Access::Read) {
+            Ok(l) => l,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(self.session.url(&loc).await.map_err(Into::into))
     }
 }
 

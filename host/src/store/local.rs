@@ -156,7 +156,12 @@ impl Inner {
             }
         }
         drop(temp);
-        self.head(key)
+        // The directory keeps only the bytes; report what was declared.
+        let mut meta = self.head(key)?;
+        meta.content_type.clone_from(&options.content_type);
+        meta.cache_control.clone_from(&options.cache_control);
+        meta.metadata.clone_from(&options.metadata);
+        Ok(meta)
     }
 
     /// Remove now-empty directories from `path`'s parent up to the root.
@@ -170,40 +175,74 @@ impl Inner {
         }
     }
 
-    fn walk(&self, dir: &Path, prefix: &str, out: &mut Vec<(String, ObjectMeta)>) -> StorageResult<()> {
+    /// Collect files under `dir` in key byte order: keys starting with
+    /// `scan.prefix`, after `scan.after`, until `scan.want` are found.
+    /// Subtrees that cannot hold such keys are not read.
+    fn walk(&self, dir: &Path, scan: &Scan<'_>, out: &mut Vec<(String, ObjectMeta)>) -> StorageResult<()> {
+        let listing_error =
+            |e: std::io::Error| StorageError::unavailable(format!("cannot list {}: {e}", dir.display()));
         let entries = match fs::read_dir(dir) {
             Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => return Ok(()),
-            Err(e) => return Err(StorageError::unavailable(format!("cannot list {}: {e}", dir.display()))),
-        };
-        for entry in entries {
-            let entry = entry.map_err(|e| StorageError::unavailable(format!("cannot list {}: {e}", dir.display())))?;
-            let path = entry.path();
-            let Ok(rel) = path.strip_prefix(&self.root) else {
-                continue;
-            };
-            let Some(key) = rel.to_str().map(str::to_owned) else {
-                continue;
-            };
-            if key == TMP_DIR {
-                continue;
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                return Ok(());
             }
+            Err(e) => return Err(listing_error(e)),
+        };
+        // Sorting names with a '/' after directory names gives full-key
+        // byte order (`a-b` < `a/c`).
+        let mut children = Vec::new();
+        for entry in entries {
+            let path = entry.map_err(listing_error)?.path();
+            let Some(key) = path
+                .strip_prefix(&self.root)
+                .ok()
+                .and_then(|r| r.to_str())
+                .map(str::to_owned)
+            else {
+                continue;
+            };
             let Ok(meta) = fs::symlink_metadata(&path) else {
                 continue;
             };
+            if key == TMP_DIR || !(meta.is_dir() || meta.is_file()) {
+                continue;
+            }
+            let order = if meta.is_dir() { format!("{key}/") } else { key.clone() };
+            children.push((order, key, path, meta));
+        }
+        children.sort_by(|a, b| a.0.cmp(&b.0));
+        for (order, key, path, meta) in children {
+            if out.len() >= scan.want {
+                break;
+            }
             if meta.is_dir() {
-                // Descend only where keys with the prefix can be.
-                if prefix.starts_with(&format!("{key}/")) || key.starts_with(prefix) || prefix.starts_with(&key) {
-                    self.walk(&path, prefix, out)?;
+                let could_match = order.starts_with(scan.prefix) || scan.prefix.starts_with(&order);
+                let all_before = scan.after.is_some_and(|a| a > order.as_str() && !a.starts_with(&order));
+                if could_match && !all_before {
+                    self.walk(&path, scan, out)?;
                 }
-            } else if meta.is_file() && key.starts_with(prefix) && crate::path::VolumePath::parse(&key).is_ok() {
+            } else if key.starts_with(scan.prefix)
+                && scan.after.is_none_or(|a| key.as_str() > a)
+                && crate::path::VolumePath::parse(&key).is_ok()
+            {
                 let meta = self.meta_of(&key, &meta);
                 out.push((key, meta));
             }
         }
         Ok(())
     }
+}
+
+/// What a listing walk looks for.
+struct Scan<'a> {
+    prefix: &'a str,
+    after: Option<&'a str>,
+    want: usize,
 }
 
 #[async_trait]
@@ -296,14 +335,13 @@ impl ObjectStore for LocalStore {
         let (prefix, after) = (prefix.to_owned(), after.map(str::to_owned));
         self.blocking(move |s| {
             let start = s.root.join(crate::path::parent_of(&prefix));
-            let mut all = Vec::new();
-            s.walk(&start, &prefix, &mut all)?;
-            all.sort_by(|a, b| a.0.cmp(&b.0));
-            let mut objects: Vec<_> = all
-                .into_iter()
-                .filter(|(k, _)| after.as_deref().is_none_or(|a| k.as_str() > a))
-                .take(limit + 1)
-                .collect();
+            let scan = Scan {
+                prefix: &prefix,
+                after: after.as_deref(),
+                want: limit + 1,
+            };
+            let mut objects = Vec::new();
+            s.walk(&start, &scan, &mut objects)?;
             let next = (objects.len() > limit).then(|| {
                 objects.truncate(limit);
                 objects.last().map(|(k, _)| k.clone()).unwrap_or_default()
