@@ -224,6 +224,15 @@ pub mod files {
     }
 
     /// A [`std::io::Read`] over the file, for files of any size.
+    ///
+    /// ```no_run
+    /// use std::io::Read;
+    /// # fn demo(file: &silo_sdk::Location) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut reader = silo_sdk::files::open_read(file)?;
+    /// let mut head = [0u8; 512];
+    /// let n = reader.read(&mut head)?;
+    /// # let _ = n; Ok(()) }
+    /// ```
     pub fn open_read(file: &Location) -> Result<Reader, Error> {
         Ok(Reader {
             stream: wit::open_read(file)?,
@@ -243,6 +252,19 @@ pub mod files {
 
     /// A [`std::io::Write`] that streams into a new file; call
     /// [`Writer::finish`] to commit it. Dropping it discards the file.
+    ///
+    /// ```no_run
+    /// use std::io::Write;
+    /// use silo_sdk::{files, Location, WriteOptions};
+    /// # fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let target = Location::new("public", "reports/2026.csv");
+    /// let mut out = files::create(&target, WriteOptions::new().content_type("text/csv").create_only())?;
+    /// for row in 0..100_000 {
+    ///     writeln!(out, "{row},ok")?;
+    /// }
+    /// let info = out.finish()?; // nothing is visible before this
+    /// # let _ = info; Ok(()) }
+    /// ```
     pub fn create(file: &Location, options: WriteOptions) -> Result<Writer, Error> {
         let writer = wit::open_write(file, &options.into_wit())?;
         let stream = writer.content()?;
@@ -254,6 +276,15 @@ pub mod files {
 
     /// Pages of a listing: a directory's direct children, or (`recursive`)
     /// every file under a prefix. Each item is one page.
+    ///
+    /// ```no_run
+    /// # fn demo() -> Result<u64, silo_sdk::Error> {
+    /// let mut total = 0;
+    /// for page in silo_sdk::files::pages("public", "styles", true) {
+    ///     total += page?.files.iter().map(|f| f.info.size).sum::<u64>();
+    /// }
+    /// # Ok(total) }
+    /// ```
     pub fn pages(volume: &str, prefix: &str, recursive: bool) -> Pages {
         Pages {
             volume: volume.into(),
