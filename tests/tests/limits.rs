@@ -115,3 +115,18 @@ async fn concurrent_invocations_are_isolated() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn invocations_beyond_the_pool_wait_for_a_slot() -> anyhow::Result<()> {
+    // Spinning invocations stay alive until their time limit, so more of
+    // them than the pool has slots are in flight at once.
+    // The limit outlasts one round of starting them all.
+    let t = TestSilo::new(&pipeline("time_ms = 1000"), &[("probe.wasm", PROBE)])?;
+    let t = &t;
+    let count = silo_host::runtime::MAX_CONCURRENT_INSTANCES as usize + 100;
+    let jobs = (0..count).map(|_| async move { run(t, "spin").await.map(|r| r.error.map(|e| e.code)) });
+    for (i, result) in futures::future::join_all(jobs).await.into_iter().enumerate() {
+        assert_eq!(result?.as_deref(), Some("time-limit"), "job {i}");
+    }
+    Ok(())
+}

@@ -29,7 +29,8 @@ use crate::vfs::Session;
 /// How often the epoch advances; the granularity of time limits.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// Instances the pooling allocator keeps slots for: the most invocations
-/// that can run at once.
+/// that run at once. Further invocations wait for a slot (their time limit
+/// starts once they have one).
 pub const MAX_CONCURRENT_INSTANCES: u32 = 128;
 
 /// Why a component could not be loaded.
@@ -158,6 +159,7 @@ pub struct Runtime {
     linker: Linker<Invocation>,
     cache_dir: Option<PathBuf>,
     engine_tag: String,
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Runtime {
@@ -220,6 +222,7 @@ impl Runtime {
             linker,
             cache_dir: cache_dir.map(Path::to_owned),
             engine_tag,
+            slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_INSTANCES as usize)),
         })
     }
 
@@ -349,6 +352,8 @@ impl Runtime {
         limits: InvokeLimits,
         upload: Upload,
     ) -> Result<Outcome, InvokeError> {
+        // The semaphore is never closed, so acquiring cannot fail.
+        let _slot = self.slots.acquire().await.expect("the slot semaphore is never closed");
         let (mut store, refused) = self.store(plugin, session, limits);
         let call = async {
             let instance = plugin.pre.instantiate_async(&mut store).await?;
@@ -366,6 +371,8 @@ impl Runtime {
         limits: InvokeLimits,
         request: DeriveRequest,
     ) -> Result<DerivedFile, InvokeError> {
+        // The semaphore is never closed, so acquiring cannot fail.
+        let _slot = self.slots.acquire().await.expect("the slot semaphore is never closed");
         let (mut store, refused) = self.store(plugin, session, limits);
         let call = async {
             let instance = plugin.pre.instantiate_async(&mut store).await?;
