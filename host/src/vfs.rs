@@ -254,10 +254,6 @@ impl Session {
         self.usage.clone()
     }
 
-    pub fn storage(&self) -> &Arc<Storage> {
-        &self.storage
-    }
-
     fn check(&self, volume: &str, path: &str, access: Access) -> StorageResult<()> {
         match &self.grants {
             None => Ok(()),
@@ -348,10 +344,10 @@ impl Session {
     }
 
     pub async fn read(&self, loc: &Location) -> StorageResult<Vec<u8>> {
-        if self.stat(loc).await?.size > MAX_READ_BYTES {
+        let (meta, body) = self.open_read(loc, None).await?;
+        if meta.size > MAX_READ_BYTES {
             return Err(StorageError::TooLarge);
         }
-        let (_, body) = self.open_read(loc, None).await?;
         store::read_to_end(body, MAX_READ_BYTES).await
     }
 
@@ -558,10 +554,6 @@ impl SessionUpload {
         self.upload.write(chunk).await?;
         self.size = size;
         Ok(())
-    }
-
-    pub fn location(&self) -> &Location {
-        &self.location
     }
 
     pub async fn finish(self) -> StorageResult<ObjectMeta> {

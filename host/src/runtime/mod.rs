@@ -226,10 +226,6 @@ impl Runtime {
         })
     }
 
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
     /// Check and compile a component. `pin` is the sha256 the config
     /// expects; the component is refused if it differs.
     pub fn load(&self, name: &str, bytes: &[u8], pin: Option<&str>) -> Result<PluginComponent, LoadError> {
