@@ -50,6 +50,8 @@ pub enum Backend {
     Local,
     /// Held in memory, gone on exit (tests, demos).
     Memory,
+    /// An S3 bucket (AWS or any S3-compatible server).
+    S3,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -58,6 +60,20 @@ pub struct VolumeConfig {
     pub backend: Backend,
     /// Directory of a `local` volume.
     pub path: Option<PathBuf>,
+    /// Bucket of an `s3` volume.
+    pub bucket: Option<String>,
+    /// Key prefix of an `s3` volume inside its bucket, so that one bucket
+    /// can hold several volumes.
+    pub prefix: Option<String>,
+    /// An S3-compatible server (`https://s3.example.net`); unset for AWS.
+    pub endpoint_url: Option<String>,
+    /// Unset: from the AWS chain (`AWS_REGION`, profile), else `us-east-1`.
+    pub region: Option<String>,
+    /// Put the bucket in the path, not the host name. Default: true when
+    /// `endpoint_url` is set (most S3-compatible servers need it).
+    pub path_style: Option<bool>,
+    /// Part size of multipart uploads, MiB (5 to 5120; default 8).
+    pub part_size_mib: Option<u64>,
     #[serde(default = "default_visibility")]
     pub visibility: Visibility,
     /// Base URL the public files are served from.
@@ -233,6 +249,8 @@ impl Config {
         let plugin_dir = normalize(&self.plugin_dir);
         let data_dir = normalize(&self.data_dir);
         let mut local_paths: Vec<(&str, PathBuf)> = Vec::new();
+        type Place = (Option<String>, String);
+        let mut buckets: Vec<(&str, Place, String)> = Vec::new();
         for (name, volume) in &self.volumes {
             if name.is_empty()
                 || !name
@@ -268,10 +286,39 @@ impl Config {
                     }
                     local_paths.push((name, path));
                 }
-                (Backend::Memory, Some(_)) => {
-                    return Err(self.invalid(format!("volume '{name}': a memory volume takes no `path`")));
+                (Backend::Memory | Backend::S3, Some(_)) => {
+                    return Err(self.invalid(format!("volume '{name}': `path` is only for local volumes")));
                 }
                 (Backend::Memory, None) => {}
+                (Backend::S3, None) => {
+                    let settings = volume
+                        .s3_settings()
+                        .map_err(|m| self.invalid(format!("volume '{name}': {m}")))?;
+                    let place = (settings.endpoint_url.clone(), settings.bucket.clone());
+                    if let Some((other, _, _)) = buckets
+                        .iter()
+                        .find(|(_, p, prefix)| *p == place && prefixes_overlap(prefix, &settings.prefix))
+                    {
+                        return Err(self.invalid(format!(
+                            "volumes '{other}' and '{name}' overlap in bucket '{}'; give each its own prefix",
+                            settings.bucket
+                        )));
+                    }
+                    buckets.push((name, place, settings.prefix));
+                }
+            }
+            if volume.backend != Backend::S3 {
+                let s3_only = [
+                    ("bucket", volume.bucket.is_some()),
+                    ("prefix", volume.prefix.is_some()),
+                    ("endpoint_url", volume.endpoint_url.is_some()),
+                    ("region", volume.region.is_some()),
+                    ("path_style", volume.path_style.is_some()),
+                    ("part_size_mib", volume.part_size_mib.is_some()),
+                ];
+                if let Some((key, _)) = s3_only.iter().find(|(_, set)| *set) {
+                    return Err(self.invalid(format!("volume '{name}': `{key}` is only for s3 volumes")));
+                }
             }
         }
         let mut names = std::collections::HashSet::new();
@@ -327,6 +374,52 @@ impl Config {
         }
         crate::path::VolumePath::parse(path).map(|_| ())
     }
+}
+
+impl VolumeConfig {
+    /// The S3 settings of an `s3` volume, checked.
+    pub fn s3_settings(&self) -> Result<crate::store::S3Settings, String> {
+        let bucket = self.bucket.as_deref().ok_or("an s3 volume needs `bucket`")?;
+        let valid_bucket = (3..=63).contains(&bucket.len())
+            && bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+            && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
+        if !valid_bucket {
+            return Err(format!(
+                "'{bucket}' is not a valid bucket name (3 to 63 lower-case letters, digits, '-' and '.')"
+            ));
+        }
+        let mut settings = crate::store::S3Settings::new(bucket);
+        let prefix = self.prefix.as_deref().unwrap_or("").trim_matches('/');
+        if !prefix.is_empty() {
+            crate::path::VolumePath::parse(prefix).map_err(|e| format!("prefix '{prefix}': {e}"))?;
+        }
+        settings.prefix = prefix.to_owned();
+        if let Some(url) = &self.endpoint_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(format!("endpoint_url '{url}' must start with http:// or https://"));
+        }
+        settings.endpoint_url.clone_from(&self.endpoint_url);
+        settings.region.clone_from(&self.region);
+        settings.path_style = self.path_style.unwrap_or(self.endpoint_url.is_some());
+        if let Some(mib) = self.part_size_mib {
+            if !(5..=5120).contains(&mib) {
+                return Err(format!("part_size_mib must be 5..=5120, not {mib}"));
+            }
+            settings.part_size = mib << 20;
+        }
+        Ok(settings)
+    }
+}
+
+/// Whether two key prefixes (no trailing '/') can hold the same key.
+fn prefixes_overlap(a: &str, b: &str) -> bool {
+    let contains =
+        |outer: &str, inner: &str| outer.is_empty() || inner == outer || inner.starts_with(&format!("{outer}/"));
+    contains(a, b) || contains(b, a)
 }
 
 impl PluginConfig {
@@ -389,6 +482,22 @@ fn overlaps(a: &Path, b: &Path) -> bool {
 mod tests {
     use super::*;
 
+    #[test]
+    fn s3_volumes_share_a_bucket_under_disjoint_prefixes() {
+        let c = parse(
+            "[volumes.public]\nbackend = \"s3\"\nbucket = \"site\"\nprefix = \"/public/\"\nendpoint_url = \"http://127.0.0.1:8333\"\n\
+             [volumes.private]\nbackend = \"s3\"\nbucket = \"site\"\nprefix = \"private\"\nendpoint_url = \"http://127.0.0.1:8333\"\npart_size_mib = 16",
+        )
+        .unwrap();
+        let public = c.volumes["public"].s3_settings().unwrap();
+        assert_eq!(public.prefix, "public");
+        assert!(public.path_style, "an endpoint_url implies path-style");
+        assert_eq!(public.part_size, 8 << 20);
+        assert_eq!(c.volumes["private"].s3_settings().unwrap().part_size, 16 << 20);
+        assert!(prefixes_overlap("", "x"));
+        assert!(!prefixes_overlap("pub", "public"));
+    }
+
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("/srv/silo"), Some("/srv/silo/silo.toml".into()))
     }
@@ -436,6 +545,39 @@ mod tests {
                 "memory_mib",
             ),
             ("[volumes.a\nbackend = 1", "line 1"),
+            ("[volumes.a]\nbackend = \"s3\"", "needs `bucket`"),
+            (
+                "[volumes.a]\nbackend = \"s3\"\nbucket = \"Up_Loads\"",
+                "not a valid bucket name",
+            ),
+            (
+                "[volumes.a]\nbackend = \"s3\"\nbucket = \"up\"",
+                "not a valid bucket name",
+            ),
+            (
+                "[volumes.a]\nbackend = \"s3\"\nbucket = \"ups\"\npath = \"x\"",
+                "only for local",
+            ),
+            (
+                "[volumes.a]\nbackend = \"local\"\npath = \"x\"\nbucket = \"ups\"",
+                "`bucket` is only for s3",
+            ),
+            (
+                "[volumes.a]\nbackend = \"s3\"\nbucket = \"ups\"\nprefix = \"a/../b\"",
+                "prefix 'a/../b'",
+            ),
+            (
+                "[volumes.a]\nbackend = \"s3\"\nbucket = \"ups\"\npart_size_mib = 4",
+                "part_size_mib",
+            ),
+            (
+                "[volumes.a]\nbackend = \"s3\"\nbucket = \"ups\"\nendpoint_url = \"localhost:9000\"",
+                "http://",
+            ),
+            (
+                "[volumes.a]\nbackend = \"s3\"\nbucket = \"ups\"\nprefix = \"site\"\n[volumes.b]\nbackend = \"s3\"\nbucket = \"ups\"\nprefix = \"site/private\"",
+                "overlap in bucket 'ups'",
+            ),
         ] {
             let err = parse(text).expect_err(text).to_string();
             assert!(err.contains(why), "{text:?}: {err}");

@@ -9,7 +9,7 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), silo_host::SiloError> {
 //! use silo_host::{Config, Silo};
-//! let silo = Silo::open(Config::load("silo.toml".as_ref())?)?;
+//! let silo = Silo::open(Config::load("silo.toml".as_ref())?).await?;
 //! let report = silo.upload_file("public/photos/cat.jpg", "cat.jpg".as_ref(), None).await?;
 //! println!("{}", serde_json::to_string_pretty(&report).unwrap());
 //! # Ok(()) }
@@ -63,7 +63,7 @@ impl Silo {
     /// Open the volumes and the metadata cache, start the runtime and load
     /// every configured plugin. Any problem is reported before anything is
     /// written.
-    pub fn open(config: Config) -> Result<Silo, SiloError> {
+    pub async fn open(config: Config) -> Result<Silo, SiloError> {
         let runtime = Runtime::new(
             config.compile_cache.as_deref(),
             config.plugins.iter().map(|p| p.limits.memory_mib).max().unwrap_or(64),
@@ -88,7 +88,7 @@ impl Silo {
                 grants: grants.into(),
             });
         }
-        let storage = open_storage(&config)?;
+        let storage = open_storage(&config).await?;
         Ok(Silo {
             storage,
             runtime,
@@ -154,19 +154,21 @@ impl Silo {
 
 /// Open the volumes and the metadata cache of a config, without the
 /// plugin runtime (cache maintenance, tools).
-pub fn open_storage(config: &Config) -> Result<Arc<Storage>, SiloError> {
+pub async fn open_storage(config: &Config) -> Result<Arc<Storage>, SiloError> {
     let mut volumes = Vec::new();
     for (name, v) in &config.volumes {
+        let invalid = |message: String| ConfigError::Invalid {
+            origin: config.origin.clone(),
+            message: format!("volume '{name}': {message}"),
+        };
         let store: Arc<dyn store::ObjectStore> = match (v.backend, &v.path) {
             (config::Backend::Local, Some(path)) => Arc::new(store::LocalStore::open(path)?),
             (config::Backend::Memory, _) => Arc::new(store::MemoryStore::new()),
-            (config::Backend::Local, None) => {
-                return Err(ConfigError::Invalid {
-                    origin: config.origin.clone(),
-                    message: format!("volume '{name}': a local volume needs `path`"),
-                }
-                .into());
+            (config::Backend::S3, _) => {
+                let settings = v.s3_settings().map_err(invalid)?;
+                Arc::new(store::S3Store::connect(&settings).await?)
             }
+            (config::Backend::Local, None) => return Err(invalid("a local volume needs `path`".into()).into()),
         };
         volumes.push(vfs::Volume {
             name: name.clone(),

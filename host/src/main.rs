@@ -93,7 +93,7 @@ async fn run(config: Option<&Path>, target: &str, file: &Path, content_type: Opt
     let config = load_config(config)?;
     // Refuse a bad destination before anything is created on disk.
     config.check_target(target)?;
-    let silo = Silo::open(config)?;
+    let silo = Silo::open(config).await?;
     let report = silo.upload_file(target, file, content_type).await?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(report.status)
@@ -146,7 +146,7 @@ fn scanning(volume: &str) -> indicatif::ProgressBar {
 
 async fn cache(config: Option<&Path>, command: CacheCommand) -> anyhow::Result<bool> {
     let config = load_config(config)?;
-    let storage = silo_host::open_storage(&config)?;
+    let storage = silo_host::open_storage(&config).await?;
     match command {
         CacheCommand::Refresh { volume } => {
             for v in volumes_of(&storage, volume.as_deref())? {

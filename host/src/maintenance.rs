@@ -2,13 +2,17 @@
 //! volume's rows from a full backend listing, `verify` reports drift
 //! without changing anything. The backend is the source of truth.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::Serialize;
+use tokio::task::JoinSet;
 
-use crate::error::StorageResult;
+use crate::error::{StorageError, StorageResult};
 use crate::path::VolumePath;
-use crate::store::ObjectMeta;
+use crate::store::{ObjectMeta, Split};
 use crate::vfs::Storage;
 
 /// Keys per backend listing request.
@@ -48,21 +52,92 @@ impl Drift {
     }
 }
 
-/// Every object in a volume's backend, in key order. `progress` is told
-/// the running count after each page.
+/// Listing requests running at once during a scan.
+const SCAN_WORKERS: usize = 8;
+/// A scan keeps splitting prefixes by directory until this many are queued
+/// or running; further directories are listed whole.
+const SCAN_SHARDS: usize = 64;
+/// How deep a scan splits directories.
+const SPLIT_DEPTH: usize = 4;
+
+enum Task {
+    Split(String, usize),
+    List(String),
+}
+
+enum Found {
+    Split(String, usize, Option<Split>),
+    Listed,
+}
+
+/// Every object in a volume's backend, in key order. Backends that can
+/// split their keys by directory are listed in parallel. `progress` is
+/// told the running count as pages arrive.
 async fn scan(storage: &Storage, volume: &str, progress: &dyn Fn(u64)) -> StorageResult<Vec<(String, ObjectMeta)>> {
-    let store = &storage.volume(volume)?.store;
-    let mut all = Vec::new();
-    let mut after: Option<String> = None;
+    let store = storage.volume(volume)?.store.clone();
+    let found: Arc<Mutex<Vec<(String, ObjectMeta)>>> = Arc::default();
+    let count = Arc::new(AtomicU64::new(0));
+    let mut queue = VecDeque::from([Task::Split(String::new(), 0)]);
+    let mut running: JoinSet<StorageResult<Found>> = JoinSet::new();
+    let mut ticker = tokio::time::interval(Duration::from_millis(100));
     loop {
-        let page = store.list("", after.as_deref(), LIST_PAGE).await?;
-        all.extend(page.objects);
-        progress(all.len() as u64);
-        match page.next {
-            Some(next) => after = Some(next),
-            None => return Ok(all),
+        while running.len() < SCAN_WORKERS
+            && let Some(task) = queue.pop_front()
+        {
+            let (store, found, count) = (store.clone(), found.clone(), count.clone());
+            running.spawn(async move {
+                match task {
+                    Task::Split(prefix, depth) => {
+                        let split = store.split(&prefix).await?;
+                        Ok(Found::Split(prefix, depth, split))
+                    }
+                    Task::List(prefix) => {
+                        let mut after: Option<String> = None;
+                        loop {
+                            let page = store.list(&prefix, after.as_deref(), LIST_PAGE).await?;
+                            count.fetch_add(page.objects.len() as u64, Ordering::Relaxed);
+                            found.lock().unwrap_or_else(|p| p.into_inner()).extend(page.objects);
+                            match page.next {
+                                Some(next) => after = Some(next),
+                                None => return Ok(Found::Listed),
+                            }
+                        }
+                    }
+                }
+            });
+        }
+        let done = tokio::select! {
+            done = running.join_next() => done,
+            _ = ticker.tick() => {
+                progress(count.load(Ordering::Relaxed));
+                continue;
+            }
+        };
+        let Some(done) = done else { break };
+        let done = done.map_err(|e| StorageError::unavailable(format!("a listing task failed: {e}")))??;
+        if let Found::Split(prefix, depth, split) = done {
+            match split {
+                // This backend lists flat.
+                None => queue.push_back(Task::List(prefix)),
+                Some((files, dirs)) => {
+                    count.fetch_add(files.len() as u64, Ordering::Relaxed);
+                    found.lock().unwrap_or_else(|p| p.into_inner()).extend(files);
+                    for dir in dirs {
+                        let fan_out = queue.len() + running.len();
+                        queue.push_back(if fan_out < SCAN_SHARDS && depth + 1 < SPLIT_DEPTH {
+                            Task::Split(dir, depth + 1)
+                        } else {
+                            Task::List(dir)
+                        });
+                    }
+                }
+            }
         }
     }
+    progress(count.load(Ordering::Relaxed));
+    let mut all = std::mem::take(&mut *found.lock().unwrap_or_else(|p| p.into_inner()));
+    all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    Ok(all)
 }
 
 /// Rebuild `volume`'s rows from its backend and swap them in atomically.

@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod s3;
+
 use sha2::Digest;
 use silo_host::{Config, Silo};
 
@@ -32,7 +34,41 @@ impl TestSilo {
     /// `plugin_files`: components written into the plugin directory,
     /// referenced from `pipeline` by file name (pins are filled in as
     /// `{sha256:<file>}`).
-    pub fn new(pipeline: &str, plugin_files: &[(&str, &[u8])]) -> anyhow::Result<TestSilo> {
+    pub async fn new(pipeline: &str, plugin_files: &[(&str, &[u8])]) -> anyhow::Result<TestSilo> {
+        let volumes = "[volumes.public]\nbackend = \"local\"\npath = \"volumes/public\"\nvisibility = \"public\"\n\
+                       public_url = \"https://cdn.example.test/files\"\n\n\
+                       [volumes.private]\nbackend = \"local\"\npath = \"volumes/private\"\n";
+        Self::with_volumes(pipeline, plugin_files, volumes).await
+    }
+
+    /// As [`TestSilo::new`], with `public` and `private` in one new bucket
+    /// of the shared S3 server, under two prefixes. Returns the bucket.
+    pub async fn on_s3(
+        pipeline: &str,
+        plugin_files: &[(&str, &[u8])],
+        hint: &str,
+    ) -> anyhow::Result<(TestSilo, String)> {
+        let bucket = s3::bucket(hint).await;
+        let volumes = format!(
+            "{}{}",
+            s3::volume_toml(
+                "public",
+                &bucket,
+                "public",
+                "visibility = \"public\"\npart_size_mib = 5"
+            ),
+            s3::volume_toml("private", &bucket, "private", "part_size_mib = 5"),
+        );
+        Ok((Self::with_volumes(pipeline, plugin_files, &volumes).await?, bucket))
+    }
+
+    /// A Silo with the given `[volumes.*]` tables (relative paths are inside
+    /// the test's directory).
+    pub async fn with_volumes(
+        pipeline: &str,
+        plugin_files: &[(&str, &[u8])],
+        volumes: &str,
+    ) -> anyhow::Result<TestSilo> {
         let dir = tempfile::tempdir()?;
         let plugin_dir = dir.path().join("plugins");
         std::fs::create_dir_all(&plugin_dir)?;
@@ -47,15 +83,7 @@ data_dir = "state"
 plugin_dir = "plugins"
 compile_cache = "{cache}"
 
-[volumes.public]
-backend = "local"
-path = "volumes/public"
-visibility = "public"
-public_url = "https://cdn.example.test/files"
-
-[volumes.private]
-backend = "local"
-path = "volumes/private"
+{volumes}
 
 {pipeline}
 "#,
@@ -63,7 +91,7 @@ path = "volumes/private"
         );
         let config_path = dir.path().join("silo.toml");
         std::fs::write(&config_path, text)?;
-        let silo = Silo::open(Config::load(&config_path)?)?;
+        let silo = Silo::open(Config::load(&config_path)?).await?;
         Ok(TestSilo { dir, silo })
     }
 

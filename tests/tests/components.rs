@@ -60,8 +60,8 @@ fn the_probe_inspects_as_an_upload_plugin() {
     assert_eq!(inspection.sha256, sha256_hex(PROBE));
 }
 
-#[test]
-fn a_sha256_mismatch_is_refused_and_nothing_is_written() {
+#[tokio::test]
+async fn a_sha256_mismatch_is_refused_and_nothing_is_written() {
     let pipeline = format!(
         r#"
 [[plugins]]
@@ -71,14 +71,14 @@ sha256 = "{}"
 "#,
         "ab".repeat(32)
     );
-    let err = TestSilo::new(&pipeline, &[("probe.wasm", PROBE)]).err().unwrap();
+    let err = TestSilo::new(&pipeline, &[("probe.wasm", PROBE)]).await.err().unwrap();
     let message = format!("{err:#}");
     assert!(message.contains("sha256 mismatch"), "{message}");
     assert!(message.contains(&sha256_hex(PROBE)), "{message}");
 }
 
-#[test]
-fn unpinned_components_and_paths_outside_the_plugin_dir_are_refused() {
+#[tokio::test]
+async fn unpinned_components_and_paths_outside_the_plugin_dir_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
     std::fs::write(dir.path().join("plugins/probe.wasm"), PROBE).unwrap();
@@ -98,7 +98,7 @@ fn unpinned_components_and_paths_outside_the_plugin_dir_are_refused() {
             "[volumes.public]\nbackend = \"memory\"\n[[plugins]]\nname = \"p\"\ncomponent = \"{component}\"\n{pin}\n"
         );
         let config = Config::parse(&text, dir.path(), None).unwrap();
-        let err = Silo::open(config).err().unwrap();
+        let err = Silo::open(config).await.err().unwrap();
         assert!(matches!(err, SiloError::Plugin { .. } | SiloError::Io { .. }), "{err}");
         assert!(err.to_string().contains(expected), "{component}: {err}");
     }

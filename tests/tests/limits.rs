@@ -49,7 +49,7 @@ async fn healthy(t: &TestSilo) -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn an_infinite_loop_ends_at_the_time_limit() -> anyhow::Result<()> {
-    let t = TestSilo::new(&pipeline("time_ms = 300"), &[("probe.wasm", PROBE)])?;
+    let t = TestSilo::new(&pipeline("time_ms = 300"), &[("probe.wasm", PROBE)]).await?;
     for _ in 0..2 {
         let started = Instant::now();
         let report = run(&t, "spin").await?;
@@ -67,7 +67,7 @@ async fn an_infinite_loop_ends_at_the_time_limit() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn a_memory_hog_fails_cleanly_at_its_limit() -> anyhow::Result<()> {
-    let t = TestSilo::new(&pipeline("memory_mib = 32"), &[("probe.wasm", PROBE)])?;
+    let t = TestSilo::new(&pipeline("memory_mib = 32"), &[("probe.wasm", PROBE)]).await?;
     let report = run(&t, "hog").await?;
     assert_eq!(report.status, Status::Error);
     let error = report.error.unwrap();
@@ -78,7 +78,7 @@ async fn a_memory_hog_fails_cleanly_at_its_limit() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn write_quotas_end_a_flood_and_its_files_are_removed() -> anyhow::Result<()> {
-    let t = TestSilo::new(&pipeline("objects_written = 5"), &[("probe.wasm", PROBE)])?;
+    let t = TestSilo::new(&pipeline("objects_written = 5"), &[("probe.wasm", PROBE)]).await?;
     let report = run(&t, "flood").await?;
     assert_eq!(report.status, Status::Error, "{report:#?}");
     assert_eq!(report.error.unwrap().code, "quota-exceeded");
@@ -89,7 +89,7 @@ async fn write_quotas_end_a_flood_and_its_files_are_removed() -> anyhow::Result<
 
 #[tokio::test]
 async fn concurrent_invocations_are_isolated() -> anyhow::Result<()> {
-    let t = TestSilo::new(&pipeline("time_ms = 500, memory_mib = 32"), &[("probe.wasm", PROBE)])?;
+    let t = TestSilo::new(&pipeline("time_ms = 500, memory_mib = 32"), &[("probe.wasm", PROBE)]).await?;
     let t = &t;
     let mut jobs = Vec::new();
     for i in 0..24 {
@@ -121,7 +121,7 @@ async fn invocations_beyond_the_pool_wait_for_a_slot() -> anyhow::Result<()> {
     // Spinning invocations stay alive until their time limit, so more of
     // them than the pool has slots are in flight at once.
     // The limit outlasts one round of starting them all.
-    let t = TestSilo::new(&pipeline("time_ms = 1000"), &[("probe.wasm", PROBE)])?;
+    let t = TestSilo::new(&pipeline("time_ms = 1000"), &[("probe.wasm", PROBE)]).await?;
     let t = &t;
     let count = silo_host::runtime::MAX_CONCURRENT_INSTANCES as usize + 100;
     let jobs = (0..count).map(|_| async move { run(t, "spin").await.map(|r| r.error.map(|e| e.code)) });

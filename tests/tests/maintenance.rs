@@ -15,7 +15,7 @@ fn quiet(_: u64) {}
 
 #[tokio::test]
 async fn changes_behind_silos_back_appear_after_refresh() -> anyhow::Result<()> {
-    let t = TestSilo::new(EXAMPLE_PIPELINE, &[])?;
+    let t = TestSilo::new(EXAMPLE_PIPELINE, &[]).await?;
     let storage = t.silo.storage();
     let host = storage.host_session();
     // Stored through Silo with a declared type the extension does not imply.

@@ -28,7 +28,7 @@ fn derivative<'a>(report: &'a UploadReport, style: &str) -> &'a silo_host::pipel
 
 #[tokio::test]
 async fn jpeg_is_accepted_and_its_styles_have_the_right_dimensions() -> anyhow::Result<()> {
-    let t = TestSilo::new(EXAMPLE_PIPELINE, &[])?;
+    let t = TestSilo::new(EXAMPLE_PIPELINE, &[]).await?;
     let report = t
         .upload("public/photos/2026/sunset.jpg", &jpeg(1200, 800), None)
         .await?;
@@ -53,7 +53,7 @@ async fn jpeg_is_accepted_and_its_styles_have_the_right_dimensions() -> anyhow::
 
 #[tokio::test]
 async fn png_and_webp_keep_their_format_and_small_images_are_not_upscaled() -> anyhow::Result<()> {
-    let t = TestSilo::new(EXAMPLE_PIPELINE, &[])?;
+    let t = TestSilo::new(EXAMPLE_PIPELINE, &[]).await?;
     let report = t.upload("public/a.png", &png(300, 200), None).await?;
     assert_eq!(report.status, Status::Accepted, "{report:#?}");
     assert_eq!(
@@ -76,7 +76,7 @@ async fn png_and_webp_keep_their_format_and_small_images_are_not_upscaled() -> a
 
 #[tokio::test]
 async fn png_declared_as_jpeg_is_rejected_and_nothing_is_stored_or_derived() -> anyhow::Result<()> {
-    let t = TestSilo::new(EXAMPLE_PIPELINE, &[])?;
+    let t = TestSilo::new(EXAMPLE_PIPELINE, &[]).await?;
     let report = t.upload("public/fake.jpg", &png(300, 200), Some("image/jpeg")).await?;
     assert_eq!(report.status, Status::Rejected, "{report:#?}");
     assert_eq!(report.rejected_by.as_deref(), Some("upload-guard"));
@@ -93,7 +93,7 @@ async fn png_declared_as_jpeg_is_rejected_and_nothing_is_stored_or_derived() -> 
 
 #[tokio::test]
 async fn oversized_uploads_are_rejected_by_the_guard() -> anyhow::Result<()> {
-    let t = TestSilo::new(EXAMPLE_PIPELINE, &[])?;
+    let t = TestSilo::new(EXAMPLE_PIPELINE, &[]).await?;
     let report = t.upload("public/big.bin", &vec![7u8; 1_000_001], None).await?;
     assert_eq!(report.status, Status::Rejected);
     assert!(report.reason.unwrap().contains("at most 1000000"));
@@ -102,7 +102,7 @@ async fn oversized_uploads_are_rejected_by_the_guard() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn the_cache_rows_equal_what_is_on_disk() -> anyhow::Result<()> {
-    let t = TestSilo::new(EXAMPLE_PIPELINE, &[])?;
+    let t = TestSilo::new(EXAMPLE_PIPELINE, &[]).await?;
     t.upload("public/x/one.jpg", &jpeg(800, 600), None).await?;
     t.upload("public/x/two.png", &png(120, 90), None).await?;
     t.upload("public/x/fake.png", &jpeg(10, 10), Some("image/png")).await?; // rejected
@@ -129,7 +129,7 @@ async fn the_cache_rows_equal_what_is_on_disk() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn a_second_invocation_sees_no_state_from_the_first() -> anyhow::Result<()> {
-    let t = TestSilo::new(&probe_pipeline("count", ""), &[("probe.wasm", PROBE)])?;
+    let t = TestSilo::new(&probe_pipeline("count", ""), &[("probe.wasm", PROBE)]).await?;
     for _ in 0..3 {
         let report = t.upload("public/a.txt", b"x", None).await?;
         assert_eq!(report.reason.as_deref(), Some("calls=1"), "{report:#?}");
@@ -139,7 +139,7 @@ async fn a_second_invocation_sees_no_state_from_the_first() -> anyhow::Result<()
 
 #[tokio::test]
 async fn files_stream_through_a_plugin_in_both_directions() -> anyhow::Result<()> {
-    let t = TestSilo::new(&probe_pipeline("stream-copy", ""), &[("probe.wasm", PROBE)])?;
+    let t = TestSilo::new(&probe_pipeline("stream-copy", ""), &[("probe.wasm", PROBE)]).await?;
     // Several write chunks, not a multiple of any buffer size.
     let data: Vec<u8> = (0..5 * 1024 * 1024 + 12345).map(|i| (i * 7 % 251) as u8).collect();
     let report = t.upload("public/blob.bin", &data, None).await?;
@@ -157,7 +157,7 @@ async fn a_later_rejection_discards_earlier_derivatives() -> anyhow::Result<()> 
         EXAMPLE_PIPELINE,
         probe_pipeline("count", "").replace(r#"name = "probe""#, r#"name = "late-judge""#)
     );
-    let t = TestSilo::new(&pipeline, &[("probe.wasm", PROBE)])?;
+    let t = TestSilo::new(&pipeline, &[("probe.wasm", PROBE)]).await?;
     let report = t.upload("public/p.jpg", &jpeg(700, 700), None).await?;
     assert_eq!(report.status, Status::Rejected);
     assert_eq!(report.rejected_by.as_deref(), Some("late-judge"));
@@ -179,7 +179,7 @@ async fn outside_its_grants_a_plugin_learns_nothing() -> anyhow::Result<()> {
         ("public", "../private/secret.txt", "error Error::InvalidPath"),
         ("public", "up.txt", "ok size=2"),
     ] {
-        let t = TestSilo::new(&pipeline(volume, path), &[("probe.wasm", PROBE)])?;
+        let t = TestSilo::new(&pipeline(volume, path), &[("probe.wasm", PROBE)]).await?;
         std::fs::create_dir_all(t.volume_dir("private"))?;
         let host = t.silo.storage().host_session();
         let secret = t.silo.storage().location("private", "secret.txt")?;
@@ -197,7 +197,7 @@ async fn image_styles_derives_one_style_on_request() -> anyhow::Result<()> {
     use silo_host::store::PutOptions;
     use silo_host::{InvokeError, Session, StorageError};
 
-    let t = TestSilo::new(EXAMPLE_PIPELINE, &[])?;
+    let t = TestSilo::new(EXAMPLE_PIPELINE, &[]).await?;
     let storage = t.silo.storage();
     let host = storage.host_session();
     let source = storage.location("public", "p/orig.png")?;

@@ -15,9 +15,11 @@ use crate::error::StorageResult;
 
 pub mod local;
 pub mod memory;
+pub mod s3;
 
 pub use local::LocalStore;
 pub use memory::MemoryStore;
+pub use s3::{S3Settings, S3Store};
 
 /// What a backend knows of one object.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -66,7 +68,7 @@ pub type ByteStream = Pin<Box<dyn AsyncRead + Send>>;
 /// One page of a flat key listing.
 #[derive(Debug, Default)]
 pub struct KeyPage {
-    /// Keys in byte order, with their metadata.
+    /// Keys in the backend's listing order, with their metadata.
     pub objects: Vec<(String, ObjectMeta)>,
     /// Pass as `after` to continue; `None` on the last page.
     pub next: Option<String>,
@@ -99,10 +101,25 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// destination.
     async fn copy(&self, from: &str, to: &str, options: &PutOptions) -> StorageResult<ObjectMeta>;
 
-    /// Keys starting with `prefix` (a plain string prefix), after `after`, in
-    /// byte order, at most `limit` of them.
+    /// Keys starting with `prefix` (a plain string prefix) that follow
+    /// `after` in the backend's listing order, at most `limit` of them. The
+    /// order is byte order for `local`, `memory` and AWS S3; some
+    /// S3-compatible servers (SeaweedFS) list directory by directory. Paging
+    /// returns every key once either way; nothing above relies on the order.
     async fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> StorageResult<KeyPage>;
+
+    /// Split the keys under `prefix` (empty, or ending in '/') into the
+    /// objects directly under it and the sub-prefixes holding the rest, so
+    /// that a full scan can list the sub-prefixes in parallel. `None`: this
+    /// backend is scanned with [`ObjectStore::list`] alone.
+    async fn split(&self, prefix: &str) -> StorageResult<Option<Split>> {
+        let _ = prefix;
+        Ok(None)
+    }
 }
+
+/// The objects directly under a prefix, and its sub-prefixes.
+pub type Split = (Vec<(String, ObjectMeta)>, Vec<String>);
 
 /// A streamed write in progress.
 #[async_trait]

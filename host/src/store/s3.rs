@@ -1,0 +1,803 @@
+//! An S3 bucket (AWS, or any S3-compatible server) as a store.
+//!
+//! The only module that speaks to `aws_sdk_s3`. A volume is a bucket plus an
+//! optional key prefix, so one bucket can hold several volumes. Credentials
+//! come from the standard AWS chain (environment, profile, instance role);
+//! the SDK retries transient failures with backoff, and whatever still fails
+//! reaches callers as `Unavailable` with the server's message.
+//!
+//! Streamed writes become multipart uploads once they outgrow one part, with
+//! a few parts in flight; an upload that fails or is dropped unfinished is
+//! aborted, so no object (and no part) is left behind.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{BehaviorVersion, Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::{ByteStream as SdkBody, DateTime};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use bytes::{Bytes, BytesMut};
+use tokio::task::JoinSet;
+
+use super::{ByteRange, ByteStream, Condition, KeyPage, ObjectMeta, ObjectStore, ObjectUpload, PutOptions, Split};
+use crate::error::{StorageError, StorageResult};
+use crate::path::MAX_KEY_BYTES;
+
+/// S3's smallest part (except the last).
+pub const MIN_PART_SIZE: u64 = 5 << 20;
+/// S3's largest part.
+pub const MAX_PART_SIZE: u64 = 5 << 30;
+/// Parts uploaded at once by one streamed write; with the part being filled,
+/// a write holds at most `(PARTS_IN_FLIGHT + 1) * part_size` bytes.
+const PARTS_IN_FLIGHT: usize = 3;
+/// ListObjectsV2's largest page.
+const LIST_PAGE: usize = 1000;
+
+/// Where a volume's objects live and how to reach them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Settings {
+    pub bucket: String,
+    /// Key prefix of the volume inside the bucket ("" for the whole bucket).
+    pub prefix: String,
+    /// An S3-compatible server (`http://127.0.0.1:8333`); `None` for AWS.
+    pub endpoint_url: Option<String>,
+    /// `None`: from the AWS chain (`AWS_REGION`, profile).
+    pub region: Option<String>,
+    /// `bucket` in the path instead of the host name; most S3-compatible
+    /// servers need it.
+    pub path_style: bool,
+    /// Size of the parts of a multipart upload, at least [`MIN_PART_SIZE`].
+    pub part_size: u64,
+    /// Attempts per request, including the first.
+    pub max_attempts: u32,
+}
+
+impl S3Settings {
+    pub fn new(bucket: impl Into<String>) -> Self {
+        S3Settings {
+            bucket: bucket.into(),
+            prefix: String::new(),
+            endpoint_url: None,
+            region: None,
+            path_style: false,
+            part_size: 8 << 20,
+            max_attempts: 3,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct S3Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client,
+    bucket: String,
+    /// "" or ending in '/'.
+    prefix: String,
+    part_size: usize,
+    describe: String,
+}
+
+impl S3Store {
+    /// A store for `settings`. Nothing is contacted yet: a server that is
+    /// down shows up as `Unavailable` on the first request.
+    pub async fn connect(settings: &S3Settings) -> StorageResult<Self> {
+        if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&settings.part_size) {
+            return Err(StorageError::Unsupported(format!(
+                "the part size must be between {MIN_PART_SIZE} and {MAX_PART_SIZE} bytes"
+            )));
+        }
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(RetryConfig::standard().with_max_attempts(settings.max_attempts.max(1)))
+            .timeout_config(TimeoutConfig::builder().connect_timeout(Duration::from_secs(5)).build());
+        if let Some(region) = &settings.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        let shared = loader.load().await;
+        let mut config = aws_sdk_s3::config::Builder::from(&shared).force_path_style(settings.path_style);
+        if shared.region().is_none() {
+            // Any region signs requests for a server that ignores regions;
+            // AWS itself redirects a wrong one with a clear error.
+            config = config.region(Region::from_static("us-east-1"));
+        }
+        if let Some(url) = &settings.endpoint_url {
+            // S3-compatible servers vary in their support of the newer
+            // integrity headers; send them only where S3 requires them.
+            config = config
+                .endpoint_url(url)
+                .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+                .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        }
+        let prefix = settings.prefix.trim_matches('/');
+        let prefix = if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{prefix}/")
+        };
+        let describe = match &settings.endpoint_url {
+            Some(url) => format!("s3://{}/{prefix} at {url}", settings.bucket),
+            None => format!("s3://{}/{prefix}", settings.bucket),
+        };
+        Ok(S3Store {
+            inner: Arc::new(Inner {
+                client: Client::from_conf(config.build()),
+                bucket: settings.bucket.clone(),
+                prefix,
+                part_size: settings.part_size as usize,
+                describe,
+            }),
+        })
+    }
+
+    /// The SDK client, for callers that need S3 features the store does not
+    /// model (presigned URLs).
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.inner.bucket
+    }
+
+    /// The full key of `key`.
+    pub fn object_key(&self, key: &str) -> StorageResult<String> {
+        self.inner.key(key)
+    }
+}
+
+impl Inner {
+    fn key(&self, key: &str) -> StorageResult<String> {
+        let full = format!("{}{key}", self.prefix);
+        if full.len() > MAX_KEY_BYTES {
+            return Err(StorageError::InvalidPath(format!(
+                "with the volume's prefix the key is {} bytes; S3 allows {MAX_KEY_BYTES}",
+                full.len()
+            )));
+        }
+        Ok(full)
+    }
+
+    /// The volume key of a full key from a listing.
+    fn strip<'a>(&self, full: &'a str) -> Option<&'a str> {
+        full.strip_prefix(self.prefix.as_str())
+    }
+
+    async fn head(&self, key: &str) -> StorageResult<ObjectMeta> {
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.key(key)?)
+            .send()
+            .await
+            .map_err(|e| s3_error("HeadObject", key, e))?;
+        Ok(ObjectMeta {
+            size: out.content_length().unwrap_or(0).max(0) as u64,
+            etag: etag(out.e_tag()),
+            content_type: content_type(out.content_type(), key),
+            modified_ms: millis(out.last_modified()),
+            cache_control: out.cache_control().map(str::to_owned),
+            metadata: sorted(out.metadata()),
+        })
+    }
+
+    async fn put(&self, key: &str, data: Bytes, options: &PutOptions) -> StorageResult<ObjectMeta> {
+        check_metadata(options)?;
+        let size = data.len() as u64;
+        let mut request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.key(key)?)
+            .content_type(&options.content_type)
+            .set_cache_control(options.cache_control.clone())
+            .set_metadata(metadata_map(options))
+            .body(SdkBody::from(data));
+        match &options.condition {
+            Some(Condition::CreateOnly) => request = request.if_none_match("*"),
+            Some(Condition::IfMatch(tag)) => request = request.if_match(quoted(tag)),
+            None => {}
+        }
+        let out = request
+            .send()
+            .await
+            .map_err(|e| conditional_error("PutObject", key, options, e))?;
+        Ok(written_meta(size, out.e_tag(), options))
+    }
+}
+
+/// Metadata of an object this store just wrote. S3 answers a write with
+/// the etag only; the time is this machine's.
+fn written_meta(size: u64, tag: Option<&str>, options: &PutOptions) -> ObjectMeta {
+    ObjectMeta {
+        size,
+        etag: etag(tag),
+        content_type: options.content_type.clone(),
+        modified_ms: super::now_ms(),
+        cache_control: options.cache_control.clone(),
+        metadata: options.metadata.clone(),
+    }
+}
+
+fn etag(tag: Option<&str>) -> String {
+    tag.unwrap_or_default().trim_matches('"').to_owned()
+}
+
+fn quoted(tag: &str) -> String {
+    format!("\"{}\"", tag.trim_matches('"'))
+}
+
+fn content_type(declared: Option<&str>, key: &str) -> String {
+    match declared {
+        Some(t) if !t.is_empty() => t.to_owned(),
+        _ => super::guess_content_type(key),
+    }
+}
+
+fn millis(time: Option<&DateTime>) -> u64 {
+    time.and_then(|t| t.to_millis().ok()).map_or(0, |ms| ms.max(0) as u64)
+}
+
+fn sorted(metadata: Option<&HashMap<String, String>>) -> Vec<(String, String)> {
+    let mut pairs: Vec<_> = metadata
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    pairs.sort();
+    pairs
+}
+
+fn metadata_map(options: &PutOptions) -> Option<HashMap<String, String>> {
+    (!options.metadata.is_empty()).then(|| options.metadata.iter().cloned().collect())
+}
+
+/// S3 sends metadata as HTTP headers: printable ASCII only.
+fn check_metadata(options: &PutOptions) -> StorageResult<()> {
+    let printable = |s: &str| s.bytes().all(|b| (b' '..=b'~').contains(&b));
+    for (k, v) in &options.metadata {
+        if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') || !printable(v) {
+            return Err(StorageError::Unsupported(format!(
+                "S3 metadata must be ASCII (names: letters, digits, '-', '_'); '{k}' is not"
+            )));
+        }
+    }
+    for value in [Some(&options.content_type), options.cache_control.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        if !printable(value) {
+            return Err(StorageError::Unsupported(format!(
+                "'{value}' is not a valid header value"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// HTTP status of a failed request, if a response arrived.
+fn status<E, R: HttpStatus>(err: &SdkError<E, R>) -> Option<u16> {
+    err.raw_response().map(HttpStatus::code)
+}
+
+trait HttpStatus {
+    fn code(&self) -> u16;
+}
+
+impl HttpStatus for aws_sdk_s3::config::http::HttpResponse {
+    fn code(&self) -> u16 {
+        self.status().as_u16()
+    }
+}
+
+/// Map a failed request: a missing object is `NotFound`, a failed
+/// precondition `PreconditionFailed`; anything else is the server's
+/// problem or the network's, reported with the server's words.
+fn s3_error<E>(op: &str, key: &str, err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> StorageError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let code = err
+        .as_service_error()
+        .and_then(|e| e.code())
+        .unwrap_or_default()
+        .to_owned();
+    match (status(&err), code.as_str()) {
+        (Some(404), "NoSuchBucket") => StorageError::unavailable(format!("S3 {op} '{key}': the bucket does not exist")),
+        (Some(404), _) | (_, "NoSuchKey" | "NotFound") => StorageError::NotFound,
+        (Some(412), _) | (_, "PreconditionFailed") => StorageError::PreconditionFailed,
+        // A concurrent conditional write won; this one lost.
+        (Some(409), "ConditionalRequestConflict") => StorageError::PreconditionFailed,
+        (_, "KeyTooLongError") => StorageError::InvalidPath(format!("S3 refused the key '{key}' as too long")),
+        (Some(403), _) => StorageError::unavailable(format!(
+            "S3 {op} '{key}' was refused ({code}); check the credentials and the bucket's policy"
+        )),
+        _ => StorageError::unavailable(format!("S3 {op} '{key}': {}", DisplayErrorContext(&err))),
+    }
+}
+
+/// As [`s3_error`], telling a create-only conflict from a changed etag.
+fn conditional_error<E>(
+    op: &str,
+    key: &str,
+    options: &PutOptions,
+    err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> StorageError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match (s3_error(op, key, err), &options.condition) {
+        (StorageError::PreconditionFailed, Some(Condition::CreateOnly)) => StorageError::AlreadyExists,
+        // If-Match on a missing object.
+        (StorageError::NotFound, Some(Condition::IfMatch(_))) => StorageError::PreconditionFailed,
+        (e, _) => e,
+    }
+}
+
+#[async_trait]
+impl ObjectStore for S3Store {
+    fn describe(&self) -> String {
+        self.inner.describe.clone()
+    }
+
+    async fn head(&self, key: &str) -> StorageResult<ObjectMeta> {
+        self.inner.head(key).await
+    }
+
+    async fn get(&self, key: &str, range: Option<ByteRange>) -> StorageResult<(ObjectMeta, ByteStream)> {
+        let inner = &self.inner;
+        if range.is_some_and(|r| r.length == 0) {
+            return Ok((inner.head(key).await?, Box::pin(tokio::io::empty())));
+        }
+        let mut request = inner.client.get_object().bucket(&inner.bucket).key(inner.key(key)?);
+        if let Some(r) = range {
+            let last = r.offset.saturating_add(r.length - 1);
+            request = request.range(format!("bytes={}-{last}", r.offset));
+        }
+        let out = match request.send().await {
+            Ok(out) => out,
+            // A range starting past the end.
+            Err(e) if status(&e) == Some(416) => {
+                return Ok((inner.head(key).await?, Box::pin(tokio::io::empty())));
+            }
+            Err(e) => return Err(s3_error("GetObject", key, e)),
+        };
+        // A ranged answer gives the whole size after the '/'.
+        let size = out
+            .content_range()
+            .and_then(|r| r.rsplit_once('/'))
+            .and_then(|(_, total)| total.parse().ok())
+            .unwrap_or(out.content_length().unwrap_or(0).max(0) as u64);
+        let meta = ObjectMeta {
+            size,
+            etag: etag(out.e_tag()),
+            content_type: content_type(out.content_type(), key),
+            modified_ms: millis(out.last_modified()),
+            cache_control: out.cache_control().map(str::to_owned),
+            metadata: sorted(out.metadata()),
+        };
+        Ok((meta, Box::pin(out.body.into_async_read())))
+    }
+
+    async fn put(&self, key: &str, data: Bytes, options: &PutOptions) -> StorageResult<ObjectMeta> {
+        self.inner.put(key, data, options).await
+    }
+
+    async fn start_upload(&self, key: &str, options: PutOptions) -> StorageResult<Box<dyn ObjectUpload>> {
+        check_metadata(&options)?;
+        let full_key = self.inner.key(key)?;
+        Ok(Box::new(S3Upload {
+            inner: self.inner.clone(),
+            key: key.to_owned(),
+            full_key,
+            options,
+            buffer: BytesMut::new(),
+            size: 0,
+            multipart: None,
+        }))
+    }
+
+    async fn delete(&self, key: &str) -> StorageResult<()> {
+        let inner = &self.inner;
+        // S3 deletes succeed for missing keys; the trait reports them.
+        inner.head(key).await?;
+        inner
+            .client
+            .delete_object()
+            .bucket(&inner.bucket)
+            .key(inner.key(key)?)
+            .send()
+            .await
+            .map_err(|e| s3_error("DeleteObject", key, e))?;
+        Ok(())
+    }
+
+    async fn copy(&self, from: &str, to: &str, options: &PutOptions) -> StorageResult<ObjectMeta> {
+        check_metadata(options)?;
+        let inner = &self.inner;
+        let source = inner.head(from).await?;
+        if source.size > MAX_PART_SIZE {
+            return Err(StorageError::Unsupported(format!(
+                "S3 copies objects of at most {MAX_PART_SIZE} bytes in one request; '{from}' is {} bytes",
+                source.size
+            )));
+        }
+        let content_type = if options.content_type.is_empty() {
+            source.content_type.clone()
+        } else {
+            options.content_type.clone()
+        };
+        let mut request = inner
+            .client
+            .copy_object()
+            .bucket(&inner.bucket)
+            .key(inner.key(to)?)
+            .copy_source(copy_source(&inner.bucket, &inner.key(from)?))
+            // The source must still be the object just looked at.
+            .copy_source_if_match(quoted(&source.etag))
+            .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+            .content_type(&content_type)
+            .set_cache_control(options.cache_control.clone().or(source.cache_control.clone()))
+            .set_metadata(if options.metadata.is_empty() {
+                (!source.metadata.is_empty()).then(|| source.metadata.iter().cloned().collect())
+            } else {
+                metadata_map(options)
+            });
+        match &options.condition {
+            Some(Condition::CreateOnly) => request = request.if_none_match("*"),
+            Some(Condition::IfMatch(tag)) => request = request.if_match(quoted(tag)),
+            None => {}
+        }
+        let out = request
+            .send()
+            .await
+            .map_err(|e| conditional_error("CopyObject", to, options, e))?;
+        let result = out.copy_object_result();
+        Ok(ObjectMeta {
+            size: source.size,
+            etag: etag(result.and_then(|r| r.e_tag())),
+            content_type,
+            modified_ms: result
+                .and_then(|r| r.last_modified())
+                .map_or_else(super::now_ms, |t| millis(Some(t))),
+            cache_control: options.cache_control.clone().or(source.cache_control),
+            metadata: if options.metadata.is_empty() {
+                source.metadata
+            } else {
+                options.metadata.clone()
+            },
+        })
+    }
+
+    async fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> StorageResult<KeyPage> {
+        let inner = &self.inner;
+        let full_prefix = format!("{}{prefix}", inner.prefix);
+        let mut start_after = after.map(|a| format!("{}{a}", inner.prefix));
+        let mut token: Option<String> = None;
+        let mut page = KeyPage::default();
+        loop {
+            let want = limit - page.objects.len();
+            let out = inner
+                .client
+                .list_objects_v2()
+                .bucket(&inner.bucket)
+                .prefix(&full_prefix)
+                .set_start_after(start_after.take())
+                .set_continuation_token(token.take())
+                .max_keys(want.min(LIST_PAGE) as i32)
+                .send()
+                .await
+                .map_err(|e| s3_error("ListObjectsV2", prefix, e))?;
+            for object in out.contents() {
+                let Some(key) = object.key().and_then(|k| inner.strip(k)) else {
+                    continue;
+                };
+                page.objects.push((
+                    key.to_owned(),
+                    ObjectMeta {
+                        size: object.size().unwrap_or(0).max(0) as u64,
+                        etag: etag(object.e_tag()),
+                        // Listings carry no content type.
+                        content_type: super::guess_content_type(key),
+                        modified_ms: millis(object.last_modified()),
+                        cache_control: None,
+                        metadata: Vec::new(),
+                    },
+                ));
+            }
+            let more = out.is_truncated().unwrap_or(false);
+            token = out.next_continuation_token().map(str::to_owned);
+            if !more || token.is_none() {
+                return Ok(page);
+            }
+            if page.objects.len() >= limit {
+                page.next = page.objects.last().map(|(k, _)| k.clone());
+                return Ok(page);
+            }
+        }
+    }
+
+    async fn split(&self, prefix: &str) -> StorageResult<Option<Split>> {
+        let inner = &self.inner;
+        let full_prefix = format!("{}{prefix}", inner.prefix);
+        let mut token: Option<String> = None;
+        let mut files = Vec::new();
+        let mut dirs = Vec::new();
+        loop {
+            let out = inner
+                .client
+                .list_objects_v2()
+                .bucket(&inner.bucket)
+                .prefix(&full_prefix)
+                .delimiter("/")
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| s3_error("ListObjectsV2", prefix, e))?;
+            for object in out.contents() {
+                let Some(key) = object.key().and_then(|k| inner.strip(k)) else {
+                    continue;
+                };
+                files.push((
+                    key.to_owned(),
+                    ObjectMeta {
+                        size: object.size().unwrap_or(0).max(0) as u64,
+                        etag: etag(object.e_tag()),
+                        content_type: super::guess_content_type(key),
+                        modified_ms: millis(object.last_modified()),
+                        cache_control: None,
+                        metadata: Vec::new(),
+                    },
+                ));
+            }
+            dirs.extend(
+                out.common_prefixes()
+                    .iter()
+                    .filter_map(|p| p.prefix().and_then(|p| inner.strip(p)))
+                    .map(str::to_owned),
+            );
+            token = out.next_continuation_token().map(str::to_owned);
+            if !out.is_truncated().unwrap_or(false) || token.is_none() {
+                return Ok(Some((files, dirs)));
+            }
+        }
+    }
+}
+
+/// `bucket/key` for CopyObject, with the key percent-encoded.
+fn copy_source(bucket: &str, key: &str) -> String {
+    let mut out = format!("{bucket}/");
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A streamed write: one PutObject if it fits in a part, a multipart upload
+/// otherwise.
+struct S3Upload {
+    inner: Arc<Inner>,
+    key: String,
+    full_key: String,
+    options: PutOptions,
+    /// Bytes not yet sent.
+    buffer: BytesMut,
+    size: u64,
+    multipart: Option<Multipart>,
+}
+
+struct Multipart {
+    upload_id: String,
+    next_part: i32,
+    in_flight: JoinSet<StorageResult<CompletedPart>>,
+    done: Vec<CompletedPart>,
+    /// Set once completed or aborted, so that drop leaves it alone.
+    settled: bool,
+}
+
+impl S3Upload {
+    /// Send one part, waiting for a free slot first.
+    async fn send_part(&mut self, data: Bytes) -> StorageResult<()> {
+        if self.multipart.is_none() {
+            let out = self
+                .inner
+                .client
+                .create_multipart_upload()
+                .bucket(&self.inner.bucket)
+                .key(&self.full_key)
+                .content_type(&self.options.content_type)
+                .set_cache_control(self.options.cache_control.clone())
+                .set_metadata(metadata_map(&self.options))
+                .send()
+                .await
+                .map_err(|e| s3_error("CreateMultipartUpload", &self.key, e))?;
+            let upload_id = out.upload_id().unwrap_or_default().to_owned();
+            if upload_id.is_empty() {
+                return Err(StorageError::unavailable(format!(
+                    "S3 CreateMultipartUpload '{}' returned no upload id",
+                    self.key
+                )));
+            }
+            self.multipart = Some(Multipart {
+                upload_id,
+                next_part: 1,
+                in_flight: JoinSet::new(),
+                done: Vec::new(),
+                settled: false,
+            });
+        }
+        let multipart = self.multipart.as_mut().expect("started above");
+        while multipart.in_flight.len() >= PARTS_IN_FLIGHT {
+            let part = joined(multipart.in_flight.join_next().await)?;
+            multipart.done.push(part);
+        }
+        let number = multipart.next_part;
+        multipart.next_part += 1;
+        let request = self
+            .inner
+            .client
+            .upload_part()
+            .bucket(&self.inner.bucket)
+            .key(&self.full_key)
+            .upload_id(&multipart.upload_id)
+            .part_number(number)
+            .body(SdkBody::from(data));
+        let key = self.key.clone();
+        multipart.in_flight.spawn(async move {
+            let out = request.send().await.map_err(|e| s3_error("UploadPart", &key, e))?;
+            Ok(CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(out.e_tag().map(str::to_owned))
+                .build())
+        });
+        Ok(())
+    }
+
+    async fn complete(&mut self) -> StorageResult<ObjectMeta> {
+        let rest = self.buffer.split().freeze();
+        if self.multipart.is_none() {
+            return self.inner.put(&self.key, rest, &self.options).await;
+        }
+        if !rest.is_empty() {
+            self.send_part(rest).await?;
+        }
+        let multipart = self.multipart.as_mut().expect("a multipart upload");
+        while let Some(part) = multipart.in_flight.join_next().await {
+            multipart.done.push(joined(Some(part))?);
+        }
+        let mut parts = std::mem::take(&mut multipart.done);
+        parts.sort_by_key(|p| p.part_number());
+        let mut request = self
+            .inner
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.inner.bucket)
+            .key(&self.full_key)
+            .upload_id(&multipart.upload_id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build());
+        match &self.options.condition {
+            Some(Condition::CreateOnly) => request = request.if_none_match("*"),
+            Some(Condition::IfMatch(tag)) => request = request.if_match(quoted(tag)),
+            None => {}
+        }
+        let out = request
+            .send()
+            .await
+            .map_err(|e| conditional_error("CompleteMultipartUpload", &self.key, &self.options, e))?;
+        multipart.settled = true;
+        Ok(written_meta(self.size, out.e_tag(), &self.options))
+    }
+}
+
+fn joined(
+    result: Option<Result<StorageResult<CompletedPart>, tokio::task::JoinError>>,
+) -> StorageResult<CompletedPart> {
+    match result {
+        Some(Ok(part)) => part,
+        Some(Err(e)) => Err(StorageError::unavailable(format!("uploading a part failed: {e}"))),
+        None => Err(StorageError::unavailable("no part upload was running")),
+    }
+}
+
+#[async_trait]
+impl ObjectUpload for S3Upload {
+    async fn write(&mut self, chunk: Bytes) -> StorageResult<()> {
+        self.size += chunk.len() as u64;
+        self.buffer.extend_from_slice(&chunk);
+        let part_size = self.inner.part_size;
+        while self.buffer.len() >= part_size {
+            let part = self.buffer.split_to(part_size).freeze();
+            if let Err(e) = self.send_part(part).await {
+                self.abort();
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self: Box<Self>) -> StorageResult<ObjectMeta> {
+        let result = self.complete().await;
+        if result.is_err() {
+            self.abort();
+        }
+        result
+    }
+}
+
+impl S3Upload {
+    /// Abort the multipart upload, if any, in the background.
+    fn abort(&mut self) {
+        let Some(multipart) = self.multipart.as_mut() else {
+            return;
+        };
+        if multipart.settled {
+            return;
+        }
+        multipart.settled = true;
+        multipart.in_flight.abort_all();
+        let request = self
+            .inner
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.inner.bucket)
+            .key(&self.full_key)
+            .upload_id(&multipart.upload_id);
+        let key = self.key.clone();
+        let abort = async move {
+            if let Err(e) = request.send().await {
+                tracing::warn!(key, error = %DisplayErrorContext(&e), "could not abort a multipart upload");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(abort);
+            }
+            Err(_) => tracing::warn!(
+                key = self.key,
+                upload_id = multipart.upload_id,
+                "no runtime to abort a multipart upload on; a bucket lifecycle rule will remove it"
+            ),
+        }
+    }
+}
+
+impl Drop for S3Upload {
+    fn drop(&mut self) {
+        self.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_sources_are_percent_encoded() {
+        assert_eq!(copy_source("b", "a b/ü?.jpg"), "b/a%20b/%C3%BC%3F.jpg");
+    }
+
+    #[test]
+    fn metadata_must_be_header_safe() {
+        let mut options = PutOptions {
+            content_type: "image/jpeg".into(),
+            ..Default::default()
+        };
+        assert!(check_metadata(&options).is_ok());
+        options.metadata = vec![("alt".into(), "ünïcode".into())];
+        assert!(matches!(check_metadata(&options), Err(StorageError::Unsupported(_))));
+        options.metadata = vec![("bad key".into(), "x".into())];
+        assert!(matches!(check_metadata(&options), Err(StorageError::Unsupported(_))));
+    }
+}
