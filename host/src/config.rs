@@ -74,6 +74,9 @@ pub struct VolumeConfig {
     pub path_style: Option<bool>,
     /// Part size of multipart uploads, MiB (5 to 5120; default 8).
     pub part_size_mib: Option<u64>,
+    /// Attempts per S3 request, the first included (1 to 10; default 3).
+    /// Retries back off exponentially, as the AWS SDKs do.
+    pub max_attempts: Option<u32>,
     #[serde(default = "default_visibility")]
     pub visibility: Visibility,
     /// Base URL the public files are served from.
@@ -315,6 +318,7 @@ impl Config {
                     ("region", volume.region.is_some()),
                     ("path_style", volume.path_style.is_some()),
                     ("part_size_mib", volume.part_size_mib.is_some()),
+                    ("max_attempts", volume.max_attempts.is_some()),
                 ];
                 if let Some((key, _)) = s3_only.iter().find(|(_, set)| *set) {
                     return Err(self.invalid(format!("volume '{name}': `{key}` is only for s3 volumes")));
@@ -410,6 +414,12 @@ impl VolumeConfig {
                 return Err(format!("part_size_mib must be 5..=5120, not {mib}"));
             }
             settings.part_size = mib << 20;
+        }
+        if let Some(n) = self.max_attempts {
+            if !(1..=10).contains(&n) {
+                return Err(format!("max_attempts must be 1..=10, not {n}"));
+            }
+            settings.max_attempts = n;
         }
         Ok(settings)
     }

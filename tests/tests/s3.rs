@@ -423,3 +423,24 @@ grants = [{ volume = "public", access = ["read", "write"] }]
     assert!(verify(t.silo.storage(), "public", &quiet).await?.is_clean());
     Ok(())
 }
+
+#[tokio::test]
+async fn a_plugin_losing_a_conditional_write_is_told_so() -> anyhow::Result<()> {
+    let pipeline = r#"
+[[plugins]]
+name = "probe"
+component = "probe.wasm"
+sha256 = "{sha256:probe.wasm}"
+settings = { mode = "conditional" }
+grants = [{ volume = "public", access = ["read", "write"] }]
+"#;
+    let (t, bucket) = TestSilo::on_s3(pipeline, &[("probe.wasm", PROBE)], "conditional").await?;
+    let report = t.upload("public/c.txt", b"upload", None).await?;
+    assert_eq!(
+        report.reason.as_deref(),
+        Some("again=Error::AlreadyExists stale=Error::PreconditionFailed streamed=Error::AlreadyExists fresh=ok now=five")
+    );
+    // The rejected upload's writes were rolled back.
+    assert!(s3::keys(&bucket).await.is_empty());
+    Ok(())
+}

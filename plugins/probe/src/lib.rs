@@ -10,7 +10,13 @@
 //!   the outcome (grant checks);
 //! - `spin`: loop forever (time limit);
 //! - `hog`: allocate memory until refused (memory limit);
-//! - `flood`: write small files until refused (write quotas).
+//! - `flood`: write small files until refused (write quotas);
+//! - `read-all`: stream the file in settings `volume`/`path` to its end and
+//!   reject with `read=<bytes>`;
+//! - `generate`: stream `size` bytes into settings `volume`/`path`, then
+//!   accept;
+//! - `conditional`: try conditional writes to `cond/<path>` and reject
+//!   with what each returned.
 
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -94,6 +100,71 @@ impl Plugin for Probe {
                     files::write(&Location::new(upload.file.volume.clone(), format!("flood/{i}")), b"x")?;
                 }
                 unreachable!()
+            }
+            "read-all" => {
+                let source = Location::new(
+                    upload.setting("volume").unwrap_or_default(),
+                    upload.setting("path").unwrap_or_default(),
+                );
+                let mut reader = files::open_read(&source)?;
+                let mut buf = vec![0u8; 256 * 1024];
+                let mut total = 0u64;
+                loop {
+                    let n = reader.read(&mut buf).map_err(|e| Error::Unavailable(e.to_string()))?;
+                    if n == 0 {
+                        break;
+                    }
+                    total += n as u64;
+                }
+                Ok(Outcome::Reject(format!("read={total}")))
+            }
+            "generate" => {
+                let target = Location::new(
+                    upload.setting("volume").unwrap_or_default(),
+                    upload.setting("path").unwrap_or_default(),
+                );
+                let size: u64 = upload.setting("size").and_then(|v| v.parse().ok()).unwrap_or(0);
+                let block: Vec<u8> = (0..256 * 1024).map(|i| (i % 251) as u8).collect();
+                let mut writer = files::create(&target, WriteOptions::new().content_type("application/octet-stream"))?;
+                let mut left = size;
+                while left > 0 {
+                    let n = left.min(block.len() as u64) as usize;
+                    writer
+                        .write_all(&block[..n])
+                        .map_err(|e| Error::Unavailable(e.to_string()))?;
+                    left -= n as u64;
+                }
+                let info = writer.finish()?;
+                Ok(Outcome::Accept(vec![DerivedFile {
+                    file: target,
+                    info,
+                    style: None,
+                    width: None,
+                    height: None,
+                }]))
+            }
+            "conditional" => {
+                let target = Location::new(upload.file.volume.clone(), format!("cond/{}", upload.file.path));
+                let outcome = |r: Result<silo_sdk::ObjectInfo, Error>| match r {
+                    Ok(_) => "ok".to_owned(),
+                    Err(e) => format!("{e:?}"),
+                };
+                let first = files::write_with(&target, b"one", WriteOptions::new().create_only())?;
+                let again = files::write_with(&target, b"two", WriteOptions::new().create_only());
+                let stale = files::write_with(&target, b"three", WriteOptions::new().if_etag_matches("stale"));
+                let streamed = files::create(&target, WriteOptions::new().create_only()).and_then(|mut w| {
+                    w.write_all(b"four").map_err(|e| Error::Unavailable(e.to_string()))?;
+                    w.finish()
+                });
+                let fresh = files::write_with(&target, b"five", WriteOptions::new().if_etag_matches(first.etag));
+                Ok(Outcome::Reject(format!(
+                    "again={} stale={} streamed={} fresh={} now={}",
+                    outcome(again),
+                    outcome(stale),
+                    outcome(streamed),
+                    outcome(fresh),
+                    String::from_utf8_lossy(&files::read(&target)?)
+                )))
             }
             other => Err(Error::Unavailable(format!("unknown mode '{other}'"))),
         }
