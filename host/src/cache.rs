@@ -220,12 +220,20 @@ impl MetadataCache {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT path, kind, size, etag, content_type, modified_ms, cache_control, metadata FROM (
+                // Each side is an index range scan bounded by the page
+                // size; only the two short runs are merged and sorted.
+                "SELECT * FROM (
                      SELECT path, 0 AS kind, size, etag, content_type, modified_ms, cache_control, metadata
-                     FROM objects WHERE volume = ?1 AND parent = ?2
-                     UNION ALL
-                     SELECT path, 1, 0, '', '', 0, NULL, '[]' FROM dirs WHERE volume = ?1 AND parent = ?2
-                 ) WHERE (path, kind) > (?3, ?4) ORDER BY path, kind LIMIT ?5",
+                     FROM objects WHERE volume = ?1 AND parent = ?2 AND path >= ?3 AND (path > ?3 OR ?4 < 0)
+                     ORDER BY path LIMIT ?5
+                 )
+                 UNION ALL
+                 SELECT * FROM (
+                     SELECT path, 1 AS kind, 0, '', '', 0, NULL, '[]'
+                     FROM dirs WHERE volume = ?1 AND parent = ?2 AND path >= ?3 AND (path > ?3 OR ?4 < 1)
+                     ORDER BY path LIMIT ?5
+                 )
+                 ORDER BY path, kind LIMIT ?5",
             )
             .map_err(db_error)?;
         let rows = stmt
@@ -397,6 +405,22 @@ mod tests {
         assert_eq!(names(&cache.list_dir("v", "a", None, 10).unwrap()), ["f:a/x.png"]);
         assert_eq!(cache.get("v", "a").unwrap().unwrap(), meta(9));
         assert!(cache.get("v", "a/b/c.png").unwrap().is_none());
+
+        // One entry per page: the file `a` and the directory `a` share a
+        // path and must both come, in that order, once each.
+        put(&cache, "a/b/c.png", 3);
+        put(&cache, "b", 1);
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = cache.list_dir("v", "", cursor.as_deref(), 1).unwrap();
+            seen.extend(names(&page));
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(seen, ["f:a", "d:a", "f:b"]);
     }
 
     #[test]

@@ -178,3 +178,88 @@ fn cache_commands_report_and_repair_drift() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no volume named 'nope'"));
 }
+
+/// A new bucket on the S3 server `tests/run` starts (see tests/src/s3.rs).
+fn s3_bucket(hint: &str) -> (String, String) {
+    let endpoint = std::env::var("SILO_TEST_S3_ENDPOINT").unwrap_or_else(|_| {
+        panic!("SILO_TEST_S3_ENDPOINT is not set: this test needs the SeaweedFS server `tests/run` starts")
+    });
+    let bucket = format!("cli-{hint}-{}", std::process::id());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .load()
+            .await;
+        let s3 = aws_sdk_s3::config::Builder::from(&config)
+            .endpoint_url(&endpoint)
+            .force_path_style(true)
+            .build();
+        let client = aws_sdk_s3::Client::from_conf(s3);
+        client.create_bucket().bucket(&bucket).send().await.unwrap_or_else(|e| {
+            panic!(
+                "cannot create a bucket at {endpoint}: {}",
+                aws_sdk_s3::error::DisplayErrorContext(&e)
+            )
+        });
+        client
+            .put_object()
+            .bucket(&bucket)
+            .key("public/behind/back.txt")
+            .body(aws_sdk_s3::primitives::ByteStream::from_static(b"hello"))
+            .send()
+            .await
+            .unwrap();
+    });
+    (endpoint, bucket)
+}
+
+#[test]
+fn run_and_cache_commands_work_on_s3_volumes() {
+    let (endpoint, bucket) = s3_bucket("run");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("silo.toml");
+    let mut text = String::new();
+    for (name, visibility) in [("public", "public"), ("private", "private")] {
+        text += &format!(
+            "[volumes.{name}]\nbackend = \"s3\"\nbucket = \"{bucket}\"\nprefix = \"{name}\"\n\
+             endpoint_url = \"{endpoint}\"\nvisibility = \"{visibility}\"\n\n"
+        );
+    }
+    text += "[[plugins]]\nname = \"image-styles\"\ncomponent = \"builtin:image-styles\"\n\
+             events = [\"image/*\"]\nlimits = { memory_mib = 256 }\n\
+             grants = [{ volume = \"public\", access = [\"read\"] }, \
+             { volume = \"public\", prefix = \"styles\", access = [\"read\", \"write\"] }]\n";
+    std::fs::write(&config, text).unwrap();
+    let config = config.display().to_string();
+
+    let out = silo(
+        dir.path(),
+        &[
+            "--config",
+            &config,
+            "run",
+            "public/p.jpg",
+            "--file",
+            &sample("sunset.jpg"),
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(json(&out)["derivatives"].as_array().unwrap().len(), 2);
+
+    // The file written behind Silo's back is drift until refreshed.
+    let out = silo(dir.path(), &["--config", &config, "cache", "verify"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("public: missing behind/back.txt"));
+    let out = silo(
+        dir.path(),
+        &["--config", &config, "cache", "refresh", "--volume", "public"],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("public: 4 files"));
+    let out = silo(dir.path(), &["--config", &config, "cache", "verify"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}

@@ -22,7 +22,10 @@ use tokio::task::JoinSet;
 const MIB: f64 = 1024.0 * 1024.0;
 
 fn scale() -> f64 {
-    std::env::var("SILO_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0)
+    std::env::var("SILO_BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0)
 }
 
 /// Store `keys` (tiny bodies) with `parallel` requests in flight.
@@ -87,7 +90,7 @@ async fn main() {
     let scale = scale();
     let client = s3::client();
     let bucket = s3::bucket("bench").await;
-    let big = (1024.0 * MIB * scale) as u64;
+    let big = ((1024.0 * scale).max(1.0) as u64) << 20;
     let pipeline = |mode: &str, extra: &str| {
         format!(
             r#"
@@ -122,7 +125,11 @@ grants = [{{ volume = "big", access = ["read", "write"] }}]
 
     let n = 2000;
     let locations: Vec<_> = (0..n)
-        .map(|i| storage.location("dir", &format!("photos/{:05}.jpg", i * 7 % files)).unwrap())
+        .map(|i| {
+            storage
+                .location("dir", &format!("photos/{:05}.jpg", i * 7 % files))
+                .unwrap()
+        })
         .collect();
     let start = Instant::now();
     for loc in &locations {
@@ -300,7 +307,11 @@ grants = [{{ volume = "big", access = ["read", "write"] }}]
     let report = reader.upload("public/trigger.txt", b"go", None).await.unwrap();
     let silo_read = big as f64 / MIB / start.elapsed().as_secs_f64();
     let (_, read_peak) = rss_kb();
-    assert_eq!(report.reason.as_deref(), Some(format!("read={big}").as_str()), "{report:#?}");
+    assert_eq!(
+        report.reason.as_deref(),
+        Some(format!("read={big}").as_str()),
+        "{report:#?}"
+    );
 
     let gib = big as f64 / MIB / 1024.0;
     rows.push(Row {
@@ -333,6 +344,9 @@ grants = [{{ volume = "big", access = ["read", "write"] }}]
     println!("| measure | Silo | baseline | ratio | target |");
     println!("|---|---|---|---|---|");
     for r in rows {
-        println!("| {} | {} | {} | {} | {} |", r.what, r.silo, r.baseline, r.ratio, r.target);
+        println!(
+            "| {} | {} | {} | {} | {} |",
+            r.what, r.silo, r.baseline, r.ratio, r.target
+        );
     }
 }

@@ -438,7 +438,9 @@ grants = [{ volume = "public", access = ["read", "write"] }]
     let report = t.upload("public/c.txt", b"upload", None).await?;
     assert_eq!(
         report.reason.as_deref(),
-        Some("again=Error::AlreadyExists stale=Error::PreconditionFailed streamed=Error::AlreadyExists fresh=ok now=five")
+        Some(
+            "again=Error::AlreadyExists stale=Error::PreconditionFailed streamed=Error::AlreadyExists fresh=ok now=five"
+        )
     );
     // The rejected upload's writes were rolled back.
     assert!(s3::keys(&bucket).await.is_empty());

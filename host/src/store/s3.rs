@@ -483,6 +483,7 @@ impl ObjectStore for S3Store {
         let mut start_after = after.map(|a| format!("{}{a}", inner.prefix));
         let mut token: Option<String> = None;
         let mut page = KeyPage::default();
+        let limit = limit.max(1);
         loop {
             let want = limit - page.objects.len();
             let out = inner
