@@ -34,7 +34,11 @@ CREATE TABLE IF NOT EXISTS objects (
     metadata TEXT NOT NULL DEFAULT '[]',
     PRIMARY KEY (volume, path)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS objects_by_parent ON objects (volume, parent, path);
+-- Covering, so a directory page is one index range scan with no lookup
+-- into the table per row.
+DROP INDEX IF EXISTS objects_by_parent;
+CREATE INDEX IF NOT EXISTS objects_in_dir ON objects
+    (volume, parent, path, size, etag, content_type, modified_ms, cache_control, metadata);
 CREATE TABLE IF NOT EXISTS dirs (
     volume TEXT NOT NULL,
     path TEXT NOT NULL,
@@ -83,7 +87,11 @@ fn meta_from_row(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Obje
         content_type: row.get(first + 2)?,
         modified_ms: row.get::<_, i64>(first + 3)? as u64,
         cache_control: row.get(first + 4)?,
-        metadata: serde_json::from_str(&metadata).unwrap_or_default(),
+        metadata: if metadata == "[]" {
+            Vec::new()
+        } else {
+            serde_json::from_str(&metadata).unwrap_or_default()
+        },
     })
 }
 

@@ -38,6 +38,9 @@ pub struct Config {
     /// The upload pipeline, in order.
     #[serde(default)]
     pub plugins: Vec<PluginConfig>,
+    /// Write-xor-execute: names and content no volume may hold.
+    #[serde(default)]
+    pub content_policy: crate::policy::ContentPolicy,
     /// Where the config came from (`None`: the built-in default).
     #[serde(skip)]
     pub origin: Option<PathBuf>,

@@ -24,6 +24,9 @@ pub enum StorageError {
     Unsupported(String),
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// Refused by the write-xor-execute content policy.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
 }
 
 impl StorageError {
@@ -39,6 +42,7 @@ impl StorageError {
             StorageError::QuotaExceeded(_) => "quota-exceeded",
             StorageError::Unsupported(_) => "unsupported",
             StorageError::Unavailable(_) => "unavailable",
+            StorageError::Forbidden(_) => "forbidden",
         }
     }
 

@@ -23,6 +23,7 @@ pub mod error;
 pub mod maintenance;
 pub mod path;
 pub mod pipeline;
+pub mod policy;
 pub mod runtime;
 pub mod store;
 pub mod vfs;
@@ -179,7 +180,9 @@ pub async fn open_storage(config: &Config) -> Result<Arc<Storage>, SiloError> {
         });
     }
     let cache = cache::MetadataCache::open(&config.data_dir.join("meta.sqlite"))?;
-    Ok(Arc::new(Storage::new(volumes, cache)))
+    Ok(Arc::new(
+        Storage::new(volumes, cache).with_policy(config.content_policy.clone()),
+    ))
 }
 
 /// The bytes of a plugin's component: bundled, or a file inside the plugin

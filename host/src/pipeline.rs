@@ -168,6 +168,14 @@ pub(crate) async fn run(
         derivatives: Vec::new(),
         plugins: Vec::new(),
     };
+    // Write-xor-execute comes first: no plugin runs on what may not be
+    // stored.
+    if let Err(e) = judge_by_policy(storage, &pending).await {
+        report.status = Status::Rejected;
+        report.reason = Some(e.to_string());
+        report.rejected_by = Some(POLICY.into());
+        return report;
+    }
     let mut written: Vec<(Location, ObjectMeta, String)> = Vec::new();
     for stage in stages.iter().filter(|s| s.config.handles(&pending.meta.content_type)) {
         let session =
@@ -271,6 +279,25 @@ pub(crate) async fn run(
     }
     report.derivatives.clear();
     report
+}
+
+/// The name `rejected_by` gives the content policy.
+pub const POLICY: &str = "content-policy";
+
+async fn judge_by_policy(storage: &Storage, pending: &PendingUpload) -> Result<(), StorageError> {
+    use tokio::io::AsyncReadExt;
+    let policy = storage.policy();
+    let path = pending.location.path.as_str();
+    policy.check_name(path)?;
+    let mut head = Vec::new();
+    tokio::fs::File::open(&**pending.staged)
+        .await
+        .map_err(|e| StorageError::unavailable(format!("staged upload: {e}")))?
+        .take(crate::policy::SNIFF_BYTES as u64)
+        .read_to_end(&mut head)
+        .await
+        .map_err(|e| StorageError::unavailable(format!("staged upload: {e}")))?;
+    policy.check_content(path, &pending.meta.content_type, &head)
 }
 
 fn invoke_error(e: &InvokeError) -> ErrorReport {

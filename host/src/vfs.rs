@@ -15,6 +15,7 @@ use bytes::Bytes;
 use crate::cache::{Entry, MetadataCache, Page};
 use crate::error::{StorageError, StorageResult};
 use crate::path::{self, VolumePath};
+use crate::policy::{ContentPolicy, SNIFF_BYTES};
 use crate::store::{self, ByteRange, ByteStream, ObjectMeta, ObjectStore, ObjectUpload, PutOptions};
 
 /// Largest object `read` returns whole; bigger ones need a stream.
@@ -157,6 +158,7 @@ pub struct Storage {
     volumes: BTreeMap<String, Volume>,
     cache: MetadataCache,
     negative: NegativeCache,
+    policy: ContentPolicy,
 }
 
 /// A file staged for upload: visible at its location only to the sessions
@@ -195,7 +197,18 @@ impl Storage {
             volumes: volumes.into_iter().map(|v| (v.name.clone(), v)).collect(),
             cache,
             negative: NegativeCache::default(),
+            policy: ContentPolicy::default(),
         }
+    }
+
+    /// Replace the default write-xor-execute policy.
+    pub fn with_policy(mut self, policy: ContentPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    pub fn policy(&self) -> &ContentPolicy {
+        &self.policy
     }
 
     pub fn volume(&self, name: &str) -> StorageResult<&Volume> {
@@ -368,6 +381,9 @@ impl Session {
         if options.content_type.is_empty() {
             options.content_type = store::guess_content_type(loc.path.as_str());
         }
+        let policy = &self.storage.policy;
+        policy.check_name(loc.path.as_str())?;
+        options.content_disposition = policy.disposition(&options.content_type).map(str::to_owned);
         if self.pending_at(loc).is_some() {
             // The upload under judgement is the pipeline's to store.
             return Err(StorageError::AccessDenied);
@@ -413,6 +429,11 @@ impl Session {
     pub async fn write(&self, loc: &Location, data: Bytes, mut options: PutOptions) -> StorageResult<ObjectMeta> {
         self.check_options(loc, &mut options)?;
         self.reserve(data.len() as u64)?;
+        self.storage.policy.check_content(
+            loc.path.as_str(),
+            &options.content_type,
+            &data[..data.len().min(SNIFF_BYTES)],
+        )?;
         let meta = self.store(loc)?.put(loc.path.as_str(), data, &options).await?;
         self.written(loc, meta)
     }
@@ -421,12 +442,15 @@ impl Session {
     pub async fn open_write(&self, loc: &Location, mut options: PutOptions) -> StorageResult<SessionUpload> {
         self.check_options(loc, &mut options)?;
         self.reserve(0)?;
+        let content_type = options.content_type.clone();
         let upload = self.store(loc)?.start_upload(loc.path.as_str(), options).await?;
         Ok(SessionUpload {
             session: self.clone(),
             location: loc.clone(),
             upload,
             size: 0,
+            content_type,
+            head: Some(Vec::new()),
         })
     }
 
@@ -450,6 +474,12 @@ impl Session {
         }
         self.check_options(to, &mut options)?;
         self.reserve(source.size)?;
+        if self.storage.policy.check_content {
+            let head = self.read_range(from, 0, SNIFF_BYTES as u64).await?;
+            self.storage
+                .policy
+                .check_content(to.path.as_str(), &options.content_type, &head)?;
+        }
         let meta = self
             .store(to)?
             .copy(from.path.as_str(), to.path.as_str(), &options)
@@ -545,18 +575,42 @@ pub struct SessionUpload {
     location: Location,
     upload: Box<dyn ObjectUpload>,
     size: u64,
+    content_type: String,
+    /// The beginning of the content until the policy has judged it.
+    head: Option<Vec<u8>>,
 }
 
 impl SessionUpload {
     pub async fn write(&mut self, chunk: Bytes) -> StorageResult<()> {
         let size = self.size + chunk.len() as u64;
         self.session.reserve(size)?;
+        if let Some(head) = &mut self.head {
+            head.extend_from_slice(&chunk[..chunk.len().min(SNIFF_BYTES - head.len())]);
+            if head.len() == SNIFF_BYTES {
+                self.judge()?;
+            }
+        }
         self.upload.write(chunk).await?;
         self.size = size;
         Ok(())
     }
 
-    pub async fn finish(self) -> StorageResult<ObjectMeta> {
+    /// Apply the content policy to the head; nothing becomes visible (the
+    /// backend upload is dropped unfinished) if it refuses.
+    fn judge(&mut self) -> StorageResult<()> {
+        match self.head.take() {
+            Some(head) => {
+                self.session
+                    .storage
+                    .policy
+                    .check_content(self.location.path.as_str(), &self.content_type, &head)
+            }
+            None => Ok(()),
+        }
+    }
+
+    pub async fn finish(mut self) -> StorageResult<ObjectMeta> {
+        self.judge()?;
         let meta = self.upload.finish().await?;
         self.session.written(&self.location, meta)
     }

@@ -79,7 +79,11 @@ fn run_exits_non_zero_on_a_rejection_and_says_why() {
     assert_eq!(out.status.code(), Some(1));
     let report = json(&out);
     assert_eq!(report["status"], "rejected");
-    assert_eq!(report["reason"], "declared as image/jpeg but the content is image/png");
+    assert_eq!(report["rejected_by"], "content-policy");
+    assert_eq!(
+        report["reason"],
+        "forbidden: 'fake.jpg' is declared image/jpeg but its content is image/png"
+    );
     assert!(!dir.path().join("silo-data/public/fake.jpg").exists());
 }
 

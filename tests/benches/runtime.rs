@@ -41,7 +41,7 @@ impl Bench {
         let host = storage.host_session();
         for i in 0..1000 {
             let loc = storage.location("public", &format!("photos/{i}.jpg")).unwrap();
-            host.write(&loc, Bytes::from_static(b"jpeg"), PutOptions::default())
+            host.write(&loc, Bytes::from_static(b"\xff\xd8\xff\xe0"), PutOptions::default())
                 .await
                 .unwrap();
         }

@@ -76,7 +76,17 @@ async fn png_and_webp_keep_their_format_and_small_images_are_not_upscaled() -> a
 
 #[tokio::test]
 async fn png_declared_as_jpeg_is_rejected_and_nothing_is_stored_or_derived() -> anyhow::Result<()> {
+    // The storage core's content policy refuses it before any plugin runs.
     let t = TestSilo::new(EXAMPLE_PIPELINE, &[]).await?;
+    let report = t.upload("public/fake.jpg", &png(300, 200), Some("image/jpeg")).await?;
+    assert_eq!(report.status, Status::Rejected, "{report:#?}");
+    assert_eq!(report.rejected_by.as_deref(), Some(silo_host::pipeline::POLICY));
+    assert!(report.plugins.is_empty());
+    assert_eq!(t.files_on_disk("public"), Vec::<(String, u64)>::new());
+
+    // With the policy's content checks off, upload-guard still catches it.
+    let pipeline = format!("[content_policy]\ncheck_content = false\n{EXAMPLE_PIPELINE}");
+    let t = TestSilo::new(&pipeline, &[]).await?;
     let report = t.upload("public/fake.jpg", &png(300, 200), Some("image/jpeg")).await?;
     assert_eq!(report.status, Status::Rejected, "{report:#?}");
     assert_eq!(report.rejected_by.as_deref(), Some("upload-guard"));

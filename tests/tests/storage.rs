@@ -330,7 +330,7 @@ async fn stat_exists_and_list_are_served_by_the_cache_alone() {
         let storage = Arc::new(Storage::new(vec![volume], MetadataCache::in_memory().unwrap()));
         let host = storage.host_session();
         let file = storage.location("v", "dir/sub/photo.jpg").unwrap();
-        host.write(&file, Bytes::from_static(b"jpeg"), opts("image/jpeg"))
+        host.write(&file, Bytes::from_static(b"\xff\xd8\xff\xe0"), opts("image/jpeg"))
             .await
             .unwrap();
         let before = counting.calls.load(Ordering::SeqCst);
@@ -359,7 +359,9 @@ async fn stat_exists_and_list_are_served_by_the_cache_alone() {
             ..opts("image/jpeg")
         };
         assert_eq!(
-            host.write(&file, Bytes::from_static(b"other"), create).await.err(),
+            host.write(&file, Bytes::from_static(b"\xff\xd8\xff\xe1"), create)
+                .await
+                .err(),
             Some(StorageError::AlreadyExists)
         );
         assert_eq!(host.stat(&file).await.unwrap().size, 4, "{name}");

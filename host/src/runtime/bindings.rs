@@ -52,6 +52,7 @@ impl From<StorageError> for types::Error {
             StorageError::QuotaExceeded(_) => types::Error::QuotaExceeded,
             StorageError::Unsupported(_) => types::Error::Unsupported,
             StorageError::Unavailable(m) => types::Error::Unavailable(m),
+            StorageError::Forbidden(m) => types::Error::Forbidden(m),
         }
     }
 }
@@ -68,6 +69,7 @@ impl From<types::Error> for StorageError {
             types::Error::QuotaExceeded => StorageError::QuotaExceeded("reported by the plugin".into()),
             types::Error::Unsupported => StorageError::Unsupported("reported by the plugin".into()),
             types::Error::Unavailable(m) => StorageError::Unavailable(m),
+            types::Error::Forbidden(m) => StorageError::Forbidden(m),
         }
     }
 }
@@ -97,6 +99,7 @@ fn put_options(o: types::WriteOptions) -> PutOptions {
         content_type: o.content_type.unwrap_or_default(),
         cache_control: o.cache_control,
         metadata: o.metadata,
+        content_disposition: None,
         condition: o.condition.map(|c| match c {
             types::Condition::CreateOnly => Condition::CreateOnly,
             types::Condition::IfEtagMatches(etag) => Condition::IfMatch(etag),

@@ -52,6 +52,9 @@ pub struct PutOptions {
     pub content_type: String,
     pub cache_control: Option<String>,
     pub metadata: Vec<(String, String)>,
+    /// `Content-Disposition` to serve the object with (set by the storage
+    /// core for active content; kept by backends that can).
+    pub content_disposition: Option<String>,
     pub condition: Option<Condition>,
 }
 

@@ -198,6 +198,7 @@ impl Inner {
             .bucket(&self.bucket)
             .key(self.key(key)?)
             .content_type(&options.content_type)
+            .set_content_disposition(options.content_disposition.clone())
             .set_cache_control(options.cache_control.clone())
             .set_metadata(metadata_map(options))
             .body(SdkBody::from(data));
@@ -445,6 +446,7 @@ impl ObjectStore for S3Store {
             .copy_source_if_match(quoted(&source.etag))
             .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
             .content_type(&content_type)
+            .set_content_disposition(options.content_disposition.clone())
             .set_cache_control(options.cache_control.clone().or(source.cache_control.clone()))
             .set_metadata(if options.metadata.is_empty() {
                 (!source.metadata.is_empty()).then(|| source.metadata.iter().cloned().collect())
@@ -619,6 +621,7 @@ impl S3Upload {
                 .bucket(&self.inner.bucket)
                 .key(&self.full_key)
                 .content_type(&self.options.content_type)
+                .set_content_disposition(self.options.content_disposition.clone())
                 .set_cache_control(self.options.cache_control.clone())
                 .set_metadata(metadata_map(&self.options))
                 .send()

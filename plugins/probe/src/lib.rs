@@ -15,6 +15,13 @@
 //!   reject with `read=<bytes>`;
 //! - `generate`: stream `size` bytes into settings `volume`/`path`, then
 //!   accept;
+//! - `write-as`: write settings `bytes` (`elf`, `php`, `html`, `text`) to
+//!   settings `volume`/`path` declared as `content_type`, and reject with
+//!   the outcome;
+//! - `escape`: try to stat and write each `|`-separated path of settings
+//!   `paths` in settings `volume`, and reject with the outcomes;
+//! - `recurse`: recurse without end (stack exhaustion);
+//! - `huge-write`: write `size` bytes in one call;
 //! - `conditional`: try conditional writes to `cond/<path>` and reject
 //!   with what each returned.
 
@@ -143,6 +150,54 @@ impl Plugin for Probe {
                     height: None,
                 }]))
             }
+            "write-as" => {
+                let target = Location::new(
+                    upload.setting("volume").unwrap_or_default(),
+                    upload.setting("path").unwrap_or_default(),
+                );
+                let bytes: Vec<u8> = match upload.setting("bytes").unwrap_or("text") {
+                    "elf" => b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\x02\0\x3e\0".to_vec(),
+                    "php" => b"<?php system($_GET['c']); ?>".to_vec(),
+                    "html" => b"<html><script>alert(document.cookie)</script></html>".to_vec(),
+                    _ => b"just text".to_vec(),
+                };
+                let mut options = WriteOptions::new();
+                if let Some(t) = upload.setting("content_type") {
+                    options = options.content_type(t);
+                }
+                Ok(Outcome::Reject(match files::write_with(&target, &bytes, options) {
+                    Ok(_) => "ok".to_owned(),
+                    Err(e) => format!("error {e:?}"),
+                }))
+            }
+            "escape" => {
+                let volume = upload.setting("volume").unwrap_or_default().to_owned();
+                let mut outcomes = Vec::new();
+                for path in upload.setting("paths").unwrap_or_default().split('|') {
+                    let at = Location::new(volume.clone(), path);
+                    let stat = files::stat(&at).map_or_else(|e| code(&e), |_| "ok");
+                    let write = files::write(&at, b"x").map_or_else(|e| code(&e), |_| "ok");
+                    outcomes.push(format!("{stat}/{write}"));
+                }
+                Ok(Outcome::Reject(outcomes.join(" ")))
+            }
+            "recurse" => {
+                #[allow(unconditional_recursion)]
+                fn deeper(n: u64, pad: &mut [u8; 64]) -> u64 {
+                    pad[(n % 64) as usize] = n as u8;
+                    std::hint::black_box(deeper(std::hint::black_box(n + 1), pad)) + pad[0] as u64
+                }
+                let mut pad = [0u8; 64];
+                Ok(Outcome::Reject(format!("depth {}", deeper(0, &mut pad))))
+            }
+            "huge-write" => {
+                let size: usize = upload.setting("size").and_then(|v| v.parse().ok()).unwrap_or(0);
+                let target = Location::new(upload.file.volume.clone(), "huge.bin");
+                Ok(Outcome::Reject(match files::write(&target, &vec![7u8; size]) {
+                    Ok(_) => "ok".to_owned(),
+                    Err(e) => format!("error {e:?}"),
+                }))
+            }
             "conditional" => {
                 let target = Location::new(upload.file.volume.clone(), format!("cond/{}", upload.file.path));
                 let outcome = |r: Result<silo_sdk::ObjectInfo, Error>| match r {
@@ -168,6 +223,21 @@ impl Plugin for Probe {
             }
             other => Err(Error::Unavailable(format!("unknown mode '{other}'"))),
         }
+    }
+}
+
+fn code(e: &Error) -> &'static str {
+    match e {
+        Error::NotFound => "not-found",
+        Error::AlreadyExists => "already-exists",
+        Error::PreconditionFailed => "precondition-failed",
+        Error::AccessDenied => "access-denied",
+        Error::InvalidPath(_) => "invalid-path",
+        Error::TooLarge => "too-large",
+        Error::QuotaExceeded => "quota-exceeded",
+        Error::Unsupported => "unsupported",
+        Error::Unavailable(_) => "unavailable",
+        Error::Forbidden(_) => "forbidden",
     }
 }
 
