@@ -55,6 +55,14 @@ pub enum Entry {
     Dir { path: String },
 }
 
+impl Entry {
+    pub fn path(&self) -> &str {
+        match self {
+            Entry::File { path, .. } | Entry::Dir { path } => path,
+        }
+    }
+}
+
 /// One page of a listing.
 #[derive(Debug, Default)]
 pub struct Page {
@@ -226,38 +234,50 @@ impl MetadataCache {
     pub fn list_dir(&self, volume: &str, dir: &str, cursor: Option<&str>, limit: usize) -> StorageResult<Page> {
         let (after_path, after_kind) = decode_cursor(cursor)?;
         let conn = self.conn();
-        let mut stmt = conn
+        // Files and directories are each one index range scan bounded by
+        // the page size, merged here (files first on equal paths) rather
+        // than sorted by SQLite.
+        let mut files_stmt = conn
             .prepare_cached(
-                // Each side is an index range scan bounded by the page
-                // size; only the two short runs are merged and sorted.
-                "SELECT * FROM (
-                     SELECT path, 0 AS kind, size, etag, content_type, modified_ms, cache_control, metadata
-                     FROM objects WHERE volume = ?1 AND parent = ?2 AND path >= ?3 AND (path > ?3 OR ?4 < 0)
-                     ORDER BY path LIMIT ?5
-                 )
-                 UNION ALL
-                 SELECT * FROM (
-                     SELECT path, 1 AS kind, 0, '', '', 0, NULL, '[]'
-                     FROM dirs WHERE volume = ?1 AND parent = ?2 AND path >= ?3 AND (path > ?3 OR ?4 < 1)
-                     ORDER BY path LIMIT ?5
-                 )
-                 ORDER BY path, kind LIMIT ?5",
+                "SELECT path, size, etag, content_type, modified_ms, cache_control, metadata
+                 FROM objects WHERE volume = ?1 AND parent = ?2 AND path >= ?3 AND (path > ?3 OR ?4 < 0)
+                 ORDER BY path LIMIT ?5",
             )
             .map_err(db_error)?;
-        let rows = stmt
+        let files = files_stmt
             .query_map(params![volume, dir, after_path, after_kind, limit as i64 + 1], |row| {
-                let path: String = row.get(0)?;
-                Ok(if row.get::<_, i64>(1)? == 1 {
-                    Entry::Dir { path }
-                } else {
-                    Entry::File {
-                        path,
-                        meta: meta_from_row(row, 2)?,
-                    }
+                Ok(Entry::File {
+                    path: row.get(0)?,
+                    meta: meta_from_row(row, 1)?,
                 })
             })
+            .map_err(db_error)?
+            .collect::<Result<Vec<_>, _>>()
             .map_err(db_error)?;
-        let entries = rows.collect::<Result<Vec<_>, _>>().map_err(db_error)?;
+        let mut dirs_stmt = conn
+            .prepare_cached(
+                "SELECT path FROM dirs WHERE volume = ?1 AND parent = ?2 AND path >= ?3 AND (path > ?3 OR ?4 < 1)
+                 ORDER BY path LIMIT ?5",
+            )
+            .map_err(db_error)?;
+        let dirs = dirs_stmt
+            .query_map(params![volume, dir, after_path, after_kind, limit as i64 + 1], |row| {
+                Ok(Entry::Dir { path: row.get(0)? })
+            })
+            .map_err(db_error)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db_error)?;
+        let mut entries = Vec::with_capacity((limit + 1).min(files.len() + dirs.len()));
+        let (mut files, mut dirs) = (files.into_iter().peekable(), dirs.into_iter().peekable());
+        while entries.len() <= limit {
+            let take_file = match (files.peek(), dirs.peek()) {
+                (Some(f), Some(d)) => f.path() <= d.path(),
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            entries.extend(if take_file { files.next() } else { dirs.next() });
+        }
         Ok(paginate(entries, limit))
     }
 

@@ -1,7 +1,8 @@
 //! S3 benchmark against the SeaweedFS server `tests/run` starts: prints a
 //! table of Silo against the plain aws-sdk-s3 baseline, measured in the same
 //! run. Run with `tests/run bench` (release build; populating the 100,000
-//! objects takes a minute or two). `SILO_BENCH_SCALE=0.1` runs a tenth.
+//! objects takes a minute or two). `SILO_BENCH_SCALE=0.1` runs a tenth;
+//! `SILO_BENCH_PARTS=12` runs only parts (1) and (2).
 //!
 //! (1) stat from the metadata cache vs HeadObject;
 //! (2) listing a 10,000-file directory from the cache vs ListObjectsV2 pages;
@@ -112,6 +113,7 @@ grants = [{{ volume = "big", access = ["read", "write"] }}]
         s3::volume_toml("big", &bucket, "big", ""),
     );
     let mut rows = Vec::new();
+    let parts = std::env::var("SILO_BENCH_PARTS").unwrap_or_else(|_| "1234".into());
 
     // (1) + (2): a 10,000-file directory.
     let files = (10_000.0 * scale) as usize;
@@ -198,147 +200,151 @@ grants = [{{ volume = "big", access = ["read", "write"] }}]
         target: ">= 20x",
     });
 
-    // (3) a 100,000-object bucket laid out as CMSs do: year/month folders.
-    let objects = (100_000.0 * scale) as usize;
-    let keys: Vec<String> = (0..objects)
-        .map(|i| format!("site/{}/{:02}/upload-{i:06}.jpg", 2015 + i % 10, 1 + (i / 10) % 12))
-        .collect();
-    eprintln!("populating {objects} objects for the refresh");
-    let start = Instant::now();
-    populate(&client, &bucket, keys, 64).await;
-    eprintln!("  took {:.0} s", start.elapsed().as_secs_f64());
-    let start = Instant::now();
-    let mut scanned = 0;
-    let mut token: Option<String> = None;
-    loop {
-        let page = client
-            .list_objects_v2()
+    if parts.contains('3') {
+        // (3) a 100,000-object bucket laid out as CMSs do: year/month folders.
+        let objects = (100_000.0 * scale) as usize;
+        let keys: Vec<String> = (0..objects)
+            .map(|i| format!("site/{}/{:02}/upload-{i:06}.jpg", 2015 + i % 10, 1 + (i / 10) % 12))
+            .collect();
+        eprintln!("populating {objects} objects for the refresh");
+        let start = Instant::now();
+        populate(&client, &bucket, keys, 64).await;
+        eprintln!("  took {:.0} s", start.elapsed().as_secs_f64());
+        let start = Instant::now();
+        let mut scanned = 0;
+        let mut token: Option<String> = None;
+        loop {
+            let page = client
+                .list_objects_v2()
+                .bucket(&bucket)
+                .prefix("site/")
+                .set_continuation_token(token)
+                .send()
+                .await
+                .unwrap();
+            scanned += page.contents().len();
+            token = page.next_continuation_token().map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+        let bare = scanned as f64 / start.elapsed().as_secs_f64();
+        assert_eq!(scanned, objects);
+        let start = Instant::now();
+        let report = refresh(storage, "site", &|_| {}).await.unwrap();
+        let refreshed = report.files as f64 / start.elapsed().as_secs_f64();
+        assert_eq!(report.files as usize, objects);
+        rows.push(Row {
+            what: format!("(3) refresh {objects} objects"),
+            silo: format!("{refreshed:.0} objects/s"),
+            baseline: format!("{bare:.0} objects/s (ListObjectsV2 scan)"),
+            ratio: format!("{:.2}x", refreshed / bare),
+            target: ">= 0.8x",
+        });
+    }
+    drop(t);
+
+    if parts.contains('4') {
+        // (4) 1 GiB through a plugin.
+        let scratch = tempfile::tempdir().unwrap();
+        let file = scratch.path().join("big.bin");
+        {
+            let mut out = tokio::fs::File::create(&file).await.unwrap();
+            let block: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+            for _ in 0..big >> 20 {
+                out.write_all(&block).await.unwrap();
+            }
+            out.flush().await.unwrap();
+        }
+        let start = Instant::now();
+        client
+            .put_object()
             .bucket(&bucket)
-            .prefix("site/")
-            .set_continuation_token(token)
+            .key("big/direct.bin")
+            .body(SdkBody::from_path(&file).await.unwrap())
             .send()
             .await
             .unwrap();
-        scanned += page.contents().len();
-        token = page.next_continuation_token().map(str::to_owned);
-        if token.is_none() {
-            break;
-        }
-    }
-    let bare = scanned as f64 / start.elapsed().as_secs_f64();
-    assert_eq!(scanned, objects);
-    let start = Instant::now();
-    let report = refresh(storage, "site", &|_| {}).await.unwrap();
-    let refreshed = report.files as f64 / start.elapsed().as_secs_f64();
-    assert_eq!(report.files as usize, objects);
-    rows.push(Row {
-        what: format!("(3) refresh {objects} objects"),
-        silo: format!("{refreshed:.0} objects/s"),
-        baseline: format!("{bare:.0} objects/s (ListObjectsV2 scan)"),
-        ratio: format!("{:.2}x", refreshed / bare),
-        target: ">= 0.8x",
-    });
-    drop(t);
+        let direct_put = big as f64 / MIB / start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        let mut body = client
+            .get_object()
+            .bucket(&bucket)
+            .key("big/direct.bin")
+            .send()
+            .await
+            .unwrap()
+            .body
+            .into_async_read();
+        let copied = tokio::io::copy(&mut body, &mut tokio::io::sink()).await.unwrap();
+        assert_eq!(copied, big);
+        let direct_get = big as f64 / MIB / start.elapsed().as_secs_f64();
 
-    // (4) 1 GiB through a plugin.
-    let scratch = tempfile::tempdir().unwrap();
-    let file = scratch.path().join("big.bin");
-    {
-        let mut out = tokio::fs::File::create(&file).await.unwrap();
-        let block: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
-        for _ in 0..big >> 20 {
-            out.write_all(&block).await.unwrap();
-        }
-        out.flush().await.unwrap();
-    }
-    let start = Instant::now();
-    client
-        .put_object()
-        .bucket(&bucket)
-        .key("big/direct.bin")
-        .body(SdkBody::from_path(&file).await.unwrap())
-        .send()
+        let writer = TestSilo::with_volumes(
+            &pipeline("generate", &format!("path = \"through-silo.bin\", size = \"{big}\"")),
+            &[("probe.wasm", PROBE)],
+            &volumes,
+        )
         .await
         .unwrap();
-    let direct_put = big as f64 / MIB / start.elapsed().as_secs_f64();
-    let start = Instant::now();
-    let mut body = client
-        .get_object()
-        .bucket(&bucket)
-        .key("big/direct.bin")
-        .send()
+        let reader = TestSilo::with_volumes(
+            &pipeline("read-all", "path = \"through-silo.bin\""),
+            &[("probe.wasm", PROBE)],
+            &volumes,
+        )
         .await
-        .unwrap()
-        .body
-        .into_async_read();
-    let copied = tokio::io::copy(&mut body, &mut tokio::io::sink()).await.unwrap();
-    assert_eq!(copied, big);
-    let direct_get = big as f64 / MIB / start.elapsed().as_secs_f64();
+        .unwrap();
+        // Warm: compiled plugins, connections.
+        let _ = reader.upload("public/warm.txt", b"x", None).await;
 
-    let writer = TestSilo::with_volumes(
-        &pipeline("generate", &format!("path = \"through-silo.bin\", size = \"{big}\"")),
-        &[("probe.wasm", PROBE)],
-        &volumes,
-    )
-    .await
-    .unwrap();
-    let reader = TestSilo::with_volumes(
-        &pipeline("read-all", "path = \"through-silo.bin\""),
-        &[("probe.wasm", PROBE)],
-        &volumes,
-    )
-    .await
-    .unwrap();
-    // Warm: compiled plugins, connections.
-    let _ = reader.upload("public/warm.txt", b"x", None).await;
+        let (rss_before, _) = rss_kb();
+        reset_peak();
+        let start = Instant::now();
+        let report = writer.upload("public/trigger.txt", b"go", None).await.unwrap();
+        let silo_write = big as f64 / MIB / start.elapsed().as_secs_f64();
+        let (_, write_peak) = rss_kb();
+        assert_eq!(report.derivatives[0].size, big, "{report:#?}");
+        refresh(reader.silo.storage(), "big", &|_| {}).await.unwrap();
 
-    let (rss_before, _) = rss_kb();
-    reset_peak();
-    let start = Instant::now();
-    let report = writer.upload("public/trigger.txt", b"go", None).await.unwrap();
-    let silo_write = big as f64 / MIB / start.elapsed().as_secs_f64();
-    let (_, write_peak) = rss_kb();
-    assert_eq!(report.derivatives[0].size, big, "{report:#?}");
-    refresh(reader.silo.storage(), "big", &|_| {}).await.unwrap();
+        let (rss_before_read, _) = rss_kb();
+        reset_peak();
+        let start = Instant::now();
+        let report = reader.upload("public/trigger.txt", b"go", None).await.unwrap();
+        let silo_read = big as f64 / MIB / start.elapsed().as_secs_f64();
+        let (_, read_peak) = rss_kb();
+        assert_eq!(
+            report.reason.as_deref(),
+            Some(format!("read={big}").as_str()),
+            "{report:#?}"
+        );
 
-    let (rss_before_read, _) = rss_kb();
-    reset_peak();
-    let start = Instant::now();
-    let report = reader.upload("public/trigger.txt", b"go", None).await.unwrap();
-    let silo_read = big as f64 / MIB / start.elapsed().as_secs_f64();
-    let (_, read_peak) = rss_kb();
-    assert_eq!(
-        report.reason.as_deref(),
-        Some(format!("read={big}").as_str()),
-        "{report:#?}"
-    );
-
-    let gib = big as f64 / MIB / 1024.0;
-    rows.push(Row {
-        what: format!("(4) write {gib:.2} GiB from a plugin"),
-        silo: format!("{silo_write:.0} MiB/s"),
-        baseline: format!("{direct_put:.0} MiB/s (PutObject from a file)"),
-        ratio: format!("{:.2}x", silo_write / direct_put),
-        target: ">= 0.7x",
-    });
-    rows.push(Row {
-        what: format!("(4) read {gib:.2} GiB into a plugin"),
-        silo: format!("{silo_read:.0} MiB/s"),
-        baseline: format!("{direct_get:.0} MiB/s (GetObject to a sink)"),
-        ratio: format!("{:.2}x", silo_read / direct_get),
-        target: ">= 0.7x",
-    });
-    rows.push(Row {
-        what: "(4) host peak RSS growth while streaming".into(),
-        silo: format!(
-            "write +{:.1} MiB, read +{:.1} MiB",
-            write_peak.saturating_sub(rss_before) as f64 / 1024.0,
-            read_peak.saturating_sub(rss_before_read) as f64 / 1024.0
-        ),
-        baseline: "-".into(),
-        ratio: "-".into(),
-        target: "<= 64 MiB",
-    });
+        let gib = big as f64 / MIB / 1024.0;
+        rows.push(Row {
+            what: format!("(4) write {gib:.2} GiB from a plugin"),
+            silo: format!("{silo_write:.0} MiB/s"),
+            baseline: format!("{direct_put:.0} MiB/s (PutObject from a file)"),
+            ratio: format!("{:.2}x", silo_write / direct_put),
+            target: ">= 0.7x",
+        });
+        rows.push(Row {
+            what: format!("(4) read {gib:.2} GiB into a plugin"),
+            silo: format!("{silo_read:.0} MiB/s"),
+            baseline: format!("{direct_get:.0} MiB/s (GetObject to a sink)"),
+            ratio: format!("{:.2}x", silo_read / direct_get),
+            target: ">= 0.7x",
+        });
+        rows.push(Row {
+            what: "(4) host peak RSS growth while streaming".into(),
+            silo: format!(
+                "write +{:.1} MiB, read +{:.1} MiB",
+                write_peak.saturating_sub(rss_before) as f64 / 1024.0,
+                read_peak.saturating_sub(rss_before_read) as f64 / 1024.0
+            ),
+            baseline: "-".into(),
+            ratio: "-".into(),
+            target: "<= 64 MiB",
+        });
+    }
 
     println!("\nS3 benchmark (SeaweedFS on loopback, scale {scale})\n");
     println!("| measure | Silo | baseline | ratio | target |");
