@@ -144,7 +144,8 @@ pub const MAX_TIME_MS: u64 = 10 * 60 * 1000;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GrantConfig {
-    pub volume: String,
+    /// Spanned, so that errors can name the line.
+    pub volume: toml::Spanned<String>,
     #[serde(default)]
     pub prefix: String,
     pub access: Vec<Access>,
@@ -237,7 +238,7 @@ impl Config {
         for volume in config.volumes.values_mut() {
             volume.path = volume.path.as_deref().map(absolute);
         }
-        config.validate()?;
+        config.validate(text)?;
         Ok(config)
     }
 
@@ -248,7 +249,8 @@ impl Config {
         }
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    fn validate(&self, text: &str) -> Result<(), ConfigError> {
+        let line = |span: std::ops::Range<usize>| text.get(..span.start).map_or(0, |t| t.matches('\n').count() + 1);
         if self.volumes.is_empty() {
             return Err(self.invalid("no volumes are configured; add a [volumes.<name>] table".into()));
         }
@@ -352,16 +354,20 @@ impl Config {
                 return Err(self.invalid(format!("{who}: limits.time_ms must be 1..={MAX_TIME_MS}")));
             }
             for grant in &plugin.grants {
-                if !self.volumes.contains_key(&grant.volume) {
+                if !self.volumes.contains_key(grant.volume.get_ref()) {
                     return Err(self.invalid(format!(
-                        "{who}: a grant names volume '{}', which is not configured",
-                        grant.volume
+                        "line {}: {who}: a grant names volume '{}', which is not configured",
+                        line(grant.volume.span()),
+                        grant.volume.get_ref()
                     )));
                 }
                 crate::path::check_prefix(&grant.prefix)
                     .map_err(|e| self.invalid(format!("{who}: grant prefix '{}': {e}", grant.prefix)))?;
                 if grant.access.is_empty() {
-                    return Err(self.invalid(format!("{who}: a grant on '{}' gives no access", grant.volume)));
+                    return Err(self.invalid(format!(
+                        "{who}: a grant on '{}' gives no access",
+                        grant.volume.get_ref()
+                    )));
                 }
             }
         }
@@ -547,7 +553,7 @@ mod tests {
             ("[volumes.A]\nbackend = \"memory\"", "lower-case"),
             (
                 "[volumes.a]\nbackend = \"memory\"\n[[plugins]]\nname = \"p\"\ncomponent = \"p.wasm\"\ngrants = [{ volume = \"b\", access = [\"read\"] }]",
-                "volume 'b', which is not configured",
+                "line 6: plugin 'p': a grant names volume 'b', which is not configured",
             ),
             (
                 "[volumes.a]\nbackend = \"memory\"\n[[plugins]]\nname = \"p\"\ncomponent = \"p.wasm\"\nsha256 = \"xyz\"",

@@ -77,7 +77,7 @@ impl Silo {
                 .grants
                 .iter()
                 .map(|g| vfs::Grant {
-                    volume: g.volume.clone(),
+                    volume: g.volume.get_ref().clone(),
                     prefix: g.prefix.clone(),
                     access: g.access.clone(),
                 })

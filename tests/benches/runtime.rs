@@ -5,7 +5,8 @@
 //!     InstancePre, call), pooling allocator vs on-demand allocation;
 //! (b) a guest-to-host `stat` served from the metadata cache, vs the same
 //!     `Session::stat` called from Rust;
-//! (c) loading a plugin cold (compiling) vs from the precompiled cache.
+//! (c) loading a plugin cold (compiling) vs from the precompiled cache;
+//! (d) how long an infinite loop runs past its time limit.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -197,6 +198,36 @@ async fn main() {
             format!("cached is {:.0}x faster", cold.as_secs_f64() / warm.as_secs_f64()),
         ));
     }
+
+    // (d) how far past its time limit an infinite loop runs.
+    let runtime = Runtime::new(None, 64).unwrap();
+    let plugin = runtime.load("probe", PROBE, None).unwrap();
+    let limit = Duration::from_millis(200);
+    let mut overshoot = Vec::new();
+    for _ in 0..20 {
+        let session = Session::new(bench.storage.clone(), Some(bench.grants.clone()), Quota::UNLIMITED)
+            .with_pending(bench.pending.clone());
+        let limits = InvokeLimits {
+            memory_bytes: 64 << 20,
+            time: limit,
+        };
+        let started = Instant::now();
+        let result = runtime
+            .on_upload(&plugin, session, limits, bench.upload(&[("mode", "spin")]))
+            .await;
+        assert!(result.is_err(), "the loop must be stopped");
+        overshoot.push(started.elapsed().saturating_sub(limit));
+    }
+    overshoot.sort();
+    rows.push((
+        "(d) infinite loop past a 200 ms limit".into(),
+        format!(
+            "p50 +{:.1} ms, max +{:.1} ms",
+            overshoot[10].as_secs_f64() * 1e3,
+            overshoot[19].as_secs_f64() * 1e3
+        ),
+        "target: within +100 ms".into(),
+    ));
 
     let w0 = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0);
     let w1 = rows.iter().map(|r| r.1.chars().count()).max().unwrap_or(0);

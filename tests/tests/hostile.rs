@@ -240,3 +240,106 @@ async fn stack_exhaustion_and_oversized_writes_end_cleanly_and_the_host_goes_on(
     assert!(t.files_on_disk("public").is_empty());
     Ok(())
 }
+
+#[tokio::test]
+async fn fifty_hostile_invocations_beside_a_good_plugin_leave_its_results_unchanged() -> anyhow::Result<()> {
+    let hostile: [(&str, &str); 5] = [
+        ("spin", r#"mode = "spin""#),
+        ("hog", r#"mode = "hog""#),
+        ("recurse", r#"mode = "recurse""#),
+        ("flood", r#"mode = "flood""#),
+        (
+            "escape",
+            r#"mode = "escape", volume = "public", paths = "../private/secret.txt|/etc/passwd|up/../../x""#,
+        ),
+    ];
+    let mut pipeline = String::new();
+    for (mode, settings) in hostile {
+        pipeline += &format!(
+            r#"
+[[plugins]]
+name = "{mode}"
+component = "probe.wasm"
+sha256 = "{{sha256:probe.wasm}}"
+events = ["application/x-{mode}"]
+settings = {{ {settings} }}
+limits = {{ time_ms = {time_ms}, memory_mib = 32, objects_written = 20 }}
+grants = [{{ volume = "public", prefix = "{prefix}", access = ["read", "write"] }}]
+"#,
+            // The flood needs room to hit its quota.
+            prefix = if mode == "flood" { "" } else { "up" },
+            // Only the loop should meet its time limit, even on a loaded machine.
+            time_ms = if mode == "spin" { 500 } else { 20_000 }
+        );
+    }
+    pipeline += r#"
+[[plugins]]
+name = "good"
+component = "probe.wasm"
+sha256 = "{sha256:probe.wasm}"
+events = ["text/plain"]
+settings = { mode = "stream-copy" }
+grants = [{ volume = "public", access = ["read", "write"] }]
+"#;
+    let t = TestSilo::new(&pipeline, &[("probe.wasm", PROBE)]).await?;
+    let host = t.silo.storage().host_session();
+    let secret = t.silo.storage().location("private", "secret.txt")?;
+    host.write(&secret, Bytes::from_static(b"s3cret"), PutOptions::default())
+        .await?;
+    let t = &t;
+
+    let hostile_jobs = (0..50).map(|i| async move {
+        let (mode, _) = hostile[i % hostile.len()];
+        let report = t
+            .upload(
+                &format!("public/up/{mode}-{i}.bin"),
+                b"payload",
+                Some(&format!("application/x-{mode}")),
+            )
+            .await?;
+        anyhow::Ok((mode, report))
+    });
+    let good_jobs = (0..10).map(|i| async move {
+        let body = format!("good file {i} ").repeat(1000 + i);
+        let report = t.upload(&format!("public/good-{i}.txt"), body.as_bytes(), None).await?;
+        anyhow::Ok((body, report))
+    });
+    let (hostile_results, good_results) = futures::future::join(
+        futures::future::join_all(hostile_jobs),
+        futures::future::join_all(good_jobs),
+    )
+    .await;
+    for result in hostile_results {
+        let (mode, report) = result?;
+        let outcome = report.error.map(|e| e.code).or(report.reason).unwrap_or_default();
+        let expected = match mode {
+            "spin" => "time-limit",
+            "hog" => "memory-limit",
+            "flood" => "quota-exceeded",
+            "escape" => "access-denied/access-denied access-denied/access-denied invalid-path/invalid-path",
+            _ => "trap",
+        };
+        assert!(
+            outcome == expected || (mode == "recurse" && report.status == Status::Error),
+            "{mode}: {outcome}"
+        );
+        assert_ne!(report.status, Status::Accepted, "{mode}");
+    }
+    for (i, result) in good_results.into_iter().enumerate() {
+        let (body, report) = result?;
+        assert_eq!(report.status, Status::Accepted, "good {i}: {report:#?}");
+        let copy = std::fs::read(t.volume_dir("public").join(format!("copies/good-{i}.txt")))?;
+        assert!(copy == body.as_bytes(), "good {i}: the copy differs");
+    }
+    // Only the good plugin's files remain; the secret is untouched.
+    let stored: Vec<String> = t.files_on_disk("public").into_iter().map(|(p, _)| p).collect();
+    assert_eq!(stored.len(), 20, "{stored:?}");
+    assert!(
+        stored
+            .iter()
+            .all(|p| p.starts_with("good-") || p.starts_with("copies/good-")),
+        "{stored:?}"
+    );
+    assert_eq!(host.read(&secret).await?, b"s3cret");
+    Ok(())
+}
