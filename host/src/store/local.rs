@@ -135,29 +135,44 @@ impl Inner {
             )),
             _ => StorageError::unavailable(format!("cannot store '{key}': {e}")),
         };
-        if let Some(parent) = dest.parent() {
-            fs::create_dir_all(parent).map_err(conflict)?;
-        }
+        // Taken from the open file: a rename keeps inode, size and mtime,
+        // and a delete racing this write cannot make it fail afterwards.
+        let written = temp
+            .as_file()
+            .metadata()
+            .map_err(|e| StorageError::unavailable(format!("cannot stat a temporary file: {e}")))?;
         let _guard = self.commit.lock().unwrap_or_else(|p| p.into_inner());
-        match &options.condition {
-            Some(Condition::CreateOnly) => {
-                fs::hard_link(temp.path(), &dest).map_err(conflict)?;
+        // A delete pruning the now-empty parent can race the move into it;
+        // recreate the parent and try again.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            if let Some(parent) = dest.parent() {
+                fs::create_dir_all(parent).map_err(conflict)?;
             }
-            Some(Condition::IfMatch(_)) => {
-                let current = self.head(key).ok();
-                super::memory::check_condition(current.as_ref(), options.condition.as_ref())?;
-                fs::rename(temp.path(), &dest).map_err(conflict)?;
-            }
-            None => {
-                if dest.is_dir() {
-                    return Err(conflict(std::io::ErrorKind::IsADirectory.into()));
+            let moved = match &options.condition {
+                Some(Condition::CreateOnly) => fs::hard_link(temp.path(), &dest),
+                Some(Condition::IfMatch(_)) => {
+                    let current = self.head(key).ok();
+                    super::memory::check_condition(current.as_ref(), options.condition.as_ref())?;
+                    fs::rename(temp.path(), &dest)
                 }
-                fs::rename(temp.path(), &dest).map_err(conflict)?;
+                None => {
+                    if dest.is_dir() {
+                        return Err(conflict(std::io::ErrorKind::IsADirectory.into()));
+                    }
+                    fs::rename(temp.path(), &dest)
+                }
+            };
+            match moved {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempts < 5 => continue,
+                Err(e) => return Err(conflict(e)),
             }
         }
         drop(temp);
         // The directory keeps only the bytes; report what was declared.
-        let mut meta = self.head(key)?;
+        let mut meta = self.meta_of(key, &written);
         meta.content_type.clone_from(&options.content_type);
         meta.cache_control.clone_from(&options.cache_control);
         meta.metadata.clone_from(&options.metadata);
@@ -312,6 +327,9 @@ impl ObjectStore for LocalStore {
             if fs::metadata(&path).map_err(|e| StorageError::io(&key, e))?.is_dir() {
                 return Err(StorageError::NotFound);
             }
+            // Under the commit lock, so pruning never races a write into
+            // the same directory within this process.
+            let _guard = s.commit.lock().unwrap_or_else(|p| p.into_inner());
             fs::remove_file(&path).map_err(|e| StorageError::io(&key, e))?;
             s.prune(&path);
             Ok(())
