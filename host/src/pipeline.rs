@@ -229,7 +229,7 @@ pub(crate) async fn run(
                     ms,
                 });
                 report.status = Status::Rejected;
-                report.reason = Some(reason);
+                report.reason = Some(bounded(reason));
                 report.rejected_by = Some(name);
                 break;
             }
@@ -279,6 +279,22 @@ pub(crate) async fn run(
     }
     report.derivatives.clear();
     report
+}
+
+/// The longest rejection reason a report carries; a plugin's output is
+/// untrusted and ends up in logs and HTTP responses.
+pub const MAX_REASON_BYTES: usize = 4096;
+
+fn bounded(mut reason: String) -> String {
+    if reason.len() > MAX_REASON_BYTES {
+        let mut end = MAX_REASON_BYTES;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+        reason.push_str(" [truncated]");
+    }
+    reason
 }
 
 /// The name `rejected_by` gives the content policy.

@@ -217,7 +217,7 @@ async fn path_escapes_end_inside_the_grant_or_with_an_error() -> anyhow::Result<
 }
 
 #[tokio::test]
-async fn stack_exhaustion_and_oversized_writes_end_cleanly_and_the_host_goes_on() -> anyhow::Result<()> {
+async fn stack_exhaustion_and_oversized_writes_and_outputs_end_cleanly_and_the_host_goes_on() -> anyhow::Result<()> {
     let t = TestSilo::new(&probe(r#"mode = "recurse""#, PUBLIC_RW, ""), &[("probe.wasm", PROBE)]).await?;
     for _ in 0..2 {
         let report = t.upload("public/trigger.txt", b"go", None).await?;
@@ -238,6 +238,24 @@ async fn stack_exhaustion_and_oversized_writes_end_cleanly_and_the_host_goes_on(
     let report = t.upload("public/trigger.txt", b"go", None).await?;
     assert_eq!(report.reason.as_deref(), Some("error Error::QuotaExceeded"));
     assert!(t.files_on_disk("public").is_empty());
+
+    // An oversized rejection reason is cut to a bound, on a character edge.
+    let t = TestSilo::new(
+        &probe(r#"mode = "big-reason", size = "8000000""#, PUBLIC_RW, ""),
+        &[("probe.wasm", PROBE)],
+    )
+    .await?;
+    let reason = t
+        .upload("public/trigger.txt", b"go", None)
+        .await?
+        .reason
+        .unwrap_or_default();
+    assert!(
+        reason.len() <= silo_host::pipeline::MAX_REASON_BYTES + 20,
+        "{}",
+        reason.len()
+    );
+    assert!(reason.ends_with(" [truncated]") && reason.starts_with("éé"));
     Ok(())
 }
 

@@ -22,6 +22,7 @@
 //!   `paths` in settings `volume`, and reject with the outcomes;
 //! - `recurse`: recurse without end (stack exhaustion);
 //! - `huge-write`: write `size` bytes in one call;
+//! - `big-reason`: reject with a reason of `size` bytes;
 //! - `conditional`: try conditional writes to `cond/<path>` and reject
 //!   with what each returned.
 
@@ -189,6 +190,10 @@ impl Plugin for Probe {
                 }
                 let mut pad = [0u8; 64];
                 Ok(Outcome::Reject(format!("depth {}", deeper(0, &mut pad))))
+            }
+            "big-reason" => {
+                let size: usize = upload.setting("size").and_then(|v| v.parse().ok()).unwrap_or(0);
+                Ok(Outcome::Reject("é".repeat(size / 2)))
             }
             "huge-write" => {
                 let size: usize = upload.setting("size").and_then(|v| v.parse().ok()).unwrap_or(0);
