@@ -25,6 +25,8 @@ pub mod path;
 pub mod pipeline;
 pub mod policy;
 pub mod runtime;
+#[cfg(feature = "http")]
+pub mod serve;
 pub mod store;
 pub mod vfs;
 

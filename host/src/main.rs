@@ -40,6 +40,13 @@ enum Command {
         #[command(subcommand)]
         command: CacheCommand,
     },
+    /// Serve the HTTP API (for CMSs in any language). Writes and private
+    /// reads need `Authorization: Bearer $SILO_TOKEN`.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+    },
     /// Inspect plugin components.
     Plugin {
         #[command(subcommand)]
@@ -144,6 +151,32 @@ fn scanning(volume: &str) -> indicatif::ProgressBar {
     bar
 }
 
+async fn serve(config: Option<&Path>, listen: std::net::SocketAddr) -> anyhow::Result<()> {
+    let write = std::env::var("SILO_TOKEN")
+        .ok()
+        .filter(|t| t.len() >= 16)
+        .context("set SILO_TOKEN to a secret of at least 16 characters; writes and private reads need it")?;
+    let config = load_config(config)?;
+    let silo = std::sync::Arc::new(Silo::open(config).await?);
+    let app = silo_host::serve::router(silo, silo_host::serve::Tokens { write });
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    eprintln!("silo: listening on http://{}", listener.local_addr()?);
+    // In-flight requests (uploads included) finish before the process exits.
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            }
+            eprintln!("silo: shutting down after in-flight requests");
+        })
+        .await?;
+    Ok(())
+}
+
 async fn cache(config: Option<&Path>, command: CacheCommand) -> anyhow::Result<bool> {
     let config = load_config(config)?;
     let storage = silo_host::open_storage(&config).await?;
@@ -229,6 +262,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Cache { command } => exit(runtime.block_on(cache(cli.config.as_deref(), command))),
+        Command::Serve { listen } => exit(runtime.block_on(serve(cli.config.as_deref(), listen)).map(|()| true)),
         Command::Plugin {
             command: PluginCommand::Check { component },
         } => exit(check(&component)),

@@ -1,0 +1,390 @@
+//! `silo serve`: the HTTP sidecar, for CMSs in any language.
+//!
+//! Files live under `/v1/files/{volume}/{path}` (PUT uploads through the
+//! pipeline, GET and HEAD read, DELETE removes), listings under
+//! `/v1/list/{volume}/{prefix}`, and `/healthz` answers when Silo is up.
+//! Writes need `Authorization: Bearer <token>`; public volumes are readable
+//! without it, private ones only with it. Every read says `nosniff`, and
+//! active types (HTML, SVG, JavaScript) are served as attachments.
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+
+use crate::Silo;
+use crate::cache::Entry;
+use crate::error::StorageError;
+use crate::pipeline::Status;
+use crate::store::ByteRange;
+use crate::vfs::Visibility;
+
+/// Who may do what.
+#[derive(Clone)]
+pub struct Tokens {
+    /// Uploads, deletes, and reads of private volumes.
+    pub write: String,
+}
+
+#[derive(Clone)]
+struct App {
+    silo: Arc<Silo>,
+    tokens: Arc<Tokens>,
+}
+
+/// The sidecar's routes, for serving with `axum::serve` or nesting in an
+/// embedder's own router.
+pub fn router(silo: Arc<Silo>, tokens: Tokens) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/v1/files/{volume}/{*path}", get(read).put(upload).delete(remove))
+        .route("/v1/list/{volume}", get(list_root))
+        .route("/v1/list/{volume}/{*prefix}", get(list))
+        // Uploads are streamed to disk; the pipeline's plugins judge size.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(App {
+            silo,
+            tokens: Arc::new(tokens),
+        })
+}
+
+/// An error as JSON: `{"error": {"code": ..., "message": ...}}`.
+struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        let status = match &e {
+            StorageError::NotFound => StatusCode::NOT_FOUND,
+            StorageError::AlreadyExists => StatusCode::CONFLICT,
+            StorageError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            StorageError::AccessDenied | StorageError::Forbidden(_) => StatusCode::FORBIDDEN,
+            StorageError::InvalidPath(_) => StatusCode::BAD_REQUEST,
+            StorageError::TooLarge | StorageError::QuotaExceeded(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            StorageError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
+            StorageError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError {
+            status,
+            code: e.code(),
+            message: e.to_string(),
+        }
+    }
+}
+
+fn unauthorized() -> ApiError {
+    ApiError {
+        status: StatusCode::UNAUTHORIZED,
+        code: "unauthorized",
+        message: "this needs `Authorization: Bearer <token>` with the sidecar's token".into(),
+    }
+}
+
+/// Constant-time comparison of the presented bearer token.
+fn authorized(headers: &HeaderMap, token: &str) -> bool {
+    let Some(presented) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    presented.len() == token.len()
+        && presented
+            .bytes()
+            .zip(token.bytes())
+            .fold(0, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+impl App {
+    fn may_read(&self, volume: &str, headers: &HeaderMap) -> Result<(), ApiError> {
+        let public = self
+            .silo
+            .storage()
+            .volume(volume)
+            .is_ok_and(|v| v.visibility == Visibility::Public);
+        if public || authorized(headers, &self.tokens.write) {
+            Ok(())
+        } else {
+            Err(unauthorized())
+        }
+    }
+
+    fn may_write(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        if authorized(headers, &self.tokens.write) {
+            Ok(())
+        } else {
+            Err(unauthorized())
+        }
+    }
+}
+
+/// A single `bytes=` range against an object of `size` bytes: `Ok(None)` to
+/// serve it whole (no header, or one this server does not honour).
+fn parse_range(headers: &HeaderMap, size: u64) -> Result<Option<ByteRange>, ()> {
+    let Some(spec) = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("bytes="))
+    else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let (start, end) = spec.split_once('-').ok_or(())?;
+    let (offset, last) = match (start.trim(), end.trim()) {
+        ("", suffix) => {
+            let n: u64 = suffix.parse().map_err(|_| ())?;
+            if n == 0 {
+                return Err(());
+            }
+            (size.saturating_sub(n), size.saturating_sub(1))
+        }
+        (start, "") => (start.parse().map_err(|_| ())?, size.saturating_sub(1)),
+        (start, end) => {
+            let (s, e): (u64, u64) = (start.parse().map_err(|_| ())?, end.parse().map_err(|_| ())?);
+            if e < s {
+                return Err(());
+            }
+            (s, e.min(size.saturating_sub(1)))
+        }
+    };
+    if offset >= size {
+        return Err(());
+    }
+    Ok(Some(ByteRange {
+        offset,
+        length: last - offset + 1,
+    }))
+}
+
+fn header_value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"))
+}
+
+async fn read(
+    State(app): State<App>,
+    Path((volume, path)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    app.may_read(&volume, &headers)?;
+    let storage = app.silo.storage();
+    let loc = storage.location(&volume, &path)?;
+    let host = storage.host_session();
+    let meta = host.stat(&loc).await?;
+    let etag = format!("\"{}\"", meta.etag);
+    let mut out = HeaderMap::new();
+    out.insert(header::ETAG, header_value(&etag));
+    out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    out.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    let modified = UNIX_EPOCH + Duration::from_millis(meta.modified_ms);
+    out.insert(header::LAST_MODIFIED, header_value(&httpdate::fmt_http_date(modified)));
+    let visibility = storage.volume(&volume)?.visibility;
+    let cache_control = match (visibility, &meta.cache_control) {
+        (Visibility::Private, _) => "private, no-store".to_owned(),
+        (Visibility::Public, Some(c)) => c.clone(),
+        (Visibility::Public, None) => "public, max-age=3600".to_owned(),
+    };
+    out.insert(header::CACHE_CONTROL, header_value(&cache_control));
+    let not_modified = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim() == etag || t.trim() == "*" || t.trim() == format!("W/{etag}"))
+        });
+    if not_modified {
+        return Ok((StatusCode::NOT_MODIFIED, out).into_response());
+    }
+    out.insert(header::CONTENT_TYPE, header_value(&meta.content_type));
+    if let Some(disposition) = storage.policy().disposition(&meta.content_type) {
+        out.insert(header::CONTENT_DISPOSITION, HeaderValue::from_static(disposition));
+    }
+    let range = match parse_range(&headers, meta.size) {
+        Ok(r) => r,
+        Err(()) => {
+            out.insert(header::CONTENT_RANGE, header_value(&format!("bytes */{}", meta.size)));
+            return Ok((StatusCode::RANGE_NOT_SATISFIABLE, out).into_response());
+        }
+    };
+    let (_, body) = host.open_read(&loc, range).await?;
+    let status = match range {
+        Some(r) => {
+            out.insert(
+                header::CONTENT_RANGE,
+                header_value(&format!("bytes {}-{}/{}", r.offset, r.offset + r.length - 1, meta.size)),
+            );
+            out.insert(header::CONTENT_LENGTH, header_value(&r.length.to_string()));
+            StatusCode::PARTIAL_CONTENT
+        }
+        None => {
+            out.insert(header::CONTENT_LENGTH, header_value(&meta.size.to_string()));
+            StatusCode::OK
+        }
+    };
+    let stream = tokio_util::io::ReaderStream::with_capacity(body, 256 * 1024);
+    Ok((status, out, Body::from_stream(stream)).into_response())
+}
+
+async fn upload(
+    State(app): State<App>,
+    Path((volume, path)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    app.may_write(&headers)?;
+    let target = format!("{volume}/{path}");
+    app.silo.storage().location(&volume, &path)?;
+    // The body goes to Silo's state directory, never into a volume.
+    let incoming = app.silo.config().data_dir.join("incoming");
+    let failed = |e: std::io::Error| StorageError::unavailable(format!("receiving the upload: {e}"));
+    tokio::fs::create_dir_all(&incoming).await.map_err(failed)?;
+    let temp = tempfile::NamedTempFile::new_in(&incoming)
+        .map_err(failed)?
+        .into_temp_path();
+    let mut file = tokio::fs::File::create(&temp).await.map_err(failed)?;
+    let mut stream = body.into_data_stream();
+    use futures_util::StreamExt;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad-request",
+            message: format!("reading the request body: {e}"),
+        })?;
+        file.write_all(&chunk).await.map_err(failed)?;
+    }
+    file.flush().await.map_err(failed)?;
+    drop(file);
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && *v != "application/x-www-form-urlencoded");
+    let report = app
+        .silo
+        .upload_file(&target, &temp, content_type)
+        .await
+        .map_err(|e| match e {
+            crate::SiloError::Storage(e) => ApiError::from(e),
+            other => ApiError {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                code: "internal",
+                message: other.to_string(),
+            },
+        })?;
+    let status = match report.status {
+        Status::Accepted => StatusCode::CREATED,
+        Status::Rejected => StatusCode::UNPROCESSABLE_ENTITY,
+        Status::Error if report.error.as_ref().is_some_and(|e| e.code == "unavailable") => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        Status::Error => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    Ok((status, axum::Json(report)).into_response())
+}
+
+async fn remove(
+    State(app): State<App>,
+    Path((volume, path)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    app.may_write(&headers)?;
+    let storage = app.silo.storage();
+    let loc = storage.location(&volume, &path)?;
+    storage.host_session().delete(&loc).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    cursor: Option<String>,
+    limit: Option<usize>,
+    #[serde(default)]
+    recursive: bool,
+}
+
+#[derive(Serialize)]
+struct ListEntry {
+    path: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    etag: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    modified_ms: Option<u64>,
+}
+
+async fn list_root(
+    state: State<App>,
+    Path(volume): Path<String>,
+    query: Query<ListQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    list(state, Path((volume, String::new())), query, headers).await
+}
+
+async fn list(
+    State(app): State<App>,
+    Path((volume, prefix)): Path<(String, String)>,
+    Query(query): Query<ListQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    app.may_read(&volume, &headers)?;
+    let storage = app.silo.storage();
+    storage
+        .volume(&volume)
+        .map_err(|_| StorageError::InvalidPath(format!("there is no volume named '{volume}'")))?;
+    let prefix = prefix.trim_end_matches('/');
+    let page = storage.host_session().list(
+        &volume,
+        prefix,
+        query.recursive,
+        query.cursor.as_deref(),
+        query.limit.unwrap_or(1000).clamp(1, 1000),
+    )?;
+    let entries: Vec<ListEntry> = page
+        .entries
+        .into_iter()
+        .map(|e| match e {
+            Entry::File { path, meta } => ListEntry {
+                path,
+                kind: "file",
+                size: Some(meta.size),
+                etag: Some(meta.etag),
+                content_type: Some(meta.content_type),
+                modified_ms: Some(meta.modified_ms),
+            },
+            Entry::Dir { path } => ListEntry {
+                path,
+                kind: "dir",
+                size: None,
+                etag: None,
+                content_type: None,
+                modified_ms: None,
+            },
+        })
+        .collect();
+    Ok(axum::Json(serde_json::json!({ "entries": entries, "next_cursor": page.next_cursor })).into_response())
+}

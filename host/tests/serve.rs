@@ -1,0 +1,246 @@
+//! The HTTP sidecar driven by curl, as a PHP or Python CMS would drive it:
+//! upload through the pipeline, read with ETag and Range, private files,
+//! listing, delete, and refusals.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+const TOKEN: &str = "test-token-0123456789";
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(dir: &Path) -> Server {
+    start_with(dir, &[])
+}
+
+fn start_with(dir: &Path, extra: &[&str]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_silo"))
+        .current_dir(dir)
+        .args(extra)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("SILO_TOKEN", TOKEN)
+        .env_remove("SILO_LOG")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start silo serve");
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let base = loop {
+        let line = lines
+            .next()
+            .expect("silo serve exited before listening")
+            .expect("read stderr");
+        if let Some(url) = line.strip_prefix("silo: listening on ") {
+            break url.to_owned();
+        }
+    };
+    // Keep draining stderr so the server never blocks on it.
+    std::thread::spawn(move || for _ in lines {});
+    Server { child, base }
+}
+
+/// Run curl; returns (status, headers, body).
+fn curl(args: &[&str]) -> (u16, String, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (headers, body) = (dir.path().join("h"), dir.path().join("b"));
+    let out = Command::new("curl")
+        .args(["-s", "-S", "-o"])
+        .arg(&body)
+        .arg("-D")
+        .arg(&headers)
+        .args(["-w", "%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl must be installed for this test");
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    (
+        status,
+        std::fs::read_to_string(&headers)
+            .unwrap_or_default()
+            .to_ascii_lowercase(),
+        std::fs::read(&body).unwrap_or_default(),
+    )
+}
+
+fn header<'a>(headers: &'a str, name: &str) -> Option<&'a str> {
+    headers
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .map(str::trim)
+}
+
+fn json(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
+}
+
+#[test]
+fn a_cms_uploads_reads_lists_and_deletes_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let base = &server.base;
+    let auth = format!("Authorization: Bearer {TOKEN}");
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/sunset.jpg");
+    let sample_arg = format!("@{}", sample.display());
+    let original = std::fs::read(&sample).unwrap();
+    let photo = format!("{base}/v1/files/public/photos/sunset.jpg");
+
+    let (status, _, body) = curl(&[&format!("{base}/healthz")]);
+    assert_eq!((status, body.as_slice()), (200, &b"ok\n"[..]));
+
+    // Writes need the token.
+    let (status, _, body) = curl(&["-X", "PUT", "--data-binary", &sample_arg, &photo]);
+    assert_eq!(status, 401);
+    assert_eq!(json(&body)["error"]["code"], "unauthorized");
+
+    let (status, _, body) = curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        &auth,
+        "-H",
+        "Content-Type: image/jpeg",
+        "--data-binary",
+        &sample_arg,
+        &photo,
+    ]);
+    let report = json(&body);
+    assert_eq!(status, 201, "{report}");
+    assert_eq!(report["status"], "accepted");
+    assert_eq!(report["derivatives"].as_array().unwrap().len(), 2);
+
+    // Public reads need no token; the bytes, type and safety headers.
+    let (status, headers, body) = curl(&[&photo]);
+    assert_eq!(status, 200);
+    assert!(body == original, "the served file differs from the upload");
+    assert_eq!(header(&headers, "content-type"), Some("image/jpeg"));
+    assert_eq!(header(&headers, "x-content-type-options"), Some("nosniff"));
+    assert!(header(&headers, "last-modified").is_some());
+    let etag = header(&headers, "etag").unwrap().to_owned();
+
+    let (status, _, body) = curl(&["-H", &format!("If-None-Match: {etag}"), &photo]);
+    assert_eq!((status, body.len()), (304, 0));
+
+    let (status, headers, body) = curl(&["-H", "Range: bytes=10-19", &photo]);
+    assert_eq!(status, 206);
+    assert_eq!(body, &original[10..20]);
+    assert_eq!(
+        header(&headers, "content-range"),
+        Some(format!("bytes 10-19/{}", original.len()).as_str())
+    );
+    let (status, _, _) = curl(&["-H", &format!("Range: bytes={}-", original.len() + 5), &photo]);
+    assert_eq!(status, 416);
+
+    // With -I curl writes the headers where the body would go.
+    let (status, headers, body) = curl(&["-I", &photo]);
+    assert_eq!(status, 200);
+    assert!(body.starts_with(b"HTTP/1.1 200"), "HEAD returned a body");
+    assert_eq!(
+        header(&headers, "content-length"),
+        Some(original.len().to_string().as_str())
+    );
+
+    // The styles are there, and listed.
+    let (status, _, body) = curl(&[&format!("{base}/v1/list/public/styles?recursive=true")]);
+    assert_eq!(status, 200);
+    let listing = json(&body);
+    let paths: Vec<&str> = listing["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        ["styles/medium/photos/sunset.jpg", "styles/thumbnail/photos/sunset.jpg"]
+    );
+
+    // Private files need the token to be read.
+    let secret = format!("{base}/v1/files/private/notes/plan.txt");
+    let (status, _, _) = curl(&["-X", "PUT", "-H", &auth, "--data-binary", "the plan", &secret]);
+    assert_eq!(status, 201);
+    let (status, _, _) = curl(&[&secret]);
+    assert_eq!(status, 401);
+    let (status, headers, body) = curl(&["-H", &auth, &secret]);
+    assert_eq!((status, body.as_slice()), (200, &b"the plan"[..]));
+    assert_eq!(header(&headers, "cache-control"), Some("private, no-store"));
+
+    // Refusals: a server-executable name, a lie about the type, a bad path.
+    let (status, _, body) = curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        &auth,
+        "--data-binary",
+        "<?php phpinfo();",
+        &format!("{base}/v1/files/public/x.php"),
+    ]);
+    assert_eq!(status, 422);
+    assert_eq!(json(&body)["rejected_by"], "content-policy");
+    let (status, _, body) = curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        &auth,
+        "-H",
+        "Content-Type: image/jpeg",
+        "--data-binary",
+        "<html>hi</html>",
+        &format!("{base}/v1/files/public/fake.jpg"),
+    ]);
+    assert_eq!(status, 422, "{}", String::from_utf8_lossy(&body));
+    let (status, _, body) = curl(&[&format!("{base}/v1/files/nope/x.txt")]);
+    assert_eq!(status, 401, "an unknown volume is not public");
+    assert_eq!(json(&body)["error"]["code"], "unauthorized");
+    let (status, _, body) = curl(&["-H", &auth, &format!("{base}/v1/files/nope/x.txt")]);
+    assert_eq!(status, 400);
+    assert_eq!(json(&body)["error"]["code"], "invalid-path");
+
+    // Delete.
+    let (status, _, _) = curl(&["-X", "DELETE", &photo]);
+    assert_eq!(status, 401);
+    let (status, _, _) = curl(&["-X", "DELETE", "-H", &auth, &photo]);
+    assert_eq!(status, 204);
+    let (status, _, body) = curl(&[&photo]);
+    assert_eq!(status, 404);
+    assert_eq!(json(&body)["error"]["code"], "not-found");
+    drop(server);
+}
+
+#[test]
+fn an_upload_to_an_unreachable_s3_backend_is_a_503_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("silo.toml");
+    // Nothing listens on port 9 of loopback.
+    std::fs::write(
+        &config,
+        "[volumes.public]\nbackend = \"s3\"\nbucket = \"uploads\"\nendpoint_url = \"http://127.0.0.1:9\"\n\
+         visibility = \"public\"\nmax_attempts = 1\n",
+    )
+    .unwrap();
+    let server = start_with(dir.path(), &["--config", config.to_str().unwrap()]);
+    let auth = format!("Authorization: Bearer {TOKEN}");
+    let url = format!("{}/v1/files/public/a.txt", server.base);
+    let (status, _, body) = curl(&["-X", "PUT", "-H", &auth, "--data-binary", "hello", &url]);
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+    let report = json(&body);
+    assert_eq!(report["error"]["code"], "unavailable");
+    // The cache never learnt of it.
+    let (status, _, _) = curl(&[&url]);
+    assert_eq!(status, 404);
+}
