@@ -106,6 +106,10 @@ pub struct PluginConfig {
     pub limits: Limits,
     #[serde(default)]
     pub grants: Vec<GrantConfig>,
+    /// Styles the plugin derives on request (`on-derive`), stored at
+    /// `styles/<style>/<path>` beside the source.
+    #[serde(default)]
+    pub styles: Vec<String>,
 }
 
 /// Per-invocation limits of a plugin.
@@ -194,6 +198,7 @@ grants = [
 name = "image-styles"
 component = "builtin:image-styles"
 events = ["image/jpeg", "image/png", "image/webp"]
+styles = ["thumbnail", "medium"]
 limits = { memory_mib = 512, time_ms = 30000 }
 grants = [
     { volume = "public", access = ["read"] },

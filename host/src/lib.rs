@@ -39,6 +39,8 @@ pub use pipeline::{Status, UploadReport};
 pub use runtime::{InvokeError, LoadError, Runtime};
 pub use vfs::{Location, Session, Storage};
 
+use store::ObjectMeta;
+
 /// Why Silo could not start or could not take an upload.
 #[derive(Debug, thiserror::Error)]
 pub enum SiloError {
@@ -60,6 +62,23 @@ pub struct Silo {
     storage: Arc<Storage>,
     runtime: Runtime,
     stages: Vec<pipeline::Stage>,
+    /// Styles being derived, so concurrent requests for one wait for it.
+    deriving: std::sync::Mutex<std::collections::HashMap<StyleKey, Arc<tokio::sync::Mutex<()>>>>,
+    derivations: std::sync::atomic::AtomicU64,
+}
+
+/// A style being derived: volume and target path.
+type StyleKey = (String, String);
+
+/// Why a style could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum StyleError {
+    #[error("no plugin derives style '{style}' for {content_type}")]
+    UnknownStyle { style: String, content_type: String },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Plugin(#[from] InvokeError),
 }
 
 impl Silo {
@@ -97,6 +116,8 @@ impl Silo {
             runtime,
             stages,
             config,
+            deriving: Default::default(),
+            derivations: Default::default(),
         })
     }
 
@@ -152,6 +173,66 @@ impl Silo {
             staged: Arc::new(staged),
         };
         Ok(pipeline::run(&self.storage, &self.runtime, &self.stages, pending).await)
+    }
+}
+
+impl Silo {
+    /// The file of `style` for the image at `volume`/`path`, deriving it
+    /// with the plugin that declares the style if it does not exist yet.
+    /// Concurrent requests for the same missing style derive it once.
+    pub async fn style(&self, volume: &str, path: &str, style: &str) -> Result<(Location, ObjectMeta), StyleError> {
+        let source = self.storage.location(volume, path)?;
+        let target = self.storage.location(volume, &format!("styles/{style}/{path}"))?;
+        let host = self.storage.host_session();
+        let meta = host.stat(&source).await?;
+        let stage = self
+            .stages
+            .iter()
+            .find(|s| s.config.styles.iter().any(|s| s == style) && s.config.handles(&meta.content_type))
+            .ok_or_else(|| StyleError::UnknownStyle {
+                style: style.to_owned(),
+                content_type: meta.content_type.clone(),
+            })?;
+        let key = (volume.to_owned(), target.path.to_string());
+        let lock = self
+            .deriving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let result = async {
+            let _turn = lock.lock().await;
+            match host.stat(&target).await {
+                Ok(existing) => return Ok((target, existing)),
+                Err(StorageError::NotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let session = Session::new(self.storage.clone(), Some(stage.grants.clone()), stage.quota());
+            let request = runtime::DeriveRequest {
+                source: (&source).into(),
+                style: style.to_owned(),
+                target: (&target).into(),
+                settings: stage.settings.clone(),
+            };
+            self.derivations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.runtime
+                .on_derive(&stage.component, session, stage.limits(), request)
+                .await?;
+            Ok((target.clone(), host.stat(&target).await?))
+        }
+        .await;
+        let mut deriving = self.deriving.lock().unwrap_or_else(|p| p.into_inner());
+        // The last one out removes the entry.
+        if Arc::strong_count(&lock) == 2 {
+            deriving.remove(&key);
+        }
+        result
+    }
+
+    /// How many styles this Silo has derived on request.
+    pub fn derivations(&self) -> u64 {
+        self.derivations.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

@@ -45,6 +45,7 @@ pub fn router(silo: Arc<Silo>, tokens: Tokens) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/v1/files/{volume}/{*path}", get(read).put(upload).delete(remove))
+        .route("/v1/styles/{style}/{volume}/{*path}", get(style))
         .route("/v1/list/{volume}", get(list_root))
         .route("/v1/list/{volume}/{*prefix}", get(list))
         // Uploads are streamed to disk; the pipeline's plugins judge size.
@@ -187,8 +188,36 @@ async fn read(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     app.may_read(&volume, &headers)?;
+    let loc = app.silo.storage().location(&volume, &path)?;
+    respond(&app, &volume, loc, &headers).await
+}
+
+/// A style of an image, derived on the first request for it.
+async fn style(
+    State(app): State<App>,
+    Path((style, volume, path)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    app.may_read(&volume, &headers)?;
+    let (loc, _) = app.silo.style(&volume, &path, &style).await.map_err(|e| match e {
+        crate::StyleError::Storage(e) => ApiError::from(e),
+        e @ crate::StyleError::UnknownStyle { .. } => ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "unknown-style",
+            message: e.to_string(),
+        },
+        crate::StyleError::Plugin(e) => ApiError {
+            status: StatusCode::BAD_GATEWAY,
+            code: e.code(),
+            message: e.to_string(),
+        },
+    })?;
+    respond(&app, &volume, loc, &headers).await
+}
+
+/// Serve a file: conditional, ranged, with safe headers.
+async fn respond(app: &App, volume: &str, loc: crate::Location, headers: &HeaderMap) -> Result<Response, ApiError> {
     let storage = app.silo.storage();
-    let loc = storage.location(&volume, &path)?;
     let host = storage.host_session();
     let meta = host.stat(&loc).await?;
     let etag = format!("\"{}\"", meta.etag);
@@ -198,7 +227,7 @@ async fn read(
     out.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     let modified = UNIX_EPOCH + Duration::from_millis(meta.modified_ms);
     out.insert(header::LAST_MODIFIED, header_value(&httpdate::fmt_http_date(modified)));
-    let visibility = storage.volume(&volume)?.visibility;
+    let visibility = storage.volume(volume)?.visibility;
     let cache_control = match (visibility, &meta.cache_control) {
         (Visibility::Private, _) => "private, no-store".to_owned(),
         (Visibility::Public, Some(c)) => c.clone(),
@@ -219,7 +248,7 @@ async fn read(
     if let Some(disposition) = storage.policy().disposition(&meta.content_type) {
         out.insert(header::CONTENT_DISPOSITION, HeaderValue::from_static(disposition));
     }
-    let range = match parse_range(&headers, meta.size) {
+    let range = match parse_range(headers, meta.size) {
         Ok(r) => r,
         Err(()) => {
             out.insert(header::CONTENT_RANGE, header_value(&format!("bytes */{}", meta.size)));

@@ -170,6 +170,20 @@ fn a_cms_uploads_reads_lists_and_deletes_over_http() {
         ["styles/medium/photos/sunset.jpg", "styles/thumbnail/photos/sunset.jpg"]
     );
 
+    // A style that is missing is derived on request.
+    let thumbnail = format!("{base}/v1/files/public/styles/thumbnail/photos/sunset.jpg");
+    let (status, _, _) = curl(&["-X", "DELETE", "-H", &auth, &thumbnail]);
+    assert_eq!(status, 204);
+    let (status, headers, body) = curl(&[&format!("{base}/v1/styles/thumbnail/public/photos/sunset.jpg")]);
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "content-type"), Some("image/jpeg"));
+    assert!(body.starts_with(&[0xff, 0xd8, 0xff]), "not a JPEG");
+    let (status, _, again) = curl(&[&thumbnail]);
+    assert_eq!((status, again), (200, body), "the derived style was stored");
+    let (status, _, body) = curl(&[&format!("{base}/v1/styles/poster/public/photos/sunset.jpg")]);
+    assert_eq!(status, 404);
+    assert_eq!(json(&body)["error"]["code"], "unknown-style");
+
     // Private files need the token to be read.
     let secret = format!("{base}/v1/files/private/notes/plan.txt");
     let (status, _, _) = curl(&["-X", "PUT", "-H", &auth, "--data-binary", "the plan", &secret]);

@@ -272,3 +272,44 @@ async fn image_styles_derives_one_style_on_request() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn fifty_requests_for_a_missing_style_derive_it_once() -> anyhow::Result<()> {
+    use silo_host::StyleError;
+    use silo_host::store::PutOptions;
+
+    let pipeline = EXAMPLE_PIPELINE.replace(
+        r#"events = ["image/jpeg", "image/png", "image/webp"]"#,
+        r#"events = ["image/jpeg", "image/png", "image/webp"]
+styles = ["thumbnail", "medium"]"#,
+    );
+    let t = TestSilo::new(&pipeline, &[]).await?;
+    let storage = t.silo.storage();
+    let source = storage.location("public", "p/orig.jpg")?;
+    let options = PutOptions {
+        content_type: "image/jpeg".into(),
+        ..Default::default()
+    };
+    storage
+        .host_session()
+        .write(&source, jpeg(900, 600).into(), options)
+        .await?;
+    let silo = &t.silo;
+    let results =
+        futures::future::join_all((0..50).map(|_| async move { silo.style("public", "p/orig.jpg", "medium").await }))
+            .await;
+    let etags: std::collections::BTreeSet<String> = results
+        .into_iter()
+        .map(|r| r.map(|(_, meta)| meta.etag))
+        .collect::<Result<_, _>>()?;
+    assert_eq!(etags.len(), 1, "every request got the same file");
+    assert_eq!(silo.derivations(), 1, "derived once");
+    assert_eq!(t.files_on_disk("public").len(), 2);
+    silo.style("public", "p/orig.jpg", "medium").await?;
+    assert_eq!(silo.derivations(), 1, "an existing style is served as it is");
+    assert!(matches!(
+        silo.style("public", "p/orig.jpg", "poster").await,
+        Err(StyleError::UnknownStyle { .. })
+    ));
+    Ok(())
+}
