@@ -158,7 +158,11 @@ async fn serve(config: Option<&Path>, listen: std::net::SocketAddr) -> anyhow::R
         .context("set SILO_TOKEN to a secret of at least 16 characters; writes and private reads need it")?;
     let config = load_config(config)?;
     let silo = std::sync::Arc::new(Silo::open(config).await?);
-    let app = silo_host::serve::router(silo, silo_host::serve::Tokens { write });
+    // Signatures use their own key when one is given, else the token.
+    let signing_key = std::env::var("SILO_SIGNING_KEY")
+        .unwrap_or_else(|_| write.clone())
+        .into_bytes();
+    let app = silo_host::serve::router(silo, silo_host::serve::Tokens { write, signing_key });
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

@@ -64,6 +64,20 @@ pub fn check_prefix(prefix: &str) -> Result<(), StorageError> {
     check(prefix, true)
 }
 
+/// `path` with every byte but unreserved characters and '/' percent-encoded,
+/// for URLs and S3 copy sources.
+pub fn percent_encode(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for b in path.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// The parent directory of a path ("" at the root).
 pub fn parent_of(path: &str) -> &str {
     path.rfind('/').map_or("", |i| &path[..i])

@@ -31,6 +31,46 @@ use crate::vfs::Visibility;
 pub struct Tokens {
     /// Uploads, deletes, and reads of private volumes.
     pub write: String,
+    /// Key of the signatures of time-limited URLs for private files.
+    pub signing_key: Vec<u8>,
+}
+
+/// The longest a signed URL may stay valid.
+pub const MAX_SIGNED_SECONDS: u64 = 7 * 24 * 3600;
+
+type Hmac = hmac::Hmac<sha2::Sha256>;
+
+fn signer(key: &[u8], volume: &str, path: &str, expires: u64) -> Hmac {
+    use hmac::Mac;
+    let mut mac = Hmac::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(format!("{volume}/{path}\n{expires}").as_bytes());
+    mac
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[derive(Deserialize, Default)]
+struct Signed {
+    expires: Option<u64>,
+    signature: Option<String>,
+}
+
+impl Signed {
+    /// Whether this is a valid, unexpired signature for the file.
+    fn valid(&self, key: &[u8], volume: &str, path: &str) -> bool {
+        use hmac::Mac;
+        let (Some(expires), Some(signature)) = (self.expires, &self.signature) else {
+            return false;
+        };
+        let Ok(signature) = hex::decode(signature) else {
+            return false;
+        };
+        expires >= now_secs() && signer(key, volume, path, expires).verify_slice(&signature).is_ok()
+    }
 }
 
 #[derive(Clone)]
@@ -46,6 +86,7 @@ pub fn router(silo: Arc<Silo>, tokens: Tokens) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/v1/files/{volume}/{*path}", get(read).put(upload).delete(remove))
         .route("/v1/styles/{style}/{volume}/{*path}", get(style))
+        .route("/v1/sign/{volume}/{*path}", get(sign))
         .route("/v1/list/{volume}", get(list_root))
         .route("/v1/list/{volume}/{*prefix}", get(list))
         // Uploads are streamed to disk; the pipeline's plugins judge size.
@@ -117,12 +158,16 @@ fn authorized(headers: &HeaderMap, token: &str) -> bool {
 
 impl App {
     fn may_read(&self, volume: &str, headers: &HeaderMap) -> Result<(), ApiError> {
+        self.may_read_signed(volume, "", headers, &Signed::default())
+    }
+
+    fn may_read_signed(&self, volume: &str, path: &str, headers: &HeaderMap, signed: &Signed) -> Result<(), ApiError> {
         let public = self
             .silo
             .storage()
             .volume(volume)
             .is_ok_and(|v| v.visibility == Visibility::Public);
-        if public || authorized(headers, &self.tokens.write) {
+        if public || authorized(headers, &self.tokens.write) || signed.valid(&self.tokens.signing_key, volume, path) {
             Ok(())
         } else {
             Err(unauthorized())
@@ -185,11 +230,49 @@ fn header_value(s: &str) -> HeaderValue {
 async fn read(
     State(app): State<App>,
     Path((volume, path)): Path<(String, String)>,
+    Query(signed): Query<Signed>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    app.may_read(&volume, &headers)?;
+    app.may_read_signed(&volume, &path, &headers, &signed)?;
     let loc = app.silo.storage().location(&volume, &path)?;
     respond(&app, &volume, loc, &headers).await
+}
+
+#[derive(Deserialize)]
+struct SignQuery {
+    expires_in: Option<u64>,
+}
+
+/// A time-limited URL for reading one file without the token.
+async fn sign(
+    State(app): State<App>,
+    Path((volume, path)): Path<(String, String)>,
+    Query(query): Query<SignQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    app.may_write(&headers)?;
+    app.silo.storage().location(&volume, &path)?;
+    let expires_in = query.expires_in.unwrap_or(3600);
+    if !(1..=MAX_SIGNED_SECONDS).contains(&expires_in) {
+        return Err(ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad-request",
+            message: format!("expires_in must be 1..={MAX_SIGNED_SECONDS} seconds"),
+        });
+    }
+    use hmac::Mac;
+    let expires = now_secs() + expires_in;
+    let signature = hex::encode(
+        signer(&app.tokens.signing_key, &volume, &path, expires)
+            .finalize()
+            .into_bytes(),
+    );
+    let url = format!(
+        "/v1/files/{}/{}?expires={expires}&signature={signature}",
+        crate::path::percent_encode(&volume),
+        crate::path::percent_encode(&path)
+    );
+    Ok(axum::Json(serde_json::json!({ "url": url, "expires": expires })).into_response())
 }
 
 /// A style of an image, derived on the first request for it.

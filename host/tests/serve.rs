@@ -194,6 +194,31 @@ fn a_cms_uploads_reads_lists_and_deletes_over_http() {
     assert_eq!((status, body.as_slice()), (200, &b"the plan"[..]));
     assert_eq!(header(&headers, "cache-control"), Some("private, no-store"));
 
+    // A signed, time-limited URL opens one private file without the token.
+    let (status, _, body) = curl(&[
+        "-H",
+        &auth,
+        &format!("{base}/v1/sign/private/notes/plan.txt?expires_in=60"),
+    ]);
+    assert_eq!(status, 200);
+    let url = json(&body)["url"].as_str().unwrap().to_owned();
+    let (status, _, body) = curl(&[&format!("{base}{url}")]);
+    assert_eq!((status, body.as_slice()), (200, &b"the plan"[..]));
+    let other = url.replace("plan.txt", "other.txt");
+    let (status, _, _) = curl(&[&format!("{base}{other}")]);
+    assert_eq!(status, 401, "a signature is for one file");
+    let tampered = url.replace("signature=", "signature=00");
+    let (status, _, _) = curl(&[&format!("{base}{tampered}")]);
+    assert_eq!(status, 401);
+    let (status, _, _) = curl(&[&format!("{base}/v1/sign/private/notes/plan.txt?expires_in=60")]);
+    assert_eq!(status, 401, "signing needs the token");
+    let (status, _, _) = curl(&[
+        "-H",
+        &auth,
+        &format!("{base}/v1/sign/private/notes/plan.txt?expires_in=0"),
+    ]);
+    assert_eq!(status, 400);
+
     // Refusals: a server-executable name, a lie about the type, a bad path.
     let (status, _, body) = curl(&[
         "-X",

@@ -577,15 +577,7 @@ impl ObjectStore for S3Store {
 
 /// `bucket/key` for CopyObject, with the key percent-encoded.
 fn copy_source(bucket: &str, key: &str) -> String {
-    let mut out = format!("{bucket}/");
-    for b in key.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    format!("{bucket}/{}", crate::path::percent_encode(key))
 }
 
 /// A streamed write: one PutObject if it fits in a part, a multipart upload
