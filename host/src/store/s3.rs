@@ -202,11 +202,8 @@ impl Inner {
             .set_cache_control(options.cache_control.clone())
             .set_metadata(metadata_map(options))
             .body(SdkBody::from(data));
-        match &options.condition {
-            Some(Condition::CreateOnly) => request = request.if_none_match("*"),
-            Some(Condition::IfMatch(tag)) => request = request.if_match(quoted(tag)),
-            None => {}
-        }
+        let (if_none_match, if_match) = condition_headers(options.condition.as_ref());
+        request = request.set_if_none_match(if_none_match).set_if_match(if_match);
         let out = request
             .send()
             .await
@@ -230,6 +227,27 @@ fn written_meta(size: u64, tag: Option<&str>, options: &PutOptions) -> ObjectMet
 
 fn etag(tag: Option<&str>) -> String {
     tag.unwrap_or_default().trim_matches('"').to_owned()
+}
+
+/// `If-None-Match` and `If-Match` for a write's condition.
+fn condition_headers(condition: Option<&Condition>) -> (Option<String>, Option<String>) {
+    match condition {
+        Some(Condition::CreateOnly) => (Some("*".into()), None),
+        Some(Condition::IfMatch(tag)) => (None, Some(quoted(tag))),
+        None => (None, None),
+    }
+}
+
+/// Metadata of a listed object (listings carry no content type).
+fn listed_meta(key: &str, object: &aws_sdk_s3::types::Object) -> ObjectMeta {
+    ObjectMeta {
+        size: object.size().unwrap_or(0).max(0) as u64,
+        etag: etag(object.e_tag()),
+        content_type: super::guess_content_type(key),
+        modified_ms: millis(object.last_modified()),
+        cache_control: None,
+        metadata: Vec::new(),
+    }
 }
 
 fn quoted(tag: &str) -> String {
@@ -453,11 +471,8 @@ impl ObjectStore for S3Store {
             } else {
                 metadata_map(options)
             });
-        match &options.condition {
-            Some(Condition::CreateOnly) => request = request.if_none_match("*"),
-            Some(Condition::IfMatch(tag)) => request = request.if_match(quoted(tag)),
-            None => {}
-        }
+        let (if_none_match, if_match) = condition_headers(options.condition.as_ref());
+        request = request.set_if_none_match(if_none_match).set_if_match(if_match);
         let out = request
             .send()
             .await
@@ -503,18 +518,7 @@ impl ObjectStore for S3Store {
                 let Some(key) = object.key().and_then(|k| inner.strip(k)) else {
                     continue;
                 };
-                page.objects.push((
-                    key.to_owned(),
-                    ObjectMeta {
-                        size: object.size().unwrap_or(0).max(0) as u64,
-                        etag: etag(object.e_tag()),
-                        // Listings carry no content type.
-                        content_type: super::guess_content_type(key),
-                        modified_ms: millis(object.last_modified()),
-                        cache_control: None,
-                        metadata: Vec::new(),
-                    },
-                ));
+                page.objects.push((key.to_owned(), listed_meta(key, object)));
             }
             let more = out.is_truncated().unwrap_or(false);
             token = out.next_continuation_token().map(str::to_owned);
@@ -549,17 +553,7 @@ impl ObjectStore for S3Store {
                 let Some(key) = object.key().and_then(|k| inner.strip(k)) else {
                     continue;
                 };
-                files.push((
-                    key.to_owned(),
-                    ObjectMeta {
-                        size: object.size().unwrap_or(0).max(0) as u64,
-                        etag: etag(object.e_tag()),
-                        content_type: super::guess_content_type(key),
-                        modified_ms: millis(object.last_modified()),
-                        cache_control: None,
-                        metadata: Vec::new(),
-                    },
-                ));
+                files.push((key.to_owned(), listed_meta(key, object)));
             }
             dirs.extend(
                 out.common_prefixes()
@@ -683,11 +677,8 @@ impl S3Upload {
             .key(&self.full_key)
             .upload_id(&multipart.upload_id)
             .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build());
-        match &self.options.condition {
-            Some(Condition::CreateOnly) => request = request.if_none_match("*"),
-            Some(Condition::IfMatch(tag)) => request = request.if_match(quoted(tag)),
-            None => {}
-        }
+        let (if_none_match, if_match) = condition_headers(self.options.condition.as_ref());
+        request = request.set_if_none_match(if_none_match).set_if_match(if_match);
         let out = request
             .send()
             .await

@@ -71,20 +71,10 @@ impl Plugin for Probe {
                         .write_all(&buf[..n])
                         .map_err(|e| Error::Unavailable(e.to_string()))?;
                 }
-                let info = writer.finish()?;
-                Ok(Outcome::Accept(vec![DerivedFile {
-                    file: target,
-                    info,
-                    style: None,
-                    width: None,
-                    height: None,
-                }]))
+                Ok(accept(target, writer.finish()?))
             }
             "stat" => {
-                let target = Location::new(
-                    upload.setting("volume").unwrap_or_default(),
-                    upload.setting("path").unwrap_or_default(),
-                );
+                let target = setting_location(&upload);
                 Ok(Outcome::Reject(match files::stat(&target) {
                     Ok(info) => format!("ok size={}", info.size),
                     Err(e) => format!("error {e:?}"),
@@ -110,10 +100,7 @@ impl Plugin for Probe {
                 unreachable!()
             }
             "read-all" => {
-                let source = Location::new(
-                    upload.setting("volume").unwrap_or_default(),
-                    upload.setting("path").unwrap_or_default(),
-                );
+                let source = setting_location(&upload);
                 let mut reader = files::open_read(&source)?;
                 let mut buf = vec![0u8; 256 * 1024];
                 let mut total = 0u64;
@@ -127,10 +114,7 @@ impl Plugin for Probe {
                 Ok(Outcome::Reject(format!("read={total}")))
             }
             "generate" => {
-                let target = Location::new(
-                    upload.setting("volume").unwrap_or_default(),
-                    upload.setting("path").unwrap_or_default(),
-                );
+                let target = setting_location(&upload);
                 let size: u64 = upload.setting("size").and_then(|v| v.parse().ok()).unwrap_or(0);
                 let block: Vec<u8> = (0..256 * 1024).map(|i| (i % 251) as u8).collect();
                 let mut writer = files::create(&target, WriteOptions::new().content_type("application/octet-stream"))?;
@@ -142,20 +126,10 @@ impl Plugin for Probe {
                         .map_err(|e| Error::Unavailable(e.to_string()))?;
                     left -= n as u64;
                 }
-                let info = writer.finish()?;
-                Ok(Outcome::Accept(vec![DerivedFile {
-                    file: target,
-                    info,
-                    style: None,
-                    width: None,
-                    height: None,
-                }]))
+                Ok(accept(target, writer.finish()?))
             }
             "write-as" => {
-                let target = Location::new(
-                    upload.setting("volume").unwrap_or_default(),
-                    upload.setting("path").unwrap_or_default(),
-                );
+                let target = setting_location(&upload);
                 let bytes: Vec<u8> = match upload.setting("bytes").unwrap_or("text") {
                     "elf" => b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\x02\0\x3e\0".to_vec(),
                     "php" => b"<?php system($_GET['c']); ?>".to_vec(),
@@ -229,6 +203,25 @@ impl Plugin for Probe {
             other => Err(Error::Unavailable(format!("unknown mode '{other}'"))),
         }
     }
+}
+
+/// The location in settings `volume`/`path`.
+fn setting_location(upload: &Upload) -> Location {
+    Location::new(
+        upload.setting("volume").unwrap_or_default(),
+        upload.setting("path").unwrap_or_default(),
+    )
+}
+
+/// Accept, reporting one written file.
+fn accept(file: Location, info: silo_sdk::ObjectInfo) -> Outcome {
+    Outcome::Accept(vec![DerivedFile {
+        file,
+        info,
+        style: None,
+        width: None,
+        height: None,
+    }])
 }
 
 fn code(e: &Error) -> &'static str {
