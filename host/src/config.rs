@@ -80,6 +80,12 @@ pub struct VolumeConfig {
     /// Attempts per S3 request, the first included (1 to 10; default 3).
     /// Retries back off exponentially, as the AWS SDKs do.
     pub max_attempts: Option<u32>,
+    /// Size of a local disk cache of files read from this s3 volume, MiB
+    /// (unset: no cache). Least recently used files go first.
+    pub read_cache_mib: Option<u64>,
+    /// Files in the read cache not read for this long are dropped, seconds
+    /// (default 86400).
+    pub read_cache_inactive_secs: Option<u64>,
     #[serde(default = "default_visibility")]
     pub visibility: Visibility,
     /// Base URL the public files are served from.
@@ -318,6 +324,9 @@ impl Config {
                         )));
                     }
                     buckets.push((name, place, settings.prefix));
+                    volume
+                        .read_cache_settings()
+                        .map_err(|m| self.invalid(format!("volume '{name}': {m}")))?;
                 }
             }
             if volume.backend != Backend::S3 {
@@ -329,6 +338,8 @@ impl Config {
                     ("path_style", volume.path_style.is_some()),
                     ("part_size_mib", volume.part_size_mib.is_some()),
                     ("max_attempts", volume.max_attempts.is_some()),
+                    ("read_cache_mib", volume.read_cache_mib.is_some()),
+                    ("read_cache_inactive_secs", volume.read_cache_inactive_secs.is_some()),
                 ];
                 if let Some((key, _)) = s3_only.iter().find(|(_, set)| *set) {
                     return Err(self.invalid(format!("volume '{name}': `{key}` is only for s3 volumes")));
@@ -436,6 +447,30 @@ impl VolumeConfig {
             settings.max_attempts = n;
         }
         Ok(settings)
+    }
+
+    /// The disk read cache of an `s3` volume, if it has one.
+    pub fn read_cache_settings(&self) -> Result<Option<crate::readcache::ReadCacheSettings>, String> {
+        let inactive = match self.read_cache_inactive_secs {
+            Some(s) if !(1..=365 * 86400).contains(&s) => {
+                return Err(format!("read_cache_inactive_secs must be 1..=31536000, not {s}"));
+            }
+            Some(s) => s,
+            None => 86400,
+        };
+        match self.read_cache_mib {
+            None if self.read_cache_inactive_secs.is_some() => {
+                Err("read_cache_inactive_secs needs read_cache_mib".into())
+            }
+            None => Ok(None),
+            Some(mib) if !(1..=1 << 24).contains(&mib) => {
+                Err(format!("read_cache_mib must be 1..=16777216, not {mib}"))
+            }
+            Some(mib) => Ok(Some(crate::readcache::ReadCacheSettings {
+                max_bytes: mib << 20,
+                inactive: std::time::Duration::from_secs(inactive),
+            })),
+        }
     }
 }
 

@@ -21,9 +21,12 @@ pub mod cache;
 pub mod config;
 pub mod error;
 pub mod maintenance;
+pub mod metrics;
+pub mod migrate;
 pub mod path;
 pub mod pipeline;
 pub mod policy;
+pub mod readcache;
 pub mod runtime;
 #[cfg(feature = "http")]
 pub mod serve;
@@ -216,9 +219,13 @@ impl Silo {
                 settings: stage.settings.clone(),
             };
             self.derivations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.runtime
+            let derived = self
+                .runtime
                 .on_derive(&stage.component, session, stage.limits(), request)
-                .await?;
+                .await;
+            let outcome = derived.as_ref().map_or_else(|e| e.code(), |_| "ok");
+            self.storage.metrics().plugin(&stage.config.name, "on-derive", outcome);
+            derived?;
             Ok((target.clone(), host.stat(&target).await?))
         }
         .await;
@@ -239,6 +246,7 @@ impl Silo {
 /// Open the volumes and the metadata cache of a config, without the
 /// plugin runtime (cache maintenance, tools).
 pub async fn open_storage(config: &Config) -> Result<Arc<Storage>, SiloError> {
+    let metrics = Arc::new(metrics::Metrics::default());
     let mut volumes = Vec::new();
     for (name, v) in &config.volumes {
         let invalid = |message: String| ConfigError::Invalid {
@@ -254,17 +262,29 @@ pub async fn open_storage(config: &Config) -> Result<Arc<Storage>, SiloError> {
             }
             (config::Backend::Local, None) => return Err(invalid("a local volume needs `path`".into()).into()),
         };
+        let read_cache = match v.read_cache_settings().map_err(invalid)? {
+            Some(settings) => {
+                let dir = config.data_dir.join("read-cache").join(name);
+                let cache = readcache::ReadCache::open(&dir, settings, name, metrics.clone())
+                    .map_err(|source| SiloError::Io { path: dir, source })?;
+                Some(Arc::new(cache))
+            }
+            None => None,
+        };
         volumes.push(vfs::Volume {
             name: name.clone(),
             visibility: v.visibility,
             cache_mode: v.cache,
             store,
             public_url: v.public_url.clone(),
+            read_cache,
         });
     }
     let cache = cache::MetadataCache::open(&config.data_dir.join("meta.sqlite"))?;
     Ok(Arc::new(
-        Storage::new(volumes, cache).with_policy(config.content_policy.clone()),
+        Storage::new(volumes, cache)
+            .with_policy(config.content_policy.clone())
+            .with_metrics(metrics),
     ))
 }
 

@@ -41,11 +41,32 @@ enum Command {
         command: CacheCommand,
     },
     /// Serve the HTTP API (for CMSs in any language). Writes and private
-    /// reads need `Authorization: Bearer $SILO_TOKEN`.
+    /// reads need `Authorization: Bearer $SILO_TOKEN`; `/metrics` and the
+    /// admin routes need `$SILO_ADMIN_TOKEN` (unset: they are off).
     Serve {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
+    },
+    /// Copy an existing uploads directory into a volume (or, with
+    /// --reverse, a volume into a directory). Resumable: files already at
+    /// the destination with the same size and checksum are skipped. Every
+    /// copy is verified. Exit 1 if any file could not be copied.
+    Migrate {
+        /// The local directory.
+        dir: PathBuf,
+        /// The volume.
+        #[arg(long)]
+        volume: String,
+        /// Copies running at once.
+        #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u16).range(1..=256))]
+        jobs: u16,
+        /// Print what would be copied, and copy nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Copy the volume into the directory instead (for leaving S3).
+        #[arg(long)]
+        reverse: bool,
     },
     /// Inspect plugin components.
     Plugin {
@@ -162,7 +183,20 @@ async fn serve(config: Option<&Path>, listen: std::net::SocketAddr) -> anyhow::R
     let signing_key = std::env::var("SILO_SIGNING_KEY")
         .unwrap_or_else(|_| write.clone())
         .into_bytes();
-    let app = silo_host::serve::router(silo, silo_host::serve::Tokens { write, signing_key });
+    let admin = match std::env::var("SILO_ADMIN_TOKEN") {
+        Ok(t) if t.len() < 16 => anyhow::bail!("SILO_ADMIN_TOKEN must be at least 16 characters"),
+        Ok(t) if t == write => anyhow::bail!("SILO_ADMIN_TOKEN must differ from SILO_TOKEN"),
+        Ok(t) => Some(t),
+        Err(_) => None,
+    };
+    let app = silo_host::serve::router(
+        silo,
+        silo_host::serve::Tokens {
+            write,
+            signing_key,
+            admin,
+        },
+    );
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -179,6 +213,98 @@ async fn serve(config: Option<&Path>, listen: std::net::SocketAddr) -> anyhow::R
         })
         .await?;
     Ok(())
+}
+
+struct MigrateArgs {
+    dir: PathBuf,
+    volume: String,
+    jobs: u16,
+    dry_run: bool,
+    reverse: bool,
+}
+
+async fn migrate(config: Option<&Path>, args: MigrateArgs) -> anyhow::Result<bool> {
+    use silo_host::migrate::{self, Action, Direction};
+    let config = load_config(config)?;
+    let direction = if args.reverse {
+        Direction::Export
+    } else {
+        Direction::Import
+    };
+    if direction == Direction::Import && !args.dir.is_dir() {
+        anyhow::bail!("{} is not a directory", args.dir.display());
+    }
+    if direction == Direction::Export && args.dir.exists() && !args.dir.is_dir() {
+        anyhow::bail!("{} exists and is not a directory", args.dir.display());
+    }
+    let storage = silo_host::open_storage(&config).await?;
+    volumes_of(&storage, Some(&args.volume))?;
+    let plan = migrate::plan(&storage, &args.volume, &args.dir, direction).await?;
+    let (from, to) = match direction {
+        Direction::Import => (args.dir.display().to_string(), format!("volume '{}'", args.volume)),
+        Direction::Export => (format!("volume '{}'", args.volume), args.dir.display().to_string()),
+    };
+    for (path, why) in &plan.unusable {
+        println!("unusable {path}: {why}");
+    }
+    if args.dry_run {
+        for item in &plan.items {
+            let what = match item.action {
+                Action::Copy => "copy",
+                Action::Check => "check",
+            };
+            println!("{what} {} ({} bytes)", item.path, item.size);
+        }
+        let checks = plan.items.iter().filter(|i| i.action == Action::Check).count();
+        println!(
+            "plan: {} files ({} bytes) from {from} to {to}; {checks} of them already there with the same size \
+             (copied only if their checksums differ); {} unusable; nothing copied (dry run)",
+            plan.items.len(),
+            plan.bytes(),
+            plan.unusable.len()
+        );
+        return Ok(true);
+    }
+    let bar = indicatif::ProgressBar::new(plan.bytes());
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {bytes}/{total_bytes} {msg} ({bytes_per_sec}, {eta})")
+            .expect("valid template"),
+    );
+    let files = plan.items.len();
+    let progress = {
+        let bar = bar.clone();
+        std::sync::Arc::new(move |done: u64, bytes: u64| {
+            bar.set_position(bytes);
+            bar.set_message(format!("{done}/{files} files"));
+        })
+    };
+    let unusable = plan.unusable.len();
+    let report = migrate::run(
+        &storage,
+        &args.volume,
+        &args.dir,
+        direction,
+        plan,
+        args.jobs.into(),
+        progress,
+    )
+    .await;
+    bar.finish_and_clear();
+    for (path, why) in &report.refused {
+        println!("refused {path}: {why}");
+    }
+    for (path, why) in &report.failed {
+        println!("failed {path}: {why}");
+    }
+    println!(
+        "{from} -> {to}: copied {} ({} bytes), already there {}, refused by the content policy {}, failed {}, unusable {unusable}",
+        report.copied,
+        report.copied_bytes,
+        report.skipped,
+        report.refused.len(),
+        report.failed.len()
+    );
+    Ok(report.is_complete())
 }
 
 async fn cache(config: Option<&Path>, command: CacheCommand) -> anyhow::Result<bool> {
@@ -266,6 +392,22 @@ fn main() -> ExitCode {
             }
         },
         Command::Cache { command } => exit(runtime.block_on(cache(cli.config.as_deref(), command))),
+        Command::Migrate {
+            dir,
+            volume,
+            jobs,
+            dry_run,
+            reverse,
+        } => exit(runtime.block_on(migrate(
+            cli.config.as_deref(),
+            MigrateArgs {
+                dir,
+                volume,
+                jobs,
+                dry_run,
+                reverse,
+            },
+        ))),
         Command::Serve { listen } => exit(runtime.block_on(serve(cli.config.as_deref(), listen)).map(|()| true)),
         Command::Plugin {
             command: PluginCommand::Check { component },

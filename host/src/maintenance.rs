@@ -73,7 +73,11 @@ enum Found {
 /// Every object in a volume's backend, in key order. Backends that can
 /// split their keys by directory are listed in parallel. `progress` is
 /// told the running count as pages arrive.
-async fn scan(storage: &Storage, volume: &str, progress: &dyn Fn(u64)) -> StorageResult<Vec<(String, ObjectMeta)>> {
+pub(crate) async fn scan(
+    storage: &Storage,
+    volume: &str,
+    progress: &(dyn Fn(u64) + Sync),
+) -> StorageResult<Vec<(String, ObjectMeta)>> {
     let store = storage.volume(volume)?.store.clone();
     let found: Arc<Mutex<Vec<(String, ObjectMeta)>>> = Arc::default();
     let count = Arc::new(AtomicU64::new(0));
@@ -143,7 +147,7 @@ async fn scan(storage: &Storage, volume: &str, progress: &dyn Fn(u64)) -> Storag
 /// Rebuild `volume`'s rows from its backend and swap them in atomically.
 /// Metadata a backend cannot hold (a local directory keeps no content
 /// type) is kept from the old row when the etag is unchanged.
-pub async fn refresh(storage: &Storage, volume: &str, progress: &dyn Fn(u64)) -> StorageResult<RefreshReport> {
+pub async fn refresh(storage: &Storage, volume: &str, progress: &(dyn Fn(u64) + Sync)) -> StorageResult<RefreshReport> {
     let listed = scan(storage, volume, progress).await?;
     let cache = storage.cache();
     let mut old: BTreeMap<String, ObjectMeta> = cache.all_files(volume)?.into_iter().collect();
@@ -178,7 +182,7 @@ pub async fn refresh(storage: &Storage, volume: &str, progress: &dyn Fn(u64)) ->
 }
 
 /// Compare `volume`'s rows with its backend; changes nothing.
-pub async fn verify(storage: &Storage, volume: &str, progress: &dyn Fn(u64)) -> StorageResult<Drift> {
+pub async fn verify(storage: &Storage, volume: &str, progress: &(dyn Fn(u64) + Sync)) -> StorageResult<Drift> {
     let listed = scan(storage, volume, progress).await?;
     let mut cached: BTreeMap<String, ObjectMeta> = storage.cache().all_files(volume)?.into_iter().collect();
     let mut drift = Drift {

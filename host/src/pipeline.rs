@@ -192,6 +192,12 @@ pub(crate) async fn run(
             .await;
         let ms = started.elapsed().as_secs_f64() * 1000.0;
         let name = stage.config.name.clone();
+        let outcome = match &result {
+            Ok(Outcome::Accept(_)) => "accept",
+            Ok(Outcome::Reject(_)) => "reject",
+            Err(e) => e.code(),
+        };
+        storage.metrics().plugin(&name, "on-upload", outcome);
         let own: Vec<(Location, ObjectMeta)> =
             std::mem::take(&mut usage.lock().unwrap_or_else(|p| p.into_inner()).written);
         let first_new = written.len();

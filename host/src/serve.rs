@@ -4,7 +4,8 @@
 //! pipeline, GET and HEAD read, DELETE removes), listings under
 //! `/v1/list/{volume}/{prefix}`, and `/healthz` answers when Silo is up.
 //! Writes need `Authorization: Bearer <token>`; public volumes are readable
-//! without it, private ones only with it. Every read says `nosniff`, and
+//! without it, private ones only with it or a signed URL. `/metrics`
+//! (Prometheus text) and `/v1/admin/...` need the separate admin token. Every read says `nosniff`, and
 //! active types (HTML, SVG, JavaScript) are served as attachments.
 
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
@@ -33,6 +34,9 @@ pub struct Tokens {
     pub write: String,
     /// Key of the signatures of time-limited URLs for private files.
     pub signing_key: Vec<u8>,
+    /// Metrics and cache maintenance (`/metrics`, `/v1/admin/...`); `None`
+    /// turns those routes off.
+    pub admin: Option<String>,
 }
 
 /// The longest a signed URL may stay valid.
@@ -82,19 +86,110 @@ struct App {
 /// The sidecar's routes, for serving with `axum::serve` or nesting in an
 /// embedder's own router.
 pub fn router(silo: Arc<Silo>, tokens: Tokens) -> Router {
+    let app = App {
+        silo,
+        tokens: Arc::new(tokens),
+    };
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
         .route("/v1/files/{volume}/{*path}", get(read).put(upload).delete(remove))
         .route("/v1/styles/{style}/{volume}/{*path}", get(style))
         .route("/v1/sign/{volume}/{*path}", get(sign))
         .route("/v1/list/{volume}", get(list_root))
         .route("/v1/list/{volume}/{*prefix}", get(list))
+        .route("/v1/admin/cache/{volume}/refresh", post(refresh))
+        .route("/v1/admin/cache/{volume}/verify", get(verify))
+        .route("/v1/admin/stats", get(stats))
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), track))
         // Uploads are streamed to disk; the pipeline's plugins judge size.
         .layer(DefaultBodyLimit::disable())
-        .with_state(App {
-            silo,
-            tokens: Arc::new(tokens),
+        .with_state(app)
+}
+
+/// Count every routed request by its route pattern.
+async fn track(
+    State(app): State<App>,
+    route: axum::extract::MatchedPath,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    app.silo.storage().metrics().request(
+        method.as_str(),
+        route.as_str(),
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+async fn metrics(State(app): State<App>, headers: HeaderMap) -> Result<Response, ApiError> {
+    app.may_admin(&headers)?;
+    let text = app.silo.storage().metrics().render();
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response())
+}
+
+/// Rebuild a volume's metadata cache from its backend.
+async fn refresh(State(app): State<App>, Path(volume): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
+    app.may_admin(&headers)?;
+    let storage = app.silo.storage();
+    known_volume(storage, &volume)?;
+    let report = crate::maintenance::refresh(storage, &volume, &|_| {}).await?;
+    Ok(axum::Json(report).into_response())
+}
+
+/// Compare a volume's metadata cache with its backend; changes nothing.
+async fn verify(State(app): State<App>, Path(volume): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
+    app.may_admin(&headers)?;
+    let storage = app.silo.storage();
+    known_volume(storage, &volume)?;
+    let drift = crate::maintenance::verify(storage, &volume, &|_| {}).await?;
+    let clean = drift.is_clean();
+    Ok(axum::Json(serde_json::json!({ "clean": clean, "drift": drift })).into_response())
+}
+
+/// Files and bytes per volume, from the metadata cache and the read caches.
+async fn stats(State(app): State<App>, headers: HeaderMap) -> Result<Response, ApiError> {
+    app.may_admin(&headers)?;
+    let storage = app.silo.storage();
+    let cached = storage.cache().stats()?;
+    let volumes: Vec<_> = storage
+        .volumes()
+        .map(|v| {
+            let s = cached.iter().find(|s| s.volume == v.name);
+            serde_json::json!({
+                "volume": v.name,
+                "backend": v.store.describe(),
+                "files": s.map_or(0, |s| s.files),
+                "bytes": s.map_or(0, |s| s.bytes),
+                "directories": s.map_or(0, |s| s.directories),
+                "read_cache": v.read_cache.as_ref().map(|c| serde_json::json!({
+                    "files": c.files(),
+                    "bytes": c.bytes(),
+                    "max_bytes": c.settings().max_bytes,
+                })),
+            })
         })
+        .collect();
+    Ok(axum::Json(serde_json::json!({ "volumes": volumes })).into_response())
+}
+
+fn known_volume(storage: &crate::Storage, volume: &str) -> Result<(), ApiError> {
+    storage.volume(volume).map(|_| ()).map_err(|_| ApiError {
+        status: StatusCode::NOT_FOUND,
+        code: "not-found",
+        message: format!("there is no volume named '{volume}'"),
+    })
 }
 
 /// An error as JSON: `{"error": {"code": ..., "message": ...}}`.
@@ -171,6 +266,22 @@ impl App {
             Ok(())
         } else {
             Err(unauthorized())
+        }
+    }
+
+    fn may_admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        match &self.tokens.admin {
+            Some(admin) if authorized(headers, admin) => Ok(()),
+            Some(_) => Err(ApiError {
+                status: StatusCode::UNAUTHORIZED,
+                code: "unauthorized",
+                message: "admin routes need `Authorization: Bearer <admin token>`".into(),
+            }),
+            None => Err(ApiError {
+                status: StatusCode::FORBIDDEN,
+                code: "admin-disabled",
+                message: "admin routes are off: start the sidecar with an admin token (SILO_ADMIN_TOKEN)".into(),
+            }),
         }
     }
 

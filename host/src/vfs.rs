@@ -14,8 +14,10 @@ use bytes::Bytes;
 
 use crate::cache::{Entry, MetadataCache, Page};
 use crate::error::{StorageError, StorageResult};
+use crate::metrics::Metrics;
 use crate::path::{self, VolumePath};
 use crate::policy::{ContentPolicy, SNIFF_BYTES};
+use crate::readcache::ReadCache;
 use crate::store::{self, ByteRange, ByteStream, ObjectMeta, ObjectStore, ObjectUpload, PutOptions};
 
 /// Largest object `read` returns whole; bigger ones need a stream.
@@ -92,6 +94,8 @@ pub struct Volume {
     pub store: Arc<dyn ObjectStore>,
     /// Base URL public files are served from, if any.
     pub public_url: Option<String>,
+    /// Local disk copies of whole files read from the backend.
+    pub read_cache: Option<Arc<ReadCache>>,
 }
 
 /// A file: volume plus validated path.
@@ -159,6 +163,7 @@ pub struct Storage {
     cache: MetadataCache,
     negative: NegativeCache,
     policy: ContentPolicy,
+    metrics: Arc<Metrics>,
 }
 
 /// A file staged for upload: visible at its location only to the sessions
@@ -198,7 +203,18 @@ impl Storage {
             cache,
             negative: NegativeCache::default(),
             policy: ContentPolicy::default(),
+            metrics: Arc::default(),
         }
+    }
+
+    /// Count into `metrics` (shared with the volumes' read caches).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Replace the default write-xor-execute policy.
@@ -257,6 +273,10 @@ impl Session {
     }
 
     /// Show `pending` at its location to this session only.
+    pub fn storage(&self) -> &Arc<Storage> {
+        &self.storage
+    }
+
     pub fn with_pending(mut self, pending: PendingUpload) -> Self {
         self.pending = Some(pending);
         self
@@ -301,9 +321,11 @@ impl Session {
             return Ok(p.meta.clone());
         }
         if let Some(meta) = self.cache().get(&loc.volume, loc.path.as_str())? {
+            self.storage.metrics.metadata_lookup(&loc.volume, true);
             return Ok(meta);
         }
         let volume = self.storage.volume(&loc.volume)?;
+        self.storage.metrics.metadata_lookup(&loc.volume, false);
         if volume.cache_mode == CacheMode::Canonical || self.storage.negative.is_fresh(loc) {
             return Err(StorageError::NotFound);
         }
@@ -347,13 +369,41 @@ impl Session {
             return Ok((p.meta.clone(), body));
         }
         // A file the cache does not know is not there (canonical mode).
-        self.stat(loc).await?;
-        let result = self.store(loc)?.get(loc.path.as_str(), range).await;
-        if matches!(result, Err(StorageError::NotFound)) {
-            // Deleted behind Silo's back: the row is stale.
-            self.cache().remove(&loc.volume, &loc.path)?;
+        let known = self.stat(loc).await?;
+        let volume = self.storage.volume(&loc.volume)?;
+        let key = loc.path.as_str();
+        if let Some(disk) = &volume.read_cache {
+            let hit = disk.get(key, &known, range).await;
+            self.storage.metrics.read_cache_lookup(&loc.volume, hit.is_some());
+            if let Some(body) = hit {
+                return Ok((known, body));
+            }
         }
-        result
+        match volume.store.get(key, range).await {
+            Ok((meta, body)) => match (&volume.read_cache, range) {
+                (Some(disk), None) => {
+                    let body = disk.fill(key, &meta, body);
+                    Ok((meta, body))
+                }
+                _ => Ok((meta, body)),
+            },
+            Err(StorageError::NotFound) => {
+                // Deleted behind Silo's back: the row is stale.
+                self.cache().remove(&loc.volume, &loc.path)?;
+                Err(StorageError::NotFound)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Drop the disk copy of a file that changed.
+    fn changed(&self, loc: &Location) {
+        if let Ok(Volume {
+            read_cache: Some(disk), ..
+        }) = self.storage.volume(&loc.volume)
+        {
+            disk.forget(loc.path.as_str());
+        }
     }
 
     pub async fn read(&self, loc: &Location) -> StorageResult<Vec<u8>> {
@@ -417,6 +467,7 @@ impl Session {
 
     /// Record a write the backend acknowledged: cache first, then usage.
     fn written(&self, loc: &Location, meta: ObjectMeta) -> StorageResult<ObjectMeta> {
+        self.changed(loc);
         self.cache().put(&loc.volume, &loc.path, &meta)?;
         self.storage.negative.forget(loc);
         let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
@@ -460,6 +511,7 @@ impl Session {
         }
         self.stat(loc).await?;
         self.store(loc)?.delete(loc.path.as_str()).await?;
+        self.changed(loc);
         self.cache().remove(&loc.volume, &loc.path)
     }
 

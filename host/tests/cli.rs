@@ -267,3 +267,90 @@ fn run_and_cache_commands_work_on_s3_volumes() {
     let out = silo(dir.path(), &["--config", &config, "cache", "verify"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+#[test]
+fn migrate_plans_copies_resumes_and_reverses() {
+    let (endpoint, bucket) = s3_bucket("migrate");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("silo.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[volumes.media]\nbackend = \"s3\"\nbucket = \"{bucket}\"\nprefix = \"media\"\nendpoint_url = \"{endpoint}\"\n"
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let uploads = dir.path().join("uploads");
+    for i in 0..40 {
+        let file = uploads.join(format!("{}/{i}.txt", i % 4));
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, format!("file {i}\n").repeat(i + 1)).unwrap();
+    }
+    std::fs::write(uploads.join("evil.php"), b"<?php system($_GET['c']);").unwrap();
+    let uploads_arg = uploads.display().to_string();
+    let migrate = |extra: &[&str]| {
+        let mut args = vec!["--config", &config, "migrate", &uploads_arg, "--volume", "media"];
+        args.extend_from_slice(extra);
+        silo(dir.path(), &args)
+    };
+
+    let out = migrate(&["--dry-run"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("copy 0/0.txt (7 bytes)"), "{stdout}");
+    assert!(stdout.contains("plan: 41 files"), "{stdout}");
+    assert!(stdout.contains("nothing copied (dry run)"), "{stdout}");
+    let out = silo(dir.path(), &["--config", &config, "cache", "stats"]);
+    let stats = String::from_utf8_lossy(&out.stdout).into_owned();
+    let media: Vec<&str> = stats
+        .lines()
+        .find(|l| l.starts_with("media "))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(media[1], "0", "a dry run copies nothing: {stats}");
+
+    let out = migrate(&["--jobs", "3"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("refused evil.php"), "{stdout}");
+    assert!(stdout.contains("copied 40 ("), "{stdout}");
+    let out = silo(dir.path(), &["--config", &config, "cache", "verify"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+
+    let out = migrate(&[]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(stdout.contains("copied 0 (0 bytes), already there 40"), "{stdout}");
+
+    let back = dir.path().join("back");
+    let back_arg = back.display().to_string();
+    let out = silo(
+        dir.path(),
+        &[
+            "--config",
+            &config,
+            "migrate",
+            &back_arg,
+            "--volume",
+            "media",
+            "--reverse",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("copied 40 ("), "{stdout}");
+    assert_eq!(
+        std::fs::read(back.join("3/7.txt")).unwrap(),
+        std::fs::read(uploads.join("3/7.txt")).unwrap()
+    );
+
+    let out = migrate(&["--jobs", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = silo(
+        dir.path(),
+        &["--config", &config, "migrate", "/nonexistent", "--volume", "media"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a directory"));
+}

@@ -283,3 +283,29 @@ fn an_upload_to_an_unreachable_s3_backend_is_a_503_and_stores_nothing() {
     let (status, _, _) = curl(&[&url]);
     assert_eq!(status, 404);
 }
+
+/// The same API from Python with `requests`: `tests/run` installs it into
+/// its own virtualenv and exports SILO_TEST_PYTHON.
+#[test]
+fn a_python_cms_drives_the_sidecar_with_requests() {
+    let python = std::env::var("SILO_TEST_PYTHON").unwrap_or_else(|_| {
+        panic!("SILO_TEST_PYTHON is not set: run `tests/run`, which installs Python `requests` for this test")
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = Command::new(&python)
+        .arg(root.join("tests/clients/sidecar_client.py"))
+        .arg(&server.base)
+        .arg(TOKEN)
+        .arg(root.join("samples/sunset.jpg"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+    assert!(
+        out.status.success(),
+        "the Python client failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+}

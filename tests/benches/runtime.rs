@@ -35,6 +35,7 @@ impl Bench {
             cache_mode: CacheMode::Canonical,
             store: Arc::new(MemoryStore::new()),
             public_url: None,
+            read_cache: None,
         };
         let cache = MetadataCache::open(&dir.path().join("meta.sqlite")).unwrap();
         let storage = Arc::new(Storage::new(vec![volume], cache));

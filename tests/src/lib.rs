@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod http;
+pub mod proxy;
 pub mod s3;
 
 use sha2::Digest;

@@ -74,6 +74,7 @@ proptest! {
                 cache_mode: CacheMode::ReadThrough,
                 store: store.clone(),
                 public_url: None,
+                read_cache: None,
             };
             let storage = Arc::new(Storage::new(vec![volume], MetadataCache::in_memory().unwrap()));
             let grants: Arc<[Grant]> = vec![Grant {

@@ -83,6 +83,7 @@ async fn refresh_skips_keys_that_break_the_path_rules() -> anyhow::Result<()> {
         cache_mode: CacheMode::Canonical,
         store,
         public_url: None,
+        read_cache: None,
     };
     let storage = Storage::new(vec![volume], MetadataCache::in_memory()?);
     let report = refresh(&storage, "v", &quiet).await?;

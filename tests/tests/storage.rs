@@ -326,6 +326,7 @@ async fn stat_exists_and_list_are_served_by_the_cache_alone() {
             cache_mode: CacheMode::Canonical,
             store: counting.clone(),
             public_url: None,
+            read_cache: None,
         };
         let storage = Arc::new(Storage::new(vec![volume], MetadataCache::in_memory().unwrap()));
         let host = storage.host_session();
@@ -388,6 +389,7 @@ async fn read_through_volumes_see_files_written_behind_silos_back_at_once() {
                 cache_mode: CacheMode::ReadThrough,
                 store: counting.clone(),
                 public_url: None,
+                read_cache: None,
             },
             Volume {
                 name: "canon".into(),
@@ -395,6 +397,7 @@ async fn read_through_volumes_see_files_written_behind_silos_back_at_once() {
                 cache_mode: CacheMode::Canonical,
                 store: inner.clone(),
                 public_url: None,
+                read_cache: None,
             },
         ];
         let storage = Arc::new(Storage::new(volumes, MetadataCache::in_memory().unwrap()));

@@ -1,0 +1,163 @@
+//! What Silo counts, for the sidecar's Prometheus endpoint (`/metrics`) and
+//! for embedders who export it themselves.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub method: String,
+    /// The route's pattern (`/v1/files/{volume}/{*path}`), never the
+    /// requested path, so that the label set stays small.
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub method: String,
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LookupLabels {
+    pub volume: String,
+    /// `hit` or `miss`.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VolumeLabels {
+    pub volume: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabels {
+    pub plugin: String,
+    /// `on-upload` or `on-derive`.
+    pub call: &'static str,
+    /// `accept`, `reject`, `ok`, or the error code (`time-limit`, `trap`, …).
+    pub outcome: String,
+}
+
+/// Silo's counters. Cheap to update from any thread.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_seconds: Family<RouteLabels, Histogram>,
+    pub metadata_lookups: Family<LookupLabels, Counter>,
+    pub read_cache_lookups: Family<LookupLabels, Counter>,
+    pub read_cache_bytes: Family<VolumeLabels, Gauge>,
+    pub plugin_invocations: Family<PluginLabels, Counter>,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs to ~52 s.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.0001, 2.0, 20,
+    ))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("silo");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("http_requests", "HTTP requests answered", requests.clone());
+        let request_seconds = Family::<RouteLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to the response's headers",
+            request_seconds.clone(),
+        );
+        let metadata_lookups = Family::<LookupLabels, Counter>::default();
+        registry.register(
+            "metadata_cache_lookups",
+            "File lookups answered by the metadata cache (hit) or the backend (miss)",
+            metadata_lookups.clone(),
+        );
+        let read_cache_lookups = Family::<LookupLabels, Counter>::default();
+        registry.register(
+            "read_cache_lookups",
+            "Whole-file reads of S3 volumes served from the local disk cache (hit) or S3 (miss)",
+            read_cache_lookups.clone(),
+        );
+        let read_cache_bytes = Family::<VolumeLabels, Gauge>::default();
+        registry.register(
+            "read_cache_bytes",
+            "Bytes held by the local disk read cache",
+            read_cache_bytes.clone(),
+        );
+        let plugin_invocations = Family::<PluginLabels, Counter>::default();
+        registry.register(
+            "plugin_invocations",
+            "Plugin invocations by outcome",
+            plugin_invocations.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            request_seconds,
+            metadata_lookups,
+            read_cache_lookups,
+            read_cache_bytes,
+            plugin_invocations,
+        }
+    }
+}
+
+impl Metrics {
+    /// Everything, in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                method: method.to_owned(),
+                route: route.to_owned(),
+                status,
+            })
+            .inc();
+        self.request_seconds
+            .get_or_create(&RouteLabels {
+                method: method.to_owned(),
+                route: route.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn plugin(&self, plugin: &str, call: &'static str, outcome: &str) {
+        self.plugin_invocations
+            .get_or_create(&PluginLabels {
+                plugin: plugin.to_owned(),
+                call,
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn metadata_lookup(&self, volume: &str, hit: bool) {
+        self.metadata_lookups.get_or_create(&lookup(volume, hit)).inc();
+    }
+
+    pub(crate) fn read_cache_lookup(&self, volume: &str, hit: bool) {
+        self.read_cache_lookups.get_or_create(&lookup(volume, hit)).inc();
+    }
+}
+
+fn lookup(volume: &str, hit: bool) -> LookupLabels {
+    LookupLabels {
+        volume: volume.to_owned(),
+        result: if hit { "hit" } else { "miss" },
+    }
+}

@@ -1,0 +1,315 @@
+//! Sidecar benchmark against the SeaweedFS server `tests/run` starts:
+//! `tests/run bench --bench sidecar` (release). Prints a table of Silo
+//! against baselines measured in the same run:
+//!
+//! (1) small-file reads through the sidecar (metadata and disk cache hits)
+//!     vs GETs straight from SeaweedFS (presigned URLs), same client, same
+//!     concurrency: requests per second and p99;
+//! (2) uploads through the pipeline (upload-guard) vs PutObject straight to
+//!     SeaweedFS: uploads per second;
+//! (3) `silo migrate` of 10,000 small files vs `aws s3 sync` (awscli from
+//!     PyPI, installed by `tests/run`) to the same server.
+//!
+//! `SILO_BENCH_SECS` (default 5) sets the duration of (1);
+//! `SILO_BENCH_FILES` (default 10000) the file count of (3).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::presigning::PresigningConfig;
+use bytes::Bytes;
+use silo_host::migrate::{self, Direction};
+use silo_tests::http::{Client, Sidecar};
+use silo_tests::{TestSilo, s3};
+
+const CONCURRENCY: usize = 16;
+
+const GUARD: &str = r#"
+[[plugins]]
+name = "upload-guard"
+component = "builtin:upload-guard"
+events = ["*/*"]
+settings = { max_bytes = 67108864 }
+limits = { memory_mib = 32, time_ms = 5000 }
+grants = [{ volume = "public", access = ["read"] }]
+"#;
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
+fn small(i: usize) -> Vec<u8> {
+    format!("small file {i}\n").repeat(300).into_bytes()
+}
+
+struct Load {
+    requests: u64,
+    elapsed: Duration,
+    p50: Duration,
+    p99: Duration,
+}
+
+impl Load {
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// GET `urls` round-robin from `CONCURRENCY` workers for `secs`.
+async fn hammer(client: &Client, urls: Arc<Vec<String>>, secs: u64) -> Load {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..CONCURRENCY {
+        let (client, urls) = (client.clone(), urls.clone());
+        workers.spawn(async move {
+            let mut latencies = Vec::new();
+            let mut i = w;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let reply = client.get(&urls[i % urls.len()], &[]).await.expect("GET");
+                assert_eq!(reply.status, 200, "{}", reply.text());
+                latencies.push(t.elapsed());
+                i += CONCURRENCY;
+            }
+            latencies
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(l) = workers.join_next().await {
+        all.extend(l.unwrap());
+    }
+    let elapsed = started.elapsed();
+    all.sort();
+    Load {
+        requests: all.len() as u64,
+        elapsed,
+        p50: all[all.len() / 2],
+        p99: all[all.len() * 99 / 100],
+    }
+}
+
+/// Run `n` jobs, `CONCURRENCY` at once; returns the elapsed time.
+async fn in_parallel<F, Fut>(n: usize, job: F) -> Duration
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let job = Arc::new(job);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..CONCURRENCY {
+        let (job, next) = (job.clone(), next.clone());
+        workers.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    return;
+                }
+                job(i).await;
+            }
+        });
+    }
+    while let Some(r) = workers.join_next().await {
+        r.unwrap();
+    }
+    started.elapsed()
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+#[tokio::main]
+async fn main() {
+    let secs = env_or("SILO_BENCH_SECS", 5);
+    let files = env_or("SILO_BENCH_FILES", 10_000) as usize;
+    let mut rows: Vec<[String; 5]> = Vec::new();
+
+    let bucket = s3::bucket("bench-sidecar").await;
+    let volumes = s3::volume_toml(
+        "public",
+        &bucket,
+        "public",
+        "visibility = \"public\"\nread_cache_mib = 512",
+    );
+    let t = TestSilo::with_volumes(GUARD, &[], &volumes).await.expect("open Silo");
+    let silo = Arc::new(t.silo);
+    let sidecar = Sidecar::start(silo.clone()).await;
+    let client = Client::default();
+    let sdk = s3::client();
+
+    // (1) Reads: 100 files of 5.4 kB, cached by a first read.
+    let mut through_silo = Vec::new();
+    let mut direct = Vec::new();
+    for i in 0..100 {
+        let url = sidecar.url(&format!("/v1/files/public/read/{i}.txt"));
+        let reply = client.put(&url, "text/plain", small(i)).await.expect("PUT");
+        assert_eq!(reply.status, 201, "{}", reply.text());
+        assert_eq!(client.get(&url, &[]).await.unwrap().body, small(i));
+        through_silo.push(url);
+        let presigned = sdk
+            .get_object()
+            .bucket(&bucket)
+            .key(format!("public/read/{i}.txt"))
+            .presigned(PresigningConfig::expires_in(Duration::from_secs(3600)).unwrap())
+            .await
+            .expect("presign");
+        direct.push(presigned.uri().to_owned());
+    }
+    let (through_silo, direct) = (Arc::new(through_silo), Arc::new(direct));
+    // Warm both paths' connection pools.
+    hammer(&client, through_silo.clone(), 1).await;
+    hammer(&client, direct.clone(), 1).await;
+    let silo_reads = hammer(&client, through_silo, secs).await;
+    let s3_reads = hammer(&client, direct, secs).await;
+    rows.push([
+        format!("small-file reads, {CONCURRENCY} clients"),
+        format!(
+            "{:.0} req/s, p50 {}, p99 {}",
+            silo_reads.rps(),
+            ms(silo_reads.p50),
+            ms(silo_reads.p99)
+        ),
+        format!(
+            "{:.0} req/s, p50 {}, p99 {} (GET from SeaweedFS)",
+            s3_reads.rps(),
+            ms(s3_reads.p50),
+            ms(s3_reads.p99)
+        ),
+        format!("{:.2}x rps", silo_reads.rps() / s3_reads.rps()),
+        format!("p99 {:.2}x", silo_reads.p99.as_secs_f64() / s3_reads.p99.as_secs_f64()),
+    ]);
+
+    // (2) Uploads: 1,000 small files each way.
+    let n = 1000;
+    let silo_uploads = {
+        let (client, base) = (client.clone(), sidecar.url("/v1/files/public/up"));
+        in_parallel(n, move |i| {
+            let (client, url) = (client.clone(), format!("{base}/{i}.txt"));
+            async move {
+                let reply = client.put(&url, "text/plain", small(i)).await.expect("PUT");
+                assert_eq!(reply.status, 201, "{}", reply.text());
+            }
+        })
+        .await
+    };
+    let sdk_uploads = {
+        let (sdk, bucket) = (sdk.clone(), bucket.clone());
+        in_parallel(n, move |i| {
+            let (sdk, bucket) = (sdk.clone(), bucket.clone());
+            async move {
+                sdk.put_object()
+                    .bucket(&bucket)
+                    .key(format!("direct/{i}.txt"))
+                    .content_type("text/plain")
+                    .body(Bytes::from(small(i)).into())
+                    .send()
+                    .await
+                    .expect("PutObject");
+            }
+        })
+        .await
+    };
+    let per_sec = |d: Duration| n as f64 / d.as_secs_f64();
+    rows.push([
+        format!("uploads of 5.4 kB, {CONCURRENCY} clients"),
+        format!("{:.0} uploads/s (pipeline: upload-guard)", per_sec(silo_uploads)),
+        format!("{:.0} PutObject/s", per_sec(sdk_uploads)),
+        format!("{:.2}x", per_sec(silo_uploads) / per_sec(sdk_uploads)),
+        String::new(),
+    ]);
+
+    // (3) Migration of `files` small files vs `aws s3 sync`.
+    let source = tempfile::tempdir().unwrap();
+    for i in 0..files {
+        let path = source.path().join(format!("{}/{}/{i}.txt", i % 10, i % 97));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, &small(i)[..1000 + i % 3000]).unwrap();
+    }
+    let target = s3::bucket("bench-migrate").await;
+    let migrating = TestSilo::with_volumes("", &[], &s3::volume_toml("media", &target, "media", ""))
+        .await
+        .expect("open Silo");
+    let storage = migrating.silo.storage();
+    let started = Instant::now();
+    let plan = migrate::plan(storage, "media", source.path(), Direction::Import)
+        .await
+        .unwrap();
+    let report = migrate::run(
+        storage,
+        "media",
+        source.path(),
+        Direction::Import,
+        plan,
+        6,
+        Arc::new(|_, _| {}),
+    )
+    .await;
+    let silo_migrate = started.elapsed();
+    assert_eq!(report.copied as usize, files, "{report:?}");
+    let started = Instant::now();
+    let again = migrate::plan(storage, "media", source.path(), Direction::Import)
+        .await
+        .unwrap();
+    let resumed = migrate::run(
+        storage,
+        "media",
+        source.path(),
+        Direction::Import,
+        again,
+        6,
+        Arc::new(|_, _| {}),
+    )
+    .await;
+    let silo_resume = started.elapsed();
+    assert_eq!(resumed.skipped as usize, files);
+
+    let aws = std::env::var("SILO_TEST_AWS")
+        .expect("SILO_TEST_AWS is not set: run `tests/run bench`, which installs awscli for this baseline");
+    let sync = |dest: String| {
+        let started = Instant::now();
+        let out = std::process::Command::new(&aws)
+            .args(["s3", "sync", "--only-show-errors", "--endpoint-url", &s3::endpoint()])
+            .arg(source.path())
+            .arg(dest)
+            .output()
+            .expect("run aws");
+        assert!(
+            out.status.success(),
+            "aws s3 sync: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        started.elapsed()
+    };
+    let aws_sync = sync(format!("s3://{target}/aws"));
+    let aws_resync = sync(format!("s3://{target}/aws"));
+    let secs_of = |d: Duration| {
+        format!(
+            "{:.1} s ({:.0} files/s)",
+            d.as_secs_f64(),
+            files as f64 / d.as_secs_f64()
+        )
+    };
+    rows.push([
+        format!("migrate {files} files (first run)"),
+        format!("{} (silo migrate, 6 jobs)", secs_of(silo_migrate)),
+        format!("{} (aws s3 sync)", secs_of(aws_sync)),
+        format!("{:.2}x faster", aws_sync.as_secs_f64() / silo_migrate.as_secs_f64()),
+        String::new(),
+    ]);
+    rows.push([
+        format!("migrate {files} files (nothing to do)"),
+        secs_of(silo_resume),
+        secs_of(aws_resync),
+        format!("{:.2}x faster", aws_resync.as_secs_f64() / silo_resume.as_secs_f64()),
+        String::new(),
+    ]);
+
+    println!("\n| measure | Silo | baseline | ratio | |");
+    println!("|---|---|---|---|---|");
+    for row in rows {
+        println!("| {} |", row.join(" | "));
+    }
+}

@@ -1,0 +1,151 @@
+//! `silo migrate`: an uploads directory into an S3 volume and back, with
+//! SeaweedFS as the S3 server.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use silo_host::maintenance;
+use silo_host::migrate::{self, Action, Direction, Plan};
+use silo_tests::{TestSilo, s3};
+
+fn content(seed: usize, len: usize) -> Vec<u8> {
+    (0..len).map(|i| b'a' + ((i * 7 + seed * 13) % 26) as u8).collect()
+}
+
+/// An uploads directory as a CMS leaves it.
+fn uploads(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    for i in 0..300 {
+        let path = format!("{}/{:02}/file-{i}.txt", 2020 + i % 5, i % 12);
+        files.push((path, content(i, i * 37 % 5000)));
+    }
+    // Past the whole-file limit: streamed.
+    files.push(("videos/big.bin".to_owned(), content(999, 9 << 20)));
+    files.push(("styles/thumbnail/ünïcödé 😀.txt".to_owned(), b"unicode".to_vec()));
+    for (path, bytes) in &files {
+        let target = dir.join(path);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::write(target, bytes).unwrap();
+    }
+    // What the content policy refuses, and what cannot be migrated.
+    std::fs::write(dir.join(".htaccess"), b"Options -Indexes").unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", dir.join("passwd")).unwrap();
+    std::fs::write(dir.join("back\\slash.txt"), b"x").unwrap();
+    files
+}
+
+async fn plan_and_run(t: &TestSilo, dir: &Path, direction: Direction) -> (Plan, migrate::Report, u64) {
+    let storage = t.silo.storage();
+    let plan = migrate::plan(storage, "media", dir, direction).await.unwrap();
+    let planned = plan.clone();
+    let done = Arc::new(AtomicU64::new(0));
+    let seen = done.clone();
+    let report = migrate::run(
+        storage,
+        "media",
+        dir,
+        direction,
+        plan,
+        6,
+        Arc::new(move |files, _| {
+            seen.fetch_max(files, Ordering::Relaxed);
+        }),
+    )
+    .await;
+    (planned, report, done.load(Ordering::Relaxed))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_uploads_directory_moves_into_s3_resumably_and_back_out() {
+    let bucket = s3::bucket("migrate").await;
+    let t = TestSilo::with_volumes("", &[], &s3::volume_toml("media", &bucket, "media", ""))
+        .await
+        .unwrap();
+    let source = tempfile::tempdir().unwrap();
+    let files = uploads(source.path());
+
+    let (plan, report, progressed) = plan_and_run(&t, source.path(), Direction::Import).await;
+    assert_eq!(plan.items.len(), files.len() + 1, "the files and .htaccess");
+    assert!(plan.items.iter().all(|i| i.action == Action::Copy));
+    let unusable: Vec<&str> = plan.unusable.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(unusable, ["back\\slash.txt", "passwd"]);
+    assert_eq!(report.copied, files.len() as u64, "{report:?}");
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(report.refused.len(), 1);
+    assert_eq!(report.refused[0].0, ".htaccess");
+    assert_eq!(progressed, plan.items.len() as u64);
+
+    // In S3 byte for byte (read with a plain S3 client), in the cache.
+    let stored = s3::keys(&bucket).await;
+    assert_eq!(stored.len(), files.len());
+    let client = s3::client();
+    for (path, bytes) in files.iter().step_by(50).chain(files.iter().rev().take(2)) {
+        let got = client
+            .get_object()
+            .bucket(&bucket)
+            .key(format!("media/{path}"))
+            .send()
+            .await
+            .unwrap();
+        let sha = got.metadata().and_then(|m| m.get(migrate::SHA256_KEY)).cloned();
+        assert_eq!(sha.as_deref(), Some(silo_tests::sha256_hex(bytes).as_str()), "{path}");
+        assert_eq!(
+            &got.body.collect().await.unwrap().into_bytes()[..],
+            &bytes[..],
+            "{path}"
+        );
+    }
+    let storage = t.silo.storage();
+    assert!(maintenance::verify(storage, "media", &|_| {}).await.unwrap().is_clean());
+
+    // Again: everything is already there.
+    let (plan, report, _) = plan_and_run(&t, source.path(), Direction::Import).await;
+    assert_eq!(
+        plan.items.iter().filter(|i| i.action == Action::Check).count(),
+        files.len()
+    );
+    assert_eq!((report.copied, report.skipped), (0, files.len() as u64));
+
+    // A file changed in place (same size) is copied again, nothing else.
+    let (changed, old) = &files[7];
+    let mut new = old.clone();
+    new[0] = if new[0] == b'z' { b'y' } else { b'z' };
+    std::fs::write(source.path().join(changed), &new).unwrap();
+    let (_, report, _) = plan_and_run(&t, source.path(), Direction::Import).await;
+    assert_eq!((report.copied, report.skipped), (1, files.len() as u64 - 1));
+    let host = storage.host_session();
+    assert_eq!(
+        host.read(&storage.location("media", changed).unwrap()).await.unwrap(),
+        new
+    );
+
+    // Out again, for leaving S3.
+    let out = tempfile::tempdir().unwrap();
+    let (plan, report, _) = plan_and_run(&t, out.path(), Direction::Export).await;
+    assert_eq!(plan.items.len(), files.len());
+    assert_eq!(report.copied, files.len() as u64, "{report:?}");
+    for (path, bytes) in &files {
+        let want = if path == changed { &new } else { bytes };
+        assert_eq!(&std::fs::read(out.path().join(path)).unwrap(), want, "{path}");
+    }
+    // Damage one exported file: only that one is fetched again.
+    std::fs::write(out.path().join(&files[3].0), content(4242, files[3].1.len())).unwrap();
+    let (_, report, _) = plan_and_run(&t, out.path(), Direction::Export).await;
+    assert_eq!((report.copied, report.skipped), (1, files.len() as u64 - 1));
+    assert_eq!(std::fs::read(out.path().join(&files[3].0)).unwrap(), files[3].1);
+    let leftovers = walk_names(out.path());
+    assert!(!leftovers.iter().any(|n| n.contains(".silo-migrate-")), "{leftovers:?}");
+}
+
+fn walk_names(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.file_type().unwrap().is_dir() {
+            out.extend(walk_names(&entry.path()));
+        }
+        out.push(name);
+    }
+    out
+}

@@ -1,0 +1,448 @@
+//! The sidecar under load and faults, with SeaweedFS behind it, and the
+//! local disk read cache of S3 volumes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::{Method, StatusCode};
+use silo_host::maintenance;
+use silo_host::store::PutOptions;
+use silo_tests::http::{ADMIN_TOKEN, Client, Sidecar, TOKEN};
+use silo_tests::proxy::Relay;
+use silo_tests::{TestSilo, s3};
+
+const GUARD: &str = r#"
+[[plugins]]
+name = "upload-guard"
+component = "builtin:upload-guard"
+events = ["*/*"]
+settings = { max_bytes = 67108864 }
+limits = { memory_mib = 32, time_ms = 5000 }
+grants = [{ volume = "public", access = ["read"] }]
+"#;
+
+/// Deterministic bytes of `len`, different per `seed`.
+fn content(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Printable, so that the content policy sees text.
+            b'a' + (x % 26) as u8
+        })
+        .collect()
+}
+
+fn counter(metrics: &str, series: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+fn lookups(silo: &silo_host::Silo, volume: &str, result: &str) -> u64 {
+    counter(
+        &silo.storage().metrics().render(),
+        &format!("silo_read_cache_lookups_total{{volume=\"{volume}\",result=\"{result}\"}}"),
+    )
+}
+
+async fn s3_silo(hint: &str, extra: &str) -> (TestSilo, String) {
+    let bucket = s3::bucket(hint).await;
+    let volumes = s3::volume_toml(
+        "public",
+        &bucket,
+        "public",
+        &format!("visibility = \"public\"\n{extra}"),
+    );
+    (TestSilo::with_volumes("", &[], &volumes).await.unwrap(), bucket)
+}
+
+#[tokio::test]
+async fn s3_reads_come_from_the_disk_cache_which_is_bounded_and_survives_restarts() {
+    let (t, bucket) = s3_silo("readcache", "read_cache_mib = 1").await;
+    let storage = t.silo.storage().clone();
+    let host = storage.host_session();
+    let loc = |p: &str| storage.location("public", p).unwrap();
+    let first = content(1, 100_000);
+    host.write(&loc("a.txt"), Bytes::from(first.clone()), PutOptions::default())
+        .await
+        .unwrap();
+
+    assert_eq!(host.read(&loc("a.txt")).await.unwrap(), first);
+    assert_eq!(lookups(&t.silo, "public", "miss"), 1);
+    assert_eq!(host.read(&loc("a.txt")).await.unwrap(), first);
+    assert_eq!(lookups(&t.silo, "public", "hit"), 1, "the second read comes from disk");
+    let cache = storage.volume("public").unwrap().read_cache.clone().unwrap();
+    assert_eq!((cache.files(), cache.bytes()), (1, 100_000));
+
+    // Changed behind Silo's back: served from disk until the metadata
+    // cache learns the new version, then the new bytes, never a mix.
+    let second = content(2, 100_000);
+    s3::client()
+        .put_object()
+        .bucket(&bucket)
+        .key("public/a.txt")
+        .body(second.clone().into())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(host.read(&loc("a.txt")).await.unwrap(), first);
+    maintenance::refresh(&storage, "public", &|_| {}).await.unwrap();
+    assert_eq!(host.read(&loc("a.txt")).await.unwrap(), second);
+    assert_eq!(host.read(&loc("a.txt")).await.unwrap(), second);
+    assert_eq!(cache.files(), 1, "one version per file");
+
+    // Ranged reads of a cached file come from disk too.
+    let range = host.read_range(&loc("a.txt"), 99_990, 100).await.unwrap();
+    assert_eq!(range, &second[99_990..]);
+
+    // Bounded: 12 files of 100 kB through a 1 MiB cache keep the newest.
+    for i in 0..12 {
+        let path = format!("many/{i}.txt");
+        host.write(
+            &loc(&path),
+            Bytes::from(content(10 + i, 100_000)),
+            PutOptions::default(),
+        )
+        .await
+        .unwrap();
+        host.read(&loc(&path)).await.unwrap();
+    }
+    assert!(cache.bytes() <= 1 << 20, "{} bytes cached", cache.bytes());
+    assert!(cache.files() < 13, "{} files cached", cache.files());
+    let (hits, misses) = (lookups(&t.silo, "public", "hit"), lookups(&t.silo, "public", "miss"));
+    host.read(&loc("many/11.txt")).await.unwrap();
+    assert_eq!(lookups(&t.silo, "public", "hit"), hits + 1, "the newest stays");
+    host.read(&loc("many/0.txt")).await.unwrap();
+    assert_eq!(
+        lookups(&t.silo, "public", "miss"),
+        misses + 1,
+        "the least recently used went first"
+    );
+
+    // Deleting through Silo drops the copy.
+    let before = cache.files();
+    host.delete(&loc("many/11.txt")).await.unwrap();
+    assert_eq!(cache.files(), before - 1);
+
+    // Restart: what was cached is still there; half-written files are not.
+    let (files, bytes) = (cache.files(), cache.bytes());
+    drop((cache, host, storage));
+    let TestSilo { dir, silo } = t;
+    drop(silo);
+    let tmp = dir.path().join("state/read-cache/public/tmp");
+    std::fs::write(tmp.join("interrupted"), b"half a file").unwrap();
+    let config = silo_host::Config::load(&dir.path().join("silo.toml")).unwrap();
+    let silo = silo_host::Silo::open(config).await.unwrap();
+    let cache = silo.storage().volume("public").unwrap().read_cache.clone().unwrap();
+    assert_eq!((cache.files(), cache.bytes()), (files, bytes));
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "leftovers are cleared");
+    let host = silo.storage().host_session();
+    let got = host
+        .read(&silo.storage().location("public", "many/0.txt").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(got, content(10, 100_000));
+    assert_eq!(
+        lookups(&silo, "public", "hit"),
+        1,
+        "served from the cache of the last run"
+    );
+}
+
+#[tokio::test]
+async fn files_unused_for_the_inactive_time_leave_the_disk_cache() {
+    let (t, _) = s3_silo("inactive", "read_cache_mib = 8\nread_cache_inactive_secs = 1").await;
+    let storage = t.silo.storage().clone();
+    let host = storage.host_session();
+    let loc = storage.location("public", "a.txt").unwrap();
+    host.write(&loc, Bytes::from_static(b"hello"), PutOptions::default())
+        .await
+        .unwrap();
+    host.read(&loc).await.unwrap();
+    host.read(&loc).await.unwrap();
+    assert_eq!(lookups(&t.silo, "public", "hit"), 1);
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    host.read(&loc).await.unwrap();
+    assert_eq!(lookups(&t.silo, "public", "hit"), 1, "expired, read from S3 again");
+    assert_eq!(lookups(&t.silo, "public", "miss"), 2);
+}
+
+#[tokio::test]
+async fn metrics_and_admin_routes_answer_only_the_admin_token() {
+    let t = TestSilo::new(GUARD, &[]).await.unwrap();
+    let silo = Arc::new(t.silo);
+    let sidecar = Sidecar::start(silo.clone()).await;
+    let client = Client::default();
+    let reply = client
+        .put(&sidecar.url("/v1/files/public/notes/a.txt"), "text/plain", "hello")
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    client
+        .get(&sidecar.url("/v1/files/public/notes/a.txt"), &[])
+        .await
+        .unwrap();
+
+    let write = format!("Bearer {TOKEN}");
+    let admin = format!("Bearer {ADMIN_TOKEN}");
+    for route in ["/metrics", "/v1/admin/stats", "/v1/admin/cache/public/verify"] {
+        let none = client.get(&sidecar.url(route), &[]).await.unwrap();
+        assert_eq!(none.status, StatusCode::UNAUTHORIZED, "{route}");
+        let writer = client
+            .get(&sidecar.url(route), &[("authorization", &write)])
+            .await
+            .unwrap();
+        assert_eq!(
+            writer.status,
+            StatusCode::UNAUTHORIZED,
+            "{route}: the write token is not the admin token"
+        );
+    }
+
+    let metrics = client
+        .get(&sidecar.url("/metrics"), &[("authorization", &admin)])
+        .await
+        .unwrap();
+    assert_eq!(metrics.status, StatusCode::OK);
+    assert!(metrics.header("content-type").unwrap().starts_with("text/plain"));
+    let text = metrics.text();
+    assert_eq!(
+        counter(
+            &text,
+            "silo_http_requests_total{method=\"PUT\",route=\"/v1/files/{volume}/{*path}\",status=\"201\"}"
+        ),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        counter(
+            &text,
+            "silo_http_requests_total{method=\"GET\",route=\"/v1/files/{volume}/{*path}\",status=\"200\"}"
+        ),
+        1
+    );
+    assert_eq!(
+        counter(
+            &text,
+            "silo_plugin_invocations_total{plugin=\"upload-guard\",call=\"on-upload\",outcome=\"accept\"}"
+        ),
+        1
+    );
+    assert!(
+        counter(
+            &text,
+            "silo_metadata_cache_lookups_total{volume=\"public\",result=\"hit\"}"
+        ) >= 1
+    );
+    assert!(text.contains("silo_http_request_duration_seconds_bucket{"), "{text}");
+
+    let verify = client
+        .send(
+            Method::GET,
+            &sidecar.url("/v1/admin/cache/public/verify"),
+            &[("authorization", &admin)],
+            Bytes::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(verify.status, StatusCode::OK);
+    assert_eq!(verify.json()["clean"], true);
+    let refresh = client
+        .send(
+            Method::POST,
+            &sidecar.url("/v1/admin/cache/public/refresh"),
+            &[("authorization", &admin)],
+            Bytes::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(refresh.json()["files"], 1);
+    let stats = client
+        .get(&sidecar.url("/v1/admin/stats"), &[("authorization", &admin)])
+        .await
+        .unwrap();
+    let public = &stats.json()["volumes"][1];
+    assert_eq!(
+        (public["volume"].as_str(), public["files"].as_u64()),
+        (Some("public"), Some(1))
+    );
+    let unknown = client
+        .get(
+            &sidecar.url("/v1/admin/cache/nope/verify"),
+            &[("authorization", &admin)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+
+    // Without an admin token the admin routes are off.
+    let off = Sidecar::start_with(
+        silo,
+        silo_host::serve::Tokens {
+            write: TOKEN.into(),
+            signing_key: b"k".to_vec(),
+            admin: None,
+        },
+    )
+    .await;
+    let reply = client
+        .get(&off.url("/metrics"), &[("authorization", &write)])
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(reply.json()["error"]["code"], "admin-disabled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_concurrent_uploads_mixed_with_reads_lose_nothing() {
+    let (t, bucket) = TestSilo::on_s3(GUARD, &[], "load").await.unwrap();
+    let silo = Arc::new(t.silo);
+    let sidecar = Arc::new(Sidecar::start(silo.clone()).await);
+    let client = Client::default();
+    let existing: Vec<Vec<u8>> = (0..20).map(|i| content(1000 + i, 2_000 + 500 * i as usize)).collect();
+    for (i, body) in existing.iter().enumerate() {
+        let reply = client
+            .put(
+                &sidecar.url(&format!("/v1/files/public/old/{i}.txt")),
+                "text/plain",
+                body.clone(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(reply.status, StatusCode::CREATED);
+    }
+    let existing = Arc::new(existing);
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..200u64 {
+        let (c, s) = (client.clone(), sidecar.clone());
+        tasks.spawn(async move {
+            let body = content(i, 1_000 + (i as usize * 1_543) % 300_000);
+            let url = s.url(&format!("/v1/files/public/new/{}/{i}.txt", i % 7));
+            let reply = c.put(&url, "text/plain", body).await.unwrap();
+            assert_eq!(reply.status, StatusCode::CREATED, "upload {i}: {}", reply.text());
+        });
+        let (c, s, existing) = (client.clone(), sidecar.clone(), existing.clone());
+        tasks.spawn(async move {
+            let n = (i % 20) as usize;
+            let reply = c
+                .get(&s.url(&format!("/v1/files/public/old/{n}.txt")), &[])
+                .await
+                .unwrap();
+            assert_eq!(reply.status, StatusCode::OK);
+            assert_eq!(reply.body, existing[n], "read {i}");
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+
+    for i in 0..200u64 {
+        let reply = client
+            .get(&sidecar.url(&format!("/v1/files/public/new/{}/{i}.txt", i % 7)), &[])
+            .await
+            .unwrap();
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(
+            reply.body,
+            content(i, 1_000 + (i as usize * 1_543) % 300_000),
+            "file {i}"
+        );
+    }
+    let stored = s3::keys(&bucket).await;
+    assert_eq!(stored.iter().filter(|(k, _)| k.starts_with("public/new/")).count(), 200);
+    let drift = maintenance::verify(silo.storage(), "public", &|_| {}).await.unwrap();
+    assert!(drift.is_clean(), "{drift:?}");
+    assert_eq!(s3::open_uploads(&bucket).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn when_s3_dies_mid_upload_nothing_partial_appears_and_cached_reads_go_on() {
+    let upstream: std::net::SocketAddr = s3::endpoint()
+        .trim_start_matches("http://")
+        .parse()
+        .expect("SILO_TEST_S3_ENDPOINT is http://host:port");
+    let mut relay = Relay::start(upstream).await;
+    let bucket = s3::bucket("fault").await;
+    let volumes = format!(
+        "[volumes.public]\nbackend = \"s3\"\nbucket = \"{bucket}\"\nprefix = \"public\"\n\
+         endpoint_url = \"{}\"\nregion = \"us-east-1\"\nvisibility = \"public\"\n\
+         part_size_mib = 5\nmax_attempts = 2\nread_cache_mib = 64\n",
+        relay.endpoint()
+    );
+    let t = TestSilo::with_volumes(GUARD, &[], &volumes).await.unwrap();
+    let silo = Arc::new(t.silo);
+    let sidecar = Sidecar::start(silo.clone()).await;
+    let client = Client::default();
+    let url = |p: &str| sidecar.url(&format!("/v1/files/public/{p}"));
+    let cached = content(1, 50_000);
+    assert_eq!(
+        client
+            .put(&url("cached.txt"), "text/plain", cached.clone())
+            .await
+            .unwrap()
+            .status,
+        StatusCode::CREATED
+    );
+    assert_eq!(client.get(&url("cached.txt"), &[]).await.unwrap().body, cached);
+    let uncached = content(2, 50_000);
+    assert_eq!(
+        client
+            .put(&url("uncached.txt"), "text/plain", uncached.clone())
+            .await
+            .unwrap()
+            .status,
+        StatusCode::CREATED
+    );
+
+    // S3 goes away 6 MiB into a 20 MiB upload (a multipart upload by then).
+    let big = content(3, 20 << 20);
+    relay.cut_after(6 << 20);
+    let reply = client.put(&url("big.txt"), "text/plain", big.clone()).await.unwrap();
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{}", reply.text());
+    assert_eq!(reply.json()["error"]["code"], "unavailable", "{}", reply.text());
+    relay.wait_cut().await;
+
+    // Nothing partial: not in S3 (asked directly), not in Silo.
+    let keys = s3::keys(&bucket).await;
+    assert!(!keys.iter().any(|(k, _)| k.contains("big")), "{keys:?}");
+    assert_eq!(
+        client.get(&url("big.txt"), &[]).await.unwrap().status,
+        StatusCode::NOT_FOUND
+    );
+
+    // While S3 is down: cached reads are served, others fail cleanly.
+    for _ in 0..3 {
+        let reply = client.get(&url("cached.txt"), &[]).await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.body, cached);
+    }
+    let ranged = client
+        .get(&url("cached.txt"), &[("range", "bytes=10-19")])
+        .await
+        .unwrap();
+    assert_eq!(ranged.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(ranged.body, &cached[10..20]);
+    assert_eq!(
+        client.get(&url("uncached.txt"), &[]).await.unwrap().status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let listing = client.get(&sidecar.url("/v1/list/public"), &[]).await.unwrap();
+    assert_eq!(listing.status, StatusCode::OK, "listings come from the metadata cache");
+    let down = client.put(&url("during.txt"), "text/plain", "x").await.unwrap();
+    assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE);
+
+    // S3 returns: Silo recovers by itself.
+    relay.restore().await;
+    let reply = client.put(&url("big.txt"), "text/plain", big.clone()).await.unwrap();
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    assert_eq!(client.get(&url("big.txt"), &[]).await.unwrap().body, big);
+    assert_eq!(client.get(&url("uncached.txt"), &[]).await.unwrap().body, uncached);
+    let drift = maintenance::verify(silo.storage(), "public", &|_| {}).await.unwrap();
+    assert!(drift.is_clean(), "{drift:?}");
+}
