@@ -57,6 +57,9 @@ pub enum SiloError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("plugin '{plugin}': {message}")]
     Plugin { plugin: String, message: String },
+    /// The upload's own stream failed (a client went away mid-body).
+    #[error("reading the upload: {0}")]
+    Source(std::io::Error),
 }
 
 /// A configured Silo: volumes, metadata cache, runtime and upload pipeline.
@@ -170,6 +173,30 @@ impl Silo {
                     source: e,
                 })?
         };
+        let pending = vfs::PendingUpload {
+            location,
+            meta,
+            staged: Arc::new(staged),
+        };
+        Ok(pipeline::run(&self.storage, &self.runtime, &self.stages, pending).await)
+    }
+
+    /// As [`Silo::upload_file`], from a stream (an HTTP request body),
+    /// staged as it arrives: the destination is checked before the first
+    /// byte is read.
+    pub async fn upload_stream(
+        &self,
+        target: &str,
+        body: impl tokio::io::AsyncRead + Unpin,
+        content_type: Option<&str>,
+    ) -> Result<UploadReport, SiloError> {
+        let location = self.storage.parse_location(target)?;
+        let content_type = match content_type {
+            Some(t) => t.to_owned(),
+            None => store::guess_content_type(location.path.as_str()),
+        };
+        let staging = self.config.data_dir.join("staging");
+        let (staged, meta) = pipeline::stage_stream(&staging, body, &content_type).await?;
         let pending = vfs::PendingUpload {
             location,
             meta,

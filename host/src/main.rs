@@ -202,8 +202,7 @@ async fn serve(config: Option<&Path>, listen: std::net::SocketAddr) -> anyhow::R
         .with_context(|| format!("cannot listen on {listen}"))?;
     eprintln!("silo: listening on http://{}", listener.local_addr()?);
     // In-flight requests (uploads included) finish before the process exits.
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
+    silo_host::serve::serve(listener, app, async {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}

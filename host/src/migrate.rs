@@ -57,6 +57,9 @@ pub struct Item {
     pub path: String,
     pub size: u64,
     pub action: Action,
+    /// The object as the volume's listing showed it, if it is there.
+    #[serde(skip)]
+    pub listed: Option<ObjectMeta>,
 }
 
 /// What a migration will do, before it does it.
@@ -120,11 +123,17 @@ pub async fn plan(storage: &Arc<Storage>, volume: &str, dir: &Path, direction: D
                     plan.unusable.push((path, e.to_string()));
                     continue;
                 }
-                let action = match remote.get(&path) {
+                let listed = remote.get(&path).cloned();
+                let action = match &listed {
                     Some(meta) if meta.size == size => Action::Check,
                     _ => Action::Copy,
                 };
-                plan.items.push(Item { path, size, action });
+                plan.items.push(Item {
+                    path,
+                    size,
+                    action,
+                    listed,
+                });
             }
         }
         Direction::Export => {
@@ -146,6 +155,7 @@ pub async fn plan(storage: &Arc<Storage>, volume: &str, dir: &Path, direction: D
                     path,
                     size: meta.size,
                     action,
+                    listed: Some(meta),
                 });
             }
         }
@@ -325,8 +335,20 @@ impl Job {
         self.session.storage().location(&self.volume, path)
     }
 
-    /// The stored object, if it holds exactly `local`'s content.
-    async fn same(&self, loc: &Location, local: &Digests) -> StorageResult<Option<ObjectMeta>> {
+    /// The stored object, if it holds exactly `local`'s content. A listed
+    /// MD5 etag settles it without asking the backend again.
+    async fn same(
+        &self,
+        loc: &Location,
+        listed: Option<&ObjectMeta>,
+        local: &Digests,
+    ) -> StorageResult<Option<ObjectMeta>> {
+        if let Some(meta) = listed
+            && meta.size == local.size
+            && let Some(md5) = etag_md5(meta)
+        {
+            return Ok(md5.eq_ignore_ascii_case(&local.md5).then(|| meta.clone()));
+        }
         let store = &self.session.storage().volume(&loc.volume)?.store;
         let meta = store.head(loc.path.as_str()).await?;
         let same = |yes: bool| Ok(yes.then(|| meta.clone()));
@@ -361,10 +383,18 @@ impl Job {
         let loc = self.location(&item.path)?;
         let source = self.dir.join(&item.path);
         if item.action == Action::Check
-            && let Some(meta) = self.same(&loc, &hash_file(&source).await?).await?
+            && let Some(meta) = self
+                .same(&loc, item.listed.as_ref(), &hash_file(&source).await?)
+                .await?
         {
             // Resumed, or copied by other means: make sure the cache knows it.
-            self.session.storage().cache().put(&loc.volume, &loc.path, &meta)?;
+            let cache = self.session.storage().cache();
+            if cache
+                .get(&loc.volume, loc.path.as_str())?
+                .is_none_or(|cached| cached.etag != meta.etag)
+            {
+                cache.put(&loc.volume, &loc.path, &meta)?;
+            }
             return Ok(false);
         }
         let mut options = PutOptions::default();
@@ -415,7 +445,11 @@ impl Job {
         let store = self.session.storage().volume(&self.volume)?.store.clone();
         if item.action == Action::Check
             && self
-                .same(&self.location(&item.path)?, &hash_file(&target).await?)
+                .same(
+                    &self.location(&item.path)?,
+                    item.listed.as_ref(),
+                    &hash_file(&target).await?,
+                )
                 .await?
                 .is_some()
         {

@@ -145,6 +145,47 @@ pub(crate) fn stage(
     Ok((temp.into_temp_path(), meta))
 }
 
+/// Stage a stream: as [`stage`], without a source file.
+pub(crate) async fn stage_stream(
+    staging_dir: &Path,
+    mut body: impl tokio::io::AsyncRead + Unpin,
+    content_type: &str,
+) -> Result<(tempfile::TempPath, ObjectMeta), crate::SiloError> {
+    use sha2::{Digest, Sha256};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let local = |source: std::io::Error| crate::SiloError::Io {
+        path: staging_dir.to_owned(),
+        source,
+    };
+    tokio::fs::create_dir_all(staging_dir).await.map_err(local)?;
+    let temp = tempfile::NamedTempFile::new_in(staging_dir)
+        .map_err(local)?
+        .into_temp_path();
+    let mut file = tokio::fs::File::create(&temp).await.map_err(local)?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = body.read(&mut buf).await.map_err(crate::SiloError::Source)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        file.write_all(&buf[..n]).await.map_err(local)?;
+        size += n as u64;
+    }
+    file.flush().await.map_err(local)?;
+    let meta = ObjectMeta {
+        size,
+        etag: format!("staged-{}", hex::encode(&hasher.finalize()[..12])),
+        content_type: content_type.to_owned(),
+        modified_ms: crate::store::now_ms(),
+        cache_control: None,
+        metadata: Vec::new(),
+    };
+    Ok((temp, meta))
+}
+
 /// Run the pipeline over a staged upload and store it if accepted.
 pub(crate) async fn run(
     storage: &Arc<Storage>,

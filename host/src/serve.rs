@@ -18,7 +18,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
 
 use crate::Silo;
 use crate::cache::Entry;
@@ -105,6 +104,21 @@ pub fn router(silo: Arc<Silo>, tokens: Tokens) -> Router {
         // Uploads are streamed to disk; the pipeline's plugins judge size.
         .layer(DefaultBodyLimit::disable())
         .with_state(app)
+}
+
+/// Serve `router` on `listener` until `shutdown` completes, then finish the
+/// requests in flight. Responses go out without Nagle's delay (a small
+/// file's headers and body are separate writes).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
 }
 
 /// Count every routed request by its route pattern.
@@ -477,36 +491,23 @@ async fn upload(
     app.may_write(&headers)?;
     let target = format!("{volume}/{path}");
     app.silo.storage().location(&volume, &path)?;
-    // The body goes to Silo's state directory, never into a volume.
-    let incoming = app.silo.config().data_dir.join("incoming");
-    let failed = |e: std::io::Error| StorageError::unavailable(format!("receiving the upload: {e}"));
-    tokio::fs::create_dir_all(&incoming).await.map_err(failed)?;
-    let temp = tempfile::NamedTempFile::new_in(&incoming)
-        .map_err(failed)?
-        .into_temp_path();
-    let mut file = tokio::fs::File::create(&temp).await.map_err(failed)?;
-    let mut stream = body.into_data_stream();
-    use futures_util::StreamExt;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ApiError {
-            status: StatusCode::BAD_REQUEST,
-            code: "bad-request",
-            message: format!("reading the request body: {e}"),
-        })?;
-        file.write_all(&chunk).await.map_err(failed)?;
-    }
-    file.flush().await.map_err(failed)?;
-    drop(file);
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && *v != "application/x-www-form-urlencoded");
+    use futures_util::TryStreamExt;
+    let body = tokio_util::io::StreamReader::new(body.into_data_stream().map_err(std::io::Error::other));
     let report = app
         .silo
-        .upload_file(&target, &temp, content_type)
+        .upload_stream(&target, body, content_type)
         .await
         .map_err(|e| match e {
             crate::SiloError::Storage(e) => ApiError::from(e),
+            crate::SiloError::Source(e) => ApiError {
+                status: StatusCode::BAD_REQUEST,
+                code: "bad-request",
+                message: format!("reading the request body: {e}"),
+            },
             other => ApiError {
                 status: StatusCode::INTERNAL_SERVER_ERROR,
                 code: "internal",

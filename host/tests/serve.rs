@@ -24,12 +24,15 @@ fn start(dir: &Path) -> Server {
     start_with(dir, &[])
 }
 
+const ADMIN_TOKEN: &str = "test-admin-token-9876543210";
+
 fn start_with(dir: &Path, extra: &[&str]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_silo"))
         .current_dir(dir)
         .args(extra)
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env("SILO_TOKEN", TOKEN)
+        .env("SILO_ADMIN_TOKEN", ADMIN_TOKEN)
         .env_remove("SILO_LOG")
         .stderr(Stdio::piped())
         .spawn()
@@ -308,4 +311,83 @@ fn a_python_cms_drives_the_sidecar_with_requests() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+}
+
+#[test]
+fn sigterm_lets_an_upload_in_flight_finish_and_admin_routes_take_the_admin_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(dir.path());
+    let base = server.base.clone();
+
+    let (status, _, _) = curl(&[
+        "-H",
+        &format!("Authorization: Bearer {TOKEN}"),
+        &format!("{base}/metrics"),
+    ]);
+    assert_eq!(status, 401, "the write token does not open /metrics");
+    let (status, _, body) = curl(&[
+        "-H",
+        &format!("Authorization: Bearer {ADMIN_TOKEN}"),
+        &format!("{base}/metrics"),
+    ]);
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&body).contains("silo_http_requests_total"));
+
+    // A 600 kB upload sent at 200 kB/s; SIGTERM arrives in the middle.
+    let body = dir.path().join("upload.txt");
+    std::fs::write(&body, "slow upload line\n".repeat(600_000 / 17)).unwrap();
+    let upload = Command::new("curl")
+        .args([
+            "-s",
+            "-S",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--limit-rate",
+            "200k",
+            "-X",
+            "PUT",
+        ])
+        .args([
+            "-H",
+            &format!("Authorization: Bearer {TOKEN}"),
+            "-H",
+            "Content-Type: text/plain",
+        ])
+        .arg("--data-binary")
+        .arg(format!("@{}", body.display()))
+        .arg(format!("{base}/v1/files/public/slow.txt"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("curl must be installed for this test");
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let killed = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = upload.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "201",
+        "the upload in flight finished"
+    );
+    let exit = server.child.wait().unwrap();
+    assert!(exit.success(), "silo serve exits cleanly after SIGTERM: {exit:?}");
+    assert_eq!(
+        std::fs::read(dir.path().join("silo-data/public/slow.txt")).unwrap(),
+        std::fs::read(&body).unwrap()
+    );
+
+    // The admin token must differ from the write token.
+    let out = Command::new(env!("CARGO_BIN_EXE_silo"))
+        .current_dir(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("SILO_TOKEN", TOKEN)
+        .env("SILO_ADMIN_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SILO_ADMIN_TOKEN must differ from SILO_TOKEN"));
 }

@@ -40,7 +40,9 @@ impl Sidecar {
         let addr = listener.local_addr().unwrap();
         let app = silo_host::serve::router(silo, tokens);
         let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.expect("serve");
+            silo_host::serve::serve(listener, app, std::future::pending())
+                .await
+                .expect("serve");
         });
         Sidecar { addr, task }
     }
@@ -87,8 +89,10 @@ pub struct Client {
 
 impl Default for Client {
     fn default() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
         Client {
-            inner: HyperClient::builder(TokioExecutor::new()).build_http(),
+            inner: HyperClient::builder(TokioExecutor::new()).build(connector),
         }
     }
 }
