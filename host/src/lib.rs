@@ -154,31 +154,25 @@ impl Silo {
         source: &Path,
         content_type: Option<&str>,
     ) -> Result<UploadReport, SiloError> {
-        let location = self.storage.parse_location(target)?;
-        let content_type = match content_type {
-            Some(t) => t.to_owned(),
-            None => store::guess_content_type(location.path.as_str()),
+        // A bad destination is refused before the source is opened.
+        self.storage.parse_location(target)?;
+        let io = |source_error| SiloError::Io {
+            path: source.to_owned(),
+            source: source_error,
         };
-        let staging = self.config.data_dir.join("staging");
-        let (staged, meta) = {
-            let (staging, from, ct) = (staging.clone(), source.to_owned(), content_type.clone());
-            tokio::task::spawn_blocking(move || pipeline::stage(&staging, &from, &ct))
-                .await
-                .map_err(|e| SiloError::Io {
-                    path: source.to_owned(),
-                    source: std::io::Error::other(e),
-                })?
-                .map_err(|e| SiloError::Io {
-                    path: source.to_owned(),
-                    source: e,
-                })?
-        };
-        let pending = vfs::PendingUpload {
-            location,
-            meta,
-            staged: Arc::new(staged),
-        };
-        Ok(pipeline::run(&self.storage, &self.runtime, &self.stages, pending).await)
+        let file = tokio::fs::File::open(source).await.map_err(io)?;
+        if file.metadata().await.map_err(io)?.is_dir() {
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "is a directory",
+            )));
+        }
+        self.upload_stream(target, file, content_type)
+            .await
+            .map_err(|e| match e {
+                SiloError::Source(e) => io(e),
+                other => other,
+            })
     }
 
     /// As [`Silo::upload_file`], from a stream (an HTTP request body),

@@ -311,17 +311,33 @@ fn io_error(path: &Path, e: std::io::Error) -> StorageError {
     StorageError::unavailable(format!("{}: {e}", path.display()))
 }
 
-async fn hash_file(path: &Path) -> StorageResult<Digests> {
-    let mut file = tokio::fs::File::open(path).await.map_err(|e| io_error(path, e))?;
+/// Hash everything `body` yields (`what` names it in errors), copying it
+/// into `copy` if given.
+async fn drain(
+    body: &mut (impl tokio::io::AsyncRead + Unpin),
+    what: &str,
+    mut copy: Option<(&mut tokio::fs::File, &Path)>,
+) -> StorageResult<Digests> {
     let mut hashes = Hashes::default();
     let mut buf = vec![0; CHUNK];
     loop {
-        let n = file.read(&mut buf).await.map_err(|e| io_error(path, e))?;
+        let n = body
+            .read(&mut buf)
+            .await
+            .map_err(|e| StorageError::unavailable(format!("reading {what}: {e}")))?;
         if n == 0 {
             return Ok(hashes.finish());
         }
         hashes.update(&buf[..n]);
+        if let Some((file, path)) = &mut copy {
+            file.write_all(&buf[..n]).await.map_err(|e| io_error(path, e))?;
+        }
     }
+}
+
+async fn hash_file(path: &Path) -> StorageResult<Digests> {
+    let mut file = tokio::fs::File::open(path).await.map_err(|e| io_error(path, e))?;
+    drain(&mut file, &path.display().to_string(), None).await
 }
 
 struct Job {
@@ -363,19 +379,7 @@ impl Job {
         }
         // Nothing to compare with but the content itself.
         let (_, mut body) = store.get(loc.path.as_str(), None).await?;
-        let mut hashes = Hashes::default();
-        let mut buf = vec![0; CHUNK];
-        loop {
-            let n = body
-                .read(&mut buf)
-                .await
-                .map_err(|e| StorageError::unavailable(format!("reading {}: {e}", loc.path)))?;
-            if n == 0 {
-                break;
-            }
-            hashes.update(&buf[..n]);
-        }
-        same(hashes.finish() == *local)
+        same(drain(&mut body, loc.path.as_str(), None).await? == *local)
     }
 
     /// Copy one local file into the volume; `Ok(false)` if it was already there.
@@ -466,22 +470,10 @@ impl Job {
             .into_temp_path();
         let (meta, mut body) = store.get(&item.path, None).await?;
         let mut file = tokio::fs::File::create(&temp).await.map_err(|e| io_error(&temp, e))?;
-        let mut hashes = Hashes::default();
-        let mut buf = vec![0; CHUNK];
-        loop {
-            let n = body
-                .read(&mut buf)
-                .await
-                .map_err(|e| StorageError::unavailable(format!("reading {}: {e}", item.path)))?;
-            if n == 0 {
-                break;
-            }
-            hashes.update(&buf[..n]);
-            file.write_all(&buf[..n]).await.map_err(|e| io_error(&temp, e))?;
-        }
+        let digests = drain(&mut body, &item.path, Some((&mut file, &temp))).await?;
         file.sync_all().await.map_err(|e| io_error(&temp, e))?;
         drop(file);
-        if let Some(why) = contradiction(&meta, &hashes.finish()) {
+        if let Some(why) = contradiction(&meta, &digests) {
             return Err(StorageError::unavailable(format!("verification failed: {why}")));
         }
         temp.persist(&target).map_err(|e| io_error(&target, e.error))?;

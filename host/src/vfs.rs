@@ -683,16 +683,27 @@ pub async fn store_stream(
 
 async fn pump_session(body: &mut ByteStream, upload: &mut SessionUpload) -> StorageResult<()> {
     use tokio::io::AsyncReadExt;
+    // Chunks start small and grow while the body keeps filling them: a
+    // small file costs no large allocation, a large one few reads.
+    let mut chunk = 16 * 1024;
     loop {
-        let mut buf = vec![0u8; 256 * 1024];
-        let n = body
-            .read(&mut buf)
-            .await
-            .map_err(|e| StorageError::unavailable(format!("reading: {e}")))?;
-        if n == 0 {
+        let mut buf = bytes::BytesMut::with_capacity(chunk);
+        while buf.len() < chunk {
+            let n = body
+                .read_buf(&mut buf)
+                .await
+                .map_err(|e| StorageError::unavailable(format!("reading: {e}")))?;
+            if n == 0 {
+                break;
+            }
+        }
+        let full = buf.len() >= chunk;
+        if !buf.is_empty() {
+            upload.write(buf.freeze()).await?;
+        }
+        if !full {
             return Ok(());
         }
-        buf.truncate(n);
-        upload.write(Bytes::from(buf)).await?;
+        chunk = (chunk * 2).min(256 * 1024);
     }
 }

@@ -11,7 +11,8 @@
 //!     PyPI, installed by `tests/run`) to the same server.
 //!
 //! `SILO_BENCH_SECS` (default 5) sets the duration of (1);
-//! `SILO_BENCH_FILES` (default 10000) the file count of (3).
+//! `SILO_BENCH_FILES` (default 10000) the file count of (3);
+//! `SILO_BENCH_PARTS=2` runs only part (2).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,19 +21,9 @@ use aws_sdk_s3::presigning::PresigningConfig;
 use bytes::Bytes;
 use silo_host::migrate::{self, Direction};
 use silo_tests::http::{Client, Sidecar};
-use silo_tests::{TestSilo, s3};
+use silo_tests::{GUARD_PIPELINE, TestSilo, s3};
 
 const CONCURRENCY: usize = 16;
-
-const GUARD: &str = r#"
-[[plugins]]
-name = "upload-guard"
-component = "builtin:upload-guard"
-events = ["*/*"]
-settings = { max_bytes = 67108864 }
-limits = { memory_mib = 32, time_ms = 5000 }
-grants = [{ volume = "public", access = ["read"] }]
-"#;
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
@@ -125,6 +116,7 @@ fn ms(d: Duration) -> String {
 async fn main() {
     let secs = env_or("SILO_BENCH_SECS", 5);
     let files = env_or("SILO_BENCH_FILES", 10_000) as usize;
+    let parts = std::env::var("SILO_BENCH_PARTS").unwrap_or_else(|_| "123".into());
     let mut rows: Vec<[String; 5]> = Vec::new();
 
     let bucket = s3::bucket("bench-sidecar").await;
@@ -134,13 +126,32 @@ async fn main() {
         "public",
         "visibility = \"public\"\nread_cache_mib = 512",
     );
-    let t = TestSilo::with_volumes(GUARD, &[], &volumes).await.expect("open Silo");
+    let t = TestSilo::with_volumes(GUARD_PIPELINE, &[], &volumes)
+        .await
+        .expect("open Silo");
     let silo = Arc::new(t.silo);
     let sidecar = Sidecar::start(silo.clone()).await;
     let client = Client::default();
-    let sdk = s3::client();
 
-    // (1) Reads: 100 files of 5.4 kB, cached by a first read.
+    if parts.contains('1') {
+        reads(&client, &sidecar, &bucket, secs, &mut rows).await;
+    }
+    if parts.contains('2') {
+        uploads(&client, &sidecar, &bucket, &mut rows).await;
+    }
+    if parts.contains('3') {
+        migration(files, &mut rows).await;
+    }
+    println!("\n| measure | Silo | baseline | ratio | |");
+    println!("|---|---|---|---|---|");
+    for row in rows {
+        println!("| {} |", row.join(" | "));
+    }
+}
+
+/// (1) Reads: 100 files of 5.4 kB, cached by a first read.
+async fn reads(client: &Client, sidecar: &Sidecar, bucket: &str, secs: u64, rows: &mut Vec<[String; 5]>) {
+    let sdk = s3::client();
     let mut through_silo = Vec::new();
     let mut direct = Vec::new();
     for i in 0..100 {
@@ -151,7 +162,7 @@ async fn main() {
         through_silo.push(url);
         let presigned = sdk
             .get_object()
-            .bucket(&bucket)
+            .bucket(bucket)
             .key(format!("public/read/{i}.txt"))
             .presigned(PresigningConfig::expires_in(Duration::from_secs(3600)).unwrap())
             .await
@@ -160,10 +171,10 @@ async fn main() {
     }
     let (through_silo, direct) = (Arc::new(through_silo), Arc::new(direct));
     // Warm both paths' connection pools.
-    hammer(&client, through_silo.clone(), 1).await;
-    hammer(&client, direct.clone(), 1).await;
-    let silo_reads = hammer(&client, through_silo, secs).await;
-    let s3_reads = hammer(&client, direct, secs).await;
+    hammer(client, through_silo.clone(), 1).await;
+    hammer(client, direct.clone(), 1).await;
+    let silo_reads = hammer(client, through_silo, secs).await;
+    let s3_reads = hammer(client, direct, secs).await;
     rows.push([
         format!("small-file reads, {CONCURRENCY} clients"),
         format!(
@@ -181,9 +192,12 @@ async fn main() {
         format!("{:.2}x rps", silo_reads.rps() / s3_reads.rps()),
         format!("p99 {:.2}x", silo_reads.p99.as_secs_f64() / s3_reads.p99.as_secs_f64()),
     ]);
+}
 
-    // (2) Uploads: 1,000 small files each way.
-    let n = 1000;
+/// (2) Uploads: 1,000 small files each way.
+async fn uploads(client: &Client, sidecar: &Sidecar, bucket: &str, rows: &mut Vec<[String; 5]>) {
+    let sdk = s3::client();
+    let n = env_or("SILO_BENCH_UPLOADS", 1000) as usize;
     let silo_uploads = {
         let (client, base) = (client.clone(), sidecar.url("/v1/files/public/up"));
         in_parallel(n, move |i| {
@@ -196,7 +210,7 @@ async fn main() {
         .await
     };
     let sdk_uploads = {
-        let (sdk, bucket) = (sdk.clone(), bucket.clone());
+        let (sdk, bucket) = (sdk.clone(), bucket.to_owned());
         in_parallel(n, move |i| {
             let (sdk, bucket) = (sdk.clone(), bucket.clone());
             async move {
@@ -220,8 +234,10 @@ async fn main() {
         format!("{:.2}x", per_sec(silo_uploads) / per_sec(sdk_uploads)),
         String::new(),
     ]);
+}
 
-    // (3) Migration of `files` small files vs `aws s3 sync`.
+/// (3) Migration of `files` small files vs `aws s3 sync`.
+async fn migration(files: usize, rows: &mut Vec<[String; 5]>) {
     let source = tempfile::tempdir().unwrap();
     for i in 0..files {
         let path = source.path().join(format!("{}/{}/{i}.txt", i % 10, i % 97));
@@ -306,10 +322,4 @@ async fn main() {
         format!("{:.2}x faster", aws_resync.as_secs_f64() / silo_resume.as_secs_f64()),
         String::new(),
     ]);
-
-    println!("\n| measure | Silo | baseline | ratio | |");
-    println!("|---|---|---|---|---|");
-    for row in rows {
-        println!("| {} |", row.join(" | "));
-    }
 }

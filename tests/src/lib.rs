@@ -13,6 +13,18 @@ use silo_host::{Config, Silo};
 /// The `probe` test plugin (see plugins/probe).
 pub const PROBE: &[u8] = include_bytes!(env!("SILO_TEST_PLUGIN_PROBE"));
 
+/// A pipeline of the built-in upload-guard alone, judging every type, for
+/// volume `public`.
+pub const GUARD_PIPELINE: &str = r#"
+[[plugins]]
+name = "upload-guard"
+component = "builtin:upload-guard"
+events = ["*/*"]
+settings = { max_bytes = 67108864 }
+limits = { memory_mib = 32, time_ms = 5000 }
+grants = [{ volume = "public", access = ["read"] }]
+"#;
+
 /// Compiled components shared by all tests of a run, so each plugin is
 /// compiled once rather than once per test.
 pub fn shared_compile_cache() -> PathBuf {

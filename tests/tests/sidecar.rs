@@ -10,17 +10,7 @@ use silo_host::maintenance;
 use silo_host::store::PutOptions;
 use silo_tests::http::{ADMIN_TOKEN, Client, Sidecar, TOKEN};
 use silo_tests::proxy::Relay;
-use silo_tests::{TestSilo, s3};
-
-const GUARD: &str = r#"
-[[plugins]]
-name = "upload-guard"
-component = "builtin:upload-guard"
-events = ["*/*"]
-settings = { max_bytes = 67108864 }
-limits = { memory_mib = 32, time_ms = 5000 }
-grants = [{ volume = "public", access = ["read"] }]
-"#;
+use silo_tests::{GUARD_PIPELINE, TestSilo, s3};
 
 /// Deterministic bytes of `len`, different per `seed`.
 fn content(seed: u64, len: usize) -> Vec<u8> {
@@ -174,7 +164,7 @@ async fn files_unused_for_the_inactive_time_leave_the_disk_cache() {
 
 #[tokio::test]
 async fn metrics_and_admin_routes_answer_only_the_admin_token() {
-    let t = TestSilo::new(GUARD, &[]).await.unwrap();
+    let t = TestSilo::new(GUARD_PIPELINE, &[]).await.unwrap();
     let silo = Arc::new(t.silo);
     let sidecar = Sidecar::start(silo.clone()).await;
     let client = Client::default();
@@ -300,7 +290,7 @@ async fn metrics_and_admin_routes_answer_only_the_admin_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_hundred_concurrent_uploads_mixed_with_reads_lose_nothing() {
-    let (t, bucket) = TestSilo::on_s3(GUARD, &[], "load").await.unwrap();
+    let (t, bucket) = TestSilo::on_s3(GUARD_PIPELINE, &[], "load").await.unwrap();
     let silo = Arc::new(t.silo);
     let sidecar = Arc::new(Sidecar::start(silo.clone()).await);
     let client = Client::default();
@@ -375,7 +365,7 @@ async fn when_s3_dies_mid_upload_nothing_partial_appears_and_cached_reads_go_on(
          part_size_mib = 5\nmax_attempts = 2\nread_cache_mib = 64\n",
         relay.endpoint()
     );
-    let t = TestSilo::with_volumes(GUARD, &[], &volumes).await.unwrap();
+    let t = TestSilo::with_volumes(GUARD_PIPELINE, &[], &volumes).await.unwrap();
     let silo = Arc::new(t.silo);
     let sidecar = Sidecar::start(silo.clone()).await;
     let client = Client::default();
