@@ -366,6 +366,9 @@ async fn read(
 #[derive(Deserialize)]
 struct SignQuery {
     expires_in: Option<u64>,
+    /// `silo` (default): a URL of this sidecar; `s3`: an S3 presigned URL
+    /// that bypasses it.
+    via: Option<String>,
 }
 
 /// A time-limited URL for reading one file without the token.
@@ -385,8 +388,42 @@ async fn sign(
             message: format!("expires_in must be 1..={MAX_SIGNED_SECONDS} seconds"),
         });
     }
-    use hmac::Mac;
     let expires = now_secs() + expires_in;
+    match query.via.as_deref() {
+        None | Some("silo") => {}
+        Some("s3") => {
+            let loc = app.silo.storage().location(&volume, &path)?;
+            let meta = app.silo.storage().host_session().stat(&loc).await?;
+            let presented = crate::store::Presented {
+                content_type: Some(meta.content_type.clone()),
+                content_disposition: app
+                    .silo
+                    .storage()
+                    .policy()
+                    .disposition(&meta.content_type)
+                    .map(str::to_owned),
+                cache_control: Some("private, no-store".into()),
+            };
+            let store = &app.silo.storage().volume(&volume)?.store;
+            let url = store
+                .presign_get(loc.path.as_str(), Duration::from_secs(expires_in), &presented)
+                .await?
+                .ok_or_else(|| ApiError {
+                    status: StatusCode::BAD_REQUEST,
+                    code: "unsupported",
+                    message: format!("volume '{volume}' is not on S3; leave out `via=s3` for a URL of this sidecar"),
+                })?;
+            return Ok(axum::Json(serde_json::json!({ "url": url, "expires": expires })).into_response());
+        }
+        Some(other) => {
+            return Err(ApiError {
+                status: StatusCode::BAD_REQUEST,
+                code: "bad-request",
+                message: format!("via must be `silo` or `s3`, not `{other}`"),
+            });
+        }
+    }
+    use hmac::Mac;
     let signature = hex::encode(
         signer(&app.tokens.signing_key, &volume, &path, expires)
             .finalize()

@@ -436,3 +436,103 @@ async fn when_s3_dies_mid_upload_nothing_partial_appears_and_cached_reads_go_on(
     let drift = maintenance::verify(silo.storage(), "public", &|_| {}).await.unwrap();
     assert!(drift.is_clean(), "{drift:?}");
 }
+
+#[tokio::test]
+async fn s3_volumes_give_presigned_urls_that_bypass_the_sidecar() {
+    let (t, _) = TestSilo::on_s3("", &[], "presign").await.unwrap();
+    let silo = Arc::new(t.silo);
+    let sidecar = Sidecar::start(silo.clone()).await;
+    let client = Client::default();
+    let auth = format!("Bearer {TOKEN}");
+    let secret = b"private numbers".to_vec();
+    let reply = client
+        .put(&sidecar.url("/v1/files/private/q3.txt"), "text/plain", secret.clone())
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+
+    let signed = client
+        .get(
+            &sidecar.url("/v1/sign/private/q3.txt?expires_in=60&via=s3"),
+            &[("authorization", &auth)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(signed.status, StatusCode::OK, "{}", signed.text());
+    let url = signed.json()["url"].as_str().unwrap().to_owned();
+    assert!(url.starts_with(&s3::endpoint()), "straight to S3: {url}");
+    let direct = client.get(&url, &[]).await.unwrap();
+    assert_eq!(direct.status, StatusCode::OK, "{}", direct.text());
+    assert_eq!(direct.body, secret);
+    assert_eq!(direct.header("cache-control"), Some("private, no-store"));
+    // Tampering breaks the signature.
+    let other = url.replace("q3.txt", "q4.txt");
+    assert_eq!(client.get(&other, &[]).await.unwrap().status, StatusCode::FORBIDDEN);
+
+    // Active content stays an attachment when S3 serves it.
+    let reply = client
+        .put(
+            &sidecar.url("/v1/files/private/page.html"),
+            "text/html",
+            "<html><script>x</script>",
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    let signed = client
+        .get(
+            &sidecar.url("/v1/sign/private/page.html?via=s3"),
+            &[("authorization", &auth)],
+        )
+        .await
+        .unwrap();
+    let page = client.get(signed.json()["url"].as_str().unwrap(), &[]).await.unwrap();
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.header("content-disposition").unwrap().starts_with("attachment"));
+
+    // Missing files and unknown modes are refused; the token is needed.
+    let missing = client
+        .get(
+            &sidecar.url("/v1/sign/private/none.txt?via=s3"),
+            &[("authorization", &auth)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let bad = client
+        .get(
+            &sidecar.url("/v1/sign/private/q3.txt?via=ftp"),
+            &[("authorization", &auth)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let anonymous = client
+        .get(&sidecar.url("/v1/sign/private/q3.txt?via=s3"), &[])
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn local_volumes_have_no_presigned_urls() {
+    let t = TestSilo::new(GUARD_PIPELINE, &[]).await.unwrap();
+    let silo = Arc::new(t.silo);
+    let sidecar = Sidecar::start(silo).await;
+    let client = Client::default();
+    let reply = client
+        .put(&sidecar.url("/v1/files/public/a.txt"), "text/plain", "hi")
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::CREATED);
+    let auth = format!("Bearer {TOKEN}");
+    let reply = client
+        .get(
+            &sidecar.url("/v1/sign/public/a.txt?via=s3"),
+            &[("authorization", &auth)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.json()["error"]["code"], "unsupported");
+}

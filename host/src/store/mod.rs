@@ -119,6 +119,27 @@ pub trait ObjectStore: Send + Sync + 'static {
         let _ = prefix;
         Ok(None)
     }
+
+    /// A URL that reads one object straight from the backend, without
+    /// Silo, until `expires_in` has passed; `None` if the backend has no
+    /// such URLs. `presented` is how the response must present the object.
+    async fn presign_get(
+        &self,
+        key: &str,
+        expires_in: std::time::Duration,
+        presented: &Presented,
+    ) -> StorageResult<Option<String>> {
+        let _ = (key, expires_in, presented);
+        Ok(None)
+    }
+}
+
+/// Response headers a presigned URL makes the backend send.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Presented {
+    pub content_type: Option<String>,
+    pub content_disposition: Option<String>,
+    pub cache_control: Option<String>,
 }
 
 /// The objects directly under a prefix, and its sub-prefixes.

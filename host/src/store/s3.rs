@@ -567,6 +567,29 @@ impl ObjectStore for S3Store {
             }
         }
     }
+
+    async fn presign_get(
+        &self,
+        key: &str,
+        expires_in: std::time::Duration,
+        presented: &super::Presented,
+    ) -> StorageResult<Option<String>> {
+        let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(expires_in)
+            .map_err(|e| StorageError::InvalidPath(format!("cannot presign for {expires_in:?}: {e}")))?;
+        let inner = &self.inner;
+        let request = inner
+            .client
+            .get_object()
+            .bucket(&inner.bucket)
+            .key(inner.key(key)?)
+            .set_response_content_type(presented.content_type.clone())
+            .set_response_content_disposition(presented.content_disposition.clone())
+            .set_response_cache_control(presented.cache_control.clone())
+            .presigned(config)
+            .await
+            .map_err(|e| s3_error("GetObject (presigning)", key, e))?;
+        Ok(Some(request.uri().to_owned()))
+    }
 }
 
 /// `bucket/key` for CopyObject, with the key percent-encoded.
