@@ -14,8 +14,8 @@ use serde::Serialize;
 
 use crate::error::StorageError;
 use crate::runtime::{InvokeError, InvokeLimits, Outcome, PluginComponent, Runtime, Upload};
-use crate::store::{ObjectMeta, PutOptions};
-use crate::vfs::{Grant, Location, PendingUpload, Quota, Session, Storage};
+use crate::store::{ByteRange, ObjectMeta, PutOptions};
+use crate::vfs::{Grant, Location, PendingUpload, Quota, Session, Staged, Storage};
 
 /// One configured plugin, loaded.
 pub struct Stage {
@@ -107,26 +107,43 @@ pub struct PluginRun {
     pub ms: f64,
 }
 
-/// Copy an upload into the staging directory (outside every volume) as it
-/// arrives, hashing it for a provisional etag.
+/// Uploads up to this size are staged in memory (a bound on what a few
+/// hundred concurrent uploads hold), larger ones in a file.
+pub const MEMORY_STAGE_BYTES: usize = 256 * 1024;
+
+/// Stage an upload as it arrives, hashing it for a provisional etag: in
+/// memory while it is small, else in a file in the staging directory
+/// (outside every volume).
 pub(crate) async fn stage_stream(
     staging_dir: &Path,
     mut body: impl tokio::io::AsyncRead + Unpin,
     content_type: &str,
-) -> Result<(tempfile::TempPath, ObjectMeta), crate::SiloError> {
+) -> Result<(Staged, ObjectMeta), crate::SiloError> {
     use sha2::{Digest, Sha256};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let local = |source: std::io::Error| crate::SiloError::Io {
         path: staging_dir.to_owned(),
         source,
     };
+    let mut hasher = Sha256::new();
+    let mut head = bytes::BytesMut::with_capacity(64 * 1024);
+    // In memory until the body outgrows the limit.
+    while head.len() <= MEMORY_STAGE_BYTES {
+        if body.read_buf(&mut head).await.map_err(crate::SiloError::Source)? == 0 {
+            hasher.update(&head);
+            let size = head.len() as u64;
+            return Ok((Staged::Memory(head.freeze()), staged_meta(size, hasher, content_type)));
+        }
+    }
     tokio::fs::create_dir_all(staging_dir).await.map_err(local)?;
     let temp = tempfile::NamedTempFile::new_in(staging_dir)
         .map_err(local)?
         .into_temp_path();
     let mut file = tokio::fs::File::create(&temp).await.map_err(local)?;
-    let mut hasher = Sha256::new();
-    let mut size = 0u64;
+    hasher.update(&head);
+    file.write_all(&head).await.map_err(local)?;
+    let mut size = head.len() as u64;
+    drop(head);
     // Below malloc's mmap threshold: no page faults per upload.
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -139,15 +156,19 @@ pub(crate) async fn stage_stream(
         size += n as u64;
     }
     file.flush().await.map_err(local)?;
-    let meta = ObjectMeta {
+    Ok((Staged::File(temp), staged_meta(size, hasher, content_type)))
+}
+
+fn staged_meta(size: u64, hasher: sha2::Sha256, content_type: &str) -> ObjectMeta {
+    use sha2::Digest;
+    ObjectMeta {
         size,
         etag: format!("staged-{}", hex::encode(&hasher.finalize()[..12])),
         content_type: content_type.to_owned(),
         modified_ms: crate::store::now_ms(),
         cache_control: None,
         metadata: Vec::new(),
-    };
-    Ok((temp, meta))
+    }
 }
 
 /// Run the pipeline over a staged upload and store it if accepted.
@@ -263,9 +284,12 @@ pub(crate) async fn run(
             content_type: pending.meta.content_type.clone(),
             ..Default::default()
         };
-        let stored = match tokio::fs::File::open(&**pending.staged).await {
-            Ok(file) => crate::vfs::store_stream(&host, &loc, Box::pin(file), options).await,
-            Err(e) => Err(StorageError::unavailable(format!("staged upload: {e}"))),
+        let stored = match &*pending.staged {
+            Staged::Memory(bytes) => host.write(&loc, bytes.clone(), options).await,
+            Staged::File(_) => match pending.staged.open(None).await {
+                Ok(body) => crate::vfs::store_stream(&host, &loc, body, options).await,
+                Err(e) => Err(e),
+            },
         };
         match stored {
             Ok(meta) => {
@@ -317,10 +341,14 @@ async fn judge_by_policy(storage: &Storage, pending: &PendingUpload) -> Result<(
     let path = pending.location.path.as_str();
     policy.check_name(path)?;
     let mut head = Vec::new();
-    tokio::fs::File::open(&**pending.staged)
-        .await
-        .map_err(|e| StorageError::unavailable(format!("staged upload: {e}")))?
-        .take(crate::policy::SNIFF_BYTES as u64)
+    let sniffed = ByteRange {
+        offset: 0,
+        length: crate::policy::SNIFF_BYTES as u64,
+    };
+    pending
+        .staged
+        .open(Some(sniffed))
+        .await?
         .read_to_end(&mut head)
         .await
         .map_err(|e| StorageError::unavailable(format!("staged upload: {e}")))?;

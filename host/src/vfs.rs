@@ -172,7 +172,46 @@ pub struct Storage {
 pub struct PendingUpload {
     pub location: Location,
     pub meta: ObjectMeta,
-    pub staged: Arc<tempfile::TempPath>,
+    pub staged: Arc<Staged>,
+}
+
+/// Where an upload waits while it is judged: small ones in memory, the
+/// rest in a file outside every volume (removed when dropped).
+#[derive(Debug)]
+pub enum Staged {
+    Memory(Bytes),
+    File(tempfile::TempPath),
+}
+
+impl Staged {
+    /// The staged content, or a range of it.
+    pub async fn open(&self, range: Option<ByteRange>) -> StorageResult<ByteStream> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let failed = |e: std::io::Error| StorageError::unavailable(format!("staged upload: {e}"));
+        match self {
+            Staged::Memory(bytes) => {
+                let bytes = match range {
+                    None => bytes.clone(),
+                    Some(r) => {
+                        let start = (r.offset.min(bytes.len() as u64)) as usize;
+                        let end = (r.offset.saturating_add(r.length).min(bytes.len() as u64)) as usize;
+                        bytes.slice(start..end)
+                    }
+                };
+                Ok(Box::pin(std::io::Cursor::new(bytes)))
+            }
+            Staged::File(path) => {
+                let mut file = tokio::fs::File::open(path).await.map_err(failed)?;
+                Ok(match range {
+                    None => Box::pin(file),
+                    Some(r) => {
+                        file.seek(std::io::SeekFrom::Start(r.offset)).await.map_err(failed)?;
+                        Box::pin(file.take(r.length))
+                    }
+                })
+            }
+        }
+    }
 }
 
 /// What a session has done, kept outside the plugin's store so that it
@@ -353,20 +392,7 @@ impl Session {
     /// A stream over a file or a range of it.
     pub async fn open_read(&self, loc: &Location, range: Option<ByteRange>) -> StorageResult<(ObjectMeta, ByteStream)> {
         if let Some(p) = self.pending_at(loc) {
-            let mut file = tokio::fs::File::open(&**p.staged)
-                .await
-                .map_err(|e| StorageError::unavailable(format!("staged upload: {e}")))?;
-            let body: ByteStream = match range {
-                None => Box::pin(file),
-                Some(r) => {
-                    use tokio::io::{AsyncReadExt, AsyncSeekExt};
-                    file.seek(std::io::SeekFrom::Start(r.offset))
-                        .await
-                        .map_err(|e| StorageError::unavailable(format!("staged upload: {e}")))?;
-                    Box::pin(file.take(r.length))
-                }
-            };
-            return Ok((p.meta.clone(), body));
+            return Ok((p.meta.clone(), p.staged.open(range).await?));
         }
         // A file the cache does not know is not there (canonical mode).
         let known = self.stat(loc).await?;

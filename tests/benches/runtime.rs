@@ -47,8 +47,7 @@ impl Bench {
                 .await
                 .unwrap();
         }
-        let staged = tempfile::NamedTempFile::new_in(dir.path()).unwrap().into_temp_path();
-        std::fs::write(&staged, b"upload").unwrap();
+        let staged = silo_host::vfs::Staged::Memory(bytes::Bytes::from_static(b"upload"));
         let location = storage.location("public", "incoming/new.txt").unwrap();
         let meta = host
             .stat(&storage.location("public", "photos/1.jpg").unwrap())

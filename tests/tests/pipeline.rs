@@ -313,3 +313,31 @@ styles = ["thumbnail", "medium"]"#,
     ));
     Ok(())
 }
+
+#[tokio::test]
+async fn uploads_on_both_sides_of_the_memory_staging_limit_are_stored_whole() -> anyhow::Result<()> {
+    use silo_host::pipeline::MEMORY_STAGE_BYTES;
+    let t = TestSilo::new(&probe_pipeline("stream-copy", ""), &[("probe.wasm", PROBE)]).await?;
+    for (i, size) in [0, 1, MEMORY_STAGE_BYTES, MEMORY_STAGE_BYTES + 1, 3 << 20]
+        .into_iter()
+        .enumerate()
+    {
+        let bytes: Vec<u8> = (0..size).map(|n| b'a' + (n % 23) as u8).collect();
+        let report = t
+            .upload(&format!("public/sizes/{i}.txt"), &bytes, Some("text/plain"))
+            .await?;
+        assert_eq!(report.status, Status::Accepted, "{size} bytes: {report:?}");
+        assert_eq!(
+            std::fs::read(t.volume_dir("public").join(format!("sizes/{i}.txt")))?,
+            bytes
+        );
+        // The plugin read the staged upload whole, wherever it was staged.
+        assert_eq!(report.derivatives[0].size, size as u64, "{size} bytes");
+        let copy = std::fs::read(t.volume_dir("public").join(format!("copies/sizes/{i}.txt")))?;
+        assert!(copy == bytes, "{size} bytes: the plugin's copy differs");
+    }
+    let staging = t.dir.path().join("state/staging");
+    let left = std::fs::read_dir(&staging).map_or(0, |d| d.count());
+    assert_eq!(left, 0, "staged files are removed");
+    Ok(())
+}
