@@ -146,13 +146,24 @@ impl Metrics {
             .inc();
     }
 
-    pub(crate) fn metadata_lookup(&self, volume: &str, hit: bool) {
-        self.metadata_lookups.get_or_create(&lookup(volume, hit)).inc();
+    /// One volume's lookup counters, resolved once so that the hot path
+    /// neither allocates labels nor searches the families.
+    pub(crate) fn lookups_of(&self, volume: &str) -> VolumeLookups {
+        let pair = |family: &Family<LookupLabels, Counter>| {
+            [false, true].map(|hit| family.get_or_create(&lookup(volume, hit)).clone())
+        };
+        VolumeLookups {
+            metadata: pair(&self.metadata_lookups),
+            read_cache: pair(&self.read_cache_lookups),
+        }
     }
+}
 
-    pub(crate) fn read_cache_lookup(&self, volume: &str, hit: bool) {
-        self.read_cache_lookups.get_or_create(&lookup(volume, hit)).inc();
-    }
+/// A volume's lookup counters: `[miss, hit]`.
+#[derive(Clone)]
+pub(crate) struct VolumeLookups {
+    pub metadata: [Counter; 2],
+    pub read_cache: [Counter; 2],
 }
 
 fn lookup(volume: &str, hit: bool) -> LookupLabels {

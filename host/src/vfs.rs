@@ -14,11 +14,12 @@ use bytes::Bytes;
 
 use crate::cache::{Entry, MetadataCache, Page};
 use crate::error::{StorageError, StorageResult};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, VolumeLookups};
 use crate::path::{self, VolumePath};
 use crate::policy::{ContentPolicy, SNIFF_BYTES};
 use crate::readcache::ReadCache;
 use crate::store::{self, ByteRange, ByteStream, ObjectMeta, ObjectStore, ObjectUpload, PutOptions};
+use prometheus_client::metrics::counter::Counter;
 
 /// Largest object `read` returns whole; bigger ones need a stream.
 pub const MAX_READ_BYTES: u64 = 16 * 1024 * 1024;
@@ -164,6 +165,7 @@ pub struct Storage {
     negative: NegativeCache,
     policy: ContentPolicy,
     metrics: Arc<Metrics>,
+    lookups: BTreeMap<String, VolumeLookups>,
 }
 
 /// A file staged for upload: visible at its location only to the sessions
@@ -243,13 +245,26 @@ impl Storage {
             negative: NegativeCache::default(),
             policy: ContentPolicy::default(),
             metrics: Arc::default(),
+            lookups: BTreeMap::new(),
         }
+        .with_metrics(Arc::default())
     }
 
     /// Count into `metrics` (shared with the volumes' read caches).
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.lookups = self
+            .volumes
+            .keys()
+            .map(|v| (v.clone(), metrics.lookups_of(v)))
+            .collect();
         self.metrics = metrics;
         self
+    }
+
+    fn count(&self, volume: &str, which: impl Fn(&VolumeLookups) -> &[Counter; 2], hit: bool) {
+        if let Some(counters) = self.lookups.get(volume) {
+            which(counters)[usize::from(hit)].inc();
+        }
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -360,11 +375,11 @@ impl Session {
             return Ok(p.meta.clone());
         }
         if let Some(meta) = self.cache().get(&loc.volume, loc.path.as_str())? {
-            self.storage.metrics.metadata_lookup(&loc.volume, true);
+            self.storage.count(&loc.volume, |c| &c.metadata, true);
             return Ok(meta);
         }
         let volume = self.storage.volume(&loc.volume)?;
-        self.storage.metrics.metadata_lookup(&loc.volume, false);
+        self.storage.count(&loc.volume, |c| &c.metadata, false);
         if volume.cache_mode == CacheMode::Canonical || self.storage.negative.is_fresh(loc) {
             return Err(StorageError::NotFound);
         }
@@ -400,7 +415,7 @@ impl Session {
         let key = loc.path.as_str();
         if let Some(disk) = &volume.read_cache {
             let hit = disk.get(key, &known, range).await;
-            self.storage.metrics.read_cache_lookup(&loc.volume, hit.is_some());
+            self.storage.count(&loc.volume, |c| &c.read_cache, hit.is_some());
             if let Some(body) = hit {
                 return Ok((known, body));
             }
