@@ -249,37 +249,26 @@ async fn migration(files: usize, rows: &mut Vec<[String; 5]>) {
         .await
         .expect("open Silo");
     let storage = migrating.silo.storage();
-    let started = Instant::now();
-    let plan = migrate::plan(storage, "media", source.path(), Direction::Import)
-        .await
-        .unwrap();
-    let report = migrate::run(
-        storage,
-        "media",
-        source.path(),
-        Direction::Import,
-        plan,
-        6,
-        Arc::new(|_, _| {}),
-    )
-    .await;
-    let silo_migrate = started.elapsed();
+    let migrate = || async {
+        let started = Instant::now();
+        let plan = migrate::plan(storage, "media", source.path(), Direction::Import)
+            .await
+            .unwrap();
+        let report = migrate::run(
+            storage,
+            "media",
+            source.path(),
+            Direction::Import,
+            plan,
+            6,
+            Arc::new(|_, _| {}),
+        )
+        .await;
+        (report, started.elapsed())
+    };
+    let (report, silo_migrate) = migrate().await;
     assert_eq!(report.copied as usize, files, "{report:?}");
-    let started = Instant::now();
-    let again = migrate::plan(storage, "media", source.path(), Direction::Import)
-        .await
-        .unwrap();
-    let resumed = migrate::run(
-        storage,
-        "media",
-        source.path(),
-        Direction::Import,
-        again,
-        6,
-        Arc::new(|_, _| {}),
-    )
-    .await;
-    let silo_resume = started.elapsed();
+    let (resumed, silo_resume) = migrate().await;
     assert_eq!(resumed.skipped as usize, files);
 
     let aws = std::env::var("SILO_TEST_AWS")

@@ -122,6 +122,11 @@ impl Client {
         self.send(Method::GET, url, headers, Bytes::new()).await
     }
 
+    /// A GET with `Authorization: Bearer <token>`.
+    pub async fn get_as(&self, url: &str, token: &str) -> anyhow::Result<Reply> {
+        self.get(url, &[("authorization", &format!("Bearer {token}"))]).await
+    }
+
     /// An upload with the write token.
     pub async fn put(&self, url: &str, content_type: &str, body: impl Into<Bytes>) -> anyhow::Result<Reply> {
         let auth = format!("Bearer {TOKEN}");

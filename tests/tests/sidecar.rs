@@ -178,15 +178,11 @@ async fn metrics_and_admin_routes_answer_only_the_admin_token() {
         .await
         .unwrap();
 
-    let write = format!("Bearer {TOKEN}");
     let admin = format!("Bearer {ADMIN_TOKEN}");
     for route in ["/metrics", "/v1/admin/stats", "/v1/admin/cache/public/verify"] {
         let none = client.get(&sidecar.url(route), &[]).await.unwrap();
         assert_eq!(none.status, StatusCode::UNAUTHORIZED, "{route}");
-        let writer = client
-            .get(&sidecar.url(route), &[("authorization", &write)])
-            .await
-            .unwrap();
+        let writer = client.get_as(&sidecar.url(route), TOKEN).await.unwrap();
         assert_eq!(
             writer.status,
             StatusCode::UNAUTHORIZED,
@@ -194,10 +190,7 @@ async fn metrics_and_admin_routes_answer_only_the_admin_token() {
         );
     }
 
-    let metrics = client
-        .get(&sidecar.url("/metrics"), &[("authorization", &admin)])
-        .await
-        .unwrap();
+    let metrics = client.get_as(&sidecar.url("/metrics"), ADMIN_TOKEN).await.unwrap();
     assert_eq!(metrics.status, StatusCode::OK);
     assert!(metrics.header("content-type").unwrap().starts_with("text/plain"));
     let text = metrics.text();
@@ -253,7 +246,7 @@ async fn metrics_and_admin_routes_answer_only_the_admin_token() {
         .unwrap();
     assert_eq!(refresh.json()["files"], 1);
     let stats = client
-        .get(&sidecar.url("/v1/admin/stats"), &[("authorization", &admin)])
+        .get_as(&sidecar.url("/v1/admin/stats"), ADMIN_TOKEN)
         .await
         .unwrap();
     let public = &stats.json()["volumes"][1];
@@ -262,10 +255,7 @@ async fn metrics_and_admin_routes_answer_only_the_admin_token() {
         (Some("public"), Some(1))
     );
     let unknown = client
-        .get(
-            &sidecar.url("/v1/admin/cache/nope/verify"),
-            &[("authorization", &admin)],
-        )
+        .get_as(&sidecar.url("/v1/admin/cache/nope/verify"), ADMIN_TOKEN)
         .await
         .unwrap();
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
@@ -280,10 +270,7 @@ async fn metrics_and_admin_routes_answer_only_the_admin_token() {
         },
     )
     .await;
-    let reply = client
-        .get(&off.url("/metrics"), &[("authorization", &write)])
-        .await
-        .unwrap();
+    let reply = client.get_as(&off.url("/metrics"), TOKEN).await.unwrap();
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
     assert_eq!(reply.json()["error"]["code"], "admin-disabled");
 }
@@ -443,7 +430,6 @@ async fn s3_volumes_give_presigned_urls_that_bypass_the_sidecar() {
     let silo = Arc::new(t.silo);
     let sidecar = Sidecar::start(silo.clone()).await;
     let client = Client::default();
-    let auth = format!("Bearer {TOKEN}");
     let secret = b"private numbers".to_vec();
     let reply = client
         .put(&sidecar.url("/v1/files/private/q3.txt"), "text/plain", secret.clone())
@@ -452,10 +438,7 @@ async fn s3_volumes_give_presigned_urls_that_bypass_the_sidecar() {
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
 
     let signed = client
-        .get(
-            &sidecar.url("/v1/sign/private/q3.txt?expires_in=60&via=s3"),
-            &[("authorization", &auth)],
-        )
+        .get_as(&sidecar.url("/v1/sign/private/q3.txt?expires_in=60&via=s3"), TOKEN)
         .await
         .unwrap();
     assert_eq!(signed.status, StatusCode::OK, "{}", signed.text());
@@ -480,10 +463,7 @@ async fn s3_volumes_give_presigned_urls_that_bypass_the_sidecar() {
         .unwrap();
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
     let signed = client
-        .get(
-            &sidecar.url("/v1/sign/private/page.html?via=s3"),
-            &[("authorization", &auth)],
-        )
+        .get_as(&sidecar.url("/v1/sign/private/page.html?via=s3"), TOKEN)
         .await
         .unwrap();
     let page = client.get(signed.json()["url"].as_str().unwrap(), &[]).await.unwrap();
@@ -492,18 +472,12 @@ async fn s3_volumes_give_presigned_urls_that_bypass_the_sidecar() {
 
     // Missing files and unknown modes are refused; the token is needed.
     let missing = client
-        .get(
-            &sidecar.url("/v1/sign/private/none.txt?via=s3"),
-            &[("authorization", &auth)],
-        )
+        .get_as(&sidecar.url("/v1/sign/private/none.txt?via=s3"), TOKEN)
         .await
         .unwrap();
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     let bad = client
-        .get(
-            &sidecar.url("/v1/sign/private/q3.txt?via=ftp"),
-            &[("authorization", &auth)],
-        )
+        .get_as(&sidecar.url("/v1/sign/private/q3.txt?via=ftp"), TOKEN)
         .await
         .unwrap();
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
@@ -525,12 +499,8 @@ async fn local_volumes_have_no_presigned_urls() {
         .await
         .unwrap();
     assert_eq!(reply.status, StatusCode::CREATED);
-    let auth = format!("Bearer {TOKEN}");
     let reply = client
-        .get(
-            &sidecar.url("/v1/sign/public/a.txt?via=s3"),
-            &[("authorization", &auth)],
-        )
+        .get_as(&sidecar.url("/v1/sign/public/a.txt?via=s3"), TOKEN)
         .await
         .unwrap();
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
