@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 pub mod http;
-pub mod proxy;
 pub mod s3;
+pub mod seaweed;
 
 use sha2::Digest;
 use silo_host::{Config, Silo};

@@ -21,16 +21,21 @@ pub fn endpoint() -> String {
     }
 }
 
-fn env(name: &str) -> String {
+pub(crate) fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: {HOW}"))
 }
 
 /// A plain aws-sdk-s3 client, as another server or tool would use: for
 /// setting up buckets and changing them behind Silo's back.
 pub fn client() -> Client {
+    client_at(&endpoint())
+}
+
+/// A plain client for the server at `endpoint`, with the run's credentials.
+pub fn client_at(endpoint: &str) -> Client {
     let config = aws_sdk_s3::config::Builder::new()
         .behavior_version(BehaviorVersion::latest())
-        .endpoint_url(endpoint())
+        .endpoint_url(endpoint)
         .region(Region::new("us-east-1"))
         .force_path_style(true)
         .credentials_provider(Credentials::new(
@@ -46,6 +51,11 @@ pub fn client() -> Client {
 
 /// A new, empty bucket named after `hint`.
 pub async fn bucket(hint: &str) -> String {
+    bucket_on(&client(), hint).await
+}
+
+/// A new, empty bucket named after `hint`, on the server `client` talks to.
+pub async fn bucket_on(client: &Client, hint: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let hint: String = hint
         .chars()
@@ -68,10 +78,9 @@ pub async fn bucket(hint: &str) -> String {
             .subsec_nanos()
             % 100_000
     );
-    if let Err(e) = client().create_bucket().bucket(&name).send().await {
+    if let Err(e) = client.create_bucket().bucket(&name).send().await {
         panic!(
-            "cannot create bucket {name} at {}: {}\n{HOW}",
-            endpoint(),
+            "cannot create bucket {name}: {}\n{HOW}",
             aws_sdk_s3::error::DisplayErrorContext(&e)
         );
     }
@@ -96,19 +105,28 @@ pub async fn store(hint: &str) -> S3Store {
 
 /// TOML for an `s3` volume in `bucket` under `prefix`.
 pub fn volume_toml(name: &str, bucket: &str, prefix: &str, extra: &str) -> String {
+    volume_toml_at(&endpoint(), name, bucket, prefix, extra)
+}
+
+/// TOML for an `s3` volume on the server at `endpoint`.
+pub fn volume_toml_at(endpoint: &str, name: &str, bucket: &str, prefix: &str, extra: &str) -> String {
     format!(
         "[volumes.{name}]\nbackend = \"s3\"\nbucket = \"{bucket}\"\nprefix = \"{prefix}\"\n\
-         endpoint_url = \"{}\"\nregion = \"us-east-1\"\n{extra}\n",
-        endpoint()
+         endpoint_url = \"{endpoint}\"\nregion = \"us-east-1\"\n{extra}\n"
     )
 }
 
 /// Every key in `bucket`, sorted, with sizes.
 pub async fn keys(bucket: &str) -> Vec<(String, u64)> {
+    keys_on(&client(), bucket).await
+}
+
+/// Every key in `bucket` on the server `client` talks to.
+pub async fn keys_on(client: &Client, bucket: &str) -> Vec<(String, u64)> {
     let mut out = Vec::new();
     let mut token = None;
     loop {
-        let page = client()
+        let page = client
             .list_objects_v2()
             .bucket(bucket)
             .set_continuation_token(token)
@@ -131,7 +149,12 @@ pub async fn keys(bucket: &str) -> Vec<(String, u64)> {
 
 /// Multipart uploads still open in `bucket`.
 pub async fn open_uploads(bucket: &str) -> usize {
-    let out = client()
+    open_uploads_on(&client(), bucket).await
+}
+
+/// Multipart uploads still open in `bucket` on the server `client` talks to.
+pub async fn open_uploads_on(client: &Client, bucket: &str) -> usize {
+    let out = client
         .list_multipart_uploads()
         .bucket(bucket)
         .send()

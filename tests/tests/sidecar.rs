@@ -2,14 +2,14 @@
 //! local disk read cache of S3 volumes.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use silo_host::maintenance;
 use silo_host::store::PutOptions;
 use silo_tests::http::{ADMIN_TOKEN, Client, Sidecar, TOKEN};
-use silo_tests::proxy::Relay;
+use silo_tests::seaweed::Seaweed;
 use silo_tests::{GUARD_PIPELINE, TestSilo, s3};
 
 /// Deterministic bytes of `len`, different per `seed`.
@@ -339,18 +339,16 @@ async fn two_hundred_concurrent_uploads_mixed_with_reads_lose_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn when_s3_dies_mid_upload_nothing_partial_appears_and_cached_reads_go_on() {
-    let upstream: std::net::SocketAddr = s3::endpoint()
-        .trim_start_matches("http://")
-        .parse()
-        .expect("SILO_TEST_S3_ENDPOINT is http://host:port");
-    let mut relay = Relay::start(upstream).await;
-    let bucket = s3::bucket("fault").await;
-    let volumes = format!(
-        "[volumes.public]\nbackend = \"s3\"\nbucket = \"{bucket}\"\nprefix = \"public\"\n\
-         endpoint_url = \"{}\"\nregion = \"us-east-1\"\nvisibility = \"public\"\n\
-         part_size_mib = 5\nmax_attempts = 2\nread_cache_mib = 64\n",
-        relay.endpoint()
+async fn when_s3_is_killed_mid_upload_nothing_partial_appears_and_cached_reads_go_on() {
+    let mut server = Seaweed::start().await;
+    let direct = server.client();
+    let bucket = s3::bucket_on(&direct, "fault").await;
+    let volumes = s3::volume_toml_at(
+        &server.endpoint(),
+        "public",
+        &bucket,
+        "public",
+        "visibility = \"public\"\npart_size_mib = 5\nmax_attempts = 2\nread_cache_mib = 64",
     );
     let t = TestSilo::with_volumes(GUARD_PIPELINE, &[], &volumes).await.unwrap();
     let silo = Arc::new(t.silo);
@@ -377,17 +375,28 @@ async fn when_s3_dies_mid_upload_nothing_partial_appears_and_cached_reads_go_on(
         StatusCode::CREATED
     );
 
-    // S3 goes away 6 MiB into a 20 MiB upload (a multipart upload by then).
-    let big = content(3, 20 << 20);
-    relay.cut_after(6 << 20);
-    let reply = client.put(&url("big.txt"), "text/plain", big.clone()).await.unwrap();
+    // SeaweedFS is killed (SIGKILL) once it has taken in 8 MiB of a 48 MiB
+    // upload: a multipart upload with parts on their way.
+    let big = content(3, 1 << 20).repeat(48);
+    let before = server.bytes_read();
+    let upload = {
+        let (client, url, big) = (client.clone(), url("big.txt"), big.clone());
+        tokio::spawn(async move { client.put(&url, "text/plain", big).await.unwrap() })
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while server.bytes_read() < before + (8 << 20) {
+        assert!(
+            !upload.is_finished(),
+            "the upload ended before SeaweedFS had read 8 MiB: {}",
+            upload.await.unwrap().text()
+        );
+        assert!(Instant::now() < deadline, "the upload never reached SeaweedFS");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    server.kill();
+    let reply = upload.await.unwrap();
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{}", reply.text());
     assert_eq!(reply.json()["error"]["code"], "unavailable", "{}", reply.text());
-    relay.wait_cut().await;
-
-    // Nothing partial: not in S3 (asked directly), not in Silo.
-    let keys = s3::keys(&bucket).await;
-    assert!(!keys.iter().any(|(k, _)| k.contains("big")), "{keys:?}");
     assert_eq!(
         client.get(&url("big.txt"), &[]).await.unwrap().status,
         StatusCode::NOT_FOUND
@@ -414,14 +423,53 @@ async fn when_s3_dies_mid_upload_nothing_partial_appears_and_cached_reads_go_on(
     let down = client.put(&url("during.txt"), "text/plain", "x").await.unwrap();
     assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE);
 
-    // S3 returns: Silo recovers by itself.
-    relay.restore().await;
+    // S3 returns (same data, same port). Nothing partial is in the bucket,
+    // asked directly.
+    server.restart().await;
+    let keys = s3::keys_on(&direct, &bucket).await;
+    assert!(!keys.iter().any(|(k, _)| k.contains("big")), "{keys:?}");
+    assert!(keys.iter().any(|(k, _)| k == "public/uncached.txt"), "{keys:?}");
+    assert_eq!(
+        s3::open_uploads_on(&direct, &bucket).await,
+        1,
+        "the kill came mid-upload: its multipart upload is still open"
+    );
+    // A restarted SeaweedFS takes writes a little after it answers lists.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while let Err(e) = direct
+        .put_object()
+        .bucket(&bucket)
+        .key("outside-the-volume/ready")
+        .body(Bytes::from_static(b"ready").into())
+        .send()
+        .await
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted SeaweedFS takes no writes: {}",
+            aws_sdk_s3::error::DisplayErrorContext(&e)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Silo recovers by itself: no restart, no refresh.
     let reply = client.put(&url("big.txt"), "text/plain", big.clone()).await.unwrap();
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
     assert_eq!(client.get(&url("big.txt"), &[]).await.unwrap().body, big);
     assert_eq!(client.get(&url("uncached.txt"), &[]).await.unwrap().body, uncached);
     let drift = maintenance::verify(silo.storage(), "public", &|_| {}).await.unwrap();
     assert!(drift.is_clean(), "{drift:?}");
+
+    // The multipart upload the kill interrupted could not be aborted while
+    // S3 was away; Silo aborts it once a write succeeds again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s3::open_uploads_on(&direct, &bucket).await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the interrupted multipart upload was never aborted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]

@@ -8,10 +8,11 @@
 //!
 //! Streamed writes become multipart uploads once they outgrow one part, with
 //! a few parts in flight; an upload that fails or is dropped unfinished is
-//! aborted, so no object (and no part) is left behind.
+//! aborted, so no object (and no part) is left behind. An abort that fails
+//! because S3 is away is retried after the next successful write.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -38,6 +39,9 @@ pub const MAX_PART_SIZE: u64 = 5 << 30;
 const PARTS_IN_FLIGHT: usize = 3;
 /// ListObjectsV2's largest page.
 const LIST_PAGE: usize = 1000;
+/// Failed aborts kept for a retry; past this a bucket lifecycle rule is
+/// what removes the parts.
+const MAX_UNABORTED: usize = 10_000;
 
 /// Where a volume's objects live and how to reach them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +88,14 @@ struct Inner {
     prefix: String,
     part_size: usize,
     describe: String,
+    /// Multipart uploads whose abort failed, to abort once S3 answers again.
+    unaborted: Mutex<Vec<Unaborted>>,
+}
+
+struct Unaborted {
+    key: String,
+    full_key: String,
+    upload_id: String,
 }
 
 impl S3Store {
@@ -133,6 +145,7 @@ impl S3Store {
                 prefix,
                 part_size: settings.part_size as usize,
                 describe,
+                unaborted: Mutex::default(),
             }),
         })
     }
@@ -163,6 +176,58 @@ impl Inner {
             )));
         }
         Ok(full)
+    }
+
+    fn abort_later(&self, upload: Unaborted) {
+        let mut list = self.unaborted.lock().unwrap_or_else(PoisonError::into_inner);
+        if list.len() < MAX_UNABORTED {
+            list.push(upload);
+        } else {
+            tracing::warn!(
+                key = upload.key,
+                upload_id = upload.upload_id,
+                "too many multipart uploads await an abort; a bucket lifecycle rule will remove this one"
+            );
+        }
+    }
+
+    /// Called after a successful write: S3 answers, so abort what could not
+    /// be aborted while it was away.
+    fn retry_aborts(self: &Arc<Self>) {
+        let pending = std::mem::take(&mut *self.unaborted.lock().unwrap_or_else(PoisonError::into_inner));
+        if pending.is_empty() {
+            return;
+        }
+        let inner = self.clone();
+        tokio::spawn(async move {
+            for upload in pending {
+                inner.clone().abort_upload(upload).await;
+            }
+        });
+    }
+
+    async fn abort_upload(self: Arc<Self>, upload: Unaborted) {
+        let sent = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&upload.full_key)
+            .upload_id(&upload.upload_id)
+            .send()
+            .await;
+        match sent {
+            Ok(_) => {}
+            // NoSuchUpload: already aborted, completed or expired.
+            Err(e) if status(&e) == Some(404) => {}
+            Err(e) => {
+                tracing::warn!(
+                    key = upload.key,
+                    error = %DisplayErrorContext(&e),
+                    "could not abort a multipart upload; retried after the next successful write"
+                );
+                self.abort_later(upload);
+            }
+        }
     }
 
     /// The volume key of a full key from a listing.
@@ -407,7 +472,9 @@ impl ObjectStore for S3Store {
     }
 
     async fn put(&self, key: &str, data: Bytes, options: &PutOptions) -> StorageResult<ObjectMeta> {
-        self.inner.put(key, data, options).await
+        let meta = self.inner.put(key, data, options).await?;
+        self.inner.retry_aborts();
+        Ok(meta)
     }
 
     async fn start_upload(&self, key: &str, options: PutOptions) -> StorageResult<Box<dyn ObjectUpload>> {
@@ -681,7 +748,9 @@ impl S3Upload {
     async fn complete(&mut self) -> StorageResult<ObjectMeta> {
         let rest = self.buffer.split().freeze();
         if self.multipart.is_none() {
-            return self.inner.put(&self.key, rest, &self.options).await;
+            let meta = self.inner.put(&self.key, rest, &self.options).await?;
+            self.inner.retry_aborts();
+            return Ok(meta);
         }
         if !rest.is_empty() {
             self.send_part(rest).await?;
@@ -707,6 +776,7 @@ impl S3Upload {
             .await
             .map_err(|e| conditional_error("CompleteMultipartUpload", &self.key, &self.options, e))?;
         multipart.settled = true;
+        self.inner.retry_aborts();
         Ok(written_meta(self.size, out.e_tag(), &self.options))
     }
 }
@@ -757,28 +827,17 @@ impl S3Upload {
         }
         multipart.settled = true;
         multipart.in_flight.abort_all();
-        let request = self
-            .inner
-            .client
-            .abort_multipart_upload()
-            .bucket(&self.inner.bucket)
-            .key(&self.full_key)
-            .upload_id(&multipart.upload_id);
-        let key = self.key.clone();
-        let abort = async move {
-            if let Err(e) = request.send().await {
-                tracing::warn!(key, error = %DisplayErrorContext(&e), "could not abort a multipart upload");
-            }
+        let upload = Unaborted {
+            key: self.key.clone(),
+            full_key: self.full_key.clone(),
+            upload_id: multipart.upload_id.clone(),
         };
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
-                handle.spawn(abort);
+                handle.spawn(self.inner.clone().abort_upload(upload));
             }
-            Err(_) => tracing::warn!(
-                key = self.key,
-                upload_id = multipart.upload_id,
-                "no runtime to abort a multipart upload on; a bucket lifecycle rule will remove it"
-            ),
+            // Dropped outside a runtime: abort with the next write instead.
+            Err(_) => self.inner.abort_later(upload),
         }
     }
 }
