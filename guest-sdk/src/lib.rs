@@ -139,7 +139,20 @@ macro_rules! export_plugin {
                     <$plugin as $crate::Plugin>::on_derive($crate::__private::derive(r))
                 }
             }
+            // Component exports exist only on wasm: a native build (`cargo
+            // build --workspace`, clippy) cannot link their names, and just
+            // keeps the handlers alive.
+            #[cfg(target_family = "wasm")]
     $crate::bindings::__export_silo_bindings!(SiloExport with_types_in $crate::bindings);
+            #[cfg(not(target_family = "wasm"))]
+            #[used]
+            static HANDLERS: (
+                fn($crate::__private::Upload) -> Result<$crate::Outcome, $crate::Error>,
+                fn($crate::__private::DeriveRequest) -> Result<$crate::DerivedFile, $crate::Error>,
+            ) = (
+                <SiloExport as $crate::__private::Guest>::on_upload,
+                <SiloExport as $crate::__private::Guest>::on_derive,
+            );
         };
     };
 }
