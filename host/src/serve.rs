@@ -100,7 +100,8 @@ pub fn router(silo: Arc<Silo>, tokens: Tokens) -> Router {
         .route("/v1/admin/cache/{volume}/refresh", post(refresh))
         .route("/v1/admin/cache/{volume}/verify", get(verify))
         .route("/v1/admin/stats", get(stats))
-        .route_layer(axum::middleware::from_fn_with_state(app.clone(), track))
+        .fallback(no_route)
+        .layer(axum::middleware::from_fn_with_state(app.clone(), track))
         // Uploads are streamed to disk; the pipeline's plugins judge size.
         .layer(DefaultBodyLimit::disable())
         .with_state(app)
@@ -121,23 +122,36 @@ pub async fn serve(
     axum::serve(listener, router).with_graceful_shutdown(shutdown).await
 }
 
-/// Count every routed request by its route pattern.
+/// Count every request by its route pattern (never the path), those that
+/// match none as `unmatched`.
 async fn track(
     State(app): State<App>,
-    route: axum::extract::MatchedPath,
+    route: Option<axum::extract::MatchedPath>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     let started = std::time::Instant::now();
-    let method = request.method().clone();
+    // Label values come from a fixed set: a client cannot mint series.
+    let method = ["GET", "HEAD", "PUT", "POST", "DELETE"]
+        .into_iter()
+        .find(|m| *m == request.method().as_str())
+        .unwrap_or("other");
     let response = next.run(request).await;
     app.silo.storage().metrics().request(
-        method.as_str(),
-        route.as_str(),
+        method,
+        route.as_ref().map_or("unmatched", |r| r.as_str()),
         response.status().as_u16(),
         started.elapsed(),
     );
     response
+}
+
+async fn no_route() -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        code: "no-route",
+        message: "no such route; the routes are listed in the README".into(),
+    }
 }
 
 async fn metrics(State(app): State<App>, headers: HeaderMap) -> Result<Response, ApiError> {

@@ -177,6 +177,22 @@ async fn metrics_and_admin_routes_answer_only_the_admin_token() {
         .get(&sidecar.url("/v1/files/public/notes/a.txt"), &[])
         .await
         .unwrap();
+    // Requests no route takes are counted too, under fixed label values.
+    let lost = client.get(&sidecar.url("/wp-admin/install.php"), &[]).await.unwrap();
+    assert_eq!(lost.status, StatusCode::NOT_FOUND);
+    assert_eq!(lost.json()["error"]["code"], "no-route");
+    for method in ["PROPFIND", "BREW"] {
+        let odd = client
+            .send(
+                Method::from_bytes(method.as_bytes()).unwrap(),
+                &sidecar.url("/healthz"),
+                &[],
+                Bytes::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(odd.status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
+    }
 
     let admin = format!("Bearer {ADMIN_TOKEN}");
     for route in ["/metrics", "/v1/admin/stats", "/v1/admin/cache/public/verify"] {
@@ -223,6 +239,23 @@ async fn metrics_and_admin_routes_answer_only_the_admin_token() {
         ) >= 1
     );
     assert!(text.contains("silo_http_request_duration_seconds_bucket{"), "{text}");
+    assert_eq!(
+        counter(
+            &text,
+            "silo_http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"}"
+        ),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        counter(
+            &text,
+            "silo_http_requests_total{method=\"other\",route=\"/healthz\",status=\"405\"}"
+        ),
+        2,
+        "{text}"
+    );
+    assert!(!text.contains("PROPFIND") && !text.contains("wp-admin"), "{text}");
 
     let verify = client
         .send(
