@@ -7,9 +7,12 @@
 //! its old bytes. Files are filled under `<dir>/tmp` and renamed into place
 //! only when complete; on open, `tmp` is emptied and the rest is taken as
 //! it is, so the cache survives restarts and crashes. File modification
-//! times record last use across restarts.
+//! times record last use across restarts. A ranged read that misses
+//! fetches the whole file once in the background (as nginx's cache does),
+//! so that the next ranges of it (a video's seeks, a resumed download) come
+//! from disk.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -22,7 +25,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::metrics::{Metrics, VolumeLabels};
-use crate::store::{ByteRange, ByteStream, ObjectMeta};
+use crate::store::{ByteRange, ByteStream, ObjectMeta, ObjectStore};
 
 /// How big the cache may grow and how long unused files stay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +61,8 @@ struct State {
     /// By hash of the key: one version per key.
     items: HashMap<String, Item>,
     bytes: u64,
+    /// Keys (hashed) being fetched whole in the background.
+    fetching: HashSet<String>,
 }
 
 /// One volume's disk read cache.
@@ -230,6 +235,29 @@ impl ReadCache {
             expected: meta.size,
             seen: 0,
         })
+    }
+
+    /// After a ranged miss: fetch the whole of `key` from `store` in the
+    /// background, once however many ranges miss meanwhile, and keep it if
+    /// it is still the version `meta` describes.
+    pub fn fill_behind(self: &Arc<Self>, key: &str, meta: &ObjectMeta, store: Arc<dyn ObjectStore>) {
+        if meta.size > self.settings.max_file_bytes() {
+            return;
+        }
+        let k = hash(key);
+        if !self.lock().fetching.insert(k.clone()) {
+            return;
+        }
+        let (cache, key, etag) = (self.clone(), key.to_owned(), meta.etag.clone());
+        tokio::spawn(async move {
+            if let Ok((meta, body)) = store.get(&key, None).await
+                && meta.etag == etag
+            {
+                let mut body = cache.fill(&key, &meta, body);
+                let _ = tokio::io::copy(&mut body, &mut tokio::io::sink()).await;
+            }
+            cache.lock().fetching.remove(&k);
+        });
     }
 
     /// Drop whatever is cached for `key` (it was overwritten or deleted).

@@ -426,7 +426,11 @@ impl Session {
                     let body = disk.fill(key, &meta, body);
                     Ok((meta, body))
                 }
-                _ => Ok((meta, body)),
+                (Some(disk), Some(_)) => {
+                    disk.fill_behind(key, &known, volume.store.clone());
+                    Ok((meta, body))
+                }
+                (None, _) => Ok((meta, body)),
             },
             Err(StorageError::NotFound) => {
                 // Deleted behind Silo's back: the row is stale.

@@ -144,6 +144,55 @@ async fn s3_reads_come_from_the_disk_cache_which_is_bounded_and_survives_restart
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ranged_miss_brings_the_whole_file_into_the_disk_cache() {
+    let (t, _) = s3_silo("ranged", "read_cache_mib = 8").await;
+    let storage = t.silo.storage().clone();
+    let loc = storage.location("public", "video.bin").unwrap();
+    let body = content(5, 300_000);
+    storage
+        .host_session()
+        .write(&loc, Bytes::from(body.clone()), PutOptions::default())
+        .await
+        .unwrap();
+    let cache = storage.volume("public").unwrap().read_cache.clone().unwrap();
+
+    // A player's first requests: several ranges at once, all misses,
+    // answered from S3 while the whole file is fetched once behind them.
+    let mut reads = tokio::task::JoinSet::new();
+    for offset in [0u64, 100_000, 200_000, 299_000] {
+        let (storage, loc) = (storage.clone(), loc.clone());
+        reads.spawn(async move {
+            let got = storage.host_session().read_range(&loc, offset, 1_000).await.unwrap();
+            (offset, got)
+        });
+    }
+    while let Some(done) = reads.join_next().await {
+        let (offset, got) = done.unwrap();
+        assert_eq!(
+            got,
+            &body[offset as usize..offset as usize + 1_000],
+            "range at {offset}"
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cache.files() == 0 {
+        assert!(Instant::now() < deadline, "the ranged misses never filled the cache");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!((cache.files(), cache.bytes()), (1, 300_000));
+
+    // The next ranges, and whole reads, come from disk.
+    let hits = lookups(&t.silo, "public", "hit");
+    let host = storage.host_session();
+    assert_eq!(
+        host.read_range(&loc, 150_000, 5).await.unwrap(),
+        &body[150_000..150_005]
+    );
+    assert_eq!(host.read(&loc).await.unwrap(), body);
+    assert_eq!(lookups(&t.silo, "public", "hit"), hits + 2);
+}
+
 #[tokio::test]
 async fn files_unused_for_the_inactive_time_leave_the_disk_cache() {
     let (t, _) = s3_silo("inactive", "read_cache_mib = 8\nread_cache_inactive_secs = 1").await;
