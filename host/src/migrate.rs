@@ -13,6 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use md5::Md5;
@@ -463,16 +464,22 @@ impl Job {
         tokio::fs::create_dir_all(&parent)
             .await
             .map_err(|e| io_error(&parent, e))?;
-        let temp = tempfile::Builder::new()
-            .prefix(".silo-migrate-")
-            .tempfile_in(&parent)
+        let temp = crate::store::local::stored_temp(&parent, ".silo-migrate-")
             .map_err(|e| io_error(&parent, e))?
             .into_temp_path();
         let (meta, mut body) = store.get(&item.path, None).await?;
         let mut file = tokio::fs::File::create(&temp).await.map_err(|e| io_error(&temp, e))?;
         let digests = drain(&mut body, &item.path, Some((&mut file, &temp))).await?;
-        file.sync_all().await.map_err(|e| io_error(&temp, e))?;
-        drop(file);
+        // The copy keeps the object's time, as the file it came from had.
+        let file = file.into_std().await;
+        let modified = UNIX_EPOCH + Duration::from_millis(meta.modified_ms);
+        tokio::task::spawn_blocking(move || {
+            file.set_modified(modified)?;
+            file.sync_all()
+        })
+        .await
+        .map_err(|e| StorageError::unavailable(format!("writing a file failed: {e}")))?
+        .map_err(|e| io_error(&temp, e))?;
         if let Some(why) = contradiction(&meta, &digests) {
             return Err(StorageError::unavailable(format!("verification failed: {why}")));
         }

@@ -33,6 +33,18 @@ pub fn shared_compile_cache() -> PathBuf {
     dir
 }
 
+/// The mode a plain new file of this process gets: 0666 less the umask
+/// (read from /proc, as std offers no umask call).
+pub fn plain_file_mode() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    let umask = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        .expect("Umask in /proc/self/status");
+    0o666 & !umask
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }

@@ -129,6 +129,30 @@ async fn an_uploads_directory_moves_into_s3_resumably_and_back_out() {
         let want = if path == changed { &new } else { bytes };
         assert_eq!(&std::fs::read(out.path().join(path)).unwrap(), want, "{path}");
     }
+    // Exported files keep their objects' times and are readable as plain
+    // new files are (for the web server that serves them next).
+    use std::os::unix::fs::PermissionsExt;
+    for (path, _) in files.iter().step_by(25) {
+        let meta = std::fs::metadata(out.path().join(path)).unwrap();
+        assert_eq!(
+            meta.permissions().mode() & 0o777,
+            silo_tests::plain_file_mode(),
+            "{path}"
+        );
+        let object = client
+            .head_object()
+            .bucket(&bucket)
+            .key(format!("media/{path}"))
+            .send()
+            .await
+            .unwrap();
+        let modified = meta.modified().unwrap().duration_since(std::time::UNIX_EPOCH).unwrap();
+        assert_eq!(
+            modified.as_secs() as i64,
+            object.last_modified().unwrap().secs(),
+            "{path}"
+        );
+    }
     // Damage one exported file: only that one is fetched again.
     std::fs::write(out.path().join(&files[3].0), content(4242, files[3].1.len())).unwrap();
     let (_, report, _) = plan_and_run(&t, out.path(), Direction::Export).await;

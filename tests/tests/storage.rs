@@ -251,6 +251,11 @@ async fn local_store_refuses_symlinks_and_its_reserved_directory() {
         .put("f", Bytes::from_static(b"1"), &opts("text/plain"))
         .await
         .unwrap();
+    // Stored files are readable as any new file would be (a web server may
+    // serve the directory), never executable.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("f")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, silo_tests::plain_file_mode(), "{mode:o}");
     let err = store
         .put("f/g", Bytes::from_static(b"2"), &opts("text/plain"))
         .await

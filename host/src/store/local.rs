@@ -25,6 +25,18 @@ use tokio::io::AsyncReadExt;
 use super::{ByteRange, ByteStream, Condition, KeyPage, ObjectMeta, ObjectStore, ObjectUpload, PutOptions};
 use crate::error::{StorageError, StorageResult};
 
+/// A temporary file that becomes a stored file. It gets the mode any file
+/// this process creates would (0666 less the umask), so that a web server
+/// serving the directory can read it, and never an execute bit; tempfile's
+/// own default, 0600, is for private files.
+pub(crate) fn stored_temp(dir: &Path, prefix: &str) -> std::io::Result<tempfile::NamedTempFile> {
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .permissions(fs::Permissions::from_mode(0o666))
+        .tempfile_in(dir)
+}
+
 /// Directory (inside the root) holding writes in progress.
 const TMP_DIR: &str = ".silo-tmp";
 
@@ -113,7 +125,7 @@ impl Inner {
     }
 
     fn new_temp(&self) -> StorageResult<tempfile::NamedTempFile> {
-        tempfile::NamedTempFile::new_in(self.root.join(TMP_DIR))
+        stored_temp(&self.root.join(TMP_DIR), ".tmp")
             .map_err(|e| StorageError::unavailable(format!("cannot create a temporary file: {e}")))
     }
 
