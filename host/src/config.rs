@@ -93,7 +93,13 @@ pub struct VolumeConfig {
     /// `canonical` (default) or `read-through`; see docs/SEMANTICS.md.
     #[serde(default)]
     pub cache: crate::vfs::CacheMode,
+    /// Largest upload into this volume, MiB (1 to 5242880, S3's 5 TiB;
+    /// default 1024). A longer body is cut off and refused, nothing kept.
+    pub max_upload_mib: Option<u64>,
 }
+
+/// Default of `max_upload_mib`.
+pub const DEFAULT_MAX_UPLOAD_MIB: u64 = 1024;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -280,6 +286,9 @@ impl Config {
                     "volume name '{name}' may only use lower-case letters, digits, '-' and '_'"
                 )));
             }
+            volume
+                .max_upload_bytes()
+                .map_err(|m| self.invalid(format!("volume '{name}': {m}")))?;
             match (volume.backend, &volume.path) {
                 (Backend::Local, None) => {
                     return Err(self.invalid(format!("volume '{name}': a local volume needs `path`")));
@@ -449,6 +458,15 @@ impl VolumeConfig {
         Ok(settings)
     }
 
+    /// The largest upload into this volume, bytes.
+    pub fn max_upload_bytes(&self) -> Result<u64, String> {
+        match self.max_upload_mib {
+            None => Ok(DEFAULT_MAX_UPLOAD_MIB << 20),
+            Some(mib) if (1..=5 << 20).contains(&mib) => Ok(mib << 20),
+            Some(mib) => Err(format!("max_upload_mib must be 1..=5242880, not {mib}")),
+        }
+    }
+
     /// The disk read cache of an `s3` volume, if it has one.
     pub fn read_cache_settings(&self) -> Result<Option<crate::readcache::ReadCacheSettings>, String> {
         let inactive = match self.read_cache_inactive_secs {
@@ -591,6 +609,10 @@ mod tests {
                 "overlap",
             ),
             ("[volumes.A]\nbackend = \"memory\"", "lower-case"),
+            (
+                "[volumes.a]\nbackend = \"memory\"\nmax_upload_mib = 0",
+                "volume 'a': max_upload_mib must be 1..=5242880, not 0",
+            ),
             (
                 "[volumes.a]\nbackend = \"memory\"\n[[plugins]]\nname = \"p\"\ncomponent = \"p.wasm\"\ngrants = [{ volume = \"b\", access = [\"read\"] }]",
                 "line 6: plugin 'p': a grant names volume 'b', which is not configured",

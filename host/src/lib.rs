@@ -60,6 +60,8 @@ pub enum SiloError {
     /// The upload's own stream failed (a client went away mid-body).
     #[error("reading the upload: {0}")]
     Source(std::io::Error),
+    #[error("the upload is larger than volume '{volume}' takes ({limit} bytes; its `max_upload_mib`)")]
+    TooLarge { volume: String, limit: u64 },
 }
 
 /// A configured Silo: volumes, metadata cache, runtime and upload pipeline.
@@ -190,7 +192,13 @@ impl Silo {
             None => store::guess_content_type(location.path.as_str()),
         };
         let staging = self.config.data_dir.join("staging");
-        let (staged, meta) = pipeline::stage_stream(&staging, body, &content_type).await?;
+        let limit = self.upload_limit(&location.volume);
+        let (staged, meta) = pipeline::stage_stream(&staging, body, &content_type, limit)
+            .await?
+            .ok_or_else(|| SiloError::TooLarge {
+                volume: location.volume.clone(),
+                limit,
+            })?;
         let pending = vfs::PendingUpload {
             location,
             meta,
@@ -201,6 +209,15 @@ impl Silo {
 }
 
 impl Silo {
+    /// The largest upload `volume` takes, in bytes.
+    pub fn upload_limit(&self, volume: &str) -> u64 {
+        self.config
+            .volumes
+            .get(volume)
+            .and_then(|v| v.max_upload_bytes().ok())
+            .unwrap_or(config::DEFAULT_MAX_UPLOAD_MIB << 20)
+    }
+
     /// The file of `style` for the image at `volume`/`path`, deriving it
     /// with the plugin that declares the style if it does not exist yet.
     /// Concurrent requests for the same missing style derive it once.

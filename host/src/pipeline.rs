@@ -113,12 +113,14 @@ pub const MEMORY_STAGE_BYTES: usize = 256 * 1024;
 
 /// Stage an upload as it arrives, hashing it for a provisional etag: in
 /// memory while it is small, else in a file in the staging directory
-/// (outside every volume).
+/// (outside every volume). `None`, with nothing kept, once the body is
+/// over `limit` bytes.
 pub(crate) async fn stage_stream(
     staging_dir: &Path,
     mut body: impl tokio::io::AsyncRead + Unpin,
     content_type: &str,
-) -> Result<(Staged, ObjectMeta), crate::SiloError> {
+    limit: u64,
+) -> Result<Option<(Staged, ObjectMeta)>, crate::SiloError> {
     use sha2::{Digest, Sha256};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let local = |source: std::io::Error| crate::SiloError::Io {
@@ -130,10 +132,19 @@ pub(crate) async fn stage_stream(
     // In memory until the body outgrows the limit.
     while head.len() <= MEMORY_STAGE_BYTES {
         if body.read_buf(&mut head).await.map_err(crate::SiloError::Source)? == 0 {
+            if head.len() as u64 > limit {
+                return Ok(None);
+            }
             hasher.update(&head);
             let size = head.len() as u64;
-            return Ok((Staged::Memory(head.freeze()), staged_meta(size, hasher, content_type)));
+            return Ok(Some((
+                Staged::Memory(head.freeze()),
+                staged_meta(size, hasher, content_type),
+            )));
         }
+    }
+    if head.len() as u64 > limit {
+        return Ok(None);
     }
     tokio::fs::create_dir_all(staging_dir).await.map_err(local)?;
     let temp = tempfile::NamedTempFile::new_in(staging_dir)
@@ -151,12 +162,16 @@ pub(crate) async fn stage_stream(
         if n == 0 {
             break;
         }
+        size += n as u64;
+        if size > limit {
+            // The staged file goes with `temp`.
+            return Ok(None);
+        }
         hasher.update(&buf[..n]);
         file.write_all(&buf[..n]).await.map_err(local)?;
-        size += n as u64;
     }
     file.flush().await.map_err(local)?;
-    Ok((Staged::File(temp), staged_meta(size, hasher, content_type)))
+    Ok(Some((Staged::File(temp), staged_meta(size, hasher, content_type))))
 }
 
 fn staged_meta(size: u64, hasher: sha2::Sha256, content_type: &str) -> ObjectMeta {

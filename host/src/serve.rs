@@ -546,6 +546,15 @@ async fn upload(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && *v != "application/x-www-form-urlencoded");
+    // Refused before a byte is read when the client says its size; else
+    // staging cuts the body off at the limit.
+    let limit = app.silo.upload_limit(&volume);
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large(&volume, limit));
+    }
     use futures_util::TryStreamExt;
     let body = tokio_util::io::StreamReader::new(body.into_data_stream().map_err(std::io::Error::other));
     let report = app
@@ -554,6 +563,7 @@ async fn upload(
         .await
         .map_err(|e| match e {
             crate::SiloError::Storage(e) => ApiError::from(e),
+            crate::SiloError::TooLarge { limit, .. } => too_large(&volume, limit),
             crate::SiloError::Source(e) => ApiError {
                 status: StatusCode::BAD_REQUEST,
                 code: "bad-request",
@@ -574,6 +584,14 @@ async fn upload(
         Status::Error => StatusCode::INTERNAL_SERVER_ERROR,
     };
     Ok((status, axum::Json(report)).into_response())
+}
+
+fn too_large(volume: &str, limit: u64) -> ApiError {
+    ApiError {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        code: "too-large",
+        message: format!("volume '{volume}' takes uploads of up to {limit} bytes (its max_upload_mib)"),
+    }
 }
 
 async fn remove(

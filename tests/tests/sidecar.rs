@@ -11,6 +11,7 @@ use silo_host::store::PutOptions;
 use silo_tests::http::{ADMIN_TOKEN, Client, Sidecar, TOKEN};
 use silo_tests::seaweed::Seaweed;
 use silo_tests::{GUARD_PIPELINE, TestSilo, s3};
+use tokio::io::AsyncReadExt;
 
 /// Deterministic bytes of `len`, different per `seed`.
 fn content(seed: u64, len: usize) -> Vec<u8> {
@@ -355,6 +356,81 @@ async fn metrics_and_admin_routes_answer_only_the_admin_token() {
     let reply = client.get_as(&off.url("/metrics"), TOKEN).await.unwrap();
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
     assert_eq!(reply.json()["error"]["code"], "admin-disabled");
+}
+
+#[tokio::test]
+async fn uploads_over_the_volumes_limit_are_cut_off_and_nothing_is_kept() {
+    let volumes = "[volumes.public]\nbackend = \"local\"\npath = \"volumes/public\"\n\
+                   visibility = \"public\"\nmax_upload_mib = 1\n";
+    let t = TestSilo::with_volumes(GUARD_PIPELINE, &[], volumes).await.unwrap();
+    let staging = t.dir.path().join("state/staging");
+    let silo = Arc::new(t.silo);
+    let limit = 1u64 << 20;
+    assert_eq!(silo.upload_limit("public"), limit);
+
+    // At the limit: stored.
+    let report = silo
+        .upload_stream("public/at.txt", tokio::io::repeat(b'a').take(limit), Some("text/plain"))
+        .await
+        .unwrap();
+    assert_eq!(report.status, silo_host::Status::Accepted, "{report:?}");
+    // One byte over, and an endless body: refused, read no further than
+    // the limit, nothing stored or staged.
+    for (name, body) in [
+        (
+            "over",
+            Box::new(tokio::io::repeat(b'a').take(limit + 1)) as Box<dyn tokio::io::AsyncRead + Unpin>,
+        ),
+        ("endless", Box::new(tokio::io::repeat(b'a'))),
+    ] {
+        let err = silo
+            .upload_stream(&format!("public/{name}.txt"), body, Some("text/plain"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, silo_host::SiloError::TooLarge { limit: l, .. } if l == limit),
+            "{name}: {err}"
+        );
+    }
+    assert_eq!(
+        t.dir
+            .path()
+            .join("volumes/public")
+            .read_dir()
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name() != ".silo-tmp")
+            .count(),
+        1
+    );
+    assert_eq!(
+        std::fs::read_dir(&staging).map_or(0, |d| d.count()),
+        0,
+        "nothing left in staging"
+    );
+
+    // Through the sidecar: a declared size over the limit is refused before
+    // the body is read.
+    let sidecar = Sidecar::start(silo.clone()).await;
+    let client = Client::default();
+    let reply = client
+        .put(
+            &sidecar.url("/v1/files/public/big.txt"),
+            "text/plain",
+            vec![b'a'; limit as usize + 1],
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", reply.text());
+    assert_eq!(reply.json()["error"]["code"], "too-large");
+    assert_eq!(
+        client
+            .get(&sidecar.url("/v1/files/public/big.txt"), &[])
+            .await
+            .unwrap()
+            .status,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
