@@ -484,8 +484,10 @@ async fn respond(app: &App, volume: &str, loc: crate::Location, headers: &Header
     out.insert(header::ETAG, header_value(&etag));
     out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     out.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    let modified = UNIX_EPOCH + Duration::from_millis(meta.modified_ms);
-    out.insert(header::LAST_MODIFIED, header_value(&httpdate::fmt_http_date(modified)));
+    // HTTP dates have whole seconds; compare at that precision.
+    let modified = UNIX_EPOCH + Duration::from_secs(meta.modified_ms / 1000);
+    let last_modified = httpdate::fmt_http_date(modified);
+    out.insert(header::LAST_MODIFIED, header_value(&last_modified));
     let visibility = storage.volume(volume)?.visibility;
     let cache_control = match (visibility, &meta.cache_control) {
         (Visibility::Private, _) => "private, no-store".to_owned(),
@@ -493,13 +495,16 @@ async fn respond(app: &App, volume: &str, loc: crate::Location, headers: &Header
         (Visibility::Public, None) => "public, max-age=3600".to_owned(),
     };
     out.insert(header::CACHE_CONTROL, header_value(&cache_control));
-    let not_modified = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',')
-                .any(|t| t.trim() == etag || t.trim() == "*" || t.trim() == format!("W/{etag}"))
-        });
+    let header_str = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    // If-Modified-Since counts only without If-None-Match (RFC 9110 13.1.3).
+    let not_modified = match header_str(header::IF_NONE_MATCH) {
+        Some(v) => v
+            .split(',')
+            .any(|t| t.trim() == etag || t.trim() == "*" || t.trim() == format!("W/{etag}")),
+        None => header_str(header::IF_MODIFIED_SINCE)
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+            .is_some_and(|since| modified <= since),
+    };
     if not_modified {
         return Ok((StatusCode::NOT_MODIFIED, out).into_response());
     }
@@ -507,7 +512,19 @@ async fn respond(app: &App, volume: &str, loc: crate::Location, headers: &Header
     if let Some(disposition) = storage.policy().disposition(&meta.content_type) {
         out.insert(header::CONTENT_DISPOSITION, HeaderValue::from_static(disposition));
     }
-    let range = match parse_range(headers, meta.size) {
+    // A resumed download names the version it has; another version is sent
+    // whole, never spliced onto the old bytes.
+    let same_version = match header_str(header::IF_RANGE) {
+        None => true,
+        Some(v) if v.starts_with('"') => v == etag,
+        Some(v) if v.starts_with("W/") => false,
+        Some(v) => httpdate::parse_http_date(v).is_ok_and(|date| date == modified),
+    };
+    let range = match if same_version {
+        parse_range(headers, meta.size)
+    } else {
+        Ok(None)
+    } {
         Ok(r) => r,
         Err(()) => {
             out.insert(header::CONTENT_RANGE, header_value(&format!("bytes */{}", meta.size)));

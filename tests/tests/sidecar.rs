@@ -359,6 +359,68 @@ async fn metrics_and_admin_routes_answer_only_the_admin_token() {
 }
 
 #[tokio::test]
+async fn conditional_and_resumed_reads_follow_http() {
+    let t = TestSilo::new(GUARD_PIPELINE, &[]).await.unwrap();
+    let sidecar = Sidecar::start(Arc::new(t.silo)).await;
+    let client = Client::default();
+    let url = sidecar.url("/v1/files/public/doc.txt");
+    let first = content(7, 10_000);
+    client.put(&url, "text/plain", first.clone()).await.unwrap();
+    let reply = client.get(&url, &[]).await.unwrap();
+    let (etag, modified) = (
+        reply.header("etag").unwrap().to_owned(),
+        reply.header("last-modified").unwrap().to_owned(),
+    );
+    let get = |headers: Vec<(&'static str, String)>| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            client.get(&url, &headers).await.unwrap()
+        }
+    };
+
+    // If-Modified-Since, unless If-None-Match is there to decide.
+    let since = |h: &str| vec![("if-modified-since", h.to_owned())];
+    assert_eq!(get(since(&modified)).await.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(get(since("Sat, 01 Jan 2000 00:00:00 GMT")).await.status, StatusCode::OK);
+    let both = vec![
+        ("if-none-match", "\"other\"".to_owned()),
+        ("if-modified-since", modified.clone()),
+    ];
+    assert_eq!(get(both).await.status, StatusCode::OK);
+
+    // If-Range: the range of the same version, else the whole file.
+    let resume = |validator: &str| {
+        vec![
+            ("range", "bytes=100-199".to_owned()),
+            ("if-range", validator.to_owned()),
+        ]
+    };
+    for same in [etag.as_str(), modified.as_str()] {
+        let reply = get(resume(same)).await;
+        assert_eq!(reply.status, StatusCode::PARTIAL_CONTENT, "{same}");
+        assert_eq!(reply.body, &first[100..200]);
+    }
+    for other in [
+        "\"an-older-version\"",
+        &format!("W/{etag}"),
+        "Sat, 01 Jan 2000 00:00:00 GMT",
+        "garbage",
+    ] {
+        let reply = get(resume(other)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{other}");
+        assert_eq!(reply.body, first, "{other}: the whole file");
+    }
+
+    // Changed since: a resume with the old etag gets the new file whole.
+    let second = content(8, 12_000);
+    client.put(&url, "text/plain", second.clone()).await.unwrap();
+    let reply = get(resume(&etag)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, second);
+}
+
+#[tokio::test]
 async fn uploads_over_the_volumes_limit_are_cut_off_and_nothing_is_kept() {
     let volumes = "[volumes.public]\nbackend = \"local\"\npath = \"volumes/public\"\n\
                    visibility = \"public\"\nmax_upload_mib = 1\n";
