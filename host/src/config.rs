@@ -41,9 +41,29 @@ pub struct Config {
     /// Write-xor-execute: names and content no volume may hold.
     #[serde(default)]
     pub content_policy: crate::policy::ContentPolicy,
+    /// `silo serve`: address and where its secrets are read from.
+    #[serde(default)]
+    pub serve: ServeConfig,
     /// Where the config came from (`None`: the built-in default).
     #[serde(skip)]
     pub origin: Option<PathBuf>,
+}
+
+/// The sidecar's settings. Secrets are never written in the config: it
+/// names files holding them (as systemd credentials and container secrets
+/// provide), and `SILO_TOKEN`, `SILO_ADMIN_TOKEN` and `SILO_SIGNING_KEY`
+/// override those.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    /// Address to listen on (default 127.0.0.1:8080); `--listen` overrides.
+    pub listen: Option<std::net::SocketAddr>,
+    /// File holding the write token.
+    pub token_file: Option<PathBuf>,
+    /// File holding the admin token (unset: admin routes are off).
+    pub admin_token_file: Option<PathBuf>,
+    /// File holding the key signed URLs are made with (default: the token).
+    pub signing_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -254,6 +274,13 @@ impl Config {
         ));
         for volume in config.volumes.values_mut() {
             volume.path = volume.path.as_deref().map(absolute);
+        }
+        for file in [
+            &mut config.serve.token_file,
+            &mut config.serve.admin_token_file,
+            &mut config.serve.signing_key_file,
+        ] {
+            *file = file.as_deref().map(absolute);
         }
         config.validate(text)?;
         Ok(config)

@@ -42,11 +42,13 @@ enum Command {
     },
     /// Serve the HTTP API (for CMSs in any language). Writes and private
     /// reads need `Authorization: Bearer $SILO_TOKEN`; `/metrics` and the
-    /// admin routes need `$SILO_ADMIN_TOKEN` (unset: they are off).
+    /// admin routes need `$SILO_ADMIN_TOKEN` (unset: they are off). The
+    /// config's `[serve]` may name files holding them instead.
     Serve {
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: std::net::SocketAddr,
+        /// Address to listen on (default: the config's `serve.listen`, else
+        /// 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
     },
     /// Copy an existing uploads directory into a volume (or, with
     /// --reverse, a volume into a directory). Resumable: files already at
@@ -172,23 +174,46 @@ fn scanning(volume: &str) -> indicatif::ProgressBar {
     bar
 }
 
-async fn serve(config: Option<&Path>, listen: std::net::SocketAddr) -> anyhow::Result<()> {
-    let write = std::env::var("SILO_TOKEN")
-        .ok()
-        .filter(|t| t.len() >= 16)
-        .context("set SILO_TOKEN to a secret of at least 16 characters; writes and private reads need it")?;
+/// A secret from the environment, else from the file the config names.
+fn secret(var: &str, file: Option<&Path>) -> anyhow::Result<Option<String>> {
+    if let Ok(value) = std::env::var(var)
+        && !value.is_empty()
+    {
+        return Ok(Some(value));
+    }
+    let Some(file) = file else { return Ok(None) };
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read the secret file {} (for {var})", file.display()))?;
+    // Files written by `echo` end in a newline that is not part of it.
+    let value = text.trim_end_matches(['\n', '\r']);
+    if value.is_empty() {
+        anyhow::bail!("the secret file {} (for {var}) is empty", file.display());
+    }
+    Ok(Some(value.to_owned()))
+}
+
+async fn serve(config: Option<&Path>, listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
     let config = load_config(config)?;
-    let silo = std::sync::Arc::new(Silo::open(config).await?);
+    let settings = config.serve.clone();
+    let write = secret("SILO_TOKEN", settings.token_file.as_deref())?
+        .filter(|t| t.len() >= 16)
+        .context(
+            "set SILO_TOKEN (or the config's serve.token_file) to a secret of at least 16 characters; \
+             writes and private reads need it",
+        )?;
     // Signatures use their own key when one is given, else the token.
-    let signing_key = std::env::var("SILO_SIGNING_KEY")
-        .unwrap_or_else(|_| write.clone())
+    let signing_key = secret("SILO_SIGNING_KEY", settings.signing_key_file.as_deref())?
+        .unwrap_or_else(|| write.clone())
         .into_bytes();
-    let admin = match std::env::var("SILO_ADMIN_TOKEN") {
-        Ok(t) if t.len() < 16 => anyhow::bail!("SILO_ADMIN_TOKEN must be at least 16 characters"),
-        Ok(t) if t == write => anyhow::bail!("SILO_ADMIN_TOKEN must differ from SILO_TOKEN"),
-        Ok(t) => Some(t),
-        Err(_) => None,
+    let admin = match secret("SILO_ADMIN_TOKEN", settings.admin_token_file.as_deref())? {
+        Some(t) if t.len() < 16 => anyhow::bail!("SILO_ADMIN_TOKEN must be at least 16 characters"),
+        Some(t) if t == write => anyhow::bail!("SILO_ADMIN_TOKEN must differ from SILO_TOKEN"),
+        admin => admin,
     };
+    let listen = listen
+        .or(settings.listen)
+        .unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let silo = std::sync::Arc::new(Silo::open(config).await?);
     let app = silo_host::serve::router(
         silo,
         silo_host::serve::Tokens {

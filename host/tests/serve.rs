@@ -27,12 +27,19 @@ fn start(dir: &Path) -> Server {
 const ADMIN_TOKEN: &str = "test-admin-token-9876543210";
 
 fn start_with(dir: &Path, extra: &[&str]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_silo"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_silo"));
+    command
         .current_dir(dir)
         .args(extra)
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env("SILO_TOKEN", TOKEN)
-        .env("SILO_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("SILO_ADMIN_TOKEN", ADMIN_TOKEN);
+    listening(command)
+}
+
+/// Start `command` (a `silo serve`) and wait until it listens.
+fn listening(mut command: Command) -> Server {
+    let mut child = command
         .env_remove("SILO_LOG")
         .stderr(Stdio::piped())
         .spawn()
@@ -390,4 +397,88 @@ fn sigterm_lets_an_upload_in_flight_finish_and_admin_routes_take_the_admin_token
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("SILO_ADMIN_TOKEN must differ from SILO_TOKEN"));
+}
+
+#[test]
+fn secrets_come_from_files_the_config_names_and_the_environment_overrides_them() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("secrets")).unwrap();
+    std::fs::write(dir.path().join("secrets/token"), format!("{TOKEN}\n")).unwrap();
+    std::fs::write(dir.path().join("secrets/admin"), format!("{ADMIN_TOKEN}\n")).unwrap();
+    let config = |token_file: &str| {
+        format!(
+            "[volumes.public]\nbackend = \"local\"\npath = \"files/public\"\nvisibility = \"public\"\n\n\
+             [serve]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{token_file}\"\nadmin_token_file = \"secrets/admin\"\n"
+        )
+    };
+    std::fs::write(dir.path().join("silo.toml"), config("secrets/token")).unwrap();
+    let serve = |env_token: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_silo"));
+        // The config is found beside where silo runs from; so are the
+        // secret files it names.
+        command
+            .current_dir(dir.path())
+            .arg("serve")
+            .env_remove("SILO_TOKEN")
+            .env_remove("SILO_ADMIN_TOKEN")
+            .env_remove("SILO_SIGNING_KEY");
+        if let Some(token) = env_token {
+            command.env("SILO_TOKEN", token);
+        }
+        command
+    };
+
+    let server = listening(serve(None));
+    let url = format!("{}/v1/files/public/a.txt", server.base);
+    let put = |token: &str| {
+        curl(&[
+            "-X",
+            "PUT",
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            "--data-binary",
+            "hello",
+            &url,
+        ])
+        .0
+    };
+    assert_eq!(put(TOKEN), 201, "the token from the file opens writes");
+    assert_eq!(put("some-other-token-123"), 401);
+    let metrics = curl(&[
+        "-H",
+        &format!("Authorization: Bearer {ADMIN_TOKEN}"),
+        &format!("{}/metrics", server.base),
+    ]);
+    assert_eq!(metrics.0, 200, "the admin token from its file opens /metrics");
+    drop(server);
+
+    // The environment overrides the file.
+    let env_token = "token-from-the-environment";
+    let server = listening(serve(Some(env_token)));
+    let url = format!("{}/v1/files/public/b.txt", server.base);
+    let put = |token: &str| {
+        curl(&[
+            "-X",
+            "PUT",
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            "--data-binary",
+            "hello",
+            &url,
+        ])
+        .0
+    };
+    assert_eq!(put(TOKEN), 401);
+    assert_eq!(put(env_token), 201);
+    drop(server);
+
+    // A secret file that cannot be read is named.
+    std::fs::write(dir.path().join("silo.toml"), config("secrets/missing")).unwrap();
+    let out = serve(None).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("secrets/missing") && stderr.contains("SILO_TOKEN"),
+        "{stderr}"
+    );
 }
