@@ -119,6 +119,7 @@ impl Silo {
             });
         }
         let storage = open_storage(&config).await?;
+        store::local::sweep_abandoned(&config.data_dir.join("staging"));
         Ok(Silo {
             storage,
             runtime,

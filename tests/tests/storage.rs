@@ -454,3 +454,34 @@ async fn read_through_volumes_see_files_written_behind_silos_back_at_once() {
         );
     }
 }
+
+#[tokio::test]
+async fn writes_a_crash_abandoned_are_swept_when_silo_opens_again() {
+    let t = silo_tests::TestSilo::new("", &[]).await.unwrap();
+    let day_and_more = std::time::SystemTime::now() - std::time::Duration::from_secs(25 * 3600);
+    let leave = |path: std::path::PathBuf, old: bool| {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let file = std::fs::File::create(&path).unwrap();
+        if old {
+            file.set_modified(day_and_more).unwrap();
+        }
+        path
+    };
+    // What a killed Silo leaves: a half-written local file and a staged
+    // upload, beside ones another process may still be writing.
+    let tmp = t.volume_dir("public").join(".silo-tmp");
+    let staging = t.dir.path().join("state/staging");
+    let abandoned = [leave(tmp.join(".tmpOLD"), true), leave(staging.join(".tmpOLD"), true)];
+    let in_progress = [leave(tmp.join(".tmpNEW"), false), leave(staging.join(".tmpNEW"), false)];
+
+    let silo_tests::TestSilo { dir, silo } = t;
+    drop(silo);
+    let config = silo_host::Config::load(&dir.path().join("silo.toml")).unwrap();
+    let _silo = silo_host::Silo::open(config).await.unwrap();
+    for path in abandoned {
+        assert!(!path.exists(), "{} is swept", path.display());
+    }
+    for path in in_progress {
+        assert!(path.exists(), "{} may be another process's write", path.display());
+    }
+}

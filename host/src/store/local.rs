@@ -40,6 +40,28 @@ pub(crate) fn stored_temp(dir: &Path, prefix: &str) -> std::io::Result<tempfile:
 /// Directory (inside the root) holding writes in progress.
 const TMP_DIR: &str = ".silo-tmp";
 
+/// Temporary files untouched this long were left by a process that died
+/// mid-write. Younger ones may be another process's writes in progress
+/// (`silo serve` and a CLI command share volumes).
+pub(crate) const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Remove the files in `dir` not modified for `ABANDONED_AFTER`; how many.
+pub(crate) fn sweep_abandoned(dir: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else { return 0 };
+    let cutoff = std::time::SystemTime::now() - ABANDONED_AFTER;
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_file() && meta.modified().is_ok_and(|m| m < cutoff) && fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        tracing::info!(dir = %dir.display(), removed, "removed files abandoned by an interrupted write");
+    }
+    removed
+}
+
 #[derive(Clone)]
 pub struct LocalStore {
     inner: Arc<Inner>,
@@ -59,6 +81,7 @@ impl LocalStore {
         let root = root
             .canonicalize()
             .map_err(|e| StorageError::unavailable(format!("cannot open {}: {e}", root.display())))?;
+        sweep_abandoned(&root.join(TMP_DIR));
         Ok(LocalStore {
             inner: Arc::new(Inner {
                 root,
