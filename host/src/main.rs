@@ -347,6 +347,12 @@ async fn cache(config: Option<&Path>, command: CacheCommand) -> anyhow::Result<b
                 for key in &r.skipped {
                     println!("{v}: skipped {key:?}: not a valid path");
                 }
+                if r.abandoned_removed > 0 {
+                    println!("{v}: removed {} abandoned multipart uploads", r.abandoned_removed);
+                }
+                if let Some(e) = &r.abandoned_error {
+                    println!("{v}: could not look for abandoned uploads: {e}");
+                }
             }
             Ok(true)
         }

@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 
 use crate::error::{StorageError, StorageResult};
 use crate::path::VolumePath;
-use crate::store::{ObjectMeta, Split};
+use crate::store::{ABANDONED_AFTER, ObjectMeta, Split};
 use crate::vfs::Storage;
 
 /// Keys per backend listing request.
@@ -32,6 +32,11 @@ pub struct RefreshReport {
     pub changed: u64,
     /// Backend keys that break the path rules, left out of the cache.
     pub skipped: Vec<String>,
+    /// Leftovers of writes interrupted over a day ago, removed (S3:
+    /// multipart uploads nobody finished or aborted).
+    pub abandoned_removed: u64,
+    /// Why looking for those failed, if it did (the refresh stands).
+    pub abandoned_error: Option<String>,
 }
 
 /// Differences between the cache and the backend.
@@ -178,6 +183,11 @@ pub async fn refresh(storage: &Storage, volume: &str, progress: &(dyn Fn(u64) + 
     }
     report.removed = old.len() as u64;
     cache.replace_volume(volume, &rows)?;
+    // Credentials may lack ListBucketMultipartUploads: say so, keep the rest.
+    match storage.volume(volume)?.store.sweep_abandoned(ABANDONED_AFTER).await {
+        Ok(n) => report.abandoned_removed = n,
+        Err(e) => report.abandoned_error = Some(e.to_string()),
+    }
     Ok(report)
 }
 

@@ -22,7 +22,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::io::AsyncReadExt;
 
-use super::{ByteRange, ByteStream, Condition, KeyPage, ObjectMeta, ObjectStore, ObjectUpload, PutOptions};
+use super::{
+    ABANDONED_AFTER, ByteRange, ByteStream, Condition, KeyPage, ObjectMeta, ObjectStore, ObjectUpload, PutOptions,
+};
 use crate::error::{StorageError, StorageResult};
 
 /// A temporary file that becomes a stored file. It gets the mode any file
@@ -39,11 +41,6 @@ pub(crate) fn stored_temp(dir: &Path, prefix: &str) -> std::io::Result<tempfile:
 
 /// Directory (inside the root) holding writes in progress.
 const TMP_DIR: &str = ".silo-tmp";
-
-/// Temporary files untouched this long were left by a process that died
-/// mid-write. Younger ones may be another process's writes in progress
-/// (`silo serve` and a CLI command share volumes).
-pub(crate) const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// Remove the files in `dir` not modified for `ABANDONED_AFTER`; how many.
 pub(crate) fn sweep_abandoned(dir: &Path) -> usize {

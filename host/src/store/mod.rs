@@ -17,6 +17,11 @@ pub mod local;
 pub mod memory;
 pub mod s3;
 
+/// Leftovers of a write untouched this long were left by a process that
+/// died mid-write. Younger ones may be another process's writes in progress
+/// (`silo serve` and a CLI command share volumes).
+pub const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 pub use local::LocalStore;
 pub use memory::MemoryStore;
 pub use s3::{S3Settings, S3Store};
@@ -131,6 +136,14 @@ pub trait ObjectStore: Send + Sync + 'static {
     ) -> StorageResult<Option<String>> {
         let _ = (key, expires_in, presented);
         Ok(None)
+    }
+
+    /// Remove what interrupted writes left in the backend and nothing can
+    /// see (S3: multipart uploads under this store's prefix started more
+    /// than `older_than` ago); how many.
+    async fn sweep_abandoned(&self, older_than: std::time::Duration) -> StorageResult<u64> {
+        let _ = older_than;
+        Ok(0)
     }
 }
 

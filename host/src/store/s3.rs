@@ -206,7 +206,9 @@ impl Inner {
         });
     }
 
-    async fn abort_upload(self: Arc<Self>, upload: Unaborted) {
+    /// Abort one multipart upload: `Ok(true)` when aborted, `Ok(false)`
+    /// when it was gone already (aborted, completed or expired).
+    async fn send_abort(&self, upload: &Unaborted) -> StorageResult<bool> {
         let sent = self
             .client
             .abort_multipart_upload()
@@ -216,13 +218,19 @@ impl Inner {
             .send()
             .await;
         match sent {
+            Ok(_) => Ok(true),
+            Err(e) if status(&e) == Some(404) => Ok(false),
+            Err(e) => Err(s3_error("AbortMultipartUpload", &upload.key, e)),
+        }
+    }
+
+    async fn abort_upload(self: Arc<Self>, upload: Unaborted) {
+        match self.send_abort(&upload).await {
             Ok(_) => {}
-            // NoSuchUpload: already aborted, completed or expired.
-            Err(e) if status(&e) == Some(404) => {}
             Err(e) => {
                 tracing::warn!(
                     key = upload.key,
-                    error = %DisplayErrorContext(&e),
+                    error = %e,
                     "could not abort a multipart upload; retried after the next successful write"
                 );
                 self.abort_later(upload);
@@ -633,6 +641,52 @@ impl ObjectStore for S3Store {
                 return Ok(Some((files, dirs)));
             }
         }
+    }
+
+    async fn sweep_abandoned(&self, older_than: Duration) -> StorageResult<u64> {
+        let inner = &self.inner;
+        let cutoff = std::time::SystemTime::now() - older_than;
+        let mut stale = Vec::new();
+        let (mut key_marker, mut upload_marker) = (None, None);
+        loop {
+            let page = inner
+                .client
+                .list_multipart_uploads()
+                .bucket(&inner.bucket)
+                .prefix(&inner.prefix)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(upload_marker.take())
+                .send()
+                .await
+                .map_err(|e| s3_error("ListMultipartUploads", &inner.prefix, e))?;
+            for upload in page.uploads() {
+                let started = upload
+                    .initiated()
+                    .and_then(|t| std::time::SystemTime::try_from(*t).ok());
+                if let (Some(key), Some(id), Some(started)) = (upload.key(), upload.upload_id(), started)
+                    && started <= cutoff
+                {
+                    stale.push(Unaborted {
+                        key: inner.strip(key).unwrap_or(key).to_owned(),
+                        full_key: key.to_owned(),
+                        upload_id: id.to_owned(),
+                    });
+                }
+            }
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = page.next_key_marker().map(str::to_owned);
+            upload_marker = page.next_upload_id_marker().map(str::to_owned);
+            if key_marker.is_none() && upload_marker.is_none() {
+                break;
+            }
+        }
+        let mut aborted = 0;
+        for upload in stale {
+            aborted += u64::from(inner.send_abort(&upload).await?);
+        }
+        Ok(aborted)
     }
 
     async fn presign_get(
