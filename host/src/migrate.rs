@@ -166,11 +166,15 @@ pub async fn plan(storage: &Arc<Storage>, volume: &str, dir: &Path, direction: D
     Ok(plan)
 }
 
-/// Every regular file under `dir`, as (volume path, size); symbolic links
-/// and other special files are reported, not followed.
 /// Files (path, size) and unusable entries (path, why) of a directory.
 type Walked = (Vec<(String, u64)>, Vec<(String, String)>);
 
+/// Names `--reverse` gives files it is still writing.
+const TEMP_PREFIX: &str = ".silo-migrate-";
+
+/// Every regular file under `dir`, as (volume path, size); symbolic links,
+/// other special files and an interrupted export's temporary files are
+/// reported, not followed or copied.
 fn walk(dir: &Path) -> std::io::Result<Walked> {
     let (mut files, mut unusable) = (Vec::new(), Vec::new());
     let mut pending = vec![PathBuf::new()];
@@ -184,6 +188,11 @@ fn walk(dir: &Path) -> std::io::Result<Walked> {
                 pending.push(rel);
             } else if rel.to_str().is_none() {
                 unusable.push((name, "the name is not UTF-8".into()));
+            } else if kind.is_file() && entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+                unusable.push((
+                    name,
+                    "a temporary file of an interrupted `silo migrate --reverse`".into(),
+                ));
             } else if kind.is_file() {
                 files.push((name, entry.metadata()?.len()));
             } else {
@@ -464,7 +473,7 @@ impl Job {
         tokio::fs::create_dir_all(&parent)
             .await
             .map_err(|e| io_error(&parent, e))?;
-        let temp = crate::store::local::stored_temp(&parent, ".silo-migrate-")
+        let temp = crate::store::local::stored_temp(&parent, TEMP_PREFIX)
             .map_err(|e| io_error(&parent, e))?
             .into_temp_path();
         let (meta, mut body) = store.get(&item.path, None).await?;

@@ -32,6 +32,7 @@ fn uploads(dir: &Path) -> Vec<(String, Vec<u8>)> {
     std::fs::write(dir.join(".htaccess"), b"Options -Indexes").unwrap();
     std::os::unix::fs::symlink("/etc/passwd", dir.join("passwd")).unwrap();
     std::fs::write(dir.join("back\\slash.txt"), b"x").unwrap();
+    std::fs::write(dir.join("2020/00/.silo-migrate-Ab12Cd"), b"half an export").unwrap();
     files
 }
 
@@ -69,7 +70,7 @@ async fn an_uploads_directory_moves_into_s3_resumably_and_back_out() {
     assert_eq!(plan.items.len(), files.len() + 1, "the files and .htaccess");
     assert!(plan.items.iter().all(|i| i.action == Action::Copy));
     let unusable: Vec<&str> = plan.unusable.iter().map(|(p, _)| p.as_str()).collect();
-    assert_eq!(unusable, ["back\\slash.txt", "passwd"]);
+    assert_eq!(unusable, ["2020/00/.silo-migrate-Ab12Cd", "back\\slash.txt", "passwd"]);
     assert_eq!(report.copied, files.len() as u64, "{report:?}");
     assert!(report.failed.is_empty(), "{report:?}");
     assert_eq!(report.refused.len(), 1);
