@@ -428,22 +428,15 @@ fn secrets_come_from_files_the_config_names_and_the_environment_overrides_them()
         command
     };
 
-    let server = listening(serve(None));
-    let url = format!("{}/v1/files/public/a.txt", server.base);
-    let put = |token: &str| {
-        curl(&[
-            "-X",
-            "PUT",
-            "-H",
-            &format!("Authorization: Bearer {token}"),
-            "--data-binary",
-            "hello",
-            &url,
-        ])
-        .0
+    // The status of a PUT to `server` with `token`.
+    let put = |server: &Server, token: &str| {
+        let url = format!("{}/v1/files/public/a.txt", server.base);
+        let auth = format!("Authorization: Bearer {token}");
+        curl(&["-X", "PUT", "-H", &auth, "--data-binary", "hello", &url]).0
     };
-    assert_eq!(put(TOKEN), 201, "the token from the file opens writes");
-    assert_eq!(put("some-other-token-123"), 401);
+    let server = listening(serve(None));
+    assert_eq!(put(&server, TOKEN), 201, "the token from the file opens writes");
+    assert_eq!(put(&server, "some-other-token-123"), 401);
     let metrics = curl(&[
         "-H",
         &format!("Authorization: Bearer {ADMIN_TOKEN}"),
@@ -455,21 +448,8 @@ fn secrets_come_from_files_the_config_names_and_the_environment_overrides_them()
     // The environment overrides the file.
     let env_token = "token-from-the-environment";
     let server = listening(serve(Some(env_token)));
-    let url = format!("{}/v1/files/public/b.txt", server.base);
-    let put = |token: &str| {
-        curl(&[
-            "-X",
-            "PUT",
-            "-H",
-            &format!("Authorization: Bearer {token}"),
-            "--data-binary",
-            "hello",
-            &url,
-        ])
-        .0
-    };
-    assert_eq!(put(TOKEN), 401);
-    assert_eq!(put(env_token), 201);
+    assert_eq!(put(&server, TOKEN), 401);
+    assert_eq!(put(&server, env_token), 201);
     drop(server);
 
     // A secret file that cannot be read is named.
