@@ -54,22 +54,7 @@ enum Command {
     /// --reverse, a volume into a directory). Resumable: files already at
     /// the destination with the same size and checksum are skipped. Every
     /// copy is verified. Exit 1 if any file could not be copied.
-    Migrate {
-        /// The local directory.
-        dir: PathBuf,
-        /// The volume.
-        #[arg(long)]
-        volume: String,
-        /// Copies running at once.
-        #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u16).range(1..=256))]
-        jobs: u16,
-        /// Print what would be copied, and copy nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Copy the volume into the directory instead (for leaving S3).
-        #[arg(long)]
-        reverse: bool,
-    },
+    Migrate(MigrateArgs),
     /// Inspect plugin components.
     Plugin {
         #[command(subcommand)]
@@ -239,11 +224,21 @@ async fn serve(config: Option<&Path>, listen: Option<std::net::SocketAddr>) -> a
     Ok(())
 }
 
+#[derive(clap::Args)]
 struct MigrateArgs {
+    /// The local directory.
     dir: PathBuf,
+    /// The volume.
+    #[arg(long)]
     volume: String,
+    /// Copies running at once.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u16).range(1..=256))]
     jobs: u16,
+    /// Print what would be copied, and copy nothing.
+    #[arg(long)]
     dry_run: bool,
+    /// Copy the volume into the directory instead (for leaving S3).
+    #[arg(long)]
     reverse: bool,
 }
 
@@ -422,22 +417,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Cache { command } => exit(runtime.block_on(cache(cli.config.as_deref(), command))),
-        Command::Migrate {
-            dir,
-            volume,
-            jobs,
-            dry_run,
-            reverse,
-        } => exit(runtime.block_on(migrate(
-            cli.config.as_deref(),
-            MigrateArgs {
-                dir,
-                volume,
-                jobs,
-                dry_run,
-                reverse,
-            },
-        ))),
+        Command::Migrate(args) => exit(runtime.block_on(migrate(cli.config.as_deref(), args))),
         Command::Serve { listen } => exit(runtime.block_on(serve(cli.config.as_deref(), listen)).map(|()| true)),
         Command::Plugin {
             command: PluginCommand::Check { component },

@@ -130,21 +130,20 @@ pub(crate) async fn stage_stream(
     let mut hasher = Sha256::new();
     let mut head = bytes::BytesMut::with_capacity(64 * 1024);
     // In memory until the body outgrows the limit.
-    while head.len() <= MEMORY_STAGE_BYTES {
-        if body.read_buf(&mut head).await.map_err(crate::SiloError::Source)? == 0 {
-            if head.len() as u64 > limit {
-                return Ok(None);
-            }
-            hasher.update(&head);
-            let size = head.len() as u64;
-            return Ok(Some((
-                Staged::Memory(head.freeze()),
-                staged_meta(size, hasher, content_type),
-            )));
-        }
+    let mut ended = false;
+    while !ended && head.len() <= MEMORY_STAGE_BYTES {
+        ended = body.read_buf(&mut head).await.map_err(crate::SiloError::Source)? == 0;
     }
     if head.len() as u64 > limit {
         return Ok(None);
+    }
+    if ended {
+        hasher.update(&head);
+        let size = head.len() as u64;
+        return Ok(Some((
+            Staged::Memory(head.freeze()),
+            staged_meta(size, hasher, content_type),
+        )));
     }
     tokio::fs::create_dir_all(staging_dir).await.map_err(local)?;
     let temp = tempfile::NamedTempFile::new_in(staging_dir)

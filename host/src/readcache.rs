@@ -19,13 +19,13 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::metrics::{Metrics, VolumeLabels};
-use crate::store::{ByteRange, ByteStream, ObjectMeta, ObjectStore};
+use crate::store::{ByteRange, ByteStream, ObjectMeta, ObjectStore, millis, now_ms};
 
 /// How big the cache may grow and how long unused files stay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,12 +74,6 @@ pub struct ReadCache {
     metrics: Arc<Metrics>,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 fn hash(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
 }
@@ -107,11 +101,7 @@ impl ReadCache {
                     fs::remove_file(file.path())?;
                     continue;
                 };
-                let used_ms = meta
-                    .modified()
-                    .ok()
-                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                    .map_or(0, |d| d.as_millis() as u64);
+                let used_ms = meta.modified().map_or(0, millis);
                 let item = Item {
                     version: version.to_owned(),
                     size: meta.len(),

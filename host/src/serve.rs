@@ -5,8 +5,9 @@
 //! `/v1/list/{volume}/{prefix}`, and `/healthz` answers when Silo is up.
 //! Writes need `Authorization: Bearer <token>`; public volumes are readable
 //! without it, private ones only with it or a signed URL. `/metrics`
-//! (Prometheus text) and `/v1/admin/...` need the separate admin token. Every read says `nosniff`, and
-//! active types (HTML, SVG, JavaScript) are served as attachments.
+//! (Prometheus text) and `/v1/admin/...` need the separate admin token.
+//! Every read says `nosniff`, and active types (HTML, SVG, JavaScript) are
+//! served as attachments.
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -102,7 +103,8 @@ pub fn router(silo: Arc<Silo>, tokens: Tokens) -> Router {
         .route("/v1/admin/stats", get(stats))
         .fallback(no_route)
         .layer(axum::middleware::from_fn_with_state(app.clone(), track))
-        // Uploads are streamed to disk; the pipeline's plugins judge size.
+        // Uploads are streamed into staging, which holds them to the
+        // volume's `max_upload_mib`.
         .layer(DefaultBodyLimit::disable())
         .with_state(app)
 }
@@ -520,11 +522,12 @@ async fn respond(app: &App, volume: &str, loc: crate::Location, headers: &Header
         Some(v) if v.starts_with("W/") => false,
         Some(v) => httpdate::parse_http_date(v).is_ok_and(|date| date == modified),
     };
-    let range = match if same_version {
+    let range = if same_version {
         parse_range(headers, meta.size)
     } else {
         Ok(None)
-    } {
+    };
+    let range = match range {
         Ok(r) => r,
         Err(()) => {
             out.insert(header::CONTENT_RANGE, header_value(&format!("bytes */{}", meta.size)));

@@ -239,15 +239,16 @@ pub struct Session {
 
 impl Storage {
     pub fn new(volumes: Vec<Volume>, cache: MetadataCache) -> Self {
-        Storage {
+        let storage = Storage {
             volumes: volumes.into_iter().map(|v| (v.name.clone(), v)).collect(),
             cache,
             negative: NegativeCache::default(),
             policy: ContentPolicy::default(),
             metrics: Arc::default(),
             lookups: BTreeMap::new(),
-        }
-        .with_metrics(Arc::default())
+        };
+        let metrics = storage.metrics.clone();
+        storage.with_metrics(metrics)
     }
 
     /// Count into `metrics` (shared with the volumes' read caches).
@@ -326,11 +327,11 @@ impl Session {
         }
     }
 
-    /// Show `pending` at its location to this session only.
     pub fn storage(&self) -> &Arc<Storage> {
         &self.storage
     }
 
+    /// Show `pending` at its location to this session only.
     pub fn with_pending(mut self, pending: PendingUpload) -> Self {
         self.pending = Some(pending);
         self

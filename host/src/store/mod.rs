@@ -169,8 +169,12 @@ pub trait ObjectUpload: Send {
 
 /// Milliseconds since the Unix epoch, now.
 pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
+    millis(std::time::SystemTime::now())
+}
+
+/// Milliseconds since the Unix epoch at `time` (0 before it).
+pub(crate) fn millis(time: std::time::SystemTime) -> u64 {
+    time.duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
 
