@@ -320,7 +320,10 @@ pub mod files {
         wit::rename(source, destination)
     }
 
-    /// A URL for the file (signed and expiring for private volumes).
+    /// A URL a browser can fetch the file from: the public URL on public
+    /// volumes; on private S3 volumes a presigned URL that expires after
+    /// `expires_in_seconds` (1 to 604800). `Error::Unsupported` where the
+    /// volume has no such URL.
     pub fn url(file: &Location, expires_in_seconds: u32) -> Result<String, Error> {
         wit::url(file, expires_in_seconds)
     }

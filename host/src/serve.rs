@@ -25,7 +25,7 @@ use crate::cache::Entry;
 use crate::error::StorageError;
 use crate::pipeline::Status;
 use crate::store::ByteRange;
-use crate::vfs::Visibility;
+use crate::vfs::{MAX_URL_SECONDS, Visibility};
 
 /// Who may do what.
 #[derive(Clone)]
@@ -38,9 +38,6 @@ pub struct Tokens {
     /// turns those routes off.
     pub admin: Option<String>,
 }
-
-/// The longest a signed URL may stay valid.
-pub const MAX_SIGNED_SECONDS: u64 = 7 * 24 * 3600;
 
 type Hmac = hmac::Hmac<sha2::Sha256>;
 
@@ -397,32 +394,22 @@ async fn sign(
     app.may_write(&headers)?;
     app.silo.storage().location(&volume, &path)?;
     let expires_in = query.expires_in.unwrap_or(3600);
-    if !(1..=MAX_SIGNED_SECONDS).contains(&expires_in) {
+    if !(1..=MAX_URL_SECONDS).contains(&expires_in) {
         return Err(ApiError {
             status: StatusCode::BAD_REQUEST,
             code: "bad-request",
-            message: format!("expires_in must be 1..={MAX_SIGNED_SECONDS} seconds"),
+            message: format!("expires_in must be 1..={MAX_URL_SECONDS} seconds"),
         });
     }
     let expires = now_secs() + expires_in;
     match query.via.as_deref() {
         None | Some("silo") => {}
         Some("s3") => {
-            let loc = app.silo.storage().location(&volume, &path)?;
-            let meta = app.silo.storage().host_session().stat(&loc).await?;
-            let presented = crate::store::Presented {
-                content_type: Some(meta.content_type.clone()),
-                content_disposition: app
-                    .silo
-                    .storage()
-                    .policy()
-                    .disposition(&meta.content_type)
-                    .map(str::to_owned),
-                cache_control: Some("private, no-store".into()),
-            };
-            let store = &app.silo.storage().volume(&volume)?.store;
-            let url = store
-                .presign_get(loc.path.as_str(), Duration::from_secs(expires_in), &presented)
+            let storage = app.silo.storage();
+            let loc = storage.location(&volume, &path)?;
+            let meta = storage.host_session().stat(&loc).await?;
+            let url = storage
+                .presigned_url(&loc, &meta, Duration::from_secs(expires_in))
                 .await?
                 .ok_or_else(|| ApiError {
                     status: StatusCode::BAD_REQUEST,

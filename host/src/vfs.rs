@@ -28,6 +28,9 @@ pub const MAX_LIST_LIMIT: usize = 1000;
 /// User metadata bounds per object.
 pub const MAX_METADATA_PAIRS: usize = 32;
 pub const MAX_METADATA_BYTES: usize = 2048;
+/// The longest a signed URL may stay valid: seven days, S3's own limit for
+/// presigned URLs.
+pub const MAX_URL_SECONDS: u64 = 7 * 24 * 3600;
 
 /// Who may read a volume's files without the CMS in between.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -308,6 +311,34 @@ impl Storage {
     pub fn parse_location(&self, spec: &str) -> StorageResult<Location> {
         let (volume, path) = path::split_target(spec)?;
         self.location(volume, path)
+    }
+
+    /// A URL that reads the file `meta` describes straight from its backend
+    /// until `expires_in` (1 s to [`MAX_URL_SECONDS`]) has passed; `None` if
+    /// the backend has no such URLs (S3 has). The backend is made to present
+    /// the file as the sidecar would: its stored type, `private, no-store`,
+    /// and as an attachment if the type is active.
+    pub async fn presigned_url(
+        &self,
+        loc: &Location,
+        meta: &ObjectMeta,
+        expires_in: std::time::Duration,
+    ) -> StorageResult<Option<String>> {
+        if expires_in.is_zero() || expires_in.as_secs() > MAX_URL_SECONDS {
+            return Err(StorageError::Unsupported(format!(
+                "a signed URL stays valid for 1 to {MAX_URL_SECONDS} seconds, not {}",
+                expires_in.as_secs()
+            )));
+        }
+        let presented = store::Presented {
+            content_type: Some(meta.content_type.clone()),
+            content_disposition: self.policy.disposition(&meta.content_type).map(str::to_owned),
+            cache_control: Some("private, no-store".into()),
+        };
+        self.volume(&loc.volume)?
+            .store
+            .presign_get(loc.path.as_str(), expires_in, &presented)
+            .await
     }
 
     /// A session with every right and no quota, for the host's own work.
@@ -630,10 +661,12 @@ impl Session {
         Ok(page)
     }
 
-    /// A URL for the file: public volumes with a configured base URL only,
-    /// until signed URLs exist.
-    pub async fn url(&self, loc: &Location) -> StorageResult<String> {
-        self.stat(loc).await?;
+    /// A URL a browser can fetch the file from: under the volume's
+    /// `public_url` for public volumes; for private volumes on S3, a
+    /// presigned URL valid for `expires_in` (see [`Storage::presigned_url`]).
+    /// `Unsupported` when the volume has neither.
+    pub async fn url(&self, loc: &Location, expires_in: std::time::Duration) -> StorageResult<String> {
+        let meta = self.stat(loc).await?;
         let volume = self.storage.volume(&loc.volume)?;
         match (&volume.public_url, volume.visibility) {
             (Some(base), Visibility::Public) => Ok(format!(
@@ -646,10 +679,20 @@ impl Session {
                     .collect::<Vec<_>>()
                     .join("/")
             )),
-            _ => Err(StorageError::Unsupported(format!(
-                "no URL is configured for volume '{}'",
+            (None, Visibility::Public) => Err(StorageError::Unsupported(format!(
+                "volume '{}' has no public_url configured",
                 loc.volume
             ))),
+            (_, Visibility::Private) => self
+                .storage
+                .presigned_url(loc, &meta, expires_in)
+                .await?
+                .ok_or_else(|| {
+                    StorageError::Unsupported(format!(
+                        "volume '{}' is not on S3: its signed URLs come from the sidecar (GET /v1/sign/...)",
+                        loc.volume
+                    ))
+                }),
         }
     }
 }

@@ -195,6 +195,24 @@ fn encode(width: u32, height: u32, format: image::ImageFormat) -> Vec<u8> {
     out.into_inner()
 }
 
+/// A pipeline stage of the `probe` plugin (written into the plugin
+/// directory as `probe.wasm`) named `name`, judging only uploads declared
+/// as `content_type`, so that one pipeline can hold a stage per case.
+/// `settings` and `grants` are the bodies of the TOML inline table and array.
+pub fn probe_stage(name: &str, content_type: &str, settings: &str, grants: &str) -> String {
+    format!(
+        r#"
+[[plugins]]
+name = "{name}"
+component = "probe.wasm"
+sha256 = "{{sha256:probe.wasm}}"
+events = ["{content_type}"]
+settings = {{ {settings} }}
+grants = [{grants}]
+"#
+    )
+}
+
 /// The built-in example plugins as pipeline stages, as in the default config.
 pub const EXAMPLE_PIPELINE: &str = r#"
 [[plugins]]

@@ -3,7 +3,7 @@
 
 use silo_host::store::ObjectStore;
 use silo_host::{Status, UploadReport};
-use silo_tests::{EXAMPLE_PIPELINE, PROBE, TestSilo, jpeg, png, webp};
+use silo_tests::{EXAMPLE_PIPELINE, PROBE, TestSilo, jpeg, png, probe_stage, webp};
 
 fn probe_pipeline(mode: &str, extra: &str) -> String {
     format!(
@@ -339,5 +339,38 @@ async fn uploads_on_both_sides_of_the_memory_staging_limit_are_stored_whole() ->
     let staging = t.dir.path().join("state/staging");
     let left = std::fs::read_dir(&staging).map_or(0, |d| d.count());
     assert_eq!(left, 0, "staged files are removed");
+    Ok(())
+}
+
+#[tokio::test]
+async fn plugins_get_public_urls_and_no_url_for_private_local_files() -> anyhow::Result<()> {
+    let grants = r#"{ volume = "public", access = ["read"] }, { volume = "private", access = ["read"] }"#;
+    let pipeline = [
+        ("public", "public", "a b/café.txt"),
+        ("private", "private", "notes.txt"),
+    ]
+    .map(|(case, volume, path)| {
+        probe_stage(
+            &format!("url-{case}"),
+            &format!("text/x-{case}"),
+            &format!(r#"mode = "url", volume = "{volume}", path = "{path}""#),
+            grants,
+        )
+    })
+    .concat();
+    let t = TestSilo::new(&pipeline, &[("probe.wasm", PROBE)]).await?;
+    let host = t.silo.storage().host_session();
+    for (volume, path) in [("public", "a b/café.txt"), ("private", "notes.txt")] {
+        let loc = t.silo.storage().location(volume, path)?;
+        host.write(&loc, bytes::Bytes::from_static(b"x"), Default::default())
+            .await?;
+    }
+    let public = t.upload("public/ask.txt", b"hi", Some("text/x-public")).await?;
+    assert_eq!(
+        public.reason.as_deref(),
+        Some("url=https://cdn.example.test/files/a%20b/caf%C3%A9.txt")
+    );
+    let private = t.upload("public/ask.txt", b"hi", Some("text/x-private")).await?;
+    assert_eq!(private.reason.as_deref(), Some("error unsupported"));
     Ok(())
 }

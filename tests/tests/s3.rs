@@ -12,7 +12,7 @@ use silo_host::cache::Entry;
 use silo_host::maintenance::{refresh, verify};
 use silo_host::store::{Condition, ObjectStore, PutOptions, S3Store};
 use silo_host::{Status, StorageError};
-use silo_tests::{EXAMPLE_PIPELINE, PROBE, TestSilo, jpeg, s3};
+use silo_tests::{EXAMPLE_PIPELINE, PROBE, TestSilo, jpeg, probe_stage, s3};
 use tokio::io::AsyncReadExt;
 
 fn quiet(_: u64) {}
@@ -473,4 +473,80 @@ async fn multipart_uploads_nobody_finished_are_swept_under_the_volumes_prefix_on
     let mut keys: Vec<&str> = left.uploads().iter().filter_map(|u| u.key()).collect();
     keys.sort();
     assert_eq!(keys, ["elsewhere/d.bin", "private/c.bin"]);
+}
+
+#[tokio::test]
+async fn plugins_get_presigned_urls_for_private_files_they_may_read() -> anyhow::Result<()> {
+    // One probe stage per case, each judging its own content type.
+    let cases = [
+        ("text", "shared/q3.txt", 60),
+        ("html", "shared/page.html", 60),
+        ("denied", "secret/salaries.txt", 60),
+        ("missing", "shared/none.txt", 60),
+        ("zero", "shared/q3.txt", 0),
+        ("long", "shared/q3.txt", 7 * 24 * 3600 + 1),
+    ];
+    let pipeline: String = cases
+        .iter()
+        .map(|(case, path, expires)| {
+            probe_stage(
+                &format!("url-{case}"),
+                &format!("text/x-{case}"),
+                &format!(r#"mode = "url", volume = "private", path = "{path}", expires = {expires}"#),
+                r#"{ volume = "private", prefix = "shared", access = ["read"] }"#,
+            )
+        })
+        .collect();
+    let (t, _) = TestSilo::on_s3(&pipeline, &[("probe.wasm", PROBE)], "plugin-url").await?;
+    let storage = t.silo.storage();
+    let host = storage.host_session();
+    for (path, body, content_type) in [
+        ("shared/q3.txt", "quarterly numbers", "text/plain"),
+        ("shared/page.html", "<html><script>x</script>", "text/html"),
+        ("secret/salaries.txt", "nobody's business", "text/plain"),
+    ] {
+        host.write(
+            &storage.location("private", path)?,
+            Bytes::from(body),
+            opts(content_type),
+        )
+        .await?;
+    }
+    let asked = |case: &'static str| {
+        let t = &t;
+        async move {
+            let report = t
+                .upload(
+                    &format!("public/ask-{case}.txt"),
+                    b"hi",
+                    Some(&format!("text/x-{case}")),
+                )
+                .await
+                .unwrap();
+            assert_eq!(report.status, Status::Rejected, "{report:#?}");
+            report.reason.unwrap()
+        }
+    };
+    let client = silo_tests::http::Client::default();
+
+    let reason = asked("text").await;
+    let url = reason.strip_prefix("url=").unwrap_or_else(|| panic!("{reason}"));
+    assert!(url.starts_with(&s3::endpoint()), "straight to S3: {url}");
+    let direct = client.get(url, &[]).await?;
+    assert_eq!(direct.status, 200, "{}", direct.text());
+    assert_eq!(direct.text(), "quarterly numbers");
+    assert_eq!(direct.header("cache-control"), Some("private, no-store"));
+    assert_eq!(direct.header("content-type"), Some("text/plain"));
+    assert_eq!(client.get(&url.replace("q3.txt", "q4.txt"), &[]).await?.status, 403);
+
+    let reason = asked("html").await;
+    let page = client.get(reason.strip_prefix("url=").unwrap(), &[]).await?;
+    assert_eq!(page.status, 200);
+    assert!(page.header("content-disposition").unwrap().starts_with("attachment"));
+
+    assert_eq!(asked("denied").await, "error access-denied");
+    assert_eq!(asked("missing").await, "error not-found");
+    assert_eq!(asked("zero").await, "error unsupported");
+    assert_eq!(asked("long").await, "error unsupported");
+    Ok(())
 }

@@ -258,12 +258,13 @@ impl silo::plugin::files::Host for Invocation {
         Ok(result.map(|m| (&m).into()).map_err(Into::into))
     }
 
-    async fn url(&mut self, file: types::Location, _expires_in_seconds: u32) -> GuestResult<String> {
+    async fn url(&mut self, file: types::Location, expires_in_seconds: u32) -> GuestResult<String> {
         let loc = match self.at(&file, Access::Read) {
             Ok(l) => l,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(self.session.url(&loc).await.map_err(Into::into))
+        let expires_in = std::time::Duration::from_secs(expires_in_seconds.into());
+        Ok(self.session.url(&loc, expires_in).await.map_err(Into::into))
     }
 }
 

@@ -24,7 +24,9 @@
 //! - `huge-write`: write `size` bytes in one call;
 //! - `big-reason`: reject with a reason of `size` bytes;
 //! - `conditional`: try conditional writes to `cond/<path>` and reject
-//!   with what each returned.
+//!   with what each returned;
+//! - `url`: ask for a URL of settings `volume`/`path` valid for settings
+//!   `expires` seconds, and reject with `url=<url>` or `error <code>`.
 
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -199,6 +201,13 @@ impl Plugin for Probe {
                     outcome(fresh),
                     String::from_utf8_lossy(&files::read(&target)?)
                 )))
+            }
+            "url" => {
+                let expires = upload.setting("expires").and_then(|v| v.parse().ok()).unwrap_or(60);
+                Ok(Outcome::Reject(match files::url(&setting_location(&upload), expires) {
+                    Ok(url) => format!("url={url}"),
+                    Err(e) => format!("error {}", code(&e)),
+                }))
             }
             other => Err(Error::Unavailable(format!("unknown mode '{other}'"))),
         }
