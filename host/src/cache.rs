@@ -204,12 +204,18 @@ impl MetadataCache {
     }
 
     /// Forget a file the backend has deleted, and directories left empty.
-    pub fn remove(&self, volume: &str, path: &VolumePath) -> StorageResult<()> {
+    /// With `version`, only if the row is still that version: a concurrent
+    /// write may have stored, and recorded, a newer one since.
+    pub fn remove(&self, volume: &str, path: &VolumePath, version: Option<&str>) -> StorageResult<()> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(db_error)?;
-        tx.prepare_cached("DELETE FROM objects WHERE volume = ?1 AND path = ?2")
-            .and_then(|mut s| s.execute(params![volume, path.as_str()]))
+        let removed = tx
+            .prepare_cached("DELETE FROM objects WHERE volume = ?1 AND path = ?2 AND (?3 IS NULL OR etag = ?3)")
+            .and_then(|mut s| s.execute(params![volume, path.as_str(), version]))
             .map_err(db_error)?;
+        if removed == 0 {
+            return Ok(());
+        }
         let ancestors: Vec<&str> = path.ancestors().collect();
         for dir in ancestors.into_iter().rev() {
             let below = format!("{dir}/");
@@ -429,7 +435,9 @@ mod tests {
             names(&cache.list_dir("v", "a", None, 10).unwrap()),
             ["d:a/b", "f:a/x.png"]
         );
-        cache.remove("v", &VolumePath::parse("a/b/c.png").unwrap()).unwrap();
+        cache
+            .remove("v", &VolumePath::parse("a/b/c.png").unwrap(), None)
+            .unwrap();
         assert_eq!(names(&cache.list_dir("v", "a", None, 10).unwrap()), ["f:a/x.png"]);
         assert_eq!(cache.get("v", "a").unwrap().unwrap(), meta(9));
         assert!(cache.get("v", "a/b/c.png").unwrap().is_none());

@@ -319,11 +319,11 @@ pub(crate) async fn run(
             }
         }
     }
-    // Discard everything derived from a refused upload, newest first.
-    for (l, _, plugin) in written.iter().rev() {
-        match host.delete(l).await {
-            Ok(()) | Err(StorageError::NotFound) => {}
-            Err(e) => tracing::error!(plugin, "cannot remove {l} written for a refused upload: {e}"),
+    // Discard everything derived from a refused upload, newest first; a
+    // file another writer has replaced since is theirs and stays.
+    for (l, meta, plugin) in written.iter().rev() {
+        if let Err(e) = host.discard(l, &meta.etag).await {
+            tracing::error!(plugin, "cannot remove {l} written for a refused upload: {e}");
         }
     }
     report.derivatives.clear();

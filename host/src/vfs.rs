@@ -466,7 +466,7 @@ impl Session {
             },
             Err(StorageError::NotFound) => {
                 // Deleted behind Silo's back: the row is stale.
-                self.cache().remove(&loc.volume, &loc.path)?;
+                self.cache().remove(&loc.volume, &loc.path, Some(&known.etag))?;
                 Err(StorageError::NotFound)
             }
             Err(e) => Err(e),
@@ -586,10 +586,38 @@ impl Session {
         if self.pending_at(loc).is_some() {
             return Err(StorageError::AccessDenied);
         }
-        self.stat(loc).await?;
-        self.store(loc)?.delete(loc.path.as_str()).await?;
+        let known = self.stat(loc).await?;
+        self.delete_version(loc, &known.etag).await
+    }
+
+    /// Delete `loc` if it still holds the version `etag` (a write this
+    /// session made): `Ok(false)`, and nothing deleted, if it is gone or
+    /// holds another version now, such as a concurrent writer's. Rollback
+    /// of a refused upload uses this, so that it never removes a file it
+    /// did not write.
+    pub async fn discard(&self, loc: &Location, etag: &str) -> StorageResult<bool> {
+        match self.stat(loc).await {
+            Ok(known) if known.etag == etag => {}
+            Ok(_) | Err(StorageError::NotFound) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        match self.delete_version(loc, etag).await {
+            Ok(()) => Ok(true),
+            Err(StorageError::NotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Delete `loc`, known to the cache as version `etag`. The cache row
+    /// goes only if it is still that version, and also when the backend no
+    /// longer had the file (the row was stale).
+    async fn delete_version(&self, loc: &Location, etag: &str) -> StorageResult<()> {
+        let deleted = self.store(loc)?.delete(loc.path.as_str()).await;
         self.changed(loc);
-        self.cache().remove(&loc.volume, &loc.path)
+        if let Ok(()) | Err(StorageError::NotFound) = deleted {
+            self.cache().remove(&loc.volume, &loc.path, Some(etag))?;
+        }
+        deleted
     }
 
     pub async fn copy(&self, from: &Location, to: &Location, mut options: PutOptions) -> StorageResult<ObjectMeta> {

@@ -485,3 +485,54 @@ async fn writes_a_crash_abandoned_are_swept_when_silo_opens_again() {
         assert!(path.exists(), "{} may be another process's write", path.display());
     }
 }
+
+#[tokio::test]
+async fn discarding_a_write_never_removes_another_writers_newer_version() {
+    for (name, inner, _dir) in backends().await {
+        let volume = Volume {
+            name: "v".into(),
+            visibility: Visibility::Private,
+            cache_mode: CacheMode::Canonical,
+            store: inner.clone(),
+            public_url: None,
+            read_cache: None,
+        };
+        let storage = Arc::new(Storage::new(vec![volume], MetadataCache::in_memory().unwrap()));
+        let host = storage.host_session();
+        let loc = storage.location("v", "d/x.txt").unwrap();
+        let text = opts("text/plain");
+
+        // Written, then replaced by another writer: the first write's
+        // rollback leaves the newer file alone.
+        let first = host
+            .write(&loc, Bytes::from_static(b"one"), text.clone())
+            .await
+            .unwrap();
+        host.write(&loc, Bytes::from_static(b"second"), text.clone())
+            .await
+            .unwrap();
+        assert!(!host.discard(&loc, &first.etag).await.unwrap(), "{name}");
+        assert_eq!(host.read(&loc).await.unwrap(), b"second", "{name}");
+
+        // Its own version goes, from the backend and the cache.
+        let third = host
+            .write(&loc, Bytes::from_static(b"three"), text.clone())
+            .await
+            .unwrap();
+        assert!(host.discard(&loc, &third.etag).await.unwrap(), "{name}");
+        assert_eq!(
+            inner.head("d/x.txt").await.err(),
+            Some(StorageError::NotFound),
+            "{name}"
+        );
+        assert!(host.list("v", "", true, None, 0).unwrap().entries.is_empty(), "{name}");
+
+        // A row whose file was deleted behind Silo's back goes with the
+        // delete that finds the file gone.
+        host.write(&loc, Bytes::from_static(b"four"), text).await.unwrap();
+        inner.delete("d/x.txt").await.unwrap();
+        assert_eq!(host.delete(&loc).await.err(), Some(StorageError::NotFound), "{name}");
+        assert!(!host.exists(&loc).await.unwrap(), "{name}");
+        assert!(host.list("v", "", false, None, 0).unwrap().entries.is_empty(), "{name}");
+    }
+}
