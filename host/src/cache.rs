@@ -46,7 +46,55 @@ CREATE TABLE IF NOT EXISTS dirs (
     PRIMARY KEY (volume, path)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS dirs_by_parent ON dirs (volume, parent, path);
+-- A refresh in progress, recorded as it goes so that an interrupted one
+-- resumes: which backend it lists, which parts of the key space are done
+-- (a split prefix with its sub-prefixes, or a listed prefix with the key
+-- its listing goes on after, '' once done), and the objects found so far.
+-- A run is live while its owner beats (heartbeat_ms); a failed run sets
+-- it to 0 so that the next one resumes at once.
+CREATE TABLE IF NOT EXISTS refresh_runs (
+    volume TEXT NOT NULL PRIMARY KEY,
+    backend TEXT NOT NULL,
+    started_ms INTEGER NOT NULL,
+    owner TEXT NOT NULL,
+    heartbeat_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS refresh_parts (
+    volume TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    prefix TEXT NOT NULL,
+    state TEXT NOT NULL,
+    PRIMARY KEY (volume, kind, prefix)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS refresh_found (
+    volume TEXT NOT NULL,
+    key TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    etag TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    modified_ms INTEGER NOT NULL,
+    cache_control TEXT,
+    metadata TEXT NOT NULL DEFAULT '[]',
+    PRIMARY KEY (volume, key)
+) WITHOUT ROWID;
 ";
+
+/// How far an interrupted refresh of a volume got.
+#[derive(Debug, Default)]
+pub struct RefreshProgress {
+    /// Prefixes split into files and sub-prefixes, with the sub-prefixes.
+    pub splits: std::collections::HashMap<String, Vec<String>>,
+    /// Prefixes listed: `None` once done, else the key to go on after.
+    pub lists: std::collections::HashMap<String, Option<String>>,
+    /// Objects found so far.
+    pub found: u64,
+}
+
+/// A part of a refresh's listing, done or advanced.
+pub enum RefreshPart<'a> {
+    Split { prefix: &'a str, dirs: &'a [String] },
+    List { prefix: &'a str, next: Option<&'a str> },
+}
 
 /// A file or directory in a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -311,11 +359,209 @@ impl MetadataCache {
         Ok(paginate(entries, limit))
     }
 
-    /// Replace every row of `volume` with `files`, in one transaction:
-    /// readers see the old listing until the new one is complete.
-    pub fn replace_volume(&self, volume: &str, files: &[(VolumePath, ObjectMeta)]) -> StorageResult<()> {
+    /// Start recording a refresh of `volume` listed from `backend` as run
+    /// `owner`, or take up the one an interrupted run recorded if it listed
+    /// the same backend less than `resume_within_ms` ago (`Some`, with how
+    /// far it got). `Unavailable` while another run beat less than
+    /// `live_ms` ago.
+    pub fn refresh_begin(
+        &self,
+        volume: &str,
+        backend: &str,
+        owner: &str,
+        now_ms: u64,
+        (resume_within_ms, live_ms): (u64, u64),
+    ) -> StorageResult<Option<RefreshProgress>> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(db_error)?;
+        let run: Option<(String, i64, i64)> = tx
+            .query_row(
+                "SELECT backend, started_ms, heartbeat_ms FROM refresh_runs WHERE volume = ?1",
+                params![volume],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(db_error)?;
+        if let Some((_, _, beat)) = &run
+            && now_ms.saturating_sub(*beat as u64) < live_ms
+        {
+            return Err(StorageError::unavailable(format!(
+                "a refresh of volume '{volume}' is under way; run this one when it has ended"
+            )));
+        }
+        let resumable = run
+            .is_some_and(|(b, started, _)| b == backend && now_ms.saturating_sub(started as u64) <= resume_within_ms);
+        // A record that cannot be read back is not built on: start over.
+        let progress = if resumable {
+            Self::refresh_progress(&tx, volume)?
+        } else {
+            None
+        };
+        match &progress {
+            Some(_) => tx.execute(
+                "UPDATE refresh_runs SET owner = ?2, heartbeat_ms = ?3 WHERE volume = ?1",
+                params![volume, owner, now_ms as i64],
+            ),
+            None => {
+                Self::refresh_clear(&tx, volume)?;
+                tx.execute(
+                    "INSERT INTO refresh_runs (volume, backend, started_ms, owner, heartbeat_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?3)",
+                    params![volume, backend, now_ms as i64, owner],
+                )
+            }
+        }
+        .map_err(db_error)?;
+        tx.commit().map_err(db_error)?;
+        Ok(progress)
+    }
+
+    /// What the record of `volume`'s refresh says was done; `None` if it
+    /// cannot be read back.
+    fn refresh_progress(tx: &rusqlite::Transaction<'_>, volume: &str) -> StorageResult<Option<RefreshProgress>> {
+        let mut progress = RefreshProgress::default();
+        let mut stmt = tx
+            .prepare("SELECT kind, prefix, state FROM refresh_parts WHERE volume = ?1")
+            .map_err(db_error)?;
+        let parts = stmt
+            .query_map(params![volume], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+            })
+            .map_err(db_error)?;
+        for part in parts {
+            let (kind, prefix, state) = part.map_err(db_error)?;
+            match kind.as_str() {
+                "split" => {
+                    let Ok(dirs) = serde_json::from_str(&state) else {
+                        return Ok(None);
+                    };
+                    progress.splits.insert(prefix, dirs);
+                }
+                "list" => {
+                    progress.lists.insert(prefix, Some(state).filter(|s| !s.is_empty()));
+                }
+                _ => return Ok(None),
+            }
+        }
+        progress.found = tx
+            .query_row(
+                "SELECT COUNT(*) FROM refresh_found WHERE volume = ?1",
+                params![volume],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(db_error)? as u64;
+        Ok(Some(progress))
+    }
+
+    /// Say that run `owner` of `volume`'s refresh is alive (`now_ms`), or,
+    /// with 0, that it has failed and the next run may take it up.
+    pub fn refresh_beat(&self, volume: &str, owner: &str, now_ms: u64) -> StorageResult<()> {
+        self.conn()
+            .execute(
+                "UPDATE refresh_runs SET heartbeat_ms = ?3 WHERE volume = ?1 AND owner = ?2",
+                params![volume, owner, now_ms as i64],
+            )
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Record objects a refresh found and the part of its listing they
+    /// complete or advance, in one transaction.
+    pub fn refresh_record(
+        &self,
+        volume: &str,
+        part: RefreshPart<'_>,
+        found: &[(String, ObjectMeta)],
+    ) -> StorageResult<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db_error)?;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO refresh_found
+                         (volume, key, size, etag, content_type, modified_ms, cache_control, metadata)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .map_err(db_error)?;
+            for (key, meta) in found {
+                let metadata = serde_json::to_string(&meta.metadata).unwrap_or_else(|_| "[]".into());
+                insert
+                    .execute(params![
+                        volume,
+                        key,
+                        meta.size as i64,
+                        meta.etag,
+                        meta.content_type,
+                        meta.modified_ms as i64,
+                        meta.cache_control,
+                        metadata
+                    ])
+                    .map_err(db_error)?;
+            }
+        }
+        let (kind, prefix, state) = match part {
+            RefreshPart::Split { prefix, dirs } => (
+                "split",
+                prefix,
+                serde_json::to_string(dirs).unwrap_or_else(|_| "[]".into()),
+            ),
+            RefreshPart::List { prefix, next } => ("list", prefix, next.unwrap_or("").to_owned()),
+        };
+        tx.execute(
+            "INSERT OR REPLACE INTO refresh_parts (volume, kind, prefix, state) VALUES (?1, ?2, ?3, ?4)",
+            params![volume, kind, prefix, state],
+        )
+        .map_err(db_error)?;
+        tx.commit().map_err(db_error)
+    }
+
+    /// Every object the refresh of `volume` in progress has found, by key.
+    pub fn refresh_found(&self, volume: &str) -> StorageResult<Vec<(String, ObjectMeta)>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT key, size, etag, content_type, modified_ms, cache_control, metadata
+                 FROM refresh_found WHERE volume = ?1 ORDER BY key",
+            )
+            .map_err(db_error)?;
+        let rows = stmt
+            .query_map(params![volume], |row| Ok((row.get(0)?, meta_from_row(row, 1)?)))
+            .map_err(db_error)?;
+        rows.collect::<Result<_, _>>().map_err(db_error)
+    }
+
+    fn refresh_clear(tx: &rusqlite::Transaction<'_>, volume: &str) -> StorageResult<()> {
+        for table in [
+            "DELETE FROM refresh_runs WHERE volume = ?1",
+            "DELETE FROM refresh_parts WHERE volume = ?1",
+            "DELETE FROM refresh_found WHERE volume = ?1",
+        ] {
+            tx.execute(table, params![volume]).map_err(db_error)?;
+        }
+        Ok(())
+    }
+
+    /// Replace every row of `volume` with `files` listed by refresh run
+    /// `owner`, and end the run, in one transaction: readers see the old
+    /// listing until the new one is complete. Refused if another run has
+    /// taken the refresh over.
+    pub fn replace_volume(&self, volume: &str, owner: &str, files: &[(VolumePath, ObjectMeta)]) -> StorageResult<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db_error)?;
+        let current: Option<String> = tx
+            .query_row(
+                "SELECT owner FROM refresh_runs WHERE volume = ?1",
+                params![volume],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_error)?;
+        if current.as_deref() != Some(owner) {
+            return Err(StorageError::unavailable(format!(
+                "another refresh of volume '{volume}' took this one over; nothing was changed"
+            )));
+        }
+        Self::refresh_clear(&tx, volume)?;
         for table in [
             "DELETE FROM objects WHERE volume = ?1",
             "DELETE FROM dirs WHERE volume = ?1",

@@ -339,6 +339,12 @@ async fn cache(config: Option<&Path>, command: CacheCommand) -> anyhow::Result<b
                     "{v}: {} files, {} bytes (added {}, removed {}, changed {})",
                     r.files, r.bytes, r.added, r.removed, r.changed
                 );
+                if r.resumed > 0 {
+                    println!(
+                        "{v}: resumed an interrupted refresh ({} objects already listed)",
+                        r.resumed
+                    );
+                }
                 for key in &r.skipped {
                     println!("{v}: skipped {key:?}: not a valid path");
                 }

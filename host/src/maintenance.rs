@@ -3,16 +3,17 @@
 //! without changing anything. The backend is the source of truth.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
 use tokio::task::JoinSet;
 
+use crate::cache::{MetadataCache, RefreshPart, RefreshProgress};
 use crate::error::{StorageError, StorageResult};
 use crate::path::VolumePath;
-use crate::store::{ABANDONED_AFTER, ObjectMeta, Split};
+use crate::store::{ABANDONED_AFTER, KeyPage, ObjectMeta, Split, now_ms};
 use crate::vfs::Storage;
 
 /// Keys per backend listing request.
@@ -37,6 +38,8 @@ pub struct RefreshReport {
     pub abandoned_removed: u64,
     /// Why looking for those failed, if it did (the refresh stands).
     pub abandoned_error: Option<String>,
+    /// Objects an interrupted refresh had listed, taken up by this one.
+    pub resumed: u64,
 }
 
 /// Differences between the cache and the backend.
@@ -67,12 +70,66 @@ const SPLIT_DEPTH: usize = 4;
 
 enum Task {
     Split(String, usize),
-    List(String),
+    /// A prefix listed page by page, from after a key.
+    List(String, Option<String>),
 }
 
 enum Found {
     Split(String, usize, Option<Split>),
-    Listed,
+    Page(String, KeyPage),
+}
+
+/// Where a scan puts what it finds.
+enum Sink<'a> {
+    Memory(Vec<(String, ObjectMeta)>),
+    /// Recorded in the metadata cache as a refresh in progress, so that an
+    /// interrupted refresh resumes; `done` is how far an earlier run got.
+    Record {
+        cache: &'a MetadataCache,
+        volume: &'a str,
+        owner: &'a str,
+        done: RefreshProgress,
+    },
+}
+
+impl Sink<'_> {
+    fn keep(&mut self, part: RefreshPart<'_>, found: Vec<(String, ObjectMeta)>) -> StorageResult<()> {
+        match self {
+            Sink::Memory(all) => all.extend(found),
+            Sink::Record { cache, volume, .. } => cache.refresh_record(volume, part, &found)?,
+        }
+        Ok(())
+    }
+
+    /// Say the run is alive.
+    fn beat(&self) -> StorageResult<()> {
+        match self {
+            Sink::Memory(_) => Ok(()),
+            Sink::Record {
+                cache, volume, owner, ..
+            } => cache.refresh_beat(volume, owner, now_ms()),
+        }
+    }
+
+    /// What an earlier run recorded of `task`: the split's sub-prefixes, or
+    /// the listing done or taken up where it stopped.
+    fn resume(&self, task: Task) -> Result<Task, Found> {
+        let Sink::Record { done, .. } = self else {
+            return Ok(task);
+        };
+        match task {
+            Task::Split(prefix, depth) => match done.splits.get(&prefix) {
+                Some(dirs) => Err(Found::Split(prefix, depth, Some((Vec::new(), dirs.clone())))),
+                None => Ok(Task::Split(prefix, depth)),
+            },
+            Task::List(prefix, None) => match done.lists.get(&prefix) {
+                Some(None) => Err(Found::Page(prefix, KeyPage::default())),
+                Some(Some(after)) => Ok(Task::List(prefix, Some(after.clone()))),
+                None => Ok(Task::List(prefix, None)),
+            },
+            task => Ok(task),
+        }
+    }
 }
 
 /// Every object in a volume's backend, in key order. Backends that can
@@ -83,81 +140,171 @@ pub(crate) async fn scan(
     volume: &str,
     progress: &(dyn Fn(u64) + Sync),
 ) -> StorageResult<Vec<(String, ObjectMeta)>> {
+    let mut sink = Sink::Memory(Vec::new());
+    scan_into(storage, volume, &mut sink, 0, progress).await?;
+    let Sink::Memory(mut all) = sink else {
+        unreachable!("a memory sink stays one")
+    };
+    all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    Ok(all)
+}
+
+async fn scan_into(
+    storage: &Storage,
+    volume: &str,
+    sink: &mut Sink<'_>,
+    already: u64,
+    progress: &(dyn Fn(u64) + Sync),
+) -> StorageResult<()> {
     let store = storage.volume(volume)?.store.clone();
-    let found: Arc<Mutex<Vec<(String, ObjectMeta)>>> = Arc::default();
-    let count = Arc::new(AtomicU64::new(0));
+    let count = Arc::new(AtomicU64::new(already));
     let mut queue = VecDeque::from([Task::Split(String::new(), 0)]);
     let mut running: JoinSet<StorageResult<Found>> = JoinSet::new();
+    let mut resumed = Vec::new();
     let mut ticker = tokio::time::interval(Duration::from_millis(100));
+    let mut last_beat = std::time::Instant::now();
     loop {
         while running.len() < SCAN_WORKERS
             && let Some(task) = queue.pop_front()
         {
-            let (store, found, count) = (store.clone(), found.clone(), count.clone());
+            let task = match sink.resume(task) {
+                Ok(task) => task,
+                Err(found) => {
+                    resumed.push(found);
+                    continue;
+                }
+            };
+            let (store, count) = (store.clone(), count.clone());
             running.spawn(async move {
                 match task {
                     Task::Split(prefix, depth) => {
                         let split = store.split(&prefix).await?;
                         Ok(Found::Split(prefix, depth, split))
                     }
-                    Task::List(prefix) => {
-                        let mut after: Option<String> = None;
-                        loop {
-                            let page = store.list(&prefix, after.as_deref(), LIST_PAGE).await?;
-                            count.fetch_add(page.objects.len() as u64, Ordering::Relaxed);
-                            found.lock().unwrap_or_else(|p| p.into_inner()).extend(page.objects);
-                            match page.next {
-                                Some(next) => after = Some(next),
-                                None => return Ok(Found::Listed),
-                            }
-                        }
+                    Task::List(prefix, after) => {
+                        let page = store.list(&prefix, after.as_deref(), LIST_PAGE).await?;
+                        count.fetch_add(page.objects.len() as u64, Ordering::Relaxed);
+                        Ok(Found::Page(prefix, page))
                     }
                 }
             });
         }
-        let done = tokio::select! {
-            done = running.join_next() => done,
-            _ = ticker.tick() => {
-                progress(count.load(Ordering::Relaxed));
-                continue;
+        let done = match resumed.pop() {
+            Some(found) => found,
+            None => {
+                let done = tokio::select! {
+                    done = running.join_next() => done,
+                    _ = ticker.tick() => {
+                        progress(count.load(Ordering::Relaxed));
+                        if last_beat.elapsed() >= BEAT_EVERY {
+                            sink.beat()?;
+                            last_beat = std::time::Instant::now();
+                        }
+                        continue;
+                    }
+                };
+                let Some(done) = done else { break };
+                done.map_err(|e| StorageError::unavailable(format!("a listing task failed: {e}")))??
             }
         };
-        let Some(done) = done else { break };
-        let done = done.map_err(|e| StorageError::unavailable(format!("a listing task failed: {e}")))??;
-        if let Found::Split(prefix, depth, split) = done {
-            match split {
-                // This backend lists flat.
-                None => queue.push_back(Task::List(prefix)),
-                Some((files, dirs)) => {
-                    count.fetch_add(files.len() as u64, Ordering::Relaxed);
-                    found.lock().unwrap_or_else(|p| p.into_inner()).extend(files);
-                    for dir in dirs {
-                        let fan_out = queue.len() + running.len();
-                        queue.push_back(if fan_out < SCAN_SHARDS && depth + 1 < SPLIT_DEPTH {
-                            Task::Split(dir, depth + 1)
-                        } else {
-                            Task::List(dir)
-                        });
-                    }
+        match done {
+            Found::Page(prefix, page) => {
+                let next = page.next.clone();
+                sink.keep(
+                    RefreshPart::List {
+                        prefix: &prefix,
+                        next: next.as_deref(),
+                    },
+                    page.objects,
+                )?;
+                // A prefix under way goes on before new ones start.
+                if let Some(next) = next {
+                    queue.push_front(Task::List(prefix, Some(next)));
+                }
+            }
+            // This backend lists flat.
+            Found::Split(prefix, _, None) => queue.push_back(Task::List(prefix, None)),
+            Found::Split(prefix, depth, Some((files, dirs))) => {
+                count.fetch_add(files.len() as u64, Ordering::Relaxed);
+                sink.keep(
+                    RefreshPart::Split {
+                        prefix: &prefix,
+                        dirs: &dirs,
+                    },
+                    files,
+                )?;
+                for dir in dirs {
+                    let fan_out = queue.len() + running.len();
+                    queue.push_back(if fan_out < SCAN_SHARDS && depth + 1 < SPLIT_DEPTH {
+                        Task::Split(dir, depth + 1)
+                    } else {
+                        Task::List(dir, None)
+                    });
                 }
             }
         }
     }
     progress(count.load(Ordering::Relaxed));
-    let mut all = std::mem::take(&mut *found.lock().unwrap_or_else(|p| p.into_inner()));
-    all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    Ok(all)
+    Ok(())
 }
+
+/// An interrupted refresh younger than this is resumed; an older one's
+/// listing is too stale to build on, and the refresh starts over.
+pub const RESUME_WITHIN: Duration = Duration::from_secs(24 * 3600);
+/// A running refresh says it is alive this often...
+const BEAT_EVERY: Duration = Duration::from_secs(5);
+/// ...and counts as running, refusing a second one of its volume, until
+/// it has been silent this long (a killed process never says it ended).
+pub const LIVE_FOR: Duration = Duration::from_secs(60);
 
 /// Rebuild `volume`'s rows from its backend and swap them in atomically.
 /// Metadata a backend cannot hold (a local directory keeps no content
-/// type) is kept from the old row when the etag is unchanged.
+/// type) is kept from the old row when the etag is unchanged. The listing
+/// is recorded as it goes: a refresh that fails (S3 down, the process
+/// killed) is resumed by the next one, within [`RESUME_WITHIN`].
 pub async fn refresh(storage: &Storage, volume: &str, progress: &(dyn Fn(u64) + Sync)) -> StorageResult<RefreshReport> {
-    let listed = scan(storage, volume, progress).await?;
+    static RUNS: AtomicU64 = AtomicU64::new(0);
     let cache = storage.cache();
+    let backend = storage.volume(volume)?.store.describe();
+    let owner = format!(
+        "{}.{}.{}",
+        std::process::id(),
+        now_ms(),
+        RUNS.fetch_add(1, Ordering::Relaxed)
+    );
+    let windows = (RESUME_WITHIN.as_millis() as u64, LIVE_FOR.as_millis() as u64);
+    let done = cache
+        .refresh_begin(volume, &backend, &owner, now_ms(), windows)?
+        .unwrap_or_default();
+    let result = refresh_run(storage, volume, &owner, done, progress).await;
+    if result.is_err() {
+        // Free for the next run to take up at once.
+        let _ = cache.refresh_beat(volume, &owner, 0);
+    }
+    result
+}
+
+async fn refresh_run(
+    storage: &Storage,
+    volume: &str,
+    owner: &str,
+    done: RefreshProgress,
+    progress: &(dyn Fn(u64) + Sync),
+) -> StorageResult<RefreshReport> {
+    let cache = storage.cache();
+    let resumed = done.found;
+    let mut sink = Sink::Record {
+        cache,
+        volume,
+        owner,
+        done,
+    };
+    scan_into(storage, volume, &mut sink, resumed, progress).await?;
+    let listed = cache.refresh_found(volume)?;
     let mut old: BTreeMap<String, ObjectMeta> = cache.all_files(volume)?.into_iter().collect();
     let mut report = RefreshReport {
         volume: volume.to_owned(),
+        resumed,
         ..Default::default()
     };
     let mut rows = Vec::with_capacity(listed.len());
@@ -182,7 +329,7 @@ pub async fn refresh(storage: &Storage, volume: &str, progress: &(dyn Fn(u64) + 
         rows.push((path, meta));
     }
     report.removed = old.len() as u64;
-    cache.replace_volume(volume, &rows)?;
+    cache.replace_volume(volume, owner, &rows)?;
     // Credentials may lack ListBucketMultipartUploads: say so, keep the rest.
     match storage.volume(volume)?.store.sweep_abandoned(ABANDONED_AFTER).await {
         Ok(n) => report.abandoned_removed = n,

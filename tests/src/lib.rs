@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 pub mod http;
 pub mod s3;
 pub mod seaweed;
+pub mod watched;
 
 use sha2::Digest;
 use silo_host::{Config, Silo};

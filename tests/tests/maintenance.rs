@@ -3,15 +3,37 @@
 //! refresh.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
+use silo_host::StorageError;
 use silo_host::cache::MetadataCache;
-use silo_host::maintenance::{refresh, verify};
+use silo_host::maintenance::{LIVE_FOR, RESUME_WITHIN, refresh, verify};
 use silo_host::store::{MemoryStore, ObjectStore, PutOptions};
 use silo_host::vfs::{CacheMode, Storage, Visibility, Volume};
-use silo_tests::{EXAMPLE_PIPELINE, TestSilo, png};
+use silo_tests::watched::Watched;
+use silo_tests::{EXAMPLE_PIPELINE, TestSilo, png, s3};
 
 fn quiet(_: u64) {}
+
+/// A canonical volume `v` over `store`.
+fn volume(store: Arc<dyn ObjectStore>) -> Volume {
+    Volume {
+        name: "v".into(),
+        visibility: Visibility::Private,
+        cache_mode: CacheMode::Canonical,
+        store,
+        public_url: None,
+        read_cache: None,
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
 
 #[tokio::test]
 async fn changes_behind_silos_back_appear_after_refresh() -> anyhow::Result<()> {
@@ -77,19 +99,135 @@ async fn refresh_skips_keys_that_break_the_path_rules() -> anyhow::Result<()> {
     for key in ["ok/a.txt", "bad//key", "../escape"] {
         store.put(key, Bytes::from_static(b"x"), &PutOptions::default()).await?;
     }
-    let volume = Volume {
-        name: "v".into(),
-        visibility: Visibility::Private,
-        cache_mode: CacheMode::Canonical,
-        store,
-        public_url: None,
-        read_cache: None,
-    };
-    let storage = Storage::new(vec![volume], MetadataCache::in_memory()?);
+    let storage = Storage::new(vec![volume(store)], MetadataCache::in_memory()?);
     let report = refresh(&storage, "v", &quiet).await?;
     assert_eq!(report.files, 1);
     assert_eq!(report.skipped, ["../escape", "bad//key"]);
     let stats = storage.cache().stats()?;
     assert_eq!((stats[0].files, stats[0].bytes, stats[0].directories), (1, 1, 1));
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_interrupted_refresh_resumes_at_the_page_where_it_stopped() -> anyhow::Result<()> {
+    let memory = Arc::new(MemoryStore::new());
+    for i in 0..2500 {
+        memory
+            .put(
+                &format!("f/{i:04}.txt"),
+                Bytes::from_static(b"x"),
+                &PutOptions::default(),
+            )
+            .await?;
+    }
+    let watched = Watched::new(memory);
+    let storage = Storage::new(vec![volume(watched.clone())], MetadataCache::in_memory()?);
+
+    // The second of three pages fails: the first is recorded, nothing swapped in.
+    let lists = AtomicUsize::new(0);
+    watched.fail_when(move |op, _| op == "list" && lists.fetch_add(1, Ordering::SeqCst) == 1);
+    let err = refresh(&storage, "v", &quiet).await.unwrap_err();
+    assert!(matches!(err, StorageError::Unavailable(_)), "{err}");
+    assert!(storage.cache().stats()?.is_empty(), "a failed refresh swaps nothing in");
+
+    // The next run asks only for the pages not yet listed.
+    watched.heal();
+    watched.reset();
+    let report = refresh(&storage, "v", &quiet).await?;
+    assert_eq!((report.resumed, report.files, report.added), (1000, 2500, 2500));
+    assert_eq!(watched.count("list"), 2, "{:?}", watched.calls());
+    assert_eq!(storage.cache().stats()?[0].files, 2500);
+    assert!(verify(&storage, "v", &quiet).await?.is_clean());
+
+    // A finished refresh leaves nothing to resume: the next one starts over.
+    watched.reset();
+    let report = refresh(&storage, "v", &quiet).await?;
+    assert_eq!((report.resumed, report.files, report.added), (0, 2500, 0));
+    assert_eq!(watched.count("list"), 3);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_record_that_cannot_be_read_back_is_not_built_on() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("cache.sqlite");
+    let memory = Arc::new(MemoryStore::new());
+    for i in 0..1500 {
+        memory
+            .put(
+                &format!("f/{i:04}.txt"),
+                Bytes::from_static(b"x"),
+                &PutOptions::default(),
+            )
+            .await?;
+    }
+    let watched = Watched::new(memory);
+    let storage = Storage::new(vec![volume(watched.clone())], MetadataCache::open(&file)?);
+    let lists = AtomicUsize::new(0);
+    watched.fail_when(move |op, _| op == "list" && lists.fetch_add(1, Ordering::SeqCst) == 1);
+    refresh(&storage, "v", &quiet).await.unwrap_err();
+
+    // Damaged behind Silo's back.
+    let changed = rusqlite::Connection::open(&file)?.execute("UPDATE refresh_parts SET kind = 'garbage'", [])?;
+    assert_eq!(changed, 1, "the first page was recorded");
+    watched.heal();
+    let report = refresh(&storage, "v", &quiet).await?;
+    assert_eq!((report.resumed, report.files), (0, 1500));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_refresh_of_s3_resumes_without_listing_what_it_split_before() -> anyhow::Result<()> {
+    let s3 = Arc::new(s3::store("resume").await);
+    let mut keys = vec!["top-1.txt".to_owned(), "top-2.txt".to_owned()];
+    for dir in ["a", "b", "c"] {
+        keys.extend((0..4).map(|i| format!("{dir}/{i}.txt")));
+    }
+    for key in &keys {
+        s3.put(key, Bytes::from_static(b"x"), &PutOptions::default()).await?;
+    }
+    let watched = Watched::new(s3);
+    let storage = Storage::new(vec![volume(watched.clone())], MetadataCache::in_memory()?);
+
+    watched.fail_when(|op, prefix| op == "split" && prefix == "c/");
+    refresh(&storage, "v", &quiet).await.unwrap_err();
+    watched.heal();
+    watched.reset();
+    let report = refresh(&storage, "v", &quiet).await?;
+    assert_eq!(report.files, keys.len() as u64);
+    assert!(report.resumed >= 2, "the top level was recorded: {report:?}");
+    let calls = watched.calls();
+    assert!(calls.contains(&("split", "c/".into())), "{calls:?}");
+    assert!(
+        !calls.contains(&("split", String::new())),
+        "the top level was listed again: {calls:?}"
+    );
+    assert!(verify(&storage, "v", &quiet).await?.is_clean());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_refresh_under_way_refuses_a_second_until_it_falls_silent() -> anyhow::Result<()> {
+    let memory = Arc::new(MemoryStore::new());
+    memory
+        .put("a.txt", Bytes::from_static(b"x"), &PutOptions::default())
+        .await?;
+    let backend = memory.describe();
+    let storage = Storage::new(vec![volume(memory)], MetadataCache::in_memory()?);
+    let cache = storage.cache();
+    let windows = (RESUME_WITHIN.as_millis() as u64, LIVE_FOR.as_millis() as u64);
+    cache.refresh_begin("v", &backend, "elsewhere", now_ms(), windows)?;
+
+    let err = refresh(&storage, "v", &quiet).await.unwrap_err();
+    assert!(err.to_string().contains("under way"), "{err}");
+    assert!(cache.stats()?.is_empty());
+
+    // Silent for longer than LIVE_FOR: it died; this one takes it over.
+    cache.refresh_beat("v", "elsewhere", now_ms() - LIVE_FOR.as_millis() as u64 - 1)?;
+    assert_eq!(refresh(&storage, "v", &quiet).await?.files, 1);
+    // ...and the run it took over can no longer swap its listing in.
+    let err = cache.replace_volume("v", "elsewhere", &[]).unwrap_err();
+    assert!(err.to_string().contains("took this one over"), "{err}");
+    assert_eq!(cache.stats()?[0].files, 1);
     Ok(())
 }

@@ -1,19 +1,17 @@
 //! The object stores and the storage core. Each test body runs against
-//! every backend; a counting wrapper proves which calls reach the backend.
+//! every backend; a watching wrapper proves which calls reach the backend.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use silo_host::StorageError;
 use silo_host::cache::{Entry, MetadataCache};
 use silo_host::store::{
-    ByteRange, ByteStream, Condition, KeyPage, LocalStore, MemoryStore, ObjectMeta, ObjectStore, ObjectUpload,
-    PutOptions, S3Store,
+    ByteRange, ByteStream, Condition, KeyPage, LocalStore, MemoryStore, ObjectStore, PutOptions, S3Store,
 };
 use silo_host::vfs::{CacheMode, Storage, Visibility, Volume};
 use silo_tests::s3;
+use silo_tests::watched::Watched;
 use tokio::io::AsyncReadExt;
 
 /// Every backend under test, with a name for messages. The S3 one is a
@@ -267,64 +265,10 @@ async fn local_store_refuses_symlinks_and_its_reserved_directory() {
     );
 }
 
-/// Counts calls per operation, delegating to an inner store.
-struct Counting {
-    inner: Arc<dyn ObjectStore>,
-    calls: AtomicUsize,
-}
-
-impl Counting {
-    fn hit(&self) {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-#[async_trait]
-impl ObjectStore for Counting {
-    fn describe(&self) -> String {
-        format!("counting({})", self.inner.describe())
-    }
-    async fn head(&self, key: &str) -> Result<ObjectMeta, StorageError> {
-        self.hit();
-        self.inner.head(key).await
-    }
-    async fn get(&self, key: &str, range: Option<ByteRange>) -> Result<(ObjectMeta, ByteStream), StorageError> {
-        self.hit();
-        self.inner.get(key, range).await
-    }
-    async fn put(&self, key: &str, data: Bytes, options: &PutOptions) -> Result<ObjectMeta, StorageError> {
-        self.hit();
-        self.inner.put(key, data, options).await
-    }
-    async fn start_upload(&self, key: &str, options: PutOptions) -> Result<Box<dyn ObjectUpload>, StorageError> {
-        self.hit();
-        self.inner.start_upload(key, options).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), StorageError> {
-        self.hit();
-        self.inner.delete(key).await
-    }
-    async fn copy(&self, from: &str, to: &str, options: &PutOptions) -> Result<ObjectMeta, StorageError> {
-        self.hit();
-        self.inner.copy(from, to, options).await
-    }
-    async fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<KeyPage, StorageError> {
-        self.hit();
-        self.inner.list(prefix, after, limit).await
-    }
-    async fn split(&self, prefix: &str) -> Result<Option<silo_host::store::Split>, StorageError> {
-        self.hit();
-        self.inner.split(prefix).await
-    }
-}
-
 #[tokio::test]
 async fn stat_exists_and_list_are_served_by_the_cache_alone() {
     for (name, inner, _dir) in backends().await {
-        let counting = Arc::new(Counting {
-            inner,
-            calls: AtomicUsize::new(0),
-        });
+        let counting = Watched::new(inner);
         let volume = Volume {
             name: "v".into(),
             visibility: Visibility::Private,
@@ -339,7 +283,7 @@ async fn stat_exists_and_list_are_served_by_the_cache_alone() {
         host.write(&file, Bytes::from_static(b"\xff\xd8\xff\xe0"), opts("image/jpeg"))
             .await
             .unwrap();
-        let before = counting.calls.load(Ordering::SeqCst);
+        let before = counting.calls().len();
 
         assert_eq!(host.stat(&file).await.unwrap().size, 4, "{name}");
         assert!(host.exists(&file).await.unwrap());
@@ -353,11 +297,7 @@ async fn stat_exists_and_list_are_served_by_the_cache_alone() {
         assert_eq!(page.entries, [Entry::Dir { path: "dir/sub".into() }], "{name}");
         let all = host.list("v", "", true, None, 0).unwrap();
         assert_eq!(all.entries.len(), 1, "{name}");
-        assert_eq!(
-            counting.calls.load(Ordering::SeqCst),
-            before,
-            "{name}: the backend was called"
-        );
+        assert_eq!(counting.calls().len(), before, "{name}: the backend was called");
 
         // A failed backend write leaves the cache as it was.
         let create = PutOptions {
@@ -382,10 +322,7 @@ async fn stat_exists_and_list_are_served_by_the_cache_alone() {
 #[tokio::test]
 async fn read_through_volumes_see_files_written_behind_silos_back_at_once() {
     for (name, inner, _dir) in backends().await {
-        let counting = Arc::new(Counting {
-            inner: inner.clone(),
-            calls: AtomicUsize::new(0),
-        });
+        let counting = Watched::new(inner.clone());
         // Two volumes over one backend, one in each mode.
         let volumes = vec![
             Volume {
@@ -411,7 +348,7 @@ async fn read_through_volumes_see_files_written_behind_silos_back_at_once() {
             .put("behind/back.txt", Bytes::from_static(b"hi"), &opts("text/plain"))
             .await
             .unwrap();
-        let calls = || counting.calls.load(Ordering::SeqCst);
+        let calls = || counting.calls().len();
 
         let canon = storage.location("canon", "behind/back.txt").unwrap();
         assert!(
