@@ -151,6 +151,11 @@ fn meta_from_row(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Obje
     })
 }
 
+/// User metadata as stored: a JSON array of pairs.
+fn metadata_json(meta: &ObjectMeta) -> String {
+    serde_json::to_string(&meta.metadata).unwrap_or_else(|_| "[]".into())
+}
+
 /// The smallest string greater than every string starting with `prefix`
 /// (UTF-8 byte order equals code point order), or `None` if unbounded.
 fn prefix_upper_bound(prefix: &str) -> Option<String> {
@@ -220,7 +225,7 @@ impl MetadataCache {
     }
 
     fn put_in(tx: &rusqlite::Transaction<'_>, volume: &str, path: &VolumePath, meta: &ObjectMeta) -> StorageResult<()> {
-        let metadata = serde_json::to_string(&meta.metadata).unwrap_or_else(|_| "[]".into());
+        let metadata = metadata_json(meta);
         tx.prepare_cached(
             "INSERT INTO objects (volume, path, parent, size, etag, content_type, modified_ms, cache_control, metadata)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
@@ -484,7 +489,7 @@ impl MetadataCache {
                 )
                 .map_err(db_error)?;
             for (key, meta) in found {
-                let metadata = serde_json::to_string(&meta.metadata).unwrap_or_else(|_| "[]".into());
+                let metadata = metadata_json(meta);
                 insert
                     .execute(params![
                         volume,

@@ -196,6 +196,23 @@ fn encode(width: u32, height: u32, format: image::ImageFormat) -> Vec<u8> {
     out.into_inner()
 }
 
+/// A private volume over `store`, with no public URL or read cache, for
+/// tests of the storage core without a config file.
+pub fn bare_volume(
+    name: &str,
+    cache_mode: silo_host::vfs::CacheMode,
+    store: std::sync::Arc<dyn silo_host::store::ObjectStore>,
+) -> silo_host::vfs::Volume {
+    silo_host::vfs::Volume {
+        name: name.into(),
+        visibility: silo_host::vfs::Visibility::Private,
+        cache_mode,
+        store,
+        public_url: None,
+        read_cache: None,
+    }
+}
+
 /// A pipeline stage of the `probe` plugin (written into the plugin
 /// directory as `probe.wasm`) named `name`, judging only uploads declared
 /// as `content_type`, so that one pipeline can hold a stage per case.

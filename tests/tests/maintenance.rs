@@ -10,22 +10,36 @@ use silo_host::StorageError;
 use silo_host::cache::MetadataCache;
 use silo_host::maintenance::{LIVE_FOR, RESUME_WITHIN, refresh, verify};
 use silo_host::store::{MemoryStore, ObjectStore, PutOptions};
-use silo_host::vfs::{CacheMode, Storage, Visibility, Volume};
+use silo_host::vfs::{CacheMode, Storage, Volume};
 use silo_tests::watched::Watched;
-use silo_tests::{EXAMPLE_PIPELINE, TestSilo, png, s3};
+use silo_tests::{EXAMPLE_PIPELINE, TestSilo, bare_volume, png, s3};
 
 fn quiet(_: u64) {}
 
 /// A canonical volume `v` over `store`.
 fn volume(store: Arc<dyn ObjectStore>) -> Volume {
-    Volume {
-        name: "v".into(),
-        visibility: Visibility::Private,
-        cache_mode: CacheMode::Canonical,
-        store,
-        public_url: None,
-        read_cache: None,
+    bare_volume("v", CacheMode::Canonical, store)
+}
+
+/// A memory store holding `n` files under `f/`: `n / 1000` listing pages.
+async fn flat_store(n: usize) -> anyhow::Result<Arc<MemoryStore>> {
+    let memory = Arc::new(MemoryStore::new());
+    for i in 0..n {
+        memory
+            .put(
+                &format!("f/{i:04}.txt"),
+                Bytes::from_static(b"x"),
+                &PutOptions::default(),
+            )
+            .await?;
     }
+    Ok(memory)
+}
+
+/// From now on, the second listing request `watched` sees fails.
+fn fail_second_page(watched: &Watched) {
+    let lists = AtomicUsize::new(0);
+    watched.fail_when(move |op, _| op == "list" && lists.fetch_add(1, Ordering::SeqCst) == 1);
 }
 
 fn now_ms() -> u64 {
@@ -110,22 +124,11 @@ async fn refresh_skips_keys_that_break_the_path_rules() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn an_interrupted_refresh_resumes_at_the_page_where_it_stopped() -> anyhow::Result<()> {
-    let memory = Arc::new(MemoryStore::new());
-    for i in 0..2500 {
-        memory
-            .put(
-                &format!("f/{i:04}.txt"),
-                Bytes::from_static(b"x"),
-                &PutOptions::default(),
-            )
-            .await?;
-    }
-    let watched = Watched::new(memory);
+    let watched = Watched::new(flat_store(2500).await?);
     let storage = Storage::new(vec![volume(watched.clone())], MetadataCache::in_memory()?);
 
     // The second of three pages fails: the first is recorded, nothing swapped in.
-    let lists = AtomicUsize::new(0);
-    watched.fail_when(move |op, _| op == "list" && lists.fetch_add(1, Ordering::SeqCst) == 1);
+    fail_second_page(&watched);
     let err = refresh(&storage, "v", &quiet).await.unwrap_err();
     assert!(matches!(err, StorageError::Unavailable(_)), "{err}");
     assert!(storage.cache().stats()?.is_empty(), "a failed refresh swaps nothing in");
@@ -151,20 +154,9 @@ async fn an_interrupted_refresh_resumes_at_the_page_where_it_stopped() -> anyhow
 async fn a_record_that_cannot_be_read_back_is_not_built_on() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("cache.sqlite");
-    let memory = Arc::new(MemoryStore::new());
-    for i in 0..1500 {
-        memory
-            .put(
-                &format!("f/{i:04}.txt"),
-                Bytes::from_static(b"x"),
-                &PutOptions::default(),
-            )
-            .await?;
-    }
-    let watched = Watched::new(memory);
+    let watched = Watched::new(flat_store(1500).await?);
     let storage = Storage::new(vec![volume(watched.clone())], MetadataCache::open(&file)?);
-    let lists = AtomicUsize::new(0);
-    watched.fail_when(move |op, _| op == "list" && lists.fetch_add(1, Ordering::SeqCst) == 1);
+    fail_second_page(&watched);
     refresh(&storage, "v", &quiet).await.unwrap_err();
 
     // Damaged behind Silo's back.

@@ -9,9 +9,9 @@ use silo_host::cache::{Entry, MetadataCache};
 use silo_host::store::{
     ByteRange, ByteStream, Condition, KeyPage, LocalStore, MemoryStore, ObjectStore, PutOptions, S3Store,
 };
-use silo_host::vfs::{CacheMode, Storage, Visibility, Volume};
-use silo_tests::s3;
+use silo_host::vfs::{CacheMode, Storage};
 use silo_tests::watched::Watched;
+use silo_tests::{bare_volume, s3};
 use tokio::io::AsyncReadExt;
 
 /// Every backend under test, with a name for messages. The S3 one is a
@@ -269,14 +269,7 @@ async fn local_store_refuses_symlinks_and_its_reserved_directory() {
 async fn stat_exists_and_list_are_served_by_the_cache_alone() {
     for (name, inner, _dir) in backends().await {
         let counting = Watched::new(inner);
-        let volume = Volume {
-            name: "v".into(),
-            visibility: Visibility::Private,
-            cache_mode: CacheMode::Canonical,
-            store: counting.clone(),
-            public_url: None,
-            read_cache: None,
-        };
+        let volume = bare_volume("v", CacheMode::Canonical, counting.clone());
         let storage = Arc::new(Storage::new(vec![volume], MetadataCache::in_memory().unwrap()));
         let host = storage.host_session();
         let file = storage.location("v", "dir/sub/photo.jpg").unwrap();
@@ -325,22 +318,8 @@ async fn read_through_volumes_see_files_written_behind_silos_back_at_once() {
         let counting = Watched::new(inner.clone());
         // Two volumes over one backend, one in each mode.
         let volumes = vec![
-            Volume {
-                name: "rt".into(),
-                visibility: Visibility::Private,
-                cache_mode: CacheMode::ReadThrough,
-                store: counting.clone(),
-                public_url: None,
-                read_cache: None,
-            },
-            Volume {
-                name: "canon".into(),
-                visibility: Visibility::Private,
-                cache_mode: CacheMode::Canonical,
-                store: inner.clone(),
-                public_url: None,
-                read_cache: None,
-            },
+            bare_volume("rt", CacheMode::ReadThrough, counting.clone()),
+            bare_volume("canon", CacheMode::Canonical, inner.clone()),
         ];
         let storage = Arc::new(Storage::new(volumes, MetadataCache::in_memory().unwrap()));
         let host = storage.host_session();
@@ -426,14 +405,7 @@ async fn writes_a_crash_abandoned_are_swept_when_silo_opens_again() {
 #[tokio::test]
 async fn discarding_a_write_never_removes_another_writers_newer_version() {
     for (name, inner, _dir) in backends().await {
-        let volume = Volume {
-            name: "v".into(),
-            visibility: Visibility::Private,
-            cache_mode: CacheMode::Canonical,
-            store: inner.clone(),
-            public_url: None,
-            read_cache: None,
-        };
+        let volume = bare_volume("v", CacheMode::Canonical, inner.clone());
         let storage = Arc::new(Storage::new(vec![volume], MetadataCache::in_memory().unwrap()));
         let host = storage.host_session();
         let loc = storage.location("v", "d/x.txt").unwrap();
