@@ -700,12 +700,7 @@ impl Session {
             (Some(base), Visibility::Public) => Ok(format!(
                 "{}/{}",
                 base.trim_end_matches('/'),
-                loc.path
-                    .as_str()
-                    .split('/')
-                    .map(percent_encode)
-                    .collect::<Vec<_>>()
-                    .join("/")
+                path::percent_encode(loc.path.as_str())
             )),
             (None, Visibility::Public) => Err(StorageError::Unsupported(format!(
                 "volume '{}' has no public_url configured",
@@ -723,18 +718,6 @@ impl Session {
                 }),
         }
     }
-}
-
-fn percent_encode(segment: &str) -> String {
-    let mut out = String::with_capacity(segment.len());
-    for b in segment.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// A streamed write through a session: quota-checked as it grows, recorded
