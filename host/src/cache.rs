@@ -146,7 +146,14 @@ fn meta_from_row(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Obje
         metadata: if metadata == "[]" {
             Vec::new()
         } else {
-            serde_json::from_str(&metadata).unwrap_or_default()
+            // A damaged row is an error, never a file without metadata.
+            serde_json::from_str(&metadata).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    first + 5,
+                    rusqlite::types::Type::Text,
+                    format!("unreadable user metadata ({e}); `silo cache refresh` rebuilds the row").into(),
+                )
+            })?
         },
     })
 }

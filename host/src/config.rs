@@ -44,6 +44,9 @@ pub struct Config {
     /// `silo serve`: address and where its secrets are read from.
     #[serde(default)]
     pub serve: ServeConfig,
+    /// Host-wide bounds shared by every invocation.
+    #[serde(default)]
+    pub limits: HostLimits,
     /// Where the config came from (`None`: the built-in default).
     #[serde(skip)]
     pub origin: Option<PathBuf>,
@@ -65,6 +68,32 @@ pub struct ServeConfig {
     /// File holding the key signed URLs are made with (default: the token).
     pub signing_key_file: Option<PathBuf>,
 }
+
+/// Bounds on what all plugins together can make the host hold.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostLimits {
+    /// Memory streamed writes may buffer at once, across every invocation,
+    /// MiB (default 256; at least the largest `part_size_mib` plus 1).
+    /// Writers wait for room rather than allocate past it.
+    #[serde(default = "default_write_buffer_mib")]
+    pub write_buffer_mib: u64,
+}
+
+impl Default for HostLimits {
+    fn default() -> Self {
+        HostLimits {
+            write_buffer_mib: default_write_buffer_mib(),
+        }
+    }
+}
+
+fn default_write_buffer_mib() -> u64 {
+    crate::budget::DEFAULT_WRITE_BUFFER_MIB
+}
+
+/// Largest `write_buffer_mib`.
+pub const MAX_WRITE_BUFFER_MIB: u64 = 1 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -95,8 +124,12 @@ pub struct VolumeConfig {
     /// Put the bucket in the path, not the host name. Default: true when
     /// `endpoint_url` is set (most S3-compatible servers need it).
     pub path_style: Option<bool>,
-    /// Part size of multipart uploads, MiB (5 to 5120; default 8).
+    /// Part size of multipart uploads, MiB (5 to 64; default 8). Parts are
+    /// buffered in memory, from `[limits] write_buffer_mib`.
     pub part_size_mib: Option<u64>,
+    /// Longest one attempt of an S3 request may take, and longest a
+    /// response may stall, seconds (1 to 3600; default 30).
+    pub request_timeout_secs: Option<u64>,
     /// Attempts per S3 request, the first included (1 to 10; default 3).
     /// Retries back off exponentially, as the AWS SDKs do.
     pub max_attempts: Option<u32>,
@@ -298,6 +331,12 @@ impl Config {
         if self.volumes.is_empty() {
             return Err(self.invalid("no volumes are configured; add a [volumes.<name>] table".into()));
         }
+        if !(1..=MAX_WRITE_BUFFER_MIB).contains(&self.limits.write_buffer_mib) {
+            return Err(self.invalid(format!(
+                "[limits] write_buffer_mib must be 1..={MAX_WRITE_BUFFER_MIB}, not {}",
+                self.limits.write_buffer_mib
+            )));
+        }
         let plugin_dir = normalize(&self.plugin_dir);
         let data_dir = normalize(&self.data_dir);
         let mut local_paths: Vec<(&str, PathBuf)> = Vec::new();
@@ -349,6 +388,14 @@ impl Config {
                     let settings = volume
                         .s3_settings()
                         .map_err(|m| self.invalid(format!("volume '{name}': {m}")))?;
+                    let budget = self.limits.write_buffer_mib;
+                    if settings.part_size >> 20 >= budget {
+                        return Err(self.invalid(format!(
+                            "volume '{name}': its {} MiB parts do not fit in [limits] write_buffer_mib = {budget}; raise it above {}",
+                            settings.part_size >> 20,
+                            settings.part_size >> 20
+                        )));
+                    }
                     let place = (settings.endpoint_url.clone(), settings.bucket.clone());
                     if let Some((other, _, _)) = buckets
                         .iter()
@@ -374,6 +421,7 @@ impl Config {
                     ("path_style", volume.path_style.is_some()),
                     ("part_size_mib", volume.part_size_mib.is_some()),
                     ("max_attempts", volume.max_attempts.is_some()),
+                    ("request_timeout_secs", volume.request_timeout_secs.is_some()),
                     ("read_cache_mib", volume.read_cache_mib.is_some()),
                     ("read_cache_inactive_secs", volume.read_cache_inactive_secs.is_some()),
                 ];
@@ -471,10 +519,19 @@ impl VolumeConfig {
         settings.region.clone_from(&self.region);
         settings.path_style = self.path_style.unwrap_or(self.endpoint_url.is_some());
         if let Some(mib) = self.part_size_mib {
-            if !(5..=5120).contains(&mib) {
-                return Err(format!("part_size_mib must be 5..=5120, not {mib}"));
+            let max = crate::store::s3::MAX_PART_SIZE >> 20;
+            if !(5..=max).contains(&mib) {
+                return Err(format!(
+                    "part_size_mib must be 5..={max}, not {mib} (parts are buffered in memory)"
+                ));
             }
             settings.part_size = mib << 20;
+        }
+        if let Some(secs) = self.request_timeout_secs {
+            if !(1..=3600).contains(&secs) {
+                return Err(format!("request_timeout_secs must be 1..=3600, not {secs}"));
+            }
+            settings.request_timeout = std::time::Duration::from_secs(secs);
         }
         if let Some(n) = self.max_attempts {
             if !(1..=10).contains(&n) {

@@ -15,6 +15,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod budget;
 #[cfg(feature = "bundled-plugins")]
 pub mod bundled;
 pub mod cache;
@@ -187,6 +188,18 @@ impl Silo {
         body: impl tokio::io::AsyncRead + Unpin,
         content_type: Option<&str>,
     ) -> Result<UploadReport, SiloError> {
+        let pending = self.stage_stream(target, body, content_type).await?;
+        Ok(self.judge(pending).await)
+    }
+
+    /// Stage an upload from a stream without judging it yet (see
+    /// [`Silo::judge`]); nothing is visible to anyone.
+    pub async fn stage_stream(
+        &self,
+        target: &str,
+        body: impl tokio::io::AsyncRead + Unpin,
+        content_type: Option<&str>,
+    ) -> Result<vfs::PendingUpload, SiloError> {
         let location = self.storage.parse_location(target)?;
         let content_type = match content_type {
             Some(t) => t.to_owned(),
@@ -200,12 +213,17 @@ impl Silo {
                 volume: location.volume.clone(),
                 limit,
             })?;
-        let pending = vfs::PendingUpload {
+        Ok(vfs::PendingUpload {
             location,
             meta,
             staged: Arc::new(staged),
-        };
-        Ok(pipeline::run(&self.storage, &self.runtime, &self.stages, pending).await)
+        })
+    }
+
+    /// Run a staged upload through the pipeline: stored if every plugin
+    /// accepts it, else rolled back with everything its plugins wrote.
+    pub async fn judge(&self, pending: vfs::PendingUpload) -> UploadReport {
+        pipeline::run(&self.storage, &self.runtime, &self.stages, pending).await
     }
 }
 
@@ -286,6 +304,7 @@ impl Silo {
 /// plugin runtime (cache maintenance, tools).
 pub async fn open_storage(config: &Config) -> Result<Arc<Storage>, SiloError> {
     let metrics = Arc::new(metrics::Metrics::default());
+    let budget = budget::WriteBudget::new((config.limits.write_buffer_mib << 20) as usize);
     let mut volumes = Vec::new();
     for (name, v) in &config.volumes {
         let invalid = |message: String| ConfigError::Invalid {
@@ -297,7 +316,7 @@ pub async fn open_storage(config: &Config) -> Result<Arc<Storage>, SiloError> {
             (config::Backend::Memory, _) => Arc::new(store::MemoryStore::new()),
             (config::Backend::S3, _) => {
                 let settings = v.s3_settings().map_err(invalid)?;
-                Arc::new(store::S3Store::connect(&settings).await?)
+                Arc::new(store::S3Store::connect(&settings).await?.with_budget(budget.clone()))
             }
             (config::Backend::Local, None) => return Err(invalid("a local volume needs `path`".into()).into()),
         };
@@ -323,6 +342,7 @@ pub async fn open_storage(config: &Config) -> Result<Arc<Storage>, SiloError> {
     Ok(Arc::new(
         Storage::new(volumes, cache)
             .with_policy(config.content_policy.clone())
+            .with_budget(budget)
             .with_metrics(metrics),
     ))
 }

@@ -434,7 +434,7 @@ impl Job {
                 }
                 buf.truncate(n);
                 resent.update(&buf);
-                upload.write(Bytes::from(buf)).await?;
+                upload.write(Bytes::from(buf), crate::budget::Held::default()).await?;
             }
             let resent = resent.finish();
             if resent != digests {

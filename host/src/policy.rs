@@ -103,6 +103,9 @@ impl ContentPolicy {
         if contains_ignore_case(head, b"<?php") {
             return Err(forbidden(format!("'{path}' contains PHP code ('<?php')")));
         }
+        if php_short_echo(head) {
+            return Err(forbidden(format!("'{path}' contains PHP code ('<?=')")));
+        }
         let declared = essence(declared_type);
         if let Some(sniffed) = sniff(head)
             && sniffed != declared
@@ -232,6 +235,27 @@ fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
 }
 
+/// PHP's short echo tag (`<?= expr ?>`, always on since PHP 5.4) with
+/// code after it: printable text up to a `?>` or `;`. Requiring the code,
+/// not just the three bytes, keeps random bytes of compressed images from
+/// matching.
+fn php_short_echo(head: &[u8]) -> bool {
+    head.windows(3).enumerate().any(|(at, w)| {
+        if w != b"<?=" {
+            return false;
+        }
+        let code = &head[at + 3..head.len().min(at + 3 + 512)];
+        let Some(end) = code.iter().position(|&b| b == b';' || b == b'?') else {
+            return false;
+        };
+        let body = &code[..end];
+        body.iter().any(|b| !b.is_ascii_whitespace())
+            && body
+                .iter()
+                .all(|&b| b == b'\t' || b == b'\n' || b == b'\r' || (b' '..=b'~').contains(&b))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,6 +316,18 @@ mod tests {
             "image/jpeg",
             b"<?php system($_GET['c']); ?>"
         )));
+        for short in [
+            &b"<?=`$_GET[c]`?>"[..],
+            b"GIF89a <?= system($_GET['c']); ?>",
+            b"<?=$x?>",
+        ] {
+            let err = p.check_content("a.txt", "text/plain", short).unwrap_err();
+            assert!(err.to_string().contains("'<?='"), "{short:?}: {err}");
+        }
+        // Three bytes alone, as compressed data may hold, are not PHP.
+        let mut noise = jpeg.to_vec();
+        noise.extend_from_slice(b"<?=\xff\x00\x13;<?=");
+        assert!(p.check_content("a.jpg", "image/jpeg", &noise).is_ok());
         let mut polyglot = jpeg.to_vec();
         polyglot.extend_from_slice(b"....exif comment <?PHP eval($x);");
         assert!(refused(p.check_content("a.jpg", "image/jpeg", &polyglot)));

@@ -361,19 +361,31 @@ fn parse_range(headers: &HeaderMap, size: u64) -> Result<Option<ByteRange>, ()> 
     }))
 }
 
+/// A value Silo built itself (numbers, dates, quoted etags).
 fn header_value(s: &str) -> HeaderValue {
-    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"))
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// A stored value (content type, cache control) as a header, or `None` if
+/// it cannot be one (set behind Silo's back): omitted, never replaced.
+fn stored_header(name: &str, value: &str, loc: &crate::Location) -> Option<HeaderValue> {
+    let parsed = HeaderValue::from_str(value).ok();
+    if parsed.is_none() {
+        tracing::warn!(file = %loc, "the stored {name} is not a valid header value; not sent");
+    }
+    parsed
 }
 
 async fn read(
     State(app): State<App>,
     Path((volume, path)): Path<(String, String)>,
     Query(signed): Query<Signed>,
+    method: axum::http::Method,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     app.may_read_signed(&volume, &path, &headers, &signed)?;
     let loc = app.silo.storage().location(&volume, &path)?;
-    respond(&app, &volume, loc, &headers).await
+    respond(&app, &volume, loc, &headers, method == axum::http::Method::HEAD).await
 }
 
 #[derive(Deserialize)]
@@ -444,10 +456,34 @@ async fn sign(
 async fn style(
     State(app): State<App>,
     Path((style, volume, path)): Path<(String, String, String)>,
+    method: axum::http::Method,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     app.may_read(&volume, &headers)?;
-    let (loc, _) = app.silo.style(&volume, &path, &style).await.map_err(|e| match e {
+    let head = method == axum::http::Method::HEAD;
+    let loc = derive_style(&app, &style, &volume, &path).await?;
+    match respond(&app, &volume, loc, &headers, head).await {
+        // The style's row outlived its object (deleted behind Silo's
+        // back); reading it dropped the row, so derive it again.
+        Err(e) if e.code == "not-found" => {
+            let loc = derive_style(&app, &style, &volume, &path).await?;
+            respond(&app, &volume, loc, &headers, head).await
+        }
+        other => other,
+    }
+}
+
+/// Derive a style as its own task: a client that leaves does not stop it
+/// half-way (its files are kept or rolled back, and others waiting for the
+/// same style are answered).
+async fn derive_style(app: &App, style: &str, volume: &str, path: &str) -> Result<crate::Location, ApiError> {
+    let silo = app.silo.clone();
+    let (style, volume, path) = (style.to_owned(), volume.to_owned(), path.to_owned());
+    let task = tokio::spawn(async move { silo.style(&volume, &path, &style).await });
+    let derived = task
+        .await
+        .map_err(|e| internal(format!("deriving the style stopped: {e}")))?;
+    let (loc, _) = derived.map_err(|e| match e {
         crate::StyleError::Storage(e) => ApiError::from(e),
         e @ crate::StyleError::UnknownStyle { .. } => ApiError {
             status: StatusCode::NOT_FOUND,
@@ -460,11 +496,26 @@ async fn style(
             message: e.to_string(),
         },
     })?;
-    respond(&app, &volume, loc, &headers).await
+    Ok(loc)
 }
 
-/// Serve a file: conditional, ranged, with safe headers.
-async fn respond(app: &App, volume: &str, loc: crate::Location, headers: &HeaderMap) -> Result<Response, ApiError> {
+fn internal(message: String) -> ApiError {
+    ApiError {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        code: "internal",
+        message,
+    }
+}
+
+/// Serve a file: conditional, ranged, with safe headers. A HEAD answers
+/// from the metadata cache alone, without asking the store.
+async fn respond(
+    app: &App,
+    volume: &str,
+    loc: crate::Location,
+    headers: &HeaderMap,
+    head: bool,
+) -> Result<Response, ApiError> {
     let storage = app.silo.storage();
     let host = storage.host_session();
     let meta = host.stat(&loc).await?;
@@ -483,7 +534,9 @@ async fn respond(app: &App, volume: &str, loc: crate::Location, headers: &Header
         (Visibility::Public, Some(c)) => c.clone(),
         (Visibility::Public, None) => "public, max-age=3600".to_owned(),
     };
-    out.insert(header::CACHE_CONTROL, header_value(&cache_control));
+    if let Some(value) = stored_header("cache-control", &cache_control, &loc) {
+        out.insert(header::CACHE_CONTROL, value);
+    }
     let header_str = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
     // If-Modified-Since counts only without If-None-Match (RFC 9110 13.1.3).
     let not_modified = match header_str(header::IF_NONE_MATCH) {
@@ -497,9 +550,17 @@ async fn respond(app: &App, volume: &str, loc: crate::Location, headers: &Header
     if not_modified {
         return Ok((StatusCode::NOT_MODIFIED, out).into_response());
     }
-    out.insert(header::CONTENT_TYPE, header_value(&meta.content_type));
-    if let Some(disposition) = storage.policy().disposition(&meta.content_type) {
-        out.insert(header::CONTENT_DISPOSITION, HeaderValue::from_static(disposition));
+    match stored_header("content-type", &meta.content_type, &loc) {
+        Some(value) => {
+            out.insert(header::CONTENT_TYPE, value);
+            if let Some(disposition) = storage.policy().disposition(&meta.content_type) {
+                out.insert(header::CONTENT_DISPOSITION, HeaderValue::from_static(disposition));
+            }
+        }
+        // A type that cannot be told is never rendered.
+        None => {
+            out.insert(header::CONTENT_DISPOSITION, HeaderValue::from_static("attachment"));
+        }
     }
     // A resumed download names the version it has; another version is sent
     // whole, never spliced onto the old bytes.
@@ -521,7 +582,6 @@ async fn respond(app: &App, volume: &str, loc: crate::Location, headers: &Header
             return Ok((StatusCode::RANGE_NOT_SATISFIABLE, out).into_response());
         }
     };
-    let (_, body) = host.open_read(&loc, range).await?;
     let status = match range {
         Some(r) => {
             out.insert(
@@ -536,6 +596,10 @@ async fn respond(app: &App, volume: &str, loc: crate::Location, headers: &Header
             StatusCode::OK
         }
     };
+    if head {
+        return Ok((status, out).into_response());
+    }
+    let (_, body) = host.open_read(&loc, range).await?;
     let stream = tokio_util::io::ReaderStream::with_capacity(body, 256 * 1024);
     Ok((status, out, Body::from_stream(stream)).into_response())
 }
@@ -564,24 +628,30 @@ async fn upload(
     }
     use futures_util::TryStreamExt;
     let body = tokio_util::io::StreamReader::new(body.into_data_stream().map_err(std::io::Error::other));
-    let report = app
-        .silo
-        .upload_stream(&target, body, content_type)
-        .await
-        .map_err(|e| match e {
-            crate::SiloError::Storage(e) => ApiError::from(e),
-            crate::SiloError::TooLarge { limit, .. } => too_large(&volume, limit),
-            crate::SiloError::Source(e) => ApiError {
-                status: StatusCode::BAD_REQUEST,
-                code: "bad-request",
-                message: format!("reading the request body: {e}"),
-            },
-            other => ApiError {
-                status: StatusCode::INTERNAL_SERVER_ERROR,
-                code: "internal",
-                message: other.to_string(),
-            },
-        })?;
+    let report = async {
+        let pending = app.silo.stage_stream(&target, body, content_type).await?;
+        // Once staged, the upload runs to its end (stored, or rolled back)
+        // as its own task, even if the client goes away.
+        let silo = app.silo.clone();
+        tokio::spawn(async move { silo.judge(pending).await })
+            .await
+            .map_err(|e| crate::SiloError::Storage(StorageError::unavailable(format!("the upload stopped: {e}"))))
+    }
+    .await
+    .map_err(|e| match e {
+        crate::SiloError::Storage(e) => ApiError::from(e),
+        crate::SiloError::TooLarge { limit, .. } => too_large(&volume, limit),
+        crate::SiloError::Source(e) => ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad-request",
+            message: format!("reading the request body: {e}"),
+        },
+        other => ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
+            message: other.to_string(),
+        },
+    })?;
     let status = match report.status {
         Status::Accepted => StatusCode::CREATED,
         Status::Rejected => StatusCode::UNPROCESSABLE_ENTITY,

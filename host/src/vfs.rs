@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
+use crate::budget::{Held, WriteBudget};
 use crate::cache::{Entry, MetadataCache, Page};
 use crate::error::{StorageError, StorageResult};
 use crate::metrics::{Metrics, VolumeLookups};
@@ -28,6 +29,10 @@ pub const MAX_LIST_LIMIT: usize = 1000;
 /// User metadata bounds per object.
 pub const MAX_METADATA_PAIRS: usize = 32;
 pub const MAX_METADATA_BYTES: usize = 2048;
+/// Longest `content-type` a write may declare (RFC 6838 allows 127 + 127).
+pub const MAX_CONTENT_TYPE_BYTES: usize = 255;
+/// Longest `cache-control` a write may set.
+pub const MAX_CACHE_CONTROL_BYTES: usize = 1024;
 /// The longest a signed URL may stay valid: seven days, S3's own limit for
 /// presigned URLs.
 pub const MAX_URL_SECONDS: u64 = 7 * 24 * 3600;
@@ -169,6 +174,7 @@ pub struct Storage {
     policy: ContentPolicy,
     metrics: Arc<Metrics>,
     lookups: BTreeMap<String, VolumeLookups>,
+    budget: WriteBudget,
 }
 
 /// A file staged for upload: visible at its location only to the sessions
@@ -225,8 +231,72 @@ impl Staged {
 pub struct Usage {
     pub bytes_written: u64,
     pub objects_written: u64,
+    /// Held by writes under way: each counts as an object, and every byte
+    /// it has been given so far counts, before anything is stored.
+    pub bytes_reserved: u64,
+    pub objects_reserved: u64,
     /// Files written, in order, with their final metadata.
     pub written: Vec<(Location, ObjectMeta)>,
+}
+
+/// The quota one write under way holds: one object and its bytes so far.
+/// Dropped, it gives them back (the write was discarded); settled by
+/// [`Session::written`], it becomes usage.
+struct Reservation {
+    usage: Arc<Mutex<Usage>>,
+    quota: Quota,
+    bytes: u64,
+    settled: bool,
+}
+
+fn lock_usage(usage: &Mutex<Usage>) -> std::sync::MutexGuard<'_, Usage> {
+    usage.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Reservation {
+    /// Grow the object to `size` bytes, if the quota has room.
+    fn grow(&mut self, size: u64) -> StorageResult<()> {
+        let mut usage = lock_usage(&self.usage);
+        let more = size.saturating_sub(self.bytes);
+        check_room(&self.quota, &usage, size, more, 0)?;
+        usage.bytes_reserved += more;
+        self.bytes += more;
+        Ok(())
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.settled {
+            let mut usage = lock_usage(&self.usage);
+            usage.bytes_reserved -= self.bytes;
+            usage.objects_reserved -= 1;
+        }
+    }
+}
+
+/// Whether `quota` has room for `more` bytes and `objects` more objects,
+/// the object growing to `size`, beside what is written and reserved.
+fn check_room(quota: &Quota, usage: &Usage, size: u64, more: u64, objects: u64) -> StorageResult<()> {
+    if size > quota.max_object_bytes {
+        return Err(StorageError::QuotaExceeded(format!(
+            "objects are limited to {} bytes",
+            quota.max_object_bytes
+        )));
+    }
+    if (usage.objects_written + usage.objects_reserved).saturating_add(objects) > quota.objects_written {
+        return Err(StorageError::QuotaExceeded(format!(
+            "at most {} objects may be written (writes still open count)",
+            quota.objects_written
+        )));
+    }
+    if (usage.bytes_written + usage.bytes_reserved).saturating_add(more) > quota.bytes_written {
+        return Err(StorageError::QuotaExceeded(format!(
+            "at most {} bytes may be written (writes still open count)",
+            quota.bytes_written
+        )));
+    }
+    Ok(())
 }
 
 /// One caller's view of storage.
@@ -249,6 +319,7 @@ impl Storage {
             policy: ContentPolicy::default(),
             metrics: Arc::default(),
             lookups: BTreeMap::new(),
+            budget: WriteBudget::new((crate::budget::DEFAULT_WRITE_BUFFER_MIB << 20) as usize),
         };
         let metrics = storage.metrics.clone();
         storage.with_metrics(metrics)
@@ -273,6 +344,17 @@ impl Storage {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// Share `budget` for buffered writes (the one the S3 volumes reserve from).
+    pub fn with_budget(mut self, budget: WriteBudget) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// The process-wide budget for bytes buffered by streamed writes.
+    pub fn budget(&self) -> &WriteBudget {
+        &self.budget
     }
 
     /// Replace the default write-xor-execute policy.
@@ -505,6 +587,11 @@ impl Session {
         {
             return Err(StorageError::TooLarge);
         }
+        // Both are served as HTTP headers: bounded, and header-safe.
+        check_header_option("content-type", &options.content_type, MAX_CONTENT_TYPE_BYTES)?;
+        if let Some(value) = &options.cache_control {
+            check_header_option("cache-control", value, MAX_CACHE_CONTROL_BYTES)?;
+        }
         if options.content_type.is_empty() {
             options.content_type = store::guess_content_type(loc.path.as_str());
         }
@@ -518,64 +605,63 @@ impl Session {
         Ok(())
     }
 
-    /// Reserve quota for one object of `size` bytes (or unknown size).
-    fn reserve(&self, size: u64) -> StorageResult<()> {
-        let usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
-        if size > self.quota.max_object_bytes {
-            return Err(StorageError::QuotaExceeded(format!(
-                "objects are limited to {} bytes",
-                self.quota.max_object_bytes
-            )));
-        }
-        if usage.objects_written >= self.quota.objects_written {
-            return Err(StorageError::QuotaExceeded(format!(
-                "at most {} objects may be written",
-                self.quota.objects_written
-            )));
-        }
-        if usage.bytes_written.saturating_add(size) > self.quota.bytes_written {
-            return Err(StorageError::QuotaExceeded(format!(
-                "at most {} bytes may be written",
-                self.quota.bytes_written
-            )));
-        }
-        Ok(())
+    /// Reserve quota for one object of `size` bytes so far. Writes under
+    /// way count, so concurrent writers share the quota however they
+    /// interleave.
+    fn reserve(&self, size: u64) -> StorageResult<Reservation> {
+        let mut usage = lock_usage(&self.usage);
+        check_room(&self.quota, &usage, size, size, 1)?;
+        usage.bytes_reserved += size;
+        usage.objects_reserved += 1;
+        Ok(Reservation {
+            usage: self.usage.clone(),
+            quota: self.quota,
+            bytes: size,
+            settled: false,
+        })
     }
 
-    /// Record a write the backend acknowledged: cache first, then usage.
-    fn written(&self, loc: &Location, meta: ObjectMeta) -> StorageResult<ObjectMeta> {
-        self.changed(loc);
-        self.cache().put(&loc.volume, &loc.path, &meta)?;
-        self.storage.negative.forget(loc);
-        let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+    /// Record a write the backend acknowledged: cache first, then usage,
+    /// which takes over the write's reservation.
+    fn written(&self, loc: &Location, meta: ObjectMeta, mut reservation: Reservation) -> StorageResult<ObjectMeta> {
+        let mut usage = lock_usage(&self.usage);
+        usage.bytes_reserved -= reservation.bytes;
+        usage.objects_reserved -= 1;
+        reservation.settled = true;
+        // Counted as written even if the cache update fails: it is stored.
         usage.bytes_written += meta.size;
         usage.objects_written += 1;
         usage.written.push((loc.clone(), meta.clone()));
+        drop(usage);
+        self.changed(loc);
+        self.cache().put(&loc.volume, &loc.path, &meta)?;
+        self.storage.negative.forget(loc);
         Ok(meta)
     }
 
     pub async fn write(&self, loc: &Location, data: Bytes, mut options: PutOptions) -> StorageResult<ObjectMeta> {
         self.check_options(loc, &mut options)?;
-        self.reserve(data.len() as u64)?;
+        let reservation = self.reserve(data.len() as u64)?;
         self.storage.policy.check_content(
             loc.path.as_str(),
             &options.content_type,
             &data[..data.len().min(SNIFF_BYTES)],
         )?;
         let meta = self.store(loc)?.put(loc.path.as_str(), data, &options).await?;
-        self.written(loc, meta)
+        self.written(loc, meta, reservation)
     }
 
     /// Start a streamed write; see [`SessionUpload`].
     pub async fn open_write(&self, loc: &Location, mut options: PutOptions) -> StorageResult<SessionUpload> {
         self.check_options(loc, &mut options)?;
-        self.reserve(0)?;
+        let reservation = self.reserve(0)?;
         let content_type = options.content_type.clone();
         let upload = self.store(loc)?.start_upload(loc.path.as_str(), options).await?;
         Ok(SessionUpload {
             session: self.clone(),
             location: loc.clone(),
             upload,
+            reservation,
             size: 0,
             content_type,
             head: Some(Vec::new()),
@@ -630,7 +716,7 @@ impl Session {
             return store_stream(self, to, body, options).await;
         }
         self.check_options(to, &mut options)?;
-        self.reserve(source.size)?;
+        let reservation = self.reserve(source.size)?;
         if self.storage.policy.check_content {
             let head = self.read_range(from, 0, SNIFF_BYTES as u64).await?;
             self.storage
@@ -641,7 +727,7 @@ impl Session {
             .store(to)?
             .copy(from.path.as_str(), to.path.as_str(), &options)
             .await?;
-        self.written(to, meta)
+        self.written(to, meta, reservation)
     }
 
     pub async fn rename(&self, from: &Location, to: &Location) -> StorageResult<ObjectMeta> {
@@ -726,6 +812,7 @@ pub struct SessionUpload {
     session: Session,
     location: Location,
     upload: Box<dyn ObjectUpload>,
+    reservation: Reservation,
     size: u64,
     content_type: String,
     /// The beginning of the content until the policy has judged it.
@@ -733,16 +820,17 @@ pub struct SessionUpload {
 }
 
 impl SessionUpload {
-    pub async fn write(&mut self, chunk: Bytes) -> StorageResult<()> {
+    /// Append a chunk; `held` is the write budget reserved for it, if any.
+    pub async fn write(&mut self, chunk: Bytes, held: Held) -> StorageResult<()> {
         let size = self.size + chunk.len() as u64;
-        self.session.reserve(size)?;
+        self.reservation.grow(size)?;
         if let Some(head) = &mut self.head {
             head.extend_from_slice(&chunk[..chunk.len().min(SNIFF_BYTES - head.len())]);
             if head.len() == SNIFF_BYTES {
                 self.judge()?;
             }
         }
-        self.upload.write(chunk).await?;
+        self.upload.write(chunk, held).await?;
         self.size = size;
         Ok(())
     }
@@ -763,8 +851,17 @@ impl SessionUpload {
 
     pub async fn finish(mut self) -> StorageResult<ObjectMeta> {
         self.judge()?;
+        // The reservation covers every byte given; check it once more
+        // before anything becomes visible.
+        self.reservation.grow(self.size)?;
         let meta = self.upload.finish().await?;
-        self.session.written(&self.location, meta)
+        if meta.size != self.size {
+            return Err(StorageError::unavailable(format!(
+                "the backend stored {} bytes of the {} written to {}",
+                meta.size, self.size, self.location
+            )));
+        }
+        self.session.written(&self.location, meta, self.reservation)
     }
 }
 
@@ -799,11 +896,25 @@ async fn pump_session(body: &mut ByteStream, upload: &mut SessionUpload) -> Stor
         }
         let full = buf.len() >= chunk;
         if !buf.is_empty() {
-            upload.write(buf.freeze()).await?;
+            upload.write(buf.freeze(), Held::default()).await?;
         }
         if !full {
             return Ok(());
         }
         chunk = (chunk * 2).min(256 * 1024);
     }
+}
+
+/// Refuse an option served as an HTTP header that is too long or holds
+/// characters a header cannot carry.
+fn check_header_option(name: &str, value: &str, max: usize) -> StorageResult<()> {
+    if value.len() > max {
+        return Err(StorageError::TooLarge);
+    }
+    if !value.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)) {
+        return Err(StorageError::Unsupported(format!(
+            "{name} must be visible ASCII (it is served as an HTTP header)"
+        )));
+    }
+    Ok(())
 }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream as SdkBody;
 use silo_host::maintenance::refresh;
+use silo_tests::rss::{reset_peak, rss_kb};
 use silo_tests::{PROBE, TestSilo, s3};
 use tokio::io::AsyncWriteExt;
 use tokio::task::JoinSet;
@@ -57,25 +58,6 @@ async fn populate(client: &Client, bucket: &str, keys: Vec<String>, parallel: us
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
-}
-
-/// (kB) of this process: resident now, and peak since the last reset.
-fn rss_kb() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
-/// Make the peak-RSS counter start again from the current RSS.
-fn reset_peak() {
-    std::fs::write("/proc/self/clear_refs", "5").expect("reset the peak RSS (Linux 4.0+)");
 }
 
 struct Row {

@@ -108,7 +108,7 @@ proptest! {
                             Ok(w) => w,
                             Err(e) => { check_error(path, &e); continue; }
                         };
-                        let r = w.write(Bytes::from_static(b"streamed")).await;
+                        let r = w.write(Bytes::from_static(b"streamed"), Default::default()).await;
                         match r { Ok(()) => w.finish().await.map(|_| ()), Err(e) => Err(e) }
                     }
                     2 => session.read(&loc).await.map(|_| ()),

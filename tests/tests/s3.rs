@@ -53,7 +53,10 @@ async fn streamed_writes_use_multipart_and_abandoned_ones_leave_nothing() {
         .await
         .unwrap();
     for chunk in data.chunks(1_000_003) {
-        upload.write(Bytes::copy_from_slice(chunk)).await.unwrap();
+        upload
+            .write(Bytes::copy_from_slice(chunk), Default::default())
+            .await
+            .unwrap();
     }
     assert_eq!(
         store.head("big/file.bin").await.err(),
@@ -79,7 +82,10 @@ async fn streamed_writes_use_multipart_and_abandoned_ones_leave_nothing() {
         .start_upload("big/gone.bin", opts("application/x-test"))
         .await
         .unwrap();
-    abandoned.write(Bytes::from(pattern(6 << 20))).await.unwrap();
+    abandoned
+        .write(Bytes::from(pattern(6 << 20)), Default::default())
+        .await
+        .unwrap();
     drop(abandoned);
     no_open_uploads(&bucket).await;
     assert_eq!(store.head("big/gone.bin").await.err(), Some(StorageError::NotFound));
@@ -95,7 +101,10 @@ async fn streamed_writes_use_multipart_and_abandoned_ones_leave_nothing() {
         )
         .await
         .unwrap();
-    conflict.write(Bytes::from(pattern(6 << 20))).await.unwrap();
+    conflict
+        .write(Bytes::from(pattern(6 << 20)), Default::default())
+        .await
+        .unwrap();
     assert_eq!(conflict.finish().await.err(), Some(StorageError::AlreadyExists));
     let mut stale = store
         .start_upload(
@@ -107,7 +116,10 @@ async fn streamed_writes_use_multipart_and_abandoned_ones_leave_nothing() {
         )
         .await
         .unwrap();
-    stale.write(Bytes::from(pattern(6 << 20))).await.unwrap();
+    stale
+        .write(Bytes::from(pattern(6 << 20)), Default::default())
+        .await
+        .unwrap();
     assert_eq!(stale.finish().await.err(), Some(StorageError::PreconditionFailed));
     no_open_uploads(&bucket).await;
     assert_eq!(

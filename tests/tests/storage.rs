@@ -123,7 +123,10 @@ async fn streamed_uploads_appear_only_when_finished() {
             .await
             .unwrap();
         for _ in 0..4 {
-            upload.write(Bytes::from(vec![9u8; 100_000])).await.unwrap();
+            upload
+                .write(Bytes::from(vec![9u8; 100_000]), Default::default())
+                .await
+                .unwrap();
         }
         assert_eq!(
             store.head("s/big.bin").await.err(),
@@ -136,7 +139,10 @@ async fn streamed_uploads_appear_only_when_finished() {
             .start_upload("s/gone.bin", opts("application/octet-stream"))
             .await
             .unwrap();
-        abandoned.write(Bytes::from_static(b"partial")).await.unwrap();
+        abandoned
+            .write(Bytes::from_static(b"partial"), Default::default())
+            .await
+            .unwrap();
         drop(abandoned);
         assert_eq!(
             store.head("s/gone.bin").await.err(),

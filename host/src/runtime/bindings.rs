@@ -9,8 +9,8 @@ use bytes::Bytes;
 use wasmtime::component::{HasSelf, Linker, Resource};
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
 
-use super::Invocation;
-use super::streams::{ReadStream, WriterState};
+use super::streams::{MAX_LINE, ReadStream, WriterState};
+use super::{Invocation, MAX_PLUGIN_MESSAGE};
 use crate::cache::Entry;
 use crate::error::StorageError;
 use crate::store::{Condition, ObjectMeta, PutOptions};
@@ -64,14 +64,24 @@ impl From<types::Error> for StorageError {
             types::Error::AlreadyExists => StorageError::AlreadyExists,
             types::Error::PreconditionFailed => StorageError::PreconditionFailed,
             types::Error::AccessDenied => StorageError::AccessDenied,
-            types::Error::InvalidPath(m) => StorageError::InvalidPath(m),
+            types::Error::InvalidPath(m) => StorageError::InvalidPath(plugin_message(m)),
             types::Error::TooLarge => StorageError::TooLarge,
             types::Error::QuotaExceeded => StorageError::QuotaExceeded("reported by the plugin".into()),
             types::Error::Unsupported => StorageError::Unsupported("reported by the plugin".into()),
-            types::Error::Unavailable(m) => StorageError::Unavailable(m),
-            types::Error::Forbidden(m) => StorageError::Forbidden(m),
+            types::Error::Unavailable(m) => StorageError::Unavailable(plugin_message(m)),
+            types::Error::Forbidden(m) => StorageError::Forbidden(plugin_message(m)),
         }
     }
+}
+
+/// A message a plugin returned, cut to [`MAX_PLUGIN_MESSAGE`] bytes.
+fn plugin_message(mut m: String) -> String {
+    if m.len() > MAX_PLUGIN_MESSAGE {
+        let kept = super::streams::clip(&m, MAX_PLUGIN_MESSAGE).len();
+        m.truncate(kept);
+        m.push_str(" [truncated]");
+    }
+    m
 }
 
 impl From<&ObjectMeta> for ObjectInfo {
@@ -153,9 +163,12 @@ impl silo::plugin::files::Host for Invocation {
             Ok(l) => l,
             Err(e) => return Ok(Err(e)),
         };
+        let Some(slot) = self.readers.take() else {
+            return Ok(Err(types::Error::QuotaExceeded));
+        };
         match self.session.open_read(&loc, None).await {
             Ok((_, body)) => {
-                let stream: DynInputStream = Box::new(ReadStream::new(body));
+                let stream: DynInputStream = Box::new(ReadStream::new(body, slot));
                 Ok(Ok(self.table.push(stream)?))
             }
             Err(e) => Ok(Err(e.into())),
@@ -185,8 +198,14 @@ impl silo::plugin::files::Host for Invocation {
             Ok(l) => l,
             Err(e) => return Ok(Err(e)),
         };
+        let Some(slot) = self.writers.take() else {
+            return Ok(Err(types::Error::QuotaExceeded));
+        };
         match self.session.open_write(&loc, put_options(options)).await {
-            Ok(upload) => Ok(Ok(self.table.push(WriterState::new(upload))?)),
+            Ok(upload) => {
+                let budget = self.session.storage().budget().clone();
+                Ok(Ok(self.table.push(WriterState::new(upload, budget, slot))?))
+            }
             Err(e) => Ok(Err(e.into())),
         }
     }
@@ -297,7 +316,12 @@ impl silo::plugin::files::HostWriter for Invocation {
 impl silo::plugin::log::Host for Invocation {
     async fn log(&mut self, level: silo::plugin::log::Level, message: String) -> wasmtime::Result<()> {
         use silo::plugin::log::Level;
-        let message = super::streams::clip(&message, 4096);
+        let message = super::streams::clip(&message, MAX_LINE);
+        let kept = self.log.take(message.len());
+        let message = super::streams::clip(message, kept);
+        if message.is_empty() {
+            return Ok(());
+        }
         let plugin = &*self.plugin;
         match level {
             Level::Trace => tracing::trace!(plugin, "{message}"),

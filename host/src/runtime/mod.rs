@@ -32,6 +32,17 @@ const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// that run at once. Further invocations wait for a slot (their time limit
 /// starts once they have one).
 pub const MAX_CONCURRENT_INSTANCES: u32 = 128;
+/// Streams (`open-read`) one invocation may hold open at once; one more
+/// fails with `quota-exceeded` until one is dropped. Each holds a file
+/// descriptor or an S3 connection.
+pub const MAX_OPEN_READERS: usize = 16;
+/// Writers (`open-write`) one invocation may hold open at once; as above.
+pub const MAX_OPEN_WRITERS: usize = 16;
+/// Longest message of an error a plugin returns; the rest is cut.
+pub const MAX_PLUGIN_MESSAGE: usize = 1024;
+/// Resource handles one invocation may hold (streams, writers, pollables).
+const MAX_HANDLES: usize = 1000;
+pub use streams::MAX_LOG_BYTES;
 
 /// Why a component could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +125,9 @@ pub(crate) struct Invocation {
     limiter: MemoryLimiter,
     session: Session,
     plugin: Arc<str>,
+    readers: streams::OpenStreams,
+    writers: streams::OpenStreams,
+    log: streams::LogBudget,
 }
 
 impl WasiView for Invocation {
@@ -125,10 +139,13 @@ impl WasiView for Invocation {
     }
 }
 
-/// Caps linear memory and table growth; remembers that it refused, so a
-/// resulting trap is reported as the memory limit rather than a crash.
+/// Caps linear memory, all of an instance's memories together, and table
+/// growth; remembers that it refused, so a resulting trap is reported as
+/// the memory limit rather than a crash.
 struct MemoryLimiter {
     max_bytes: usize,
+    /// Bytes of every linear memory of the instance.
+    used: usize,
     refused: Arc<AtomicBool>,
 }
 
@@ -136,11 +153,13 @@ struct MemoryLimiter {
 const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.max_bytes {
+    fn memory_growing(&mut self, current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        let total = self.used.saturating_sub(current).saturating_add(desired);
+        if total > self.max_bytes {
             self.refused.store(true, Ordering::Relaxed);
             return Ok(false);
         }
+        self.used = total;
         Ok(true)
     }
 
@@ -316,20 +335,25 @@ impl Runtime {
         limits: InvokeLimits,
     ) -> (Store<Invocation>, Arc<AtomicBool>) {
         let refused = Arc::new(AtomicBool::new(false));
+        let log = streams::LogBudget::default();
         let mut wasi = WasiCtx::builder();
-        wasi.stdout(streams::GuestLog::new(plugin.name.clone(), "stdout"))
-            .stderr(streams::GuestLog::new(plugin.name.clone(), "stderr"));
+        wasi.stdout(streams::GuestLog::new(plugin.name.clone(), "stdout", log.clone()))
+            .stderr(streams::GuestLog::new(plugin.name.clone(), "stderr", log.clone()));
         let mut table = ResourceTable::new();
-        table.set_max_capacity(10_000);
+        table.set_max_capacity(MAX_HANDLES);
         let state = Invocation {
             wasi: wasi.build(),
             table,
             limiter: MemoryLimiter {
                 max_bytes: limits.memory_bytes,
+                used: 0,
                 refused: refused.clone(),
             },
             session,
             plugin: plugin.name.clone(),
+            readers: streams::OpenStreams::new(MAX_OPEN_READERS),
+            writers: streams::OpenStreams::new(MAX_OPEN_WRITERS),
+            log,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -356,6 +380,7 @@ impl Runtime {
             instance.silo_plugin_handler().call_on_upload(&mut store, &upload).await
         };
         let result = tokio::time::timeout(limits.time, call).await;
+        report_dropped_log(plugin, store.data());
         classify(plugin, limits, result, &refused)
     }
 
@@ -378,7 +403,19 @@ impl Runtime {
                 .await
         };
         let result = tokio::time::timeout(limits.time, call).await;
+        report_dropped_log(plugin, store.data());
         classify(plugin, limits, result, &refused)
+    }
+}
+
+fn report_dropped_log(plugin: &PluginComponent, state: &Invocation) {
+    let used = state.log.used();
+    if used > MAX_LOG_BYTES {
+        tracing::warn!(
+            plugin = &*plugin.name,
+            "dropped {} bytes of log output past the {MAX_LOG_BYTES}-byte limit of an invocation",
+            used - MAX_LOG_BYTES
+        );
     }
 }
 

@@ -2,8 +2,13 @@
 //! `AsyncReadStream` over the backend's body; writes go through
 //! [`WriteStream`], which buffers at most [`WRITE_CHUNK`] bytes before
 //! handing them to the backend upload, so an object of any size streams
-//! through bounded memory. The guest's log output (stdout, stderr) goes to
-//! `tracing`, line by line, tagged with the plugin's name.
+//! through bounded memory. Every buffered byte is first reserved from the
+//! host's write budget (the guest is told to wait while there is none) and
+//! the reservation travels with the bytes into the upload. Each stream
+//! holds a slot of its invocation's open-stream limit until dropped.
+//! The guest's log output (stdout, stderr, `log`) goes to `tracing`, line
+//! by line, tagged with the plugin's name, within one budget per
+//! invocation.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -12,22 +17,89 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::pipe::AsyncReadStream;
-use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
+use wasmtime_wasi::p2::{InputStream, OutputStream, Pollable, StreamError, StreamResult};
 
+use crate::budget::{Held, WriteBudget};
 use crate::error::StorageError;
 use crate::store::ObjectMeta;
 use crate::vfs::SessionUpload;
 
 /// Bytes a guest may hand over before the host writes them out.
 pub const WRITE_CHUNK: usize = 1 << 20;
+/// The first reservation a writer makes; it doubles up to [`WRITE_CHUNK`],
+/// so a writer given a few bytes holds little of the budget.
+const FIRST_RESERVATION: usize = 64 * 1024;
 
-pub(crate) type ReadStream = AsyncReadStream;
+/// Streams of one kind an invocation has open, against its limit.
+#[derive(Clone)]
+pub(crate) struct OpenStreams {
+    open: Arc<std::sync::atomic::AtomicUsize>,
+    max: usize,
+}
+
+/// One open stream's place in [`OpenStreams`], given back when dropped.
+pub(crate) struct Slot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl OpenStreams {
+    pub(crate) fn new(max: usize) -> Self {
+        OpenStreams {
+            open: Arc::default(),
+            max,
+        }
+    }
+
+    /// A slot, or `None` when `max` streams are open.
+    pub(crate) fn take(&self) -> Option<Slot> {
+        use std::sync::atomic::Ordering;
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max).then_some(n + 1))
+            .ok()
+            .map(|_| Slot(self.open.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// A read stream holding its slot.
+pub(crate) struct ReadStream {
+    inner: AsyncReadStream,
+    _slot: Slot,
+}
+
+impl ReadStream {
+    pub(crate) fn new(body: crate::store::ByteStream, slot: Slot) -> Self {
+        ReadStream {
+            inner: AsyncReadStream::new(body),
+            _slot: slot,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl InputStream for ReadStream {
+    fn read(&mut self, size: usize) -> StreamResult<Bytes> {
+        self.inner.read(size)
+    }
+}
+
+#[async_trait::async_trait]
+impl Pollable for ReadStream {
+    async fn ready(&mut self) {
+        self.inner.ready().await
+    }
+}
 
 /// Shared between the `writer` resource and its output stream.
-#[derive(Default)]
 struct WriteShared {
     upload: Option<SessionUpload>,
     buffer: BytesMut,
+    /// The write budget reserved for `buffer` and the room beyond it.
+    held: Held,
+    budget: WriteBudget,
     flush_requested: bool,
     failed: Option<StorageError>,
 }
@@ -40,16 +112,18 @@ fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, WriteShared> {
 
 /// Push buffered bytes to the upload. The lock is never held across I/O.
 async fn drain(shared: &Shared) {
-    let (upload, data) = {
+    let (upload, data, held) = {
         let mut s = lock(shared);
         if s.buffer.is_empty() || s.failed.is_some() {
             s.flush_requested = false;
             return;
         }
-        (s.upload.take(), s.buffer.split().freeze())
+        let data = s.buffer.split().freeze();
+        let held = s.held.split(data.len());
+        (s.upload.take(), data, held)
     };
     let Some(mut upload) = upload else { return };
-    let result = upload.write(data).await;
+    let result = upload.write(data, held).await;
     let mut s = lock(shared);
     s.upload = Some(upload);
     s.flush_requested = false;
@@ -62,17 +136,23 @@ async fn drain(shared: &Shared) {
 pub struct WriterState {
     shared: Shared,
     stream: Option<WriteStream>,
+    _slot: Slot,
 }
 
 impl WriterState {
-    pub(crate) fn new(upload: SessionUpload) -> Self {
+    pub(crate) fn new(upload: SessionUpload, budget: WriteBudget, slot: Slot) -> Self {
         let shared: Shared = Arc::new(Mutex::new(WriteShared {
             upload: Some(upload),
-            ..Default::default()
+            buffer: BytesMut::new(),
+            held: Held::default(),
+            budget,
+            flush_requested: false,
+            failed: None,
         }));
         WriterState {
             stream: Some(WriteStream { shared: shared.clone() }),
             shared,
+            _slot: slot,
         }
     }
 
@@ -104,7 +184,7 @@ pub struct WriteStream {
 impl OutputStream for WriteStream {
     fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
         let mut s = lock(&self.shared);
-        if s.buffer.len() + bytes.len() > WRITE_CHUNK {
+        if s.buffer.len() + bytes.len() > s.held.bytes() {
             return Err(StreamError::trap("write exceeded the permit from check-write"));
         }
         s.buffer.extend_from_slice(&bytes);
@@ -124,19 +204,37 @@ impl OutputStream for WriteStream {
         if s.flush_requested {
             return Ok(0);
         }
-        Ok(WRITE_CHUNK - s.buffer.len())
+        // Only reserved room is offered; with none, the guest waits in
+        // `ready`, which reserves more.
+        Ok(s.held.bytes().saturating_sub(s.buffer.len()))
     }
 }
 
 #[async_trait::async_trait]
 impl Pollable for WriteStream {
     async fn ready(&mut self) {
-        let due = {
+        let (due, want, budget) = {
             let s = lock(&self.shared);
-            s.flush_requested || s.buffer.len() >= WRITE_CHUNK
+            let room = s.held.bytes().saturating_sub(s.buffer.len());
+            let want = s
+                .held
+                .bytes()
+                .clamp(FIRST_RESERVATION, WRITE_CHUNK)
+                .min(WRITE_CHUNK - s.buffer.len().min(WRITE_CHUNK));
+            (
+                s.flush_requested || s.buffer.len() >= WRITE_CHUNK,
+                (room == 0 && s.failed.is_none()).then_some(want),
+                s.budget.clone(),
+            )
         };
         if due {
             drain(&self.shared).await;
+            return;
+        }
+        if let Some(want) = want {
+            // Waits while the host's budget is spent.
+            let more = budget.reserve(want).await;
+            lock(&self.shared).held.merge(more);
         }
     }
 }
@@ -153,9 +251,29 @@ pub(crate) fn clip(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// Most bytes of log output kept per invocation; the rest is dropped.
-const MAX_LOG_BYTES: usize = 64 * 1024;
-const MAX_LINE: usize = 4096;
+/// Most bytes of log output kept per invocation, stdout, stderr and `log`
+/// together; the rest is dropped (and counted in one warning).
+pub const MAX_LOG_BYTES: usize = 64 * 1024;
+/// Longest line or `log` message kept; longer ones are cut.
+pub const MAX_LINE: usize = 4096;
+
+/// What an invocation may still log, shared by its log streams.
+#[derive(Clone, Default)]
+pub(crate) struct LogBudget {
+    used: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl LogBudget {
+    /// How many of `len` bytes may still be logged; all of them count.
+    pub(crate) fn take(&self, len: usize) -> usize {
+        let before = self.used.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+        len.min(MAX_LOG_BYTES.saturating_sub(before))
+    }
+
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
 
 /// Guest stdout or stderr, forwarded to `tracing` line by line.
 #[derive(Clone)]
@@ -167,25 +285,24 @@ struct LogState {
     plugin: Arc<str>,
     stream: &'static str,
     line: Vec<u8>,
-    total: usize,
+    budget: LogBudget,
 }
 
 impl GuestLog {
-    pub(crate) fn new(plugin: Arc<str>, stream: &'static str) -> Self {
+    pub(crate) fn new(plugin: Arc<str>, stream: &'static str, budget: LogBudget) -> Self {
         GuestLog {
             inner: Arc::new(Mutex::new(LogState {
                 plugin,
                 stream,
                 line: Vec::new(),
-                total: 0,
+                budget,
             })),
         }
     }
 
     fn push(&self, bytes: &[u8]) {
         let mut s = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let take = bytes.len().min(MAX_LOG_BYTES.saturating_sub(s.total));
-        s.total += bytes.len();
+        let take = s.budget.take(bytes.len());
         for &b in &bytes[..take] {
             if b == b'\n' || s.line.len() >= MAX_LINE {
                 s.emit();
@@ -209,14 +326,6 @@ impl Drop for LogState {
     fn drop(&mut self) {
         if !self.line.is_empty() {
             self.emit();
-        }
-        if self.total > MAX_LOG_BYTES {
-            tracing::warn!(
-                plugin = &*self.plugin,
-                "dropped {} bytes of {}",
-                self.total - MAX_LOG_BYTES,
-                self.stream
-            );
         }
     }
 }

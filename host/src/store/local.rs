@@ -412,7 +412,7 @@ struct LocalUpload {
 
 #[async_trait]
 impl ObjectUpload for LocalUpload {
-    async fn write(&mut self, chunk: Bytes) -> StorageResult<()> {
+    async fn write(&mut self, chunk: Bytes, _held: crate::budget::Held) -> StorageResult<()> {
         let mut temp = self
             .temp
             .take()

@@ -139,7 +139,7 @@ struct MemoryUpload {
 
 #[async_trait]
 impl ObjectUpload for MemoryUpload {
-    async fn write(&mut self, chunk: Bytes) -> StorageResult<()> {
+    async fn write(&mut self, chunk: Bytes, _held: crate::budget::Held) -> StorageResult<()> {
         self.data.extend_from_slice(&chunk);
         Ok(())
     }

@@ -161,8 +161,11 @@ pub type Split = (Vec<(String, ObjectMeta)>, Vec<String>);
 /// A streamed write in progress.
 #[async_trait]
 pub trait ObjectUpload: Send {
-    /// Append a chunk.
-    async fn write(&mut self, chunk: Bytes) -> StorageResult<()>;
+    /// Append a chunk. `held` is what the caller reserved of the write
+    /// budget for these bytes (possibly nothing): a backend that keeps the
+    /// bytes in memory keeps the reservation with them, reserving the rest
+    /// itself; one that writes them out at once lets it go.
+    async fn write(&mut self, chunk: Bytes, held: crate::budget::Held) -> StorageResult<()>;
     /// Make the object visible and return its metadata.
     async fn finish(self: Box<Self>) -> StorageResult<ObjectMeta>;
 }

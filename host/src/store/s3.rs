@@ -27,16 +27,24 @@ use bytes::{Bytes, BytesMut};
 use tokio::task::JoinSet;
 
 use super::{ByteRange, ByteStream, Condition, KeyPage, ObjectMeta, ObjectStore, ObjectUpload, PutOptions, Split};
+use crate::budget::{Held, WriteBudget};
 use crate::error::{StorageError, StorageResult};
 use crate::path::MAX_KEY_BYTES;
 
 /// S3's smallest part (except the last).
 pub const MIN_PART_SIZE: u64 = 5 << 20;
-/// S3's largest part.
-pub const MAX_PART_SIZE: u64 = 5 << 30;
+/// The largest part Silo buffers. S3 takes parts up to 5 GiB, but a part
+/// is held in memory until sent; 64 MiB parts already reach 625 GiB objects
+/// within S3's 10,000 parts.
+pub const MAX_PART_SIZE: u64 = 64 << 20;
+/// The largest object S3 copies in one request.
+const MAX_COPY_SIZE: u64 = 5 << 30;
 /// Parts uploaded at once by one streamed write; with the part being filled,
-/// a write holds at most `(PARTS_IN_FLIGHT + 1) * part_size` bytes.
+/// a write holds at most `(PARTS_IN_FLIGHT + 1) * part_size` bytes, all of
+/// it reserved from the write budget.
 const PARTS_IN_FLIGHT: usize = 3;
+/// Default limit on one attempt of one request (`request_timeout_secs`).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// ListObjectsV2's largest page.
 const LIST_PAGE: usize = 1000;
 /// Failed aborts kept for a retry; past this a bucket lifecycle rule is
@@ -60,6 +68,9 @@ pub struct S3Settings {
     pub part_size: u64,
     /// Attempts per request, including the first.
     pub max_attempts: u32,
+    /// Longest one attempt of a request may take, and longest a response
+    /// body may stall between two reads, before it fails as `unavailable`.
+    pub request_timeout: Duration,
 }
 
 impl S3Settings {
@@ -72,6 +83,7 @@ impl S3Settings {
             path_style: false,
             part_size: 8 << 20,
             max_attempts: 3,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
         }
     }
 }
@@ -87,6 +99,8 @@ struct Inner {
     /// "" or ending in '/'.
     prefix: String,
     part_size: usize,
+    /// Where streamed writes reserve the bytes they buffer.
+    budget: WriteBudget,
     describe: String,
     /// Multipart uploads whose abort failed, to abort once S3 answers again.
     unaborted: Mutex<Vec<Unaborted>>,
@@ -109,7 +123,13 @@ impl S3Store {
         }
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .retry_config(RetryConfig::standard().with_max_attempts(settings.max_attempts.max(1)))
-            .timeout_config(TimeoutConfig::builder().connect_timeout(Duration::from_secs(5)).build());
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(5).min(settings.request_timeout))
+                    .read_timeout(settings.request_timeout)
+                    .operation_attempt_timeout(settings.request_timeout)
+                    .build(),
+            );
         if let Some(region) = &settings.region {
             loader = loader.region(Region::new(region.clone()));
         }
@@ -144,10 +164,21 @@ impl S3Store {
                 bucket: settings.bucket.clone(),
                 prefix,
                 part_size: settings.part_size as usize,
+                budget: WriteBudget::new((crate::budget::DEFAULT_WRITE_BUFFER_MIB << 20) as usize),
                 describe,
                 unaborted: Mutex::default(),
             }),
         })
+    }
+
+    /// Reserve streamed writes' buffers from `budget` (shared by every
+    /// volume of a host) instead of this store's own default one.
+    pub fn with_budget(mut self, budget: WriteBudget) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.budget = budget,
+            None => unreachable!("with_budget is called before the store is shared"),
+        }
+        self
     }
 
     /// The SDK client, for callers that need S3 features the store does not
@@ -253,8 +284,8 @@ impl Inner {
             .await
             .map_err(|e| s3_error("HeadObject", key, e))?;
         Ok(ObjectMeta {
-            size: out.content_length().unwrap_or(0).max(0) as u64,
-            etag: etag(out.e_tag()),
+            size: required_size("HeadObject", key, out.content_length())?,
+            etag: required_etag("HeadObject", key, out.e_tag())?,
             content_type: content_type(out.content_type(), key),
             modified_ms: millis(out.last_modified()),
             cache_control: out.cache_control().map(str::to_owned),
@@ -281,25 +312,68 @@ impl Inner {
             .send()
             .await
             .map_err(|e| conditional_error("PutObject", key, options, e))?;
-        Ok(written_meta(size, out.e_tag(), options))
+        self.written_meta("PutObject", key, size, out.e_tag(), options).await
+    }
+
+    /// Metadata of an object this store just wrote. S3 answers a write with
+    /// the etag only; the time is this machine's. Some servers answer with
+    /// an empty ETag (Ceph RGW 16.2 for CompleteMultipartUpload): the etag
+    /// is then learned from a HeadObject, never stored empty.
+    async fn written_meta(
+        &self,
+        op: &str,
+        key: &str,
+        size: u64,
+        tag: Option<&str>,
+        options: &PutOptions,
+    ) -> StorageResult<ObjectMeta> {
+        let etag = match etag(tag) {
+            Some(tag) => tag,
+            None => {
+                let head = self.head(key).await.map_err(|e| {
+                    StorageError::unavailable(format!(
+                        "S3 answered {op} '{key}' without an ETag, and asking for it failed: {e}"
+                    ))
+                })?;
+                if head.size != size {
+                    return Err(StorageError::unavailable(format!(
+                        "S3 answered {op} '{key}' without an ETag, and the object there now has {} bytes, not the {size} written",
+                        head.size
+                    )));
+                }
+                head.etag
+            }
+        };
+        Ok(ObjectMeta {
+            size,
+            etag,
+            content_type: options.content_type.clone(),
+            modified_ms: super::now_ms(),
+            cache_control: options.cache_control.clone(),
+            metadata: options.metadata.clone(),
+        })
     }
 }
 
-/// Metadata of an object this store just wrote. S3 answers a write with
-/// the etag only; the time is this machine's.
-fn written_meta(size: u64, tag: Option<&str>, options: &PutOptions) -> ObjectMeta {
-    ObjectMeta {
-        size,
-        etag: etag(tag),
-        content_type: options.content_type.clone(),
-        modified_ms: super::now_ms(),
-        cache_control: options.cache_control.clone(),
-        metadata: options.metadata.clone(),
-    }
+/// An ETag without its quotes; `None` when absent or empty.
+fn etag(tag: Option<&str>) -> Option<String> {
+    let tag = tag?.trim_matches('"');
+    (!tag.is_empty()).then(|| tag.to_owned())
 }
 
-fn etag(tag: Option<&str>) -> String {
-    tag.unwrap_or_default().trim_matches('"').to_owned()
+/// An object's ETag from a response that must carry one.
+fn required_etag(op: &str, key: &str, tag: Option<&str>) -> StorageResult<String> {
+    etag(tag).ok_or_else(|| StorageError::unavailable(format!("S3 answered {op} '{key}' without an ETag")))
+}
+
+/// An object's size from a response that must carry one.
+fn required_size(op: &str, key: &str, size: Option<i64>) -> StorageResult<u64> {
+    match size {
+        Some(n) if n >= 0 => Ok(n as u64),
+        _ => Err(StorageError::unavailable(format!(
+            "S3 answered {op} '{key}' without a valid object size"
+        ))),
+    }
 }
 
 /// `If-None-Match` and `If-Match` for a write's condition.
@@ -312,15 +386,28 @@ fn condition_headers(condition: Option<&Condition>) -> (Option<String>, Option<S
 }
 
 /// Metadata of a listed object (listings carry no content type).
-fn listed_meta(key: &str, object: &aws_sdk_s3::types::Object) -> ObjectMeta {
-    ObjectMeta {
-        size: object.size().unwrap_or(0).max(0) as u64,
-        etag: etag(object.e_tag()),
+/// Keys no path rule admits (folder markers such as `photos/`, which
+/// SeaweedFS lists without an ETag) are only counted by a refresh, never
+/// stored, so they need no size or etag.
+fn listed_meta(key: &str, object: &aws_sdk_s3::types::Object) -> StorageResult<ObjectMeta> {
+    if crate::path::VolumePath::parse(key).is_err() {
+        return Ok(ObjectMeta {
+            size: object.size().unwrap_or(0).max(0) as u64,
+            etag: etag(object.e_tag()).unwrap_or_default(),
+            content_type: super::guess_content_type(key),
+            modified_ms: millis(object.last_modified()),
+            cache_control: None,
+            metadata: Vec::new(),
+        });
+    }
+    Ok(ObjectMeta {
+        size: required_size("ListObjectsV2", key, object.size())?,
+        etag: required_etag("ListObjectsV2", key, object.e_tag())?,
         content_type: super::guess_content_type(key),
         modified_ms: millis(object.last_modified()),
         cache_control: None,
         metadata: Vec::new(),
-    }
+    })
 }
 
 fn quoted(tag: &str) -> String {
@@ -412,7 +499,34 @@ where
         (Some(403), _) => StorageError::unavailable(format!(
             "S3 {op} '{key}' was refused ({code}); check the credentials and the bucket's policy"
         )),
-        _ => StorageError::unavailable(format!("S3 {op} '{key}': {}", DisplayErrorContext(&err))),
+        _ => {
+            // One sentence for callers and HTTP clients; the whole chain
+            // goes to the log.
+            tracing::warn!(op, key, "S3 request failed: {}", DisplayErrorContext(&err));
+            StorageError::unavailable(format!("S3 {op} '{key}': {}", failure(&err, &code)))
+        }
+    }
+}
+
+/// Why a request failed, in a few words.
+fn failure<E: ProvideErrorMetadata, R: HttpStatus>(err: &SdkError<E, R>, code: &str) -> String {
+    match err {
+        SdkError::TimeoutError(_) => "no answer within the request timeout".into(),
+        SdkError::DispatchFailure(f) if f.is_timeout() => "no answer within the request timeout".into(),
+        SdkError::DispatchFailure(f) if f.is_io() => "the server could not be reached".into(),
+        SdkError::DispatchFailure(_) => "the request could not be sent".into(),
+        SdkError::ResponseError(_) => "the server's answer could not be read".into(),
+        SdkError::ServiceError(e) => {
+            let status = status(err).map_or_else(String::new, |s| format!(" (HTTP {s})"));
+            let message = e
+                .err()
+                .message()
+                .map(|m| format!(": {}", m.chars().take(200).collect::<String>()))
+                .unwrap_or_default();
+            let code = if code.is_empty() { "an error" } else { code };
+            format!("the server answered {code}{status}{message}")
+        }
+        _ => "the request failed".into(),
     }
 }
 
@@ -463,14 +577,20 @@ impl ObjectStore for S3Store {
             Err(e) => return Err(s3_error("GetObject", key, e)),
         };
         // A ranged answer gives the whole size after the '/'.
-        let size = out
-            .content_range()
-            .and_then(|r| r.rsplit_once('/'))
-            .and_then(|(_, total)| total.parse().ok())
-            .unwrap_or(out.content_length().unwrap_or(0).max(0) as u64);
+        let size = match (range, out.content_range()) {
+            (None, _) => required_size("GetObject", key, out.content_length())?,
+            (Some(_), Some(r)) => r
+                .rsplit_once('/')
+                .and_then(|(_, total)| total.parse().ok())
+                .ok_or_else(|| {
+                    StorageError::unavailable(format!("S3 answered GetObject '{key}' with a bad Content-Range '{r}'"))
+                })?,
+            // A server that ignores ranges sends the whole object.
+            (Some(_), None) => required_size("GetObject", key, out.content_length())?,
+        };
         let meta = ObjectMeta {
             size,
-            etag: etag(out.e_tag()),
+            etag: required_etag("GetObject", key, out.e_tag())?,
             content_type: content_type(out.content_type(), key),
             modified_ms: millis(out.last_modified()),
             cache_control: out.cache_control().map(str::to_owned),
@@ -494,6 +614,7 @@ impl ObjectStore for S3Store {
             full_key,
             options,
             buffer: BytesMut::new(),
+            held: Held::default(),
             size: 0,
             multipart: None,
         }))
@@ -518,9 +639,9 @@ impl ObjectStore for S3Store {
         check_metadata(options)?;
         let inner = &self.inner;
         let source = inner.head(from).await?;
-        if source.size > MAX_PART_SIZE {
+        if source.size > MAX_COPY_SIZE {
             return Err(StorageError::Unsupported(format!(
-                "S3 copies objects of at most {MAX_PART_SIZE} bytes in one request; '{from}' is {} bytes",
+                "S3 copies objects of at most {MAX_COPY_SIZE} bytes in one request; '{from}' is {} bytes",
                 source.size
             )));
         }
@@ -553,9 +674,18 @@ impl ObjectStore for S3Store {
             .await
             .map_err(|e| conditional_error("CopyObject", to, options, e))?;
         let result = out.copy_object_result();
+        let etag = match etag(result.and_then(|r| r.e_tag())) {
+            Some(tag) => tag,
+            None => {
+                inner
+                    .written_meta("CopyObject", to, source.size, None, options)
+                    .await?
+                    .etag
+            }
+        };
         Ok(ObjectMeta {
             size: source.size,
-            etag: etag(result.and_then(|r| r.e_tag())),
+            etag,
             content_type,
             modified_ms: result
                 .and_then(|r| r.last_modified())
@@ -593,7 +723,7 @@ impl ObjectStore for S3Store {
                 let Some(key) = object.key().and_then(|k| inner.strip(k)) else {
                     continue;
                 };
-                page.objects.push((key.to_owned(), listed_meta(key, object)));
+                page.objects.push((key.to_owned(), listed_meta(key, object)?));
             }
             let more = out.is_truncated().unwrap_or(false);
             token = out.next_continuation_token().map(str::to_owned);
@@ -628,7 +758,7 @@ impl ObjectStore for S3Store {
                 let Some(key) = object.key().and_then(|k| inner.strip(k)) else {
                     continue;
                 };
-                files.push((key.to_owned(), listed_meta(key, object)));
+                files.push((key.to_owned(), listed_meta(key, object)?));
             }
             dirs.extend(
                 out.common_prefixes()
@@ -727,6 +857,8 @@ struct S3Upload {
     options: PutOptions,
     /// Bytes not yet sent.
     buffer: BytesMut,
+    /// The write budget reserved for `buffer`.
+    held: Held,
     size: u64,
     multipart: Option<Multipart>,
 }
@@ -734,6 +866,7 @@ struct S3Upload {
 struct Multipart {
     upload_id: String,
     next_part: i32,
+    /// Each part's task holds the budget reserved for its bytes.
     in_flight: JoinSet<StorageResult<CompletedPart>>,
     done: Vec<CompletedPart>,
     /// Set once completed or aborted, so that drop leaves it alone.
@@ -742,7 +875,7 @@ struct Multipart {
 
 impl S3Upload {
     /// Send one part, waiting for a free slot first.
-    async fn send_part(&mut self, data: Bytes) -> StorageResult<()> {
+    async fn send_part(&mut self, data: Bytes, held: Held) -> StorageResult<()> {
         if self.multipart.is_none() {
             let out = self
                 .inner
@@ -791,6 +924,7 @@ impl S3Upload {
         let key = self.key.clone();
         multipart.in_flight.spawn(async move {
             let out = request.send().await.map_err(|e| s3_error("UploadPart", &key, e))?;
+            drop(held);
             Ok(CompletedPart::builder()
                 .part_number(number)
                 .set_e_tag(out.e_tag().map(str::to_owned))
@@ -801,13 +935,15 @@ impl S3Upload {
 
     async fn complete(&mut self) -> StorageResult<ObjectMeta> {
         let rest = self.buffer.split().freeze();
+        let held = std::mem::take(&mut self.held);
         if self.multipart.is_none() {
             let meta = self.inner.put(&self.key, rest, &self.options).await?;
+            drop(held);
             self.inner.retry_aborts();
             return Ok(meta);
         }
         if !rest.is_empty() {
-            self.send_part(rest).await?;
+            self.send_part(rest, held).await?;
         }
         let multipart = self.multipart.as_mut().expect("a multipart upload");
         while let Some(part) = multipart.in_flight.join_next().await {
@@ -831,7 +967,15 @@ impl S3Upload {
             .map_err(|e| conditional_error("CompleteMultipartUpload", &self.key, &self.options, e))?;
         multipart.settled = true;
         self.inner.retry_aborts();
-        Ok(written_meta(self.size, out.e_tag(), &self.options))
+        self.inner
+            .written_meta(
+                "CompleteMultipartUpload",
+                &self.key,
+                self.size,
+                out.e_tag(),
+                &self.options,
+            )
+            .await
     }
 }
 
@@ -847,13 +991,23 @@ fn joined(
 
 #[async_trait]
 impl ObjectUpload for S3Upload {
-    async fn write(&mut self, chunk: Bytes) -> StorageResult<()> {
+    async fn write(&mut self, chunk: Bytes, mut held: Held) -> StorageResult<()> {
+        // Every buffered byte is reserved before it is kept.
+        if held.bytes() < chunk.len() {
+            held.merge(self.inner.budget.reserve(chunk.len() - held.bytes()).await);
+        }
+        self.held.merge(held);
         self.size += chunk.len() as u64;
-        self.buffer.extend_from_slice(&chunk);
         let part_size = self.inner.part_size;
+        if self.buffer.capacity() == 0 {
+            // Small objects stay small; large ones grow towards a part.
+            self.buffer.reserve(part_size.min(chunk.len().max(64 * 1024)));
+        }
+        self.buffer.extend_from_slice(&chunk);
         while self.buffer.len() >= part_size {
             let part = self.buffer.split_to(part_size).freeze();
-            if let Err(e) = self.send_part(part).await {
+            let held = self.held.split(part_size);
+            if let Err(e) = self.send_part(part, held).await {
                 self.abort();
                 return Err(e);
             }

@@ -27,6 +27,21 @@
 //!   with what each returned;
 //! - `url`: ask for a URL of settings `volume`/`path` valid for settings
 //!   `expires` seconds, and reject with `url=<url>` or `error <code>`.
+//!
+//! Attacks on the host's bounds, written against the raw WIT:
+//! - `writers`: open `n` writers under `writers/` at once, put `size` bytes
+//!   into each, then (unless `hold`) finish them all and accept, reporting
+//!   the files that finished. With `hold`, keep them open until stopped
+//!   (host memory);
+//! - `readers`: open `n` streams of the upload and hold them; reject with
+//!   `opened=<a> first-error=<code>`;
+//! - `log-flood`: log `n` messages of 4 KiB and as much to stdout, then
+//!   reject with `logged`;
+//! - `big-options`: write `big.txt` with a content type and cache control
+//!   of `size` bytes, and reject with the outcome;
+//! - `big-error`: fail with an `unavailable` message of `size` bytes;
+//! - `slow`: write `slow/<path>`, sleep `ms`, then accept (or, with
+//!   `reject`, reject).
 
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -209,9 +224,126 @@ impl Plugin for Probe {
                     Err(e) => format!("error {}", code(&e)),
                 }))
             }
+            "writers" => writers(&upload),
+            "readers" => {
+                let n: usize = number(&upload, "n") as usize;
+                let mut held = Vec::new();
+                let mut first_error = "none";
+                for _ in 0..n {
+                    match raw_files::open_read(&upload.file) {
+                        Ok(stream) => held.push(stream),
+                        Err(e) => {
+                            first_error = code(&e);
+                            break;
+                        }
+                    }
+                }
+                Ok(Outcome::Reject(format!(
+                    "opened={} first-error={first_error}",
+                    held.len()
+                )))
+            }
+            "log-flood" => {
+                let message = "x".repeat(4096);
+                for _ in 0..number(&upload, "n") {
+                    silo_sdk::log::info(&message);
+                    println!("{message}");
+                }
+                Ok(Outcome::Reject("logged".into()))
+            }
+            "big-options" => {
+                let size = number(&upload, "size") as usize;
+                let target = Location::new(upload.file.volume.clone(), "big.txt");
+                let options = WriteOptions::new()
+                    .content_type(format!("text/{}", "x".repeat(size)))
+                    .cache_control(format!("max-age={}", "9".repeat(size)));
+                Ok(Outcome::Reject(match files::write_with(&target, b"hello", options) {
+                    Ok(_) => "ok".to_owned(),
+                    Err(e) => format!("error {}", code(&e)),
+                }))
+            }
+            "big-error" => Err(Error::Unavailable("e".repeat(number(&upload, "size") as usize))),
+            "slow" => {
+                let target = Location::new(upload.file.volume.clone(), format!("slow/{}", upload.file.path));
+                let info = files::write(&target, b"derived")?;
+                std::thread::sleep(std::time::Duration::from_millis(number(&upload, "ms")));
+                if upload.setting("reject").is_some() {
+                    return Ok(Outcome::Reject("slow and refused".into()));
+                }
+                Ok(accept(target, info))
+            }
             other => Err(Error::Unavailable(format!("unknown mode '{other}'"))),
         }
     }
+}
+
+use silo_sdk::bindings::silo::plugin::files as raw_files;
+use silo_sdk::bindings::wasi::io::streams::StreamError;
+
+/// A numeric setting (0 if absent).
+fn number(upload: &Upload, key: &str) -> u64 {
+    upload.setting(key).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// Many writers at once, each filled before any is finished.
+fn writers(upload: &Upload) -> Result<Outcome, Error> {
+    let n = number(upload, "n") as usize;
+    let size = number(upload, "size");
+    let hold = upload.setting("hold").is_some();
+    let options = raw_files::WriteOptions {
+        content_type: Some("application/octet-stream".into()),
+        cache_control: None,
+        metadata: Vec::new(),
+        condition: None,
+    };
+    let mut open = Vec::new();
+    for i in 0..n {
+        let at = Location::new(upload.file.volume.clone(), format!("writers/{i}"));
+        match raw_files::open_write(&at, &options).and_then(|w| Ok((w.content()?, w, at))) {
+            Ok(opened) => open.push(opened),
+            Err(_) => break,
+        }
+    }
+    let block = vec![0x5au8; 64 * 1024];
+    'writers: for (stream, _, _) in &open {
+        let mut left = size;
+        while left > 0 {
+            let permit = match stream.check_write() {
+                Ok(0) => {
+                    stream.subscribe().block();
+                    continue;
+                }
+                Ok(n) => n,
+                Err(StreamError::Closed) => break 'writers,
+                Err(StreamError::LastOperationFailed(_)) => continue 'writers,
+            };
+            let n = (permit as u64).min(left).min(block.len() as u64) as usize;
+            if stream.write(&block[..n]).is_err() {
+                continue 'writers;
+            }
+            left -= n as u64;
+        }
+    }
+    if hold {
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    let mut finished = Vec::new();
+    for (stream, writer, at) in open {
+        let _ = stream.blocking_flush();
+        drop(stream);
+        if let Ok(info) = raw_files::Writer::finish(writer) {
+            finished.push(DerivedFile {
+                file: at,
+                info,
+                style: None,
+                width: None,
+                height: None,
+            });
+        }
+    }
+    Ok(Outcome::Accept(finished))
 }
 
 /// The location in settings `volume`/`path`.

@@ -1,0 +1,154 @@
+//! Host resources under hostile pressure, against SeaweedFS (`tests/run
+//! bench --bench pressure`): 64 invocations at once, each trying to pin as
+//! much host memory as it can (16 writers filled to just under a part and
+//! held until the time limit, or 3,000 streams of the upload), beside good
+//! invocations that stream-copy a file. Prints the host's peak RSS growth
+//! against the write budget, the peak of open file descriptors, and
+//! whether every good copy came out byte-identical.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use silo_host::Status;
+use silo_tests::rss::{open_fds, reset_peak, rss_kb};
+use silo_tests::{PROBE, TestSilo, s3};
+
+const HOSTILE: usize = 64;
+const GOOD: usize = 8;
+const BUDGET_MIB: u64 = 128;
+const PART_MIB: u64 = 5;
+
+#[tokio::main]
+async fn main() {
+    let bucket = s3::bucket("pressure").await;
+    let volumes = format!(
+        "[limits]\nwrite_buffer_mib = {BUDGET_MIB}\n\n{}",
+        s3::volume_toml(
+            "public",
+            &bucket,
+            "public",
+            &format!("visibility = \"public\"\npart_size_mib = {PART_MIB}")
+        )
+    );
+    let just_under_a_part = (PART_MIB << 20) - 4096;
+    let pipeline = format!(
+        r#"
+[[plugins]]
+name = "writers"
+component = "probe.wasm"
+sha256 = "{{sha256:probe.wasm}}"
+events = ["application/x-writers"]
+settings = {{ mode = "writers", n = "64", size = "{just_under_a_part}", hold = "1" }}
+limits = {{ time_ms = 4000, memory_mib = 16, objects_written = 1000, bytes_written = 4294967296, max_object_bytes = 67108864 }}
+grants = [{{ volume = "public", prefix = "writers", access = ["read", "write"] }}]
+
+[[plugins]]
+name = "readers"
+component = "probe.wasm"
+sha256 = "{{sha256:probe.wasm}}"
+events = ["application/x-readers"]
+settings = {{ mode = "readers", n = "3000" }}
+limits = {{ time_ms = 4000, memory_mib = 16 }}
+grants = [{{ volume = "public", access = ["read"] }}]
+
+[[plugins]]
+name = "good"
+component = "probe.wasm"
+sha256 = "{{sha256:probe.wasm}}"
+events = ["text/plain"]
+settings = {{ mode = "stream-copy" }}
+limits = {{ time_ms = 120000 }}
+grants = [{{ volume = "public", access = ["read", "write"] }}]
+"#
+    );
+    let t = TestSilo::with_volumes(&pipeline, &[("probe.wasm", PROBE)], &volumes)
+        .await
+        .expect("a Silo on SeaweedFS");
+    // Warm: compiled plugins, connections, allocator arenas.
+    let warm = t.upload("public/warm.txt", b"warm", None).await.unwrap();
+    assert_eq!(warm.status, Status::Accepted, "{warm:?}");
+
+    let peak_fds = Arc::new(AtomicUsize::new(open_fds()));
+    let fds_before = open_fds();
+    let sampler = tokio::spawn({
+        let peak_fds = peak_fds.clone();
+        async move {
+            loop {
+                peak_fds.fetch_max(open_fds(), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    });
+    let (rss_before, _) = rss_kb();
+    reset_peak();
+    let started = Instant::now();
+    let t = &t;
+    let hostile = (0..HOSTILE).map(|i| async move {
+        let kind = if i % 4 == 3 { "readers" } else { "writers" };
+        let body = vec![b'h'; 300_000];
+        t.upload(
+            &format!("public/hostile-{i}.bin"),
+            &body,
+            Some(&format!("application/x-{kind}")),
+        )
+        .await
+        .unwrap()
+    });
+    let good = (0..GOOD).map(|i| async move {
+        let body: Vec<u8> = (0..3_000_000u32)
+            .map(|n| b'a' + ((n * 7 + i as u32) % 26) as u8)
+            .collect();
+        let report = t.upload(&format!("public/good-{i}.txt"), &body, None).await.unwrap();
+        (body, report)
+    });
+    let (hostile, good) =
+        futures::future::join(futures::future::join_all(hostile), futures::future::join_all(good)).await;
+    let elapsed = started.elapsed();
+    let (_, peak) = rss_kb();
+    sampler.abort();
+
+    let host = t.silo.storage().host_session();
+    let mut identical = 0;
+    for (i, (body, report)) in good.iter().enumerate() {
+        assert_eq!(report.status, Status::Accepted, "good {i}: {report:?}");
+        let copy = host
+            .read(
+                &t.silo
+                    .storage()
+                    .location("public", &format!("copies/good-{i}.txt"))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        identical += usize::from(copy == *body);
+    }
+    let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
+    for report in &hostile {
+        assert_ne!(report.status, Status::Accepted);
+        let outcome = report
+            .error
+            .as_ref()
+            .map(|e| e.code.clone())
+            .or(report.reason.clone())
+            .unwrap_or_default();
+        *outcomes.entry(outcome).or_default() += 1;
+    }
+    let growth_mib = peak.saturating_sub(rss_before) as f64 / 1024.0;
+    let target = BUDGET_MIB as f64 + 64.0;
+    println!(
+        "\nHostile pressure (SeaweedFS on loopback): {HOSTILE} hostile invocations beside {GOOD} good ones, {elapsed:.1?}\n"
+    );
+    println!("| measure | value | target |");
+    println!("|---|---|---|");
+    println!(
+        "| host peak RSS growth | +{growth_mib:.1} MiB (write budget {BUDGET_MIB} MiB) | <= {target:.0} MiB ({}) |",
+        if growth_mib <= target { "met" } else { "missed" }
+    );
+    println!(
+        "| peak open fds | {} (before: {fds_before}) | bounded by 16 streams an invocation |",
+        peak_fds.load(Ordering::Relaxed)
+    );
+    println!("| good copies byte-identical | {identical} of {GOOD} | {GOOD} of {GOOD} |");
+    println!("| hostile outcomes | {outcomes:?} | none accepted |");
+}
