@@ -217,6 +217,7 @@ impl Silo {
             location,
             meta,
             staged: Arc::new(staged),
+            condition: None,
         })
     }
 

@@ -380,7 +380,7 @@ async fn cache(config: Option<&Path>, command: CacheCommand) -> anyhow::Result<b
             Ok(clean)
         }
         CacheCommand::Stats => {
-            let stats = storage.cache().stats()?;
+            let stats = storage.cache().stats().await?;
             println!("{:<16} {:>12} {:>16} {:>12}", "volume", "files", "bytes", "directories");
             for v in volumes_of(&storage, None)? {
                 let s = stats.iter().find(|s| s.volume == v);

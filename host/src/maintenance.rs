@@ -93,21 +93,21 @@ enum Sink<'a> {
 }
 
 impl Sink<'_> {
-    fn keep(&mut self, part: RefreshPart<'_>, found: Vec<(String, ObjectMeta)>) -> StorageResult<()> {
+    async fn keep(&mut self, part: RefreshPart<'_>, found: Vec<(String, ObjectMeta)>) -> StorageResult<()> {
         match self {
             Sink::Memory(all) => all.extend(found),
-            Sink::Record { cache, volume, .. } => cache.refresh_record(volume, part, &found)?,
+            Sink::Record { cache, volume, .. } => cache.refresh_record(volume, part, &found).await?,
         }
         Ok(())
     }
 
     /// Say the run is alive.
-    fn beat(&self) -> StorageResult<()> {
+    async fn beat(&self) -> StorageResult<()> {
         match self {
             Sink::Memory(_) => Ok(()),
             Sink::Record {
                 cache, volume, owner, ..
-            } => cache.refresh_beat(volume, owner, now_ms()),
+            } => cache.refresh_beat(volume, owner, now_ms()).await,
         }
     }
 
@@ -197,7 +197,7 @@ async fn scan_into(
                     _ = ticker.tick() => {
                         progress(count.load(Ordering::Relaxed));
                         if last_beat.elapsed() >= BEAT_EVERY {
-                            sink.beat()?;
+                            sink.beat().await?;
                             last_beat = std::time::Instant::now();
                         }
                         continue;
@@ -216,7 +216,8 @@ async fn scan_into(
                         next: next.as_deref(),
                     },
                     page.objects,
-                )?;
+                )
+                .await?;
                 // A prefix under way goes on before new ones start.
                 if let Some(next) = next {
                     queue.push_front(Task::List(prefix, Some(next)));
@@ -232,7 +233,8 @@ async fn scan_into(
                         dirs: &dirs,
                     },
                     files,
-                )?;
+                )
+                .await?;
                 for dir in dirs {
                     let fan_out = queue.len() + running.len();
                     queue.push_back(if fan_out < SCAN_SHARDS && depth + 1 < SPLIT_DEPTH {
@@ -274,12 +276,13 @@ pub async fn refresh(storage: &Storage, volume: &str, progress: &(dyn Fn(u64) + 
     );
     let windows = (RESUME_WITHIN.as_millis() as u64, LIVE_FOR.as_millis() as u64);
     let done = cache
-        .refresh_begin(volume, &backend, &owner, now_ms(), windows)?
+        .refresh_begin(volume, &backend, &owner, now_ms(), windows)
+        .await?
         .unwrap_or_default();
     let result = refresh_run(storage, volume, &owner, done, progress).await;
     if result.is_err() {
         // Free for the next run to take up at once.
-        let _ = cache.refresh_beat(volume, &owner, 0);
+        let _ = cache.refresh_beat(volume, &owner, 0).await;
     }
     result
 }
@@ -300,8 +303,8 @@ async fn refresh_run(
         done,
     };
     scan_into(storage, volume, &mut sink, resumed, progress).await?;
-    let listed = cache.refresh_found(volume)?;
-    let mut old: BTreeMap<String, ObjectMeta> = cache.all_files(volume)?.into_iter().collect();
+    let listed = cache.refresh_found(volume).await?;
+    let mut old: BTreeMap<String, ObjectMeta> = cache.all_files(volume).await?.into_iter().collect();
     let mut report = RefreshReport {
         volume: volume.to_owned(),
         resumed,
@@ -329,7 +332,7 @@ async fn refresh_run(
         rows.push((path, meta));
     }
     report.removed = old.len() as u64;
-    cache.replace_volume(volume, owner, &rows)?;
+    cache.replace_volume(volume, owner, rows).await?;
     // Credentials may lack ListBucketMultipartUploads: say so, keep the rest.
     match storage.volume(volume)?.store.sweep_abandoned(ABANDONED_AFTER).await {
         Ok(n) => report.abandoned_removed = n,
@@ -341,7 +344,7 @@ async fn refresh_run(
 /// Compare `volume`'s rows with its backend; changes nothing.
 pub async fn verify(storage: &Storage, volume: &str, progress: &(dyn Fn(u64) + Sync)) -> StorageResult<Drift> {
     let listed = scan(storage, volume, progress).await?;
-    let mut cached: BTreeMap<String, ObjectMeta> = storage.cache().all_files(volume)?.into_iter().collect();
+    let mut cached: BTreeMap<String, ObjectMeta> = storage.cache().all_files(volume).await?.into_iter().collect();
     let mut drift = Drift {
         volume: volume.to_owned(),
         ..Default::default()

@@ -402,13 +402,7 @@ impl Job {
                 .await?
         {
             // Resumed, or copied by other means: make sure the cache knows it.
-            let cache = self.session.storage().cache();
-            if cache
-                .get(&loc.volume, loc.path.as_str())?
-                .is_none_or(|cached| cached.etag != meta.etag)
-            {
-                cache.put(&loc.volume, &loc.path, &meta)?;
-            }
+            self.session.learned(&loc, meta).await?;
             return Ok(false);
         }
         let mut options = PutOptions::default();

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::error::StorageError;
 use crate::runtime::{InvokeError, InvokeLimits, Outcome, PluginComponent, Runtime, Upload};
-use crate::store::{ByteRange, ObjectMeta, PutOptions};
+use crate::store::{ByteRange, Condition, ObjectMeta, PutOptions};
 use crate::vfs::{Grant, Location, PendingUpload, Quota, Session, Staged, Storage};
 
 /// One configured plugin, loaded.
@@ -216,6 +216,16 @@ pub(crate) async fn run(
         report.rejected_by = Some(POLICY.into());
         return report;
     }
+    if let Some(condition) = &pending.condition
+        && let Err(e) = check_condition(storage, &loc, condition).await
+    {
+        report.status = Status::Error;
+        report.error = Some(ErrorReport {
+            code: e.code().into(),
+            message: format!("storing {loc}: {e}"),
+        });
+        return report;
+    }
     let mut written: Vec<(Location, ObjectMeta, String)> = Vec::new();
     for stage in stages.iter().filter(|s| s.config.handles(&pending.meta.content_type)) {
         let session =
@@ -294,8 +304,10 @@ pub(crate) async fn run(
     }
     let host = storage.host_session();
     if report.status == Status::Accepted {
+        // The condition is the backend's to hold at the store itself.
         let options = PutOptions {
             content_type: pending.meta.content_type.clone(),
+            condition: pending.condition.clone(),
             ..Default::default()
         };
         let stored = match &*pending.staged {
@@ -328,6 +340,21 @@ pub(crate) async fn run(
     }
     report.derivatives.clear();
     report
+}
+
+/// Whether an upload's condition holds now (the store checks it again).
+async fn check_condition(storage: &Arc<Storage>, loc: &Location, condition: &Condition) -> Result<(), StorageError> {
+    let current = match storage.host_session().stat(loc).await {
+        Ok(meta) => Some(meta),
+        Err(StorageError::NotFound) => None,
+        Err(e) => return Err(e),
+    };
+    match (condition, current) {
+        (Condition::CreateOnly, Some(_)) => Err(StorageError::AlreadyExists),
+        (Condition::IfMatch(etag), Some(meta)) if &meta.etag == etag => Ok(()),
+        (Condition::IfMatch(_), _) => Err(StorageError::PreconditionFailed),
+        (Condition::CreateOnly, None) => Ok(()),
+    }
 }
 
 /// The longest rejection reason a report carries; a plugin's output is

@@ -24,7 +24,7 @@ use crate::Silo;
 use crate::cache::Entry;
 use crate::error::StorageError;
 use crate::pipeline::Status;
-use crate::store::ByteRange;
+use crate::store::{ByteRange, Condition};
 use crate::vfs::{MAX_URL_SECONDS, Visibility};
 
 /// Who may do what.
@@ -189,7 +189,7 @@ async fn verify(State(app): State<App>, Path(volume): Path<String>, headers: Hea
 async fn stats(State(app): State<App>, headers: HeaderMap) -> Result<Response, ApiError> {
     app.may_admin(&headers)?;
     let storage = app.silo.storage();
-    let cached = storage.cache().stats()?;
+    let cached = storage.cache().stats().await?;
     let volumes: Vec<_> = storage
         .volumes()
         .map(|v| {
@@ -626,10 +626,12 @@ async fn upload(
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large(&volume, limit));
     }
+    let condition = upload_condition(&headers)?;
     use futures_util::TryStreamExt;
     let body = tokio_util::io::StreamReader::new(body.into_data_stream().map_err(std::io::Error::other));
     let report = async {
-        let pending = app.silo.stage_stream(&target, body, content_type).await?;
+        let mut pending = app.silo.stage_stream(&target, body, content_type).await?;
+        pending.condition = condition;
         // Once staged, the upload runs to its end (stored, or rolled back)
         // as its own task, even if the client goes away.
         let silo = app.silo.clone();
@@ -652,15 +654,54 @@ async fn upload(
             message: other.to_string(),
         },
     })?;
+    let conflict = |code: &str| matches!(code, "already-exists" | "precondition-failed");
     let status = match report.status {
         Status::Accepted => StatusCode::CREATED,
         Status::Rejected => StatusCode::UNPROCESSABLE_ENTITY,
+        Status::Error if report.error.as_ref().is_some_and(|e| conflict(&e.code)) => StatusCode::PRECONDITION_FAILED,
         Status::Error if report.error.as_ref().is_some_and(|e| e.code == "unavailable") => {
             StatusCode::SERVICE_UNAVAILABLE
         }
         Status::Error => StatusCode::INTERNAL_SERVER_ERROR,
     };
     Ok((status, axum::Json(report)).into_response())
+}
+
+/// `If-None-Match: *` (create only) or `If-Match: "<etag>"` (replace only
+/// that version) of an upload; other forms are refused, not ignored.
+fn upload_condition(headers: &HeaderMap) -> Result<Option<Condition>, ApiError> {
+    let bad = |message: &str| ApiError {
+        status: StatusCode::BAD_REQUEST,
+        code: "bad-request",
+        message: message.to_owned(),
+    };
+    let value = |name| {
+        headers
+            .get(name)
+            .map(|v: &HeaderValue| {
+                v.to_str()
+                    .map(str::trim)
+                    .map_err(|_| bad("a condition header is not text"))
+            })
+            .transpose()
+    };
+    match (value(header::IF_NONE_MATCH)?, value(header::IF_MATCH)?) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(bad("send If-None-Match or If-Match, not both")),
+        (Some("*"), None) => Ok(Some(Condition::CreateOnly)),
+        (Some(_), None) => Err(bad(
+            "an upload takes If-None-Match: * only (create the file if it is not there)",
+        )),
+        (None, Some(tag)) => {
+            let etag = tag.strip_prefix('"').and_then(|t| t.strip_suffix('"'));
+            match etag {
+                Some(etag) if !etag.is_empty() && !etag.contains('"') => Ok(Some(Condition::IfMatch(etag.to_owned()))),
+                _ => Err(bad(
+                    "If-Match takes one quoted etag, as the file's ETag header gives it",
+                )),
+            }
+        }
+    }
 }
 
 fn too_large(volume: &str, limit: u64) -> ApiError {
@@ -727,13 +768,16 @@ async fn list(
         .volume(&volume)
         .map_err(|_| StorageError::InvalidPath(format!("there is no volume named '{volume}'")))?;
     let prefix = prefix.trim_end_matches('/');
-    let page = storage.host_session().list(
-        &volume,
-        prefix,
-        query.recursive,
-        query.cursor.as_deref(),
-        query.limit.unwrap_or(1000).clamp(1, 1000),
-    )?;
+    let page = storage
+        .host_session()
+        .list(
+            &volume,
+            prefix,
+            query.recursive,
+            query.cursor.as_deref(),
+            query.limit.unwrap_or(1000).clamp(1, 1000),
+        )
+        .await?;
     let entries: Vec<ListEntry> = page
         .entries
         .into_iter()

@@ -184,6 +184,10 @@ pub struct PendingUpload {
     pub location: Location,
     pub meta: ObjectMeta,
     pub staged: Arc<Staged>,
+    /// Store it only if this holds when it is stored (a CMS node's
+    /// `If-None-Match: *` or `If-Match`); checked before any plugin runs
+    /// too, so a conflict costs no plugin work.
+    pub condition: Option<store::Condition>,
 }
 
 /// Where an upload waits while it is judged: small ones in memory, the
@@ -488,7 +492,7 @@ impl Session {
         if let Some(p) = self.pending_at(loc) {
             return Ok(p.meta.clone());
         }
-        if let Some(meta) = self.cache().get(&loc.volume, loc.path.as_str())? {
+        if let Some(meta) = self.cache().get(&loc.volume, loc.path.as_str()).await? {
             self.storage.count(&loc.volume, |c| &c.metadata, true);
             return Ok(meta);
         }
@@ -499,7 +503,7 @@ impl Session {
         }
         match volume.store.head(loc.path.as_str()).await {
             Ok(meta) => {
-                self.cache().put(&loc.volume, &loc.path, &meta)?;
+                self.cache().put(&loc.volume, &loc.path, &meta).await?;
                 Ok(meta)
             }
             Err(StorageError::NotFound) => {
@@ -508,6 +512,27 @@ impl Session {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// The backend holds `meta` at `loc`, written by other means (found by
+    /// a listing or a resumed copy): record it as a write through Silo
+    /// would be, so read caches and other nodes are told too. Host only.
+    pub async fn learned(&self, loc: &Location, meta: ObjectMeta) -> StorageResult<()> {
+        if self.grants.is_some() {
+            return Err(StorageError::AccessDenied);
+        }
+        if self
+            .cache()
+            .get(&loc.volume, loc.path.as_str())
+            .await?
+            .is_some_and(|c| c.etag == meta.etag)
+        {
+            return Ok(());
+        }
+        self.changed(loc);
+        self.cache().put(&loc.volume, &loc.path, &meta).await?;
+        self.storage.negative.forget(loc);
+        Ok(())
     }
 
     pub async fn exists(&self, loc: &Location) -> StorageResult<bool> {
@@ -548,7 +573,7 @@ impl Session {
             },
             Err(StorageError::NotFound) => {
                 // Deleted behind Silo's back: the row is stale.
-                self.cache().remove(&loc.volume, &loc.path, Some(&known.etag))?;
+                self.cache().remove(&loc.volume, &loc.path, Some(&known.etag)).await?;
                 Err(StorageError::NotFound)
             }
             Err(e) => Err(e),
@@ -623,18 +648,24 @@ impl Session {
 
     /// Record a write the backend acknowledged: cache first, then usage,
     /// which takes over the write's reservation.
-    fn written(&self, loc: &Location, meta: ObjectMeta, mut reservation: Reservation) -> StorageResult<ObjectMeta> {
-        let mut usage = lock_usage(&self.usage);
-        usage.bytes_reserved -= reservation.bytes;
-        usage.objects_reserved -= 1;
-        reservation.settled = true;
-        // Counted as written even if the cache update fails: it is stored.
-        usage.bytes_written += meta.size;
-        usage.objects_written += 1;
-        usage.written.push((loc.clone(), meta.clone()));
-        drop(usage);
+    async fn written(
+        &self,
+        loc: &Location,
+        meta: ObjectMeta,
+        mut reservation: Reservation,
+    ) -> StorageResult<ObjectMeta> {
+        {
+            let mut usage = lock_usage(&self.usage);
+            usage.bytes_reserved -= reservation.bytes;
+            usage.objects_reserved -= 1;
+            reservation.settled = true;
+            // Counted as written even if the cache update fails: it is stored.
+            usage.bytes_written += meta.size;
+            usage.objects_written += 1;
+            usage.written.push((loc.clone(), meta.clone()));
+        }
         self.changed(loc);
-        self.cache().put(&loc.volume, &loc.path, &meta)?;
+        self.cache().put(&loc.volume, &loc.path, &meta).await?;
         self.storage.negative.forget(loc);
         Ok(meta)
     }
@@ -648,7 +679,7 @@ impl Session {
             &data[..data.len().min(SNIFF_BYTES)],
         )?;
         let meta = self.store(loc)?.put(loc.path.as_str(), data, &options).await?;
-        self.written(loc, meta, reservation)
+        self.written(loc, meta, reservation).await
     }
 
     /// Start a streamed write; see [`SessionUpload`].
@@ -701,7 +732,7 @@ impl Session {
         let deleted = self.store(loc)?.delete(loc.path.as_str()).await;
         self.changed(loc);
         if let Ok(()) | Err(StorageError::NotFound) = deleted {
-            self.cache().remove(&loc.volume, &loc.path, Some(etag))?;
+            self.cache().remove(&loc.volume, &loc.path, Some(etag)).await?;
         }
         deleted
     }
@@ -727,7 +758,7 @@ impl Session {
             .store(to)?
             .copy(from.path.as_str(), to.path.as_str(), &options)
             .await?;
-        self.written(to, meta, reservation)
+        self.written(to, meta, reservation).await
     }
 
     pub async fn rename(&self, from: &Location, to: &Location) -> StorageResult<ObjectMeta> {
@@ -738,7 +769,7 @@ impl Session {
 
     /// A page of a listing. Directory listings take a directory path ("" for
     /// the root); recursive ones a plain prefix.
-    pub fn list(
+    pub async fn list(
         &self,
         volume: &str,
         prefix: &str,
@@ -758,9 +789,9 @@ impl Session {
             n => n.min(MAX_LIST_LIMIT),
         };
         let mut page = if recursive {
-            self.cache().list_prefix(volume, prefix, cursor, limit)?
+            self.cache().list_prefix(volume, prefix, cursor, limit).await?
         } else {
-            self.cache().list_dir(volume, prefix, cursor, limit)?
+            self.cache().list_dir(volume, prefix, cursor, limit).await?
         };
         // A recursive listing takes a plain string prefix: `styles` also
         // matches `stylesheet.css`, which a grant on `styles` does not cover.
@@ -861,7 +892,7 @@ impl SessionUpload {
                 meta.size, self.size, self.location
             )));
         }
-        self.session.written(&self.location, meta, self.reservation)
+        self.session.written(&self.location, meta, self.reservation).await
     }
 }
 

@@ -57,6 +57,7 @@ impl Bench {
             location,
             meta,
             staged: Arc::new(staged),
+            condition: None,
         };
         let grants: Arc<[Grant]> = vec![Grant {
             volume: "public".into(),

@@ -141,7 +141,10 @@ grants = [{{ volume = "big", access = ["read", "write"] }}]
         let mut count = 0;
         let mut cursor: Option<String> = None;
         loop {
-            let page = host.list("dir", "photos", false, cursor.as_deref(), 1000).unwrap();
+            let page = host
+                .list("dir", "photos", false, cursor.as_deref(), 1000)
+                .await
+                .unwrap();
             count += page.entries.len();
             match page.next_cursor {
                 Some(c) => cursor = Some(c),

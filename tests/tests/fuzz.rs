@@ -117,7 +117,7 @@ proptest! {
                         Ok(to) => session.copy(&loc, &to, PutOptions::default()).await.map(|_| ()),
                         Err(_) => continue,
                     },
-                    _ => session.list("v", path, false, None, 10).map(|_| ()),
+                    _ => session.list("v", path, false, None, 10).await.map(|_| ()),
                 };
                 if let Err(e) = result {
                     check_error(path, &e);

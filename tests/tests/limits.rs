@@ -83,7 +83,7 @@ async fn write_quotas_end_a_flood_and_its_files_are_removed() -> anyhow::Result<
     assert_eq!(report.status, Status::Error, "{report:#?}");
     assert_eq!(report.error.unwrap().code, "quota-exceeded");
     assert_eq!(t.files_on_disk("public"), Vec::<(String, u64)>::new());
-    assert!(t.silo.storage().cache().all_files("public")?.is_empty());
+    assert!(t.silo.storage().cache().all_files("public").await?.is_empty());
     healthy(&t).await
 }
 

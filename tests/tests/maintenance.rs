@@ -117,7 +117,7 @@ async fn refresh_skips_keys_that_break_the_path_rules() -> anyhow::Result<()> {
     let report = refresh(&storage, "v", &quiet).await?;
     assert_eq!(report.files, 1);
     assert_eq!(report.skipped, ["../escape", "bad//key"]);
-    let stats = storage.cache().stats()?;
+    let stats = storage.cache().stats().await?;
     assert_eq!((stats[0].files, stats[0].bytes, stats[0].directories), (1, 1, 1));
     Ok(())
 }
@@ -131,7 +131,10 @@ async fn an_interrupted_refresh_resumes_at_the_page_where_it_stopped() -> anyhow
     fail_second_page(&watched);
     let err = refresh(&storage, "v", &quiet).await.unwrap_err();
     assert!(matches!(err, StorageError::Unavailable(_)), "{err}");
-    assert!(storage.cache().stats()?.is_empty(), "a failed refresh swaps nothing in");
+    assert!(
+        storage.cache().stats().await?.is_empty(),
+        "a failed refresh swaps nothing in"
+    );
 
     // The next run asks only for the pages not yet listed.
     watched.heal();
@@ -139,7 +142,7 @@ async fn an_interrupted_refresh_resumes_at_the_page_where_it_stopped() -> anyhow
     let report = refresh(&storage, "v", &quiet).await?;
     assert_eq!((report.resumed, report.files, report.added), (1000, 2500, 2500));
     assert_eq!(watched.count("list"), 2, "{:?}", watched.calls());
-    assert_eq!(storage.cache().stats()?[0].files, 2500);
+    assert_eq!(storage.cache().stats().await?[0].files, 2500);
     assert!(verify(&storage, "v", &quiet).await?.is_clean());
 
     // A finished refresh leaves nothing to resume: the next one starts over.
@@ -208,18 +211,22 @@ async fn a_refresh_under_way_refuses_a_second_until_it_falls_silent() -> anyhow:
     let storage = Storage::new(vec![volume(memory)], MetadataCache::in_memory()?);
     let cache = storage.cache();
     let windows = (RESUME_WITHIN.as_millis() as u64, LIVE_FOR.as_millis() as u64);
-    cache.refresh_begin("v", &backend, "elsewhere", now_ms(), windows)?;
+    cache
+        .refresh_begin("v", &backend, "elsewhere", now_ms(), windows)
+        .await?;
 
     let err = refresh(&storage, "v", &quiet).await.unwrap_err();
     assert!(err.to_string().contains("under way"), "{err}");
-    assert!(cache.stats()?.is_empty());
+    assert!(cache.stats().await?.is_empty());
 
     // Silent for longer than LIVE_FOR: it died; this one takes it over.
-    cache.refresh_beat("v", "elsewhere", now_ms() - LIVE_FOR.as_millis() as u64 - 1)?;
+    cache
+        .refresh_beat("v", "elsewhere", now_ms() - LIVE_FOR.as_millis() as u64 - 1)
+        .await?;
     assert_eq!(refresh(&storage, "v", &quiet).await?.files, 1);
     // ...and the run it took over can no longer swap its listing in.
-    let err = cache.replace_volume("v", "elsewhere", &[]).unwrap_err();
+    let err = cache.replace_volume("v", "elsewhere", Vec::new()).await.unwrap_err();
     assert!(err.to_string().contains("took this one over"), "{err}");
-    assert_eq!(cache.stats()?[0].files, 1);
+    assert_eq!(cache.stats().await?[0].files, 1);
     Ok(())
 }

@@ -97,7 +97,7 @@ async fn png_declared_as_jpeg_is_rejected_and_nothing_is_stored_or_derived() -> 
     assert!(report.derivatives.is_empty());
     assert_eq!(report.plugins.len(), 1, "image-styles must not run after a rejection");
     assert_eq!(t.files_on_disk("public"), Vec::<(String, u64)>::new());
-    assert!(t.silo.storage().cache().all_files("public")?.is_empty());
+    assert!(t.silo.storage().cache().all_files("public").await?.is_empty());
     Ok(())
 }
 
@@ -173,7 +173,7 @@ async fn a_later_rejection_discards_earlier_derivatives() -> anyhow::Result<()> 
     assert_eq!(report.rejected_by.as_deref(), Some("late-judge"));
     assert_eq!(report.plugins.len(), 3);
     assert_eq!(t.files_on_disk("public"), Vec::<(String, u64)>::new());
-    assert!(t.silo.storage().cache().all_files("public")?.is_empty());
+    assert!(t.silo.storage().cache().all_files("public").await?.is_empty());
     Ok(())
 }
 

@@ -342,3 +342,93 @@ async fn a_damaged_cache_row_is_an_error_not_a_file_without_metadata() -> anyhow
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_uploads_never_overwrite_another_nodes_file() -> anyhow::Result<()> {
+    let settings = r#"mode = "slow", ms = "600""#;
+    let t = TestSilo::new(
+        &probe_stage("slow", "text/plain", settings, PUBLIC_RW),
+        &[("probe.wasm", PROBE)],
+    )
+    .await?;
+    let public = t.volume_dir("public");
+    let silo = Arc::new(t.silo);
+    let sidecar = Sidecar::start(silo.clone()).await;
+    let client = Client::default();
+    let url = sidecar.url("/v1/files/public/doc.txt");
+    let auth = format!("Bearer {}", silo_tests::http::TOKEN);
+    let put = |headers: Vec<(&'static str, String)>, body: &'static str| {
+        let (client, url, auth) = (client.clone(), url.clone(), auth.clone());
+        async move {
+            let mut all = vec![("authorization", auth), ("content-type", "text/plain".to_owned())];
+            all.extend(headers);
+            let all: Vec<(&str, &str)> = all.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            client
+                .send(Method::PUT, &url, &all, Bytes::from_static(body.as_bytes()))
+                .await
+                .unwrap()
+        }
+    };
+    let create = || vec![("if-none-match", "*".to_owned())];
+    assert_eq!(put(create(), "first").await.status, StatusCode::CREATED);
+    let refused = put(create(), "second").await;
+    assert_eq!(refused.status, StatusCode::PRECONDITION_FAILED, "{}", refused.text());
+    assert_eq!(std::fs::read(public.join("doc.txt"))?, b"first");
+
+    let etag = client.get(&url, &[]).await?.header("etag").unwrap().to_owned();
+    let stale = put(vec![("if-match", "\"not-the-etag\"".to_owned())], "third").await;
+    assert_eq!(stale.status, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(
+        put(vec![("if-match", etag.clone())], "fourth").await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(std::fs::read(public.join("doc.txt"))?, b"fourth");
+    // The old etag no longer matches.
+    assert_eq!(
+        put(vec![("if-match", etag)], "fifth").await.status,
+        StatusCode::PRECONDITION_FAILED
+    );
+    for bad in [("if-none-match", "\"x\""), ("if-match", "*"), ("if-match", "W/\"x\"")] {
+        let reply = put(vec![(bad.0, bad.1.to_owned())], "x").await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad:?}");
+    }
+
+    // Another writer stores the file while the plugins judge a create-only
+    // upload: the upload loses at the store, and what its plugin derived
+    // is rolled back.
+    let url = sidecar.url("/v1/files/public/race.txt");
+    let racing = {
+        let (client, url, auth) = (client.clone(), url.clone(), auth.clone());
+        tokio::spawn(async move {
+            client
+                .send(
+                    Method::PUT,
+                    &url,
+                    &[
+                        ("authorization", &auth),
+                        ("content-type", "text/plain"),
+                        ("if-none-match", "*"),
+                    ],
+                    Bytes::from_static(b"late"),
+                )
+                .await
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let host = silo.storage().host_session();
+    host.write(
+        &silo.storage().location("public", "race.txt")?,
+        Bytes::from_static(b"other node"),
+        PutOptions::default(),
+    )
+    .await?;
+    let reply = racing.await?;
+    assert_eq!(reply.status, StatusCode::PRECONDITION_FAILED, "{}", reply.text());
+    assert_eq!(std::fs::read(public.join("race.txt"))?, b"other node");
+    assert!(
+        !public.join("slow/race.txt").exists(),
+        "the losing upload's derived file stayed"
+    );
+    Ok(())
+}

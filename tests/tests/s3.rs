@@ -265,7 +265,7 @@ async fn keys_s3_allows_and_the_cache_keeps() -> anyhow::Result<()> {
     assert_eq!(host.read(&storage.location("whole", "a")?).await?, b"a");
     assert_eq!(host.read(&storage.location("whole", "a/b")?).await?, b"a/b");
     assert_eq!(host.read(&storage.location("whole", &longest)?).await?, b"long");
-    let root = host.list("whole", "", false, None, 0)?;
+    let root = host.list("whole", "", false, None, 0).await?;
     let names: Vec<String> = root
         .entries
         .iter()
@@ -343,7 +343,13 @@ async fn refresh_lists_a_nested_bucket_in_parallel_and_misses_nothing() -> anyho
     let report = refresh(storage, "v", &|n| *seen.lock().unwrap() = n).await?;
     assert_eq!(report.files, 240);
     assert_eq!(*seen.lock().unwrap(), 240, "progress reached the total");
-    let cached: Vec<String> = storage.cache().all_files("v")?.into_iter().map(|(k, _)| k).collect();
+    let cached: Vec<String> = storage
+        .cache()
+        .all_files("v")
+        .await?
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
     assert_eq!(cached, expected);
     assert!(verify(storage, "v", &quiet).await?.is_clean());
     Ok(())

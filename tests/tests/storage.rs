@@ -292,9 +292,9 @@ async fn stat_exists_and_list_are_served_by_the_cache_alone() {
                 .await
                 .unwrap()
         );
-        let page = host.list("v", "dir", false, None, 0).unwrap();
+        let page = host.list("v", "dir", false, None, 0).await.unwrap();
         assert_eq!(page.entries, [Entry::Dir { path: "dir/sub".into() }], "{name}");
-        let all = host.list("v", "", true, None, 0).unwrap();
+        let all = host.list("v", "", true, None, 0).await.unwrap();
         assert_eq!(all.entries.len(), 1, "{name}");
         assert_eq!(counting.calls().len(), before, "{name}: the backend was called");
 
@@ -312,7 +312,7 @@ async fn stat_exists_and_list_are_served_by_the_cache_alone() {
         assert_eq!(host.stat(&file).await.unwrap().size, 4, "{name}");
         host.delete(&file).await.unwrap();
         assert!(
-            host.list("v", "", false, None, 0).unwrap().entries.is_empty(),
+            host.list("v", "", false, None, 0).await.unwrap().entries.is_empty(),
             "{name}: empty directories vanish"
         );
     }
@@ -371,7 +371,7 @@ async fn read_through_volumes_see_files_written_behind_silos_back_at_once() {
         inner.delete("behind/back.txt").await.unwrap();
         assert_eq!(host.read(&rt).await.err(), Some(StorageError::NotFound), "{name}");
         assert!(
-            storage.cache().get("rt", "behind/back.txt").unwrap().is_none(),
+            storage.cache().get("rt", "behind/back.txt").await.unwrap().is_none(),
             "{name}"
         );
     }
@@ -440,7 +440,10 @@ async fn discarding_a_write_never_removes_another_writers_newer_version() {
             Some(StorageError::NotFound),
             "{name}"
         );
-        assert!(host.list("v", "", true, None, 0).unwrap().entries.is_empty(), "{name}");
+        assert!(
+            host.list("v", "", true, None, 0).await.unwrap().entries.is_empty(),
+            "{name}"
+        );
 
         // A row whose file was deleted behind Silo's back goes with the
         // delete that finds the file gone.
@@ -448,6 +451,9 @@ async fn discarding_a_write_never_removes_another_writers_newer_version() {
         inner.delete("d/x.txt").await.unwrap();
         assert_eq!(host.delete(&loc).await.err(), Some(StorageError::NotFound), "{name}");
         assert!(!host.exists(&loc).await.unwrap(), "{name}");
-        assert!(host.list("v", "", false, None, 0).unwrap().entries.is_empty(), "{name}");
+        assert!(
+            host.list("v", "", false, None, 0).await.unwrap().entries.is_empty(),
+            "{name}"
+        );
     }
 }

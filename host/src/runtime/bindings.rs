@@ -220,6 +220,7 @@ impl silo::plugin::files::Host for Invocation {
         let page = match self
             .session
             .list(&volume, &prefix, options.recursive, options.cursor.as_deref(), limit)
+            .await
         {
             Ok(p) => p,
             Err(e) => return Ok(Err(e.into())),

@@ -1,20 +1,21 @@
-//! The metadata cache: one SQLite file holding every object's path, size,
-//! etag, content type and mtime, plus the directories they imply.
+//! The SQLite engine of the metadata cache: one file in `data_dir`, the
+//! embedded default for one node. All of its SQL lives here.
 //!
-//! It answers stat, exists and list without touching a backend. It is
-//! written through: the storage core updates it only after a backend has
-//! acknowledged a write, copy or delete, so a failed backend call leaves it
-//! as it was. The backend stays the source of truth; the cache can always be
-//! rebuilt from it. All SQL lives in this file.
-//!
-//! Queries take microseconds, so they run inline under a mutex rather than
-//! on a blocking thread (a hop there would cost more than the query).
+//! Every call runs on tokio's blocking threads, never on the async
+//! executor: a long transaction (a refresh's swap) or another process
+//! holding the file stalls only the calls waiting for it. Writes go
+//! through one connection; reads take one of a few reader connections,
+//! which WAL lets run beside the writer.
 
-use std::path::Path;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::{
+    Entry, MetadataEngine, Page, RefreshPart, RefreshProgress, VolumeStats, decode_cursor, metadata_from_json,
+    metadata_json, paginate, prefix_upper_bound,
+};
 use crate::error::{StorageError, StorageResult};
 use crate::path::{VolumePath, parent_of};
 use crate::store::ObjectMeta;
@@ -79,56 +80,102 @@ CREATE TABLE IF NOT EXISTS refresh_found (
 ) WITHOUT ROWID;
 ";
 
-/// How far an interrupted refresh of a volume got.
-#[derive(Debug, Default)]
-pub struct RefreshProgress {
-    /// Prefixes split into files and sub-prefixes, with the sub-prefixes.
-    pub splits: std::collections::HashMap<String, Vec<String>>,
-    /// Prefixes listed: `None` once done, else the key to go on after.
-    pub lists: std::collections::HashMap<String, Option<String>>,
-    /// Objects found so far.
-    pub found: u64,
+/// Reader connections kept open between calls.
+const IDLE_READERS: usize = 8;
+
+/// The engine: a file, or (tests, memory volumes) a database in memory.
+pub struct SqliteEngine {
+    shared: Arc<Shared>,
 }
 
-/// A part of a refresh's listing, done or advanced.
-pub enum RefreshPart<'a> {
-    Split { prefix: &'a str, dirs: &'a [String] },
-    List { prefix: &'a str, next: Option<&'a str> },
+struct Shared {
+    /// `None`: in memory, where every call uses the writer.
+    path: Option<PathBuf>,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
 }
 
-/// A file or directory in a listing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Entry {
-    File { path: String, meta: ObjectMeta },
-    Dir { path: String },
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // SQLite keeps itself consistent; a panicked holder leaves no
+    // half-applied state because writes run in transactions.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl Entry {
-    pub fn path(&self) -> &str {
-        match self {
-            Entry::File { path, .. } | Entry::Dir { path } => path,
+impl SqliteEngine {
+    /// Open (creating if needed) the cache file.
+    pub fn open(path: &Path) -> StorageResult<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StorageError::unavailable(format!("cannot create {}: {e}", dir.display())))?;
         }
+        let conn = open_file(path)?;
+        conn.execute_batch(SCHEMA).map_err(db_error)?;
+        Ok(Self::with(Some(path.to_owned()), conn))
+    }
+
+    /// A cache held in memory only (tests, memory volumes).
+    pub fn in_memory() -> StorageResult<Self> {
+        let conn = Connection::open_in_memory().map_err(db_error)?;
+        conn.execute_batch(SCHEMA).map_err(db_error)?;
+        Ok(Self::with(None, conn))
+    }
+
+    fn with(path: Option<PathBuf>, writer: Connection) -> Self {
+        SqliteEngine {
+            shared: Arc::new(Shared {
+                path,
+                writer: Mutex::new(writer),
+                readers: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// Run `f` on a reader connection, off the async executor.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> StorageResult<T> + Send + 'static,
+    ) -> StorageResult<T> {
+        let shared = self.shared.clone();
+        blocking(move || {
+            let Some(path) = &shared.path else {
+                return f(&lock(&shared.writer));
+            };
+            let idle = lock(&shared.readers).pop();
+            let conn = match idle {
+                Some(conn) => conn,
+                None => open_file(path)?,
+            };
+            let result = f(&conn);
+            let mut readers = lock(&shared.readers);
+            if readers.len() < IDLE_READERS {
+                readers.push(conn);
+            }
+            result
+        })
+        .await
+    }
+
+    /// Run `f` on the writer connection, off the async executor.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> StorageResult<T> + Send + 'static,
+    ) -> StorageResult<T> {
+        let shared = self.shared.clone();
+        blocking(move || f(&mut lock(&shared.writer))).await
     }
 }
 
-/// One page of a listing.
-#[derive(Debug, Default)]
-pub struct Page {
-    pub entries: Vec<Entry>,
-    pub next_cursor: Option<String>,
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> StorageResult<T> + Send + 'static) -> StorageResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StorageError::unavailable(format!("metadata cache: the call stopped: {e}")))?
 }
 
-/// What the cache holds for one volume.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct VolumeStats {
-    pub volume: String,
-    pub files: u64,
-    pub bytes: u64,
-    pub directories: u64,
-}
-
-pub struct MetadataCache {
-    conn: Mutex<Connection>,
+fn open_file(path: &Path) -> StorageResult<Connection> {
+    let conn = Connection::open(path)
+        .map_err(|e| StorageError::unavailable(format!("cannot open {}: {e}", path.display())))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db_error)?;
+    Ok(conn)
 }
 
 fn db_error(e: rusqlite::Error) -> StorageError {
@@ -143,75 +190,18 @@ fn meta_from_row(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Obje
         content_type: row.get(first + 2)?,
         modified_ms: row.get::<_, i64>(first + 3)? as u64,
         cache_control: row.get(first + 4)?,
-        metadata: if metadata == "[]" {
-            Vec::new()
-        } else {
-            // A damaged row is an error, never a file without metadata.
-            serde_json::from_str(&metadata).map_err(|e| {
-                rusqlite::Error::FromSqlConversionFailure(
-                    first + 5,
-                    rusqlite::types::Type::Text,
-                    format!("unreadable user metadata ({e}); `silo cache refresh` rebuilds the row").into(),
-                )
-            })?
-        },
+        metadata: metadata_from_json(&metadata).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(first + 5, rusqlite::types::Type::Text, e.to_string().into())
+        })?,
     })
 }
 
-/// User metadata as stored: a JSON array of pairs.
-fn metadata_json(meta: &ObjectMeta) -> String {
-    serde_json::to_string(&meta.metadata).unwrap_or_else(|_| "[]".into())
-}
+/// The SQL of each call, on a connection.
+struct Sql;
 
-/// The smallest string greater than every string starting with `prefix`
-/// (UTF-8 byte order equals code point order), or `None` if unbounded.
-fn prefix_upper_bound(prefix: &str) -> Option<String> {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        let mut next = last as u32 + 1;
-        if (0xD800..0xE000).contains(&next) {
-            next = 0xE000;
-        }
-        if let Some(c) = char::from_u32(next) {
-            chars.push(c);
-            return Some(chars.into_iter().collect());
-        }
-    }
-    None
-}
-
-impl MetadataCache {
-    /// Open (creating if needed) the cache file.
-    pub fn open(path: &Path) -> StorageResult<Self> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StorageError::unavailable(format!("cannot create {}: {e}", dir.display())))?;
-        }
-        let conn = Connection::open(path)
-            .map_err(|e| StorageError::unavailable(format!("cannot open {}: {e}", path.display())))?;
-        Self::init(conn)
-    }
-
-    /// A cache held in memory only (tests, memory volumes).
-    pub fn in_memory() -> StorageResult<Self> {
-        Self::init(Connection::open_in_memory().map_err(db_error)?)
-    }
-
-    fn init(conn: Connection) -> StorageResult<Self> {
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db_error)?;
-        conn.execute_batch(SCHEMA).map_err(db_error)?;
-        Ok(MetadataCache { conn: Mutex::new(conn) })
-    }
-
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        // SQLite keeps itself consistent; a panicked holder leaves no
-        // half-applied state because writes run in transactions.
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
+impl Sql {
     /// The cached metadata of one file.
-    pub fn get(&self, volume: &str, path: &str) -> StorageResult<Option<ObjectMeta>> {
-        let conn = self.conn();
+    fn get(conn: &Connection, volume: &str, path: &str) -> StorageResult<Option<ObjectMeta>> {
         let mut stmt = conn
             .prepare_cached(
                 "SELECT size, etag, content_type, modified_ms, cache_control, metadata
@@ -224,10 +214,9 @@ impl MetadataCache {
     }
 
     /// Record a file the backend has stored.
-    pub fn put(&self, volume: &str, path: &VolumePath, meta: &ObjectMeta) -> StorageResult<()> {
-        let mut conn = self.conn();
+    fn put(conn: &mut Connection, volume: &str, path: &VolumePath, meta: &ObjectMeta) -> StorageResult<()> {
         let tx = conn.transaction().map_err(db_error)?;
-        Self::put_in(&tx, volume, path, meta)?;
+        Sql::put_in(&tx, volume, path, meta)?;
         tx.commit().map_err(db_error)
     }
 
@@ -266,8 +255,7 @@ impl MetadataCache {
     /// Forget a file the backend has deleted, and directories left empty.
     /// With `version`, only if the row is still that version: a concurrent
     /// write may have stored, and recorded, a newer one since.
-    pub fn remove(&self, volume: &str, path: &VolumePath, version: Option<&str>) -> StorageResult<()> {
-        let mut conn = self.conn();
+    fn remove(conn: &mut Connection, volume: &str, path: &VolumePath, version: Option<&str>) -> StorageResult<()> {
         let tx = conn.transaction().map_err(db_error)?;
         let removed = tx
             .prepare_cached("DELETE FROM objects WHERE volume = ?1 AND path = ?2 AND (?3 IS NULL OR etag = ?3)")
@@ -297,9 +285,8 @@ impl MetadataCache {
     /// The direct children of directory `dir` ("" for the root): files and
     /// subdirectories in path order (a file and a directory of the same name
     /// both appear, the file first).
-    pub fn list_dir(&self, volume: &str, dir: &str, cursor: Option<&str>, limit: usize) -> StorageResult<Page> {
+    fn list_dir(conn: &Connection, volume: &str, dir: &str, cursor: Option<&str>, limit: usize) -> StorageResult<Page> {
         let (after_path, after_kind) = decode_cursor(cursor)?;
-        let conn = self.conn();
         // Files and directories are each one index range scan bounded by
         // the page size, merged here (files first on equal paths) rather
         // than sorted by SQLite.
@@ -333,25 +320,19 @@ impl MetadataCache {
             .map_err(db_error)?
             .collect::<Result<Vec<_>, _>>()
             .map_err(db_error)?;
-        let mut entries = Vec::with_capacity((limit + 1).min(files.len() + dirs.len()));
-        let (mut files, mut dirs) = (files.into_iter().peekable(), dirs.into_iter().peekable());
-        while entries.len() <= limit {
-            let take_file = match (files.peek(), dirs.peek()) {
-                (Some(f), Some(d)) => f.path() <= d.path(),
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
-                (None, None) => break,
-            };
-            entries.extend(if take_file { files.next() } else { dirs.next() });
-        }
-        Ok(paginate(entries, limit))
+        Ok(super::merge_dir_page(files, dirs, limit))
     }
 
     /// Every file whose path starts with `prefix`, in path order.
-    pub fn list_prefix(&self, volume: &str, prefix: &str, cursor: Option<&str>, limit: usize) -> StorageResult<Page> {
+    fn list_prefix(
+        conn: &Connection,
+        volume: &str,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> StorageResult<Page> {
         let (after_path, _) = decode_cursor(cursor)?;
         let upper = prefix_upper_bound(prefix);
-        let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
                 "SELECT path, size, etag, content_type, modified_ms, cache_control, metadata
@@ -376,15 +357,14 @@ impl MetadataCache {
     /// the same backend less than `resume_within_ms` ago (`Some`, with how
     /// far it got). `Unavailable` while another run beat less than
     /// `live_ms` ago.
-    pub fn refresh_begin(
-        &self,
+    fn refresh_begin(
+        conn: &mut Connection,
         volume: &str,
         backend: &str,
         owner: &str,
         now_ms: u64,
         (resume_within_ms, live_ms): (u64, u64),
     ) -> StorageResult<Option<RefreshProgress>> {
-        let mut conn = self.conn();
         let tx = conn.transaction().map_err(db_error)?;
         let run: Option<(String, i64, i64)> = tx
             .query_row(
@@ -405,7 +385,7 @@ impl MetadataCache {
             .is_some_and(|(b, started, _)| b == backend && now_ms.saturating_sub(started as u64) <= resume_within_ms);
         // A record that cannot be read back is not built on: start over.
         let progress = if resumable {
-            Self::refresh_progress(&tx, volume)?
+            Sql::refresh_progress(&tx, volume)?
         } else {
             None
         };
@@ -415,7 +395,7 @@ impl MetadataCache {
                 params![volume, owner, now_ms as i64],
             ),
             None => {
-                Self::refresh_clear(&tx, volume)?;
+                Sql::refresh_clear(&tx, volume)?;
                 tx.execute(
                     "INSERT INTO refresh_runs (volume, backend, started_ms, owner, heartbeat_ms)
                      VALUES (?1, ?2, ?3, ?4, ?3)",
@@ -467,25 +447,23 @@ impl MetadataCache {
 
     /// Say that run `owner` of `volume`'s refresh is alive (`now_ms`), or,
     /// with 0, that it has failed and the next run may take it up.
-    pub fn refresh_beat(&self, volume: &str, owner: &str, now_ms: u64) -> StorageResult<()> {
-        self.conn()
-            .execute(
-                "UPDATE refresh_runs SET heartbeat_ms = ?3 WHERE volume = ?1 AND owner = ?2",
-                params![volume, owner, now_ms as i64],
-            )
-            .map_err(db_error)?;
+    fn refresh_beat(conn: &Connection, volume: &str, owner: &str, now_ms: u64) -> StorageResult<()> {
+        conn.execute(
+            "UPDATE refresh_runs SET heartbeat_ms = ?3 WHERE volume = ?1 AND owner = ?2",
+            params![volume, owner, now_ms as i64],
+        )
+        .map_err(db_error)?;
         Ok(())
     }
 
     /// Record objects a refresh found and the part of its listing they
     /// complete or advance, in one transaction.
-    pub fn refresh_record(
-        &self,
+    fn refresh_record(
+        conn: &mut Connection,
         volume: &str,
         part: RefreshPart<'_>,
         found: &[(String, ObjectMeta)],
     ) -> StorageResult<()> {
-        let mut conn = self.conn();
         let tx = conn.transaction().map_err(db_error)?;
         {
             let mut insert = tx
@@ -528,8 +506,7 @@ impl MetadataCache {
     }
 
     /// Every object the refresh of `volume` in progress has found, by key.
-    pub fn refresh_found(&self, volume: &str) -> StorageResult<Vec<(String, ObjectMeta)>> {
-        let conn = self.conn();
+    fn refresh_found(conn: &Connection, volume: &str) -> StorageResult<Vec<(String, ObjectMeta)>> {
         let mut stmt = conn
             .prepare(
                 "SELECT key, size, etag, content_type, modified_ms, cache_control, metadata
@@ -557,8 +534,12 @@ impl MetadataCache {
     /// `owner`, and end the run, in one transaction: readers see the old
     /// listing until the new one is complete. Refused if another run has
     /// taken the refresh over.
-    pub fn replace_volume(&self, volume: &str, owner: &str, files: &[(VolumePath, ObjectMeta)]) -> StorageResult<()> {
-        let mut conn = self.conn();
+    fn replace_volume(
+        conn: &mut Connection,
+        volume: &str,
+        owner: &str,
+        files: &[(VolumePath, ObjectMeta)],
+    ) -> StorageResult<()> {
         let tx = conn.transaction().map_err(db_error)?;
         let current: Option<String> = tx
             .query_row(
@@ -573,7 +554,7 @@ impl MetadataCache {
                 "another refresh of volume '{volume}' took this one over; nothing was changed"
             )));
         }
-        Self::refresh_clear(&tx, volume)?;
+        Sql::refresh_clear(&tx, volume)?;
         for table in [
             "DELETE FROM objects WHERE volume = ?1",
             "DELETE FROM dirs WHERE volume = ?1",
@@ -581,14 +562,13 @@ impl MetadataCache {
             tx.execute(table, params![volume]).map_err(db_error)?;
         }
         for (path, meta) in files {
-            Self::put_in(&tx, volume, path, meta)?;
+            Sql::put_in(&tx, volume, path, meta)?;
         }
         tx.commit().map_err(db_error)
     }
 
     /// Files, bytes and directories per volume.
-    pub fn stats(&self) -> StorageResult<Vec<VolumeStats>> {
-        let conn = self.conn();
+    fn stats(conn: &Connection) -> StorageResult<Vec<VolumeStats>> {
         let mut stmt = conn
             .prepare_cached(
                 "SELECT volume, SUM(files), SUM(bytes), SUM(dirs) FROM (
@@ -610,143 +590,126 @@ impl MetadataCache {
             .map_err(db_error)?;
         rows.collect::<Result<_, _>>().map_err(db_error)
     }
+}
 
-    /// Every cached file of a volume (verification, tests).
-    pub fn all_files(&self, volume: &str) -> StorageResult<Vec<(String, ObjectMeta)>> {
-        let mut out = Vec::new();
-        let mut cursor = None;
-        loop {
-            let page = self.list_prefix(volume, "", cursor.as_deref(), 1000)?;
-            out.extend(page.entries.into_iter().filter_map(|e| match e {
-                Entry::File { path, meta } => Some((path, meta)),
-                Entry::Dir { .. } => None,
-            }));
-            match page.next_cursor {
-                Some(c) => cursor = Some(c),
-                None => return Ok(out),
-            }
+#[async_trait::async_trait]
+impl MetadataEngine for SqliteEngine {
+    fn describe(&self) -> String {
+        match &self.shared.path {
+            Some(path) => format!("SQLite {}", path.display()),
+            None => "SQLite in memory".into(),
+        }
+    }
+
+    async fn get(&self, volume: &str, path: &str) -> StorageResult<Option<ObjectMeta>> {
+        let (volume, path) = (volume.to_owned(), path.to_owned());
+        self.read(move |c| Sql::get(c, &volume, &path)).await
+    }
+
+    async fn put(&self, volume: &str, path: &VolumePath, meta: &ObjectMeta) -> StorageResult<()> {
+        let (volume, path, meta) = (volume.to_owned(), path.clone(), meta.clone());
+        self.write(move |c| Sql::put(c, &volume, &path, &meta)).await
+    }
+
+    async fn remove(&self, volume: &str, path: &VolumePath, version: Option<&str>) -> StorageResult<()> {
+        let (volume, path, version) = (volume.to_owned(), path.clone(), version.map(str::to_owned));
+        self.write(move |c| Sql::remove(c, &volume, &path, version.as_deref()))
+            .await
+    }
+
+    async fn list_dir(&self, volume: &str, dir: &str, cursor: Option<&str>, limit: usize) -> StorageResult<Page> {
+        let (volume, dir, cursor) = (volume.to_owned(), dir.to_owned(), cursor.map(str::to_owned));
+        self.read(move |c| Sql::list_dir(c, &volume, &dir, cursor.as_deref(), limit))
+            .await
+    }
+
+    async fn list_prefix(&self, volume: &str, prefix: &str, cursor: Option<&str>, limit: usize) -> StorageResult<Page> {
+        let (volume, prefix, cursor) = (volume.to_owned(), prefix.to_owned(), cursor.map(str::to_owned));
+        self.read(move |c| Sql::list_prefix(c, &volume, &prefix, cursor.as_deref(), limit))
+            .await
+    }
+
+    async fn refresh_begin(
+        &self,
+        volume: &str,
+        backend: &str,
+        owner: &str,
+        now_ms: u64,
+        windows: (u64, u64),
+    ) -> StorageResult<Option<RefreshProgress>> {
+        let (volume, backend, owner) = (volume.to_owned(), backend.to_owned(), owner.to_owned());
+        self.write(move |c| Sql::refresh_begin(c, &volume, &backend, &owner, now_ms, windows))
+            .await
+    }
+
+    async fn refresh_beat(&self, volume: &str, owner: &str, now_ms: u64) -> StorageResult<()> {
+        let (volume, owner) = (volume.to_owned(), owner.to_owned());
+        self.write(move |c| Sql::refresh_beat(c, &volume, &owner, now_ms)).await
+    }
+
+    async fn refresh_record(
+        &self,
+        volume: &str,
+        part: RefreshPart<'_>,
+        found: &[(String, ObjectMeta)],
+    ) -> StorageResult<()> {
+        let volume = volume.to_owned();
+        let part = OwnedPart::from(part);
+        let found = found.to_vec();
+        self.write(move |c| Sql::refresh_record(c, &volume, part.as_part(), &found))
+            .await
+    }
+
+    async fn refresh_found(&self, volume: &str) -> StorageResult<Vec<(String, ObjectMeta)>> {
+        let volume = volume.to_owned();
+        self.read(move |c| Sql::refresh_found(c, &volume)).await
+    }
+
+    async fn replace_volume(
+        &self,
+        volume: &str,
+        owner: &str,
+        files: Vec<(VolumePath, ObjectMeta)>,
+    ) -> StorageResult<()> {
+        let (volume, owner) = (volume.to_owned(), owner.to_owned());
+        self.write(move |c| Sql::replace_volume(c, &volume, &owner, &files))
+            .await
+    }
+
+    async fn stats(&self) -> StorageResult<Vec<VolumeStats>> {
+        self.read(Sql::stats).await
+    }
+}
+
+/// A [`RefreshPart`] that can move to a blocking thread.
+enum OwnedPart {
+    Split { prefix: String, dirs: Vec<String> },
+    List { prefix: String, next: Option<String> },
+}
+
+impl From<RefreshPart<'_>> for OwnedPart {
+    fn from(part: RefreshPart<'_>) -> Self {
+        match part {
+            RefreshPart::Split { prefix, dirs } => OwnedPart::Split {
+                prefix: prefix.to_owned(),
+                dirs: dirs.to_vec(),
+            },
+            RefreshPart::List { prefix, next } => OwnedPart::List {
+                prefix: prefix.to_owned(),
+                next: next.map(str::to_owned),
+            },
         }
     }
 }
 
-/// Cursors are `<kind><path>`, kind `0` for a file and `1` for a directory.
-fn decode_cursor(cursor: Option<&str>) -> StorageResult<(String, i64)> {
-    match cursor {
-        None => Ok((String::new(), -1)),
-        Some(c) => match c.split_at_checked(1) {
-            Some(("0", path)) => Ok((path.to_owned(), 0)),
-            Some(("1", path)) => Ok((path.to_owned(), 1)),
-            _ => Err(StorageError::InvalidPath(format!("'{c}' is not a listing cursor"))),
-        },
-    }
-}
-
-fn paginate(mut entries: Vec<Entry>, limit: usize) -> Page {
-    let next_cursor = (entries.len() > limit).then(|| {
-        entries.truncate(limit);
-        match entries.last() {
-            Some(Entry::File { path, .. }) => format!("0{path}"),
-            Some(Entry::Dir { path }) => format!("1{path}"),
-            None => String::new(),
+impl OwnedPart {
+    fn as_part(&self) -> RefreshPart<'_> {
+        match self {
+            OwnedPart::Split { prefix, dirs } => RefreshPart::Split { prefix, dirs },
+            OwnedPart::List { prefix, next } => RefreshPart::List {
+                prefix,
+                next: next.as_deref(),
+            },
         }
-    });
-    Page { entries, next_cursor }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn meta(size: u64) -> ObjectMeta {
-        ObjectMeta {
-            size,
-            etag: format!("e{size}"),
-            content_type: "image/png".into(),
-            modified_ms: 1,
-            cache_control: None,
-            metadata: vec![("k".into(), "v".into())],
-        }
-    }
-
-    fn put(cache: &MetadataCache, path: &str, size: u64) {
-        cache.put("v", &VolumePath::parse(path).unwrap(), &meta(size)).unwrap();
-    }
-
-    fn names(page: &Page) -> Vec<String> {
-        page.entries
-            .iter()
-            .map(|e| match e {
-                Entry::File { path, .. } => format!("f:{path}"),
-                Entry::Dir { path } => format!("d:{path}"),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn directories_are_derived_and_pruned() {
-        let cache = MetadataCache::in_memory().unwrap();
-        put(&cache, "a/b/c.png", 3);
-        put(&cache, "a/x.png", 1);
-        put(&cache, "a", 9); // a file beside the directory `a`
-        assert_eq!(names(&cache.list_dir("v", "", None, 10).unwrap()), ["f:a", "d:a"]);
-        assert_eq!(
-            names(&cache.list_dir("v", "a", None, 10).unwrap()),
-            ["d:a/b", "f:a/x.png"]
-        );
-        cache
-            .remove("v", &VolumePath::parse("a/b/c.png").unwrap(), None)
-            .unwrap();
-        assert_eq!(names(&cache.list_dir("v", "a", None, 10).unwrap()), ["f:a/x.png"]);
-        assert_eq!(cache.get("v", "a").unwrap().unwrap(), meta(9));
-        assert!(cache.get("v", "a/b/c.png").unwrap().is_none());
-
-        // One entry per page: the file `a` and the directory `a` share a
-        // path and must both come, in that order, once each.
-        put(&cache, "a/b/c.png", 3);
-        put(&cache, "b", 1);
-        let mut seen = Vec::new();
-        let mut cursor = None;
-        loop {
-            let page = cache.list_dir("v", "", cursor.as_deref(), 1).unwrap();
-            seen.extend(names(&page));
-            match page.next_cursor {
-                Some(c) => cursor = Some(c),
-                None => break,
-            }
-        }
-        assert_eq!(seen, ["f:a", "d:a", "f:b"]);
-    }
-
-    #[test]
-    fn pages_resume_at_the_cursor() {
-        let cache = MetadataCache::in_memory().unwrap();
-        for i in 0..25 {
-            put(&cache, &format!("d/{i:02}.png"), i);
-        }
-        put(&cache, "d/😀/deep.png", 1);
-        put(&cache, "dz.png", 1);
-        let mut seen = Vec::new();
-        let mut cursor = None;
-        loop {
-            let page = cache.list_dir("v", "d", cursor.as_deref(), 10).unwrap();
-            seen.extend(names(&page));
-            match page.next_cursor {
-                Some(c) => cursor = Some(c),
-                None => break,
-            }
-        }
-        assert_eq!(seen.len(), 26);
-        assert_eq!(seen.last().unwrap(), "d:d/😀");
-        let all = cache.list_prefix("v", "d/", None, 100).unwrap();
-        assert_eq!(all.entries.len(), 26, "dz.png is outside the prefix");
-        assert!(cache.list_dir("v", "d", Some("junk"), 10).is_err());
-    }
-
-    #[test]
-    fn upper_bound_is_exact() {
-        assert_eq!(prefix_upper_bound("a/").as_deref(), Some("a0"));
-        assert_eq!(prefix_upper_bound("").as_deref(), None);
-        assert_eq!(prefix_upper_bound("a\u{10FFFF}").as_deref(), Some("b"));
-        assert_eq!(prefix_upper_bound("\u{D7FF}").as_deref(), Some("\u{E000}"));
     }
 }

@@ -1,0 +1,532 @@
+//! The metadata cache: every object's path, size, etag, content type and
+//! mtime, plus the directories they imply, behind one interface
+//! ([`MetadataEngine`]) with an engine per database ([`sqlite`]: one node,
+//! the embedded default) and, in front of it, a small per-node cache of hot
+//! rows ([`front`]).
+//!
+//! It answers stat, exists and list without touching a backend. It is
+//! written through: the storage core updates it only after a backend has
+//! acknowledged a write, copy or delete, so a failed backend call leaves it
+//! as it was. The backend stays the source of truth; the cache can always be
+//! rebuilt from it.
+
+mod front;
+pub mod sqlite;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::error::{StorageError, StorageResult};
+use crate::path::VolumePath;
+use crate::store::ObjectMeta;
+
+pub use front::{FRONT_CAPACITY, FRONT_TTL};
+
+/// How far an interrupted refresh of a volume got.
+#[derive(Debug, Default)]
+pub struct RefreshProgress {
+    /// Prefixes split into files and sub-prefixes, with the sub-prefixes.
+    pub splits: std::collections::HashMap<String, Vec<String>>,
+    /// Prefixes listed: `None` once done, else the key to go on after.
+    pub lists: std::collections::HashMap<String, Option<String>>,
+    /// Objects found so far.
+    pub found: u64,
+}
+
+/// A part of a refresh's listing, done or advanced.
+pub enum RefreshPart<'a> {
+    Split { prefix: &'a str, dirs: &'a [String] },
+    List { prefix: &'a str, next: Option<&'a str> },
+}
+
+/// A file or directory in a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    File { path: String, meta: ObjectMeta },
+    Dir { path: String },
+}
+
+impl Entry {
+    pub fn path(&self) -> &str {
+        match self {
+            Entry::File { path, .. } | Entry::Dir { path } => path,
+        }
+    }
+}
+
+/// One page of a listing.
+#[derive(Debug, Default)]
+pub struct Page {
+    pub entries: Vec<Entry>,
+    pub next_cursor: Option<String>,
+}
+
+/// What the cache holds for one volume.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct VolumeStats {
+    pub volume: String,
+    pub files: u64,
+    pub bytes: u64,
+    pub directories: u64,
+}
+
+/// Where an engine announces changes made elsewhere (other nodes).
+pub trait FrontSink: Send + Sync {
+    fn forget(&self, volume: &str, path: &str);
+    fn forget_volume(&self, volume: &str);
+    fn forget_all(&self);
+    /// Announcements started (`true`) or stopped and may have been lost.
+    fn listening(&self, on: bool);
+}
+
+/// What every engine does. Rows are keyed by volume and path; listings are
+/// index range scans in path order (byte order of UTF-8); a file `a` and a
+/// directory `a` may both exist. Writes are atomic.
+#[async_trait::async_trait]
+pub trait MetadataEngine: Send + Sync + 'static {
+    /// Where the rows live, for messages.
+    fn describe(&self) -> String;
+    /// Whether other nodes share these rows (and announce their changes).
+    fn shared(&self) -> bool {
+        false
+    }
+    /// Tell `front` of changes other nodes make, from now on.
+    fn watch(&self, _front: Arc<dyn FrontSink>) {}
+    /// The row of one file.
+    async fn get(&self, volume: &str, path: &str) -> StorageResult<Option<ObjectMeta>>;
+    /// Record a file the backend has stored, and its directories.
+    async fn put(&self, volume: &str, path: &VolumePath, meta: &ObjectMeta) -> StorageResult<()>;
+    /// Forget a file the backend has deleted, and directories left empty.
+    /// With `version`, only if the row is still that version: a concurrent
+    /// write may have stored, and recorded, a newer one since.
+    async fn remove(&self, volume: &str, path: &VolumePath, version: Option<&str>) -> StorageResult<()>;
+    /// The direct children of directory `dir` ("" for the root): files and
+    /// subdirectories in path order (a file and a directory of the same
+    /// name both appear, the file first).
+    async fn list_dir(&self, volume: &str, dir: &str, cursor: Option<&str>, limit: usize) -> StorageResult<Page>;
+    /// Every file whose path starts with `prefix`, in path order.
+    async fn list_prefix(&self, volume: &str, prefix: &str, cursor: Option<&str>, limit: usize) -> StorageResult<Page>;
+    /// Start recording a refresh of `volume` listed from `backend` as run
+    /// `owner`, or take up the one an interrupted run recorded if it listed
+    /// the same backend less than `resume_within_ms` ago (`Some`, with how
+    /// far it got). `Unavailable` while another run beat less than
+    /// `live_ms` ago.
+    async fn refresh_begin(
+        &self,
+        volume: &str,
+        backend: &str,
+        owner: &str,
+        now_ms: u64,
+        windows: (u64, u64),
+    ) -> StorageResult<Option<RefreshProgress>>;
+    /// Say that run `owner` of `volume`'s refresh is alive (`now_ms`), or,
+    /// with 0, that it has failed and the next run may take it up.
+    async fn refresh_beat(&self, volume: &str, owner: &str, now_ms: u64) -> StorageResult<()>;
+    /// Record objects a refresh found and the part of its listing they
+    /// complete or advance, in one transaction.
+    async fn refresh_record(
+        &self,
+        volume: &str,
+        part: RefreshPart<'_>,
+        found: &[(String, ObjectMeta)],
+    ) -> StorageResult<()>;
+    /// Every object the refresh of `volume` in progress has found, by key.
+    async fn refresh_found(&self, volume: &str) -> StorageResult<Vec<(String, ObjectMeta)>>;
+    /// Replace every row of `volume` with `files` listed by refresh run
+    /// `owner`, and end the run, in one transaction: readers see the old
+    /// listing until the new one is complete. Refused if another run has
+    /// taken the refresh over.
+    async fn replace_volume(
+        &self,
+        volume: &str,
+        owner: &str,
+        files: Vec<(VolumePath, ObjectMeta)>,
+    ) -> StorageResult<()>;
+    /// Files, bytes and directories per volume.
+    async fn stats(&self) -> StorageResult<Vec<VolumeStats>>;
+}
+
+/// The cache the storage core uses: an engine, and in front of it the hot
+/// rows of this node, dropped on every change this node makes and after
+/// [`FRONT_TTL`] (changes another process makes to the engine are seen
+/// within that).
+pub struct MetadataCache {
+    engine: Arc<dyn MetadataEngine>,
+    front: Arc<front::FrontCache>,
+}
+
+/// Size and age of the front cache.
+#[derive(Debug, Clone, Copy)]
+pub struct FrontSettings {
+    /// Rows kept at most (0: no front cache).
+    pub capacity: usize,
+    /// How long a row is served without asking the engine.
+    pub ttl: std::time::Duration,
+}
+
+impl Default for FrontSettings {
+    fn default() -> Self {
+        FrontSettings {
+            capacity: FRONT_CAPACITY,
+            ttl: FRONT_TTL,
+        }
+    }
+}
+
+impl MetadataCache {
+    pub fn new(engine: Arc<dyn MetadataEngine>) -> Self {
+        Self::with_front(engine, FrontSettings::default())
+    }
+
+    /// With a front cache of `settings`. A shared engine's front cache
+    /// keeps rows only while the engine's announcements are heard.
+    pub fn with_front(engine: Arc<dyn MetadataEngine>, settings: FrontSettings) -> Self {
+        let front = Arc::new(front::FrontCache::new(
+            settings.capacity,
+            settings.ttl,
+            !engine.shared(),
+        ));
+        if engine.shared() {
+            engine.watch(front.clone());
+        }
+        MetadataCache { engine, front }
+    }
+
+    /// The SQLite file at `path` (created if needed).
+    pub fn open(path: &Path) -> StorageResult<Self> {
+        Ok(Self::new(Arc::new(sqlite::SqliteEngine::open(path)?)))
+    }
+
+    /// A cache held in memory only (tests, memory volumes).
+    pub fn in_memory() -> StorageResult<Self> {
+        Ok(Self::new(Arc::new(sqlite::SqliteEngine::in_memory()?)))
+    }
+
+    pub fn engine(&self) -> &Arc<dyn MetadataEngine> {
+        &self.engine
+    }
+
+    /// The cached metadata of one file.
+    pub async fn get(&self, volume: &str, path: &str) -> StorageResult<Option<ObjectMeta>> {
+        if let Some(meta) = self.front.get(volume, path) {
+            return Ok(Some(meta));
+        }
+        let generation = self.front.generation();
+        let found = self.engine.get(volume, path).await?;
+        if let Some(meta) = &found {
+            self.front.insert(generation, volume, path, meta);
+        }
+        Ok(found)
+    }
+
+    /// Record a file the backend has stored.
+    pub async fn put(&self, volume: &str, path: &VolumePath, meta: &ObjectMeta) -> StorageResult<()> {
+        let result = self.engine.put(volume, path, meta).await;
+        self.front.forget(volume, path.as_str());
+        result
+    }
+
+    /// Forget a file the backend has deleted (see [`MetadataEngine::remove`]).
+    pub async fn remove(&self, volume: &str, path: &VolumePath, version: Option<&str>) -> StorageResult<()> {
+        let result = self.engine.remove(volume, path, version).await;
+        self.front.forget(volume, path.as_str());
+        result
+    }
+
+    pub async fn list_dir(&self, volume: &str, dir: &str, cursor: Option<&str>, limit: usize) -> StorageResult<Page> {
+        self.engine.list_dir(volume, dir, cursor, limit).await
+    }
+
+    pub async fn list_prefix(
+        &self,
+        volume: &str,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> StorageResult<Page> {
+        self.engine.list_prefix(volume, prefix, cursor, limit).await
+    }
+
+    pub async fn refresh_begin(
+        &self,
+        volume: &str,
+        backend: &str,
+        owner: &str,
+        now_ms: u64,
+        windows: (u64, u64),
+    ) -> StorageResult<Option<RefreshProgress>> {
+        self.engine.refresh_begin(volume, backend, owner, now_ms, windows).await
+    }
+
+    pub async fn refresh_beat(&self, volume: &str, owner: &str, now_ms: u64) -> StorageResult<()> {
+        self.engine.refresh_beat(volume, owner, now_ms).await
+    }
+
+    pub async fn refresh_record(
+        &self,
+        volume: &str,
+        part: RefreshPart<'_>,
+        found: &[(String, ObjectMeta)],
+    ) -> StorageResult<()> {
+        self.engine.refresh_record(volume, part, found).await
+    }
+
+    pub async fn refresh_found(&self, volume: &str) -> StorageResult<Vec<(String, ObjectMeta)>> {
+        self.engine.refresh_found(volume).await
+    }
+
+    pub async fn replace_volume(
+        &self,
+        volume: &str,
+        owner: &str,
+        files: Vec<(VolumePath, ObjectMeta)>,
+    ) -> StorageResult<()> {
+        let result = self.engine.replace_volume(volume, owner, files).await;
+        self.front.forget_volume(volume);
+        result
+    }
+
+    pub async fn stats(&self) -> StorageResult<Vec<VolumeStats>> {
+        self.engine.stats().await
+    }
+
+    /// Whether this node's front cache holds a live row of the file
+    /// (diagnostics, tests).
+    pub fn front_holds(&self, volume: &str, path: &str) -> bool {
+        self.front.get(volume, path).is_some()
+    }
+
+    /// Every cached file of a volume (verification, tests).
+    pub async fn all_files(&self, volume: &str) -> StorageResult<Vec<(String, ObjectMeta)>> {
+        let mut out = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = self.list_prefix(volume, "", cursor.as_deref(), 1000).await?;
+            out.extend(page.entries.into_iter().filter_map(|e| match e {
+                Entry::File { path, meta } => Some((path, meta)),
+                Entry::Dir { .. } => None,
+            }));
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(out),
+            }
+        }
+    }
+}
+
+/// The smallest string greater than every string starting with `prefix`
+/// (UTF-8 byte order equals code point order), or `None` if unbounded.
+pub(crate) fn prefix_upper_bound(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let mut next = last as u32 + 1;
+        if (0xD800..0xE000).contains(&next) {
+            next = 0xE000;
+        }
+        if let Some(c) = char::from_u32(next) {
+            chars.push(c);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+/// User metadata as stored: a JSON array of pairs.
+pub(crate) fn metadata_json(meta: &ObjectMeta) -> String {
+    serde_json::to_string(&meta.metadata).unwrap_or_else(|_| "[]".into())
+}
+
+/// User metadata read back; a damaged row is an error, never a file
+/// without metadata.
+pub(crate) fn metadata_from_json(text: &str) -> StorageResult<Vec<(String, String)>> {
+    if text == "[]" {
+        return Ok(Vec::new());
+    }
+    serde_json::from_str(text).map_err(|e| {
+        StorageError::unavailable(format!(
+            "metadata cache: unreadable user metadata ({e}); `silo cache refresh` rebuilds the row"
+        ))
+    })
+}
+
+/// A directory page from its files and subdirectories, each in path order
+/// and at most `limit + 1` long: merged, files first on equal paths.
+pub(crate) fn merge_dir_page(files: Vec<Entry>, dirs: Vec<Entry>, limit: usize) -> Page {
+    let mut entries = Vec::with_capacity((limit + 1).min(files.len() + dirs.len()));
+    let (mut files, mut dirs) = (files.into_iter().peekable(), dirs.into_iter().peekable());
+    while entries.len() <= limit {
+        let take_file = match (files.peek(), dirs.peek()) {
+            (Some(f), Some(d)) => f.path() <= d.path(),
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        entries.extend(if take_file { files.next() } else { dirs.next() });
+    }
+    paginate(entries, limit)
+}
+
+/// Cursors are `<kind><path>`, kind `0` for a file and `1` for a directory.
+pub(crate) fn decode_cursor(cursor: Option<&str>) -> StorageResult<(String, i64)> {
+    match cursor {
+        None => Ok((String::new(), -1)),
+        Some(c) => match c.split_at_checked(1) {
+            Some(("0", path)) => Ok((path.to_owned(), 0)),
+            Some(("1", path)) => Ok((path.to_owned(), 1)),
+            _ => Err(StorageError::InvalidPath(format!("'{c}' is not a listing cursor"))),
+        },
+    }
+}
+
+pub(crate) fn paginate(mut entries: Vec<Entry>, limit: usize) -> Page {
+    let next_cursor = (entries.len() > limit).then(|| {
+        entries.truncate(limit);
+        match entries.last() {
+            Some(Entry::File { path, .. }) => format!("0{path}"),
+            Some(Entry::Dir { path }) => format!("1{path}"),
+            None => String::new(),
+        }
+    });
+    Page { entries, next_cursor }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(size: u64) -> ObjectMeta {
+        ObjectMeta {
+            size,
+            etag: format!("e{size}"),
+            content_type: "image/png".into(),
+            modified_ms: 1,
+            cache_control: None,
+            metadata: vec![("k".into(), "v".into())],
+        }
+    }
+
+    async fn put(cache: &MetadataCache, path: &str, size: u64) {
+        cache
+            .put("v", &VolumePath::parse(path).unwrap(), &meta(size))
+            .await
+            .unwrap();
+    }
+
+    fn names(page: &Page) -> Vec<String> {
+        page.entries
+            .iter()
+            .map(|e| match e {
+                Entry::File { path, .. } => format!("f:{path}"),
+                Entry::Dir { path } => format!("d:{path}"),
+            })
+            .collect()
+    }
+
+    /// Each engine the tests run on: SQLite in memory and in a file.
+    fn engines() -> Vec<(MetadataCache, Option<tempfile::TempDir>)> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = MetadataCache::open(&dir.path().join("meta.sqlite")).unwrap();
+        vec![(MetadataCache::in_memory().unwrap(), None), (file, Some(dir))]
+    }
+
+    #[tokio::test]
+    async fn directories_are_derived_and_pruned() {
+        for (cache, _dir) in engines() {
+            put(&cache, "a/b/c.png", 3).await;
+            put(&cache, "a/x.png", 1).await;
+            put(&cache, "a", 9).await; // a file beside the directory `a`
+            assert_eq!(names(&cache.list_dir("v", "", None, 10).await.unwrap()), ["f:a", "d:a"]);
+            assert_eq!(
+                names(&cache.list_dir("v", "a", None, 10).await.unwrap()),
+                ["d:a/b", "f:a/x.png"]
+            );
+            cache
+                .remove("v", &VolumePath::parse("a/b/c.png").unwrap(), None)
+                .await
+                .unwrap();
+            assert_eq!(names(&cache.list_dir("v", "a", None, 10).await.unwrap()), ["f:a/x.png"]);
+            assert_eq!(cache.get("v", "a").await.unwrap().unwrap(), meta(9));
+            assert!(cache.get("v", "a/b/c.png").await.unwrap().is_none());
+
+            // One entry per page: the file `a` and the directory `a` share
+            // a path and must both come, in that order, once each.
+            put(&cache, "a/b/c.png", 3).await;
+            put(&cache, "b", 1).await;
+            let mut seen = Vec::new();
+            let mut cursor = None;
+            loop {
+                let page = cache.list_dir("v", "", cursor.as_deref(), 1).await.unwrap();
+                seen.extend(names(&page));
+                match page.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+            assert_eq!(seen, ["f:a", "d:a", "f:b"]);
+        }
+    }
+
+    #[tokio::test]
+    async fn pages_resume_at_the_cursor() {
+        for (cache, _dir) in engines() {
+            for i in 0..25 {
+                put(&cache, &format!("d/{i:02}.png"), i).await;
+            }
+            put(&cache, "d/😀/deep.png", 1).await;
+            put(&cache, "dz.png", 1).await;
+            let mut seen = Vec::new();
+            let mut cursor = None;
+            loop {
+                let page = cache.list_dir("v", "d", cursor.as_deref(), 10).await.unwrap();
+                seen.extend(names(&page));
+                match page.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+            assert_eq!(seen.len(), 26);
+            assert_eq!(seen.last().unwrap(), "d:d/😀");
+            let all = cache.list_prefix("v", "d/", None, 100).await.unwrap();
+            assert_eq!(all.entries.len(), 26, "dz.png is outside the prefix");
+            assert!(cache.list_dir("v", "d", Some("junk"), 10).await.is_err());
+        }
+    }
+
+    #[tokio::test]
+    async fn the_front_cache_drops_a_row_on_every_change_and_sees_other_processes_within_its_ttl() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("meta.sqlite");
+        let here = MetadataCache::open(&file).unwrap();
+        // Another process on the same file (a CLI refresh, say).
+        let there = MetadataCache::open(&file).unwrap();
+        put(&here, "a.png", 1).await;
+        assert_eq!(here.get("v", "a.png").await.unwrap(), Some(meta(1)));
+        // A change made here is seen here at once.
+        put(&here, "a.png", 2).await;
+        assert_eq!(here.get("v", "a.png").await.unwrap(), Some(meta(2)));
+        here.remove("v", &VolumePath::parse("a.png").unwrap(), None)
+            .await
+            .unwrap();
+        assert_eq!(here.get("v", "a.png").await.unwrap(), None);
+        // A change made elsewhere: within the TTL.
+        put(&here, "b.png", 1).await;
+        assert_eq!(here.get("v", "b.png").await.unwrap(), Some(meta(1)));
+        put(&there, "b.png", 3).await;
+        let seen = std::time::Instant::now();
+        while here.get("v", "b.png").await.unwrap() != Some(meta(3)) {
+            assert!(
+                seen.elapsed() < FRONT_TTL * 3,
+                "a change elsewhere outlived the front cache's TTL"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    #[test]
+    fn upper_bound_is_exact() {
+        assert_eq!(prefix_upper_bound("a/").as_deref(), Some("a0"));
+        assert_eq!(prefix_upper_bound("").as_deref(), None);
+        assert_eq!(prefix_upper_bound("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_upper_bound("\u{D7FF}").as_deref(), Some("\u{E000}"));
+    }
+}
