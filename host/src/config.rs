@@ -47,6 +47,10 @@ pub struct Config {
     /// Host-wide bounds shared by every invocation.
     #[serde(default)]
     pub limits: HostLimits,
+    /// Where the metadata cache lives: a SQLite file (one node) or a shared
+    /// PostgreSQL database (several nodes).
+    #[serde(default)]
+    pub metadata: MetadataConfig,
     /// Where the config came from (`None`: the built-in default).
     #[serde(skip)]
     pub origin: Option<PathBuf>,
@@ -67,6 +71,76 @@ pub struct ServeConfig {
     pub admin_token_file: Option<PathBuf>,
     /// File holding the key signed URLs are made with (default: the token).
     pub signing_key_file: Option<PathBuf>,
+}
+
+/// The metadata cache's engine and front cache. The PostgreSQL URL holds a
+/// password, so it never sits in the config: `SILO_DATABASE_URL`, else the
+/// file `url_file` names.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetadataConfig {
+    #[serde(default)]
+    pub backend: MetadataBackend,
+    /// File holding the PostgreSQL URL (postgres only).
+    pub url_file: Option<PathBuf>,
+    /// Connections to PostgreSQL (1 to 256; default 16).
+    pub pool_size: Option<usize>,
+    /// Hot rows kept in this node's memory (0 to 10,000,000; default
+    /// 100,000; 0 turns the front cache off).
+    pub front_cache_entries: Option<usize>,
+    /// How long a hot row is served before the engine is asked again, ms
+    /// (1 to 60,000; default 1,000): the bound on a change unseen when an
+    /// announcement is lost.
+    pub front_cache_ttl_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetadataBackend {
+    /// `<data_dir>/meta.sqlite`.
+    #[default]
+    Sqlite,
+    /// A PostgreSQL database several nodes share.
+    Postgres,
+}
+
+/// Default of `[metadata] pool_size`.
+pub const DEFAULT_POOL_SIZE: usize = 16;
+
+impl MetadataConfig {
+    /// The front cache's settings.
+    pub fn front(&self) -> crate::cache::FrontSettings {
+        let mut front = crate::cache::FrontSettings::default();
+        if let Some(n) = self.front_cache_entries {
+            front.capacity = n;
+        }
+        if let Some(ms) = self.front_cache_ttl_ms {
+            front.ttl = std::time::Duration::from_millis(ms);
+        }
+        front
+    }
+
+    /// The PostgreSQL URL: `SILO_DATABASE_URL`, else the contents of
+    /// `url_file` (a trailing newline is not part of it).
+    pub fn database_url(&self) -> Result<String, String> {
+        if let Ok(url) = std::env::var("SILO_DATABASE_URL")
+            && !url.trim().is_empty()
+        {
+            return Ok(url.trim().to_owned());
+        }
+        let Some(file) = &self.url_file else {
+            return Err(
+                "[metadata] backend = \"postgres\" needs SILO_DATABASE_URL or a url_file holding the URL".into(),
+            );
+        };
+        let url = std::fs::read_to_string(file)
+            .map_err(|e| format!("cannot read [metadata] url_file {}: {e}", file.display()))?;
+        let url = url.trim_end_matches(['\n', '\r']).trim().to_owned();
+        if url.is_empty() {
+            return Err(format!("[metadata] url_file {} is empty", file.display()));
+        }
+        Ok(url)
+    }
 }
 
 /// Bounds on what all plugins together can make the host hold.
@@ -309,6 +383,7 @@ impl Config {
             volume.path = volume.path.as_deref().map(absolute);
         }
         for file in [
+            &mut config.metadata.url_file,
             &mut config.serve.token_file,
             &mut config.serve.admin_token_file,
             &mut config.serve.signing_key_file,
@@ -330,6 +405,23 @@ impl Config {
         let line = |span: std::ops::Range<usize>| text.get(..span.start).map_or(0, |t| t.matches('\n').count() + 1);
         if self.volumes.is_empty() {
             return Err(self.invalid("no volumes are configured; add a [volumes.<name>] table".into()));
+        }
+        let m = &self.metadata;
+        if m.backend == MetadataBackend::Sqlite
+            && let Some(key) = [("url_file", m.url_file.is_some()), ("pool_size", m.pool_size.is_some())]
+                .iter()
+                .find_map(|(k, set)| set.then_some(*k))
+        {
+            return Err(self.invalid(format!("[metadata] `{key}` is only for backend = \"postgres\"")));
+        }
+        if m.pool_size.is_some_and(|n| !(1..=256).contains(&n)) {
+            return Err(self.invalid("[metadata] pool_size must be 1..=256".into()));
+        }
+        if m.front_cache_entries.is_some_and(|n| n > 10_000_000) {
+            return Err(self.invalid("[metadata] front_cache_entries must be 0..=10000000".into()));
+        }
+        if m.front_cache_ttl_ms.is_some_and(|ms| !(1..=60_000).contains(&ms)) {
+            return Err(self.invalid("[metadata] front_cache_ttl_ms must be 1..=60000".into()));
         }
         if !(1..=MAX_WRITE_BUFFER_MIB).contains(&self.limits.write_buffer_mib) {
             return Err(self.invalid(format!(

@@ -339,7 +339,23 @@ pub async fn open_storage(config: &Config) -> Result<Arc<Storage>, SiloError> {
             read_cache,
         });
     }
-    let cache = cache::MetadataCache::open(&config.data_dir.join("meta.sqlite"))?;
+    let cache = match config.metadata.backend {
+        config::MetadataBackend::Sqlite => cache::MetadataCache::with_front(
+            Arc::new(cache::sqlite::SqliteEngine::open(&config.data_dir.join("meta.sqlite"))?),
+            config.metadata.front(),
+        ),
+        config::MetadataBackend::Postgres => {
+            let url = config.metadata.database_url().map_err(|message| ConfigError::Invalid {
+                origin: config.origin.clone(),
+                message,
+            })?;
+            let settings = cache::postgres::PostgresSettings {
+                url,
+                pool_size: config.metadata.pool_size.unwrap_or(config::DEFAULT_POOL_SIZE),
+            };
+            cache::MetadataCache::connect_postgres(&settings, config.metadata.front()).await?
+        }
+    };
     Ok(Arc::new(
         Storage::new(volumes, cache)
             .with_policy(config.content_policy.clone())

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 pub mod http;
+pub mod pg;
 pub mod rss;
 pub mod s3;
 pub mod seaweed;

@@ -1,8 +1,8 @@
 //! The metadata cache: every object's path, size, etag, content type and
 //! mtime, plus the directories they imply, behind one interface
 //! ([`MetadataEngine`]) with an engine per database ([`sqlite`]: one node,
-//! the embedded default) and, in front of it, a small per-node cache of hot
-//! rows ([`front`]).
+//! the embedded default; [`postgres`]: several nodes sharing it) and, in
+//! front of it, a small per-node cache of hot rows ([`front`]).
 //!
 //! It answers stat, exists and list without touching a backend. It is
 //! written through: the storage core updates it only after a backend has
@@ -11,6 +11,7 @@
 //! rebuilt from it.
 
 mod front;
+pub mod postgres;
 pub mod sqlite;
 
 use std::path::Path;
@@ -190,6 +191,14 @@ impl MetadataCache {
             engine.watch(front.clone());
         }
         MetadataCache { engine, front }
+    }
+
+    /// The PostgreSQL database of `settings`, shared with other nodes.
+    pub async fn connect_postgres(settings: &postgres::PostgresSettings, front: FrontSettings) -> StorageResult<Self> {
+        Ok(Self::with_front(
+            Arc::new(postgres::PostgresEngine::connect(settings).await?),
+            front,
+        ))
     }
 
     /// The SQLite file at `path` (created if needed).

@@ -1,0 +1,778 @@
+//! The PostgreSQL engine of the metadata cache, for several Silo nodes on
+//! one bucket: they share the rows, the refresh records and the refresh
+//! lock. All of its SQL lives here.
+//!
+//! Paths are `COLLATE "C"`, so listings are in byte order as on SQLite.
+//! Writes that add or prune directories take a transaction-scoped advisory
+//! lock on the path's top-level directory (every shared ancestor implies
+//! the same one), so a delete pruning a directory never races a write into
+//! it on another node. Every change is announced with `NOTIFY` in its
+//! transaction: the front caches of the other nodes drop the row when it
+//! commits (see [`Listener`]).
+//!
+//! The schema is versioned (`silo_schema`); a database with a newer one
+//! than this Silo knows is refused.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+
+use super::{
+    Entry, FrontSink, MetadataEngine, Page, RefreshPart, RefreshProgress, VolumeStats, decode_cursor,
+    metadata_from_json, metadata_json, paginate, prefix_upper_bound,
+};
+use crate::error::{StorageError, StorageResult};
+use crate::path::{VolumePath, parent_of};
+use crate::store::ObjectMeta;
+
+/// The schema this Silo creates and reads.
+pub const SCHEMA_VERSION: i32 = 1;
+/// The channel changes are announced on.
+const CHANNEL: &str = "silo_cache";
+/// Rows sent in one statement of a bulk insert.
+const BATCH: usize = 5000;
+
+const SCHEMA_V1: &str = r#"
+CREATE TABLE objects (
+    volume TEXT NOT NULL,
+    path TEXT COLLATE "C" NOT NULL,
+    parent TEXT COLLATE "C" NOT NULL,
+    size BIGINT NOT NULL,
+    etag TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    modified_ms BIGINT NOT NULL,
+    cache_control TEXT,
+    metadata TEXT NOT NULL DEFAULT '[]',
+    PRIMARY KEY (volume, path)
+);
+CREATE INDEX objects_in_dir ON objects (volume, parent, path)
+    INCLUDE (size, etag, content_type, modified_ms, cache_control, metadata);
+CREATE TABLE dirs (
+    volume TEXT NOT NULL,
+    path TEXT COLLATE "C" NOT NULL,
+    parent TEXT COLLATE "C" NOT NULL,
+    PRIMARY KEY (volume, path)
+);
+CREATE INDEX dirs_by_parent ON dirs (volume, parent, path);
+CREATE TABLE refresh_runs (
+    volume TEXT NOT NULL PRIMARY KEY,
+    backend TEXT NOT NULL,
+    started_ms BIGINT NOT NULL,
+    owner TEXT NOT NULL,
+    heartbeat_ms BIGINT NOT NULL
+);
+CREATE TABLE refresh_parts (
+    volume TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    prefix TEXT COLLATE "C" NOT NULL,
+    state TEXT NOT NULL,
+    PRIMARY KEY (volume, kind, prefix)
+);
+CREATE TABLE refresh_found (
+    volume TEXT NOT NULL,
+    key TEXT COLLATE "C" NOT NULL,
+    size BIGINT NOT NULL,
+    etag TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    modified_ms BIGINT NOT NULL,
+    cache_control TEXT,
+    metadata TEXT NOT NULL DEFAULT '[]',
+    PRIMARY KEY (volume, key)
+);
+"#;
+
+/// Settings of the engine.
+#[derive(Debug, Clone)]
+pub struct PostgresSettings {
+    /// `postgres://user:password@host:port/database` (never logged).
+    pub url: String,
+    /// Connections in the pool.
+    pub pool_size: usize,
+}
+
+pub struct PostgresEngine {
+    pool: Pool,
+    config: tokio_postgres::Config,
+    describe: String,
+}
+
+fn db_error(e: tokio_postgres::Error) -> StorageError {
+    // The server's own message where there is one (it names the problem).
+    match e.as_db_error() {
+        Some(db) => StorageError::unavailable(format!("metadata database: {}", db.message())),
+        None => StorageError::unavailable(format!("metadata database: {e}")),
+    }
+}
+
+fn pool_error(e: deadpool_postgres::PoolError) -> StorageError {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => db_error(e),
+        other => StorageError::unavailable(format!("metadata database: {other}")),
+    }
+}
+
+impl PostgresEngine {
+    /// Connect, then create or migrate the schema. Refused when the
+    /// database holds a newer schema than this Silo knows.
+    pub async fn connect(settings: &PostgresSettings) -> StorageResult<Self> {
+        let config: tokio_postgres::Config = settings.url.parse().map_err(|e| {
+            StorageError::unavailable(format!("the metadata database URL is not a PostgreSQL URL: {e}"))
+        })?;
+        if matches!(config.get_ssl_mode(), tokio_postgres::config::SslMode::Require) {
+            return Err(StorageError::Unsupported(
+                "sslmode=require: Silo connects to PostgreSQL without TLS (keep the database on a private network or a local socket)"
+                    .into(),
+            ));
+        }
+        let describe = describe(&config);
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(settings.pool_size.max(1))
+            .wait_timeout(Some(Duration::from_secs(30)))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| StorageError::unavailable(format!("metadata database pool: {e}")))?;
+        let engine = PostgresEngine { pool, config, describe };
+        engine.migrate().await?;
+        Ok(engine)
+    }
+
+    async fn client(&self) -> StorageResult<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(pool_error)
+    }
+
+    async fn migrate(&self) -> StorageResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        // One node migrates at a time.
+        tx.execute("SELECT pg_advisory_xact_lock(hashtext('silo-schema'))", &[])
+            .await
+            .map_err(db_error)?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS silo_schema (version INTEGER NOT NULL)")
+            .await
+            .map_err(db_error)?;
+        let current: Option<i32> = tx
+            .query_opt("SELECT max(version) FROM silo_schema", &[])
+            .await
+            .map_err(db_error)?
+            .and_then(|r| r.get(0));
+        match current {
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(StorageError::Unsupported(format!(
+                    "the metadata database {} has schema version {v}, newer than this Silo's {SCHEMA_VERSION}; upgrade Silo (or point it at another database)",
+                    self.describe
+                )));
+            }
+            Some(v) if v == SCHEMA_VERSION => {}
+            _ => {
+                tx.batch_execute(SCHEMA_V1).await.map_err(db_error)?;
+                tx.execute("INSERT INTO silo_schema (version) VALUES ($1)", &[&SCHEMA_VERSION])
+                    .await
+                    .map_err(db_error)?;
+            }
+        }
+        tx.commit().await.map_err(db_error)
+    }
+
+    /// Watch the announcements of changes from other nodes on a dedicated
+    /// connection, dropping the rows from `front`; see [`Listener`].
+    pub fn listen(&self, front: Arc<dyn FrontSink>) {
+        tokio::spawn(
+            Listener {
+                config: self.config.clone(),
+                front,
+            }
+            .run(),
+        );
+    }
+}
+
+/// Where the database is, without the password.
+fn describe(config: &tokio_postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!("postgres://{host}:{port}/{}", config.get_dbname().unwrap_or(""))
+}
+
+/// The announcement of a change to one row (`volume`, a newline, `path`;
+/// neither may hold control characters) or to a whole volume (`volume`, a
+/// newline, `*`: a refresh swapped it).
+fn announcement(volume: &str, path: Option<&str>) -> String {
+    format!("{volume}\n{}", path.unwrap_or("*"))
+}
+
+/// Keeps one connection listening for changes and tells the front cache.
+/// While it is not connected the front cache holds nothing (a lost
+/// connection may have lost announcements): it is cleared when the
+/// connection ends and kept empty until a new one listens.
+struct Listener {
+    config: tokio_postgres::Config,
+    front: Arc<dyn FrontSink>,
+}
+
+impl Listener {
+    async fn run(self) {
+        use futures_util::StreamExt;
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.config.connect(NoTls).await {
+                Ok((client, mut connection)) => {
+                    let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                    let ready = {
+                        let listen = format!("LISTEN {CHANNEL}");
+                        let listening = client.batch_execute(&listen);
+                        // The connection must be polled for LISTEN to complete.
+                        let mut listening = std::pin::pin!(listening);
+                        loop {
+                            tokio::select! {
+                                done = &mut listening => break done.is_ok(),
+                                message = messages.next() => match message {
+                                    Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => self.apply(n.payload()),
+                                    Some(Ok(_)) => {}
+                                    Some(Err(_)) | None => break false,
+                                },
+                            }
+                        }
+                    };
+                    if ready {
+                        delay = Duration::from_millis(100);
+                        self.front.listening(true);
+                        while let Some(message) = messages.next().await {
+                            match message {
+                                Ok(tokio_postgres::AsyncMessage::Notification(n)) => self.apply(n.payload()),
+                                Ok(_) => {}
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    drop(client);
+                    self.front.listening(false);
+                    tracing::warn!(
+                        "lost the metadata database's change announcements; the front cache is off until they are back"
+                    );
+                }
+                Err(e) => tracing::warn!("cannot listen for metadata changes: {e}"),
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    fn apply(&self, payload: &str) {
+        match payload.split_once('\n') {
+            Some((volume, "*")) => self.front.forget_volume(volume),
+            Some((volume, path)) => self.front.forget(volume, path),
+            None => self.front.forget_all(),
+        }
+    }
+}
+
+/// The advisory lock of the directories a write at `path` touches.
+fn dir_lock(volume: &str, path: &str) -> String {
+    let top = path.split('/').next().unwrap_or("");
+    format!("silo-dir:{volume}:{top}")
+}
+
+fn row_meta(row: &tokio_postgres::Row, first: usize) -> StorageResult<ObjectMeta> {
+    let metadata: String = row.get(first + 5);
+    Ok(ObjectMeta {
+        size: row.get::<_, i64>(first) as u64,
+        etag: row.get(first + 1),
+        content_type: row.get(first + 2),
+        modified_ms: row.get::<_, i64>(first + 3) as u64,
+        cache_control: row.get(first + 4),
+        metadata: metadata_from_json(&metadata)?,
+    })
+}
+
+async fn put_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    volume: &str,
+    path: &VolumePath,
+    meta: &ObjectMeta,
+) -> StorageResult<()> {
+    let statement = tx
+        .prepare_cached(
+            "INSERT INTO objects (volume, path, parent, size, etag, content_type, modified_ms, cache_control, metadata)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (volume, path) DO UPDATE SET size = EXCLUDED.size, etag = EXCLUDED.etag,
+                 content_type = EXCLUDED.content_type, modified_ms = EXCLUDED.modified_ms,
+                 cache_control = EXCLUDED.cache_control, metadata = EXCLUDED.metadata",
+        )
+        .await
+        .map_err(db_error)?;
+    tx.execute(
+        &statement,
+        &[
+            &volume,
+            &path.as_str(),
+            &path.parent(),
+            &(meta.size as i64),
+            &meta.etag,
+            &meta.content_type,
+            &(meta.modified_ms as i64),
+            &meta.cache_control,
+            &metadata_json(meta),
+        ],
+    )
+    .await
+    .map_err(db_error)?;
+    let ancestors: Vec<&str> = path.ancestors().collect();
+    if !ancestors.is_empty() {
+        let parents: Vec<&str> = ancestors.iter().map(|a| parent_of(a)).collect();
+        let statement = tx
+            .prepare_cached(
+                "INSERT INTO dirs (volume, path, parent) SELECT $1, p, q FROM UNNEST($2::text[], $3::text[]) AS t(p, q)
+                 ON CONFLICT DO NOTHING",
+            )
+            .await
+            .map_err(db_error)?;
+        tx.execute(&statement, &[&volume, &ancestors, &parents])
+            .await
+            .map_err(db_error)?;
+    }
+    Ok(())
+}
+
+async fn notify(tx: &deadpool_postgres::Transaction<'_>, volume: &str, path: Option<&str>) -> StorageResult<()> {
+    tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &announcement(volume, path)])
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
+async fn lock(tx: &deadpool_postgres::Transaction<'_>, key: &str) -> StorageResult<()> {
+    tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&key])
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
+async fn refresh_clear(tx: &deadpool_postgres::Transaction<'_>, volume: &str) -> StorageResult<()> {
+    for sql in [
+        "DELETE FROM refresh_runs WHERE volume = $1",
+        "DELETE FROM refresh_parts WHERE volume = $1",
+        "DELETE FROM refresh_found WHERE volume = $1",
+    ] {
+        tx.execute(sql, &[&volume]).await.map_err(db_error)?;
+    }
+    Ok(())
+}
+
+/// Insert object rows (and their directories) in batches.
+async fn insert_rows(
+    tx: &deadpool_postgres::Transaction<'_>,
+    volume: &str,
+    table: &str,
+    rows: &[(String, ObjectMeta)],
+) -> StorageResult<()> {
+    let with_parent = table == "objects";
+    let sql = if with_parent {
+        "INSERT INTO objects (volume, path, parent, size, etag, content_type, modified_ms, cache_control, metadata)
+         SELECT $1, k, p, s, e, t, m, c, d FROM UNNEST($2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],
+             $7::bigint[], $8::text[], $9::text[]) AS r(k, p, s, e, t, m, c, d)"
+    } else {
+        "INSERT INTO refresh_found (volume, key, size, etag, content_type, modified_ms, cache_control, metadata)
+         SELECT $1, k, s, e, t, m, c, d FROM UNNEST($2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],
+             $7::bigint[], $8::text[], $9::text[]) AS r(k, p, s, e, t, m, c, d)
+         ON CONFLICT (volume, key) DO UPDATE SET size = EXCLUDED.size, etag = EXCLUDED.etag,
+             content_type = EXCLUDED.content_type, modified_ms = EXCLUDED.modified_ms,
+             cache_control = EXCLUDED.cache_control, metadata = EXCLUDED.metadata"
+    };
+    let statement = tx.prepare_cached(sql).await.map_err(db_error)?;
+    for chunk in rows.chunks(BATCH) {
+        let keys: Vec<&str> = chunk.iter().map(|(k, _)| k.as_str()).collect();
+        let parents: Vec<&str> = keys.iter().map(|k| parent_of(k)).collect();
+        let sizes: Vec<i64> = chunk.iter().map(|(_, m)| m.size as i64).collect();
+        let etags: Vec<&str> = chunk.iter().map(|(_, m)| m.etag.as_str()).collect();
+        let types: Vec<&str> = chunk.iter().map(|(_, m)| m.content_type.as_str()).collect();
+        let times: Vec<i64> = chunk.iter().map(|(_, m)| m.modified_ms as i64).collect();
+        let controls: Vec<Option<&str>> = chunk.iter().map(|(_, m)| m.cache_control.as_deref()).collect();
+        let metadata: Vec<String> = chunk.iter().map(|(_, m)| metadata_json(m)).collect();
+        tx.execute(
+            &statement,
+            &[
+                &volume, &keys, &parents, &sizes, &etags, &types, &times, &controls, &metadata,
+            ],
+        )
+        .await
+        .map_err(db_error)?;
+    }
+    if with_parent {
+        let mut dirs = BTreeSet::new();
+        for (key, _) in rows {
+            dirs.extend(key.match_indices('/').map(|(i, _)| &key[..i]));
+        }
+        let dirs: Vec<&str> = dirs.into_iter().collect();
+        let statement = tx
+            .prepare_cached(
+                "INSERT INTO dirs (volume, path, parent) SELECT $1, p, q FROM UNNEST($2::text[], $3::text[]) AS t(p, q)",
+            )
+            .await
+            .map_err(db_error)?;
+        for chunk in dirs.chunks(BATCH) {
+            let parents: Vec<&str> = chunk.iter().map(|d| parent_of(d)).collect();
+            tx.execute(&statement, &[&volume, &chunk, &parents])
+                .await
+                .map_err(db_error)?;
+        }
+    }
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl MetadataEngine for PostgresEngine {
+    fn describe(&self) -> String {
+        format!("PostgreSQL {}", self.describe)
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn watch(&self, front: Arc<dyn FrontSink>) {
+        self.listen(front);
+    }
+
+    async fn get(&self, volume: &str, path: &str) -> StorageResult<Option<ObjectMeta>> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT size, etag, content_type, modified_ms, cache_control, metadata
+                 FROM objects WHERE volume = $1 AND path = $2",
+            )
+            .await
+            .map_err(db_error)?;
+        let row = client
+            .query_opt(&statement, &[&volume, &path])
+            .await
+            .map_err(db_error)?;
+        row.map(|r| row_meta(&r, 0)).transpose()
+    }
+
+    async fn put(&self, volume: &str, path: &VolumePath, meta: &ObjectMeta) -> StorageResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        lock(&tx, &dir_lock(volume, path.as_str())).await?;
+        put_in(&tx, volume, path, meta).await?;
+        notify(&tx, volume, Some(path.as_str())).await?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn remove(&self, volume: &str, path: &VolumePath, version: Option<&str>) -> StorageResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        lock(&tx, &dir_lock(volume, path.as_str())).await?;
+        let removed = tx
+            .execute(
+                "DELETE FROM objects WHERE volume = $1 AND path = $2 AND ($3::text IS NULL OR etag = $3)",
+                &[&volume, &path.as_str(), &version],
+            )
+            .await
+            .map_err(db_error)?;
+        if removed == 0 {
+            return Ok(());
+        }
+        let ancestors: Vec<&str> = path.ancestors().collect();
+        for dir in ancestors.into_iter().rev() {
+            let below = format!("{dir}/");
+            let upper = prefix_upper_bound(&below);
+            let still_used: bool = tx
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM objects WHERE volume = $1 AND path >= $2 AND ($3::text IS NULL OR path < $3))",
+                    &[&volume, &below, &upper],
+                )
+                .await
+                .map_err(db_error)?
+                .get(0);
+            if still_used {
+                break;
+            }
+            tx.execute("DELETE FROM dirs WHERE volume = $1 AND path = $2", &[&volume, &dir])
+                .await
+                .map_err(db_error)?;
+        }
+        notify(&tx, volume, Some(path.as_str())).await?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn list_dir(&self, volume: &str, dir: &str, cursor: Option<&str>, limit: usize) -> StorageResult<Page> {
+        let (after_path, after_kind) = decode_cursor(cursor)?;
+        let client = self.client().await?;
+        let files = client
+            .query(
+                "SELECT path, size, etag, content_type, modified_ms, cache_control, metadata
+                 FROM objects WHERE volume = $1 AND parent = $2 AND path >= $3 AND (path > $3 OR $4::bigint < 0)
+                 ORDER BY path LIMIT $5",
+                &[&volume, &dir, &after_path, &after_kind, &(limit as i64 + 1)],
+            )
+            .await
+            .map_err(db_error)?;
+        let dirs = client
+            .query(
+                "SELECT path FROM dirs WHERE volume = $1 AND parent = $2 AND path >= $3 AND (path > $3 OR $4::bigint < 1)
+                 ORDER BY path LIMIT $5",
+                &[&volume, &dir, &after_path, &after_kind, &(limit as i64 + 1)],
+            )
+            .await
+            .map_err(db_error)?;
+        let files = files
+            .iter()
+            .map(|r| {
+                Ok(Entry::File {
+                    path: r.get(0),
+                    meta: row_meta(r, 1)?,
+                })
+            })
+            .collect::<StorageResult<Vec<_>>>()?;
+        let dirs: Vec<Entry> = dirs.iter().map(|r| Entry::Dir { path: r.get(0) }).collect();
+        Ok(super::merge_dir_page(files, dirs, limit))
+    }
+
+    async fn list_prefix(&self, volume: &str, prefix: &str, cursor: Option<&str>, limit: usize) -> StorageResult<Page> {
+        let (after_path, _) = decode_cursor(cursor)?;
+        let upper = prefix_upper_bound(prefix);
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT path, size, etag, content_type, modified_ms, cache_control, metadata
+                 FROM objects WHERE volume = $1 AND path >= $2 AND ($3::text IS NULL OR path < $3) AND path > $4
+                 ORDER BY path LIMIT $5",
+                &[&volume, &prefix, &upper, &after_path, &(limit as i64 + 1)],
+            )
+            .await
+            .map_err(db_error)?;
+        let entries = rows
+            .iter()
+            .map(|r| {
+                Ok(Entry::File {
+                    path: r.get(0),
+                    meta: row_meta(r, 1)?,
+                })
+            })
+            .collect::<StorageResult<Vec<_>>>()?;
+        Ok(paginate(entries, limit))
+    }
+
+    async fn refresh_begin(
+        &self,
+        volume: &str,
+        backend: &str,
+        owner: &str,
+        now_ms: u64,
+        (resume_within_ms, live_ms): (u64, u64),
+    ) -> StorageResult<Option<RefreshProgress>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        lock(&tx, &format!("silo-refresh:{volume}")).await?;
+        let run = tx
+            .query_opt(
+                "SELECT backend, started_ms, heartbeat_ms FROM refresh_runs WHERE volume = $1",
+                &[&volume],
+            )
+            .await
+            .map_err(db_error)?
+            .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1), r.get::<_, i64>(2)));
+        if let Some((_, _, beat)) = &run
+            && now_ms.saturating_sub(*beat as u64) < live_ms
+        {
+            return Err(StorageError::unavailable(format!(
+                "a refresh of volume '{volume}' is under way; run this one when it has ended"
+            )));
+        }
+        let resumable = run
+            .is_some_and(|(b, started, _)| b == backend && now_ms.saturating_sub(started as u64) <= resume_within_ms);
+        let progress = if resumable {
+            refresh_progress(&tx, volume).await?
+        } else {
+            None
+        };
+        match &progress {
+            Some(_) => tx
+                .execute(
+                    "UPDATE refresh_runs SET owner = $2, heartbeat_ms = $3 WHERE volume = $1",
+                    &[&volume, &owner, &(now_ms as i64)],
+                )
+                .await
+                .map_err(db_error)?,
+            None => {
+                refresh_clear(&tx, volume).await?;
+                tx.execute(
+                    "INSERT INTO refresh_runs (volume, backend, started_ms, owner, heartbeat_ms) VALUES ($1, $2, $3, $4, $3)",
+                    &[&volume, &backend, &(now_ms as i64), &owner],
+                )
+                .await
+                .map_err(db_error)?
+            }
+        };
+        tx.commit().await.map_err(db_error)?;
+        Ok(progress)
+    }
+
+    async fn refresh_beat(&self, volume: &str, owner: &str, now_ms: u64) -> StorageResult<()> {
+        self.client()
+            .await?
+            .execute(
+                "UPDATE refresh_runs SET heartbeat_ms = $3 WHERE volume = $1 AND owner = $2",
+                &[&volume, &owner, &(now_ms as i64)],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn refresh_record(
+        &self,
+        volume: &str,
+        part: RefreshPart<'_>,
+        found: &[(String, ObjectMeta)],
+    ) -> StorageResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        insert_rows(&tx, volume, "refresh_found", found).await?;
+        let (kind, prefix, state) = match part {
+            RefreshPart::Split { prefix, dirs } => (
+                "split",
+                prefix,
+                serde_json::to_string(dirs).unwrap_or_else(|_| "[]".into()),
+            ),
+            RefreshPart::List { prefix, next } => ("list", prefix, next.unwrap_or("").to_owned()),
+        };
+        tx.execute(
+            "INSERT INTO refresh_parts (volume, kind, prefix, state) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (volume, kind, prefix) DO UPDATE SET state = EXCLUDED.state",
+            &[&volume, &kind, &prefix, &state],
+        )
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn refresh_found(&self, volume: &str) -> StorageResult<Vec<(String, ObjectMeta)>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT key, size, etag, content_type, modified_ms, cache_control, metadata
+                 FROM refresh_found WHERE volume = $1 ORDER BY key",
+                &[&volume],
+            )
+            .await
+            .map_err(db_error)?;
+        rows.iter().map(|r| Ok((r.get(0), row_meta(r, 1)?))).collect()
+    }
+
+    async fn replace_volume(
+        &self,
+        volume: &str,
+        owner: &str,
+        files: Vec<(VolumePath, ObjectMeta)>,
+    ) -> StorageResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        lock(&tx, &format!("silo-refresh:{volume}")).await?;
+        let current: Option<String> = tx
+            .query_opt("SELECT owner FROM refresh_runs WHERE volume = $1", &[&volume])
+            .await
+            .map_err(db_error)?
+            .map(|r| r.get(0));
+        if current.as_deref() != Some(owner) {
+            return Err(StorageError::unavailable(format!(
+                "another refresh of volume '{volume}' took this one over; nothing was changed"
+            )));
+        }
+        refresh_clear(&tx, volume).await?;
+        // Writes into the volume wait for the swap.
+        tx.execute("LOCK TABLE objects, dirs IN SHARE ROW EXCLUSIVE MODE", &[])
+            .await
+            .map_err(db_error)?;
+        for sql in [
+            "DELETE FROM objects WHERE volume = $1",
+            "DELETE FROM dirs WHERE volume = $1",
+        ] {
+            tx.execute(sql, &[&volume]).await.map_err(db_error)?;
+        }
+        let rows: Vec<(String, ObjectMeta)> = files.into_iter().map(|(p, m)| (p.to_string(), m)).collect();
+        insert_rows(&tx, volume, "objects", &rows).await?;
+        notify(&tx, volume, None).await?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn stats(&self) -> StorageResult<Vec<VolumeStats>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT volume, SUM(files)::bigint, SUM(bytes)::bigint, SUM(dirs)::bigint FROM (
+                     SELECT volume, COUNT(*) AS files, COALESCE(SUM(size), 0) AS bytes, 0 AS dirs FROM objects GROUP BY volume
+                     UNION ALL
+                     SELECT volume, 0, 0, COUNT(*) FROM dirs GROUP BY volume
+                 ) AS s GROUP BY volume ORDER BY volume",
+                &[],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(rows
+            .iter()
+            .map(|r| VolumeStats {
+                volume: r.get(0),
+                files: r.get::<_, i64>(1) as u64,
+                bytes: r.get::<_, i64>(2) as u64,
+                directories: r.get::<_, i64>(3) as u64,
+            })
+            .collect())
+    }
+}
+
+/// What the record of `volume`'s refresh says was done; `None` if it
+/// cannot be read back.
+async fn refresh_progress(
+    tx: &deadpool_postgres::Transaction<'_>,
+    volume: &str,
+) -> StorageResult<Option<RefreshProgress>> {
+    let mut progress = RefreshProgress::default();
+    let parts = tx
+        .query(
+            "SELECT kind, prefix, state FROM refresh_parts WHERE volume = $1",
+            &[&volume],
+        )
+        .await
+        .map_err(db_error)?;
+    for part in parts {
+        let (kind, prefix, state): (String, String, String) = (part.get(0), part.get(1), part.get(2));
+        match kind.as_str() {
+            "split" => {
+                let Ok(dirs) = serde_json::from_str(&state) else {
+                    return Ok(None);
+                };
+                progress.splits.insert(prefix, dirs);
+            }
+            "list" => {
+                progress.lists.insert(prefix, Some(state).filter(|s| !s.is_empty()));
+            }
+            _ => return Ok(None),
+        }
+    }
+    progress.found = tx
+        .query_one("SELECT COUNT(*) FROM refresh_found WHERE volume = $1", &[&volume])
+        .await
+        .map_err(db_error)?
+        .get::<_, i64>(0) as u64;
+    Ok(Some(progress))
+}

@@ -1,0 +1,390 @@
+//! The metadata cache's engines, one test body for each: SQLite (a file)
+//! and PostgreSQL (the server `tests/run` starts), and several nodes
+//! sharing PostgreSQL.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use silo_host::cache::postgres::{PostgresEngine, PostgresSettings};
+use silo_host::cache::sqlite::SqliteEngine;
+use silo_host::cache::{Entry, FrontSettings, MetadataCache, RefreshPart};
+use silo_host::path::VolumePath;
+use silo_host::store::ObjectMeta;
+use silo_tests::pg;
+
+fn meta(size: u64, etag: &str) -> ObjectMeta {
+    ObjectMeta {
+        size,
+        etag: etag.into(),
+        content_type: "image/png".into(),
+        modified_ms: 1_700_000_000_000,
+        cache_control: Some("max-age=60".into()),
+        metadata: vec![("owner".into(), "7".into())],
+    }
+}
+
+fn path(p: &str) -> VolumePath {
+    VolumePath::parse(p).unwrap()
+}
+
+async fn postgres(hint: &str) -> (PostgresEngine, String) {
+    let url = pg::database(hint).await;
+    let settings = PostgresSettings {
+        url: url.clone(),
+        pool_size: 4,
+    };
+    (PostgresEngine::connect(&settings).await.unwrap(), url)
+}
+
+/// Every engine, fresh and empty.
+async fn engines(hint: &str) -> Vec<(&'static str, MetadataCache, tempfile::TempDir)> {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = SqliteEngine::open(&dir.path().join("meta.sqlite")).unwrap();
+    let (postgres, _) = postgres(hint).await;
+    vec![
+        ("sqlite", MetadataCache::new(Arc::new(sqlite)), dir),
+        (
+            "postgres",
+            MetadataCache::new(Arc::new(postgres)),
+            tempfile::tempdir().unwrap(),
+        ),
+    ]
+}
+
+async fn all_pages(cache: &MetadataCache, dir: &str, limit: usize) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = cache.list_dir("v", dir, cursor.as_deref(), limit).await.unwrap();
+        seen.extend(page.entries.iter().map(|e| match e {
+            Entry::File { path, .. } => format!("f:{path}"),
+            Entry::Dir { path } => format!("d:{path}"),
+        }));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return seen,
+        }
+    }
+}
+
+#[tokio::test]
+async fn rows_directories_and_pages_agree_on_every_engine() {
+    let long = format!("deep/{}", "k".repeat(1019));
+    for (name, cache, _dir) in engines("rows").await {
+        for p in ["a/b/c.png", "a/x.png", "a", "Z.png", "é.png", "😀/x.png", long.as_str()] {
+            cache.put("v", &path(p), &meta(p.len() as u64, p)).await.unwrap();
+        }
+        // Another volume never shows.
+        cache.put("w", &path("a/other.png"), &meta(1, "w")).await.unwrap();
+        assert_eq!(
+            all_pages(&cache, "", 1).await,
+            ["f:Z.png", "f:a", "d:a", "d:deep", "f:é.png", "d:😀"],
+            "{name}: byte order, the file `a` beside the directory `a`"
+        );
+        assert_eq!(all_pages(&cache, "a", 100).await, ["d:a/b", "f:a/x.png"], "{name}");
+        let got = cache.get("v", &long).await.unwrap().unwrap();
+        assert_eq!(got, meta(long.len() as u64, &long), "{name}: a 1024-byte key, whole");
+        let prefix = cache.list_prefix("v", "a", None, 100).await.unwrap();
+        assert_eq!(prefix.entries.len(), 3, "{name}: a, a/b/c.png, a/x.png");
+        // Removing the last file of a directory prunes it, not its sibling.
+        cache.remove("v", &path("a/b/c.png"), None).await.unwrap();
+        assert_eq!(all_pages(&cache, "a", 100).await, ["f:a/x.png"], "{name}");
+        // A remove names the version it removes; another version stays.
+        cache.remove("v", &path("a/x.png"), Some("not-it")).await.unwrap();
+        assert!(cache.get("v", "a/x.png").await.unwrap().is_some(), "{name}");
+        let stats = cache.stats().await.unwrap();
+        let v = stats.iter().find(|s| s.volume == "v").unwrap();
+        assert_eq!((v.files, v.directories), (6, 3), "{name}: {stats:?}");
+        assert!(cache.list_dir("v", "", Some("junk"), 10).await.is_err(), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn refresh_records_resume_and_lock_on_every_engine() {
+    let windows = (86_400_000, 60_000);
+    let t = 1_700_000_000_000;
+    for (name, cache, _dir) in engines("refresh").await {
+        cache.put("v", &path("old.txt"), &meta(1, "old")).await.unwrap();
+        assert!(
+            cache
+                .refresh_begin("v", "b", "run1", t, windows)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // A second run is refused while the first beats.
+        let err = cache
+            .refresh_begin("v", "b", "run2", t + 1000, windows)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("under way"), "{name}: {err}");
+        let found = vec![
+            ("n/1.txt".to_owned(), meta(1, "n1")),
+            ("n/2.txt".to_owned(), meta(2, "n2")),
+        ];
+        cache
+            .refresh_record(
+                "v",
+                RefreshPart::List {
+                    prefix: "n/",
+                    next: Some("n/2.txt"),
+                },
+                &found,
+            )
+            .await
+            .unwrap();
+        let dirs = vec!["n/".to_owned()];
+        cache
+            .refresh_record(
+                "v",
+                RefreshPart::Split {
+                    prefix: "",
+                    dirs: &dirs,
+                },
+                &[],
+            )
+            .await
+            .unwrap();
+        // The run fails; the next one takes it up where it stopped.
+        cache.refresh_beat("v", "run1", 0).await.unwrap();
+        let progress = cache
+            .refresh_begin("v", "b", "run2", t + 2000, windows)
+            .await
+            .unwrap()
+            .expect("resumed");
+        assert_eq!(progress.found, 2, "{name}");
+        assert_eq!(progress.lists["n/"], Some("n/2.txt".to_owned()), "{name}");
+        assert_eq!(progress.splits[""], dirs, "{name}");
+        let listed = cache.refresh_found("v").await.unwrap();
+        assert_eq!(listed, found, "{name}");
+        // Only the run that owns the record swaps.
+        let rows: Vec<_> = listed.iter().map(|(k, m)| (path(k), m.clone())).collect();
+        assert!(cache.replace_volume("v", "run1", rows.clone()).await.is_err(), "{name}");
+        assert!(
+            cache.get("v", "old.txt").await.unwrap().is_some(),
+            "{name}: nothing swapped"
+        );
+        cache.replace_volume("v", "run2", rows).await.unwrap();
+        assert!(cache.get("v", "old.txt").await.unwrap().is_none(), "{name}");
+        assert_eq!(all_pages(&cache, "n", 10).await, ["f:n/1.txt", "f:n/2.txt"], "{name}");
+        assert!(
+            cache.refresh_found("v").await.unwrap().is_empty(),
+            "{name}: the record went"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_database_with_a_newer_schema_is_refused() {
+    let (_, url) = postgres("schema").await;
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute("INSERT INTO silo_schema (version) VALUES (99)")
+        .await
+        .unwrap();
+    let settings = PostgresSettings { url, pool_size: 2 };
+    let err = PostgresEngine::connect(&settings).await.err().expect("refused");
+    let message = err.to_string();
+    assert!(
+        message.contains("schema version 99") && message.contains("upgrade Silo"),
+        "{message}"
+    );
+    assert!(!message.contains("password"), "{message}");
+}
+
+/// Two nodes' caches on one database, each with a front cache whose TTL
+/// is far longer than the test: what they see of each other's changes
+/// comes from the announcements.
+async fn two_nodes(hint: &str) -> (MetadataCache, MetadataCache, String) {
+    let url = pg::database(hint).await;
+    let settings = PostgresSettings {
+        url: url.clone(),
+        pool_size: 4,
+    };
+    let front = FrontSettings {
+        capacity: 1000,
+        ttl: Duration::from_secs(600),
+    };
+    let a = MetadataCache::connect_postgres(&settings, front).await.unwrap();
+    let b = MetadataCache::connect_postgres(&settings, front).await.unwrap();
+    (a, b, url)
+}
+
+/// Wait until `node` sees `expected` at `p`; how long it took.
+async fn until_seen(node: &MetadataCache, p: &str, expected: Option<&str>) -> Duration {
+    let started = Instant::now();
+    loop {
+        let etag = node.get("v", p).await.unwrap().map(|m| m.etag);
+        if etag.as_deref() == expected {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{p}: still {etag:?}, expected {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_on_one_node_reaches_the_others_front_cache() {
+    let (a, b, _) = two_nodes("nodes").await;
+    // The listeners need a moment to start listening.
+    until_ready(&b).await;
+    a.put("v", &path("x.png"), &meta(1, "one")).await.unwrap();
+    // Listings are the shared rows: at once.
+    assert_eq!(all_pages(&b, "", 10).await, ["f:x.png"]);
+    until_seen(&b, "x.png", Some("one")).await;
+    // b now holds the row in its front cache; a replaces it, then deletes it.
+    a.put("v", &path("x.png"), &meta(2, "two")).await.unwrap();
+    let replaced = until_seen(&b, "x.png", Some("two")).await;
+    a.remove("v", &path("x.png"), None).await.unwrap();
+    let deleted = until_seen(&b, "x.png", None).await;
+    assert!(all_pages(&b, "", 10).await.is_empty());
+    eprintln!("seen on the other node after {replaced:?} (replace) and {deleted:?} (delete)");
+}
+
+/// Until `node`'s front cache keeps rows (its listener is up).
+async fn until_ready(node: &MetadataCache) {
+    let started = Instant::now();
+    node.put("v", &path("ready"), &meta(0, "r")).await.unwrap();
+    loop {
+        node.get("v", "ready").await.unwrap();
+        if node.front_holds("v", "ready") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the listener never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    node.remove("v", &path("ready"), None).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_listener_drops_the_front_cache_whole() {
+    let (a, b, url) = two_nodes("listener").await;
+    until_ready(&b).await;
+    a.put("v", &path("y.png"), &meta(1, "one")).await.unwrap();
+    until_seen(&b, "y.png", Some("one")).await;
+    // Read until b keeps the row (an announcement of a's write may land
+    // after b's first read, which then is not kept).
+    let started = Instant::now();
+    while !b.front_holds("v", "y.png") {
+        b.get("v", "y.png").await.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(10), "b never kept the row");
+    }
+    // Cut every listening connection; the change made meanwhile is not
+    // announced to b, which must not serve its old row.
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let killed = client
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN%' AND datname = current_database()",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(!killed.is_empty(), "no listener was found to cut");
+    let started = Instant::now();
+    while b.front_holds("v", "y.png") {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the front cache outlived its listener"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    a.put("v", &path("y.png"), &meta(2, "two")).await.unwrap();
+    until_seen(&b, "y.png", Some("two")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_sidecars_on_one_bucket_and_database_agree() -> anyhow::Result<()> {
+    use hyper::{Method, StatusCode};
+    use silo_tests::http::{Client, Sidecar};
+    use silo_tests::{TestSilo, s3};
+    let bucket = s3::bucket("twonodes").await;
+    let url_file = tempfile::NamedTempFile::new()?;
+    std::fs::write(url_file.path(), format!("{}\n", pg::database("sidecars").await))?;
+    let volumes = format!(
+        "[metadata]\nbackend = \"postgres\"\nurl_file = \"{}\"\npool_size = 4\n\n{}",
+        url_file.path().display(),
+        s3::volume_toml(
+            "public",
+            &bucket,
+            "public",
+            "visibility = \"public\"\nread_cache_mib = 16"
+        )
+    );
+    let a = TestSilo::with_volumes("", &[], &volumes).await?;
+    let b = TestSilo::with_volumes("", &[], &volumes).await?;
+    let (a, b) = (
+        Sidecar::start(Arc::new(a.silo)).await,
+        Sidecar::start(Arc::new(b.silo)).await,
+    );
+    let client = Client::default();
+    let file = "/v1/files/public/docs/a.txt";
+    let listed = |node: &Sidecar| {
+        let (client, url) = (client.clone(), node.url("/v1/list/public/docs"));
+        async move { client.get(&url, &[]).await.unwrap().text() }
+    };
+
+    assert_eq!(
+        client.put(&a.url(file), "text/plain", "first version").await?.status,
+        StatusCode::CREATED
+    );
+    // A write acknowledged by one node is in the other's listing at once.
+    assert!(listed(&b).await.contains("docs/a.txt"));
+    let head = client
+        .send(Method::HEAD, &b.url(file), &[], bytes::Bytes::new())
+        .await?;
+    assert_eq!(
+        (head.status, head.header("content-length")),
+        (StatusCode::OK, Some("13"))
+    );
+    assert_eq!(client.get(&b.url(file), &[]).await?.body, "first version");
+
+    // Replaced and deleted through one node: the other follows within the
+    // documented bound (an announcement, else the front cache's TTL).
+    assert_eq!(
+        client
+            .put(&a.url(file), "text/plain", "second, longer version")
+            .await?
+            .status,
+        StatusCode::CREATED
+    );
+    let started = Instant::now();
+    loop {
+        let reply = client.get(&b.url(file), &[]).await?;
+        if reply.body == "second, longer version" {
+            break;
+        }
+        assert_eq!(reply.body, "first version", "never a mix");
+        assert!(
+            started.elapsed() < silo_host::cache::FRONT_TTL * 2,
+            "the other node kept the old version"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let reply = client
+        .send(
+            Method::DELETE,
+            &a.url(file),
+            &[("authorization", &format!("Bearer {}", silo_tests::http::TOKEN))],
+            bytes::Bytes::new(),
+        )
+        .await?;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert!(!listed(&b).await.contains("docs/a.txt"));
+    let started = Instant::now();
+    while client.get(&b.url(file), &[]).await?.status != StatusCode::NOT_FOUND {
+        assert!(
+            started.elapsed() < silo_host::cache::FRONT_TTL * 2,
+            "the other node served a deleted file"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
