@@ -40,6 +40,8 @@
 //! - `big-options`: write `big.txt` with a content type and cache control
 //!   of `size` bytes, and reject with the outcome;
 //! - `big-error`: fail with an `unavailable` message of `size` bytes;
+//! - `idle`: sleep `ms`, then reject with `idle` (a baseline: an instance
+//!   holding nothing);
 //! - `slow`: write `slow/<path>`, sleep `ms`, then accept (or, with
 //!   `reject`, reject).
 
@@ -263,6 +265,10 @@ impl Plugin for Probe {
                 }))
             }
             "big-error" => Err(Error::Unavailable("e".repeat(number(&upload, "size") as usize))),
+            "idle" => {
+                std::thread::sleep(std::time::Duration::from_millis(number(&upload, "ms")));
+                Ok(Outcome::Reject("idle".into()))
+            }
             "slow" => {
                 let target = Location::new(upload.file.volume.clone(), format!("slow/{}", upload.file.path));
                 let info = files::write(&target, b"derived")?;
