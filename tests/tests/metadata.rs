@@ -5,12 +5,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use hyper::{Method, StatusCode};
 use silo_host::cache::postgres::{PostgresEngine, PostgresSettings};
 use silo_host::cache::sqlite::SqliteEngine;
 use silo_host::cache::{Entry, FrontSettings, MetadataCache, RefreshPart};
 use silo_host::path::VolumePath;
 use silo_host::store::ObjectMeta;
-use silo_tests::pg;
+use silo_tests::http::{Client, Sidecar};
+use silo_tests::{TestSilo, pg, s3};
 
 fn meta(size: u64, etag: &str) -> ObjectMeta {
     ObjectMeta {
@@ -300,91 +303,207 @@ async fn a_lost_listener_drops_the_front_cache_whole() {
     until_seen(&b, "y.png", Some("two")).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_sidecars_on_one_bucket_and_database_agree() -> anyhow::Result<()> {
-    use hyper::{Method, StatusCode};
-    use silo_tests::http::{Client, Sidecar};
-    use silo_tests::{TestSilo, s3};
-    let bucket = s3::bucket("twonodes").await;
-    let url_file = tempfile::NamedTempFile::new()?;
-    std::fs::write(url_file.path(), format!("{}\n", pg::database("sidecars").await))?;
+/// Two Silo nodes (their own data_dir each) on one bucket and one
+/// database, each behind its sidecar: `public` (with a disk read cache)
+/// and `private`.
+struct Nodes {
+    a: Sidecar,
+    b: Sidecar,
+    silos: [Arc<silo_host::Silo>; 2],
+    _dirs: Vec<tempfile::TempDir>,
+    _url_file: tempfile::NamedTempFile,
+}
+
+async fn nodes(hint: &str) -> Nodes {
+    let bucket = s3::bucket(hint).await;
+    let url_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(url_file.path(), format!("{}\n", pg::database(hint).await)).unwrap();
     let volumes = format!(
-        "[metadata]\nbackend = \"postgres\"\nurl_file = \"{}\"\npool_size = 4\n\n{}",
+        "[metadata]\nbackend = \"postgres\"\nurl_file = \"{}\"\npool_size = 8\n\n{}{}",
         url_file.path().display(),
         s3::volume_toml(
             "public",
             &bucket,
             "public",
             "visibility = \"public\"\nread_cache_mib = 16"
-        )
+        ),
+        s3::volume_toml("private", &bucket, "private", "read_cache_mib = 16"),
     );
-    let a = TestSilo::with_volumes("", &[], &volumes).await?;
-    let b = TestSilo::with_volumes("", &[], &volumes).await?;
-    let (a, b) = (
-        Sidecar::start(Arc::new(a.silo)).await,
-        Sidecar::start(Arc::new(b.silo)).await,
-    );
-    let client = Client::default();
-    let file = "/v1/files/public/docs/a.txt";
-    let listed = |node: &Sidecar| {
-        let (client, url) = (client.clone(), node.url("/v1/list/public/docs"));
-        async move { client.get(&url, &[]).await.unwrap().text() }
-    };
-
-    assert_eq!(
-        client.put(&a.url(file), "text/plain", "first version").await?.status,
-        StatusCode::CREATED
-    );
-    // A write acknowledged by one node is in the other's listing at once.
-    assert!(listed(&b).await.contains("docs/a.txt"));
-    let head = client
-        .send(Method::HEAD, &b.url(file), &[], bytes::Bytes::new())
-        .await?;
-    assert_eq!(
-        (head.status, head.header("content-length")),
-        (StatusCode::OK, Some("13"))
-    );
-    assert_eq!(client.get(&b.url(file), &[]).await?.body, "first version");
-
-    // Replaced and deleted through one node: the other follows within the
-    // documented bound (an announcement, else the front cache's TTL).
-    assert_eq!(
-        client
-            .put(&a.url(file), "text/plain", "second, longer version")
-            .await?
-            .status,
-        StatusCode::CREATED
-    );
-    let started = Instant::now();
-    loop {
-        let reply = client.get(&b.url(file), &[]).await?;
-        if reply.body == "second, longer version" {
-            break;
-        }
-        assert_eq!(reply.body, "first version", "never a mix");
-        assert!(
-            started.elapsed() < silo_host::cache::FRONT_TTL * 2,
-            "the other node kept the old version"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    let mut dirs = Vec::new();
+    let mut silos = Vec::new();
+    for _ in 0..2 {
+        let t = TestSilo::with_volumes("", &[], &volumes).await.unwrap();
+        dirs.push(t.dir);
+        silos.push(Arc::new(t.silo));
     }
-    let reply = client
-        .send(
-            Method::DELETE,
-            &a.url(file),
-            &[("authorization", &format!("Bearer {}", silo_tests::http::TOKEN))],
-            bytes::Bytes::new(),
-        )
-        .await?;
-    assert_eq!(reply.status, StatusCode::NO_CONTENT);
-    assert!(!listed(&b).await.contains("docs/a.txt"));
-    let started = Instant::now();
-    while client.get(&b.url(file), &[]).await?.status != StatusCode::NOT_FOUND {
-        assert!(
-            started.elapsed() < silo_host::cache::FRONT_TTL * 2,
-            "the other node served a deleted file"
+    let a = Sidecar::start(silos[0].clone()).await;
+    let b = Sidecar::start(silos[1].clone()).await;
+    Nodes {
+        a,
+        b,
+        silos: [silos[0].clone(), silos[1].clone()],
+        _dirs: dirs,
+        _url_file: url_file,
+    }
+}
+
+fn auth() -> String {
+    format!("Bearer {}", silo_tests::http::TOKEN)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_sidecars_on_one_bucket_and_database_agree() -> anyhow::Result<()> {
+    let n = nodes("twonodes").await;
+    let client = Client::default();
+    let bound = silo_host::cache::FRONT_TTL * 2;
+    for (volume, token) in [("public", None), ("private", Some(auth()))] {
+        let file = format!("/v1/files/{volume}/docs/a.txt");
+        let headers: Vec<(&str, &str)> = token.iter().map(|t| ("authorization", t.as_str())).collect();
+        let get = |node: &Sidecar| {
+            let (client, url, headers) = (client.clone(), node.url(&file), headers.clone());
+            async move { client.get(&url, &headers).await.unwrap() }
+        };
+        let listed = |node: &Sidecar| {
+            let (client, url, headers) = (
+                client.clone(),
+                node.url(&format!("/v1/list/{volume}/docs")),
+                headers.clone(),
+            );
+            async move { client.get(&url, &headers).await.unwrap().text() }
+        };
+        let put = client.put(&n.a.url(&file), "text/plain", "first version").await?;
+        assert_eq!(put.status, StatusCode::CREATED, "{volume}");
+        // A write acknowledged by one node is in the other's listing at once.
+        assert!(listed(&n.b).await.contains("docs/a.txt"), "{volume}");
+        let head = client
+            .send(Method::HEAD, &n.b.url(&file), &headers, Bytes::new())
+            .await?;
+        assert_eq!(
+            (head.status, head.header("content-length")),
+            (StatusCode::OK, Some("13")),
+            "{volume}"
         );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(get(&n.b).await.body, "first version", "{volume}");
+
+        // Replaced and deleted through one node: the other follows within
+        // the documented bound (an announcement, else the front cache's
+        // TTL), its disk read cache too.
+        let put = client
+            .put(&n.a.url(&file), "text/plain", "second, longer version")
+            .await?;
+        let new_etag = put.json()["file"]["etag"].as_str().unwrap().to_owned();
+        let started = Instant::now();
+        loop {
+            let reply = get(&n.b).await;
+            if reply.body == "second, longer version" {
+                assert_eq!(
+                    reply.header("etag"),
+                    Some(format!("\"{new_etag}\"").as_str()),
+                    "{volume}"
+                );
+                break;
+            }
+            assert_eq!(reply.body, "first version", "{volume}: never a mix");
+            assert!(
+                started.elapsed() < bound,
+                "{volume}: the other node kept the old version"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let reply = client
+            .send(
+                Method::DELETE,
+                &n.a.url(&file),
+                &[("authorization", &auth())],
+                Bytes::new(),
+            )
+            .await?;
+        assert_eq!(reply.status, StatusCode::NO_CONTENT, "{volume}");
+        assert!(!listed(&n.b).await.contains("docs/a.txt"), "{volume}");
+        let started = Instant::now();
+        while get(&n.b).await.status != StatusCode::NOT_FOUND {
+            assert!(
+                started.elapsed() < bound,
+                "{volume}: the other node served a deleted file"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn create_only_uploads_split_across_nodes_store_exactly_one() -> anyhow::Result<()> {
+    let n = nodes("createonly").await;
+    let client = Client::default();
+    let puts = (0..20).map(|i| {
+        let node = if i % 2 == 0 { &n.a } else { &n.b };
+        let (client, url) = (client.clone(), node.url("/v1/files/public/once.txt"));
+        async move {
+            let body = format!("writer {i}");
+            let reply = client
+                .send(
+                    Method::PUT,
+                    &url,
+                    &[
+                        ("authorization", &auth()),
+                        ("content-type", "text/plain"),
+                        ("if-none-match", "*"),
+                    ],
+                    Bytes::from(body.clone()),
+                )
+                .await
+                .unwrap();
+            (reply.status, body)
+        }
+    });
+    let results = futures::future::join_all(puts).await;
+    let won: Vec<&String> = results
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::CREATED)
+        .map(|(_, b)| b)
+        .collect();
+    let lost = results
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::PRECONDITION_FAILED)
+        .count();
+    assert_eq!((won.len(), lost), (1, 19), "{results:?}");
+    for node in [&n.a, &n.b] {
+        let reply = client.get(&node.url("/v1/files/public/once.txt"), &[]).await?;
+        assert_eq!(reply.body, won[0].as_bytes());
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_uploads_over_two_nodes_lose_nothing() -> anyhow::Result<()> {
+    let n = nodes("spread").await;
+    let client = Client::default();
+    let n = &n;
+    let jobs = (0..200).map(|i| {
+        let client = client.clone();
+        async move {
+            let (writer, reader) = if i % 2 == 0 { (&n.a, &n.b) } else { (&n.b, &n.a) };
+            let file = format!("/v1/files/public/spread/{i:03}.txt");
+            let body = format!("file {i} ").repeat(50 + i);
+            let put = client
+                .put(&writer.url(&file), "text/plain", body.clone())
+                .await
+                .unwrap();
+            assert_eq!(put.status, StatusCode::CREATED, "{i}: {}", put.text());
+            // Read back from the other node: its listing has it at once.
+            let got = client.get(&reader.url(&file), &[]).await.unwrap();
+            assert_eq!(got.status, StatusCode::OK, "{i}");
+            assert!(got.body == body.as_bytes(), "{i}: the other node served other bytes");
+        }
+    });
+    futures::future::join_all(jobs).await;
+    for silo in &n.silos {
+        let drift = silo_host::maintenance::verify(silo.storage(), "public", &|_| {}).await?;
+        assert!(drift.is_clean(), "{drift:?}");
+        let stats = silo.storage().cache().stats().await?;
+        let public = stats.iter().find(|s| s.volume == "public").unwrap();
+        assert_eq!(public.files, 200);
     }
     Ok(())
 }
