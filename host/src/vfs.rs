@@ -665,7 +665,23 @@ impl Session {
             usage.written.push((loc.clone(), meta.clone()));
         }
         self.changed(loc);
-        self.cache().put(&loc.volume, &loc.path, &meta).await?;
+        if let Err(e) = self.cache().put(&loc.volume, &loc.path, &meta).await {
+            // Unrecorded, the object would be invisible yet stored: take
+            // this version back out (a newer one by someone else stays).
+            let store = self.store(loc)?;
+            let undone = match store.head(loc.path.as_str()).await {
+                Ok(now) if now.etag == meta.etag => store.delete(loc.path.as_str()).await.is_ok(),
+                _ => false,
+            };
+            return Err(StorageError::unavailable(format!(
+                "{e}; the write to {loc} was {}",
+                if undone {
+                    "undone"
+                } else {
+                    "not undone (`silo cache refresh` records it)"
+                }
+            )));
+        }
         self.storage.negative.forget(loc);
         Ok(meta)
     }

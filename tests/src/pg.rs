@@ -34,3 +34,98 @@ pub async fn database(hint: &str) -> String {
         None => panic!("SILO_TEST_DATABASE_URL has no database name: {admin}"),
     }
 }
+
+/// A PostgreSQL server of a test's own, to stop and start again (the
+/// binaries `tests/run` found; as the `postgres` user when run as root).
+pub struct PgServer {
+    dir: tempfile::TempDir,
+    port: u16,
+    bin: std::path::PathBuf,
+}
+
+fn as_postgres(program: &std::path::Path) -> std::process::Command {
+    // SAFETY-free check of root: the effective uid is 0 when /proc says so.
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        .unwrap_or(false);
+    if root {
+        let mut c = std::process::Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        std::process::Command::new(program)
+    }
+}
+
+impl PgServer {
+    pub fn start() -> PgServer {
+        let bin: std::path::PathBuf = std::env::var("SILO_TEST_PG_BIN")
+            .unwrap_or_else(|_| panic!("SILO_TEST_PG_BIN is not set: run the tests with tests/run"))
+            .into();
+        let dir = tempfile::tempdir().expect("a directory for PostgreSQL");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let status = |c: &mut std::process::Command| c.output().map(|o| (o.status.success(), o));
+        if std::env::var("SILO_TEST_PG_BIN").is_ok() && as_postgres(&bin.join("initdb")).get_program() == "runuser" {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        }
+        let (ok, out) = status(
+            as_postgres(&bin.join("initdb"))
+                .arg("-D")
+                .arg(dir.path().join("data"))
+                .args(["-U", "silo", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"]),
+        )
+        .expect("run initdb");
+        assert!(ok, "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        let server = PgServer { dir, port, bin };
+        server.start_again();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://silo@127.0.0.1:{}/postgres", self.port)
+    }
+
+    pub fn start_again(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let out = as_postgres(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .arg("-l")
+            .arg(self.dir.path().join("log"))
+            .args(["-w", "-t", "60", "-o", &options, "start"])
+            .output()
+            .expect("run pg_ctl");
+        assert!(
+            out.status.success(),
+            "pg_ctl start failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Stop at once, as a crash would.
+    pub fn stop(&self) {
+        let _ = as_postgres(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

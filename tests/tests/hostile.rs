@@ -1,16 +1,20 @@
 //! Hostile plugins and hostile uploads: write-xor-execute, path escapes,
-//! stack exhaustion and oversized writes. Each attempt ends with the
-//! expected error, nothing outside the grant is touched, and the host goes
-//! on serving.
+//! stack exhaustion, oversized writes, writers opened at once to get round
+//! the quotas, floods of streams, log output and oversized strings, and
+//! clients that leave mid-upload. Each attempt ends with the expected
+//! error, nothing outside the grant is touched, and the host goes on
+//! serving.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use silo_host::pipeline::POLICY;
 use silo_host::store::PutOptions;
 use silo_host::{Status, StorageError};
-use silo_tests::{EXAMPLE_PIPELINE, PROBE, TestSilo, jpeg, s3};
+use silo_tests::http::{Client, Sidecar};
+use silo_tests::{EXAMPLE_PIPELINE, PROBE, TestSilo, jpeg, probe_stage, s3};
 
 fn probe(settings: &str, grants: &str, limits: &str) -> String {
     format!(
@@ -544,4 +548,73 @@ impl std::io::Write for Counting {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// Files under `dir`, recursively.
+fn count_files(dir: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| if e.path().is_dir() { count_files(&e.path()) } else { 1 })
+        .sum()
+}
+
+/// A client that goes away while a slow plugin works: the upload still
+/// ends stored or rolled back, never half-way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_runs_to_its_end_when_the_client_goes_away() -> anyhow::Result<()> {
+    for reject in [true, false] {
+        let settings = format!(
+            r#"mode = "slow", ms = "1500"{}"#,
+            if reject { r#", reject = "1""# } else { "" }
+        );
+        let t = TestSilo::new(
+            &probe_stage("slow", "text/plain", &settings, PUBLIC_RW),
+            &[("probe.wasm", PROBE)],
+        )
+        .await?;
+        let dir = t.dir.path().to_owned();
+        let public = t.volume_dir("public");
+        let silo = Arc::new(t.silo);
+        let sidecar = Sidecar::start(silo.clone()).await;
+        let client = Client::default();
+        let url = sidecar.url("/v1/files/public/doc.txt");
+        // The client gives up while the plugin is still working.
+        let gone = tokio::time::timeout(Duration::from_millis(400), client.put(&url, "text/plain", "some text")).await;
+        assert!(gone.is_err(), "the upload answered before the client left");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            public.join("slow/doc.txt").exists(),
+            "the plugin has written its file by now"
+        );
+        // Wait for the pipeline's end, then look.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let stored = public.join("doc.txt").exists();
+            let derived = public.join("slow/doc.txt").exists();
+            let settled = if reject { !derived } else { stored };
+            if settled || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let host = silo.storage().host_session();
+        let at = |p: &str| silo.storage().location("public", p).unwrap();
+        if reject {
+            assert!(!public.join("doc.txt").exists(), "a refused upload was stored");
+            assert!(
+                !public.join("slow/doc.txt").exists(),
+                "the refused upload's derived file stayed"
+            );
+            assert!(
+                !host.exists(&at("slow/doc.txt")).await?,
+                "the cache still lists the derived file"
+            );
+        } else {
+            assert_eq!(std::fs::read(public.join("doc.txt"))?, b"some text");
+            assert!(host.exists(&at("slow/doc.txt")).await?);
+        }
+        assert_eq!(count_files(&dir.join("state/staging")), 0, "staging leaked");
+    }
+    Ok(())
 }

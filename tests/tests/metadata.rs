@@ -507,3 +507,45 @@ async fn two_hundred_uploads_over_two_nodes_lose_nothing() -> anyhow::Result<()>
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_answer_503_while_postgres_is_down_and_the_node_recovers_by_itself() -> anyhow::Result<()> {
+    let server = pg::PgServer::start();
+    let bucket = s3::bucket("pgdown").await;
+    let url_file = tempfile::NamedTempFile::new()?;
+    std::fs::write(url_file.path(), server.url())?;
+    let volumes = format!(
+        "[metadata]\nbackend = \"postgres\"\nurl_file = \"{}\"\npool_size = 4\n\n{}",
+        url_file.path().display(),
+        s3::volume_toml("public", &bucket, "public", "visibility = \"public\"")
+    );
+    let t = TestSilo::with_volumes("", &[], &volumes).await?;
+    let sidecar = Sidecar::start(Arc::new(t.silo)).await;
+    let client = Client::default();
+    let url = |p: &str| sidecar.url(&format!("/v1/files/public/{p}"));
+    assert_eq!(client.put(&url("a.txt"), "text/plain", "kept").await?.status, StatusCode::CREATED);
+
+    server.stop();
+    let refused = client.put(&url("b.txt"), "text/plain", "refused").await?;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE, "{}", refused.text());
+    // Nothing partial: the object the cache could not record was taken back.
+    let keys: Vec<String> = s3::keys(&bucket).await.into_iter().map(|(k, _)| k).collect();
+    assert_eq!(keys, ["public/a.txt"], "{}", refused.text());
+    let read = client.get(&url("a.txt"), &[]).await?;
+    assert!(matches!(read.status.as_u16(), 200 | 503), "{}", read.status);
+
+    // Back without restarting Silo.
+    server.start_again();
+    let started = Instant::now();
+    loop {
+        let reply = client.put(&url("c.txt"), "text/plain", "after").await?;
+        if reply.status == StatusCode::CREATED {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "never recovered: {}", reply.text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(client.get(&url("a.txt"), &[]).await?.body, "kept");
+    assert_eq!(client.get(&url("b.txt"), &[]).await?.status, StatusCode::NOT_FOUND);
+    Ok(())
+}

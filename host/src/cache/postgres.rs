@@ -82,6 +82,44 @@ CREATE TABLE refresh_found (
     metadata TEXT NOT NULL DEFAULT '[]',
     PRIMARY KEY (volume, key)
 );
+-- A file recorded, or forgotten, in one round trip: the directory lock,
+-- the rows and the announcement, in the statement's own transaction.
+CREATE FUNCTION silo_put(v TEXT, p TEXT, par TEXT, sz BIGINT, e TEXT, ct TEXT, m BIGINT, cc TEXT, md TEXT,
+                         ds TEXT[], dps TEXT[], lock_key TEXT) RETURNS VOID LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext(lock_key));
+    INSERT INTO objects (volume, path, parent, size, etag, content_type, modified_ms, cache_control, metadata)
+    VALUES (v, p, par, sz, e, ct, m, cc, md)
+    ON CONFLICT (volume, path) DO UPDATE SET size = EXCLUDED.size, etag = EXCLUDED.etag,
+        content_type = EXCLUDED.content_type, modified_ms = EXCLUDED.modified_ms,
+        cache_control = EXCLUDED.cache_control, metadata = EXCLUDED.metadata;
+    IF cardinality(ds) > 0 THEN
+        INSERT INTO dirs (volume, path, parent) SELECT v, d, q FROM UNNEST(ds, dps) AS t(d, q)
+        ON CONFLICT DO NOTHING;
+    END IF;
+    PERFORM pg_notify('silo_cache', v || chr(10) || p);
+END $$;
+-- `ds`: the file's directories, deepest first; each is pruned while no
+-- file is left under it ('/' + 1 is '0', so `d/` <= path < `d0` is "under").
+CREATE FUNCTION silo_remove(v TEXT, p TEXT, version TEXT, ds TEXT[], lock_key TEXT) RETURNS BOOLEAN
+LANGUAGE plpgsql AS $$
+DECLARE
+    removed INTEGER;
+    d TEXT;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext(lock_key));
+    DELETE FROM objects WHERE volume = v AND path = p AND (version IS NULL OR etag = version);
+    GET DIAGNOSTICS removed = ROW_COUNT;
+    IF removed = 0 THEN
+        RETURN FALSE;
+    END IF;
+    FOREACH d IN ARRAY ds LOOP
+        EXIT WHEN EXISTS (SELECT 1 FROM objects WHERE volume = v AND path >= d || '/' AND path < d || '0');
+        DELETE FROM dirs WHERE volume = v AND path = d;
+    END LOOP;
+    PERFORM pg_notify('silo_cache', v || chr(10) || p);
+    RETURN TRUE;
+END $$;
 "#;
 
 /// Settings of the engine.
@@ -301,55 +339,6 @@ fn row_meta(row: &tokio_postgres::Row, first: usize) -> StorageResult<ObjectMeta
     })
 }
 
-async fn put_in(
-    tx: &deadpool_postgres::Transaction<'_>,
-    volume: &str,
-    path: &VolumePath,
-    meta: &ObjectMeta,
-) -> StorageResult<()> {
-    let statement = tx
-        .prepare_cached(
-            "INSERT INTO objects (volume, path, parent, size, etag, content_type, modified_ms, cache_control, metadata)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-             ON CONFLICT (volume, path) DO UPDATE SET size = EXCLUDED.size, etag = EXCLUDED.etag,
-                 content_type = EXCLUDED.content_type, modified_ms = EXCLUDED.modified_ms,
-                 cache_control = EXCLUDED.cache_control, metadata = EXCLUDED.metadata",
-        )
-        .await
-        .map_err(db_error)?;
-    tx.execute(
-        &statement,
-        &[
-            &volume,
-            &path.as_str(),
-            &path.parent(),
-            &(meta.size as i64),
-            &meta.etag,
-            &meta.content_type,
-            &(meta.modified_ms as i64),
-            &meta.cache_control,
-            &metadata_json(meta),
-        ],
-    )
-    .await
-    .map_err(db_error)?;
-    let ancestors: Vec<&str> = path.ancestors().collect();
-    if !ancestors.is_empty() {
-        let parents: Vec<&str> = ancestors.iter().map(|a| parent_of(a)).collect();
-        let statement = tx
-            .prepare_cached(
-                "INSERT INTO dirs (volume, path, parent) SELECT $1, p, q FROM UNNEST($2::text[], $3::text[]) AS t(p, q)
-                 ON CONFLICT DO NOTHING",
-            )
-            .await
-            .map_err(db_error)?;
-        tx.execute(&statement, &[&volume, &ancestors, &parents])
-            .await
-            .map_err(db_error)?;
-    }
-    Ok(())
-}
-
 async fn notify(tx: &deadpool_postgres::Transaction<'_>, volume: &str, path: Option<&str>) -> StorageResult<()> {
     tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &announcement(volume, path)])
         .await
@@ -467,71 +456,84 @@ impl MetadataEngine for PostgresEngine {
     }
 
     async fn put(&self, volume: &str, path: &VolumePath, meta: &ObjectMeta) -> StorageResult<()> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(db_error)?;
-        lock(&tx, &dir_lock(volume, path.as_str())).await?;
-        put_in(&tx, volume, path, meta).await?;
-        notify(&tx, volume, Some(path.as_str())).await?;
-        tx.commit().await.map_err(db_error)
-    }
-
-    async fn remove(&self, volume: &str, path: &VolumePath, version: Option<&str>) -> StorageResult<()> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(db_error)?;
-        lock(&tx, &dir_lock(volume, path.as_str())).await?;
-        let removed = tx
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached("SELECT silo_put($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
+            .await
+            .map_err(db_error)?;
+        let dirs: Vec<&str> = path.ancestors().collect();
+        let parents: Vec<&str> = dirs.iter().map(|d| parent_of(d)).collect();
+        client
             .execute(
-                "DELETE FROM objects WHERE volume = $1 AND path = $2 AND ($3::text IS NULL OR etag = $3)",
-                &[&volume, &path.as_str(), &version],
+                &statement,
+                &[
+                    &volume,
+                    &path.as_str(),
+                    &path.parent(),
+                    &(meta.size as i64),
+                    &meta.etag,
+                    &meta.content_type,
+                    &(meta.modified_ms as i64),
+                    &meta.cache_control,
+                    &metadata_json(meta),
+                    &dirs,
+                    &parents,
+                    &dir_lock(volume, path.as_str()),
+                ],
             )
             .await
             .map_err(db_error)?;
-        if removed == 0 {
-            return Ok(());
-        }
-        let ancestors: Vec<&str> = path.ancestors().collect();
-        for dir in ancestors.into_iter().rev() {
-            let below = format!("{dir}/");
-            let upper = prefix_upper_bound(&below);
-            let still_used: bool = tx
-                .query_one(
-                    "SELECT EXISTS (SELECT 1 FROM objects WHERE volume = $1 AND path >= $2 AND ($3::text IS NULL OR path < $3))",
-                    &[&volume, &below, &upper],
-                )
-                .await
-                .map_err(db_error)?
-                .get(0);
-            if still_used {
-                break;
-            }
-            tx.execute("DELETE FROM dirs WHERE volume = $1 AND path = $2", &[&volume, &dir])
-                .await
-                .map_err(db_error)?;
-        }
-        notify(&tx, volume, Some(path.as_str())).await?;
-        tx.commit().await.map_err(db_error)
+        Ok(())
+    }
+
+    async fn remove(&self, volume: &str, path: &VolumePath, version: Option<&str>) -> StorageResult<()> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached("SELECT silo_remove($1, $2, $3, $4, $5)")
+            .await
+            .map_err(db_error)?;
+        let deepest_first: Vec<&str> = path.ancestors().collect::<Vec<_>>().into_iter().rev().collect();
+        client
+            .execute(
+                &statement,
+                &[
+                    &volume,
+                    &path.as_str(),
+                    &version,
+                    &deepest_first,
+                    &dir_lock(volume, path.as_str()),
+                ],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(())
     }
 
     async fn list_dir(&self, volume: &str, dir: &str, cursor: Option<&str>, limit: usize) -> StorageResult<Page> {
         let (after_path, after_kind) = decode_cursor(cursor)?;
         let client = self.client().await?;
-        let files = client
-            .query(
-                "SELECT path, size, etag, content_type, modified_ms, cache_control, metadata
-                 FROM objects WHERE volume = $1 AND parent = $2 AND path >= $3 AND (path > $3 OR $4::bigint < 0)
-                 ORDER BY path LIMIT $5",
-                &[&volume, &dir, &after_path, &after_kind, &(limit as i64 + 1)],
-            )
-            .await
-            .map_err(db_error)?;
-        let dirs = client
-            .query(
-                "SELECT path FROM dirs WHERE volume = $1 AND parent = $2 AND path >= $3 AND (path > $3 OR $4::bigint < 1)
-                 ORDER BY path LIMIT $5",
-                &[&volume, &dir, &after_path, &after_kind, &(limit as i64 + 1)],
-            )
-            .await
-            .map_err(db_error)?;
+        let (files, dirs) = (
+            client
+                .prepare_cached(
+                    "SELECT path, size, etag, content_type, modified_ms, cache_control, metadata
+                     FROM objects WHERE volume = $1 AND parent = $2 AND path >= $3 AND (path > $3 OR $4::bigint < 0)
+                     ORDER BY path LIMIT $5",
+                )
+                .await
+                .map_err(db_error)?,
+            client
+                .prepare_cached(
+                    "SELECT path FROM dirs WHERE volume = $1 AND parent = $2 AND path >= $3 AND (path > $3 OR $4::bigint < 1)
+                     ORDER BY path LIMIT $5",
+                )
+                .await
+                .map_err(db_error)?,
+        );
+        let page = limit as i64 + 1;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [&volume, &dir, &after_path, &after_kind, &page];
+        // Both go out at once on the connection: one round trip.
+        let (files, dirs) =
+            tokio::try_join!(client.query(&files, &params), client.query(&dirs, &params)).map_err(db_error)?;
         let files = files
             .iter()
             .map(|r| {
@@ -549,11 +551,17 @@ impl MetadataEngine for PostgresEngine {
         let (after_path, _) = decode_cursor(cursor)?;
         let upper = prefix_upper_bound(prefix);
         let client = self.client().await?;
-        let rows = client
-            .query(
+        let statement = client
+            .prepare_cached(
                 "SELECT path, size, etag, content_type, modified_ms, cache_control, metadata
                  FROM objects WHERE volume = $1 AND path >= $2 AND ($3::text IS NULL OR path < $3) AND path > $4
                  ORDER BY path LIMIT $5",
+            )
+            .await
+            .map_err(db_error)?;
+        let rows = client
+            .query(
+                &statement,
                 &[&volume, &prefix, &upper, &after_path, &(limit as i64 + 1)],
             )
             .await
