@@ -523,7 +523,10 @@ async fn writes_answer_503_while_postgres_is_down_and_the_node_recovers_by_itsel
     let sidecar = Sidecar::start(Arc::new(t.silo)).await;
     let client = Client::default();
     let url = |p: &str| sidecar.url(&format!("/v1/files/public/{p}"));
-    assert_eq!(client.put(&url("a.txt"), "text/plain", "kept").await?.status, StatusCode::CREATED);
+    assert_eq!(
+        client.put(&url("a.txt"), "text/plain", "kept").await?.status,
+        StatusCode::CREATED
+    );
 
     server.stop();
     let refused = client.put(&url("b.txt"), "text/plain", "refused").await?;
@@ -542,7 +545,11 @@ async fn writes_answer_503_while_postgres_is_down_and_the_node_recovers_by_itsel
         if reply.status == StatusCode::CREATED {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "never recovered: {}", reply.text());
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "never recovered: {}",
+            reply.text()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(client.get(&url("a.txt"), &[]).await?.body, "kept");

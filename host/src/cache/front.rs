@@ -1,5 +1,6 @@
 //! Hot rows of this node, in front of the engine, so that a cached stat
-//! costs a hash lookup, not a database call.
+//! costs a hash lookup, not a database call. A miss is kept too (a stat
+//! of a file that is not there is as common as one that is).
 //!
 //! Every change this node makes drops the row it touched (after the engine
 //! has it); a shared engine announces other nodes' changes, which drop
@@ -24,7 +25,7 @@ pub const FRONT_CAPACITY: usize = 100_000;
 
 pub(super) struct FrontCache {
     /// Rows by volume, then path (so a lookup borrows, never allocates).
-    rows: Mutex<HashMap<String, HashMap<String, (ObjectMeta, Instant)>>>,
+    rows: Mutex<HashMap<String, HashMap<String, (Option<ObjectMeta>, Instant)>>>,
     len: AtomicU64,
     /// Bumped by every change; a read taken in under an older one is stale.
     generation: AtomicU64,
@@ -47,11 +48,12 @@ impl FrontCache {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<String, (ObjectMeta, Instant)>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<String, (Option<ObjectMeta>, Instant)>>> {
         self.rows.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(super) fn get(&self, volume: &str, path: &str) -> Option<ObjectMeta> {
+    /// `Some(None)`: known to have no row (a miss is kept like a row).
+    pub(super) fn get(&self, volume: &str, path: &str) -> Option<Option<ObjectMeta>> {
         let rows = self.lock();
         let (meta, at) = rows.get(volume)?.get(path)?;
         (at.elapsed() < self.ttl).then(|| meta.clone())
@@ -64,7 +66,7 @@ impl FrontCache {
 
     /// Keep a row read from the engine in `generation`, unless something
     /// changed since.
-    pub(super) fn insert(&self, generation: u64, volume: &str, path: &str, meta: &ObjectMeta) {
+    pub(super) fn insert(&self, generation: u64, volume: &str, path: &str, meta: Option<&ObjectMeta>) {
         if self.capacity == 0 || !self.listening.load(Ordering::Acquire) {
             return;
         }
@@ -88,7 +90,7 @@ impl FrontCache {
             Some(paths) => paths,
             None => rows.entry(volume.to_owned()).or_default(),
         };
-        if paths.insert(path.to_owned(), (meta.clone(), Instant::now())).is_none() {
+        if paths.insert(path.to_owned(), (meta.cloned(), Instant::now())).is_none() {
             self.len.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -167,27 +169,32 @@ mod tests {
         let front = FrontCache::new(10, Duration::from_secs(60), true);
         let before = front.generation();
         front.forget("v", "a");
-        front.insert(before, "v", "a", &meta("old"));
+        front.insert(before, "v", "a", Some(&meta("old")));
         assert_eq!(front.get("v", "a"), None);
-        front.insert(front.generation(), "v", "a", &meta("new"));
-        assert_eq!(front.get("v", "a").map(|m| m.etag), Some("new".into()));
+        front.insert(front.generation(), "v", "a", Some(&meta("new")));
+        assert_eq!(front.get("v", "a").flatten().map(|m| m.etag), Some("new".into()));
         // Announcements lost: nothing is kept until they are back.
         front.set_listening(false);
         assert_eq!(front.get("v", "a"), None);
-        front.insert(front.generation(), "v", "a", &meta("new"));
+        front.insert(front.generation(), "v", "a", Some(&meta("new")));
         assert_eq!(front.get("v", "a"), None);
         front.set_listening(true);
-        front.insert(front.generation(), "v", "a", &meta("new"));
+        front.insert(front.generation(), "v", "a", Some(&meta("new")));
         assert!(front.get("v", "a").is_some());
         front.forget_volume("v");
         assert_eq!(front.get("v", "a"), None);
+        // A miss is kept, and dropped by a change like a row.
+        front.insert(front.generation(), "v", "gone", None);
+        assert_eq!(front.get("v", "gone"), Some(None));
+        front.forget("v", "gone");
+        assert_eq!(front.get("v", "gone"), None);
     }
 
     #[test]
     fn rows_expire_and_the_capacity_holds() {
         let front = FrontCache::new(3, Duration::from_millis(30), true);
         for i in 0..10 {
-            front.insert(front.generation(), "v", &i.to_string(), &meta("e"));
+            front.insert(front.generation(), "v", &i.to_string(), Some(&meta("e")));
             assert!(front.len.load(Ordering::Relaxed) <= 3);
         }
         assert!(front.get("v", "9").is_some());

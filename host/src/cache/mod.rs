@@ -40,6 +40,43 @@ pub enum RefreshPart<'a> {
     List { prefix: &'a str, next: Option<&'a str> },
 }
 
+impl RefreshPart<'_> {
+    /// As a record row: kind, prefix, state.
+    pub(crate) fn encode(&self) -> (&'static str, &str, String) {
+        match self {
+            RefreshPart::Split { prefix, dirs } => (
+                "split",
+                prefix,
+                serde_json::to_string(dirs).unwrap_or_else(|_| "[]".into()),
+            ),
+            RefreshPart::List { prefix, next } => ("list", prefix, next.unwrap_or("").to_owned()),
+        }
+    }
+}
+
+impl RefreshProgress {
+    /// Read back from record rows (kind, prefix, state); `None` if one
+    /// cannot be read, so that nothing is built on a damaged record.
+    pub(crate) fn decode(parts: impl IntoIterator<Item = (String, String, String)>, found: u64) -> Option<Self> {
+        let mut progress = RefreshProgress {
+            found,
+            ..Default::default()
+        };
+        for (kind, prefix, state) in parts {
+            match kind.as_str() {
+                "split" => {
+                    progress.splits.insert(prefix, serde_json::from_str(&state).ok()?);
+                }
+                "list" => {
+                    progress.lists.insert(prefix, Some(state).filter(|s| !s.is_empty()));
+                }
+                _ => return None,
+            }
+        }
+        Some(progress)
+    }
+}
+
 /// A file or directory in a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Entry {
@@ -217,14 +254,12 @@ impl MetadataCache {
 
     /// The cached metadata of one file.
     pub async fn get(&self, volume: &str, path: &str) -> StorageResult<Option<ObjectMeta>> {
-        if let Some(meta) = self.front.get(volume, path) {
-            return Ok(Some(meta));
+        if let Some(known) = self.front.get(volume, path) {
+            return Ok(known);
         }
         let generation = self.front.generation();
         let found = self.engine.get(volume, path).await?;
-        if let Some(meta) = &found {
-            self.front.insert(generation, volume, path, meta);
-        }
+        self.front.insert(generation, volume, path, found.as_ref());
         Ok(found)
     }
 
@@ -302,7 +337,7 @@ impl MetadataCache {
     /// Whether this node's front cache holds a live row of the file
     /// (diagnostics, tests).
     pub fn front_holds(&self, volume: &str, path: &str) -> bool {
-        self.front.get(volume, path).is_some()
+        self.front.get(volume, path).is_some_and(|row| row.is_some())
     }
 
     /// Every cached file of a volume (verification, tests).
@@ -431,6 +466,20 @@ mod tests {
             .collect()
     }
 
+    /// Every entry of a directory, page by page.
+    async fn all_names(cache: &MetadataCache, dir: &str, limit: usize) -> Vec<String> {
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = cache.list_dir("v", dir, cursor.as_deref(), limit).await.unwrap();
+            seen.extend(names(&page));
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return seen,
+            }
+        }
+    }
+
     /// Each engine the tests run on: SQLite in memory and in a file.
     fn engines() -> Vec<(MetadataCache, Option<tempfile::TempDir>)> {
         let dir = tempfile::tempdir().unwrap();
@@ -461,17 +510,7 @@ mod tests {
             // a path and must both come, in that order, once each.
             put(&cache, "a/b/c.png", 3).await;
             put(&cache, "b", 1).await;
-            let mut seen = Vec::new();
-            let mut cursor = None;
-            loop {
-                let page = cache.list_dir("v", "", cursor.as_deref(), 1).await.unwrap();
-                seen.extend(names(&page));
-                match page.next_cursor {
-                    Some(c) => cursor = Some(c),
-                    None => break,
-                }
-            }
-            assert_eq!(seen, ["f:a", "d:a", "f:b"]);
+            assert_eq!(all_names(&cache, "", 1).await, ["f:a", "d:a", "f:b"]);
         }
     }
 
@@ -483,16 +522,7 @@ mod tests {
             }
             put(&cache, "d/😀/deep.png", 1).await;
             put(&cache, "dz.png", 1).await;
-            let mut seen = Vec::new();
-            let mut cursor = None;
-            loop {
-                let page = cache.list_dir("v", "d", cursor.as_deref(), 10).await.unwrap();
-                seen.extend(names(&page));
-                match page.next_cursor {
-                    Some(c) => cursor = Some(c),
-                    None => break,
-                }
-            }
+            let seen = all_names(&cache, "d", 10).await;
             assert_eq!(seen.len(), 26);
             assert_eq!(seen.last().unwrap(), "d:d/😀");
             let all = cache.list_prefix("v", "d/", None, 100).await.unwrap();

@@ -654,14 +654,7 @@ impl MetadataEngine for PostgresEngine {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_error)?;
         insert_rows(&tx, volume, "refresh_found", found).await?;
-        let (kind, prefix, state) = match part {
-            RefreshPart::Split { prefix, dirs } => (
-                "split",
-                prefix,
-                serde_json::to_string(dirs).unwrap_or_else(|_| "[]".into()),
-            ),
-            RefreshPart::List { prefix, next } => ("list", prefix, next.unwrap_or("").to_owned()),
-        };
+        let (kind, prefix, state) = part.encode();
         tx.execute(
             "INSERT INTO refresh_parts (volume, kind, prefix, state) VALUES ($1, $2, $3, $4)
              ON CONFLICT (volume, kind, prefix) DO UPDATE SET state = EXCLUDED.state",
@@ -754,33 +747,19 @@ async fn refresh_progress(
     tx: &deadpool_postgres::Transaction<'_>,
     volume: &str,
 ) -> StorageResult<Option<RefreshProgress>> {
-    let mut progress = RefreshProgress::default();
     let parts = tx
         .query(
             "SELECT kind, prefix, state FROM refresh_parts WHERE volume = $1",
             &[&volume],
         )
         .await
-        .map_err(db_error)?;
-    for part in parts {
-        let (kind, prefix, state): (String, String, String) = (part.get(0), part.get(1), part.get(2));
-        match kind.as_str() {
-            "split" => {
-                let Ok(dirs) = serde_json::from_str(&state) else {
-                    return Ok(None);
-                };
-                progress.splits.insert(prefix, dirs);
-            }
-            "list" => {
-                progress.lists.insert(prefix, Some(state).filter(|s| !s.is_empty()));
-            }
-            _ => return Ok(None),
-        }
-    }
-    progress.found = tx
+        .map_err(db_error)?
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)));
+    let found = tx
         .query_one("SELECT COUNT(*) FROM refresh_found WHERE volume = $1", &[&volume])
         .await
         .map_err(db_error)?
         .get::<_, i64>(0) as u64;
-    Ok(Some(progress))
+    Ok(RefreshProgress::decode(parts, found))
 }

@@ -411,38 +411,22 @@ impl Sql {
     /// What the record of `volume`'s refresh says was done; `None` if it
     /// cannot be read back.
     fn refresh_progress(tx: &rusqlite::Transaction<'_>, volume: &str) -> StorageResult<Option<RefreshProgress>> {
-        let mut progress = RefreshProgress::default();
         let mut stmt = tx
             .prepare("SELECT kind, prefix, state FROM refresh_parts WHERE volume = ?1")
             .map_err(db_error)?;
         let parts = stmt
-            .query_map(params![volume], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
-            })
+            .query_map(params![volume], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(db_error)?
+            .collect::<Result<Vec<(String, String, String)>, _>>()
             .map_err(db_error)?;
-        for part in parts {
-            let (kind, prefix, state) = part.map_err(db_error)?;
-            match kind.as_str() {
-                "split" => {
-                    let Ok(dirs) = serde_json::from_str(&state) else {
-                        return Ok(None);
-                    };
-                    progress.splits.insert(prefix, dirs);
-                }
-                "list" => {
-                    progress.lists.insert(prefix, Some(state).filter(|s| !s.is_empty()));
-                }
-                _ => return Ok(None),
-            }
-        }
-        progress.found = tx
+        let found = tx
             .query_row(
                 "SELECT COUNT(*) FROM refresh_found WHERE volume = ?1",
                 params![volume],
                 |r| r.get::<_, i64>(0),
             )
             .map_err(db_error)? as u64;
-        Ok(Some(progress))
+        Ok(RefreshProgress::decode(parts, found))
     }
 
     /// Say that run `owner` of `volume`'s refresh is alive (`now_ms`), or,
@@ -489,14 +473,7 @@ impl Sql {
                     .map_err(db_error)?;
             }
         }
-        let (kind, prefix, state) = match part {
-            RefreshPart::Split { prefix, dirs } => (
-                "split",
-                prefix,
-                serde_json::to_string(dirs).unwrap_or_else(|_| "[]".into()),
-            ),
-            RefreshPart::List { prefix, next } => ("list", prefix, next.unwrap_or("").to_owned()),
-        };
+        let (kind, prefix, state) = part.encode();
         tx.execute(
             "INSERT OR REPLACE INTO refresh_parts (volume, kind, prefix, state) VALUES (?1, ?2, ?3, ?4)",
             params![volume, kind, prefix, state],
