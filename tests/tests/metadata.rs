@@ -307,6 +307,7 @@ async fn a_lost_listener_drops_the_front_cache_whole() {
 /// database, each behind its sidecar: `public` (with a disk read cache)
 /// and `private`.
 struct Nodes {
+    bucket: String,
     a: Sidecar,
     b: Sidecar,
     silos: [Arc<silo_host::Silo>; 2],
@@ -339,6 +340,7 @@ async fn nodes(hint: &str) -> Nodes {
     let a = Sidecar::start(silos[0].clone()).await;
     let b = Sidecar::start(silos[1].clone()).await;
     Nodes {
+        bucket,
         a,
         b,
         silos: [silos[0].clone(), silos[1].clone()],
@@ -554,5 +556,76 @@ async fn writes_answer_503_while_postgres_is_down_and_the_node_recovers_by_itsel
     }
     assert_eq!(client.get(&url("a.txt"), &[]).await?.body, "kept");
     assert_eq!(client.get(&url("b.txt"), &[]).await?.status, StatusCode::NOT_FOUND);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refresh_on_one_node_while_the_other_serves() -> anyhow::Result<()> {
+    let n = nodes("refreshing").await;
+    let client = Client::default();
+    for i in 0..50 {
+        let reply = client
+            .put(
+                &n.a.url(&format!("/v1/files/public/r/{i}.txt")),
+                "text/plain",
+                format!("file {i}"),
+            )
+            .await?;
+        assert_eq!(reply.status, StatusCode::CREATED);
+    }
+    // Written behind Silo's back; b has looked for it (a miss it keeps).
+    s3::client()
+        .put_object()
+        .bucket(&n.bucket)
+        .key("public/r/behind.txt")
+        .body(Bytes::from_static(b"behind").into())
+        .send()
+        .await?;
+    let behind = n.b.url("/v1/files/public/r/behind.txt");
+    assert_eq!(client.get(&behind, &[]).await?.status, StatusCode::NOT_FOUND);
+
+    // One refresh at a time across the nodes.
+    let windows = (86_400_000, 60_000);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64;
+    let (ca, cb) = (n.silos[0].storage().cache(), n.silos[1].storage().cache());
+    ca.refresh_begin("public", "elsewhere", "probe-a", now, windows).await?;
+    let err = cb
+        .refresh_begin("public", "elsewhere", "probe-b", now, windows)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("under way"), "{err}");
+    ca.refresh_beat("public", "probe-a", 0).await?;
+
+    // b serves every file while a refreshes.
+    let reads = {
+        let (client, b) = (client.clone(), n.b.url("/v1/files/public/r"));
+        tokio::spawn(async move {
+            for round in 0..5 {
+                for i in 0..50 {
+                    let reply = client.get(&format!("{b}/{i}.txt"), &[]).await.unwrap();
+                    assert_eq!(reply.status, StatusCode::OK, "round {round}, file {i}");
+                    assert_eq!(reply.body, format!("file {i}").into_bytes());
+                }
+            }
+        })
+    };
+    let report = silo_host::maintenance::refresh(n.silos[0].storage(), "public", &|_| {}).await?;
+    assert_eq!((report.added, report.removed, report.files), (1, 0, 51), "{report:?}");
+    reads.await?;
+    // The swap reaches b: the listing at once, the remembered miss soon.
+    assert!(
+        client
+            .get(&n.b.url("/v1/list/public/r"), &[])
+            .await?
+            .text()
+            .contains("r/behind.txt")
+    );
+    let started = Instant::now();
+    while client.get(&behind, &[]).await?.status != StatusCode::OK {
+        assert!(started.elapsed() < silo_host::cache::FRONT_TTL * 2, "b kept its miss");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     Ok(())
 }
