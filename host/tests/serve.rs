@@ -462,3 +462,99 @@ fn secrets_come_from_files_the_config_names_and_the_environment_overrides_them()
         "{stderr}"
     );
 }
+
+/// Two `silo serve` processes, each with its own data_dir, on one S3
+/// bucket (the SeaweedFS `tests/run` starts) and one PostgreSQL database
+/// (its server's own `postgres` database, used by no other test).
+#[test]
+fn two_silo_serve_processes_on_one_bucket_and_database_agree() {
+    let endpoint = std::env::var("SILO_TEST_S3_ENDPOINT").expect("SILO_TEST_S3_ENDPOINT: run the tests with tests/run");
+    let database =
+        std::env::var("SILO_TEST_DATABASE_URL").expect("SILO_TEST_DATABASE_URL: run the tests with tests/run");
+    let bucket = format!("serve-nodes-{}", std::process::id());
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(&endpoint)
+            .load()
+            .await;
+        let config = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+            .create_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .expect("create the test bucket");
+    });
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("db-url"), format!("{database}\n")).unwrap();
+    let config = format!(
+        "data_dir = \"state\"\n\n[metadata]\nbackend = \"postgres\"\nurl_file = \"{}\"\npool_size = 4\n\n\
+         [volumes.public]\nbackend = \"s3\"\nbucket = \"{bucket}\"\nprefix = \"public\"\nendpoint_url = \"{endpoint}\"\n\
+         visibility = \"public\"\nread_cache_mib = 16\n",
+        root.path().join("db-url").display()
+    );
+    let nodes: Vec<Server> = ["a", "b"]
+        .iter()
+        .map(|name| {
+            let dir = root.path().join(name);
+            std::fs::create_dir(&dir).unwrap();
+            std::fs::write(dir.join("silo.toml"), &config).unwrap();
+            start(&dir)
+        })
+        .collect();
+    let (a, b) = (&nodes[0].base, &nodes[1].base);
+    let auth = format!("Authorization: Bearer {TOKEN}");
+    let put = |base: &str, body: &str| {
+        curl(&[
+            "-X",
+            "PUT",
+            "-H",
+            &auth,
+            "-H",
+            "Content-Type: text/plain",
+            "--data-binary",
+            body,
+            &format!("{base}/v1/files/public/notes/n.txt"),
+        ])
+    };
+    let file = |base: &str| format!("{base}/v1/files/public/notes/n.txt");
+
+    let (status, _, body) = put(a, "from node a");
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    // On b at once: listing, HEAD, GET.
+    let (_, _, listing) = curl(&[&format!("{b}/v1/list/public/notes")]);
+    assert!(String::from_utf8_lossy(&listing).contains("notes/n.txt"));
+    let (status, headers, _) = curl(&["-I", &file(b)]);
+    assert_eq!((status, header(&headers, "content-length")), (200, Some("11")));
+    let (_, _, got) = curl(&[&file(b)]);
+    assert_eq!(got, b"from node a");
+
+    // Overwritten and deleted on a: b follows (its disk read cache too).
+    let (status, _, body) = put(a, "replaced on node a");
+    assert_eq!(status, 201);
+    let etag = json(&body)["file"]["etag"].as_str().unwrap().to_owned();
+    let started = std::time::Instant::now();
+    loop {
+        let (_, headers, got) = curl(&[&file(b)]);
+        if got == b"replaced on node a" {
+            assert_eq!(header(&headers, "etag"), Some(format!("\"{etag}\"").as_str()));
+            break;
+        }
+        assert_eq!(got, b"from node a", "never a mix");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "b kept the old version"
+        );
+    }
+    let (status, _, _) = curl(&["-X", "DELETE", "-H", &auth, &file(a)]);
+    assert_eq!(status, 204);
+    let started = std::time::Instant::now();
+    while curl(&[&file(b)]).0 != 404 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "b served a deleted file"
+        );
+    }
+}
