@@ -303,36 +303,20 @@ async fn refresh_run(
         done,
     };
     scan_into(storage, volume, &mut sink, resumed, progress).await?;
-    let listed = cache.refresh_found(volume).await?;
-    let mut old: BTreeMap<String, ObjectMeta> = cache.all_files(volume).await?.into_iter().collect();
+    // The merge with the old rows happens inside the engine, in one
+    // transaction, without the listing in memory.
+    let counts = cache.finish_refresh(volume, owner).await?;
     let mut report = RefreshReport {
         volume: volume.to_owned(),
         resumed,
+        files: counts.files,
+        bytes: counts.bytes,
+        added: counts.added,
+        removed: counts.removed,
+        changed: counts.changed,
+        skipped: counts.skipped,
         ..Default::default()
     };
-    let mut rows = Vec::with_capacity(listed.len());
-    for (key, mut meta) in listed {
-        let Ok(path) = VolumePath::parse(&key) else {
-            report.skipped.push(key);
-            continue;
-        };
-        match old.remove(&key) {
-            None => report.added += 1,
-            Some(previous) if previous.etag == meta.etag => {
-                meta.content_type = previous.content_type;
-                meta.cache_control = meta.cache_control.or(previous.cache_control);
-                if meta.metadata.is_empty() {
-                    meta.metadata = previous.metadata;
-                }
-            }
-            Some(_) => report.changed += 1,
-        }
-        report.files += 1;
-        report.bytes += meta.size;
-        rows.push((path, meta));
-    }
-    report.removed = old.len() as u64;
-    cache.replace_volume(volume, owner, rows).await?;
     // Credentials may lack ListBucketMultipartUploads: say so, keep the rest.
     match storage.volume(volume)?.store.sweep_abandoned(ABANDONED_AFTER).await {
         Ok(n) => report.abandoned_removed = n,

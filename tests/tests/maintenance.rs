@@ -225,7 +225,7 @@ async fn a_refresh_under_way_refuses_a_second_until_it_falls_silent() -> anyhow:
         .await?;
     assert_eq!(refresh(&storage, "v", &quiet).await?.files, 1);
     // ...and the run it took over can no longer swap its listing in.
-    let err = cache.replace_volume("v", "elsewhere", Vec::new()).await.unwrap_err();
+    let err = cache.finish_refresh("v", "elsewhere").await.unwrap_err();
     assert!(err.to_string().contains("took this one over"), "{err}");
     assert_eq!(cache.stats().await?[0].files, 1);
     Ok(())

@@ -103,10 +103,16 @@ async fn rows_directories_and_pages_agree_on_every_engine() {
 }
 
 #[tokio::test]
-async fn refresh_records_resume_and_lock_on_every_engine() {
+async fn refresh_records_resume_lock_and_swap_on_every_engine() {
     let windows = (86_400_000, 60_000);
     let t = 1_700_000_000_000;
     for (name, cache, _dir) in engines("refresh").await {
+        let declared = ObjectMeta {
+            content_type: "text/x-declared".into(),
+            ..meta(1, "n1")
+        };
+        cache.put("v", &path("n/1.txt"), &declared).await.unwrap();
+        cache.put("v", &path("n/2.txt"), &meta(5, "old2")).await.unwrap();
         cache.put("v", &path("old.txt"), &meta(1, "old")).await.unwrap();
         assert!(
             cache
@@ -121,9 +127,15 @@ async fn refresh_records_resume_and_lock_on_every_engine() {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("under way"), "{name}: {err}");
+        let listed = |etag: &str, size: u64| ObjectMeta {
+            content_type: "text/plain".into(),
+            cache_control: None,
+            metadata: Vec::new(),
+            ..meta(size, etag)
+        };
         let found = vec![
-            ("n/1.txt".to_owned(), meta(1, "n1")),
-            ("n/2.txt".to_owned(), meta(2, "n2")),
+            ("n/1.txt".to_owned(), listed("n1", 1)),
+            ("n/2.txt".to_owned(), listed("n2", 2)),
         ];
         cache
             .refresh_record(
@@ -158,18 +170,55 @@ async fn refresh_records_resume_and_lock_on_every_engine() {
         assert_eq!(progress.found, 2, "{name}");
         assert_eq!(progress.lists["n/"], Some("n/2.txt".to_owned()), "{name}");
         assert_eq!(progress.splits[""], dirs, "{name}");
-        let listed = cache.refresh_found("v").await.unwrap();
-        assert_eq!(listed, found, "{name}");
+        let more = vec![
+            ("n/deep/x/y.txt".to_owned(), listed("y", 3)),
+            ("bad//key".to_owned(), listed("b", 4)),
+        ];
+        cache
+            .refresh_record(
+                "v",
+                RefreshPart::List {
+                    prefix: "n/",
+                    next: None,
+                },
+                &more,
+            )
+            .await
+            .unwrap();
+        assert_eq!(cache.refresh_found("v").await.unwrap().len(), 4, "{name}");
         // Only the run that owns the record swaps.
-        let rows: Vec<_> = listed.iter().map(|(k, m)| (path(k), m.clone())).collect();
-        assert!(cache.replace_volume("v", "run1", rows.clone()).await.is_err(), "{name}");
+        assert!(cache.finish_refresh("v", "run1").await.is_err(), "{name}");
         assert!(
             cache.get("v", "old.txt").await.unwrap().is_some(),
             "{name}: nothing swapped"
         );
-        cache.replace_volume("v", "run2", rows).await.unwrap();
+        let counts = cache.finish_refresh("v", "run2").await.unwrap();
+        assert_eq!(
+            (counts.files, counts.bytes, counts.added, counts.changed, counts.removed),
+            (3, 6, 1, 1, 1),
+            "{name}: {counts:?}"
+        );
+        assert_eq!(counts.skipped, ["bad//key"], "{name}");
         assert!(cache.get("v", "old.txt").await.unwrap().is_none(), "{name}");
-        assert_eq!(all_pages(&cache, "n", 10).await, ["f:n/1.txt", "f:n/2.txt"], "{name}");
+        // An unchanged file keeps what the listing cannot carry.
+        assert_eq!(
+            cache.get("v", "n/1.txt").await.unwrap(),
+            Some(declared.clone()),
+            "{name}"
+        );
+        assert_eq!(
+            cache.get("v", "n/2.txt").await.unwrap(),
+            Some(listed("n2", 2)),
+            "{name}"
+        );
+        assert_eq!(all_pages(&cache, "", 10).await, ["d:n"], "{name}");
+        assert_eq!(
+            all_pages(&cache, "n", 10).await,
+            ["f:n/1.txt", "f:n/2.txt", "d:n/deep"],
+            "{name}"
+        );
+        assert_eq!(all_pages(&cache, "n/deep", 10).await, ["d:n/deep/x"], "{name}");
+        assert_eq!(all_pages(&cache, "n/deep/x", 10).await, ["f:n/deep/x/y.txt"], "{name}");
         assert!(
             cache.refresh_found("v").await.unwrap().is_empty(),
             "{name}: the record went"

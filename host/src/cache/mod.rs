@@ -34,6 +34,21 @@ pub struct RefreshProgress {
     pub found: u64,
 }
 
+/// What a finished refresh changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RefreshCounts {
+    pub files: u64,
+    pub bytes: u64,
+    /// Rows that were not there before.
+    pub added: u64,
+    /// Rows whose object is gone.
+    pub removed: u64,
+    /// Rows whose object changed (another etag).
+    pub changed: u64,
+    /// Listed keys that break the path rules, left out.
+    pub skipped: Vec<String>,
+}
+
 /// A part of a refresh's listing, done or advanced.
 pub enum RefreshPart<'a> {
     Split { prefix: &'a str, dirs: &'a [String] },
@@ -170,16 +185,14 @@ pub trait MetadataEngine: Send + Sync + 'static {
     ) -> StorageResult<()>;
     /// Every object the refresh of `volume` in progress has found, by key.
     async fn refresh_found(&self, volume: &str) -> StorageResult<Vec<(String, ObjectMeta)>>;
-    /// Replace every row of `volume` with `files` listed by refresh run
-    /// `owner`, and end the run, in one transaction: readers see the old
-    /// listing until the new one is complete. Refused if another run has
-    /// taken the refresh over.
-    async fn replace_volume(
-        &self,
-        volume: &str,
-        owner: &str,
-        files: Vec<(VolumePath, ObjectMeta)>,
-    ) -> StorageResult<()>;
+    /// End refresh run `owner` of `volume`: its recorded listing replaces
+    /// the volume's rows, and the run's record goes, in one transaction
+    /// inside the database (the listing is never held in memory): readers
+    /// see the old rows until the new ones are complete. A row whose etag
+    /// is unchanged keeps its declared content type, cache control and
+    /// metadata (a listing carries none). Keys no path rule admits are left
+    /// out and returned. Refused if another run has taken the refresh over.
+    async fn finish_refresh(&self, volume: &str, owner: &str) -> StorageResult<RefreshCounts>;
     /// Files, bytes and directories per volume.
     async fn stats(&self) -> StorageResult<Vec<VolumeStats>>;
 }
@@ -319,13 +332,8 @@ impl MetadataCache {
         self.engine.refresh_found(volume).await
     }
 
-    pub async fn replace_volume(
-        &self,
-        volume: &str,
-        owner: &str,
-        files: Vec<(VolumePath, ObjectMeta)>,
-    ) -> StorageResult<()> {
-        let result = self.engine.replace_volume(volume, owner, files).await;
+    pub async fn finish_refresh(&self, volume: &str, owner: &str) -> StorageResult<RefreshCounts> {
+        let result = self.engine.finish_refresh(volume, owner).await;
         self.front.forget_volume(volume);
         result
     }

@@ -13,7 +13,6 @@
 //! The schema is versioned (`silo_schema`); a database with a newer one
 //! than this Silo knows is refused.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +20,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
 use super::{
-    Entry, FrontSink, MetadataEngine, Page, RefreshPart, RefreshProgress, VolumeStats, decode_cursor,
+    Entry, FrontSink, MetadataEngine, Page, RefreshCounts, RefreshPart, RefreshProgress, VolumeStats, decode_cursor,
     metadata_from_json, metadata_json, paginate, prefix_upper_bound,
 };
 use crate::error::{StorageError, StorageResult};
@@ -364,30 +363,25 @@ async fn refresh_clear(tx: &deadpool_postgres::Transaction<'_>, volume: &str) ->
     Ok(())
 }
 
-/// Insert object rows (and their directories) in batches.
-async fn insert_rows(
+/// Record objects a refresh found, in batches.
+async fn insert_found(
     tx: &deadpool_postgres::Transaction<'_>,
     volume: &str,
-    table: &str,
     rows: &[(String, ObjectMeta)],
 ) -> StorageResult<()> {
-    let with_parent = table == "objects";
-    let sql = if with_parent {
-        "INSERT INTO objects (volume, path, parent, size, etag, content_type, modified_ms, cache_control, metadata)
-         SELECT $1, k, p, s, e, t, m, c, d FROM UNNEST($2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],
-             $7::bigint[], $8::text[], $9::text[]) AS r(k, p, s, e, t, m, c, d)"
-    } else {
-        "INSERT INTO refresh_found (volume, key, size, etag, content_type, modified_ms, cache_control, metadata)
-         SELECT $1, k, s, e, t, m, c, d FROM UNNEST($2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],
-             $7::bigint[], $8::text[], $9::text[]) AS r(k, p, s, e, t, m, c, d)
-         ON CONFLICT (volume, key) DO UPDATE SET size = EXCLUDED.size, etag = EXCLUDED.etag,
-             content_type = EXCLUDED.content_type, modified_ms = EXCLUDED.modified_ms,
-             cache_control = EXCLUDED.cache_control, metadata = EXCLUDED.metadata"
-    };
-    let statement = tx.prepare_cached(sql).await.map_err(db_error)?;
+    let statement = tx
+        .prepare_cached(
+            "INSERT INTO refresh_found (volume, key, size, etag, content_type, modified_ms, cache_control, metadata)
+             SELECT $1, k, s, e, t, m, c, d FROM UNNEST($2::text[], $3::bigint[], $4::text[], $5::text[],
+                 $6::bigint[], $7::text[], $8::text[]) AS r(k, s, e, t, m, c, d)
+             ON CONFLICT (volume, key) DO UPDATE SET size = EXCLUDED.size, etag = EXCLUDED.etag,
+                 content_type = EXCLUDED.content_type, modified_ms = EXCLUDED.modified_ms,
+                 cache_control = EXCLUDED.cache_control, metadata = EXCLUDED.metadata",
+        )
+        .await
+        .map_err(db_error)?;
     for chunk in rows.chunks(BATCH) {
         let keys: Vec<&str> = chunk.iter().map(|(k, _)| k.as_str()).collect();
-        let parents: Vec<&str> = keys.iter().map(|k| parent_of(k)).collect();
         let sizes: Vec<i64> = chunk.iter().map(|(_, m)| m.size as i64).collect();
         let etags: Vec<&str> = chunk.iter().map(|(_, m)| m.etag.as_str()).collect();
         let types: Vec<&str> = chunk.iter().map(|(_, m)| m.content_type.as_str()).collect();
@@ -396,31 +390,10 @@ async fn insert_rows(
         let metadata: Vec<String> = chunk.iter().map(|(_, m)| metadata_json(m)).collect();
         tx.execute(
             &statement,
-            &[
-                &volume, &keys, &parents, &sizes, &etags, &types, &times, &controls, &metadata,
-            ],
+            &[&volume, &keys, &sizes, &etags, &types, &times, &controls, &metadata],
         )
         .await
         .map_err(db_error)?;
-    }
-    if with_parent {
-        let mut dirs = BTreeSet::new();
-        for (key, _) in rows {
-            dirs.extend(key.match_indices('/').map(|(i, _)| &key[..i]));
-        }
-        let dirs: Vec<&str> = dirs.into_iter().collect();
-        let statement = tx
-            .prepare_cached(
-                "INSERT INTO dirs (volume, path, parent) SELECT $1, p, q FROM UNNEST($2::text[], $3::text[]) AS t(p, q)",
-            )
-            .await
-            .map_err(db_error)?;
-        for chunk in dirs.chunks(BATCH) {
-            let parents: Vec<&str> = chunk.iter().map(|d| parent_of(d)).collect();
-            tx.execute(&statement, &[&volume, &chunk, &parents])
-                .await
-                .map_err(db_error)?;
-        }
     }
     Ok(())
 }
@@ -653,7 +626,7 @@ impl MetadataEngine for PostgresEngine {
     ) -> StorageResult<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_error)?;
-        insert_rows(&tx, volume, "refresh_found", found).await?;
+        insert_found(&tx, volume, found).await?;
         let (kind, prefix, state) = part.encode();
         tx.execute(
             "INSERT INTO refresh_parts (volume, kind, prefix, state) VALUES ($1, $2, $3, $4)
@@ -679,12 +652,7 @@ impl MetadataEngine for PostgresEngine {
         rows.iter().map(|r| Ok((r.get(0), row_meta(r, 1)?))).collect()
     }
 
-    async fn replace_volume(
-        &self,
-        volume: &str,
-        owner: &str,
-        files: Vec<(VolumePath, ObjectMeta)>,
-    ) -> StorageResult<()> {
+    async fn finish_refresh(&self, volume: &str, owner: &str) -> StorageResult<RefreshCounts> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_error)?;
         lock(&tx, &format!("silo-refresh:{volume}")).await?;
@@ -698,21 +666,80 @@ impl MetadataEngine for PostgresEngine {
                 "another refresh of volume '{volume}' took this one over; nothing was changed"
             )));
         }
-        refresh_clear(&tx, volume).await?;
+        let mut counts = RefreshCounts::default();
+        {
+            use futures_util::{StreamExt, TryStreamExt};
+            let keys = tx
+                .query_raw(
+                    "SELECT key FROM refresh_found WHERE volume = $1 ORDER BY key",
+                    [&volume as &(dyn tokio_postgres::types::ToSql + Sync)],
+                )
+                .await
+                .map_err(db_error)?;
+            let mut keys = std::pin::pin!(keys.map_err(db_error));
+            while let Some(row) = keys.next().await {
+                let key: String = row?.get(0);
+                if VolumePath::parse(&key).is_err() {
+                    counts.skipped.push(key);
+                }
+            }
+        }
+        if !counts.skipped.is_empty() {
+            tx.execute(
+                "DELETE FROM refresh_found WHERE volume = $1 AND key = ANY($2::text[])",
+                &[&volume, &counts.skipped],
+            )
+            .await
+            .map_err(db_error)?;
+        }
+        let row = tx
+            .query_one(
+                "SELECT
+                     (SELECT COUNT(*) FROM refresh_found WHERE volume = $1),
+                     (SELECT COALESCE(SUM(size), 0)::bigint FROM refresh_found WHERE volume = $1),
+                     (SELECT COUNT(*) FROM refresh_found f WHERE f.volume = $1
+                          AND NOT EXISTS (SELECT 1 FROM objects o WHERE o.volume = $1 AND o.path = f.key)),
+                     (SELECT COUNT(*) FROM refresh_found f JOIN objects o ON o.volume = f.volume AND o.path = f.key
+                          WHERE f.volume = $1 AND o.etag <> f.etag),
+                     (SELECT COUNT(*) FROM objects o WHERE o.volume = $1
+                          AND NOT EXISTS (SELECT 1 FROM refresh_found f WHERE f.volume = $1 AND f.key = o.path))",
+                &[&volume],
+            )
+            .await
+            .map_err(db_error)?;
+        let n = |i: usize| row.get::<_, i64>(i) as u64;
+        (counts.files, counts.bytes, counts.added, counts.changed, counts.removed) = (n(0), n(1), n(2), n(3), n(4));
         // Writes into the volume wait for the swap.
         tx.execute("LOCK TABLE objects, dirs IN SHARE ROW EXCLUSIVE MODE", &[])
             .await
             .map_err(db_error)?;
         for sql in [
+            // What a listing cannot carry comes from the unchanged old row.
+            "UPDATE refresh_found f SET content_type = o.content_type,
+                 cache_control = COALESCE(f.cache_control, o.cache_control),
+                 metadata = CASE WHEN f.metadata = '[]' THEN o.metadata ELSE f.metadata END
+             FROM objects o
+             WHERE f.volume = $1 AND o.volume = $1 AND o.path = f.key AND o.etag = f.etag",
             "DELETE FROM objects WHERE volume = $1",
             "DELETE FROM dirs WHERE volume = $1",
+            "INSERT INTO objects (volume, path, parent, size, etag, content_type, modified_ms, cache_control, metadata)
+             SELECT volume, key, CASE WHEN strpos(key, '/') > 0 THEN regexp_replace(key, '/[^/]*$', '') ELSE '' END,
+                 size, etag, content_type, modified_ms, cache_control, metadata
+             FROM refresh_found WHERE volume = $1",
+            "WITH RECURSIVE d(path) AS (
+                 SELECT DISTINCT parent FROM objects WHERE volume = $1 AND parent <> ''
+                 UNION
+                 SELECT regexp_replace(path, '/[^/]*$', '') COLLATE \"C\" FROM d WHERE strpos(path, '/') > 0
+             )
+             INSERT INTO dirs (volume, path, parent)
+             SELECT $1, path, CASE WHEN strpos(path, '/') > 0 THEN regexp_replace(path, '/[^/]*$', '') ELSE '' END FROM d",
         ] {
             tx.execute(sql, &[&volume]).await.map_err(db_error)?;
         }
-        let rows: Vec<(String, ObjectMeta)> = files.into_iter().map(|(p, m)| (p.to_string(), m)).collect();
-        insert_rows(&tx, volume, "objects", &rows).await?;
+        refresh_clear(&tx, volume).await?;
         notify(&tx, volume, None).await?;
-        tx.commit().await.map_err(db_error)
+        tx.commit().await.map_err(db_error)?;
+        Ok(counts)
     }
 
     async fn stats(&self) -> StorageResult<Vec<VolumeStats>> {

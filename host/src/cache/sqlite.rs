@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    Entry, MetadataEngine, Page, RefreshPart, RefreshProgress, VolumeStats, decode_cursor, metadata_from_json,
-    metadata_json, paginate, prefix_upper_bound,
+    Entry, MetadataEngine, Page, RefreshCounts, RefreshPart, RefreshProgress, VolumeStats, decode_cursor,
+    metadata_from_json, metadata_json, paginate, prefix_upper_bound,
 };
 use crate::error::{StorageError, StorageResult};
 use crate::path::{VolumePath, parent_of};
@@ -511,12 +511,7 @@ impl Sql {
     /// `owner`, and end the run, in one transaction: readers see the old
     /// listing until the new one is complete. Refused if another run has
     /// taken the refresh over.
-    fn replace_volume(
-        conn: &mut Connection,
-        volume: &str,
-        owner: &str,
-        files: &[(VolumePath, ObjectMeta)],
-    ) -> StorageResult<()> {
+    fn finish_refresh(conn: &mut Connection, volume: &str, owner: &str) -> StorageResult<RefreshCounts> {
         let tx = conn.transaction().map_err(db_error)?;
         let current: Option<String> = tx
             .query_row(
@@ -531,17 +526,74 @@ impl Sql {
                 "another refresh of volume '{volume}' took this one over; nothing was changed"
             )));
         }
-        Sql::refresh_clear(&tx, volume)?;
-        for table in [
+        let mut counts = RefreshCounts::default();
+        {
+            let mut keys = tx
+                .prepare("SELECT key FROM refresh_found WHERE volume = ?1 ORDER BY key")
+                .map_err(db_error)?;
+            let mut rows = keys.query(params![volume]).map_err(db_error)?;
+            while let Some(row) = rows.next().map_err(db_error)? {
+                let key: String = row.get(0).map_err(db_error)?;
+                if VolumePath::parse(&key).is_err() {
+                    counts.skipped.push(key);
+                }
+            }
+        }
+        for key in &counts.skipped {
+            tx.execute(
+                "DELETE FROM refresh_found WHERE volume = ?1 AND key = ?2",
+                params![volume, key],
+            )
+            .map_err(db_error)?;
+        }
+        let count = |sql: &str| -> StorageResult<u64> {
+            tx.query_row(sql, params![volume], |r| r.get::<_, i64>(0))
+                .map(|n| n as u64)
+                .map_err(db_error)
+        };
+        counts.files = count("SELECT COUNT(*) FROM refresh_found WHERE volume = ?1")?;
+        counts.bytes = count("SELECT COALESCE(SUM(size), 0) FROM refresh_found WHERE volume = ?1")?;
+        counts.added = count(
+            "SELECT COUNT(*) FROM refresh_found f WHERE f.volume = ?1
+             AND NOT EXISTS (SELECT 1 FROM objects o WHERE o.volume = ?1 AND o.path = f.key)",
+        )?;
+        counts.changed = count(
+            "SELECT COUNT(*) FROM refresh_found f JOIN objects o ON o.volume = f.volume AND o.path = f.key
+             WHERE f.volume = ?1 AND o.etag <> f.etag",
+        )?;
+        counts.removed = count(
+            "SELECT COUNT(*) FROM objects o WHERE o.volume = ?1
+             AND NOT EXISTS (SELECT 1 FROM refresh_found f WHERE f.volume = ?1 AND f.key = o.path)",
+        )?;
+        for sql in [
+            // What a listing cannot carry comes from the unchanged old row.
+            "UPDATE refresh_found SET content_type = o.content_type,
+                 cache_control = COALESCE(refresh_found.cache_control, o.cache_control),
+                 metadata = CASE WHEN refresh_found.metadata = '[]' THEN o.metadata ELSE refresh_found.metadata END
+             FROM objects o
+             WHERE refresh_found.volume = ?1 AND o.volume = ?1 AND o.path = refresh_found.key
+                 AND o.etag = refresh_found.etag",
             "DELETE FROM objects WHERE volume = ?1",
             "DELETE FROM dirs WHERE volume = ?1",
+            // A parent is its key up to the last '/' (the inner rtrim strips
+            // every character but '/' from the end).
+            "INSERT INTO objects (volume, path, parent, size, etag, content_type, modified_ms, cache_control, metadata)
+             SELECT volume, key, rtrim(rtrim(key, replace(key, '/', '')), '/'), size, etag, content_type,
+                 modified_ms, cache_control, metadata
+             FROM refresh_found WHERE volume = ?1",
+            "WITH RECURSIVE d(path) AS (
+                 SELECT DISTINCT parent FROM objects WHERE volume = ?1 AND parent <> ''
+                 UNION
+                 SELECT rtrim(rtrim(path, replace(path, '/', '')), '/') FROM d WHERE instr(path, '/') > 0
+             )
+             INSERT INTO dirs (volume, path, parent)
+             SELECT ?1, path, rtrim(rtrim(path, replace(path, '/', '')), '/') FROM d",
         ] {
-            tx.execute(table, params![volume]).map_err(db_error)?;
+            tx.execute(sql, params![volume]).map_err(db_error)?;
         }
-        for (path, meta) in files {
-            Sql::put_in(&tx, volume, path, meta)?;
-        }
-        tx.commit().map_err(db_error)
+        Sql::refresh_clear(&tx, volume)?;
+        tx.commit().map_err(db_error)?;
+        Ok(counts)
     }
 
     /// Files, bytes and directories per volume.
@@ -642,15 +694,9 @@ impl MetadataEngine for SqliteEngine {
         self.read(move |c| Sql::refresh_found(c, &volume)).await
     }
 
-    async fn replace_volume(
-        &self,
-        volume: &str,
-        owner: &str,
-        files: Vec<(VolumePath, ObjectMeta)>,
-    ) -> StorageResult<()> {
+    async fn finish_refresh(&self, volume: &str, owner: &str) -> StorageResult<RefreshCounts> {
         let (volume, owner) = (volume.to_owned(), owner.to_owned());
-        self.write(move |c| Sql::replace_volume(c, &volume, &owner, &files))
-            .await
+        self.write(move |c| Sql::finish_refresh(c, &volume, &owner)).await
     }
 
     async fn stats(&self) -> StorageResult<Vec<VolumeStats>> {
