@@ -23,9 +23,12 @@ pub const FRONT_TTL: Duration = Duration::from_secs(1);
 /// Rows kept at most (across volumes).
 pub const FRONT_CAPACITY: usize = 100_000;
 
+/// Rows (or misses, `None`) by volume, then path, with when they were read.
+type Rows = HashMap<String, HashMap<String, (Option<ObjectMeta>, Instant)>>;
+
 pub(super) struct FrontCache {
     /// Rows by volume, then path (so a lookup borrows, never allocates).
-    rows: Mutex<HashMap<String, HashMap<String, (Option<ObjectMeta>, Instant)>>>,
+    rows: Mutex<Rows>,
     len: AtomicU64,
     /// Bumped by every change; a read taken in under an older one is stale.
     generation: AtomicU64,
@@ -48,7 +51,7 @@ impl FrontCache {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<String, (Option<ObjectMeta>, Instant)>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Rows> {
         self.rows.lock().unwrap_or_else(|p| p.into_inner())
     }
 

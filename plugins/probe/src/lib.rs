@@ -323,7 +323,7 @@ fn writers(upload: &Upload) -> Result<Outcome, Error> {
                 Err(StreamError::Closed) => break 'writers,
                 Err(StreamError::LastOperationFailed(_)) => continue 'writers,
             };
-            let n = (permit as u64).min(left).min(block.len() as u64) as usize;
+            let n = permit.min(left).min(block.len() as u64) as usize;
             if stream.write(&block[..n]).is_err() {
                 continue 'writers;
             }
