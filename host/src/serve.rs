@@ -600,7 +600,10 @@ async fn respond(
         return Ok((status, out).into_response());
     }
     let (_, body) = host.open_read(&loc, range).await?;
-    let stream = tokio_util::io::ReaderStream::with_capacity(body, 256 * 1024);
+    // Buffers no larger than the answer: a small file costs no 256 KiB
+    // allocation (which the allocator would map and unmap every time).
+    let length = range.map_or(meta.size, |r| r.length);
+    let stream = tokio_util::io::ReaderStream::with_capacity(body, (length as usize).clamp(4096, 256 * 1024));
     Ok((status, out, Body::from_stream(stream)).into_response())
 }
 

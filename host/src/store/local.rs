@@ -59,6 +59,9 @@ pub(crate) fn sweep_abandoned(dir: &Path) -> usize {
     removed
 }
 
+/// Files (or ranges) up to this size are read whole when opened.
+const READ_WHOLE: u64 = 64 * 1024;
+
 #[derive(Clone)]
 pub struct LocalStore {
     inner: Arc<Inner>,
@@ -317,13 +320,21 @@ impl ObjectStore for LocalStore {
                     file.seek(SeekFrom::Start(r.offset))
                         .map_err(|e| StorageError::io(&key, e))?;
                 }
-                Ok((s.meta_of(&key, &m), file))
+                // A small file is read in this one hop, not one per read.
+                let left = range.map_or(m.len(), |r| r.length.min(m.len().saturating_sub(r.offset)));
+                if left <= READ_WHOLE {
+                    let mut bytes = Vec::with_capacity(left as usize);
+                    std::io::Read::read_to_end(&mut std::io::Read::take(&mut file, left), &mut bytes)
+                        .map_err(|e| StorageError::io(&key, e))?;
+                    return Ok((s.meta_of(&key, &m), Err(Bytes::from(bytes))));
+                }
+                Ok((s.meta_of(&key, &m), Ok(file)))
             })
             .await?;
-        let file = tokio::fs::File::from_std(file);
-        let body: ByteStream = match range {
-            Some(r) => Box::pin(file.take(r.length)),
-            None => Box::pin(file),
+        let body: ByteStream = match (file, range) {
+            (Err(bytes), _) => Box::pin(std::io::Cursor::new(bytes)),
+            (Ok(file), Some(r)) => Box::pin(tokio::fs::File::from_std(file).take(r.length)),
+            (Ok(file), None) => Box::pin(tokio::fs::File::from_std(file)),
         };
         Ok((meta, body))
     }
