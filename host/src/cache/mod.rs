@@ -69,6 +69,34 @@ impl RefreshPart<'_> {
     }
 }
 
+/// Whether a refresh run may start, given the run recorded (backend,
+/// started, last beat): `Ok(true)` to resume it, `Ok(false)` to start
+/// over, `Unavailable` while it is alive. Shared by the engines.
+pub(crate) fn may_refresh(
+    volume: &str,
+    recorded: Option<(String, i64, i64)>,
+    backend: &str,
+    now_ms: u64,
+    (resume_within_ms, live_ms): (u64, u64),
+) -> StorageResult<bool> {
+    if let Some((_, _, beat)) = &recorded
+        && now_ms.saturating_sub(*beat as u64) < live_ms
+    {
+        return Err(StorageError::unavailable(format!(
+            "a refresh of volume '{volume}' is under way; run this one when it has ended"
+        )));
+    }
+    Ok(recorded
+        .is_some_and(|(b, started, _)| b == backend && now_ms.saturating_sub(started as u64) <= resume_within_ms))
+}
+
+/// A run's swap refused because another run took the refresh over.
+pub(crate) fn taken_over(volume: &str) -> StorageError {
+    StorageError::unavailable(format!(
+        "another refresh of volume '{volume}' took this one over; nothing was changed"
+    ))
+}
+
 impl RefreshProgress {
     /// Read back from record rows (kind, prefix, state); `None` if one
     /// cannot be read, so that nothing is built on a damaged record.

@@ -557,7 +557,7 @@ impl MetadataEngine for PostgresEngine {
         backend: &str,
         owner: &str,
         now_ms: u64,
-        (resume_within_ms, live_ms): (u64, u64),
+        windows: (u64, u64),
     ) -> StorageResult<Option<RefreshProgress>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_error)?;
@@ -570,15 +570,7 @@ impl MetadataEngine for PostgresEngine {
             .await
             .map_err(db_error)?
             .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1), r.get::<_, i64>(2)));
-        if let Some((_, _, beat)) = &run
-            && now_ms.saturating_sub(*beat as u64) < live_ms
-        {
-            return Err(StorageError::unavailable(format!(
-                "a refresh of volume '{volume}' is under way; run this one when it has ended"
-            )));
-        }
-        let resumable = run
-            .is_some_and(|(b, started, _)| b == backend && now_ms.saturating_sub(started as u64) <= resume_within_ms);
+        let resumable = super::may_refresh(volume, run, backend, now_ms, windows)?;
         let progress = if resumable {
             refresh_progress(&tx, volume).await?
         } else {
@@ -662,9 +654,7 @@ impl MetadataEngine for PostgresEngine {
             .map_err(db_error)?
             .map(|r| r.get(0));
         if current.as_deref() != Some(owner) {
-            return Err(StorageError::unavailable(format!(
-                "another refresh of volume '{volume}' took this one over; nothing was changed"
-            )));
+            return Err(super::taken_over(volume));
         }
         let mut counts = RefreshCounts::default();
         {

@@ -363,7 +363,7 @@ impl Sql {
         backend: &str,
         owner: &str,
         now_ms: u64,
-        (resume_within_ms, live_ms): (u64, u64),
+        windows: (u64, u64),
     ) -> StorageResult<Option<RefreshProgress>> {
         let tx = conn.transaction().map_err(db_error)?;
         let run: Option<(String, i64, i64)> = tx
@@ -374,15 +374,7 @@ impl Sql {
             )
             .optional()
             .map_err(db_error)?;
-        if let Some((_, _, beat)) = &run
-            && now_ms.saturating_sub(*beat as u64) < live_ms
-        {
-            return Err(StorageError::unavailable(format!(
-                "a refresh of volume '{volume}' is under way; run this one when it has ended"
-            )));
-        }
-        let resumable = run
-            .is_some_and(|(b, started, _)| b == backend && now_ms.saturating_sub(started as u64) <= resume_within_ms);
+        let resumable = super::may_refresh(volume, run, backend, now_ms, windows)?;
         // A record that cannot be read back is not built on: start over.
         let progress = if resumable {
             Sql::refresh_progress(&tx, volume)?
@@ -522,9 +514,7 @@ impl Sql {
             .optional()
             .map_err(db_error)?;
         if current.as_deref() != Some(owner) {
-            return Err(StorageError::unavailable(format!(
-                "another refresh of volume '{volume}' took this one over; nothing was changed"
-            )));
+            return Err(super::taken_over(volume));
         }
         let mut counts = RefreshCounts::default();
         {
