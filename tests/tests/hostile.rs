@@ -587,19 +587,21 @@ async fn an_upload_runs_to_its_end_when_the_client_goes_away() -> anyhow::Result
             public.join("slow/doc.txt").exists(),
             "the plugin has written its file by now"
         );
-        // Wait for the pipeline's end, then look.
+        // Wait for the pipeline's end (the file, its cache row and the
+        // staged upload go one after the other), then look.
+        let host = silo.storage().host_session();
+        let at = |p: &str| silo.storage().location("public", p).unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let stored = public.join("doc.txt").exists();
-            let derived = public.join("slow/doc.txt").exists();
-            let settled = if reject { !derived } else { stored };
+            let derived = public.join("slow/doc.txt").exists() || host.exists(&at("slow/doc.txt")).await?;
+            let staged = count_files(&dir.join("state/staging"));
+            let settled = staged == 0 && if reject { !derived } else { stored };
             if settled || Instant::now() > deadline {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let host = silo.storage().host_session();
-        let at = |p: &str| silo.storage().location("public", p).unwrap();
         if reject {
             assert!(!public.join("doc.txt").exists(), "a refused upload was stored");
             assert!(
