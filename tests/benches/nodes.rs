@@ -178,36 +178,10 @@ async fn main() {
     let mut paged = Vec::new();
     for _ in 0..5 {
         let start = Instant::now();
-        let (mut count, mut cursor) = (0, None::<String>);
-        loop {
-            let page = host.list("v", "photos", false, cursor.as_deref(), 1000).await.unwrap();
-            count += page.entries.len();
-            match page.next_cursor {
-                Some(c) => cursor = Some(c),
-                None => break,
-            }
-        }
-        assert_eq!(count, FILES);
+        assert_eq!(silo_tests::count_dir(&host, "v", "photos").await, FILES);
         listed.push(start.elapsed());
         let start = Instant::now();
-        let (mut count, mut token) = (0, None::<String>);
-        loop {
-            let page = client
-                .list_objects_v2()
-                .bucket(&bucket)
-                .prefix("v/photos/")
-                .delimiter("/")
-                .set_continuation_token(token)
-                .send()
-                .await
-                .unwrap();
-            count += page.contents().len();
-            token = page.next_continuation_token().map(str::to_owned);
-            if token.is_none() {
-                break;
-            }
-        }
-        assert_eq!(count, FILES);
+        assert_eq!(s3::count_listed(&client, &bucket, "v/photos/").await, FILES);
         paged.push(start.elapsed());
     }
     let (listed, paged) = (pct(listed, 0.5), pct(paged, 0.5));

@@ -138,42 +138,11 @@ grants = [{{ volume = "big", access = ["read", "write"] }}]
     let mut s3_runs = Vec::new();
     for _ in 0..5 {
         let start = Instant::now();
-        let mut count = 0;
-        let mut cursor: Option<String> = None;
-        loop {
-            let page = host
-                .list("dir", "photos", false, cursor.as_deref(), 1000)
-                .await
-                .unwrap();
-            count += page.entries.len();
-            match page.next_cursor {
-                Some(c) => cursor = Some(c),
-                None => break,
-            }
-        }
-        assert_eq!(count, files);
+        assert_eq!(silo_tests::count_dir(&host, "dir", "photos").await, files);
         silo_runs.push(start.elapsed());
 
         let start = Instant::now();
-        let mut count = 0;
-        let mut token: Option<String> = None;
-        loop {
-            let page = client
-                .list_objects_v2()
-                .bucket(&bucket)
-                .prefix("dir/photos/")
-                .delimiter("/")
-                .set_continuation_token(token)
-                .send()
-                .await
-                .unwrap();
-            count += page.contents().len();
-            token = page.next_continuation_token().map(str::to_owned);
-            if token.is_none() {
-                break;
-            }
-        }
-        assert_eq!(count, files);
+        assert_eq!(s3::count_listed(&client, &bucket, "dir/photos/").await, files);
         s3_runs.push(start.elapsed());
     }
     let (listed, paged) = (median(silo_runs), median(s3_runs));

@@ -251,3 +251,20 @@ grants = [
     { volume = "public", prefix = "styles", access = ["read", "write", "delete"] },
 ]
 "#;
+
+/// How many entries `session` lists in directory `dir` of `volume`, page
+/// by page.
+pub async fn count_dir(session: &silo_host::vfs::Session, volume: &str, dir: &str) -> usize {
+    let (mut count, mut cursor) = (0, None::<String>);
+    loop {
+        let page = session
+            .list(volume, dir, false, cursor.as_deref(), 1000)
+            .await
+            .expect("a directory page");
+        count += page.entries.len();
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return count,
+        }
+    }
+}

@@ -162,3 +162,25 @@ pub async fn open_uploads_on(client: &Client, bucket: &str) -> usize {
         .expect("list multipart uploads");
     out.uploads().len()
 }
+
+/// How many objects ListObjectsV2 lists directly in directory `prefix`
+/// (ending in '/'), paging as a client without a cache must.
+pub async fn count_listed(client: &Client, bucket: &str, prefix: &str) -> usize {
+    let (mut count, mut token) = (0, None::<String>);
+    loop {
+        let page = client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .delimiter("/")
+            .set_continuation_token(token)
+            .send()
+            .await
+            .expect("ListObjectsV2");
+        count += page.contents().len();
+        token = page.next_continuation_token().map(str::to_owned);
+        if token.is_none() {
+            return count;
+        }
+    }
+}

@@ -326,6 +326,18 @@ fn dir_lock(volume: &str, path: &str) -> String {
     format!("silo-dir:{volume}:{top}")
 }
 
+/// Listed file rows: the path, then the metadata.
+fn file_entries(rows: &[tokio_postgres::Row]) -> StorageResult<Vec<Entry>> {
+    rows.iter()
+        .map(|r| {
+            Ok(Entry::File {
+                path: r.get(0),
+                meta: row_meta(r, 1)?,
+            })
+        })
+        .collect()
+}
+
 fn row_meta(row: &tokio_postgres::Row, first: usize) -> StorageResult<ObjectMeta> {
     let metadata: String = row.get(first + 5);
     Ok(ObjectMeta {
@@ -507,15 +519,7 @@ impl MetadataEngine for PostgresEngine {
         // Both go out at once on the connection: one round trip.
         let (files, dirs) =
             tokio::try_join!(client.query(&files, &params), client.query(&dirs, &params)).map_err(db_error)?;
-        let files = files
-            .iter()
-            .map(|r| {
-                Ok(Entry::File {
-                    path: r.get(0),
-                    meta: row_meta(r, 1)?,
-                })
-            })
-            .collect::<StorageResult<Vec<_>>>()?;
+        let files = file_entries(&files)?;
         let dirs: Vec<Entry> = dirs.iter().map(|r| Entry::Dir { path: r.get(0) }).collect();
         Ok(super::merge_dir_page(files, dirs, limit))
     }
@@ -539,15 +543,7 @@ impl MetadataEngine for PostgresEngine {
             )
             .await
             .map_err(db_error)?;
-        let entries = rows
-            .iter()
-            .map(|r| {
-                Ok(Entry::File {
-                    path: r.get(0),
-                    meta: row_meta(r, 1)?,
-                })
-            })
-            .collect::<StorageResult<Vec<_>>>()?;
+        let entries = file_entries(&rows)?;
         Ok(paginate(entries, limit))
     }
 
