@@ -126,6 +126,8 @@ impl Seaweed {
                 "-admin.ui=false",
             ])
             .args(["-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false"])
+            // A bucket takes a volume; the default count is free disk / 1 GiB.
+            .arg("-volume.max=1000")
             .arg(format!(
                 "-s3.config={}",
                 self.dir.path().join("identities.json").display()
