@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
-use silo_host::cache::postgres::{PostgresEngine, PostgresSettings};
+use silo_host::cache::postgres::{self, PostgresEngine, PostgresSettings};
 use silo_host::cache::sqlite::SqliteEngine;
 use silo_host::cache::{Entry, FrontSettings, MetadataCache, RefreshPart};
 use silo_host::path::VolumePath;
@@ -243,6 +243,102 @@ async fn a_database_with_a_newer_schema_is_refused() {
         "{message}"
     );
     assert!(!message.contains("password"), "{message}");
+}
+
+#[tokio::test]
+async fn a_version_1_database_is_migrated_and_keeps_its_rows() {
+    let url = pg::database("schema_v1").await;
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client.batch_execute(postgres::MIGRATIONS[0]).await.unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE silo_schema (version INTEGER NOT NULL); INSERT INTO silo_schema VALUES (1);
+             SELECT silo_put('v', 'a/b/old.png', 'a/b', 5, 'e1', 'image/png', 1, NULL, '[]',
+                             ARRAY['a', 'a/b'], ARRAY['', 'a'], 'silo-dir:v:a')",
+        )
+        .await
+        .unwrap();
+    let settings = PostgresSettings { url, pool_size: 2 };
+    let cache = MetadataCache::new(Arc::new(PostgresEngine::connect(&settings).await.unwrap()));
+    let version: i32 = client
+        .query_one("SELECT max(version) FROM silo_schema", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(version, postgres::SCHEMA_VERSION);
+    assert_eq!(cache.get("v", "a/b/old.png").await.unwrap().unwrap().size, 5);
+    cache.put("v", &path("a/b/new.png"), &meta(7, "e2")).await.unwrap();
+    assert_eq!(all_pages(&cache, "a/b", 10).await, ["f:a/b/new.png", "f:a/b/old.png"]);
+    for p in ["a/b/new.png", "a/b/old.png"] {
+        cache.remove("v", &path(p), None).await.unwrap();
+    }
+    assert!(
+        all_pages(&cache, "", 10).await.is_empty(),
+        "the emptied directories are pruned"
+    );
+}
+
+/// Writers in one directory and removers pruning it, all at once and on
+/// two connections pools (two nodes on PostgreSQL): no deadlock, no error,
+/// and the directory rows are exactly those with files under them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writes_and_prunes_keep_directories_exact_on_every_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Arc::new(MetadataCache::new(Arc::new(
+        SqliteEngine::open(&dir.path().join("meta.sqlite")).unwrap(),
+    )));
+    let (first, url) = postgres("prune").await;
+    let second = PostgresEngine::connect(&PostgresSettings { url, pool_size: 4 })
+        .await
+        .unwrap();
+    let pairs = [
+        ("sqlite", sqlite.clone(), sqlite),
+        (
+            "postgres",
+            Arc::new(MetadataCache::new(Arc::new(first))),
+            Arc::new(MetadataCache::new(Arc::new(second))),
+        ),
+    ];
+    const ROUNDS: u32 = 100;
+    for (name, cache, other) in pairs {
+        let mut tasks = tokio::task::JoinSet::new();
+        for t in 0..16u32 {
+            let cache = if t % 2 == 0 { cache.clone() } else { other.clone() };
+            tasks.spawn(async move {
+                for i in 0..ROUNDS {
+                    // Tasks of both kinds share each directory: the even
+                    // ones remove what they wrote (pruning the directory
+                    // whenever it looks empty) while the odd ones write.
+                    let p = path(&format!("up/{}/s/x{t}-{i}.png", t % 3));
+                    cache.put("v", &p, &meta(1, "e")).await?;
+                    if t % 2 == 0 {
+                        cache.remove("v", &p, None).await?;
+                    }
+                }
+                Ok::<_, silo_host::error::StorageError>(())
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap().unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        assert_eq!(all_pages(&cache, "", 100).await, ["d:up"], "{name}");
+        assert_eq!(
+            all_pages(&cache, "up", 100).await,
+            ["d:up/0", "d:up/1", "d:up/2"],
+            "{name}"
+        );
+        for d in 0..3u32 {
+            assert_eq!(
+                all_pages(&cache, &format!("up/{d}"), 10).await,
+                [format!("d:up/{d}/s")],
+                "{name}"
+            );
+            let kept = (0..16u32).filter(|t| t % 3 == d && t % 2 == 1).count();
+            let listed = all_pages(&cache, &format!("up/{d}/s"), 1000).await;
+            assert_eq!(listed.len(), ROUNDS as usize * kept, "{name}: up/{d}/s");
+        }
+    }
 }
 
 /// Two nodes' caches on one database, each with a front cache whose TTL

@@ -28,7 +28,7 @@ use crate::path::{VolumePath, parent_of};
 use crate::store::ObjectMeta;
 
 /// The schema this Silo creates and reads.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 /// The channel changes are announced on.
 const CHANNEL: &str = "silo_cache";
 /// Rows sent in one statement of a bulk insert.
@@ -121,6 +121,65 @@ BEGIN
 END $$;
 "#;
 
+/// Version 2: a write takes shared locks on its directories, so writes in
+/// one directory no longer queue behind each other (version 1 took one
+/// exclusive lock per top-level directory: every upload under `uploads/`,
+/// on every node, waited its turn). A removal, which may prune
+/// directories, takes them exclusively. Both lock top-down, so they never
+/// deadlock.
+const SCHEMA_V2: &str = r#"
+DROP FUNCTION silo_put(TEXT, TEXT, TEXT, BIGINT, TEXT, TEXT, BIGINT, TEXT, TEXT, TEXT[], TEXT[], TEXT);
+DROP FUNCTION silo_remove(TEXT, TEXT, TEXT, TEXT[], TEXT);
+-- `ds`: the file's directories, outermost first; `dps`: their parents.
+CREATE FUNCTION silo_put(v TEXT, p TEXT, par TEXT, sz BIGINT, e TEXT, ct TEXT, m BIGINT, cc TEXT, md TEXT,
+                         ds TEXT[], dps TEXT[]) RETURNS VOID LANGUAGE plpgsql AS $$
+DECLARE
+    dir TEXT;
+BEGIN
+    FOREACH dir IN ARRAY ds LOOP
+        PERFORM pg_advisory_xact_lock_shared(hashtext('silo-dir:' || v || ':' || dir));
+    END LOOP;
+    INSERT INTO objects (volume, path, parent, size, etag, content_type, modified_ms, cache_control, metadata)
+    VALUES (v, p, par, sz, e, ct, m, cc, md)
+    ON CONFLICT (volume, path) DO UPDATE SET size = EXCLUDED.size, etag = EXCLUDED.etag,
+        content_type = EXCLUDED.content_type, modified_ms = EXCLUDED.modified_ms,
+        cache_control = EXCLUDED.cache_control, metadata = EXCLUDED.metadata;
+    IF cardinality(ds) > 0 THEN
+        INSERT INTO dirs (volume, path, parent) SELECT v, d, q FROM UNNEST(ds, dps) AS t(d, q)
+        ON CONFLICT DO NOTHING;
+    END IF;
+    PERFORM pg_notify('silo_cache', v || chr(10) || p);
+END $$;
+-- `ds`: the file's directories, deepest first; each is pruned while no
+-- file is left under it ('/' + 1 is '0', so `d/` <= path < `d0` is "under").
+CREATE FUNCTION silo_remove(v TEXT, p TEXT, version TEXT, ds TEXT[]) RETURNS BOOLEAN
+LANGUAGE plpgsql AS $$
+DECLARE
+    removed INTEGER;
+    d TEXT;
+BEGIN
+    FOR i IN REVERSE cardinality(ds)..1 LOOP
+        PERFORM pg_advisory_xact_lock(hashtext('silo-dir:' || v || ':' || ds[i]));
+    END LOOP;
+    DELETE FROM objects WHERE volume = v AND path = p AND (version IS NULL OR etag = version);
+    GET DIAGNOSTICS removed = ROW_COUNT;
+    IF removed = 0 THEN
+        RETURN FALSE;
+    END IF;
+    FOREACH d IN ARRAY ds LOOP
+        EXIT WHEN EXISTS (SELECT 1 FROM objects WHERE volume = v AND path >= d || '/' AND path < d || '0');
+        DELETE FROM dirs WHERE volume = v AND path = d;
+    END LOOP;
+    PERFORM pg_notify('silo_cache', v || chr(10) || p);
+    RETURN TRUE;
+END $$;
+"#;
+
+/// The schema's history: entry `i` takes a database from version `i` to
+/// `i + 1`. Every node of a site runs the same version: stop the old ones
+/// before starting a newer Silo on their database.
+pub const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
+
 /// Settings of the engine.
 #[derive(Debug, Clone)]
 pub struct PostgresSettings {
@@ -209,12 +268,16 @@ impl PostgresEngine {
                     self.describe
                 )));
             }
-            Some(v) if v == SCHEMA_VERSION => {}
-            _ => {
-                tx.batch_execute(SCHEMA_V1).await.map_err(db_error)?;
-                tx.execute("INSERT INTO silo_schema (version) VALUES ($1)", &[&SCHEMA_VERSION])
-                    .await
-                    .map_err(db_error)?;
+            current => {
+                let from = current.unwrap_or(0).max(0) as usize;
+                for migration in &MIGRATIONS[from..] {
+                    tx.batch_execute(migration).await.map_err(db_error)?;
+                }
+                if from < MIGRATIONS.len() {
+                    tx.execute("INSERT INTO silo_schema (version) VALUES ($1)", &[&SCHEMA_VERSION])
+                        .await
+                        .map_err(db_error)?;
+                }
             }
         }
         tx.commit().await.map_err(db_error)
@@ -318,12 +381,6 @@ impl Listener {
             None => self.front.forget_all(),
         }
     }
-}
-
-/// The advisory lock of the directories a write at `path` touches.
-fn dir_lock(volume: &str, path: &str) -> String {
-    let top = path.split('/').next().unwrap_or("");
-    format!("silo-dir:{volume}:{top}")
 }
 
 /// Listed file rows: the path, then the metadata.
@@ -443,7 +500,7 @@ impl MetadataEngine for PostgresEngine {
     async fn put(&self, volume: &str, path: &VolumePath, meta: &ObjectMeta) -> StorageResult<()> {
         let client = self.client().await?;
         let statement = client
-            .prepare_cached("SELECT silo_put($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
+            .prepare_cached("SELECT silo_put($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
             .await
             .map_err(db_error)?;
         let dirs: Vec<&str> = path.ancestors().collect();
@@ -463,7 +520,6 @@ impl MetadataEngine for PostgresEngine {
                     &metadata_json(meta),
                     &dirs,
                     &parents,
-                    &dir_lock(volume, path.as_str()),
                 ],
             )
             .await
@@ -474,21 +530,12 @@ impl MetadataEngine for PostgresEngine {
     async fn remove(&self, volume: &str, path: &VolumePath, version: Option<&str>) -> StorageResult<()> {
         let client = self.client().await?;
         let statement = client
-            .prepare_cached("SELECT silo_remove($1, $2, $3, $4, $5)")
+            .prepare_cached("SELECT silo_remove($1, $2, $3, $4)")
             .await
             .map_err(db_error)?;
         let deepest_first: Vec<&str> = path.ancestors().collect::<Vec<_>>().into_iter().rev().collect();
         client
-            .execute(
-                &statement,
-                &[
-                    &volume,
-                    &path.as_str(),
-                    &version,
-                    &deepest_first,
-                    &dir_lock(volume, path.as_str()),
-                ],
-            )
+            .execute(&statement, &[&volume, &path.as_str(), &version, &deepest_first])
             .await
             .map_err(db_error)?;
         Ok(())
