@@ -265,6 +265,11 @@ pub(crate) async fn run(
                     let claim = claims
                         .iter()
                         .find(|c| c.file.volume == l.volume && c.file.path == l.path.as_str());
+                    // A file written again (by this plugin or a later one)
+                    // is reported once, as it stands now.
+                    report
+                        .derivatives
+                        .retain(|d| !(d.volume == l.volume && d.path == l.path.as_str()));
                     report.derivatives.push(Derivative {
                         volume: l.volume.clone(),
                         path: l.path.to_string(),
@@ -304,6 +309,23 @@ pub(crate) async fn run(
     }
     let host = storage.host_session();
     if report.status == Status::Accepted {
+        // A derived file a later plugin deleted is not in the report.
+        let mut kept = Vec::with_capacity(report.derivatives.len());
+        for d in std::mem::take(&mut report.derivatives) {
+            let Ok(l) = storage.location(&d.volume, &d.path) else {
+                continue;
+            };
+            let stands = match host.stat(&l).await {
+                Ok(m) => m.etag == d.etag,
+                Err(StorageError::NotFound) => false,
+                // Not known now: the store below answers for it.
+                Err(_) => true,
+            };
+            if stands {
+                kept.push(d);
+            }
+        }
+        report.derivatives = kept;
         // The condition is the backend's to hold at the store itself.
         let options = PutOptions {
             content_type: pending.meta.content_type.clone(),

@@ -374,3 +374,42 @@ async fn plugins_get_public_urls_and_no_url_for_private_local_files() -> anyhow:
     assert_eq!(private.reason.as_deref(), Some("error unsupported"));
     Ok(())
 }
+
+#[tokio::test]
+async fn the_report_lists_each_derived_file_once_as_it_stands_at_the_end() -> anyhow::Result<()> {
+    let grants = r#"{ volume = "public", access = ["read", "write", "delete"] }"#;
+    let stage = |name: &str, settings: &str| probe_stage(name, "text/plain", settings, grants);
+    let pipeline = [
+        stage(
+            "first",
+            r#"mode = "generate", volume = "public", path = "notes/a.txt", size = "10""#,
+        ),
+        stage(
+            "scratch",
+            r#"mode = "generate", volume = "public", path = "notes/tmp.txt", size = "5""#,
+        ),
+        stage(
+            "second",
+            r#"mode = "generate", volume = "public", path = "notes/a.txt", size = "20""#,
+        ),
+        stage("tidy", r#"mode = "remove", volume = "public", path = "notes/tmp.txt""#),
+    ]
+    .concat();
+    let t = TestSilo::new(&pipeline, &[("probe.wasm", PROBE)]).await?;
+    let report = t.upload("public/doc.txt", b"text", Some("text/plain")).await?;
+    assert_eq!(report.status, Status::Accepted, "{report:#?}");
+    let listed: Vec<(&str, u64, &str)> = report
+        .derivatives
+        .iter()
+        .map(|d| (d.path.as_str(), d.size, d.plugin.as_str()))
+        .collect();
+    assert_eq!(listed, [("notes/a.txt", 20, "second")], "{report:#?}");
+    let stored = t
+        .silo
+        .storage()
+        .host_session()
+        .stat(&t.silo.storage().location("public", "notes/a.txt")?)
+        .await?;
+    assert_eq!(stored.etag, report.derivatives[0].etag);
+    Ok(())
+}

@@ -15,6 +15,7 @@
 //!   reject with `read=<bytes>`;
 //! - `generate`: stream `size` bytes into settings `volume`/`path`, then
 //!   accept;
+//! - `remove`: delete settings `volume`/`path`, then accept;
 //! - `write-as`: write settings `bytes` (`elf`, `php`, `html`, `text`) to
 //!   settings `volume`/`path` declared as `content_type`, and reject with
 //!   the outcome;
@@ -146,6 +147,10 @@ impl Plugin for Probe {
                     left -= n as u64;
                 }
                 Ok(accept(target, writer.finish()?))
+            }
+            "remove" => {
+                files::delete(&setting_location(&upload))?;
+                Ok(Outcome::Accept(Vec::new()))
             }
             "write-as" => {
                 let target = setting_location(&upload);
