@@ -103,6 +103,14 @@ impl Silo {
         for plugin in &config.plugins {
             let bytes = component_bytes(&config, plugin)?;
             let component = runtime.load(&plugin.name, &bytes, plugin.sha256.as_deref())?;
+            if component.min_memory_bytes > plugin.limits.memory_mib << 20 {
+                return Err(LoadError::MemoryTooSmall {
+                    name: plugin.name.clone(),
+                    needs_mib: component.min_memory_bytes.div_ceil(1 << 20),
+                    limit_mib: plugin.limits.memory_mib,
+                }
+                .into());
+            }
             let grants: Vec<vfs::Grant> = plugin
                 .grants
                 .iter()

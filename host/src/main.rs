@@ -125,6 +125,10 @@ fn check(path: &Path) -> anyhow::Result<bool> {
         Ok(()) => println!("world:     silo:plugin/upload-plugin@0.1.0 (Silo can run it)"),
         Err(e) => println!("world:     not runnable by Silo: {e}"),
     }
+    println!(
+        "memory:    at least {} MiB to start (a stage's limits.memory_mib must be as much or more)",
+        inspection.min_memory_mib.max(1)
+    );
     println!("imports:");
     for import in &inspection.imports {
         println!("  {import}");

@@ -44,11 +44,52 @@ fn a_component_importing_what_silo_does_not_provide_is_refused() {
     .unwrap();
     let err = runtime().load("sneaky", &sneaky, None).err().unwrap();
     assert!(matches!(err, LoadError::UnknownImport { .. }), "{err}");
-    assert!(err.to_string().contains("evil:net/raw-socket"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("`evil:net/raw-socket@1.0.0`, which Silo does not provide"),
+        "{err}"
+    );
 
     let inspection = runtime().inspect("sneaky", &sneaky).unwrap();
     assert_eq!(inspection.imports, ["evil:net/raw-socket@1.0.0"]);
     assert!(inspection.verdict.is_err());
+}
+
+#[test]
+fn an_interface_silo_has_in_another_shape_is_named_with_what_differs() {
+    let odd = wat::parse_str(
+        r#"(component
+             (import "wasi:http/types@0.2.0" (instance (export "no-such-function" (func))))
+           )"#,
+    )
+    .unwrap();
+    let err = runtime().load("odd", &odd, None).err().unwrap();
+    let message = err.to_string();
+    assert!(
+        message.contains("`wasi:http/types@0.2.0` in a form Silo does not provide")
+            && message.contains("no-such-function"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_memory_limit_below_what_the_component_starts_with_is_refused_with_the_figure() {
+    let needs = runtime().inspect("probe", PROBE).unwrap().min_memory_mib;
+    assert!(needs >= 2, "the probe starts with {needs} MiB");
+    let pipeline = format!(
+        "[[plugins]]\nname = \"probe\"\ncomponent = \"probe.wasm\"\nsha256 = \"{}\"\nlimits = {{ memory_mib = {} }}\n",
+        sha256_hex(PROBE),
+        needs - 1
+    );
+    let err = TestSilo::new(&pipeline, &[("probe.wasm", PROBE)]).await.err().unwrap();
+    let message = format!("{err:#}");
+    assert!(
+        message.contains(&format!(
+            "limits.memory_mib = {}; raise limits.memory_mib to {needs} or more",
+            needs - 1
+        )),
+        "{message}"
+    );
 }
 
 #[test]

@@ -620,3 +620,59 @@ async fn an_upload_runs_to_its_end_when_the_client_goes_away() -> anyhow::Result
     }
     Ok(())
 }
+
+/// wasi:http links (toolchains import it by default) but reaches nothing:
+/// a request to a server listening on loopback is refused without a
+/// connection, and headers parked in the host stop at their bounds.
+#[tokio::test]
+async fn wasi_http_links_but_every_request_is_refused() -> anyhow::Result<()> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let url = format!("{}/steal?what=uploads", listener.local_addr()?);
+    let pipeline = [
+        probe_stage(
+            "send",
+            "text/x-send",
+            &format!(r#"mode = "http", url = "{url}""#),
+            PUBLIC_RW,
+        ),
+        probe_stage(
+            "big",
+            "text/x-big",
+            r#"mode = "http-fields", size = "200000""#,
+            PUBLIC_RW,
+        ),
+        probe_stage(
+            "many",
+            "text/x-many",
+            r#"mode = "http-fields", size = "3000""#,
+            PUBLIC_RW,
+        ),
+    ]
+    .concat();
+    let t = TestSilo::new(&pipeline, &[("probe.wasm", PROBE)]).await?;
+    let sent = t.upload("public/a.txt", b"hi", Some("text/x-send")).await?;
+    assert_eq!(
+        sent.reason.as_deref(),
+        Some("sent=ErrorCode::HttpRequestDenied"),
+        "{sent:#?}"
+    );
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "nothing may connect"
+    );
+    // One header over a `fields` resource's 4 KiB ends the plugin.
+    let big = t.upload("public/a.txt", b"hi", Some("text/x-big")).await?;
+    let error = big.error.as_ref().expect("an error");
+    assert_eq!(error.code, "plugin-crashed", "{big:#?}");
+    assert!(error.message.contains("fields exceeds limit"), "{big:#?}");
+    // Headers under it fill the handle table (1000), no more.
+    let many = t.upload("public/a.txt", b"hi", Some("text/x-many")).await?;
+    let error = many.error.as_ref().expect("an error");
+    assert_eq!(error.code, "plugin-crashed", "{many:#?}");
+    assert!(error.message.contains("resource table has no free keys"), "{many:#?}");
+    // The host goes on.
+    let sent = t.upload("public/b.txt", b"hi", Some("text/x-send")).await?;
+    assert_eq!(sent.reason.as_deref(), Some("sent=ErrorCode::HttpRequestDenied"));
+    Ok(())
+}

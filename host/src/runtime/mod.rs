@@ -61,8 +61,16 @@ pub enum LoadError {
     },
     #[error("{name}: invalid component: {message}")]
     Invalid { name: String, message: String },
-    #[error("{name}: imports something Silo does not provide: {message}")]
+    #[error("{name}: imports {message}")]
     UnknownImport { name: String, message: String },
+    #[error(
+        "{name}: needs at least {needs_mib} MiB of memory to start (its initial linear memory), more than its limits.memory_mib = {limit_mib}; raise limits.memory_mib to {needs_mib} or more"
+    )]
+    MemoryTooSmall {
+        name: String,
+        needs_mib: u64,
+        limit_mib: u64,
+    },
     #[error("{name}: not an upload plugin (it must export silo:plugin/handler@0.1.0): {message}")]
     WrongWorld { name: String, message: String },
     #[error("cannot start the plugin runtime: {0}")]
@@ -105,6 +113,9 @@ pub struct InvokeLimits {
 pub struct PluginComponent {
     pub name: Arc<str>,
     pub sha256: String,
+    /// The largest initial linear memory of its modules: it cannot start
+    /// with less.
+    pub min_memory_bytes: u64,
     pre: bindings::UploadPluginPre<Invocation>,
 }
 
@@ -114,6 +125,8 @@ pub struct Inspection {
     pub sha256: String,
     pub imports: Vec<String>,
     pub exports: Vec<String>,
+    /// What it needs at least to start, in MiB (rounded up).
+    pub min_memory_mib: u64,
     /// `Ok` if Silo can run it as an upload plugin.
     pub verdict: Result<(), LoadError>,
 }
@@ -121,6 +134,8 @@ pub struct Inspection {
 /// The state of one invocation's store.
 pub(crate) struct Invocation {
     wasi: WasiCtx,
+    http: wasmtime_wasi_http::WasiHttpCtx,
+    http_hooks: ClosedHttp,
     table: ResourceTable,
     limiter: MemoryLimiter,
     session: Session,
@@ -136,6 +151,95 @@ impl WasiView for Invocation {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
+    }
+}
+
+impl wasmtime_wasi_http::WasiHttpView for Invocation {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_hooks,
+        }
+    }
+}
+
+/// Header fields one `fields` resource may hold. Nothing is ever sent, so
+/// this only bounds what a plugin can park in the host (with the handle
+/// table, about 4 MiB an invocation).
+const HTTP_FIELDS_BYTES: usize = 4 * 1024;
+/// What one outgoing body may buffer in the host before it would be sent.
+const HTTP_BODY_CHUNK: usize = 4 * 1024;
+
+/// wasi:http with every outgoing request refused, as wasi:sockets has no
+/// network: components built by toolchains that import it by default (jco)
+/// link and run, and reach nothing.
+struct ClosedHttp;
+
+impl wasmtime_wasi_http::WasiHttpHooks for ClosedHttp {
+    fn send_request(
+        &mut self,
+        _request: http::Request<wasmtime_wasi_http::WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (
+                        http::Response<wasmtime_wasi_http::WasiBody>,
+                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        Box::new(std::future::ready(Err(wasmtime_wasi_http::Error::HttpRequestDenied)))
+    }
+
+    fn p2_outgoing_body_buffer_chunks(&mut self) -> usize {
+        1
+    }
+
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        HTTP_BODY_CHUNK
+    }
+}
+
+fn min_memory_bytes(component: &Component) -> u64 {
+    let pages = component
+        .resources_required()
+        .and_then(|r| r.max_initial_memory_size)
+        .unwrap_or(0);
+    pages.saturating_mul(64 * 1024)
+}
+
+/// What Silo links, by interface prefix.
+const PROVIDED: &[&str] = &[
+    "wasi:cli/",
+    "wasi:clocks/",
+    "wasi:filesystem/",
+    "wasi:io/",
+    "wasi:random/",
+    "wasi:sockets/",
+    "wasi:http/",
+    "silo:plugin/",
+];
+
+/// wasmtime names the import that failed in its outermost message
+/// ("component imports instance `X`, but ..."): say what it means.
+fn explain_link_error(e: &wasmtime::Error) -> String {
+    let top = e.to_string();
+    let causes: Vec<String> = e.chain().skip(1).map(|c| c.to_string()).collect();
+    match top.split('`').nth(1) {
+        Some(import) if PROVIDED.iter().any(|p| import.starts_with(p)) => format!(
+            "`{import}` in a form Silo does not provide ({}); build it against WASI 0.2 and Silo's wit/",
+            causes.join(": ")
+        ),
+        Some(import) => format!(
+            "`{import}`, which Silo does not provide (it provides WASI 0.2: cli, clocks, filesystem, io, random, \
+             and sockets and http with no network; and silo:plugin)"
+        ),
+        None => format!("{e:#}"),
     }
 }
 
@@ -173,6 +277,9 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
 }
 
 /// The engine, the linker, and the compiled-component cache.
+/// The smallest pooling-allocator memory slot.
+const MIN_SLOT_MIB: u64 = 64;
+
 pub struct Runtime {
     engine: Engine,
     linker: Linker<Invocation>,
@@ -202,7 +309,10 @@ impl Runtime {
             .max_core_instances_per_component(32)
             .max_memories_per_component(4)
             .max_tables_per_component(16)
-            .max_memory_size((max_memory_mib as usize) << 20);
+            // Never below 64 MiB, so that a component needing more than its
+            // stage allows still compiles and is refused by name, with the
+            // figure (Silo::open compares the two).
+            .max_memory_size((max_memory_mib.max(MIN_SLOT_MIB) as usize) << 20);
         if pooling {
             config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         }
@@ -217,6 +327,8 @@ impl Runtime {
         };
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| LoadError::Engine(e.to_string()))?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|e| LoadError::Engine(e.to_string()))?;
         bindings::add_to_linker(&mut linker).map_err(|e| LoadError::Engine(e.to_string()))?;
 
         use std::hash::{Hash, Hasher};
@@ -270,11 +382,13 @@ impl Runtime {
         let ty = component.component_type();
         let imports = ty.imports(&self.engine).map(|(n, _)| n.to_owned()).collect();
         let exports = ty.exports(&self.engine).map(|(n, _)| n.to_owned()).collect();
+        let min_memory_mib = min_memory_bytes(&component).div_ceil(1 << 20);
         let verdict = self.link(name, component, sha256.clone()).map(|_| ());
         Ok(Inspection {
             sha256,
             imports,
             exports,
+            min_memory_mib,
             verdict,
         })
     }
@@ -285,7 +399,7 @@ impl Runtime {
             .instantiate_pre(&component)
             .map_err(|e| LoadError::UnknownImport {
                 name: name.into(),
-                message: format!("{e:#}"),
+                message: explain_link_error(&e),
             })?;
         let pre = bindings::UploadPluginPre::new(pre).map_err(|e| LoadError::WrongWorld {
             name: name.into(),
@@ -294,6 +408,7 @@ impl Runtime {
         Ok(PluginComponent {
             name: name.into(),
             sha256,
+            min_memory_bytes: min_memory_bytes(&component),
             pre,
         })
     }
@@ -341,8 +456,12 @@ impl Runtime {
             .stderr(streams::GuestLog::new(plugin.name.clone(), "stderr", log.clone()));
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_HANDLES);
+        let mut http = wasmtime_wasi_http::WasiHttpCtx::new();
+        http.set_field_size_limit(HTTP_FIELDS_BYTES);
         let state = Invocation {
             wasi: wasi.build(),
+            http,
+            http_hooks: ClosedHttp,
             table,
             limiter: MemoryLimiter {
                 max_bytes: limits.memory_bytes,
@@ -447,11 +566,12 @@ fn classify<T>(
     }
 }
 
-/// The first line of a trap and the guest frame it happened in.
+/// The first line of a trap (or of the host error that ended the call:
+/// the outer layers only say where) and the guest frame it happened in.
 fn trap_message(error: &wasmtime::Error) -> String {
     let mut message = match error.downcast_ref::<wasmtime::Trap>() {
         Some(trap) => trap.to_string(),
-        None => error.to_string(),
+        None => error.root_cause().to_string(),
     };
     if let Some(bt) = error.downcast_ref::<wasmtime::WasmBacktrace>()
         && let Some(name) = bt.frames().iter().find_map(|f| f.func_name())

@@ -16,6 +16,10 @@
 //! - `generate`: stream `size` bytes into settings `volume`/`path`, then
 //!   accept;
 //! - `remove`: delete settings `volume`/`path`, then accept;
+//! - `http`: send a GET to settings `url` (host and path) through raw
+//!   wasi:http and reject with `sent=<outcome>`;
+//! - `http-fields`: park a header of `size` bytes in new `fields`
+//!   resources until refused; reject with `fields=<n> <error>`;
 //! - `write-as`: write settings `bytes` (`elf`, `php`, `html`, `text`) to
 //!   settings `volume`/`path` declared as `content_type`, and reject with
 //!   the outcome;
@@ -148,6 +152,8 @@ impl Plugin for Probe {
                 }
                 Ok(accept(target, writer.finish()?))
             }
+            "http" => Ok(Outcome::Reject(http_probe(&upload))),
+            "http-fields" => Ok(Outcome::Reject(http_fields(number(&upload, "size") as usize))),
             "remove" => {
                 files::delete(&setting_location(&upload))?;
                 Ok(Outcome::Accept(Vec::new()))
@@ -355,6 +361,46 @@ fn writers(upload: &Upload) -> Result<Outcome, Error> {
         }
     }
     Ok(Outcome::Accept(finished))
+}
+
+fn http_probe(upload: &Upload) -> String {
+    use wasip2::http::outgoing_handler;
+    use wasip2::http::types::{Fields, OutgoingRequest, Scheme};
+    let target = upload.setting("url").unwrap_or("127.0.0.1:9/");
+    let (authority, path) = target.split_once('/').unwrap_or((target, ""));
+    let request = OutgoingRequest::new(Fields::new());
+    let _ = request.set_scheme(Some(&Scheme::Http));
+    let _ = request.set_authority(Some(authority));
+    let _ = request.set_path_with_query(Some(&format!("/{path}")));
+    let sent = match outgoing_handler::handle(request, None) {
+        Err(code) => format!("{code:?}"),
+        Ok(response) => {
+            response.subscribe().block();
+            match response.get() {
+                Some(Ok(Ok(r))) => format!("status-{}", r.status()),
+                Some(Ok(Err(code))) => format!("{code:?}"),
+                other => format!("odd-{other:?}"),
+            }
+        }
+    };
+    format!("sent={sent}")
+}
+
+fn http_fields(size: usize) -> String {
+    use wasip2::http::types::Fields;
+    let value = vec![b'x'; size];
+    let mut held = Vec::new();
+    let parked = loop {
+        let fields = Fields::new();
+        match fields.append("x-big", &value) {
+            Ok(()) => held.push(fields),
+            Err(e) => break format!("{e:?}"),
+        }
+        if held.len() >= 5000 {
+            break "no-limit".to_owned();
+        }
+    };
+    format!("fields={} {parked}", held.len())
 }
 
 /// The location in settings `volume`/`path`.
