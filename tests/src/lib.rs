@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod guests;
 pub mod http;
 pub mod pg;
 pub mod rss;
