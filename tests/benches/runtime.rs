@@ -3,7 +3,8 @@
 //! plugins with the toolchains tests/run installs).
 //!
 //! (a) one invocation of a trivial handler (new store, instantiate from
-//!     InstancePre, call), pooling allocator vs on-demand allocation; and
+//!     InstancePre, call), pooling allocator vs on-demand allocation, with
+//!     its instruction count under callgrind; and
 //!     of the Python and JavaScript plugins' first check (an upload over
 //!     `max_bytes = 0`, refused at once), whose interpreters start from a
 //!     snapshot of 11-13 MiB mapped copy-on-write;
@@ -110,9 +111,55 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
+/// Set in the copy of this benchmark that runs under callgrind: make this
+/// many trivial invocations and nothing else.
+const INVOCATIONS_ONLY: &str = "SILO_BENCH_INVOCATIONS_ONLY";
+
+/// Instructions per trivial invocation, counted by callgrind: the
+/// difference of two whole runs of 20 and 220 invocations, so start-up and
+/// the first invocations' one-time work cancel out. `None` if valgrind
+/// cannot run (`tests/run bench` installs it).
+fn instructions_per_invocation() -> Option<f64> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = tempfile::tempdir().ok()?;
+    let mut totals = Vec::new();
+    for n in [20u64, 220] {
+        let out = dir.path().join(format!("callgrind.{n}"));
+        let status = std::process::Command::new("valgrind")
+            .args(["--tool=callgrind", "--quiet"])
+            .arg(format!("--callgrind-out-file={}", out.display()))
+            .arg(&exe)
+            .env(INVOCATIONS_ONLY, n.to_string())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .ok()?;
+        if !status.success() {
+            return None;
+        }
+        let text = std::fs::read_to_string(&out).ok()?;
+        let total: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("totals: ").or_else(|| l.strip_prefix("summary: ")))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()?;
+        totals.push(total);
+    }
+    Some((totals[1] - totals[0]) as f64 / 200.0)
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let bench = Bench::new().await;
+    if let Ok(n) = std::env::var(INVOCATIONS_ONLY) {
+        let runtime = Runtime::new(None, 64).unwrap();
+        let plugin = runtime.load("probe", PROBE, None).unwrap();
+        for _ in 0..n.parse::<u32>().unwrap() {
+            bench.invoke(&runtime, &plugin, bench.upload(&[("mode", "noop")])).await;
+        }
+        return;
+    }
     let mut rows: Vec<(String, String, String)> = Vec::new();
 
     // (a) trivial invocation, pooling vs on-demand.
@@ -138,6 +185,10 @@ async fn main() {
         ));
     }
     rows[1].2 = format!("pooling p50 = {:.2}x on-demand", us(p50s[0]) / us(p50s[1]));
+    rows[0].2 = match instructions_per_invocation() {
+        Some(n) => format!("{:.0}k instructions (callgrind)", n / 1000.0),
+        None => "no instruction count: valgrind did not run".into(),
+    };
     let runtime = Runtime::new(None, 64).unwrap();
     for (language, name, bytes) in [
         ("Python", "svg-sanitizer", silo_tests::guests::python("svg-sanitizer")),
@@ -155,7 +206,10 @@ async fn main() {
         samples.sort();
         let (p50, p99) = (percentile(&samples, 0.5), percentile(&samples, 0.99));
         rows.push((
-            format!("(a) trivial invocation, {language} ({name}, {} MB)", bytes.len() / 1_000_000),
+            format!(
+                "(a) trivial invocation, {language} ({name}, {} MB)",
+                bytes.len() / 1_000_000
+            ),
             format!("p50 {:.1} µs, p99 {:.1} µs", us(p50), us(p99)),
             format!("{:.1}x the Rust probe; target p50 <= 2 ms", us(p50) / us(p50s[0])),
         ));

@@ -28,7 +28,10 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
     entries.sort();
     for path in entries {
         if path.is_dir() {
-            if path.file_name().is_some_and(|n| n == "__pycache__" || n == "node_modules") {
+            if path
+                .file_name()
+                .is_some_and(|n| n == "__pycache__" || n == "node_modules")
+            {
                 continue;
             }
             files_under(&path, out);

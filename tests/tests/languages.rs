@@ -25,7 +25,9 @@ const CLEAN: &str = r##"<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="htt
 async fn the_python_svg_sanitizer_accepts_clean_svgs_and_refuses_active_ones() -> anyhow::Result<()> {
     let component = guests::python("svg-sanitizer");
     let t = TestSilo::new(SVG_PIPELINE, &[("svg_sanitizer.wasm", &component)]).await?;
-    let clean = t.upload("public/logo.svg", CLEAN.as_bytes(), Some("image/svg+xml")).await?;
+    let clean = t
+        .upload("public/logo.svg", CLEAN.as_bytes(), Some("image/svg+xml"))
+        .await?;
     assert_eq!(clean.status, Status::Accepted, "{clean:#?}");
     assert_eq!(clean.plugins[0].name, "svg-sanitizer");
 
@@ -95,11 +97,16 @@ async fn the_javascript_text_note_built_with_jcos_defaults_reads_writes_and_repo
     let component = guests::javascript("text-note");
     let t = TestSilo::new(NOTE_PIPELINE, &[("text_note.wasm", &component)]).await?;
     let text = "one two three\nfour five\n";
-    let report = t.upload("public/docs/a.txt", text.as_bytes(), Some("text/plain")).await?;
+    let report = t
+        .upload("public/docs/a.txt", text.as_bytes(), Some("text/plain"))
+        .await?;
     assert_eq!(report.status, Status::Accepted, "{report:#?}");
     assert_eq!(report.derivatives.len(), 1, "{report:#?}");
     let note = &report.derivatives[0];
-    assert_eq!((note.path.as_str(), note.plugin.as_str()), ("notes/docs/a.txt.json", "text-note"));
+    assert_eq!(
+        (note.path.as_str(), note.plugin.as_str()),
+        ("notes/docs/a.txt.json", "text-note")
+    );
     let stored = std::fs::read(t.volume_dir("public").join("notes/docs/a.txt.json"))?;
     let json: serde_json::Value = serde_json::from_slice(&stored)?;
     assert_eq!(json["words"], 5);
@@ -111,6 +118,11 @@ async fn the_javascript_text_note_built_with_jcos_defaults_reads_writes_and_repo
     let big = "x".repeat(2 * 1024 * 1024);
     let refused = t.upload("public/big.txt", big.as_bytes(), Some("text/plain")).await?;
     assert_eq!(refused.status, Status::Rejected, "{refused:#?}");
-    assert!(refused.reason.unwrap_or_default().contains("over the 1048576-byte limit"));
+    assert!(
+        refused
+            .reason
+            .unwrap_or_default()
+            .contains("over the 1048576-byte limit")
+    );
     Ok(())
 }
