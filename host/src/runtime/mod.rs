@@ -176,23 +176,20 @@ const HTTP_BODY_CHUNK: usize = 4 * 1024;
 /// link and run, and reach nothing.
 struct ClosedHttp;
 
+/// What wasmtime-wasi-http's `send_request` hook answers with.
+type SentRequest = Box<
+    dyn Future<Output = Result<(http::Response<wasmtime_wasi_http::WasiBody>, IoDone), wasmtime_wasi_http::Error>>
+        + Send,
+>;
+type IoDone = Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>;
+
 impl wasmtime_wasi_http::WasiHttpHooks for ClosedHttp {
     fn send_request(
         &mut self,
         _request: http::Request<wasmtime_wasi_http::WasiBody>,
         _options: Option<wasmtime_wasi_http::RequestOptions>,
-        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = Result<
-                    (
-                        http::Response<wasmtime_wasi_http::WasiBody>,
-                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-                    ),
-                    wasmtime_wasi_http::Error,
-                >,
-            > + Send,
-    > {
+        _fut: IoDone,
+    ) -> SentRequest {
         Box::new(std::future::ready(Err(wasmtime_wasi_http::Error::HttpRequestDenied)))
     }
 
