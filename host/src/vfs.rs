@@ -474,6 +474,27 @@ impl Session {
         self.storage.location(volume, path)
     }
 
+    /// The upload under judgement, if this session sees one.
+    pub fn pending(&self) -> Option<&PendingUpload> {
+        self.pending.as_ref()
+    }
+
+    /// The volumes this session has any grant on, in name order (every
+    /// volume for the host's own session).
+    pub fn granted_volumes(&self) -> Vec<String> {
+        let mut names: Vec<String> = match &self.grants {
+            None => self.storage.volumes.keys().cloned().collect(),
+            Some(grants) => grants
+                .iter()
+                .filter(|g| self.storage.volumes.contains_key(&g.volume))
+                .map(|g| g.volume.clone())
+                .collect(),
+        };
+        names.sort();
+        names.dedup();
+        names
+    }
+
     fn pending_at(&self, loc: &Location) -> Option<&PendingUpload> {
         self.pending.as_ref().filter(|p| &p.location == loc)
     }
@@ -867,6 +888,17 @@ pub struct SessionUpload {
 }
 
 impl SessionUpload {
+    /// Append all of `body` (an append to an existing file starts with
+    /// its stored content).
+    pub async fn copy_from(&mut self, mut body: ByteStream) -> StorageResult<()> {
+        pump_session(&mut body, self).await
+    }
+
+    /// Bytes given so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
     /// Append a chunk; `held` is the write budget reserved for it, if any.
     pub async fn write(&mut self, chunk: Bytes, held: Held) -> StorageResult<()> {
         let size = self.size + chunk.len() as u64;

@@ -204,7 +204,7 @@ impl silo::plugin::files::Host for Invocation {
         match self.session.open_write(&loc, put_options(options)).await {
             Ok(upload) => {
                 let budget = self.session.storage().budget().clone();
-                Ok(Ok(self.table.push(WriterState::new(upload, budget, slot))?))
+                Ok(Ok(self.table.push(WriterState::new(upload, budget, slot, 0))?))
             }
             Err(e) => Ok(Err(e.into())),
         }

@@ -8,6 +8,7 @@
 //! and stderr go to the host's log.
 
 mod bindings;
+mod fs;
 pub mod streams;
 
 use std::path::{Path, PathBuf};
@@ -143,6 +144,7 @@ pub(crate) struct Invocation {
     readers: streams::OpenStreams,
     writers: streams::OpenStreams,
     log: streams::LogBudget,
+    fs: fs::FsState,
 }
 
 impl WasiView for Invocation {
@@ -327,6 +329,7 @@ impl Runtime {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(|e| LoadError::Engine(e.to_string()))?;
         bindings::add_to_linker(&mut linker).map_err(|e| LoadError::Engine(e.to_string()))?;
+        fs::add_to_linker(&mut linker).map_err(|e| LoadError::Engine(e.to_string()))?;
 
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -470,6 +473,7 @@ impl Runtime {
             readers: streams::OpenStreams::new(MAX_OPEN_READERS),
             writers: streams::OpenStreams::new(MAX_OPEN_WRITERS),
             log,
+            fs: fs::FsState::new(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);

@@ -102,6 +102,11 @@ struct WriteShared {
     budget: WriteBudget,
     flush_requested: bool,
     failed: Option<StorageError>,
+    /// Bytes of content so far: written out, buffered, and any the upload
+    /// was seeded with.
+    position: u64,
+    /// Finished or discarded: its streams accept nothing more.
+    closed: bool,
 }
 
 type Shared = Arc<Mutex<WriteShared>>;
@@ -140,7 +145,8 @@ pub struct WriterState {
 }
 
 impl WriterState {
-    pub(crate) fn new(upload: SessionUpload, budget: WriteBudget, slot: Slot) -> Self {
+    /// A writer whose upload already holds `position` bytes.
+    pub(crate) fn new(upload: SessionUpload, budget: WriteBudget, slot: Slot, position: u64) -> Self {
         let shared: Shared = Arc::new(Mutex::new(WriteShared {
             upload: Some(upload),
             buffer: BytesMut::new(),
@@ -148,6 +154,8 @@ impl WriterState {
             budget,
             flush_requested: false,
             failed: None,
+            position,
+            closed: false,
         }));
         WriterState {
             stream: Some(WriteStream { shared: shared.clone() }),
@@ -160,11 +168,53 @@ impl WriterState {
         self.stream.take()
     }
 
+    /// Another stream appending to the same content (wasi:filesystem asks
+    /// for one per position).
+    pub(crate) fn stream(&self) -> WriteStream {
+        WriteStream {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Where the next byte goes.
+    pub(crate) fn position(&self) -> u64 {
+        lock(&self.shared).position
+    }
+
+    /// Append `data` (already in host memory, and reserved by the caller),
+    /// after whatever a stream buffered.
+    pub(crate) async fn append(&self, data: Bytes, held: Held) -> Result<(), StorageError> {
+        drain(&self.shared).await;
+        let upload = {
+            let mut s = lock(&self.shared);
+            if let Some(e) = &s.failed {
+                return Err(e.clone());
+            }
+            s.upload.take()
+        };
+        let mut upload = upload.ok_or_else(|| StorageError::unavailable("the write is still in progress"))?;
+        let len = data.len() as u64;
+        let result = upload.write(data, held).await;
+        let mut s = lock(&self.shared);
+        s.upload = Some(upload);
+        match result {
+            Ok(()) => {
+                s.position += len;
+                Ok(())
+            }
+            Err(e) => {
+                s.failed = Some(e.clone());
+                Err(e)
+            }
+        }
+    }
+
     /// Write out what is buffered and commit the object.
     pub(crate) async fn finish(self) -> Result<ObjectMeta, StorageError> {
         drain(&self.shared).await;
         let upload = {
             let mut s = lock(&self.shared);
+            s.closed = true;
             if let Some(e) = s.failed.take() {
                 return Err(e);
             }
@@ -172,6 +222,18 @@ impl WriterState {
         };
         let upload = upload.ok_or_else(|| StorageError::unavailable("the write is still in progress"))?;
         upload.finish().await
+    }
+}
+
+impl Drop for WriterState {
+    fn drop(&mut self) {
+        // Discarded unfinished: streams still open must not go on
+        // accepting bytes that will never be stored.
+        let mut s = lock(&self.shared);
+        s.closed = true;
+        s.upload = None;
+        s.buffer.clear();
+        s.held = Held::default();
     }
 }
 
@@ -184,10 +246,14 @@ pub struct WriteStream {
 impl OutputStream for WriteStream {
     fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
         let mut s = lock(&self.shared);
+        if s.closed {
+            return Err(StreamError::Closed);
+        }
         if s.buffer.len() + bytes.len() > s.held.bytes() {
             return Err(StreamError::trap("write exceeded the permit from check-write"));
         }
         s.buffer.extend_from_slice(&bytes);
+        s.position += bytes.len() as u64;
         Ok(())
     }
 
@@ -199,7 +265,11 @@ impl OutputStream for WriteStream {
     fn check_write(&mut self) -> StreamResult<usize> {
         let s = lock(&self.shared);
         if let Some(e) = &s.failed {
-            return Err(StreamError::LastOperationFailed(wasmtime::format_err!("{e}")));
+            // The storage error itself, so wasi:filesystem can name it.
+            return Err(StreamError::LastOperationFailed(wasmtime::Error::new(e.clone())));
+        }
+        if s.closed {
+            return Err(StreamError::Closed);
         }
         if s.flush_requested {
             return Ok(0);
@@ -223,7 +293,7 @@ impl Pollable for WriteStream {
                 .min(WRITE_CHUNK - s.buffer.len().min(WRITE_CHUNK));
             (
                 s.flush_requested || s.buffer.len() >= WRITE_CHUNK,
-                (room == 0 && s.failed.is_none()).then_some(want),
+                (room == 0 && s.failed.is_none() && !s.closed).then_some(want),
                 s.budget.clone(),
             )
         };
