@@ -16,6 +16,8 @@ use silo_host::{Config, Silo};
 
 /// The `probe` test plugin (see plugins/probe).
 pub const PROBE: &[u8] = include_bytes!(env!("SILO_TEST_PLUGIN_PROBE"));
+/// The `fs-thumbnails` plugin: plain `std::fs` (see plugins/fs-thumbnails).
+pub const FS_THUMBNAILS: &[u8] = include_bytes!(env!("SILO_TEST_PLUGIN_FS_THUMBNAILS"));
 
 /// A pipeline of the built-in upload-guard alone, judging every type, for
 /// volume `public`.
