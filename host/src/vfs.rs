@@ -312,6 +312,8 @@ pub struct Session {
     quota: Quota,
     pending: Option<PendingUpload>,
     usage: Arc<Mutex<Usage>>,
+    /// Files this session has changed (written, deleted, learned).
+    changes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Storage {
@@ -441,7 +443,14 @@ impl Session {
             quota,
             pending: None,
             usage: Arc::default(),
+            changes: Arc::default(),
         }
+    }
+
+    /// How many changes this session has made: an answer it looked up is
+    /// still its own latest view while this stays the same.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub fn storage(&self) -> &Arc<Storage> {
@@ -603,6 +612,7 @@ impl Session {
 
     /// Drop the disk copy of a file that changed.
     fn changed(&self, loc: &Location) {
+        self.changes.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         if let Ok(Volume {
             read_cache: Some(disk), ..
         }) = self.storage.volume(&loc.volume)

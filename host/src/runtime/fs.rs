@@ -79,6 +79,18 @@ pub(crate) struct FsState {
     created: HashSet<(String, String)>,
     /// Directory listings open at once.
     listings: super::streams::OpenStreams,
+    /// The last answer to a read lookup, given once more to the next
+    /// lookup of the same path if the session changed nothing since: libc
+    /// asks `metadata-hash-at` and then `stat-at` for one `stat`, and
+    /// `metadata-hash-at` for each entry a listing just returned.
+    recent: Option<Recent>,
+}
+
+struct Recent {
+    changes: u64,
+    volume: String,
+    path: String,
+    found: Found,
 }
 
 impl FsState {
@@ -86,6 +98,7 @@ impl FsState {
         FsState {
             created: HashSet::new(),
             listings: super::streams::OpenStreams::new(super::MAX_OPEN_READERS),
+            recent: None,
         }
     }
 }
@@ -126,7 +139,8 @@ enum Writing {
 pub struct DirEntries {
     volume: String,
     prefix: String,
-    buffered: VecDeque<DirectoryEntry>,
+    /// With the metadata of files, for the lookup that follows.
+    buffered: VecDeque<(DirectoryEntry, Option<ObjectMeta>)>,
     cursor: Option<String>,
     more: bool,
     /// What the cache does not list, given after it unless it did: the
@@ -233,6 +247,7 @@ fn identity(volume: &str, path: &str) -> MetadataHashValue {
 }
 
 /// What is at a path.
+#[derive(Clone)]
 enum Found {
     File(Location, ObjectMeta),
     Dir,
@@ -288,9 +303,23 @@ impl Invocation {
         if path.is_empty() {
             return Ok(Found::Dir);
         }
+        if access == Access::Read
+            && let Some(recent) = self.fs.recent.take()
+            && recent.changes == self.session.changes()
+            && recent.volume == volume
+            && recent.path == path
+        {
+            return Ok(recent.found);
+        }
         let loc = self.session.resolve(volume, path, access)?;
         match self.session.stat(&loc).await {
-            Ok(meta) => Ok(Found::File(loc, meta)),
+            Ok(meta) => {
+                let found = Found::File(loc, meta);
+                if access == Access::Read {
+                    self.remember(volume, path, found.clone());
+                }
+                Ok(found)
+            }
             Err(StorageError::NotFound) => {
                 // Only a reader may learn what is under a directory.
                 let dir = match self.is_dir(volume, path).await {
@@ -298,10 +327,25 @@ impl Invocation {
                     Err(StorageError::AccessDenied) => false,
                     Err(e) => return Err(e),
                 };
-                Ok(if dir { Found::Dir } else { Found::Missing(loc) })
+                if !dir {
+                    return Ok(Found::Missing(loc));
+                }
+                if access == Access::Read {
+                    self.remember(volume, path, Found::Dir);
+                }
+                Ok(Found::Dir)
             }
             Err(e) => Err(e),
         }
+    }
+
+    fn remember(&mut self, volume: &str, path: &str, found: Found) {
+        self.fs.recent = Some(Recent {
+            changes: self.session.changes(),
+            volume: volume.to_owned(),
+            path: path.to_owned(),
+            found,
+        });
     }
 
     fn is_pending(&self, loc: &Location) -> bool {
@@ -855,18 +899,45 @@ impl fst::HostDirectoryEntryStream for Invocation {
                 listing.prefix.len() + 1
             };
             for entry in page.entries {
-                let (path, type_) = match &entry {
-                    Entry::File { path, .. } => (path, DescriptorType::RegularFile),
-                    Entry::Dir { path } => (path, DescriptorType::Directory),
+                let (path, type_, meta) = match entry {
+                    Entry::File { path, meta } => (path, DescriptorType::RegularFile, Some(meta)),
+                    Entry::Dir { path } => (path, DescriptorType::Directory, None),
                 };
-                let name = path.get(skip..).unwrap_or(path).trim_end_matches('/').to_owned();
+                let name = path.get(skip..).unwrap_or(&path).trim_end_matches('/').to_owned();
                 listing.extra.retain(|e| e.name != name);
-                listing.buffered.push_back(DirectoryEntry { type_, name });
+                listing.buffered.push_back((DirectoryEntry { type_, name }, meta));
             }
             listing.more = page.next_cursor.is_some();
             listing.cursor = page.next_cursor;
         }
-        Ok(Ok(listing.buffered.pop_front().or_else(|| listing.extra.pop())))
+        let Some((entry, meta)) = listing
+            .buffered
+            .pop_front()
+            .or_else(|| listing.extra.pop().map(|e| (e, None)))
+        else {
+            return Ok(Ok(None));
+        };
+        // Known to exist now: libc asks metadata-hash-at of it next.
+        let volume = listing.volume.clone();
+        let path = if listing.prefix.is_empty() {
+            entry.name.clone()
+        } else {
+            format!("{}/{}", listing.prefix, entry.name)
+        };
+        let found = match meta {
+            Some(meta) => self
+                .session
+                .storage()
+                .location(&volume, &path)
+                .ok()
+                .map(|loc| Found::File(loc, meta)),
+            None if entry.type_ == DescriptorType::Directory => Some(Found::Dir),
+            None => None,
+        };
+        if let Some(found) = found {
+            self.remember(&volume, &path, found);
+        }
+        Ok(Ok(Some(entry)))
     }
 
     async fn drop(&mut self, entries: Resource<DirEntries>) -> wasmtime::Result<()> {
