@@ -126,3 +126,71 @@ async fn the_javascript_text_note_built_with_jcos_defaults_reads_writes_and_repo
     );
     Ok(())
 }
+
+fn manifest_stage(name: &str, event: &str, settings: &str) -> String {
+    format!(
+        r#"
+[[plugins]]
+name = "{name}"
+component = "checksum_manifest.wasm"
+sha256 = "{{sha256:checksum_manifest.wasm}}"
+events = ["{event}"]
+limits = {{ memory_mib = 64, time_ms = 10000 }}
+grants = [{{ volume = "public", prefix = "docs", access = ["read"] }}, {{ volume = "public", prefix = "manifests", access = ["read", "write"] }}]
+settings = {{ {settings} }}
+"#
+    )
+}
+
+#[tokio::test]
+async fn a_python_plugin_using_plain_open_writes_its_manifest_within_its_grants() -> anyhow::Result<()> {
+    use sha2::Digest;
+    let component = guests::python("checksum-manifest");
+    // Outside its grants: PermissionError, never FileNotFoundError, whether
+    // or not the file exists; a volume it has no grant on is not there.
+    let tries = [
+        ("/public/docs/a.txt", "read 5 bytes"),
+        ("/public/secret.txt", "PermissionError"),
+        ("/public/missing.txt", "PermissionError"),
+        ("/public/docs/../../private/x", "PermissionError"),
+        ("/private/anything", "FileNotFoundError"),
+        ("/etc/passwd", "FileNotFoundError"),
+    ];
+    let mut pipeline = manifest_stage("checksum-manifest", "application/octet-stream", "");
+    for (i, (path, _)) in tries.iter().enumerate() {
+        pipeline.push_str(&manifest_stage(
+            &format!("try-{i}"),
+            &format!("application/x-try-{i}"),
+            &format!("try = \"{path}\""),
+        ));
+    }
+    let t = TestSilo::new(&pipeline, &[("checksum_manifest.wasm", &component)]).await?;
+    // Larger than one read chunk, so it streams.
+    let body: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    let report = t
+        .upload("public/docs/report.bin", &body, Some("application/octet-stream"))
+        .await?;
+    assert_eq!(report.status, Status::Accepted, "{report:#?}");
+    assert_eq!(report.derivatives.len(), 1, "{report:#?}");
+    assert_eq!(report.derivatives[0].path, "manifests/docs/report.bin.sha256");
+    let manifest = std::fs::read_to_string(t.volume_dir("public").join("manifests/docs/report.bin.sha256"))?;
+    assert_eq!(
+        manifest,
+        format!("{}  report.bin\n", hex::encode(sha2::Sha256::digest(&body)))
+    );
+
+    let host = t.silo.storage().host_session();
+    for (path, text) in [("docs/a.txt", "hello"), ("secret.txt", "secret")] {
+        let loc = t.silo.storage().location("public", path)?;
+        host.write(&loc, text.as_bytes().to_vec().into(), Default::default())
+            .await?;
+    }
+    for (i, (path, want)) in tries.iter().enumerate() {
+        let report = t
+            .upload("public/docs/probe.bin", b"x", Some(&format!("application/x-try-{i}")))
+            .await?;
+        assert_eq!(report.status, Status::Rejected, "{path}: {report:#?}");
+        assert_eq!(report.reason.as_deref(), Some(*want), "{path}");
+    }
+    Ok(())
+}
