@@ -293,3 +293,38 @@ async fn std_fs_operations_behave_the_same_on_s3() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// What an attacker tries through paths and handles, with write and delete
+/// rights on the whole volume.
+#[tokio::test]
+async fn path_tricks_the_pending_upload_and_handle_floods_stay_bounded() -> anyhow::Result<()> {
+    let long = "a".repeat(1100);
+    let ops: Vec<(String, &str)> = vec![
+        ("read:/public/scratch/../../private/x".into(), "err(PermissionDenied)"),
+        ("read:/public/./docs//note.txt".into(), "ok(hello world)"),
+        ("write:/public/scratch/a\\b.txt=x".into(), "err(InvalidInput)"),
+        (format!("write:/public/scratch/{long}=x"), "err(InvalidInput)"),
+        ("write:/public/scratch/tab\t.txt=x".into(), "err(InvalidInput)"),
+        // The upload under judgement is read-only, whatever the grants.
+        ("write:/public/docs/note.txt=x".into(), "err(ReadOnlyFilesystem)"),
+        ("append:/public/docs/note.txt=x".into(), "err(ReadOnlyFilesystem)"),
+        ("rm:/public/docs/note.txt".into(), "err(ReadOnlyFilesystem)"),
+        (
+            "mv:/public/docs/note.txt>/public/scratch/stolen.txt".into(),
+            "err(ReadOnlyFilesystem)",
+        ),
+        ("read:/public/docs/note.txt".into(), "ok(hello world)"),
+        ("hold-listings:/public/docs".into(), "ok(16 then QuotaExceeded)"),
+        ("mkdir-flood:/public/scratch/d".into(), "ok(1000 then QuotaExceeded)"),
+    ];
+    let ops: Vec<(&str, &str)> = ops.iter().map(|(o, w)| (o.as_str(), *w)).collect();
+    let grants = r#"[{ volume = "public", access = ["read", "write", "delete"] }]"#;
+    let t = TestSilo::new(
+        &pipeline("ops", &ops_setting(&ops), grants),
+        &[("fs.wasm", FS_THUMBNAILS)],
+    )
+    .await?;
+    check(&run_ops(&t, "public/docs/note.txt").await?, &ops);
+    assert_eq!(t.files_on_disk("public"), Vec::<(String, u64)>::new());
+    Ok(())
+}

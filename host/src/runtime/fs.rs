@@ -155,7 +155,6 @@ fn code(e: &StorageError) -> ErrorCode {
         StorageError::NotFound => ErrorCode::NoEntry,
         StorageError::AlreadyExists | StorageError::PreconditionFailed => ErrorCode::Exist,
         StorageError::AccessDenied => ErrorCode::Access,
-        StorageError::InvalidPath(m) if m.contains("long") => ErrorCode::NameTooLong,
         StorageError::InvalidPath(_) => ErrorCode::Invalid,
         StorageError::TooLarge => ErrorCode::FileTooLarge,
         StorageError::QuotaExceeded(_) => ErrorCode::Quota,

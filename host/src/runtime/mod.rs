@@ -3,9 +3,10 @@
 //! for every invocation, and limits that end an invocation without harming
 //! the host.
 //!
-//! WASI 0.2 is linked deny-by-default: the context has no preopened
-//! directories, no environment, no arguments and no network; guest stdout
-//! and stderr go to the host's log.
+//! WASI 0.2 is linked deny-by-default: no environment, no arguments and no
+//! network; wasi:filesystem is Silo's own ([`fs`]), serving the granted
+//! volumes and nothing of the host's files; guest stdout and stderr go to
+//! the host's log.
 
 mod bindings;
 mod fs;

@@ -196,6 +196,28 @@ fn op(spec: &str) -> std::io::Result<String> {
                 }
             }
         }
+        // Open listings of `path` and keep them until refused.
+        "hold-listings" => {
+            let mut open = Vec::new();
+            loop {
+                match fs::read_dir(path) {
+                    Ok(d) => open.push(d),
+                    Err(e) => return Ok(format!("{} then {:?}", open.len(), e.kind())),
+                }
+                if open.len() > 10_000 {
+                    return Ok("never refused".into());
+                }
+            }
+        }
+        // Create directories `<path>/<n>` until refused.
+        "mkdir-flood" => {
+            for n in 0..100_000 {
+                if let Err(e) = fs::create_dir(format!("{path}/{n}")) {
+                    return Ok(format!("{n} then {:?}", e.kind()));
+                }
+            }
+            Ok("never refused".into())
+        }
         // Write `size` bytes of `x`, 64 KiB at a time: `fill:P=SIZE`.
         "fill" => {
             let mut f = fs::File::create(path)?;
