@@ -2,8 +2,9 @@
 //!
 //! A plugin is a type implementing [`Plugin`], exported with
 //! [`export_plugin!`], built for `wasm32-wasip2` as a `cdylib`. It reaches
-//! storage only through [`files`], which Silo checks against the plugin's
-//! grants; everything else (host files, network, environment) is closed.
+//! storage through [`files`] (or `std::fs` on `/<volume>/...`, the same
+//! storage), which Silo checks against the plugin's grants; everything
+//! else (host files, network, environment) is closed.
 //!
 //! ```no_run
 //! use silo_sdk::{files, Error, Outcome, Plugin, Upload};
