@@ -18,7 +18,7 @@ use bytes::Bytes;
 use silo_host::Runtime;
 use silo_host::runtime::{InvokeLimits, Outcome, PluginComponent, Upload};
 use silo_host::store::PutOptions;
-use silo_host::vfs::{Access, Grant, PendingUpload, Quota, Session, Staged, Storage};
+use silo_host::vfs::{PendingUpload, Quota, Session, Staged, Storage};
 use silo_tests::{FS_THUMBNAILS, TestSilo};
 
 const BIG: usize = 64 << 20;
@@ -32,12 +32,7 @@ struct Place {
 }
 
 async fn invoke(runtime: &Runtime, plugin: &PluginComponent, place: &Place, settings: &[(&str, &str)]) -> Duration {
-    let grants: Arc<[Grant]> = vec![Grant {
-        volume: "public".into(),
-        prefix: String::new(),
-        access: vec![Access::Read],
-    }]
-    .into();
+    let grants = silo_tests::read_grant("public");
     let session =
         Session::new(place.storage.clone(), Some(grants), Quota::UNLIMITED).with_pending(place.pending.clone());
     let upload = Upload {

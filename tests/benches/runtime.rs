@@ -64,12 +64,7 @@ impl Bench {
             staged: Arc::new(staged),
             condition: None,
         };
-        let grants: Arc<[Grant]> = vec![Grant {
-            volume: "public".into(),
-            prefix: String::new(),
-            access: vec![Access::Read],
-        }]
-        .into();
+        let grants = silo_tests::read_grant("public");
         Bench {
             storage,
             pending,

@@ -271,3 +271,13 @@ pub async fn count_dir(session: &silo_host::vfs::Session, volume: &str, dir: &st
         }
     }
 }
+
+/// Grants to read all of `volume` and nothing else.
+pub fn read_grant(volume: &str) -> std::sync::Arc<[silo_host::vfs::Grant]> {
+    vec![silo_host::vfs::Grant {
+        volume: volume.into(),
+        prefix: String::new(),
+        access: vec![silo_host::vfs::Access::Read],
+    }]
+    .into()
+}

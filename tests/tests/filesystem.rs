@@ -142,7 +142,7 @@ async fn lookups_come_from_the_cache_and_reads_are_ranged_gets_on_s3() -> anyhow
     use silo_host::cache::MetadataCache;
     use silo_host::runtime::{InvokeLimits, Outcome, Upload};
     use silo_host::store::PutOptions;
-    use silo_host::vfs::{Access, CacheMode, Grant, PendingUpload, Quota, Session, Staged, Storage};
+    use silo_host::vfs::{CacheMode, PendingUpload, Quota, Session, Staged, Storage};
 
     let dir = tempfile::tempdir()?;
     let watched = silo_tests::watched::Watched::new(Arc::new(silo_tests::s3::store("fs-lookups").await));
@@ -176,12 +176,7 @@ async fn lookups_come_from_the_cache_and_reads_are_ranged_gets_on_s3() -> anyhow
         staged: Arc::new(Staged::Memory("upload".into())),
         condition: None,
     };
-    let grants: Arc<[Grant]> = vec![Grant {
-        volume: "public".into(),
-        prefix: String::new(),
-        access: vec![Access::Read],
-    }]
-    .into();
+    let grants = silo_tests::read_grant("public");
     let session = Session::new(storage.clone(), Some(grants), Quota::UNLIMITED).with_pending(pending.clone());
     let upload = Upload {
         file: (&pending.location).into(),
