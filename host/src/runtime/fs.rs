@@ -25,7 +25,7 @@ use super::Invocation;
 use super::streams::{ReadStream, Slot, WriterState};
 use crate::cache::Entry;
 use crate::error::StorageError;
-use crate::store::{ByteRange, Condition, ObjectMeta, PutOptions};
+use crate::store::{ByteRange, Condition, ObjectMeta, PutOptions, now_ms};
 use crate::vfs::{Access, Location};
 
 wasmtime::component::bindgen!({
@@ -122,6 +122,12 @@ struct FileState {
     /// What was stored when it was opened.
     stored: Option<ObjectMeta>,
     writing: Writing,
+}
+
+impl FileState {
+    fn stored_size(&self) -> u64 {
+        self.stored.as_ref().map_or(0, |m| m.size)
+    }
 }
 
 enum Writing {
@@ -253,13 +259,6 @@ enum Found {
     Missing(Location),
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 impl Invocation {
     /// The directory a descriptor is, or `not-directory`.
     fn dir(&self, fd: &Resource<Descriptor>) -> wasmtime::Result<Result<(String, String), ErrorCode>> {
@@ -302,23 +301,28 @@ impl Invocation {
         if path.is_empty() {
             return Ok(Found::Dir);
         }
-        if access == Access::Read
-            && let Some(recent) = self.fs.recent.take()
+        if access != Access::Read {
+            return self.look(volume, path, access).await;
+        }
+        if let Some(recent) = self.fs.recent.take()
             && recent.changes == self.session.changes()
             && recent.volume == volume
             && recent.path == path
         {
             return Ok(recent.found);
         }
+        let found = self.look(volume, path, access).await?;
+        if !matches!(found, Found::Missing(_)) {
+            self.remember(volume, path, found.clone());
+        }
+        Ok(found)
+    }
+
+    /// [`Self::lookup`] in the cache itself.
+    async fn look(&mut self, volume: &str, path: &str, access: Access) -> Result<Found, StorageError> {
         let loc = self.session.resolve(volume, path, access)?;
         match self.session.stat(&loc).await {
-            Ok(meta) => {
-                let found = Found::File(loc, meta);
-                if access == Access::Read {
-                    self.remember(volume, path, found.clone());
-                }
-                Ok(found)
-            }
+            Ok(meta) => Ok(Found::File(loc, meta)),
             Err(StorageError::NotFound) => {
                 // Only a reader may learn what is under a directory.
                 let dir = match self.is_dir(volume, path).await {
@@ -326,13 +330,7 @@ impl Invocation {
                     Err(StorageError::AccessDenied) => false,
                     Err(e) => return Err(e),
                 };
-                if !dir {
-                    return Ok(Found::Missing(loc));
-                }
-                if access == Access::Read {
-                    self.remember(volume, path, Found::Dir);
-                }
-                Ok(Found::Dir)
+                Ok(if dir { Found::Dir } else { Found::Missing(loc) })
             }
             Err(e) => Err(e),
         }
@@ -397,7 +395,7 @@ impl Invocation {
         let end = match &file.writing {
             Writing::No => return Ok(Err(ErrorCode::BadDescriptor)),
             Writing::Done(_) => return Ok(Err(ErrorCode::Unsupported)),
-            Writing::Later => file.stored.as_ref().map_or(0, |m| m.size),
+            Writing::Later => file.stored_size(),
             Writing::Open(w) => w.position(),
         };
         if offset.is_some_and(|o| o != end) {
@@ -410,6 +408,15 @@ impl Invocation {
             fs_try!(self.file_mut(fd)?).writing = Writing::Open(writer);
         }
         Ok(Ok(()))
+    }
+
+    /// A new output stream onto a file's open writer.
+    fn output_stream(&mut self, fd: &Resource<Descriptor>) -> FsResult<Resource<DynOutputStream>> {
+        let Writing::Open(writer) = &fs_try!(self.file_mut(fd)?).writing else {
+            return Ok(Err(ErrorCode::BadDescriptor));
+        };
+        let stream: DynOutputStream = Box::new(writer.stream());
+        Ok(Ok(self.table.push(stream)?))
     }
 
     /// Commit a file's write, if one is open.
@@ -525,7 +532,7 @@ impl fst::HostDescriptor for Invocation {
         match &file.writing {
             Writing::No => Ok(Err(ErrorCode::BadDescriptor)),
             Writing::Open(w) if w.position() == size => Ok(Ok(())),
-            Writing::Later if file.stored.as_ref().map_or(0, |m| m.size) == size => Ok(Ok(())),
+            Writing::Later if file.stored_size() == size => Ok(Ok(())),
             // Truncating to nothing before writing: a fresh upload.
             Writing::Later if size == 0 => {
                 let loc = file.loc.clone();
@@ -863,16 +870,6 @@ impl fst::HostDescriptor for Invocation {
             tracing::warn!(plugin = &*self.plugin, "{}: not stored when closed: {e}", file.loc);
         }
         Ok(())
-    }
-}
-
-impl Invocation {
-    fn output_stream(&mut self, fd: &Resource<Descriptor>) -> FsResult<Resource<DynOutputStream>> {
-        let Writing::Open(writer) = &fs_try!(self.file_mut(fd)?).writing else {
-            return Ok(Err(ErrorCode::BadDescriptor));
-        };
-        let stream: DynOutputStream = Box::new(writer.stream());
-        Ok(Ok(self.table.push(stream)?))
     }
 }
 

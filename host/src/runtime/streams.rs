@@ -182,30 +182,24 @@ impl WriterState {
     }
 
     /// Append `data` (already in host memory, and reserved by the caller),
-    /// after whatever a stream buffered.
+    /// after whatever a stream buffered, and write it out.
     pub(crate) async fn append(&self, data: Bytes, held: Held) -> Result<(), StorageError> {
-        drain(&self.shared).await;
-        let upload = {
+        {
             let mut s = lock(&self.shared);
             if let Some(e) = &s.failed {
                 return Err(e.clone());
             }
-            s.upload.take()
-        };
-        let mut upload = upload.ok_or_else(|| StorageError::unavailable("the write is still in progress"))?;
-        let len = data.len() as u64;
-        let result = upload.write(data, held).await;
-        let mut s = lock(&self.shared);
-        s.upload = Some(upload);
-        match result {
-            Ok(()) => {
-                s.position += len;
-                Ok(())
+            if s.closed {
+                return Err(StorageError::unavailable("the write is already finished"));
             }
-            Err(e) => {
-                s.failed = Some(e.clone());
-                Err(e)
-            }
+            s.buffer.extend_from_slice(&data);
+            s.held.merge(held);
+            s.position += data.len() as u64;
+        }
+        drain(&self.shared).await;
+        match &lock(&self.shared).failed {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
         }
     }
 
