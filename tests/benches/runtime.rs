@@ -106,43 +106,10 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-/// Set in the copy of this benchmark that runs under callgrind: make this
-/// many trivial invocations and nothing else.
+/// Set in the copies of this benchmark that run under callgrind
+/// ([`silo_tests::callgrind`]): make this many trivial invocations and
+/// nothing else.
 const INVOCATIONS_ONLY: &str = "SILO_BENCH_INVOCATIONS_ONLY";
-
-/// Instructions per trivial invocation, counted by callgrind: the
-/// difference of two whole runs of 20 and 220 invocations, so start-up and
-/// the first invocations' one-time work cancel out. `None` if valgrind
-/// cannot run (`tests/run bench` installs it).
-fn instructions_per_invocation() -> Option<f64> {
-    let exe = std::env::current_exe().ok()?;
-    let dir = tempfile::tempdir().ok()?;
-    let mut totals = Vec::new();
-    for n in [20u64, 220] {
-        let out = dir.path().join(format!("callgrind.{n}"));
-        let status = std::process::Command::new("valgrind")
-            .args(["--tool=callgrind", "--quiet"])
-            .arg(format!("--callgrind-out-file={}", out.display()))
-            .arg(&exe)
-            .env(INVOCATIONS_ONLY, n.to_string())
-            .stdout(std::process::Stdio::null())
-            .status()
-            .ok()?;
-        if !status.success() {
-            return None;
-        }
-        let text = std::fs::read_to_string(&out).ok()?;
-        let total: u64 = text
-            .lines()
-            .find_map(|l| l.strip_prefix("totals: ").or_else(|| l.strip_prefix("summary: ")))?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()?;
-        totals.push(total);
-    }
-    Some((totals[1] - totals[0]) as f64 / 200.0)
-}
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
@@ -180,7 +147,7 @@ async fn main() {
         ));
     }
     rows[1].2 = format!("pooling p50 = {:.2}x on-demand", us(p50s[0]) / us(p50s[1]));
-    rows[0].2 = match instructions_per_invocation() {
+    rows[0].2 = match silo_tests::callgrind::per_iteration(INVOCATIONS_ONLY, 20, 220) {
         Some(n) => format!("{:.0}k instructions (callgrind)", n / 1000.0),
         None => "no instruction count: valgrind did not run".into(),
     };

@@ -6,7 +6,8 @@
 //!     vs GETs straight from SeaweedFS (presigned URLs), same client, same
 //!     concurrency: requests per second and p99;
 //! (2) uploads through the pipeline (upload-guard) vs PutObject straight to
-//!     SeaweedFS: uploads per second;
+//!     SeaweedFS: uploads per second, and the instructions this process
+//!     spends on each under callgrind;
 //! (3) `silo migrate` of 10,000 small files vs `aws s3 sync` (awscli from
 //!     PyPI, installed by `tests/run`) to the same server.
 //!
@@ -119,6 +120,11 @@ async fn main() {
     let parts = std::env::var("SILO_BENCH_PARTS").unwrap_or_else(|_| "123".into());
     let mut rows: Vec<[String; 5]> = Vec::new();
 
+    if let Some(n) = std::env::var(PUT_OBJECTS_ONLY).ok().and_then(|n| n.parse().ok()) {
+        let bucket = s3::bucket("bench-putobject").await;
+        put_objects(&s3::client(), &bucket, 0..n).await;
+        return;
+    }
     let bucket = s3::bucket("bench-sidecar").await;
     let volumes = s3::volume_toml(
         "public",
@@ -132,6 +138,10 @@ async fn main() {
     let silo = Arc::new(t.silo);
     let sidecar = Sidecar::start(silo.clone()).await;
     let client = Client::default();
+    if let Some(n) = std::env::var(SIDECAR_UPLOADS_ONLY).ok().and_then(|n| n.parse().ok()) {
+        sidecar_uploads(&client, &sidecar, 0..n).await;
+        return;
+    }
 
     if parts.contains('1') {
         reads(&client, &sidecar, &bucket, secs, &mut rows).await;
@@ -194,46 +204,91 @@ async fn reads(client: &Client, sidecar: &Sidecar, bucket: &str, secs: u64, rows
     ]);
 }
 
-/// (2) Uploads: 1,000 small files each way.
+/// Set in the copies of this benchmark that run under callgrind
+/// ([`silo_tests::callgrind`]): make this many uploads through the sidecar,
+/// or PutObjects, and nothing else.
+const SIDECAR_UPLOADS_ONLY: &str = "SILO_BENCH_SIDECAR_UPLOADS_ONLY";
+const PUT_OBJECTS_ONLY: &str = "SILO_BENCH_PUT_OBJECTS_ONLY";
+
+/// Rounds of (2), the two ways alternating, so that neither gets the
+/// server's quieter moments.
+const UPLOAD_ROUNDS: usize = 5;
+
+async fn sidecar_uploads(client: &Client, sidecar: &Sidecar, range: std::ops::Range<usize>) -> Duration {
+    let (client, base) = (client.clone(), sidecar.url("/v1/files/public/up"));
+    let first = range.start;
+    in_parallel(range.len(), move |i| {
+        let i = first + i;
+        let (client, url) = (client.clone(), format!("{base}/{i}.txt"));
+        async move {
+            let reply = client.put(&url, "text/plain", small(i)).await.expect("PUT");
+            assert_eq!(reply.status, 201, "{}", reply.text());
+        }
+    })
+    .await
+}
+
+async fn put_objects(sdk: &aws_sdk_s3::Client, bucket: &str, range: std::ops::Range<usize>) -> Duration {
+    let (sdk, bucket) = (sdk.clone(), bucket.to_owned());
+    let first = range.start;
+    in_parallel(range.len(), move |i| {
+        let i = first + i;
+        let (sdk, bucket) = (sdk.clone(), bucket.clone());
+        async move {
+            sdk.put_object()
+                .bucket(&bucket)
+                .key(format!("direct/{i}.txt"))
+                .content_type("text/plain")
+                .body(Bytes::from(small(i)).into())
+                .send()
+                .await
+                .expect("PutObject");
+        }
+    })
+    .await
+}
+
+/// (2) Uploads: 1,000 small files each way, in alternating rounds after a
+/// warm-up, with the instructions this process spends on each.
 async fn uploads(client: &Client, sidecar: &Sidecar, bucket: &str, rows: &mut Vec<[String; 5]>) {
     let sdk = s3::client();
     let n = env_or("SILO_BENCH_UPLOADS", 1000) as usize;
-    let silo_uploads = {
-        let (client, base) = (client.clone(), sidecar.url("/v1/files/public/up"));
-        in_parallel(n, move |i| {
-            let (client, url) = (client.clone(), format!("{base}/{i}.txt"));
-            async move {
-                let reply = client.put(&url, "text/plain", small(i)).await.expect("PUT");
-                assert_eq!(reply.status, 201, "{}", reply.text());
-            }
-        })
-        .await
-    };
-    let sdk_uploads = {
-        let (sdk, bucket) = (sdk.clone(), bucket.to_owned());
-        in_parallel(n, move |i| {
-            let (sdk, bucket) = (sdk.clone(), bucket.clone());
-            async move {
-                sdk.put_object()
-                    .bucket(&bucket)
-                    .key(format!("direct/{i}.txt"))
-                    .content_type("text/plain")
-                    .body(Bytes::from(small(i)).into())
-                    .send()
-                    .await
-                    .expect("PutObject");
-            }
-        })
-        .await
-    };
-    let per_sec = |d: Duration| n as f64 / d.as_secs_f64();
+    let warm = 100;
+    sidecar_uploads(client, sidecar, 0..warm).await;
+    put_objects(&sdk, bucket, 0..warm).await;
+    let (mut through_silo, mut direct) = (Duration::ZERO, Duration::ZERO);
+    let round = n.div_ceil(UPLOAD_ROUNDS);
+    for r in 0..UPLOAD_ROUNDS {
+        let range = warm + r * round..warm + (r + 1) * round;
+        through_silo += sidecar_uploads(client, sidecar, range.clone()).await;
+        direct += put_objects(&sdk, bucket, range).await;
+    }
+    let per_sec = |d: Duration| (round * UPLOAD_ROUNDS) as f64 / d.as_secs_f64();
     rows.push([
         format!("uploads of 5.4 kB, {CONCURRENCY} clients"),
-        format!("{:.0} uploads/s (pipeline: upload-guard)", per_sec(silo_uploads)),
-        format!("{:.0} PutObject/s", per_sec(sdk_uploads)),
-        format!("{:.2}x", per_sec(silo_uploads) / per_sec(sdk_uploads)),
+        format!("{:.0} uploads/s (pipeline: upload-guard)", per_sec(through_silo)),
+        format!("{:.0} PutObject/s", per_sec(direct)),
+        format!("{:.2}x", per_sec(through_silo) / per_sec(direct)),
         String::new(),
     ]);
+    let silo = silo_tests::callgrind::per_iteration(SIDECAR_UPLOADS_ONLY, 50, 250);
+    let plain = silo_tests::callgrind::per_iteration(PUT_OBJECTS_ONLY, 50, 250);
+    match (silo, plain) {
+        (Some(silo), Some(plain)) => rows.push([
+            "instructions per upload in this process (callgrind; the S3 server not counted)".into(),
+            format!("{:.0}k (client, sidecar, pipeline, S3 client)", silo / 1000.0),
+            format!("{:.0}k (the SDK's PutObject)", plain / 1000.0),
+            format!("{:.2}x", silo / plain),
+            String::new(),
+        ]),
+        _ => rows.push([
+            "instructions per upload".into(),
+            "valgrind did not run".into(),
+            String::new(),
+            String::new(),
+            String::new(),
+        ]),
+    }
 }
 
 /// (3) Migration of `files` small files vs `aws s3 sync`.

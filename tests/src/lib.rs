@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod callgrind;
 pub mod guests;
 pub mod http;
 pub mod pg;
