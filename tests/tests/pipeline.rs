@@ -147,6 +147,28 @@ async fn a_second_invocation_sees_no_state_from_the_first() -> anyhow::Result<()
     Ok(())
 }
 
+/// Instances reuse the pooling allocator's memory slots, reset in place
+/// where the kernel can tell which pages were dirtied: a plugin that reads
+/// its statics and freshly grown pages must find zeros, after earlier
+/// instances (one after another, and many at once) filled them.
+#[tokio::test]
+async fn no_instance_finds_what_an_earlier_one_left_in_memory() -> anyhow::Result<()> {
+    let t = TestSilo::new(&probe_pipeline("residue", ", pages = \"64\""), &[("probe.wasm", PROBE)]).await?;
+    for _ in 0..3 {
+        let report = t.upload("public/a.txt", b"x", None).await?;
+        assert_eq!(report.reason.as_deref(), Some("dirty=0"), "{report:#?}");
+    }
+    let t = &t;
+    for round in 0..3 {
+        let uploads = (0..12).map(|i| async move { t.upload(&format!("public/{round}-{i}.txt"), b"x", None).await });
+        for report in futures::future::join_all(uploads).await {
+            let report = report?;
+            assert_eq!(report.reason.as_deref(), Some("dirty=0"), "{report:#?}");
+        }
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn files_stream_through_a_plugin_in_both_directions() -> anyhow::Result<()> {
     let t = TestSilo::new(&probe_pipeline("stream-copy", ""), &[("probe.wasm", PROBE)]).await?;

@@ -48,7 +48,10 @@
 //! - `idle`: sleep `ms`, then reject with `idle` (a baseline: an instance
 //!   holding nothing);
 //! - `slow`: write `slow/<path>`, sleep `ms`, then accept (or, with
-//!   `reject`, reject).
+//!   `reject`, reject);
+//! - `residue`: look for what an earlier instance left in linear memory:
+//!   read a static buffer and `pages` pages grown with raw `memory.grow`,
+//!   then fill both with a mark; reject with `dirty=<nonzero bytes found>`.
 
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -289,6 +292,7 @@ impl Plugin for Probe {
                 }
                 Ok(accept(target, info))
             }
+            "residue" => Ok(Outcome::Reject(residue(number(&upload, "pages") as usize))),
             other => Err(Error::Unavailable(format!("unknown mode '{other}'"))),
         }
     }
@@ -296,6 +300,37 @@ impl Plugin for Probe {
 
 use silo_sdk::bindings::silo::plugin::files as raw_files;
 use silo_sdk::bindings::wasi::io::streams::StreamError;
+
+/// Zero in the memory image, like every static without an initialiser.
+static mut SCRATCH: [u8; 256 * 1024] = [0; 256 * 1024];
+
+/// Bytes that are not zero in `SCRATCH` and in `pages` new pages, which a
+/// fresh instance must start with zeroed; then mark them all.
+fn residue(pages: usize) -> String {
+    let scratch = &raw mut SCRATCH;
+    let mut dirty = 0usize;
+    let mut visit = |at: *mut u8| {
+        // SAFETY: `at` is inside SCRATCH or inside pages this function grew
+        // and nothing else uses; volatile, so the reads are not elided.
+        unsafe {
+            if at.read_volatile() != 0 {
+                dirty += 1;
+            }
+            at.write_volatile(0xa5);
+        }
+    };
+    for i in 0..256 * 1024 {
+        visit(scratch.cast::<u8>().wrapping_add(i));
+    }
+    let first = core::arch::wasm32::memory_grow(0, pages);
+    if first == usize::MAX {
+        return "memory.grow refused".into();
+    }
+    for i in 0..pages * 65536 {
+        visit((first * 65536 + i) as *mut u8);
+    }
+    format!("dirty={dirty}")
+}
 
 /// A numeric setting (0 if absent).
 fn number(upload: &Upload, key: &str) -> u64 {
