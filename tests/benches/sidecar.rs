@@ -147,7 +147,11 @@ async fn main() {
         reads(&client, &sidecar, &bucket, secs, &mut rows).await;
     }
     if parts.contains('2') {
-        uploads(&client, &sidecar, &bucket, &mut rows).await;
+        // The same sidecar with no plugin: what the hop, staging, the
+        // policy and the metadata cache cost without an invocation.
+        let bare = TestSilo::with_volumes("", &[], &volumes).await.expect("open Silo");
+        let bare = Sidecar::start(Arc::new(bare.silo)).await;
+        uploads(&client, &sidecar, &bare, &bucket, &mut rows).await;
     }
     if parts.contains('3') {
         migration(files, &mut rows).await;
@@ -214,8 +218,13 @@ const PUT_OBJECTS_ONLY: &str = "SILO_BENCH_PUT_OBJECTS_ONLY";
 /// server's quieter moments.
 const UPLOAD_ROUNDS: usize = 5;
 
+/// Uploads `<port>/<i>.txt` for each `i` of `range` through `sidecar`
+/// (its port keeps two sidecars' files apart).
 async fn sidecar_uploads(client: &Client, sidecar: &Sidecar, range: std::ops::Range<usize>) -> Duration {
-    let (client, base) = (client.clone(), sidecar.url("/v1/files/public/up"));
+    let (client, base) = (
+        client.clone(),
+        sidecar.url(&format!("/v1/files/public/{}", sidecar.addr.port())),
+    );
     let first = range.start;
     in_parallel(range.len(), move |i| {
         let i = first + i;
@@ -249,19 +258,22 @@ async fn put_objects(sdk: &aws_sdk_s3::Client, bucket: &str, range: std::ops::Ra
 }
 
 /// (2) Uploads: 1,000 small files each way, in alternating rounds after a
-/// warm-up, with the instructions this process spends on each.
-async fn uploads(client: &Client, sidecar: &Sidecar, bucket: &str, rows: &mut Vec<[String; 5]>) {
+/// warm-up, with the instructions this process spends on each; and through
+/// a sidecar with no plugin, to part the pipeline from the rest.
+async fn uploads(client: &Client, sidecar: &Sidecar, bare: &Sidecar, bucket: &str, rows: &mut Vec<[String; 5]>) {
     let sdk = s3::client();
     let n = env_or("SILO_BENCH_UPLOADS", 1000) as usize;
     let warm = 100;
     sidecar_uploads(client, sidecar, 0..warm).await;
+    sidecar_uploads(client, bare, 0..warm).await;
     put_objects(&sdk, bucket, 0..warm).await;
-    let (mut through_silo, mut direct) = (Duration::ZERO, Duration::ZERO);
+    let (mut through_silo, mut through_bare, mut direct) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let round = n.div_ceil(UPLOAD_ROUNDS);
     for r in 0..UPLOAD_ROUNDS {
         let range = warm + r * round..warm + (r + 1) * round;
         through_silo += sidecar_uploads(client, sidecar, range.clone()).await;
-        direct += put_objects(&sdk, bucket, range).await;
+        direct += put_objects(&sdk, bucket, range.clone()).await;
+        through_bare += sidecar_uploads(client, bare, range).await;
     }
     let per_sec = |d: Duration| (round * UPLOAD_ROUNDS) as f64 / d.as_secs_f64();
     rows.push([
@@ -270,6 +282,16 @@ async fn uploads(client: &Client, sidecar: &Sidecar, bucket: &str, rows: &mut Ve
         format!("{:.0} PutObject/s", per_sec(direct)),
         format!("{:.2}x", per_sec(through_silo) / per_sec(direct)),
         String::new(),
+    ]);
+    rows.push([
+        format!("uploads of 5.4 kB, {CONCURRENCY} clients, no plugin"),
+        format!("{:.0} uploads/s", per_sec(through_bare)),
+        format!("{:.0} PutObject/s", per_sec(direct)),
+        format!("{:.2}x", per_sec(through_bare) / per_sec(direct)),
+        format!(
+            "the pipeline costs {:.0} µs an upload",
+            (through_silo.as_secs_f64() - through_bare.as_secs_f64()) * 1e6 / (round * UPLOAD_ROUNDS) as f64
+        ),
     ]);
     let silo = silo_tests::callgrind::per_iteration(SIDECAR_UPLOADS_ONLY, 50, 250);
     let plain = silo_tests::callgrind::per_iteration(PUT_OBJECTS_ONLY, 50, 250);

@@ -93,6 +93,58 @@ struct Shared {
     path: Option<PathBuf>,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    puts: Mutex<PutQueue>,
+}
+
+/// Puts waiting for the writer. They are committed together: under
+/// concurrent uploads one transaction, and one hand-off to a blocking
+/// thread, serves every put that queued while the last one committed.
+#[derive(Default)]
+struct PutQueue {
+    waiting: Vec<QueuedPut>,
+    /// A blocking thread is taking puts from `waiting`.
+    draining: bool,
+}
+
+struct QueuedPut {
+    volume: String,
+    path: VolumePath,
+    meta: ObjectMeta,
+    done: tokio::sync::oneshot::Sender<StorageResult<()>>,
+}
+
+impl Shared {
+    /// Commit queued puts, a batch at a time, until none is left.
+    fn drain_puts(&self) {
+        // Should a batch panic, its waiters hear so through their dropped
+        // senders, and the next put starts a new drain.
+        struct Stop<'a>(&'a Mutex<PutQueue>);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    let mut queue = lock(self.0);
+                    queue.draining = false;
+                    queue.waiting.clear();
+                }
+            }
+        }
+        let _stop = Stop(&self.puts);
+        loop {
+            let batch = {
+                let mut queue = lock(&self.puts);
+                if queue.waiting.is_empty() {
+                    queue.draining = false;
+                    return;
+                }
+                std::mem::take(&mut queue.waiting)
+            };
+            let results = Sql::put_batch(&mut lock(&self.writer), &batch);
+            for (put, result) in batch.into_iter().zip(results) {
+                // A caller that went away needs no answer.
+                let _ = put.done.send(result);
+            }
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -126,6 +178,7 @@ impl SqliteEngine {
                 path,
                 writer: Mutex::new(writer),
                 readers: Mutex::new(Vec::new()),
+                puts: Mutex::new(PutQueue::default()),
             }),
         }
     }
@@ -179,6 +232,10 @@ fn open_file(path: &Path) -> StorageResult<Connection> {
 }
 
 fn db_error(e: rusqlite::Error) -> StorageError {
+    db_error_ref(&e)
+}
+
+fn db_error_ref(e: &rusqlite::Error) -> StorageError {
     StorageError::unavailable(format!("metadata cache: {e}"))
 }
 
@@ -214,13 +271,29 @@ impl Sql {
     }
 
     /// Record a file the backend has stored.
-    fn put(conn: &mut Connection, volume: &str, path: &VolumePath, meta: &ObjectMeta) -> StorageResult<()> {
-        let tx = conn.transaction().map_err(db_error)?;
-        Sql::put_in(&tx, volume, path, meta)?;
-        tx.commit().map_err(db_error)
+    /// Record `batch` in one transaction, each put in a savepoint of its
+    /// own: one that fails is rolled back alone. The answer for each put.
+    fn put_batch(conn: &mut Connection, batch: &[QueuedPut]) -> Vec<StorageResult<()>> {
+        let all_fail = |e: rusqlite::Error| batch.iter().map(|_| Err(db_error_ref(&e))).collect();
+        let mut tx = match conn.transaction() {
+            Ok(tx) => tx,
+            Err(e) => return all_fail(e),
+        };
+        let mut results = Vec::with_capacity(batch.len());
+        for put in batch {
+            let result = tx.savepoint().map_err(db_error).and_then(|point| {
+                Sql::put_in(&point, &put.volume, &put.path, &put.meta)?;
+                point.commit().map_err(db_error)
+            });
+            results.push(result);
+        }
+        match tx.commit() {
+            Ok(()) => results,
+            Err(e) => all_fail(e),
+        }
     }
 
-    fn put_in(tx: &rusqlite::Transaction<'_>, volume: &str, path: &VolumePath, meta: &ObjectMeta) -> StorageResult<()> {
+    fn put_in(tx: &Connection, volume: &str, path: &VolumePath, meta: &ObjectMeta) -> StorageResult<()> {
         let metadata = metadata_json(meta);
         tx.prepare_cached(
             "INSERT INTO objects (volume, path, parent, size, etag, content_type, modified_ms, cache_control, metadata)
@@ -626,8 +699,24 @@ impl MetadataEngine for SqliteEngine {
     }
 
     async fn put(&self, volume: &str, path: &VolumePath, meta: &ObjectMeta) -> StorageResult<()> {
-        let (volume, path, meta) = (volume.to_owned(), path.clone(), meta.clone());
-        self.write(move |c| Sql::put(c, &volume, &path, &meta)).await
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut queue = lock(&self.shared.puts);
+            queue.waiting.push(QueuedPut {
+                volume: volume.to_owned(),
+                path: path.clone(),
+                meta: meta.clone(),
+                done,
+            });
+            !std::mem::replace(&mut queue.draining, true)
+        };
+        if start {
+            let shared = self.shared.clone();
+            tokio::task::spawn_blocking(move || shared.drain_puts());
+        }
+        answer
+            .await
+            .map_err(|_| StorageError::unavailable("metadata cache: the write stopped"))?
     }
 
     async fn remove(&self, volume: &str, path: &VolumePath, version: Option<&str>) -> StorageResult<()> {
@@ -724,5 +813,88 @@ impl OwnedPart {
                 next: next.as_deref(),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queued(path: &str, size: u64) -> (QueuedPut, tokio::sync::oneshot::Receiver<StorageResult<()>>) {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let meta = ObjectMeta {
+            size,
+            etag: format!("e{size}"),
+            content_type: "text/plain".into(),
+            modified_ms: 1,
+            cache_control: None,
+            metadata: Vec::new(),
+        };
+        let put = QueuedPut {
+            volume: "v".into(),
+            path: VolumePath::parse(path).unwrap(),
+            meta,
+            done,
+        };
+        (put, answer)
+    }
+
+    /// A put refused inside a batch is rolled back alone: the others of
+    /// its transaction are recorded.
+    #[test]
+    fn a_failed_put_leaves_the_rest_of_its_batch_recorded() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        conn.execute_batch(
+            "CREATE TEMP TRIGGER refuse BEFORE INSERT ON dirs WHEN NEW.path = 'bad'
+             BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+        )
+        .unwrap();
+        let batch: Vec<QueuedPut> = [("a.txt", 1), ("bad/b.txt", 2), ("c/c.txt", 3)]
+            .into_iter()
+            .map(|(path, size)| queued(path, size).0)
+            .collect();
+        let results = Sql::put_batch(&mut conn, &batch);
+        assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+        let refused = results[1].as_ref().unwrap_err().to_string();
+        assert!(refused.contains("refused"), "{refused}");
+        let rows: Vec<String> = conn
+            .prepare("SELECT path FROM objects ORDER BY path")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(rows, ["a.txt", "c/c.txt"]);
+        let dirs: i64 = conn
+            .query_row("SELECT count(*) FROM dirs WHERE path = 'bad'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(dirs, 0);
+    }
+
+    /// Puts from many tasks at once, committed in batches, are each
+    /// answered and all recorded.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_puts_are_all_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Arc::new(SqliteEngine::open(&dir.path().join("meta.sqlite")).unwrap());
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..400u64 {
+            let engine = engine.clone();
+            tasks.spawn(async move {
+                let (put, _) = queued(&format!("d{}/f{i}.txt", i % 7), i);
+                engine.put(&put.volume, &put.path, &put.meta).await
+            });
+        }
+        while let Some(result) = tasks.join_next().await {
+            result.unwrap().unwrap();
+        }
+        for i in 0..400u64 {
+            let meta = engine.get("v", &format!("d{}/f{i}.txt", i % 7)).await.unwrap();
+            assert_eq!(meta.expect("recorded").size, i);
+        }
+        // The queue is not left stuck: a later put is answered too.
+        let (put, _) = queued("late.txt", 9);
+        engine.put(&put.volume, &put.path, &put.meta).await.unwrap();
     }
 }
