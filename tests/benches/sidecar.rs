@@ -6,14 +6,19 @@
 //!     vs GETs straight from SeaweedFS (presigned URLs), same client, same
 //!     concurrency: requests per second and p99;
 //! (2) uploads through the pipeline (upload-guard) vs PutObject straight to
-//!     SeaweedFS: uploads per second, and the instructions this process
-//!     spends on each under callgrind;
+//!     SeaweedFS: uploads per second, in alternating rounds; beside them
+//!     the same sidecar with no plugin, and a bare HTTP hop that only
+//!     forwards each body as a PutObject (the floor of any sidecar); and
+//!     the instructions this process spends on each way under callgrind
+//!     (which hides SHA-NI: hashing counts several times its native cost);
 //! (3) `silo migrate` of 10,000 small files vs `aws s3 sync` (awscli from
 //!     PyPI, installed by `tests/run`) to the same server.
 //!
 //! `SILO_BENCH_SECS` (default 5) sets the duration of (1);
 //! `SILO_BENCH_FILES` (default 10000) the file count of (3);
-//! `SILO_BENCH_PARTS=2` runs only part (2).
+//! `SILO_BENCH_PARTS=2` runs only part (2), `SILO_BENCH_UPLOADS` (default
+//! 1000) its uploads each way; `SILO_BENCH_CALLGRIND_DIR` keeps the
+//! profiles for `callgrind_annotate`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -126,6 +131,10 @@ async fn main() {
         return;
     }
     let bucket = s3::bucket("bench-sidecar").await;
+    if let Some(n) = std::env::var(HOP_UPLOADS_ONLY).ok().and_then(|n| n.parse().ok()) {
+        sidecar_uploads(&Client::default(), bare_hop(&bucket).await, 0..n).await;
+        return;
+    }
     let volumes = s3::volume_toml(
         "public",
         &bucket,
@@ -139,7 +148,13 @@ async fn main() {
     let sidecar = Sidecar::start(silo.clone()).await;
     let client = Client::default();
     if let Some(n) = std::env::var(SIDECAR_UPLOADS_ONLY).ok().and_then(|n| n.parse().ok()) {
-        sidecar_uploads(&client, &sidecar, 0..n).await;
+        sidecar_uploads(&client, sidecar.addr, 0..n).await;
+        return;
+    }
+    if let Some(n) = std::env::var(BARE_UPLOADS_ONLY).ok().and_then(|n| n.parse().ok()) {
+        let bare = TestSilo::with_volumes("", &[], &volumes).await.expect("open Silo");
+        let bare = Sidecar::start(Arc::new(bare.silo)).await;
+        sidecar_uploads(&client, bare.addr, 0..n).await;
         return;
     }
 
@@ -213,18 +228,50 @@ async fn reads(client: &Client, sidecar: &Sidecar, bucket: &str, secs: u64, rows
 /// or PutObjects, and nothing else.
 const SIDECAR_UPLOADS_ONLY: &str = "SILO_BENCH_SIDECAR_UPLOADS_ONLY";
 const PUT_OBJECTS_ONLY: &str = "SILO_BENCH_PUT_OBJECTS_ONLY";
+const BARE_UPLOADS_ONLY: &str = "SILO_BENCH_BARE_UPLOADS_ONLY";
+const HOP_UPLOADS_ONLY: &str = "SILO_BENCH_HOP_UPLOADS_ONLY";
 
 /// Rounds of (2), the two ways alternating, so that neither gets the
 /// server's quieter moments.
 const UPLOAD_ROUNDS: usize = 5;
 
-/// Uploads `<port>/<i>.txt` for each `i` of `range` through `sidecar`
-/// (its port keeps two sidecars' files apart).
-async fn sidecar_uploads(client: &Client, sidecar: &Sidecar, range: std::ops::Range<usize>) -> Duration {
-    let (client, base) = (
-        client.clone(),
-        sidecar.url(&format!("/v1/files/public/{}", sidecar.addr.port())),
-    );
+/// The floor of any sidecar: an HTTP server that takes each PUT's body
+/// whole and sends it on as one PutObject, with nothing else (no staging,
+/// policy, cache or plugin). Its address.
+async fn bare_hop(bucket: &str) -> std::net::SocketAddr {
+    use axum::extract::{Path, State};
+    let state = (s3::client(), bucket.to_owned());
+    let app =
+        axum::Router::new()
+            .route(
+                "/v1/files/public/{*path}",
+                axum::routing::put(
+                    |State((sdk, bucket)): State<(aws_sdk_s3::Client, String)>,
+                     Path(path): Path<String>,
+                     body: Bytes| async move {
+                        sdk.put_object()
+                            .bucket(&bucket)
+                            .key(format!("hop/{path}"))
+                            .content_type("text/plain")
+                            .body(body.into())
+                            .send()
+                            .await
+                            .expect("PutObject");
+                        axum::http::StatusCode::CREATED
+                    },
+                ),
+            )
+            .with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+/// Uploads `<port>/<i>.txt` for each `i` of `range` to the sidecar at
+/// `addr` (its port keeps the servers' files apart).
+async fn sidecar_uploads(client: &Client, addr: std::net::SocketAddr, range: std::ops::Range<usize>) -> Duration {
+    let (client, base) = (client.clone(), format!("http://{addr}/v1/files/public/{}", addr.port()));
     let first = range.start;
     in_parallel(range.len(), move |i| {
         let i = first + i;
@@ -262,46 +309,76 @@ async fn put_objects(sdk: &aws_sdk_s3::Client, bucket: &str, range: std::ops::Ra
 /// a sidecar with no plugin, to part the pipeline from the rest.
 async fn uploads(client: &Client, sidecar: &Sidecar, bare: &Sidecar, bucket: &str, rows: &mut Vec<[String; 5]>) {
     let sdk = s3::client();
+    let hop = bare_hop(bucket).await;
     let n = env_or("SILO_BENCH_UPLOADS", 1000) as usize;
     let warm = 100;
-    sidecar_uploads(client, sidecar, 0..warm).await;
-    sidecar_uploads(client, bare, 0..warm).await;
+    let ways = [sidecar.addr, bare.addr, hop];
+    for addr in ways {
+        sidecar_uploads(client, addr, 0..warm).await;
+    }
     put_objects(&sdk, bucket, 0..warm).await;
-    let (mut through_silo, mut through_bare, mut direct) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let mut through = [Duration::ZERO; 3];
+    let mut direct = Duration::ZERO;
     let round = n.div_ceil(UPLOAD_ROUNDS);
     for r in 0..UPLOAD_ROUNDS {
         let range = warm + r * round..warm + (r + 1) * round;
-        through_silo += sidecar_uploads(client, sidecar, range.clone()).await;
-        direct += put_objects(&sdk, bucket, range.clone()).await;
-        through_bare += sidecar_uploads(client, bare, range).await;
+        for (way, addr) in ways.into_iter().enumerate() {
+            through[way] += sidecar_uploads(client, addr, range.clone()).await;
+        }
+        direct += put_objects(&sdk, bucket, range).await;
     }
-    let per_sec = |d: Duration| (round * UPLOAD_ROUNDS) as f64 / d.as_secs_f64();
+    let count = (round * UPLOAD_ROUNDS) as f64;
+    let per_sec = |d: Duration| count / d.as_secs_f64();
+    let ratio = |d: Duration| format!("{:.2}x", per_sec(d) / per_sec(direct));
+    let baseline = format!("{:.0} PutObject/s", per_sec(direct));
     rows.push([
         format!("uploads of 5.4 kB, {CONCURRENCY} clients"),
-        format!("{:.0} uploads/s (pipeline: upload-guard)", per_sec(through_silo)),
-        format!("{:.0} PutObject/s", per_sec(direct)),
-        format!("{:.2}x", per_sec(through_silo) / per_sec(direct)),
+        format!("{:.0} uploads/s (pipeline: upload-guard)", per_sec(through[0])),
+        baseline.clone(),
+        ratio(through[0]),
         String::new(),
     ]);
     rows.push([
         format!("uploads of 5.4 kB, {CONCURRENCY} clients, no plugin"),
-        format!("{:.0} uploads/s", per_sec(through_bare)),
-        format!("{:.0} PutObject/s", per_sec(direct)),
-        format!("{:.2}x", per_sec(through_bare) / per_sec(direct)),
+        format!("{:.0} uploads/s", per_sec(through[1])),
+        baseline.clone(),
+        ratio(through[1]),
         format!(
             "the pipeline costs {:.0} µs an upload",
-            (through_silo.as_secs_f64() - through_bare.as_secs_f64()) * 1e6 / (round * UPLOAD_ROUNDS) as f64
+            (through[0].as_secs_f64() - through[1].as_secs_f64()) * 1e6 / count
         ),
     ]);
-    let silo = silo_tests::callgrind::per_iteration(SIDECAR_UPLOADS_ONLY, 50, 250);
-    let plain = silo_tests::callgrind::per_iteration(PUT_OBJECTS_ONLY, 50, 250);
-    match (silo, plain) {
-        (Some(silo), Some(plain)) => rows.push([
+    rows.push([
+        format!("uploads of 5.4 kB, {CONCURRENCY} clients, through a bare HTTP hop"),
+        format!("{:.0} uploads/s (body taken whole, one PutObject)", per_sec(through[2])),
+        baseline,
+        ratio(through[2]),
+        "the floor of any sidecar on this machine".into(),
+    ]);
+    let count = |var| silo_tests::callgrind::per_iteration(var, 50, 250);
+    let counts = [
+        SIDECAR_UPLOADS_ONLY,
+        BARE_UPLOADS_ONLY,
+        HOP_UPLOADS_ONLY,
+        PUT_OBJECTS_ONLY,
+    ]
+    .map(count);
+    match counts {
+        [Some(silo), Some(bare), Some(hop), Some(plain)] => rows.push([
             "instructions per upload in this process (callgrind; the S3 server not counted)".into(),
-            format!("{:.0}k (client, sidecar, pipeline, S3 client)", silo / 1000.0),
+            format!(
+                "{:.0}k (client, sidecar, pipeline, S3 client); {:.0}k with no plugin; {:.0}k through the bare hop",
+                silo / 1000.0,
+                bare / 1000.0,
+                hop / 1000.0
+            ),
             format!("{:.0}k (the SDK's PutObject)", plain / 1000.0),
             format!("{:.2}x", silo / plain),
-            String::new(),
+            format!(
+                "the pipeline costs {:.0}k, the rest of Silo {:.0}k",
+                (silo - bare) / 1000.0,
+                (bare - hop) / 1000.0
+            ),
         ]),
         _ => rows.push([
             "instructions per upload".into(),
