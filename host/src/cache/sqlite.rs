@@ -270,9 +270,9 @@ impl Sql {
             .map_err(db_error)
     }
 
-    /// Record a file the backend has stored.
-    /// Record `batch` in one transaction, each put in a savepoint of its
-    /// own: one that fails is rolled back alone. The answer for each put.
+    /// Record files the backend has stored: `batch` in one transaction,
+    /// each put in a savepoint of its own, so that one that fails is rolled
+    /// back alone. The answer for each put.
     fn put_batch(conn: &mut Connection, batch: &[QueuedPut]) -> Vec<StorageResult<()>> {
         let all_fail = |e: rusqlite::Error| batch.iter().map(|_| Err(db_error_ref(&e))).collect();
         let mut tx = match conn.transaction() {
