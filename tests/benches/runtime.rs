@@ -3,8 +3,10 @@
 //! plugins with the toolchains tests/run installs).
 //!
 //! (a) one invocation of a trivial handler (new store, instantiate from
-//!     InstancePre, call), pooling allocator vs on-demand allocation, with
-//!     its instruction count under callgrind; and
+//!     InstancePre, call): the pooling allocator with its slots reset in
+//!     place, the same with slots reset by madvise, and on-demand
+//!     allocation, in alternating rounds; with its instruction count under
+//!     callgrind; and
 //!     of the Python and JavaScript plugins' first check (an upload over
 //!     `max_bytes = 0`, refused at once), whose interpreters start from a
 //!     snapshot of 11-13 MiB mapped copy-on-write;
@@ -19,7 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use silo_host::Runtime;
 use silo_host::cache::MetadataCache;
-use silo_host::runtime::{InvokeLimits, PluginComponent, Upload};
+use silo_host::runtime::{Allocation, InvokeLimits, PluginComponent, Upload};
 use silo_host::store::{MemoryStore, PutOptions};
 use silo_host::vfs::{Access, CacheMode, Grant, PendingUpload, Quota, Session, Storage, Visibility, Volume};
 use silo_tests::PROBE;
@@ -124,29 +126,52 @@ async fn main() {
     }
     let mut rows: Vec<(String, String, String)> = Vec::new();
 
-    // (a) trivial invocation, pooling vs on-demand.
-    let mut p50s = Vec::new();
-    for pooling in [true, false] {
-        let runtime = Runtime::with_allocator(None, 64, pooling).unwrap();
+    // (a) trivial invocation: slots reset in place, reset with madvise,
+    // and no pool, in alternating rounds.
+    let in_place = if silo_host::runtime::resets_slots_in_place() {
+        "reset in place"
+    } else {
+        "reset in place unavailable here (no PAGEMAP_SCAN), so madvise"
+    };
+    let ways = [
+        (Allocation::Pooling, format!("pooling, slots {in_place}")),
+        (
+            Allocation::PoolingMadvise,
+            "pooling, slots reset with madvise".to_owned(),
+        ),
+        (Allocation::OnDemand, "on-demand".to_owned()),
+    ];
+    let mut runtimes = Vec::new();
+    for (allocation, _) in &ways {
+        let runtime = Runtime::with_allocator(None, 64, *allocation).unwrap();
         let plugin = runtime.load("probe", PROBE, None).unwrap();
         for _ in 0..200 {
             bench.invoke(&runtime, &plugin, bench.upload(&[("mode", "noop")])).await;
         }
-        let mut samples = Vec::new();
-        for _ in 0..5000 {
-            samples.push(bench.invoke(&runtime, &plugin, bench.upload(&[("mode", "noop")])).await);
+        runtimes.push((runtime, plugin));
+    }
+    let mut samples = vec![Vec::new(); ways.len()];
+    for _round in 0..5 {
+        for ((runtime, plugin), samples) in runtimes.iter().zip(&mut samples) {
+            for _ in 0..1000 {
+                samples.push(bench.invoke(runtime, plugin, bench.upload(&[("mode", "noop")])).await);
+            }
         }
+    }
+    let mut p50s = Vec::new();
+    for ((_, name), mut samples) in ways.iter().zip(samples) {
         samples.sort();
         let (p50, p99) = (percentile(&samples, 0.5), percentile(&samples, 0.99));
         p50s.push(p50);
-        let name = if pooling { "pooling" } else { "on-demand" };
         rows.push((
             format!("(a) trivial invocation, {name}"),
             format!("p50 {:.1} µs, p99 {:.1} µs", us(p50), us(p99)),
             String::new(),
         ));
     }
-    rows[1].2 = format!("pooling p50 = {:.2}x on-demand", us(p50s[0]) / us(p50s[1]));
+    drop(runtimes);
+    rows[1].2 = format!("reset in place p50 = {:.2}x this", us(p50s[0]) / us(p50s[1]));
+    rows[2].2 = format!("pooling p50 = {:.2}x on-demand", us(p50s[0]) / us(p50s[2]));
     rows[0].2 = match silo_tests::callgrind::per_iteration(INVOCATIONS_ONLY, 20, 220) {
         Some(n) => format!("{:.0}k instructions (callgrind)", n / 1000.0),
         None => "no instruction count: valgrind did not run".into(),

@@ -286,6 +286,24 @@ pub const KEEP_RESIDENT_BYTES: usize = 16 << 20;
 /// [`KEEP_RESIDENT_BYTES`] resident.
 const WARM_SLOTS: u32 = 16;
 
+/// How instances get their memory, tables and stacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allocation {
+    /// The pooling allocator, its slots reset in place where the kernel
+    /// tells which pages were dirtied (what Silo uses).
+    Pooling,
+    /// The pooling allocator, its slots always reset with `madvise`.
+    PoolingMadvise,
+    /// Every instance allocated on demand.
+    OnDemand,
+}
+
+/// Whether [`Allocation::Pooling`] resets slots in place here: the kernel
+/// has PAGEMAP_SCAN (Linux 6.7+).
+pub fn resets_slots_in_place() -> bool {
+    wasmtime::PoolingAllocationConfig::is_pagemap_scan_available()
+}
+
 /// The engine, the linker, and the compiled-component cache.
 pub struct Runtime {
     engine: Engine,
@@ -299,12 +317,16 @@ impl Runtime {
     /// Start the engine. `cache_dir` keeps compiled components between runs
     /// (Silo's own state directory: nothing a plugin can write to).
     pub fn new(cache_dir: Option<&Path>, max_memory_mib: u64) -> Result<Runtime, LoadError> {
-        Self::with_allocator(cache_dir, max_memory_mib, true)
+        Self::with_allocator(cache_dir, max_memory_mib, Allocation::Pooling)
     }
 
-    /// Like [`Runtime::new`]; `pooling: false` allocates every instance on
-    /// demand (slower to instantiate; the benchmark's baseline).
-    pub fn with_allocator(cache_dir: Option<&Path>, max_memory_mib: u64, pooling: bool) -> Result<Runtime, LoadError> {
+    /// Like [`Runtime::new`], with another way to allocate instances (the
+    /// benchmark's baselines).
+    pub fn with_allocator(
+        cache_dir: Option<&Path>,
+        max_memory_mib: u64,
+        allocation: Allocation,
+    ) -> Result<Runtime, LoadError> {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
         let mut pool = wasmtime::PoolingAllocationConfig::default();
@@ -326,13 +348,13 @@ impl Runtime {
         // the host no TLB shootdowns. The slot is back to its image either
         // way. Without the ioctl wasmtime would rewrite the whole kept size
         // each time, so it is used only where the ioctl is.
-        if wasmtime::PoolingAllocationConfig::is_pagemap_scan_available() {
+        if allocation == Allocation::Pooling && resets_slots_in_place() {
             pool.pagemap_scan(wasmtime::Enabled::Yes)
                 .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
                 .table_keep_resident(KEEP_RESIDENT_BYTES / 16)
                 .max_unused_warm_slots(WARM_SLOTS);
         }
-        if pooling {
+        if allocation != Allocation::OnDemand {
             config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         }
         let engine = match Engine::new(&config) {
