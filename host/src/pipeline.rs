@@ -403,6 +403,11 @@ async fn judge_by_policy(storage: &Storage, pending: &PendingUpload) -> Result<(
     let policy = storage.policy();
     let path = pending.location.path.as_str();
     policy.check_name(path)?;
+    // A small upload is judged where it lies in memory.
+    if let Staged::Memory(bytes) = &*pending.staged {
+        let head = &bytes[..bytes.len().min(crate::policy::SNIFF_BYTES)];
+        return policy.check_content(path, &pending.meta.content_type, head);
+    }
     let mut head = Vec::new();
     let sniffed = ByteRange {
         offset: 0,
