@@ -86,14 +86,16 @@ async fn hammer(client: &Client, urls: Arc<Vec<String>>, secs: u64) -> Load {
     }
 }
 
-/// Run `n` jobs, `CONCURRENCY` at once; returns the elapsed time.
-async fn in_parallel<F, Fut>(n: usize, job: F) -> Duration
+/// Run the job of each index of `range`, `CONCURRENCY` at once; returns
+/// the elapsed time.
+async fn in_parallel<F, Fut>(range: std::ops::Range<usize>, job: F) -> Duration
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
     let job = Arc::new(job);
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let end = range.end;
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(range.start));
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..CONCURRENCY {
@@ -101,7 +103,7 @@ where
         workers.spawn(async move {
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= n {
+                if i >= end {
                     return;
                 }
                 job(i).await;
@@ -125,13 +127,13 @@ async fn main() {
     let parts = std::env::var("SILO_BENCH_PARTS").unwrap_or_else(|_| "123".into());
     let mut rows: Vec<[String; 5]> = Vec::new();
 
-    if let Some(n) = std::env::var(PUT_OBJECTS_ONLY).ok().and_then(|n| n.parse().ok()) {
+    if let Some(n) = only(PUT_OBJECTS_ONLY) {
         let bucket = s3::bucket("bench-putobject").await;
         put_objects(&s3::client(), &bucket, 0..n).await;
         return;
     }
     let bucket = s3::bucket("bench-sidecar").await;
-    if let Some(n) = std::env::var(HOP_UPLOADS_ONLY).ok().and_then(|n| n.parse().ok()) {
+    if let Some(n) = only(HOP_UPLOADS_ONLY) {
         sidecar_uploads(&Client::default(), bare_hop(&bucket).await, 0..n).await;
         return;
     }
@@ -147,13 +149,12 @@ async fn main() {
     let silo = Arc::new(t.silo);
     let sidecar = Sidecar::start(silo.clone()).await;
     let client = Client::default();
-    if let Some(n) = std::env::var(SIDECAR_UPLOADS_ONLY).ok().and_then(|n| n.parse().ok()) {
+    if let Some(n) = only(SIDECAR_UPLOADS_ONLY) {
         sidecar_uploads(&client, sidecar.addr, 0..n).await;
         return;
     }
-    if let Some(n) = std::env::var(BARE_UPLOADS_ONLY).ok().and_then(|n| n.parse().ok()) {
-        let bare = TestSilo::with_volumes("", &[], &volumes).await.expect("open Silo");
-        let bare = Sidecar::start(Arc::new(bare.silo)).await;
+    if let Some(n) = only(BARE_UPLOADS_ONLY) {
+        let (bare, _state) = bare_sidecar(&volumes).await;
         sidecar_uploads(&client, bare.addr, 0..n).await;
         return;
     }
@@ -164,8 +165,7 @@ async fn main() {
     if parts.contains('2') {
         // The same sidecar with no plugin: what the hop, staging, the
         // policy and the metadata cache cost without an invocation.
-        let bare = TestSilo::with_volumes("", &[], &volumes).await.expect("open Silo");
-        let bare = Sidecar::start(Arc::new(bare.silo)).await;
+        let (bare, _state) = bare_sidecar(&volumes).await;
         uploads(&client, &sidecar, &bare, &bucket, &mut rows).await;
     }
     if parts.contains('3') {
@@ -231,8 +231,21 @@ const PUT_OBJECTS_ONLY: &str = "SILO_BENCH_PUT_OBJECTS_ONLY";
 const BARE_UPLOADS_ONLY: &str = "SILO_BENCH_BARE_UPLOADS_ONLY";
 const HOP_UPLOADS_ONLY: &str = "SILO_BENCH_HOP_UPLOADS_ONLY";
 
-/// Rounds of (2), the two ways alternating, so that neither gets the
-/// server's quieter moments.
+/// How many uploads the copy of this benchmark running under callgrind
+/// makes, if this run is that copy.
+fn only(var: &str) -> Option<usize> {
+    std::env::var(var).ok()?.parse().ok()
+}
+
+/// The sidecar of a Silo over `volumes` with no plugin, and the directory
+/// of its state, which must outlive it.
+async fn bare_sidecar(volumes: &str) -> (Sidecar, tempfile::TempDir) {
+    let bare = TestSilo::with_volumes("", &[], volumes).await.expect("open Silo");
+    (Sidecar::start(Arc::new(bare.silo)).await, bare.dir)
+}
+
+/// Rounds of (2), the ways alternating, so that none gets the server's
+/// quieter moments.
 const UPLOAD_ROUNDS: usize = 5;
 
 /// The floor of any sidecar: an HTTP server that takes each PUT's body
@@ -272,9 +285,7 @@ async fn bare_hop(bucket: &str) -> std::net::SocketAddr {
 /// `addr` (its port keeps the servers' files apart).
 async fn sidecar_uploads(client: &Client, addr: std::net::SocketAddr, range: std::ops::Range<usize>) -> Duration {
     let (client, base) = (client.clone(), format!("http://{addr}/v1/files/public/{}", addr.port()));
-    let first = range.start;
-    in_parallel(range.len(), move |i| {
-        let i = first + i;
+    in_parallel(range, move |i| {
         let (client, url) = (client.clone(), format!("{base}/{i}.txt"));
         async move {
             let reply = client.put(&url, "text/plain", small(i)).await.expect("PUT");
@@ -286,9 +297,7 @@ async fn sidecar_uploads(client: &Client, addr: std::net::SocketAddr, range: std
 
 async fn put_objects(sdk: &aws_sdk_s3::Client, bucket: &str, range: std::ops::Range<usize>) -> Duration {
     let (sdk, bucket) = (sdk.clone(), bucket.to_owned());
-    let first = range.start;
-    in_parallel(range.len(), move |i| {
-        let i = first + i;
+    in_parallel(range, move |i| {
         let (sdk, bucket) = (sdk.clone(), bucket.clone());
         async move {
             sdk.put_object()
