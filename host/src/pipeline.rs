@@ -115,62 +115,88 @@ pub const MEMORY_STAGE_BYTES: usize = 256 * 1024;
 /// memory while it is small, else in a file in the staging directory
 /// (outside every volume). `None`, with nothing kept, once the body is
 /// over `limit` bytes.
-pub(crate) async fn stage_stream(
+///
+/// The body comes as the chunks it arrived in (an HTTP body's frames): a
+/// small upload is copied once, into a buffer of its own size, so it
+/// holds no more memory than it has bytes.
+pub(crate) async fn stage_chunks(
     staging_dir: &Path,
-    mut body: impl tokio::io::AsyncRead + Unpin,
+    mut body: impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Unpin,
     content_type: &str,
     limit: u64,
 ) -> Result<Option<(Staged, ObjectMeta)>, crate::SiloError> {
+    use futures_util::StreamExt;
     use sha2::{Digest, Sha256};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let local = |source: std::io::Error| crate::SiloError::Io {
         path: staging_dir.to_owned(),
         source,
     };
     let mut hasher = Sha256::new();
-    let mut head = bytes::BytesMut::with_capacity(64 * 1024);
-    // In memory until the body outgrows the limit.
+    let mut head: Vec<bytes::Bytes> = Vec::new();
+    let mut size = 0u64;
     let mut ended = false;
-    while !ended && head.len() <= MEMORY_STAGE_BYTES {
-        ended = body.read_buf(&mut head).await.map_err(crate::SiloError::Source)? == 0;
+    while size <= MEMORY_STAGE_BYTES as u64 {
+        match body.next().await {
+            None => {
+                ended = true;
+                break;
+            }
+            Some(chunk) => {
+                let chunk = chunk.map_err(crate::SiloError::Source)?;
+                size += chunk.len() as u64;
+                head.push(chunk);
+            }
+        }
     }
-    if head.len() as u64 > limit {
+    if size > limit {
         return Ok(None);
     }
     if ended {
-        hasher.update(&head);
-        let size = head.len() as u64;
-        return Ok(Some((
-            Staged::Memory(head.freeze()),
-            staged_meta(size, hasher, content_type),
-        )));
+        let data = match head.len() {
+            0 => bytes::Bytes::new(),
+            _ => {
+                let mut whole = bytes::BytesMut::with_capacity(size as usize);
+                head.iter().for_each(|c| whole.extend_from_slice(c));
+                whole.freeze()
+            }
+        };
+        hasher.update(&data);
+        return Ok(Some((Staged::Memory(data), staged_meta(size, hasher, content_type))));
     }
     tokio::fs::create_dir_all(staging_dir).await.map_err(local)?;
     let temp = tempfile::NamedTempFile::new_in(staging_dir)
         .map_err(local)?
         .into_temp_path();
     let mut file = tokio::fs::File::create(&temp).await.map_err(local)?;
-    hasher.update(&head);
-    file.write_all(&head).await.map_err(local)?;
-    let mut size = head.len() as u64;
-    drop(head);
-    // Below malloc's mmap threshold: no page faults per upload.
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = body.read(&mut buf).await.map_err(crate::SiloError::Source)?;
-        if n == 0 {
-            break;
-        }
-        size += n as u64;
+    for chunk in head {
+        hasher.update(&chunk);
+        file.write_all(&chunk).await.map_err(local)?;
+    }
+    // Dropping `temp` on any early return removes the partial file.
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(crate::SiloError::Source)?;
+        size += chunk.len() as u64;
         if size > limit {
-            // The staged file goes with `temp`.
             return Ok(None);
         }
-        hasher.update(&buf[..n]);
-        file.write_all(&buf[..n]).await.map_err(local)?;
+        hasher.update(&chunk);
+        file.write_all(&chunk).await.map_err(local)?;
     }
     file.flush().await.map_err(local)?;
     Ok(Some((Staged::File(temp), staged_meta(size, hasher, content_type))))
+}
+
+/// The chunks of a reader, as [`stage_chunks`] takes them.
+pub(crate) fn chunks(
+    body: impl tokio::io::AsyncRead + Unpin,
+) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Unpin {
+    use tokio::io::AsyncReadExt;
+    Box::pin(futures_util::stream::try_unfold(body, |mut body| async move {
+        let mut buf = bytes::BytesMut::with_capacity(64 * 1024);
+        let n = body.read_buf(&mut buf).await?;
+        Ok((n > 0).then(|| (buf.freeze(), body)))
+    }))
 }
 
 fn staged_meta(size: u64, hasher: sha2::Sha256, content_type: &str) -> ObjectMeta {

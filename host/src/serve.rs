@@ -631,9 +631,9 @@ async fn upload(
     }
     let condition = upload_condition(&headers)?;
     use futures_util::TryStreamExt;
-    let body = tokio_util::io::StreamReader::new(body.into_data_stream().map_err(std::io::Error::other));
+    let body = body.into_data_stream().map_err(std::io::Error::other);
     let report = async {
-        let mut pending = app.silo.stage_stream(&target, body, content_type).await?;
+        let mut pending = app.silo.stage_chunks(&target, body, content_type).await?;
         pending.condition = condition;
         // Once staged, the upload runs to its end (stored, or rolled back)
         // as its own task, even if the client goes away.

@@ -495,6 +495,89 @@ async fn uploads_over_the_volumes_limit_are_cut_off_and_nothing_is_kept() {
     );
 }
 
+/// PUT `body` to the sidecar at `path` in chunked encoding, `chunk` bytes a
+/// chunk (so the server sees many body frames), with no declared length.
+/// The status and the reply as far as it came: a refusal may close the
+/// connection before the body is sent.
+async fn put_chunked(sidecar: &Sidecar, path: &str, body: Vec<u8>, chunk: usize) -> (u16, String) {
+    use tokio::io::AsyncWriteExt;
+    let tcp = tokio::net::TcpStream::connect(sidecar.addr).await.unwrap();
+    let (mut rx, mut tx) = tcp.into_split();
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nhost: silo\r\nauthorization: Bearer {TOKEN}\r\n\
+         content-type: text/plain\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+    );
+    let send = tokio::spawn(async move {
+        tx.write_all(head.as_bytes()).await?;
+        for part in body.chunks(chunk) {
+            tx.write_all(format!("{:x}\r\n", part.len()).as_bytes()).await?;
+            tx.write_all(part).await?;
+            tx.write_all(b"\r\n").await?;
+        }
+        tx.write_all(b"0\r\n\r\n").await?;
+        // Held open: the server takes a half-closed connection as gone.
+        std::future::pending::<std::io::Result<()>>().await
+    });
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = rx.read(&mut buf).await
+        && n > 0
+    {
+        reply.extend_from_slice(&buf[..n]);
+    }
+    send.abort();
+    let reply = String::from_utf8_lossy(&reply).into_owned();
+    let status = reply.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, reply)
+}
+
+#[tokio::test]
+async fn uploads_in_many_small_frames_are_stored_whole_on_both_sides_of_the_memory_staging_limit() {
+    use silo_host::pipeline::MEMORY_STAGE_BYTES;
+    let volumes = "[volumes.public]\nbackend = \"local\"\npath = \"volumes/public\"\nvisibility = \"public\"\n\
+                   max_upload_mib = 1\n";
+    let t = TestSilo::with_volumes(GUARD_PIPELINE, &[], volumes).await.unwrap();
+    let staging = t.dir.path().join("state/staging");
+    let public = t.volume_dir("public");
+    let sidecar = Sidecar::start(Arc::new(t.silo)).await;
+    let limit = 1usize << 20;
+    for (i, size) in [0, 1, 999, MEMORY_STAGE_BYTES, MEMORY_STAGE_BYTES + 1, limit]
+        .into_iter()
+        .enumerate()
+    {
+        let body = content(i as u64, size);
+        let (status, reply) = put_chunked(
+            &sidecar,
+            &format!("/v1/files/public/frames/{i}.txt"),
+            body.clone(),
+            1000,
+        )
+        .await;
+        assert_eq!(status, 201, "{size} bytes: {reply}");
+        let stored = std::fs::read(public.join(format!("frames/{i}.txt"))).unwrap();
+        assert!(
+            stored == body,
+            "{size} bytes: stored {} bytes, not the body",
+            stored.len()
+        );
+    }
+    // One frame over the limit: refused, nothing stored or staged.
+    let (status, reply) = put_chunked(
+        &sidecar,
+        "/v1/files/public/frames/over.txt",
+        content(9, limit + 1),
+        1000,
+    )
+    .await;
+    assert_eq!(status, 413, "{reply}");
+    assert!(!public.join("frames/over.txt").exists());
+    assert_eq!(
+        std::fs::read_dir(&staging).map_or(0, |d| d.count()),
+        0,
+        "nothing left in staging"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_hundred_concurrent_uploads_mixed_with_reads_lose_nothing() {
     let (t, bucket) = TestSilo::on_s3(GUARD_PIPELINE, &[], "load").await.unwrap();
