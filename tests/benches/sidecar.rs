@@ -18,7 +18,8 @@
 //! `SILO_BENCH_FILES` (default 10000) the file count of (3);
 //! `SILO_BENCH_PARTS=2` runs only part (2), `SILO_BENCH_UPLOADS` (default
 //! 1000) its uploads each way; `SILO_BENCH_CALLGRIND_DIR` keeps the
-//! profiles for `callgrind_annotate`.
+//! profiles for `callgrind_annotate`; `SILO_BENCH_SPLIT_CPUS=1` (read by
+//! `tests/run`) gives SeaweedFS a CPU of its own.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
