@@ -208,7 +208,8 @@ impl Silo {
         body: impl tokio::io::AsyncRead + Unpin,
         content_type: Option<&str>,
     ) -> Result<vfs::PendingUpload, SiloError> {
-        self.stage_chunks(target, pipeline::chunks(body), content_type).await
+        let chunks = tokio_util::io::ReaderStream::with_capacity(body, 64 * 1024);
+        self.stage_chunks(target, chunks, content_type).await
     }
 
     /// As [`Silo::stage_stream`], from the chunks the body arrives in (an

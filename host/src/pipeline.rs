@@ -137,30 +137,19 @@ pub(crate) async fn stage_chunks(
     let mut size = 0u64;
     let mut ended = false;
     while size <= MEMORY_STAGE_BYTES as u64 {
-        match body.next().await {
-            None => {
-                ended = true;
-                break;
-            }
-            Some(chunk) => {
-                let chunk = chunk.map_err(crate::SiloError::Source)?;
-                size += chunk.len() as u64;
-                head.push(chunk);
-            }
-        }
+        let Some(chunk) = body.next().await else {
+            ended = true;
+            break;
+        };
+        let chunk = chunk.map_err(crate::SiloError::Source)?;
+        size += chunk.len() as u64;
+        head.push(chunk);
     }
     if size > limit {
         return Ok(None);
     }
     if ended {
-        let data = match head.len() {
-            0 => bytes::Bytes::new(),
-            _ => {
-                let mut whole = bytes::BytesMut::with_capacity(size as usize);
-                head.iter().for_each(|c| whole.extend_from_slice(c));
-                whole.freeze()
-            }
-        };
+        let data = bytes::Bytes::from(head.concat());
         hasher.update(&data);
         return Ok(Some((Staged::Memory(data), staged_meta(size, hasher, content_type))));
     }
@@ -185,18 +174,6 @@ pub(crate) async fn stage_chunks(
     }
     file.flush().await.map_err(local)?;
     Ok(Some((Staged::File(temp), staged_meta(size, hasher, content_type))))
-}
-
-/// The chunks of a reader, as [`stage_chunks`] takes them.
-pub(crate) fn chunks(
-    body: impl tokio::io::AsyncRead + Unpin,
-) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Unpin {
-    use tokio::io::AsyncReadExt;
-    Box::pin(futures_util::stream::try_unfold(body, |mut body| async move {
-        let mut buf = bytes::BytesMut::with_capacity(64 * 1024);
-        let n = body.read_buf(&mut buf).await?;
-        Ok((n > 0).then(|| (buf.freeze(), body)))
-    }))
 }
 
 fn staged_meta(size: u64, hasher: sha2::Sha256, content_type: &str) -> ObjectMeta {
