@@ -429,8 +429,8 @@ impl Config {
                 self.limits.write_buffer_mib
             )));
         }
-        let plugin_dir = normalize(&self.plugin_dir);
-        let data_dir = normalize(&self.data_dir);
+        let plugin_dir = resolve(&self.plugin_dir);
+        let data_dir = resolve(&self.data_dir);
         let mut local_paths: Vec<(&str, PathBuf)> = Vec::new();
         type Place = (Option<String>, String);
         let mut buckets: Vec<(&str, Place, String)> = Vec::new();
@@ -452,8 +452,8 @@ impl Config {
                     return Err(self.invalid(format!("volume '{name}': a local volume needs `path`")));
                 }
                 (Backend::Local, Some(path)) => {
-                    let path = normalize(path);
-                    let compile_cache = normalize(self.compile_cache.as_deref().unwrap_or(&data_dir));
+                    let path = resolve(path);
+                    let compile_cache = resolve(self.compile_cache.as_deref().unwrap_or(&data_dir));
                     for (what, dir) in [
                         ("plugin_dir", &plugin_dir),
                         ("data_dir", &data_dir),
@@ -727,6 +727,27 @@ fn normalize(path: &Path) -> PathBuf {
     out
 }
 
+/// Where `path` really is: [`normalize`]d, then its longest existing
+/// ancestor resolved through symbolic links, so that a link cannot make a
+/// volume and a state or code directory one place under two names.
+fn resolve(path: &Path) -> PathBuf {
+    let path = normalize(path);
+    let mut rest = Vec::new();
+    let mut existing = path.as_path();
+    loop {
+        if let Ok(real) = std::fs::canonicalize(existing) {
+            return rest.iter().rev().fold(real, |at, name| at.join(name));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name);
+                existing = parent;
+            }
+            _ => return path,
+        }
+    }
+}
+
 fn overlaps(a: &Path, b: &Path) -> bool {
     a.starts_with(b) || b.starts_with(a)
 }
@@ -753,6 +774,47 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("/srv/silo"), Some("/srv/silo/silo.toml".into()))
+    }
+
+    /// Each state or code directory against a volume inside it, named
+    /// directly and through a symbolic link; and two volumes made one by a
+    /// link.
+    #[test]
+    fn volumes_may_not_overlap_state_or_code_even_through_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path();
+        for d in ["state", "elsewhere/cache", "plugins", "real-up"] {
+            std::fs::create_dir_all(base.join(d)).unwrap();
+        }
+        std::os::unix::fs::symlink(base.join("state"), base.join("up-link")).unwrap();
+        std::os::unix::fs::symlink(base.join("elsewhere/cache"), base.join("cache-link")).unwrap();
+        std::os::unix::fs::symlink(base.join("plugins"), base.join("plugins-link")).unwrap();
+        std::os::unix::fs::symlink(base.join("real-up"), base.join("other-up")).unwrap();
+        let head = "data_dir = \"state\"\nplugin_dir = \"plugins\"\ncompile_cache = \"elsewhere/cache\"\n";
+        let volume = |name: &str, path: &str| format!("[volumes.{name}]\nbackend = \"local\"\npath = \"{path}\"\n");
+        for (volumes, why) in [
+            (volume("a", "state/up"), "overlaps data_dir"),
+            (volume("a", "elsewhere/cache/up"), "overlaps compile_cache"),
+            (volume("a", "elsewhere"), "overlaps compile_cache"),
+            (volume("a", "up-link/public"), "overlaps data_dir"),
+            (volume("a", "cache-link/x/y"), "overlaps compile_cache"),
+            (volume("a", "plugins-link"), "overlaps plugin_dir"),
+            (
+                volume("a", "real-up/public") + &volume("b", "other-up"),
+                "volumes 'a' and 'b' overlap",
+            ),
+        ] {
+            let text = format!("{head}{volumes}");
+            let err = Config::parse(&text, base, None).expect_err(&text).to_string();
+            assert!(err.contains(why), "{text}: {err}");
+        }
+        // The same layout without the overlaps is accepted.
+        let text = format!(
+            "{head}{}{}",
+            volume("a", "real-up/public"),
+            volume("b", "real-up/private")
+        );
+        Config::parse(&text, base, None).unwrap();
     }
 
     #[test]

@@ -191,9 +191,10 @@ async fn serve(config: Option<&Path>, listen: Option<std::net::SocketAddr>) -> a
              writes and private reads need it",
         )?;
     // Signatures use their own key when one is given, else the token.
-    let signing_key = secret("SILO_SIGNING_KEY", settings.signing_key_file.as_deref())?
-        .unwrap_or_else(|| write.clone())
-        .into_bytes();
+    let signing_key = match secret("SILO_SIGNING_KEY", settings.signing_key_file.as_deref())? {
+        Some(k) if k.len() < 16 => anyhow::bail!("SILO_SIGNING_KEY must be at least 16 characters"),
+        key => key.unwrap_or_else(|| write.clone()).into_bytes(),
+    };
     let admin = match secret("SILO_ADMIN_TOKEN", settings.admin_token_file.as_deref())? {
         Some(t) if t.len() < 16 => anyhow::bail!("SILO_ADMIN_TOKEN must be at least 16 characters"),
         Some(t) if t == write => anyhow::bail!("SILO_ADMIN_TOKEN must differ from SILO_TOKEN"),

@@ -440,7 +440,31 @@ impl Job {
             }
             (upload.finish().await?, digests)
         };
-        if let Some(why) = contradiction(&meta, &digests) {
+        let mut disagreement = contradiction(&meta, &digests);
+        if disagreement.is_none() && etag_md5(&meta).is_none() {
+            // A multipart etag, or a backend's own, says nothing of the
+            // bytes, and the SHA-256 in the metadata is what was sent: read
+            // the stored object back.
+            let store = &self.session.storage().volume(&loc.volume)?.store;
+            let stored = match store.get(loc.path.as_str(), None).await {
+                Ok((_, mut body)) => drain(&mut body, loc.path.as_str(), None).await,
+                Err(e) => Err(e),
+            };
+            match stored {
+                Ok(stored) if stored == digests => {}
+                Ok(stored) => {
+                    disagreement = Some(format!(
+                        "read back {} bytes with SHA-256 {}, sent {} bytes with {}",
+                        stored.size, stored.sha256, digests.size, digests.sha256
+                    ))
+                }
+                Err(e) => {
+                    self.session.delete(&loc).await?;
+                    return Err(e);
+                }
+            }
+        }
+        if let Some(why) = disagreement {
             self.session.delete(&loc).await?;
             return Err(StorageError::unavailable(format!("verification failed: {why}")));
         }

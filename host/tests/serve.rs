@@ -558,3 +558,161 @@ fn two_silo_serve_processes_on_one_bucket_and_database_agree() {
         );
     }
 }
+
+/// Every secret `silo serve` takes must be at least 16 characters, and the
+/// admin token must differ from the write token: each is refused at start,
+/// named, before anything listens.
+#[test]
+fn short_or_shared_secrets_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = "0123456789abcdef"; // 16: the shortest accepted
+    for (env, why) in [
+        (vec![("SILO_TOKEN", "0123456789abcde")], "SILO_TOKEN"),
+        (vec![("SILO_TOKEN", "")], "SILO_TOKEN"),
+        (
+            vec![("SILO_TOKEN", long), ("SILO_ADMIN_TOKEN", "short-admin")],
+            "SILO_ADMIN_TOKEN must be at least 16 characters",
+        ),
+        (
+            vec![("SILO_TOKEN", long), ("SILO_ADMIN_TOKEN", long)],
+            "SILO_ADMIN_TOKEN must differ from SILO_TOKEN",
+        ),
+        (
+            vec![("SILO_TOKEN", long), ("SILO_SIGNING_KEY", "k")],
+            "SILO_SIGNING_KEY must be at least 16 characters",
+        ),
+    ] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_silo"));
+        command
+            .current_dir(dir.path())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env_remove("SILO_TOKEN")
+            .env_remove("SILO_ADMIN_TOKEN")
+            .env_remove("SILO_SIGNING_KEY")
+            .envs(env.iter().copied());
+        let out = command.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{env:?} was accepted");
+        assert!(stderr.contains(why), "{env:?}: {stderr}");
+        assert!(!stderr.contains("listening on"), "{env:?}: {stderr}");
+    }
+    // 16 characters each, all different: it starts.
+    let mut command = Command::new(env!("CARGO_BIN_EXE_silo"));
+    command
+        .current_dir(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("SILO_TOKEN", long)
+        .env("SILO_ADMIN_TOKEN", "fedcba9876543210")
+        .env("SILO_SIGNING_KEY", "signing-key-0123");
+    drop(listening(command));
+}
+
+/// A signed URL opens its file until its expiry, and not after.
+#[test]
+fn a_signed_url_stops_working_when_it_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let base = &server.base;
+    let auth = format!("Authorization: Bearer {TOKEN}");
+    let secret = format!("{base}/v1/files/private/notes/plan.txt");
+    let (status, _, _) = curl(&["-X", "PUT", "-H", &auth, "--data-binary", "the plan", &secret]);
+    assert_eq!(status, 201);
+    let (status, _, body) = curl(&[
+        "-H",
+        &auth,
+        &format!("{base}/v1/sign/private/notes/plan.txt?expires_in=2"),
+    ]);
+    assert_eq!(status, 200);
+    let signed = json(&body);
+    let url = format!("{base}{}", signed["url"].as_str().unwrap());
+    let expires = signed["expires"].as_u64().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!((now + 1..=now + 3).contains(&expires), "expires {expires}, now {now}");
+    assert!(url.contains(&format!("expires={expires}")), "{url}");
+    let (status, _, body) = curl(&[&url]);
+    assert_eq!((status, body.as_slice()), (200, &b"the plan"[..]));
+    // Wait past the expiry (whole seconds), then the same URL is refused.
+    while std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        <= expires
+    {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let (status, _, body) = curl(&[&url]);
+    assert_eq!(status, 401, "{}", String::from_utf8_lossy(&body));
+    // Moving the expiry forward breaks the signature.
+    let extended = url.replace(&format!("expires={expires}"), &format!("expires={}", expires + 3600));
+    let (status, _, _) = curl(&[&extended]);
+    assert_eq!(status, 401);
+}
+
+/// HTML, SVG, JavaScript and XML are served as attachments with `nosniff`,
+/// from a public and from a private volume (through the token, a HEAD, and a
+/// signed URL).
+#[test]
+fn active_content_is_served_as_an_attachment_from_every_volume() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let base = &server.base;
+    let auth = format!("Authorization: Bearer {TOKEN}");
+    let files: [(&str, &str, &[u8]); 4] = [
+        (
+            "page.html",
+            "text/html",
+            b"<html><script>alert(document.cookie)</script></html>",
+        ),
+        (
+            "logo.svg",
+            "image/svg+xml",
+            b"<svg xmlns=\"http://www.w3.org/2000/svg\"><rect width=\"1\" height=\"1\"/></svg>",
+        ),
+        ("app.js", "text/javascript", b"alert(document.cookie)"),
+        ("feed.xml", "application/xml", b"<?xml version=\"1.0\"?><feed/>"),
+    ];
+    for volume in ["public", "private"] {
+        for (name, content_type, body) in files {
+            let url = format!("{base}/v1/files/{volume}/active/{name}");
+            let body_file = dir.path().join("body");
+            std::fs::write(&body_file, body).unwrap();
+            let (status, _, reply) = curl(&[
+                "-X",
+                "PUT",
+                "-H",
+                &auth,
+                "-H",
+                &format!("Content-Type: {content_type}"),
+                "--data-binary",
+                &format!("@{}", body_file.display()),
+                &url,
+            ]);
+            assert_eq!(status, 201, "{volume}/{name}: {}", String::from_utf8_lossy(&reply));
+            let (status, _, reply) = curl(&[
+                "-H",
+                &auth,
+                &format!("{base}/v1/sign/{volume}/active/{name}?expires_in=60"),
+            ]);
+            assert_eq!(status, 200, "{}", String::from_utf8_lossy(&reply));
+            let signed = format!("{base}{}", json(&reply)["url"].as_str().unwrap());
+            let reads: Vec<Vec<&str>> = vec![vec!["-H", &auth, &url], vec!["-I", "-H", &auth, &url], vec![&signed]];
+            for args in reads {
+                let (status, headers, _) = curl(&args);
+                assert_eq!(status, 200, "{volume}/{name} {args:?}");
+                assert_eq!(
+                    header(&headers, "x-content-type-options"),
+                    Some("nosniff"),
+                    "{volume}/{name} {args:?}"
+                );
+                let disposition = header(&headers, "content-disposition");
+                assert!(
+                    disposition.is_some_and(|d| d.starts_with("attachment")),
+                    "{volume}/{name} {args:?}: {disposition:?}"
+                );
+            }
+        }
+    }
+}

@@ -149,6 +149,8 @@ compile_cache = "{cache}"
     /// ignoring the store's own temporary directory.
     pub fn files_on_disk(&self, volume: &str) -> Vec<(String, u64)> {
         let root = self.volume_dir(volume);
+        // A wrong path must not read as an empty volume.
+        assert!(root.is_dir(), "volume directory {} is missing", root.display());
         let mut out = Vec::new();
         walk(&root, &root, &mut out);
         out.sort();
@@ -281,4 +283,45 @@ pub fn read_grant(volume: &str) -> std::sync::Arc<[silo_host::vfs::Grant]> {
         access: vec![silo_host::vfs::Access::Read],
     }]
     .into()
+}
+
+/// Everything logged at `level` and above on this thread (and the tasks a
+/// current-thread runtime polls on it) while the guard lives.
+pub fn capture_logs(level: tracing::Level) -> (Captured, tracing::subscriber::DefaultGuard) {
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_ansi(false)
+        .with_writer({
+            let logs = logs.clone();
+            move || logs.clone()
+        })
+        .finish();
+    (logs, tracing::subscriber::set_default(subscriber))
+}
+
+/// A log writer that keeps everything written to it.
+#[derive(Clone, Default)]
+pub struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// Everything logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+    }
+
+    /// Forget what was logged so far.
+    pub fn clear(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
 }

@@ -5,8 +5,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use async_trait::async_trait;
+use bytes::Bytes;
+use silo_host::StorageError;
+use silo_host::cache::MetadataCache;
 use silo_host::maintenance;
 use silo_host::migrate::{self, Action, Direction, Plan};
+use silo_host::store::{ByteRange, ByteStream, KeyPage, ObjectMeta, ObjectStore, ObjectUpload, PutOptions, S3Store};
+use silo_host::vfs::{CacheMode, Storage};
 use silo_tests::{TestSilo, s3};
 
 fn content(seed: usize, len: usize) -> Vec<u8> {
@@ -173,4 +179,139 @@ fn walk_names(dir: &Path) -> Vec<String> {
         out.push(name);
     }
     out
+}
+
+/// Flips one byte of every object whose key holds `corrupt` on its way to
+/// the store it wraps, as a faulty link or disk would.
+struct Corrupting(Arc<dyn ObjectStore>);
+
+fn flipped(data: &Bytes) -> Bytes {
+    let mut bytes = data.to_vec();
+    if let Some(first) = bytes.first_mut() {
+        *first ^= 0x20;
+    }
+    Bytes::from(bytes)
+}
+
+struct CorruptingUpload {
+    inner: Box<dyn ObjectUpload>,
+    first: bool,
+}
+
+#[async_trait]
+impl ObjectUpload for CorruptingUpload {
+    async fn write(&mut self, chunk: Bytes, held: silo_host::budget::Held) -> Result<(), StorageError> {
+        let chunk = if std::mem::take(&mut self.first) {
+            flipped(&chunk)
+        } else {
+            chunk
+        };
+        self.inner.write(chunk, held).await
+    }
+    async fn finish(self: Box<Self>) -> Result<ObjectMeta, StorageError> {
+        self.inner.finish().await
+    }
+}
+
+#[async_trait]
+impl ObjectStore for Corrupting {
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+    async fn head(&self, key: &str) -> Result<ObjectMeta, StorageError> {
+        self.0.head(key).await
+    }
+    async fn get(&self, key: &str, range: Option<ByteRange>) -> Result<(ObjectMeta, ByteStream), StorageError> {
+        self.0.get(key, range).await
+    }
+    async fn put(&self, key: &str, data: Bytes, options: &PutOptions) -> Result<ObjectMeta, StorageError> {
+        let data = if key.contains("corrupt") { flipped(&data) } else { data };
+        self.0.put(key, data, options).await
+    }
+    async fn start_upload(&self, key: &str, options: PutOptions) -> Result<Box<dyn ObjectUpload>, StorageError> {
+        let inner = self.0.start_upload(key, options).await?;
+        Ok(Box::new(CorruptingUpload {
+            inner,
+            first: key.contains("corrupt"),
+        }))
+    }
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        self.0.delete(key).await
+    }
+    async fn copy(&self, from: &str, to: &str, options: &PutOptions) -> Result<ObjectMeta, StorageError> {
+        self.0.copy(from, to, options).await
+    }
+    async fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<KeyPage, StorageError> {
+        self.0.list(prefix, after, limit).await
+    }
+}
+
+/// A copy that arrives different from its source (one byte flipped on the
+/// way, whole or streamed) is caught by the S3 store's MD5 etag, removed,
+/// and reported; the copies beside it are stored, and a second run copies
+/// nothing that disagrees.
+#[tokio::test]
+async fn a_copy_corrupted_on_the_way_is_removed_and_reported() {
+    let bucket = s3::bucket("migrate-corrupt").await;
+    let inner: Arc<dyn ObjectStore> = Arc::new(S3Store::connect(&s3::settings(&bucket, "media")).await.unwrap());
+    let store: Arc<dyn ObjectStore> = Arc::new(Corrupting(inner.clone()));
+    let storage = Arc::new(Storage::new(
+        vec![silo_tests::bare_volume("media", CacheMode::Canonical, store)],
+        MetadataCache::in_memory().unwrap(),
+    ));
+    let source = tempfile::tempdir().unwrap();
+    let files = [
+        ("fine.txt", content(1, 1000)),
+        ("corrupt-small.txt", content(2, 1000)),
+        ("videos/corrupt-big.bin", content(3, 9 << 20)),
+        ("videos/fine-big.bin", content(4, 9 << 20)),
+    ];
+    for (path, bytes) in &files {
+        let target = source.path().join(path);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::write(target, bytes).unwrap();
+    }
+    let plan = migrate::plan(&storage, "media", source.path(), Direction::Import)
+        .await
+        .unwrap();
+    let report = migrate::run(
+        &storage,
+        "media",
+        source.path(),
+        Direction::Import,
+        plan,
+        4,
+        Arc::new(|_, _| {}),
+    )
+    .await;
+    assert_eq!(report.copied, 2, "{report:?}");
+    let failed: Vec<&str> = report.failed.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(failed, ["corrupt-small.txt", "videos/corrupt-big.bin"], "{report:?}");
+    for (path, why) in &report.failed {
+        assert!(why.contains("verification failed"), "{path}: {why}");
+    }
+    assert!(!report.is_complete());
+    // Nothing of the bad copies is left, in the bucket or the cache.
+    let mut keys: Vec<String> = s3::keys(&bucket).await.into_iter().map(|(k, _)| k).collect();
+    keys.sort();
+    assert_eq!(keys, ["media/fine.txt", "media/videos/fine-big.bin"]);
+    let mut cached: Vec<String> = storage
+        .cache()
+        .all_files("media")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    cached.sort();
+    assert_eq!(cached, ["fine.txt", "videos/fine-big.bin"]);
+    assert_eq!(s3::open_uploads(&bucket).await, 0);
+    for (path, bytes) in files.iter().filter(|(p, _)| p.contains("fine")) {
+        let (_, mut body) = inner.get(path, None).await.unwrap();
+        let mut stored = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut body, &mut stored)
+            .await
+            .unwrap();
+        assert!(stored == *bytes, "{path} differs");
+    }
 }

@@ -181,12 +181,26 @@ END $$;
 pub const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
 
 /// Settings of the engine.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PostgresSettings {
     /// `postgres://user:password@host:port/database` (never logged).
     pub url: String,
     /// Connections in the pool.
     pub pool_size: usize,
+}
+
+/// The database by host, port and name, never the URL that holds the password.
+impl std::fmt::Debug for PostgresSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let database = match self.url.parse::<tokio_postgres::Config>() {
+            Ok(config) => describe(&config),
+            Err(_) => "(not a PostgreSQL URL)".to_owned(),
+        };
+        f.debug_struct("PostgresSettings")
+            .field("database", &database)
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
 }
 
 pub struct PostgresEngine {
