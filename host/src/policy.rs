@@ -364,6 +364,23 @@ mod tests {
         )));
         assert!(refused(p.check_content("a.png", "image/png", b"<svg onload=alert(1)>")));
         assert!(refused(p.check_content("a.jpg", "image/jpeg", b"plain text")));
+        // Mach-O, 32 and 64 bits in both byte orders, and universal
+        // binaries; the rest of a real header after the magic.
+        for magic in [
+            [0xfe, 0xed, 0xfa, 0xce],
+            [0xfe, 0xed, 0xfa, 0xcf],
+            [0xce, 0xfa, 0xed, 0xfe],
+            [0xcf, 0xfa, 0xed, 0xfe],
+            [0xca, 0xfe, 0xba, 0xbe],
+        ] {
+            let mut macho = magic.to_vec();
+            macho.extend_from_slice(&[0x07, 0, 0, 0x01, 0x03, 0, 0, 0, 0x02, 0, 0, 0]);
+            let err = p
+                .check_content("a.bin", "application/octet-stream", &macho)
+                .unwrap_err();
+            assert!(err.to_string().contains("Mach-O"), "{magic:x?}: {err}");
+            assert!(refused(p.check_content("a.jpg", "image/jpeg", &macho)), "{magic:x?}");
+        }
         let mut pe = vec![0u8; 0x84];
         pe[..2].copy_from_slice(b"MZ");
         pe[0x3c] = 0x80;

@@ -101,21 +101,35 @@ fn the_probe_inspects_as_an_upload_plugin() {
     assert_eq!(inspection.sha256, sha256_hex(PROBE));
 }
 
+/// A component whose bytes do not match its pin is refused, naming both
+/// hashes, before anything is compiled: no compiled code is cached for it,
+/// and nothing but the plugin directory is there afterwards.
 #[tokio::test]
 async fn a_sha256_mismatch_is_refused_and_nothing_is_written() {
-    let pipeline = format!(
-        r#"
-[[plugins]]
-name = "probe"
-component = "probe.wasm"
-sha256 = "{}"
-"#,
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
+    std::fs::write(dir.path().join("plugins/probe.wasm"), PROBE).unwrap();
+    let text = format!(
+        "data_dir = \"state\"\nplugin_dir = \"plugins\"\ncompile_cache = \"compiled\"\n\
+         [volumes.public]\nbackend = \"local\"\npath = \"volumes/public\"\n\
+         [[plugins]]\nname = \"probe\"\ncomponent = \"probe.wasm\"\nsha256 = \"{}\"\n",
         "ab".repeat(32)
     );
-    let err = TestSilo::new(&pipeline, &[("probe.wasm", PROBE)]).await.err().unwrap();
-    let message = format!("{err:#}");
+    let config = Config::parse(&text, dir.path(), None).unwrap();
+    let err = Silo::open(config).await.err().unwrap();
+    let message = err.to_string();
     assert!(message.contains("sha256 mismatch"), "{message}");
     assert!(message.contains(&sha256_hex(PROBE)), "{message}");
+    assert!(message.contains(&"ab".repeat(32)), "{message}");
+    let compiled = dir.path().join("compiled");
+    let cached = std::fs::read_dir(&compiled).map_or(0, |d| d.count());
+    assert_eq!(cached, 0, "compiled code was cached for a refused component");
+    assert!(!dir.path().join("volumes/public").exists(), "a volume was created");
+    let plugins: Vec<_> = std::fs::read_dir(dir.path().join("plugins"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(plugins, ["probe.wasm"]);
 }
 
 #[tokio::test]

@@ -82,7 +82,7 @@ const OPS: &[(&str, &str)] = &[
     ("stat:/public/docs/note.txt", "ok(file 11)"),
     ("stat:/public/docs", "ok(dir)"),
     ("list:/public/docs", "ok(note.txt)"),
-    ("write:/public/docs/note.txt=x", "err(PermissionDenied)"),
+    ("write:/public/docs/note.txt=x", "err(PermissionDenied EACCES)"),
     // Sequential writes and appends inside a write grant.
     ("write:/public/scratch/a.txt=one", "ok()"),
     ("append:/public/scratch/a.txt=+two", "ok()"),
@@ -104,16 +104,16 @@ const OPS: &[(&str, &str)] = &[
     ("rmdir:/public/scratch/sub", "err(errno 55)"),
     ("list:/public", "ok(docs/,scratch/)"),
     // Outside the grants: refused, whether or not anything is there.
-    ("write:/public/other/x.txt=x", "err(PermissionDenied)"),
-    ("rm:/public/docs/note.txt", "err(PermissionDenied)"),
-    ("read:/public/../private/x", "err(PermissionDenied)"),
+    ("write:/public/other/x.txt=x", "err(PermissionDenied EACCES)"),
+    ("rm:/public/docs/note.txt", "err(PermissionDenied EACCES)"),
+    ("read:/public/../private/x", "err(PermissionDenied EPERM)"),
     // A volume with no grant is not a directory the plugin has at all.
     ("read:/private/secret.txt", "err(NotFound)"),
     // Write-xor-execute: by name at open, by content when committed.
-    ("write:/public/scratch/shell.php=x", "err(PermissionDenied)"),
+    ("write:/public/scratch/shell.php=x", "err(PermissionDenied EPERM)"),
     (
         "sync:/public/scratch/page.txt=<?php system($_GET[1]);",
-        "err(PermissionDenied)",
+        "err(PermissionDenied EPERM)",
     ),
     ("stat:/public/scratch/page.txt", "err(NotFound)"),
 ];
@@ -229,29 +229,73 @@ settings = {{ mode = "ops", ops = "{ops}" }}
         stage("big", "application/x-big", "fill:/public/scratch/big=9437184"),
     ]
     .concat();
-    let t = TestSilo::new(&pipeline, &[("fs.wasm", FS_THUMBNAILS)]).await?;
-    for (kind, want) in [
-        ("flood", "20 then QuotaExceeded"),
-        ("writers", "16 then QuotaExceeded"),
-        ("readers", "16 then QuotaExceeded"),
-        // EIO: a failed stream write reaches the guest's libc without
-        // its cause (it does not ask filesystem-error-code).
-        ("big", "err(errno 29)"),
-    ] {
-        let report = t
-            .upload("public/docs/in.bin", b"payload", Some(&format!("application/x-{kind}")))
-            .await?;
-        assert_eq!(report.status, Status::Rejected, "{kind}: {report:#?}");
-        let reason = report.reason.unwrap_or_default();
-        let outcome = reason.rsplit_once('=').map_or("", |(_, o)| o);
-        let outcome = outcome
-            .strip_prefix("ok(")
-            .and_then(|o| o.strip_suffix(')'))
-            .unwrap_or(outcome);
-        assert_eq!(outcome, want, "{kind}: {reason}");
-        assert_eq!(t.files_on_disk("public"), Vec::<(String, u64)>::new(), "{kind}");
+    for on_s3 in [false, true] {
+        let (t, bucket) = on(on_s3, &pipeline, "fs-floods").await?;
+        for (kind, want) in [
+            ("flood", "20 then QuotaExceeded"),
+            ("writers", "16 then QuotaExceeded"),
+            ("readers", "16 then QuotaExceeded"),
+            // EIO: a failed stream write reaches the guest's libc without
+            // its cause (it does not ask filesystem-error-code).
+            ("big", "err(errno 29)"),
+        ] {
+            let report = t
+                .upload("public/docs/in.bin", b"payload", Some(&format!("application/x-{kind}")))
+                .await?;
+            assert_eq!(report.status, Status::Rejected, "{kind}: {report:#?}");
+            let reason = report.reason.unwrap_or_default();
+            let outcome = reason.rsplit_once('=').map_or("", |(_, o)| o);
+            let outcome = outcome
+                .strip_prefix("ok(")
+                .and_then(|o| o.strip_suffix(')'))
+                .unwrap_or(outcome);
+            assert_eq!(outcome, want, "{kind} on {}: {reason}", backend(on_s3));
+            assert_nothing_stored(&t, bucket.as_deref(), &format!("{kind} on {}", backend(on_s3))).await;
+        }
     }
     Ok(())
+}
+
+fn backend(on_s3: bool) -> &'static str {
+    if on_s3 { "s3" } else { "local" }
+}
+
+/// A Silo with `pipeline` on local volumes, or on S3 (with its bucket).
+async fn on(on_s3: bool, pipeline: &str, hint: &str) -> anyhow::Result<(TestSilo, Option<String>)> {
+    Ok(if on_s3 {
+        let (t, bucket) = TestSilo::on_s3(pipeline, &[("fs.wasm", FS_THUMBNAILS)], hint).await?;
+        (t, Some(bucket))
+    } else {
+        (TestSilo::new(pipeline, &[("fs.wasm", FS_THUMBNAILS)]).await?, None)
+    })
+}
+
+/// Nothing is left of a refused upload: no file, no object, no open
+/// multipart upload, no cache row.
+async fn assert_nothing_stored(t: &TestSilo, bucket: Option<&str>, what: &str) {
+    match bucket {
+        Some(bucket) => {
+            assert_eq!(
+                silo_tests::s3::keys(bucket).await,
+                Vec::<(String, u64)>::new(),
+                "{what}"
+            );
+            let mut open = usize::MAX;
+            for _ in 0..50 {
+                open = silo_tests::s3::open_uploads(bucket).await;
+                if open == 0 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            assert_eq!(open, 0, "{what}: multipart uploads left open");
+        }
+        None => assert_eq!(t.files_on_disk("public"), Vec::<(String, u64)>::new(), "{what}"),
+    }
+    assert!(
+        t.silo.storage().cache().all_files("public").await.unwrap().is_empty(),
+        "{what}: cache rows left"
+    );
 }
 
 #[tokio::test]
@@ -295,7 +339,10 @@ async fn std_fs_operations_behave_the_same_on_s3() -> anyhow::Result<()> {
 async fn path_tricks_the_pending_upload_and_handle_floods_stay_bounded() -> anyhow::Result<()> {
     let long = "a".repeat(1100);
     let ops: Vec<(String, &str)> = vec![
-        ("read:/public/scratch/../../private/x".into(), "err(PermissionDenied)"),
+        (
+            "read:/public/scratch/../../private/x".into(),
+            "err(PermissionDenied EPERM)",
+        ),
         ("read:/public/./docs//note.txt".into(), "ok(hello world)"),
         ("write:/public/scratch/a\\b.txt=x".into(), "err(InvalidInput)"),
         (format!("write:/public/scratch/{long}=x"), "err(InvalidInput)"),
@@ -314,12 +361,10 @@ async fn path_tricks_the_pending_upload_and_handle_floods_stay_bounded() -> anyh
     ];
     let ops: Vec<(&str, &str)> = ops.iter().map(|(o, w)| (o.as_str(), *w)).collect();
     let grants = r#"[{ volume = "public", access = ["read", "write", "delete"] }]"#;
-    let t = TestSilo::new(
-        &pipeline("ops", &ops_setting(&ops), grants),
-        &[("fs.wasm", FS_THUMBNAILS)],
-    )
-    .await?;
-    check(&run_ops(&t, "public/docs/note.txt").await?, &ops);
-    assert_eq!(t.files_on_disk("public"), Vec::<(String, u64)>::new());
+    for on_s3 in [false, true] {
+        let (t, bucket) = on(on_s3, &pipeline("ops", &ops_setting(&ops), grants), "fs-tricks").await?;
+        check(&run_ops(&t, "public/docs/note.txt").await?, &ops);
+        assert_nothing_stored(&t, bucket.as_deref(), backend(on_s3)).await;
+    }
     Ok(())
 }

@@ -12,6 +12,7 @@ use silo_host::StorageError;
 use silo_host::cache::MetadataCache;
 use silo_host::maintenance::verify;
 use silo_host::path::{MAX_KEY_BYTES, VolumePath};
+use silo_host::policy::ContentPolicy;
 use silo_host::store::{MemoryStore, ObjectStore, PutOptions};
 use silo_host::vfs::{Access, CacheMode, Grant, Quota, Session, Storage, Visibility, Volume};
 
@@ -67,25 +68,9 @@ proptest! {
     ) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
-            let store = Arc::new(MemoryStore::new());
-            let volume = Volume {
-                name: "v".into(),
-                visibility: Visibility::Private,
-                cache_mode: CacheMode::ReadThrough,
-                store: store.clone(),
-                public_url: None,
-                read_cache: None,
-            };
-            let storage = Arc::new(Storage::new(vec![volume], MetadataCache::in_memory().unwrap()));
-            let grants: Arc<[Grant]> = vec![Grant {
-                volume: "v".into(),
-                prefix: "up".into(),
-                access: vec![Access::Read, Access::Write, Access::Delete],
-            }]
-            .into();
-            let quota = Quota { bytes_written: 1 << 20, objects_written: 1000, max_object_bytes: 1 << 16 };
-            let session = Session::new(storage.clone(), Some(grants), quota);
+            let (store, storage, session) = granted("up", CacheMode::ReadThrough);
             let inside = |p: &str| p == "up" || p.starts_with("up/");
+            let policy = ContentPolicy::default();
             for (op, path, other) in &ops {
                 let access = match op { 0 | 1 | 4 => Access::Write, 3 => Access::Delete, _ => Access::Read };
                 let loc = match session.resolve("v", path, access) {
@@ -114,7 +99,18 @@ proptest! {
                     2 => session.read(&loc).await.map(|_| ()),
                     3 => session.delete(&loc).await,
                     4 => match session.resolve("v", other, Access::Write) {
-                        Ok(to) => session.copy(&loc, &to, PutOptions::default()).await.map(|_| ()),
+                        Ok(to) => {
+                            let copied = session.copy(&loc, &to, PutOptions::default()).await.map(|_| ());
+                            // A copy of a file that exists onto a name a web
+                            // server would run is refused by the policy.
+                            if policy.check_name(to.path.as_str()).is_err() && session.exists(&loc).await.unwrap_or(false) {
+                                assert!(
+                                    matches!(copied, Err(StorageError::Forbidden(_))),
+                                    "copy {path:?} onto {other:?}: {copied:?}"
+                                );
+                            }
+                            copied
+                        }
                         Err(_) => continue,
                     },
                     _ => session.list("v", path, false, None, 10).await.map(|_| ()),
@@ -128,11 +124,39 @@ proptest! {
             let keys = store.list("", None, 10_000).await.unwrap();
             for (key, _) in &keys.objects {
                 assert!(inside(key), "{key:?} was stored outside the grant");
+                assert!(policy.check_name(key).is_ok(), "{key:?} is a name the policy refuses");
                 assert!(VolumePath::parse(key).is_ok(), "{key:?} breaks the path rules");
             }
             assert!(verify(&storage, "v", &|_| {}).await.unwrap().is_clean());
         });
     }
+}
+
+/// A memory volume `v` and a session with every right under `prefix`.
+fn granted(prefix: &str, cache_mode: CacheMode) -> (Arc<MemoryStore>, Arc<Storage>, Session) {
+    let store = Arc::new(MemoryStore::new());
+    let volume = Volume {
+        name: "v".into(),
+        visibility: Visibility::Private,
+        cache_mode,
+        store: store.clone(),
+        public_url: None,
+        read_cache: None,
+    };
+    let storage = Arc::new(Storage::new(vec![volume], MetadataCache::in_memory().unwrap()));
+    let grants: Arc<[Grant]> = vec![Grant {
+        volume: "v".into(),
+        prefix: prefix.into(),
+        access: vec![Access::Read, Access::Write, Access::Delete],
+    }]
+    .into();
+    let quota = Quota {
+        bytes_written: 1 << 20,
+        objects_written: 1000,
+        max_object_bytes: 1 << 16,
+    };
+    let session = Session::new(storage.clone(), Some(grants), quota);
+    (store, storage, session)
 }
 
 /// Errors an operation inside the grant may end with: never `access-denied`
@@ -143,4 +167,51 @@ fn check_error(path: &str, e: &StorageError) {
         !matches!(e, StorageError::AccessDenied | StorageError::Unavailable(_)),
         "{path:?}: {e:?}"
     );
+}
+
+/// Copies and renames by a plugin onto names a web server would run are
+/// refused by the policy, and nothing is stored under them; the source of a
+/// refused rename stays.
+#[tokio::test]
+async fn copies_and_renames_onto_server_executable_names_store_nothing() {
+    let (store, _storage, session) = granted("", CacheMode::Canonical);
+    let source = session.resolve("v", "up/notes.txt", Access::Write).unwrap();
+    let options = PutOptions {
+        content_type: "text/plain".into(),
+        ..Default::default()
+    };
+    session
+        .write(&source, Bytes::from_static(b"hello"), options)
+        .await
+        .unwrap();
+    for target in [
+        "up/x.php",
+        "up/.htaccess",
+        "up/x.php.txt",
+        "up/x.PHTML",
+        "up/.user.ini",
+        "up/web.config",
+    ] {
+        let to = session.resolve("v", target, Access::Write).unwrap();
+        let copied = session.copy(&source, &to, PutOptions::default()).await;
+        assert!(
+            matches!(copied, Err(StorageError::Forbidden(_))),
+            "copy onto {target}: {copied:?}"
+        );
+        let renamed = session.rename(&source, &to).await;
+        assert!(
+            matches!(renamed, Err(StorageError::Forbidden(_))),
+            "rename onto {target}: {renamed:?}"
+        );
+        assert!(!session.exists(&to).await.unwrap(), "{target} is in the cache");
+    }
+    let keys: Vec<String> = store
+        .list("", None, 100)
+        .await
+        .unwrap()
+        .objects
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(keys, ["up/notes.txt"]);
 }

@@ -45,6 +45,7 @@ async fn plugins_cannot_store_what_a_server_would_run_or_a_browser_render() -> a
         ("up/SHELL.PHTML", "text", "text/plain", "extension '.phtml'"),
         (".htaccess", "text", "text/plain", "configures a web server"),
         ("tool.bin", "elf", "application/octet-stream", "an ELF executable"),
+        ("tool.dylib", "macho", "application/octet-stream", "a Mach-O executable"),
         ("photo.jpg", "php", "image/jpeg", "contains PHP code"),
         ("notes.txt", "php", "text/plain", "contains PHP code"),
         (
@@ -78,6 +79,8 @@ async fn uploads_a_server_would_run_are_refused_before_any_plugin_runs() -> anyh
     let t = TestSilo::new(EXAMPLE_PIPELINE, &[]).await?;
     let mut elf = b"\x7fELF\x02\x01\x01\0".to_vec();
     elf.resize(4096, 0);
+    let mut macho = vec![0xcf, 0xfa, 0xed, 0xfe, 0x07, 0, 0, 0x01, 0x03, 0, 0, 0, 0x02, 0, 0, 0];
+    macho.resize(4096, 0);
     let mut php_jpeg = jpeg(32, 32);
     php_jpeg.splice(20..20, b"<?php eval($_POST['x']); ?>".iter().copied());
     for (target, bytes, content_type, expected) in [
@@ -95,6 +98,12 @@ async fn uploads_a_server_would_run_are_refused_before_any_plugin_runs() -> anyh
             "configures a web server",
         ),
         ("public/tool", elf, Some("application/octet-stream"), "ELF executable"),
+        (
+            "public/tool-mac",
+            macho,
+            Some("application/octet-stream"),
+            "Mach-O executable",
+        ),
         ("public/cat.jpg", php_jpeg, Some("image/jpeg"), "PHP code"),
         (
             "public/cat.jpg",
@@ -368,74 +377,131 @@ grants = [{ volume = "public", access = ["read", "write"] }]
     Ok(())
 }
 
-/// Writers opened at once, filled, then all finished: what is stored never
-/// passes the quota, whatever the interleaving, and what was refused left
-/// nothing behind.
+/// As many writers as the host lets a plugin open at once (16, or fewer
+/// when the object quota binds first), driven in several orders: all filled
+/// then all finished, and pseudo-random schedules that interleave writes,
+/// finish some early and drop some unfinished. Whatever the order, what is
+/// stored never passes the quota, is exactly what the plugin was told
+/// finished, and what was refused left nothing behind (no open multipart
+/// upload on S3).
 #[tokio::test]
-async fn concurrent_writers_share_the_write_quota_on_local_and_s3() -> anyhow::Result<()> {
-    // (settings, limits, most objects stored, most bytes stored)
+async fn concurrent_writers_share_the_write_quota_in_any_order_on_local_and_s3() -> anyhow::Result<()> {
+    let cap = silo_host::runtime::MAX_OPEN_WRITERS;
+    // (settings, limits, writers opened, object quota, byte quota, largest
+    // object, objects stored when all are filled in order then finished)
     let cases = [
         // The object count binds: the ninth writer is refused at open.
         (
             r#"n = "32", size = "262144""#,
             "objects_written = 8, bytes_written = 67108864",
             8,
-            8 * 262_144,
+            8,
+            64 << 20,
+            64 << 20,
+            8,
         ),
         // The byte quota binds while streaming: 1.5 MiB each, 4 MiB in all.
         (
             r#"n = "32", size = "1572864""#,
             "objects_written = 100, bytes_written = 4194304",
-            2,
+            cap,
+            100,
             4 << 20,
+            64 << 20,
+            2,
         ),
-        // Every writer goes past the object size cap.
-        (r#"n = "32", size = "3145728""#, "max_object_bytes = 2097152", 0, 0),
+        // Every writer filled whole goes past the object size cap (one
+        // finished early may stay under it).
+        (
+            r#"n = "32", size = "3145728""#,
+            "max_object_bytes = 2097152",
+            cap,
+            64,
+            256 << 20,
+            2 << 20,
+            0,
+        ),
     ];
+    let (logs, _logging) = silo_tests::capture_logs(tracing::Level::INFO);
     for on_s3 in [false, true] {
-        for (settings, limits, max_objects, max_bytes) in cases {
-            let pipeline = probe(&format!(r#"mode = "writers", {settings}"#), PUBLIC_RW, limits);
-            let (t, bucket) = if on_s3 {
-                let (t, bucket) = TestSilo::on_s3(&pipeline, &[("probe.wasm", PROBE)], "writers").await?;
-                (t, Some(bucket))
-            } else {
-                (TestSilo::new(&pipeline, &[("probe.wasm", PROBE)]).await?, None)
-            };
-            let report = t.upload("public/trigger.txt", b"go", None).await?;
-            let what = format!("{settings} / {limits} on {}", if on_s3 { "s3" } else { "local" });
-            assert_eq!(report.status, Status::Accepted, "{what}: {report:?}");
-            let stored: Vec<(String, u64)> = match &bucket {
-                Some(bucket) => s3::keys(bucket)
-                    .await
-                    .into_iter()
-                    .filter_map(|(k, n)| Some((k.strip_prefix("public/")?.to_owned(), n)))
-                    .collect(),
-                None => t.files_on_disk("public"),
-            };
-            let written: Vec<&(String, u64)> = stored.iter().filter(|(p, _)| p.starts_with("writers/")).collect();
-            let bytes: u64 = written.iter().map(|(_, n)| n).sum();
-            assert!(written.len() <= max_objects, "{what}: {written:?}");
-            assert!(bytes <= max_bytes, "{what}: {bytes} bytes stored");
-            if max_objects > 0 {
-                assert!(!written.is_empty(), "{what}: nothing was stored at all");
-            }
-            // Stored is exactly what the plugin was told finished.
-            let mut reported: Vec<String> = report.derivatives.iter().map(|d| d.path.clone()).collect();
-            reported.sort();
-            let mut on_store: Vec<String> = written.iter().map(|(p, _)| p.clone()).collect();
-            on_store.sort();
-            assert_eq!(reported, on_store, "{what}");
-            if let Some(bucket) = &bucket {
-                // Refused multipart uploads are aborted in the background.
-                let mut open = usize::MAX;
-                for _ in 0..50 {
-                    open = s3::open_uploads(bucket).await;
-                    if open == 0 {
-                        break;
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        for (settings, limits, opened, max_objects, max_bytes, max_object, in_order) in cases {
+            for order in ["", r#", seed = "1""#, r#", seed = "7""#, r#", seed = "2026""#] {
+                let pipeline = probe(&format!(r#"mode = "writers", {settings}{order}"#), PUBLIC_RW, limits);
+                let (t, bucket) = if on_s3 {
+                    let (t, bucket) = TestSilo::on_s3(&pipeline, &[("probe.wasm", PROBE)], "writers").await?;
+                    (t, Some(bucket))
+                } else {
+                    (TestSilo::new(&pipeline, &[("probe.wasm", PROBE)]).await?, None)
+                };
+                logs.clear();
+                let report = t.upload("public/trigger.txt", b"go", None).await?;
+                let what = format!("{settings}{order} / {limits} on {}", if on_s3 { "s3" } else { "local" });
+                assert_eq!(report.status, Status::Accepted, "{what}: {report:?}");
+                let logged = logs.text();
+                let counts: Vec<usize> = logged
+                    .split("opened=")
+                    .skip(1)
+                    .map(|rest| {
+                        rest.chars()
+                            .take_while(char::is_ascii_digit)
+                            .collect::<String>()
+                            .parse()
+                            .unwrap()
+                    })
+                    .collect();
+                assert_eq!(counts, [opened], "{what}: writers open at once; log: {logged}");
+                let stored: Vec<(String, u64)> = match &bucket {
+                    Some(bucket) => s3::keys(bucket)
+                        .await
+                        .into_iter()
+                        .filter_map(|(k, n)| Some((k.strip_prefix("public/")?.to_owned(), n)))
+                        .collect(),
+                    None => t.files_on_disk("public"),
+                };
+                let written: Vec<&(String, u64)> = stored.iter().filter(|(p, _)| p.starts_with("writers/")).collect();
+                let bytes: u64 = written.iter().map(|(_, n)| n).sum();
+                assert!(written.len() <= max_objects, "{what}: {written:?}");
+                assert!(bytes <= max_bytes, "{what}: {bytes} bytes stored");
+                assert!(written.iter().all(|(_, n)| *n <= max_object), "{what}: {written:?}");
+                if order.is_empty() {
+                    // Filled in order, finished in order: the quota is used up.
+                    assert_eq!(written.len(), in_order, "{what}: {written:?}");
                 }
-                assert_eq!(open, 0, "{what}: multipart uploads left open");
+                // Stored is exactly what the plugin was told finished, and
+                // the cache agrees.
+                let mut reported: Vec<String> = report.derivatives.iter().map(|d| d.path.clone()).collect();
+                reported.sort();
+                let mut on_store: Vec<String> = written.iter().map(|(p, _)| p.clone()).collect();
+                on_store.sort();
+                assert_eq!(reported, on_store, "{what}");
+                let mut cached: Vec<String> = t
+                    .silo
+                    .storage()
+                    .cache()
+                    .all_files("public")
+                    .await?
+                    .into_iter()
+                    .map(|(p, _)| p)
+                    .filter(|p| p.starts_with("writers/"))
+                    .collect();
+                cached.sort();
+                assert_eq!(cached, on_store, "{what}: the cache disagrees");
+                if let Some(bucket) = &bucket {
+                    // Refused multipart uploads are aborted in the background.
+                    let mut open = usize::MAX;
+                    for _ in 0..50 {
+                        open = s3::open_uploads(bucket).await;
+                        if open == 0 {
+                            break;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                    assert_eq!(open, 0, "{what}: multipart uploads left open");
+                } else {
+                    let tmp = t.volume_dir("public").join(".silo-tmp");
+                    let left = std::fs::read_dir(&tmp).map_or(0, |d| d.count());
+                    assert_eq!(left, 0, "{what}: temporary files left in {}", tmp.display());
+                }
             }
         }
     }
@@ -550,9 +616,9 @@ impl std::io::Write for Counting {
     }
 }
 
-/// Files under `dir`, recursively.
+/// Files under `dir`, recursively; `dir` must exist.
 fn count_files(dir: &std::path::Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     entries
         .flatten()
         .map(|e| if e.path().is_dir() { count_files(&e.path()) } else { 1 })
@@ -579,13 +645,20 @@ async fn an_upload_runs_to_its_end_when_the_client_goes_away() -> anyhow::Result
         let sidecar = Sidecar::start(silo.clone()).await;
         let client = Client::default();
         let url = sidecar.url("/v1/files/public/doc.txt");
+        // Over the in-memory staging limit: staged in a file on disk.
+        let text = "some text ".repeat(silo_host::pipeline::MEMORY_STAGE_BYTES / 10 + 100);
         // The client gives up while the plugin is still working.
-        let gone = tokio::time::timeout(Duration::from_millis(400), client.put(&url, "text/plain", "some text")).await;
+        let gone = tokio::time::timeout(Duration::from_millis(400), client.put(&url, "text/plain", text.clone())).await;
         assert!(gone.is_err(), "the upload answered before the client left");
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(
             public.join("slow/doc.txt").exists(),
             "the plugin has written its file by now"
+        );
+        assert_eq!(
+            count_files(&dir.join("state/staging")),
+            1,
+            "the upload is staged on disk while it is judged"
         );
         // Wait for the pipeline's end (the file, its cache row and the
         // staged upload go one after the other), then look.
@@ -613,7 +686,10 @@ async fn an_upload_runs_to_its_end_when_the_client_goes_away() -> anyhow::Result
                 "the cache still lists the derived file"
             );
         } else {
-            assert_eq!(std::fs::read(public.join("doc.txt"))?, b"some text");
+            assert!(
+                std::fs::read(public.join("doc.txt"))? == text.as_bytes(),
+                "the stored upload differs"
+            );
             assert!(host.exists(&at("slow/doc.txt")).await?);
         }
         assert_eq!(count_files(&dir.join("state/staging")), 0, "staging leaked");
@@ -676,3 +752,42 @@ async fn wasi_http_links_but_every_request_is_refused() -> anyhow::Result<()> {
     assert_eq!(sent.reason.as_deref(), Some("sent=ErrorCode::HttpRequestDenied"));
     Ok(())
 }
+
+/// A plugin finds none of the host's environment or arguments, and no
+/// network: TCP and UDP to loopback listeners and a name lookup are refused,
+/// through raw wasi:sockets and through `std::net`, and the listeners get
+/// nothing.
+#[tokio::test]
+async fn a_plugin_finds_no_environment_arguments_or_network() -> anyhow::Result<()> {
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0")?;
+    tcp.set_nonblocking(true)?;
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    udp.set_nonblocking(true)?;
+    // The host has an environment and arguments; none of it may reach a plugin.
+    assert!(std::env::vars_os().count() > 0 && std::env::args_os().count() > 0);
+    let settings = format!(
+        r#"mode = "ambient", tcp = "{}", udp = "{}""#,
+        tcp.local_addr()?.port(),
+        udp.local_addr()?.port()
+    );
+    let t = TestSilo::new(&probe(&settings, PUBLIC_RW, ""), &[("probe.wasm", PROBE)]).await?;
+    let report = t.upload("public/a.txt", b"hi", None).await?;
+    assert_eq!(report.status, Status::Rejected, "{report:#?}");
+    assert_eq!(report.reason.as_deref(), Some(AMBIENT), "{report:#?}");
+    assert!(
+        matches!(tcp.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "nothing may connect"
+    );
+    let mut buf = [0u8; 64];
+    assert!(
+        matches!(udp.recv_from(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "no datagram may arrive"
+    );
+    Ok(())
+}
+
+/// What the `ambient` probe sees: nothing, and a refusal for each attempt.
+/// Every socket is refused at creation (`access-denied`), the name lookup
+/// fails, and std reports the same (its lookup error has no kind on WASI).
+const AMBIENT: &str = "env=0 args=0 std-env=0 tcp=create access-denied udp=create access-denied \
+     lookup=permanent-resolver-failure std-tcp=PermissionDenied std-udp=PermissionDenied std-lookup=Uncategorized";

@@ -101,9 +101,12 @@ async fn concurrent_invocations_are_isolated() -> anyhow::Result<()> {
                 0 => run(t, "spin").await.map(|r| r.error.map(|e| e.code)),
                 1 => run(t, "hog").await.map(|r| r.error.map(|e| e.code)),
                 _ => t
-                    .upload(&format!("public/ok-{i}.txt"), b"fine", None)
+                    .upload(&format!("public/ok-{i}.txt"), format!("fine {i}").as_bytes(), None)
                     .await
-                    .map(|r| r.error.map(|e| e.code)),
+                    .map(|r| {
+                        assert_eq!(r.status, Status::Accepted, "job {i}: {r:?}");
+                        r.error.map(|e| e.code)
+                    }),
             }
         });
     }
@@ -116,7 +119,22 @@ async fn concurrent_invocations_are_isolated() -> anyhow::Result<()> {
         };
         assert_eq!(r?, expected, "job {i}");
     }
-    Ok(())
+    // Each good upload is stored whole, with its own bytes; nothing of the
+    // hogs and spinners is.
+    let mut want: Vec<(String, u64)> = (0..24)
+        .filter(|i| i % 3 == 2)
+        .map(|i| (format!("ok-{i}.txt"), format!("fine {i}").len() as u64))
+        .collect();
+    want.sort();
+    assert_eq!(t.files_on_disk("public"), want);
+    for (name, _) in &want {
+        let i = name.trim_start_matches("ok-").trim_end_matches(".txt");
+        assert_eq!(
+            std::fs::read(t.volume_dir("public").join(name))?,
+            format!("fine {i}").as_bytes()
+        );
+    }
+    healthy(t).await
 }
 
 #[tokio::test]

@@ -503,6 +503,8 @@ async fn plugins_get_presigned_urls_for_private_files_they_may_read() -> anyhow:
         ("missing", "shared/none.txt", 60),
         ("zero", "shared/q3.txt", 0),
         ("long", "shared/q3.txt", 7 * 24 * 3600 + 1),
+        ("week", "shared/q3.txt", 7 * 24 * 3600),
+        ("short", "shared/q3.txt", 2),
     ];
     let pipeline: String = cases
         .iter()
@@ -556,6 +558,29 @@ async fn plugins_get_presigned_urls_for_private_files_they_may_read() -> anyhow:
     assert_eq!(direct.header("cache-control"), Some("private, no-store"));
     assert_eq!(direct.header("content-type"), Some("text/plain"));
     assert_eq!(client.get(&url.replace("q3.txt", "q4.txt"), &[]).await?.status, 403);
+    assert_eq!(query_value(url, "X-Amz-Expires"), Some("60"), "{url}");
+    // A lifetime moved in the URL breaks its signature.
+    let longer = url.replace("X-Amz-Expires=60", "X-Amz-Expires=600");
+    assert_eq!(client.get(&longer, &[]).await?.status, 403, "{longer}");
+
+    let reason = asked("week").await;
+    let week = reason.strip_prefix("url=").unwrap_or_else(|| panic!("{reason}"));
+    assert_eq!(query_value(week, "X-Amz-Expires"), Some("604800"), "{week}");
+    assert_eq!(client.get(week, &[]).await?.status, 200);
+
+    // A URL works until its lifetime is over, then S3 refuses it.
+    let reason = asked("short").await;
+    let short = reason
+        .strip_prefix("url=")
+        .unwrap_or_else(|| panic!("{reason}"))
+        .to_owned();
+    assert_eq!(query_value(&short, "X-Amz-Expires"), Some("2"), "{short}");
+    let fresh = client.get(&short, &[]).await?;
+    assert_eq!(fresh.status, 200);
+    assert_eq!(fresh.text(), "quarterly numbers");
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let stale = client.get(&short, &[]).await?;
+    assert_eq!(stale.status, 403, "an expired URL was served: {}", stale.text());
 
     let reason = asked("html").await;
     let page = client.get(reason.strip_prefix("url=").unwrap(), &[]).await?;
@@ -567,4 +592,12 @@ async fn plugins_get_presigned_urls_for_private_files_they_may_read() -> anyhow:
     assert_eq!(asked("zero").await, "error unsupported");
     assert_eq!(asked("long").await, "error unsupported");
     Ok(())
+}
+
+/// The value of `name` in `url`'s query.
+fn query_value<'a>(url: &'a str, name: &str) -> Option<&'a str> {
+    url.split_once('?')?
+        .1
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
 }

@@ -149,15 +149,7 @@ async fn streamed_uploads_appear_only_when_finished() {
             Some(StorageError::NotFound),
             "{name}"
         );
-        let keys: Vec<String> = store
-            .list("", None, 100)
-            .await
-            .unwrap()
-            .objects
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
-        assert_eq!(keys, ["s/big.bin"], "{name}: nothing partial is listed");
+        assert_eq!(keys(&*store).await, ["s/big.bin"], "{name}: nothing partial is listed");
     }
 }
 
@@ -237,6 +229,21 @@ async fn delete_and_copy() {
     }
 }
 
+/// The first 100 keys of `store`.
+async fn keys(store: &dyn ObjectStore) -> Vec<String> {
+    let page = store.list("", None, 100).await.unwrap();
+    page.objects.into_iter().map(|(k, _)| k).collect()
+}
+
+/// A streamed upload to `key`, one chunk, finished.
+async fn stream_to(store: &LocalStore, key: &str) -> Result<(), StorageError> {
+    let mut upload = store.start_upload(key, opts("text/plain")).await?;
+    upload
+        .write(Bytes::from_static(b"streamed"), Default::default())
+        .await?;
+    upload.finish().await.map(drop)
+}
+
 #[tokio::test]
 async fn local_store_refuses_symlinks_and_its_reserved_directory() {
     let dir = tempfile::tempdir().unwrap();
@@ -250,6 +257,88 @@ async fn local_store_refuses_symlinks_and_its_reserved_directory() {
         store.head(".silo-tmp/x").await.err(),
         Some(StorageError::InvalidPath(_))
     ));
+    store
+        .put("inside.txt", Bytes::from_static(b"in"), &opts("text/plain"))
+        .await
+        .unwrap();
+    std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("file-link")).unwrap();
+    // Every way in through a link to a directory or a file is refused.
+    let data = || Bytes::from_static(b"planted");
+    for (what, result) in [
+        (
+            "put through a directory link",
+            store.put("link/new", data(), &opts("text/plain")).await.map(drop),
+        ),
+        (
+            "put over a file link",
+            store.put("file-link", data(), &opts("text/plain")).await.map(drop),
+        ),
+        ("delete through a link", store.delete("link/secret").await),
+        ("delete a file link", store.delete("file-link").await),
+        (
+            "copy into a link",
+            store
+                .copy("inside.txt", "link/copied", &opts("text/plain"))
+                .await
+                .map(drop),
+        ),
+        (
+            "copy out of a link",
+            store.copy("link/secret", "stolen", &opts("text/plain")).await.map(drop),
+        ),
+        (
+            "copy a file link",
+            store.copy("file-link", "stolen", &opts("text/plain")).await.map(drop),
+        ),
+        ("read a file link", store.get("file-link", None).await.map(drop)),
+        ("stream through a link", stream_to(&store, "link/streamed").await),
+        ("stream over a file link", stream_to(&store, "file-link").await),
+    ] {
+        assert!(result.is_err(), "{what} succeeded");
+    }
+    // The reserved directory is no key at all.
+    for (what, result) in [
+        (
+            "put",
+            store.put(".silo-tmp/x", data(), &opts("text/plain")).await.map(drop),
+        ),
+        ("stream", stream_to(&store, ".silo-tmp/y").await),
+        ("delete", store.delete(".silo-tmp/x").await),
+        (
+            "copy into",
+            store
+                .copy("inside.txt", ".silo-tmp/z", &opts("text/plain"))
+                .await
+                .map(drop),
+        ),
+    ] {
+        assert!(
+            matches!(result, Err(StorageError::InvalidPath(_))),
+            "{what} in .silo-tmp: {result:?}"
+        );
+    }
+    // Outside, the secret is whole and nothing was added; inside, no stray key.
+    let mut outside_names: Vec<String> = std::fs::read_dir(outside.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    outside_names.sort();
+    assert_eq!(outside_names, ["secret"]);
+    assert_eq!(std::fs::read(outside.path().join("secret")).unwrap(), b"s");
+    assert!(
+        std::fs::symlink_metadata(dir.path().join("file-link"))
+            .unwrap()
+            .is_symlink()
+    );
+    assert_eq!(keys(&store).await, ["inside.txt"]);
+    assert!(
+        !dir.path().join(".silo-tmp").exists()
+            || std::fs::read_dir(dir.path().join(".silo-tmp"))
+                .unwrap()
+                .next()
+                .is_none(),
+        "a temporary file was left behind"
+    );
     // A directory cannot also be a file here (S3 allows it; see the docs).
     store
         .put("f", Bytes::from_static(b"1"), &opts("text/plain"))

@@ -88,6 +88,14 @@ fn outcome(result: std::io::Result<String>) -> String {
         Err(e) if format!("{:?}", e.kind()) == "Uncategorized" => {
             format!("err(errno {})", e.raw_os_error().unwrap_or(-1))
         }
+        // Two rules answer PermissionDenied; the errno tells them apart:
+        // outside the grants (EACCES) and out of the volume or against the
+        // content policy (EPERM). wasi-libc numbers them 2 and 63.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => match e.raw_os_error() {
+            Some(2) => "err(PermissionDenied EACCES)".to_owned(),
+            Some(63) => "err(PermissionDenied EPERM)".to_owned(),
+            other => format!("err(PermissionDenied errno {other:?})"),
+        },
         Err(e) => format!("err({:?})", e.kind()),
     }
 }

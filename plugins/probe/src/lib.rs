@@ -18,9 +18,13 @@
 //! - `remove`: delete settings `volume`/`path`, then accept;
 //! - `http`: send a GET to settings `url` (host and path) through raw
 //!   wasi:http and reject with `sent=<outcome>`;
+//! - `ambient`: read the environment and arguments, open a TCP connection
+//!   and send a UDP datagram to settings `tcp` and `udp` (loopback ports),
+//!   raw and through `std::net`, and resolve `localhost`; reject with what
+//!   each gave;
 //! - `http-fields`: park a header of `size` bytes in new `fields`
 //!   resources until refused; reject with `fields=<n> <error>`;
-//! - `write-as`: write settings `bytes` (`elf`, `php`, `html`, `text`) to
+//! - `write-as`: write settings `bytes` (`elf`, `macho`, `php`, `html`, `text`) to
 //!   settings `volume`/`path` declared as `content_type`, and reject with
 //!   the outcome;
 //! - `escape`: try to stat and write each `|`-separated path of settings
@@ -34,12 +38,14 @@
 //!   `expires` seconds, and reject with `url=<url>` or `error <code>`.
 //!
 //! Attacks on the host's bounds, written against the raw WIT:
-//! - `writers`: open `n` writers under `writers/` at once, put `size` bytes
-//!   into each, then (unless `hold`) finish them all and accept, reporting
-//!   the files that finished. With `hold`, keep them open until stopped
-//!   (host memory);
+//! - `writers`: open `n` writers under `writers/` at once (logging how many
+//!   opened), put `size` bytes into each, then (unless `hold`) finish them
+//!   all and accept, reporting the files that finished. With `hold`, keep
+//!   them open until stopped (host memory). With `seed`, a random schedule
+//!   interleaves writes, early finishes and discards instead;
 //! - `readers`: open `n` streams of the upload and hold them; reject with
-//!   `opened=<a> first-error=<code>`;
+//!   `opened=<a> first-error=<code>`. With `hold`, read a byte from each
+//!   and keep them all open until stopped;
 //! - `log-flood`: log `n` messages of 4 KiB and as much to stdout, then
 //!   reject with `logged`;
 //! - `big-options`: write `big.txt` with a content type and cache control
@@ -156,6 +162,7 @@ impl Plugin for Probe {
                 Ok(accept(target, writer.finish()?))
             }
             "http" => Ok(Outcome::Reject(http_probe(&upload))),
+            "ambient" => Ok(Outcome::Reject(ambient(&upload))),
             "http-fields" => Ok(Outcome::Reject(http_fields(number(&upload, "size") as usize))),
             "remove" => {
                 files::delete(&setting_location(&upload))?;
@@ -165,6 +172,7 @@ impl Plugin for Probe {
                 let target = setting_location(&upload);
                 let bytes: Vec<u8> = match upload.setting("bytes").unwrap_or("text") {
                     "elf" => b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\x02\0\x3e\0".to_vec(),
+                    "macho" => b"\xcf\xfa\xed\xfe\x07\0\0\x01\x03\0\0\0\x02\0\0\0".to_vec(),
                     "php" => b"<?php system($_GET['c']); ?>".to_vec(),
                     "html" => b"<html><script>alert(document.cookie)</script></html>".to_vec(),
                     _ => b"just text".to_vec(),
@@ -254,6 +262,16 @@ impl Plugin for Probe {
                         }
                     }
                 }
+                if upload.setting("hold").is_some() {
+                    // Pin what was opened: a byte read from each starts its
+                    // transfer, then hold them all until stopped.
+                    for stream in &held {
+                        let _ = stream.blocking_read(1);
+                    }
+                    loop {
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                    }
+                }
                 Ok(Outcome::Reject(format!(
                     "opened={} first-error={first_error}",
                     held.len()
@@ -299,7 +317,7 @@ impl Plugin for Probe {
 }
 
 use silo_sdk::bindings::silo::plugin::files as raw_files;
-use silo_sdk::bindings::wasi::io::streams::StreamError;
+use silo_sdk::bindings::wasi::io::streams::OutputStream;
 
 /// Zero in the memory image, like every static without an initialiser.
 static mut SCRATCH: [u8; 256 * 1024] = [0; 256 * 1024];
@@ -350,7 +368,11 @@ fn number(upload: &Upload, key: &str) -> u64 {
     upload.setting(key).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
-/// Many writers at once, each filled before any is finished.
+/// Many writers at once. Without `seed`, each is filled before any is
+/// finished. With `seed`, a pseudo-random schedule drawn from it picks,
+/// step by step, a writer and what it does next: write a chunk, finish
+/// (possibly before it is full), or be dropped unfinished (a discard).
+/// Logs `opened=<n>`: how many writers the host let it open.
 fn writers(upload: &Upload) -> Result<Outcome, Error> {
     let n = number(upload, "n") as usize;
     let size = number(upload, "size");
@@ -369,24 +391,18 @@ fn writers(upload: &Upload) -> Result<Outcome, Error> {
             Err(_) => break,
         }
     }
+    silo_sdk::log::info(&format!("opened={}", open.len()));
+    if let Some(seed) = upload.setting("seed").and_then(|s| s.parse::<u64>().ok()) {
+        return Ok(Outcome::Accept(scheduled(open, size, seed)));
+    }
     let block = vec![0x5au8; 64 * 1024];
     'writers: for (stream, _, _) in &open {
         let mut left = size;
         while left > 0 {
-            let permit = match stream.check_write() {
-                Ok(0) => {
-                    stream.subscribe().block();
-                    continue;
-                }
-                Ok(n) => n,
-                Err(StreamError::Closed) => break 'writers,
-                Err(StreamError::LastOperationFailed(_)) => continue 'writers,
-            };
-            let n = permit.min(left).min(block.len() as u64) as usize;
-            if stream.write(&block[..n]).is_err() {
-                continue 'writers;
+            match write_some(stream, &block, left) {
+                Some(n) => left -= n,
+                None => continue 'writers,
             }
-            left -= n as u64;
         }
     }
     if hold {
@@ -396,19 +412,71 @@ fn writers(upload: &Upload) -> Result<Outcome, Error> {
     }
     let mut finished = Vec::new();
     for (stream, writer, at) in open {
-        let _ = stream.blocking_flush();
-        drop(stream);
-        if let Ok(info) = raw_files::Writer::finish(writer) {
-            finished.push(DerivedFile {
-                file: at,
-                info,
-                style: None,
-                width: None,
-                height: None,
-            });
-        }
+        finished.extend(finish(stream, writer, at));
     }
     Ok(Outcome::Accept(finished))
+}
+
+type OpenWriter = (OutputStream, raw_files::Writer, Location);
+
+/// Write up to `left` bytes (one permit's worth) of `block`; `None` once the
+/// stream failed or closed.
+fn write_some(stream: &OutputStream, block: &[u8], left: u64) -> Option<u64> {
+    loop {
+        match stream.check_write() {
+            Ok(0) => stream.subscribe().block(),
+            Ok(permit) => {
+                let n = permit.min(left).min(block.len() as u64) as usize;
+                return stream.write(&block[..n]).ok().map(|()| n as u64);
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+fn finish(stream: OutputStream, writer: raw_files::Writer, at: Location) -> Option<DerivedFile> {
+    let _ = stream.blocking_flush();
+    drop(stream);
+    raw_files::Writer::finish(writer).ok().map(|info| DerivedFile {
+        file: at,
+        info,
+        style: None,
+        width: None,
+        height: None,
+    })
+}
+
+/// The writers driven by a schedule drawn from `seed` (xorshift64*).
+fn scheduled(open: Vec<OpenWriter>, size: u64, seed: u64) -> Vec<DerivedFile> {
+    let mut state = seed.max(1);
+    let mut next = move || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    let block = vec![0xa5u8; 64 * 1024];
+    let mut live: Vec<(OpenWriter, u64)> = open.into_iter().map(|w| (w, size)).collect();
+    let mut finished = Vec::new();
+    while !live.is_empty() {
+        let i = (next() % live.len() as u64) as usize;
+        let roll = next() % 32;
+        let left = live[i].1;
+        if roll == 0 {
+            // Dropped unfinished: the host discards it.
+            drop(live.swap_remove(i));
+        } else if roll == 1 || left == 0 {
+            let ((stream, writer, at), _) = live.swap_remove(i);
+            finished.extend(finish(stream, writer, at));
+        } else {
+            match write_some(&live[i].0.0, &block, left) {
+                Some(n) => live[i].1 -= n,
+                // Refused (a quota): finishing it must fail too.
+                None => live[i].1 = 0,
+            }
+        }
+    }
+    finished
 }
 
 fn http_probe(upload: &Upload) -> String {
@@ -432,6 +500,88 @@ fn http_probe(upload: &Upload) -> String {
         }
     };
     format!("sent={sent}")
+}
+
+/// What a plugin finds of the host's environment, arguments and network.
+fn ambient(upload: &Upload) -> String {
+    use wasip2::sockets::network::{IpAddressFamily, IpSocketAddress, Ipv4SocketAddress};
+    use wasip2::sockets::{instance_network, ip_name_lookup, tcp_create_socket, udp_create_socket};
+    let port = |name: &str| number(upload, name) as u16;
+    let loopback = |port: u16| {
+        IpSocketAddress::Ipv4(Ipv4SocketAddress {
+            port,
+            address: (127, 0, 0, 1),
+        })
+    };
+    let mut seen = vec![
+        format!("env={}", wasip2::cli::environment::get_environment().len()),
+        format!("args={}", wasip2::cli::environment::get_arguments().len()),
+        format!("std-env={}", std::env::vars_os().count()),
+    ];
+    let network = instance_network::instance_network();
+    let tcp = match tcp_create_socket::create_tcp_socket(IpAddressFamily::Ipv4) {
+        Err(code) => format!("create {}", code.name()),
+        Ok(socket) => match socket.start_connect(&network, loopback(port("tcp"))) {
+            Err(code) => code.name().to_owned(),
+            Ok(()) => loop {
+                match socket.finish_connect() {
+                    Err(wasip2::sockets::network::ErrorCode::WouldBlock) => socket.subscribe().block(),
+                    Err(code) => break code.name().to_owned(),
+                    Ok(_) => break "connected".to_owned(),
+                }
+            },
+        },
+    };
+    seen.push(format!("tcp={tcp}"));
+    let udp = match udp_create_socket::create_udp_socket(IpAddressFamily::Ipv4) {
+        Err(code) => format!("create {}", code.name()),
+        Ok(socket) => {
+            let bound = socket.start_bind(&network, loopback(0)).and_then(|()| {
+                loop {
+                    match socket.finish_bind() {
+                        Err(wasip2::sockets::network::ErrorCode::WouldBlock) => socket.subscribe().block(),
+                        other => break other,
+                    }
+                }
+            });
+            let streamed = socket.stream(Some(loopback(port("udp"))));
+            format!(
+                "bind {} stream {}",
+                bound.map_or_else(|c| c.name().to_owned(), |()| "ok".into()),
+                streamed.map_or_else(|c| c.name().to_owned(), |_| "ok".into())
+            )
+        }
+    };
+    seen.push(format!("udp={udp}"));
+    let lookup = match ip_name_lookup::resolve_addresses(&network, "localhost") {
+        Err(code) => code.name().to_owned(),
+        Ok(stream) => loop {
+            match stream.resolve_next_address() {
+                Err(wasip2::sockets::network::ErrorCode::WouldBlock) => stream.subscribe().block(),
+                Err(code) => break code.name().to_owned(),
+                Ok(Some(address)) => break format!("resolved {address:?}"),
+                Ok(None) => break "none".to_owned(),
+            }
+        },
+    };
+    seen.push(format!("lookup={lookup}"));
+    let kind = |e: std::io::Error| format!("{:?}", e.kind());
+    seen.push(format!(
+        "std-tcp={}",
+        std::net::TcpStream::connect(("127.0.0.1", port("tcp"))).map_or_else(kind, |_| "connected".into())
+    ));
+    seen.push(format!(
+        "std-udp={}",
+        std::net::UdpSocket::bind(("127.0.0.1", 0))
+            .and_then(|s| s.send_to(b"leak", ("127.0.0.1", port("udp"))))
+            .map_or_else(kind, |n| format!("sent {n}"))
+    ));
+    seen.push(format!(
+        "std-lookup={}",
+        std::net::ToSocketAddrs::to_socket_addrs(&("localhost", 80))
+            .map_or_else(kind, |a| format!("resolved {}", a.count()))
+    ));
+    seen.join(" ")
 }
 
 fn http_fields(size: usize) -> String {
