@@ -1,7 +1,8 @@
 //! Host resources under hostile pressure, against SeaweedFS (`tests/run
 //! bench --bench pressure`): 64 invocations at once, each trying to pin as
 //! much host memory as it can (16 writers filled to just under a part and
-//! held until the time limit, or 3,000 streams of the upload), beside good
+//! held until the time limit, or as many streams of the upload as it may open
+//! (16), each started with a one-byte read and held), beside good
 //! invocations that stream-copy a file. The baseline, measured in the same
 //! run, is the same 64 invocations holding nothing (their instances' own
 //! memory). Each phase runs in a process of its own, so that memory one
@@ -113,7 +114,7 @@ async fn phase_run(phase: &str) -> Measured {
     let (writers, readers) = match phase {
         "attack" => (
             format!(r#"mode = "writers", n = "64", size = "{just_under_a_part}", hold = "1""#),
-            r#"mode = "readers", n = "3000""#.to_owned(),
+            r#"mode = "readers", n = "3000", hold = "1""#.to_owned(),
         ),
         _ => (
             r#"mode = "idle", ms = "3000""#.to_owned(),

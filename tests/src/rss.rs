@@ -1,15 +1,18 @@
 //! This process's memory and file descriptors, for the benchmarks (Linux).
+//! A figure that cannot be read stops the benchmark: a zero in its place
+//! would pass any memory target without measuring.
 
 /// kB of this process: resident now, and peak since the last reset.
 pub fn rss_kb() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
+    let status = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_else(|e| panic!("cannot read /proc/self/status for the RSS figures (Linux only): {e}"));
+    let field = |name: &str| -> u64 {
         status
             .lines()
             .find(|l| l.starts_with(name))
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
+            .unwrap_or_else(|| panic!("/proc/self/status has no readable {name} line"))
     };
     (field("VmRSS:"), field("VmHWM:"))
 }
@@ -21,5 +24,7 @@ pub fn reset_peak() {
 
 /// File descriptors open in this process now.
 pub fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap_or_else(|e| panic!("cannot read /proc/self/fd to count descriptors (Linux only): {e}"))
+        .count()
 }
