@@ -44,6 +44,8 @@ pub struct Config {
     /// `silo serve`: address and where its secrets are read from.
     #[serde(default)]
     pub serve: ServeConfig,
+    /// The S3 endpoint of `silo serve`; off when absent.
+    pub s3_api: Option<S3ApiConfig>,
     /// Host-wide bounds shared by every invocation.
     #[serde(default)]
     pub limits: HostLimits,
@@ -71,6 +73,34 @@ pub struct ServeConfig {
     pub admin_token_file: Option<PathBuf>,
     /// File holding the key signed URLs are made with (default: the token).
     pub signing_key_file: Option<PathBuf>,
+}
+
+/// `[s3_api]`: the S3 endpoint `silo serve` runs beside the sidecar.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3ApiConfig {
+    /// Address to listen on.
+    pub listen: std::net::SocketAddr,
+    /// The file listing the principals and their keys (see
+    /// `silo_host::principals`); `SILO_S3_ACCESS_KEY` and
+    /// `SILO_S3_SECRET_KEY` add one with every right.
+    pub credentials_file: Option<PathBuf>,
+    /// Virtual-host addressing (`bucket.<base_domain>`); path style always works.
+    pub base_domain: Option<String>,
+    /// The region clients sign for and GetBucketLocation answers.
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// A client idle for this long, sending headers or a body, is cut off.
+    #[serde(default = "default_idle_secs")]
+    pub idle_timeout_secs: u64,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+
+fn default_idle_secs() -> u64 {
+    30
 }
 
 /// The metadata cache's engine and front cache. The PostgreSQL URL holds a
@@ -390,6 +420,10 @@ impl Config {
         ] {
             *file = file.as_deref().map(absolute);
         }
+        if let Some(s3) = &mut config.s3_api {
+            let file = &mut s3.credentials_file;
+            *file = file.as_deref().map(absolute);
+        }
         config.validate(text)?;
         Ok(config)
     }
@@ -428,6 +462,31 @@ impl Config {
                 "[limits] write_buffer_mib must be 1..={MAX_WRITE_BUFFER_MIB}, not {}",
                 self.limits.write_buffer_mib
             )));
+        }
+        if let Some(s3) = &self.s3_api {
+            if !(1..=3600).contains(&s3.idle_timeout_secs) {
+                return Err(self.invalid("[s3_api] idle_timeout_secs must be 1..=3600".into()));
+            }
+            if s3.region.is_empty()
+                || !s3
+                    .region
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            {
+                return Err(self.invalid(format!("[s3_api] region '{}' is not a region name", s3.region)));
+            }
+            if let Some(domain) = &s3.base_domain {
+                let label_ok = |l: &str| {
+                    !l.is_empty()
+                        && l.bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                };
+                if !domain.split('.').all(label_ok) {
+                    return Err(self.invalid(format!(
+                        "[s3_api] base_domain '{domain}' must be a lower-case domain name without a port"
+                    )));
+                }
+            }
         }
         let plugin_dir = resolve(&self.plugin_dir);
         let data_dir = resolve(&self.data_dir);

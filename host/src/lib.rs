@@ -27,8 +27,11 @@ pub mod migrate;
 pub mod path;
 pub mod pipeline;
 pub mod policy;
+pub mod principals;
 pub mod readcache;
 pub mod runtime;
+#[cfg(feature = "http")]
+pub mod s3api;
 #[cfg(feature = "http")]
 pub mod serve;
 pub mod store;
@@ -238,6 +241,7 @@ impl Silo {
             meta,
             staged: Arc::new(staged),
             condition: None,
+            principal: None,
         })
     }
 

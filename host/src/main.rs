@@ -203,9 +203,11 @@ async fn serve(config: Option<&Path>, listen: Option<std::net::SocketAddr>) -> a
     let listen = listen
         .or(settings.listen)
         .unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let s3_api = config.s3_api.clone();
+    let volumes: Vec<String> = config.volumes.keys().cloned().collect();
     let silo = std::sync::Arc::new(Silo::open(config).await?);
     let app = silo_host::serve::router(
-        silo,
+        silo.clone(),
         silo_host::serve::Tokens {
             write,
             signing_key,
@@ -215,17 +217,72 @@ async fn serve(config: Option<&Path>, listen: Option<std::net::SocketAddr>) -> a
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
+    // One signal stops both doors; each finishes its requests in flight.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let when_stopped = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    };
+    let mut doors = tokio::task::JoinSet::new();
+    if let Some(s3) = s3_api {
+        let principals = std::sync::Arc::new(
+            silo_host::principals::PrincipalsHandle::open(s3.credentials_file.as_deref(), volumes)
+                .context("the S3 endpoint's principals")?,
+        );
+        if principals.current().is_empty() {
+            anyhow::bail!(
+                "the S3 endpoint has no principals: name a credentials_file in [s3_api], or set SILO_S3_ACCESS_KEY and SILO_S3_SECRET_KEY"
+            );
+        }
+        let s3_listener = tokio::net::TcpListener::bind(s3.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} for the S3 endpoint", s3.listen))?;
+        eprintln!("silo: S3 endpoint on http://{}", s3_listener.local_addr()?);
+        // SIGHUP reloads the credentials file; a bad file keeps the old set.
+        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            let principals = principals.clone();
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    match principals.reload() {
+                        Ok(n) => eprintln!("silo: reloaded the credentials: {n} principals"),
+                        Err(e) => eprintln!("silo: kept the credentials in force: {e}"),
+                    }
+                }
+            });
+        }
+        let settings = silo_host::s3api::S3ApiSettings {
+            base_domain: s3.base_domain.clone(),
+            region: s3.region.clone(),
+            idle_timeout: std::time::Duration::from_secs(s3.idle_timeout_secs),
+        };
+        doors.spawn(silo_host::s3api::serve(
+            s3_listener,
+            silo,
+            principals,
+            settings,
+            when_stopped(),
+        ));
+    }
     eprintln!("silo: listening on http://{}", listener.local_addr()?);
     // In-flight requests (uploads included) finish before the process exits.
-    silo_host::serve::serve(listener, app, async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-            }
-            eprintln!("silo: shutting down after in-flight requests");
-        })
-        .await?;
+    doors.spawn(silo_host::serve::serve(listener, app, when_stopped()));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        // A door that ends by itself has failed.
+        Some(ended) = doors.join_next() => {
+            ended??;
+            anyhow::bail!("a listener stopped");
+        }
+    }
+    eprintln!("silo: shutting down after in-flight requests");
+    let _ = stop.send(true);
+    while let Some(ended) = doors.join_next().await {
+        ended??;
+    }
     Ok(())
 }
 

@@ -21,6 +21,19 @@ pub struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct S3Labels {
+    /// The S3 operation (`PutObject`, …), or `unauthenticated` for a
+    /// request refused before it was read as one.
+    pub operation: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct S3OperationLabels {
+    pub operation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
     pub method: &'static str,
     pub route: String,
@@ -56,6 +69,8 @@ pub struct Metrics {
     pub read_cache_lookups: Family<LookupLabels, Counter>,
     pub read_cache_bytes: Family<VolumeLabels, Gauge>,
     pub plugin_invocations: Family<PluginLabels, Counter>,
+    pub s3_requests: Family<S3Labels, Counter>,
+    pub s3_request_seconds: Family<S3OperationLabels, Histogram>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -100,8 +115,23 @@ impl Default for Metrics {
             "Plugin invocations by outcome",
             plugin_invocations.clone(),
         );
+        let s3_requests = Family::<S3Labels, Counter>::default();
+        registry.register(
+            "s3_requests",
+            "Requests the S3 endpoint answered, by operation and status",
+            s3_requests.clone(),
+        );
+        let s3_request_seconds =
+            Family::<S3OperationLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
+        registry.register(
+            "s3_request_duration_seconds",
+            "Time to the S3 endpoint's response headers, by operation",
+            s3_request_seconds.clone(),
+        );
         Metrics {
             registry,
+            s3_requests,
+            s3_request_seconds,
             requests,
             request_seconds,
             metadata_lookups,
@@ -133,6 +163,20 @@ impl Metrics {
             .get_or_create(&RouteLabels {
                 method,
                 route: route.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn s3_request(&self, operation: &str, status: u16, elapsed: Duration) {
+        self.s3_requests
+            .get_or_create(&S3Labels {
+                operation: operation.to_owned(),
+                status,
+            })
+            .inc();
+        self.s3_request_seconds
+            .get_or_create(&S3OperationLabels {
+                operation: operation.to_owned(),
             })
             .observe(elapsed.as_secs_f64());
     }

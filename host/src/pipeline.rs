@@ -56,6 +56,9 @@ pub struct UploadReport {
     pub error: Option<ErrorReport>,
     pub derivatives: Vec<Derivative>,
     pub plugins: Vec<PluginRun>,
+    /// Who sent the upload, where the door it came through knows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -77,7 +80,7 @@ pub struct FileReport {
     pub etag: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct ErrorReport {
     pub code: String,
     pub message: String,
@@ -210,6 +213,7 @@ pub(crate) async fn run(
         error: None,
         derivatives: Vec::new(),
         plugins: Vec::new(),
+        principal: pending.principal.clone(),
     };
     // Write-xor-execute comes first: no plugin runs on what may not be
     // stored.
@@ -330,8 +334,11 @@ pub(crate) async fn run(
         }
         report.derivatives = kept;
         // The condition is the backend's to hold at the store itself.
+        // What the client declared with the upload is stored with it.
         let options = PutOptions {
             content_type: pending.meta.content_type.clone(),
+            cache_control: pending.meta.cache_control.clone(),
+            metadata: pending.meta.metadata.clone(),
             condition: pending.condition.clone(),
             ..Default::default()
         };

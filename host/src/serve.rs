@@ -635,6 +635,7 @@ async fn upload(
     let report = async {
         let mut pending = app.silo.stage_chunks(&target, body, content_type).await?;
         pending.condition = condition;
+        pending.principal = Some("token".into());
         // Once staged, the upload runs to its end (stored, or rolled back)
         // as its own task, even if the client goes away.
         let silo = app.silo.clone();

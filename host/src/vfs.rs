@@ -188,6 +188,8 @@ pub struct PendingUpload {
     /// `If-None-Match: *` or `If-Match`); checked before any plugin runs
     /// too, so a conflict costs no plugin work.
     pub condition: Option<store::Condition>,
+    /// Who sent it (a principal's name, `cli`, …), for the report.
+    pub principal: Option<String>,
 }
 
 /// Where an upload waits while it is judged: small ones in memory, the

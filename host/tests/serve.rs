@@ -11,6 +11,8 @@ const TOKEN: &str = "test-token-0123456789";
 struct Server {
     child: Child,
     base: String,
+    /// The S3 endpoint's URL, when it runs.
+    s3: Option<String>,
 }
 
 impl Drop for Server {
@@ -46,18 +48,22 @@ fn listening(mut command: Command) -> Server {
         .expect("start silo serve");
     let stderr = child.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();
+    let mut s3 = None;
     let base = loop {
         let line = lines
             .next()
             .expect("silo serve exited before listening")
             .expect("read stderr");
+        if let Some(url) = line.strip_prefix("silo: S3 endpoint on ") {
+            s3 = Some(url.to_owned());
+        }
         if let Some(url) = line.strip_prefix("silo: listening on ") {
             break url.to_owned();
         }
     };
     // Keep draining stderr so the server never blocks on it.
     std::thread::spawn(move || for _ in lines {});
-    Server { child, base }
+    Server { child, base, s3 }
 }
 
 /// Run curl; returns (status, headers, body).
@@ -715,4 +721,57 @@ fn active_content_is_served_as_an_attachment_from_every_volume() {
             }
         }
     }
+}
+
+/// `silo serve` with `[s3_api]` runs the S3 endpoint beside the sidecar, on
+/// the same storage: what the sidecar stored is read over S3, an unsigned
+/// write is refused, and without any principal it does not start.
+#[test]
+fn silo_serve_runs_the_s3_endpoint_beside_the_sidecar() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("silo.toml"),
+        "[volumes.public]\nbackend = \"local\"\npath = \"files/public\"\nvisibility = \"public\"\n\n\
+         [s3_api]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let serve = || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_silo"));
+        command
+            .current_dir(dir.path())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("SILO_TOKEN", TOKEN)
+            .env_remove("SILO_ADMIN_TOKEN")
+            .env_remove("SILO_S3_ACCESS_KEY")
+            .env_remove("SILO_S3_SECRET_KEY");
+        command
+    };
+    let out = serve().output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the S3 endpoint has no principals"), "{stderr}");
+
+    let mut command = serve();
+    command
+        .env("SILO_S3_ACCESS_KEY", "QUICKSTART")
+        .env("SILO_S3_SECRET_KEY", "quick-start-secret-0123");
+    let server = listening(command);
+    let s3 = server.s3.clone().expect("the S3 endpoint's address on stderr");
+    let auth = format!("Authorization: Bearer {TOKEN}");
+    let (status, _, _) = curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        &auth,
+        "--data-binary",
+        "hello",
+        &format!("{}/v1/files/public/a.txt", server.base),
+    ]);
+    assert_eq!(status, 201);
+    let (status, headers, body) = curl(&[&format!("{s3}/public/a.txt")]);
+    assert_eq!((status, body.as_slice()), (200, &b"hello"[..]));
+    assert_eq!(header(&headers, "x-content-type-options"), Some("nosniff"));
+    let (status, _, body) = curl(&["-X", "PUT", "--data-binary", "planted", &format!("{s3}/public/b.txt")]);
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    assert!(!dir.path().join("files/public/b.txt").exists());
 }

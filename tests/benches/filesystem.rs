@@ -101,6 +101,7 @@ async fn place(name: &'static str, t: &TestSilo, staged: Staged) -> Place {
         meta,
         staged: Arc::new(staged),
         condition: None,
+        principal: None,
     };
     Place { name, storage, pending }
 }

@@ -65,6 +65,7 @@ impl Bench {
             meta,
             staged: Arc::new(staged),
             condition: None,
+            principal: None,
         };
         let grants = silo_tests::read_grant("public");
         Bench {

@@ -9,6 +9,7 @@ pub mod http;
 pub mod pg;
 pub mod rss;
 pub mod s3;
+pub mod s3api;
 pub mod seaweed;
 pub mod watched;
 

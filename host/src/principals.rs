@@ -1,0 +1,326 @@
+//! Principals: who may reach Silo's doors, with which credentials, and what
+//! each may do. One file lists them all (`[s3_api] credentials_file`; never
+//! the config itself, which holds no secret), reloaded on SIGHUP:
+//!
+//! ```toml
+//! [[principal]]
+//! name = "drupal"                          # what reports and logs call it
+//! s3_access_key = "SILODRUPAL0001"
+//! s3_secret_key = "…"                      # 16 characters or more
+//! grants = [
+//!     { volume = "public", access = ["read", "write", "delete"] },
+//!     { volume = "private", access = ["read"] },
+//! ]
+//! ```
+//!
+//! For a quick start, `SILO_S3_ACCESS_KEY` and `SILO_S3_SECRET_KEY` add one
+//! principal, `env`, with every right on every volume.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use serde::Deserialize;
+
+use crate::vfs::Access;
+
+/// The shortest secret accepted: short secrets can be guessed offline from
+/// one signed request.
+pub const MIN_SECRET_CHARS: usize = 16;
+
+/// One principal: a name, its S3 key pair, and its rights per volume.
+#[derive(Clone)]
+pub struct Principal {
+    pub name: String,
+    pub access_key: String,
+    secret_key: String,
+    /// Volume → what it may do there.
+    pub grants: BTreeMap<String, Vec<Access>>,
+}
+
+impl Principal {
+    pub fn secret_key(&self) -> &str {
+        &self.secret_key
+    }
+
+    /// Whether it may do `access` on `volume`.
+    pub fn may(&self, volume: &str, access: Access) -> bool {
+        self.grants.get(volume).is_some_and(|a| a.contains(&access))
+    }
+}
+
+/// The secret never shows in a debug form.
+impl std::fmt::Debug for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Principal")
+            .field("name", &self.name)
+            .field("access_key", &self.access_key)
+            .field("grants", &self.grants)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PrincipalsError {
+    #[error("cannot read the credentials file {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("credentials file {}: {message}", path.display())]
+    Invalid { path: PathBuf, message: String },
+    #[error("{0}")]
+    Environment(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    principal: Vec<Entry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    name: String,
+    s3_access_key: String,
+    s3_secret_key: String,
+    grants: Vec<GrantEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantEntry {
+    volume: String,
+    access: Vec<Access>,
+}
+
+/// Every principal, by access key.
+#[derive(Debug, Default)]
+pub struct Principals {
+    by_key: BTreeMap<String, Arc<Principal>>,
+}
+
+impl Principals {
+    /// Parse a credentials file's text; every volume a grant names must be
+    /// one of `volumes`.
+    pub fn parse(text: &str, path: &Path, volumes: &[&str]) -> Result<Principals, PrincipalsError> {
+        let invalid = |message: String| PrincipalsError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        // The parser's message may quote the line, which may hold a secret.
+        let file: File = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text.get(..s.start).map_or(0, |t| t.matches('\n').count() + 1));
+            invalid(match line {
+                Some(line) => format!("not valid at line {line} (unknown key, missing field or bad syntax)"),
+                None => "not a valid credentials file".into(),
+            })
+        })?;
+        let mut out = Principals::default();
+        let mut names = std::collections::BTreeSet::new();
+        for entry in file.principal {
+            let name = entry.name;
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b)) {
+                return Err(invalid(format!(
+                    "principal name '{name}' may only use letters, digits, '-', '_', '.' and '@'"
+                )));
+            }
+            if !names.insert(name.clone()) {
+                return Err(invalid(format!("principal '{name}' is listed twice")));
+            }
+            let key = entry.s3_access_key;
+            if key.len() < 3 || !key.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return Err(invalid(format!(
+                    "principal '{name}': s3_access_key must be 3 or more letters and digits"
+                )));
+            }
+            if entry.s3_secret_key.chars().count() < MIN_SECRET_CHARS {
+                return Err(invalid(format!(
+                    "principal '{name}': s3_secret_key must be at least {MIN_SECRET_CHARS} characters"
+                )));
+            }
+            let mut grants: BTreeMap<String, Vec<Access>> = BTreeMap::new();
+            for grant in entry.grants {
+                if !volumes.contains(&grant.volume.as_str()) {
+                    return Err(invalid(format!(
+                        "principal '{name}': a grant names volume '{}', which is not configured",
+                        grant.volume
+                    )));
+                }
+                let rights = grants.entry(grant.volume).or_default();
+                for access in grant.access {
+                    if !rights.contains(&access) {
+                        rights.push(access);
+                    }
+                }
+            }
+            let principal = Principal {
+                name: name.clone(),
+                access_key: key.clone(),
+                secret_key: entry.s3_secret_key,
+                grants,
+            };
+            if out.by_key.insert(key, Arc::new(principal)).is_some() {
+                return Err(invalid(format!(
+                    "principal '{name}': its s3_access_key is another's too"
+                )));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Read and parse the credentials file at `path`.
+    pub fn load(path: &Path, volumes: &[&str]) -> Result<Principals, PrincipalsError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PrincipalsError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path, volumes)
+    }
+
+    /// Add the quick-start principal `env` (every right on every volume)
+    /// from `SILO_S3_ACCESS_KEY` and `SILO_S3_SECRET_KEY`, when both are set.
+    pub fn with_environment(mut self, volumes: &[&str]) -> Result<Principals, PrincipalsError> {
+        let key = std::env::var("SILO_S3_ACCESS_KEY").ok().filter(|k| !k.is_empty());
+        let secret = std::env::var("SILO_S3_SECRET_KEY").ok().filter(|k| !k.is_empty());
+        let (key, secret) = match (key, secret) {
+            (None, None) => return Ok(self),
+            (Some(key), Some(secret)) => (key, secret),
+            _ => {
+                return Err(PrincipalsError::Environment(
+                    "set both SILO_S3_ACCESS_KEY and SILO_S3_SECRET_KEY, or neither".into(),
+                ));
+            }
+        };
+        if key.len() < 3 || !key.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(PrincipalsError::Environment(
+                "SILO_S3_ACCESS_KEY must be 3 or more letters and digits".into(),
+            ));
+        }
+        if secret.chars().count() < MIN_SECRET_CHARS {
+            return Err(PrincipalsError::Environment(format!(
+                "SILO_S3_SECRET_KEY must be at least {MIN_SECRET_CHARS} characters"
+            )));
+        }
+        if self.by_key.contains_key(&key) {
+            return Err(PrincipalsError::Environment(
+                "SILO_S3_ACCESS_KEY is a key the credentials file lists too".into(),
+            ));
+        }
+        let every = vec![Access::Read, Access::Write, Access::Delete];
+        let principal = Principal {
+            name: "env".into(),
+            access_key: key.clone(),
+            secret_key: secret,
+            grants: volumes.iter().map(|v| (v.to_string(), every.clone())).collect(),
+        };
+        self.by_key.insert(key, Arc::new(principal));
+        Ok(self)
+    }
+
+    pub fn by_access_key(&self, key: &str) -> Option<Arc<Principal>> {
+        self.by_key.get(key).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+}
+
+/// The principals in force, replaced whole on reload: a request sees the
+/// old set or the new one, never a mix.
+pub struct PrincipalsHandle {
+    current: RwLock<Arc<Principals>>,
+    file: Option<PathBuf>,
+    volumes: Vec<String>,
+}
+
+impl PrincipalsHandle {
+    /// Load `file` (if any) and the environment's quick-start key.
+    pub fn open(file: Option<&Path>, volumes: Vec<String>) -> Result<PrincipalsHandle, PrincipalsError> {
+        let handle = PrincipalsHandle {
+            current: RwLock::new(Arc::new(Principals::default())),
+            file: file.map(Path::to_owned),
+            volumes,
+        };
+        handle.reload()?;
+        Ok(handle)
+    }
+
+    /// Read the file and the environment again; on an error the principals
+    /// in force stay as they were.
+    pub fn reload(&self) -> Result<usize, PrincipalsError> {
+        let volumes: Vec<&str> = self.volumes.iter().map(String::as_str).collect();
+        let loaded = match &self.file {
+            Some(path) => Principals::load(path, &volumes)?,
+            None => Principals::default(),
+        }
+        .with_environment(&volumes)?;
+        let count = loaded.len();
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
+        Ok(count)
+    }
+
+    pub fn current(&self) -> Arc<Principals> {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Principals, PrincipalsError> {
+        Principals::parse(text, Path::new("/etc/silo/credentials.toml"), &["public", "private"])
+    }
+
+    #[test]
+    fn principals_are_parsed_with_their_grants() {
+        let p = parse(
+            "[[principal]]\nname = \"cms\"\ns3_access_key = \"CMSKEY1\"\ns3_secret_key = \"0123456789abcdef\"\n\
+             grants = [{ volume = \"public\", access = [\"read\", \"write\"] }, { volume = \"private\", access = [\"read\"] }]\n",
+        )
+        .unwrap();
+        let cms = p.by_access_key("CMSKEY1").unwrap();
+        assert!(cms.may("public", Access::Write));
+        assert!(!cms.may("public", Access::Delete));
+        assert!(cms.may("private", Access::Read));
+        assert!(!cms.may("private", Access::Write));
+        assert!(!cms.may("other", Access::Read));
+        assert!(!format!("{cms:?}").contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn bad_credentials_files_are_refused_by_name_without_quoting_secrets() {
+        let entry = |name: &str, key: &str, secret: &str, volume: &str| {
+            format!(
+                "[[principal]]\nname = \"{name}\"\ns3_access_key = \"{key}\"\ns3_secret_key = \"{secret}\"\n\
+                 grants = [{{ volume = \"{volume}\", access = [\"read\"] }}]\n"
+            )
+        };
+        let good = "0123456789abcdef";
+        for (text, why) in [
+            (entry("a", "KEY1", "short-secret", "public"), "at least 16 characters"),
+            (entry("a", "KEY1", good, "nope"), "volume 'nope', which is not configured"),
+            (entry("a b", "KEY1", good, "public"), "principal name 'a b'"),
+            (entry("a", "K-1", good, "public"), "s3_access_key must be"),
+            (entry("a", "KEY1", good, "public") + &entry("a", "KEY2", good, "public"), "listed twice"),
+            (entry("a", "KEY1", good, "public") + &entry("b", "KEY1", good, "public"), "another's too"),
+            (
+                "[[principal]]\nname = \"a\"\ns3_access_key = \"KEY1\"\ns3_secret_key = \"topsecret-value-123\"\ncolour = 1\ngrants = []\n"
+                    .into(),
+                "line 5",
+            ),
+        ] {
+            let err = parse(&text).err().expect(&text).to_string();
+            assert!(err.contains(why), "{text}: {err}");
+            assert!(err.contains("/etc/silo/credentials.toml"), "{err}");
+            assert!(!err.contains(good) && !err.contains("topsecret"), "a secret was quoted: {err}");
+        }
+    }
+}

@@ -1,0 +1,1076 @@
+//! The S3 endpoint: a second door onto the same `Silo` the sidecar serves,
+//! for CMS modules that already speak S3 (Drupal's s3fs, S3-Uploads, Zulip,
+//! rclone, the AWS CLI). Buckets are volumes; keys are paths. Every object
+//! written goes through the upload pipeline and the storage core, so the
+//! content policy, the plugins, quotas and the metadata cache apply as to
+//! any other write. Requests are signed with SigV4 by a principal's key
+//! (`crate::principals`); an unsigned request may only read objects of a
+//! public volume.
+//!
+//! Built on `s3s`, which parses requests, verifies signatures (headers,
+//! presigned URLs, aws-chunked bodies) and writes S3's XML; this module
+//! decides who may do what and answers from the storage core.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use s3s::access::{S3Access, S3AccessContext};
+use s3s::auth::{S3Auth, SecretKey};
+use s3s::dto::{self, ETag, StreamingBlob, Timestamp};
+use s3s::host::{S3Host, VirtualHost};
+use s3s::{S3, S3Error, S3Request, S3Response, S3Result, s3_error};
+
+use crate::cache::Entry;
+use crate::error::StorageError;
+use crate::pipeline::Status;
+use crate::principals::{Principal, PrincipalsHandle};
+use crate::store::{ByteRange, Condition, ObjectMeta};
+use crate::vfs::{Access, Location, Visibility};
+use crate::{Silo, SiloError};
+
+/// The longest a presigned URL may live (AWS's own bound).
+pub const MAX_PRESIGNED_SECONDS: u64 = 7 * 24 * 3600;
+/// Keys one DeleteObjects may name (AWS's bound).
+pub const MAX_DELETE_KEYS: usize = 1000;
+/// XML bodies (DeleteObjects, and later CompleteMultipartUpload) are
+/// bounded: 1000 keys of 1024 bytes, with their markup.
+pub const MAX_XML_BYTES: usize = 2 << 20;
+
+/// The endpoint's settings.
+#[derive(Debug, Clone)]
+pub struct S3ApiSettings {
+    /// Virtual-host addressing under this domain (`bucket.<domain>`); path
+    /// style always works.
+    pub base_domain: Option<String>,
+    /// What GetBucketLocation answers and signatures are checked against.
+    pub region: String,
+    /// A client that sends its request headers, or the next piece of a
+    /// body, more slowly than this is cut off.
+    pub idle_timeout: Duration,
+}
+
+/// The S3 operations of one `Silo`.
+pub struct SiloS3 {
+    silo: Arc<Silo>,
+    principals: Arc<PrincipalsHandle>,
+    settings: S3ApiSettings,
+}
+
+/// The operation a request turned out to be, for the metrics: filled in by
+/// the access check, read when the response goes out.
+#[derive(Clone, Default)]
+struct OperationSlot(Arc<OnceLock<String>>);
+
+fn storage_error(e: StorageError) -> S3Error {
+    match e {
+        StorageError::NotFound => s3_error!(NoSuchKey),
+        StorageError::AlreadyExists | StorageError::PreconditionFailed => {
+            s3_error!(
+                PreconditionFailed,
+                "the object changed or exists: the condition does not hold"
+            )
+        }
+        StorageError::AccessDenied => s3_error!(AccessDenied),
+        StorageError::Forbidden(why) => s3_error!(AccessDenied, "{why}"),
+        StorageError::InvalidPath(why) => s3_error!(InvalidArgument, "{why}"),
+        StorageError::TooLarge => s3_error!(EntityTooLarge),
+        StorageError::QuotaExceeded(why) => s3_error!(AccessDenied, "{why}"),
+        StorageError::Unsupported(why) => s3_error!(NotImplemented, "{why}"),
+        StorageError::Unavailable(why) => s3_error!(ServiceUnavailable, "{why}"),
+    }
+}
+
+fn etag(meta: &ObjectMeta) -> ETag {
+    ETag::Strong(meta.etag.trim_matches('"').to_owned())
+}
+
+fn timestamp(ms: u64) -> Timestamp {
+    Timestamp::from(UNIX_EPOCH + Duration::from_millis(ms))
+}
+
+/// What an operation needs of the bucket it names, `None` for operations
+/// on no bucket or that this endpoint refuses whatever the rights.
+fn needed(operation: &str) -> Option<Access> {
+    Some(match operation {
+        "GetObject"
+        | "HeadObject"
+        | "HeadBucket"
+        | "GetBucketLocation"
+        | "ListObjects"
+        | "ListObjectsV2"
+        | "ListObjectVersions"
+        | "ListMultipartUploads"
+        | "ListParts"
+        | "GetObjectAcl"
+        | "GetBucketAcl"
+        | "GetBucketVersioning"
+        | "GetBucketCors"
+        | "GetBucketPolicy"
+        | "GetBucketLifecycleConfiguration"
+        | "GetObjectTagging" => Access::Read,
+        "PutObject"
+        | "CopyObject"
+        | "CreateMultipartUpload"
+        | "UploadPart"
+        | "UploadPartCopy"
+        | "CompleteMultipartUpload"
+        | "AbortMultipartUpload" => Access::Write,
+        "DeleteObject" | "DeleteObjects" => Access::Delete,
+        _ => return None,
+    })
+}
+
+/// Access is decided here for every request, before its body is read.
+struct Policy {
+    silo: Arc<Silo>,
+    principals: Arc<PrincipalsHandle>,
+}
+
+#[async_trait::async_trait]
+impl S3Access for Policy {
+    async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        let operation = cx.s3_op().name().to_owned();
+        if let Some(slot) = cx.extensions_mut().get::<OperationSlot>() {
+            let _ = slot.0.set(operation.clone());
+        }
+        if let Some(expires) = presigned_expiry(cx.uri()) {
+            if expires > MAX_PRESIGNED_SECONDS {
+                return Err(s3_error!(
+                    AuthorizationQueryParametersError,
+                    "X-Amz-Expires must be at most {MAX_PRESIGNED_SECONDS} seconds (7 days)"
+                ));
+            }
+        }
+        if operation == "CreateBucket" || operation == "DeleteBucket" {
+            return Err(s3_error!(
+                NotImplemented,
+                "buckets are Silo's volumes, configured in its config file, not created or deleted over S3"
+            ));
+        }
+        if operation == "PostObject" {
+            return Err(s3_error!(
+                NotImplemented,
+                "browser-form POST uploads are not taken; use PutObject or a presigned PUT"
+            ));
+        }
+        let bucket = match cx.s3_path() {
+            s3s::path::S3Path::Root => None,
+            s3s::path::S3Path::Bucket { bucket } | s3s::path::S3Path::Object { bucket, .. } => Some(bucket.to_string()),
+        };
+        let principal = match cx.credentials() {
+            Some(credentials) => Some(
+                self.principals
+                    .current()
+                    .by_access_key(&credentials.access_key)
+                    .ok_or_else(|| s3_error!(InvalidAccessKeyId))?,
+            ),
+            None => None,
+        };
+        let storage = self.silo.storage();
+        let Some(principal) = principal else {
+            // Anonymous: reads of objects on public volumes, nothing else.
+            let public = bucket
+                .as_deref()
+                .and_then(|b| storage.volume(b).ok())
+                .is_some_and(|v| v.visibility == Visibility::Public);
+            return match (operation.as_str(), public) {
+                ("GetObject" | "HeadObject", true) => Ok(()),
+                _ => Err(s3_error!(AccessDenied, "this request needs a signature")),
+            };
+        };
+        let Some(bucket) = bucket else {
+            return Ok(());
+        };
+        if storage.volume(&bucket).is_err() {
+            return Err(s3_error!(NoSuchBucket, "there is no volume named '{bucket}'"));
+        }
+        match needed(&operation) {
+            Some(access) if principal.may(&bucket, access) => Ok(()),
+            Some(access) => Err(s3_error!(
+                AccessDenied,
+                "principal '{}' may not {} in '{bucket}'",
+                principal.name,
+                match access {
+                    Access::Read => "read",
+                    Access::Write => "write",
+                    Access::Delete => "delete",
+                }
+            )),
+            // Bucket configuration and the like: refused by the operation
+            // itself (NotImplemented), whoever asks.
+            None if principal.grants.contains_key(&bucket) => Ok(()),
+            None => Err(s3_error!(AccessDenied)),
+        }
+    }
+}
+
+/// `X-Amz-Expires` of a presigned URL, if this is one.
+fn presigned_expiry(uri: &http::Uri) -> Option<u64> {
+    uri.query()?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("X-Amz-Expires="))
+        .map(|v| v.parse().unwrap_or(u64::MAX))
+}
+
+/// The secret of a principal's key, for s3s to check signatures with.
+struct Keys(Arc<PrincipalsHandle>);
+
+#[async_trait::async_trait]
+impl S3Auth for Keys {
+    async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
+        match self.0.current().by_access_key(access_key) {
+            Some(p) => Ok(SecretKey::from(p.secret_key())),
+            None => Err(s3_error!(InvalidAccessKeyId)),
+        }
+    }
+}
+
+/// Path style on any host; virtual-host style (`bucket.<base_domain>`)
+/// only under the configured domain, so that an unknown host is never
+/// taken for a bucket name.
+struct Hosts {
+    base_domain: Option<String>,
+}
+
+impl S3Host for Hosts {
+    fn parse_host_header<'a>(&'a self, host: &'a str) -> S3Result<VirtualHost<'a>> {
+        let name = host.rsplit_once(':').map_or(host, |(name, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                name
+            } else {
+                host
+            }
+        });
+        if let Some(base) = &self.base_domain
+            && let Some(bucket) = name.strip_suffix(base.as_str()).and_then(|b| b.strip_suffix('.'))
+            && !bucket.is_empty()
+        {
+            return Ok(VirtualHost::new(base.as_str()).with_bucket(bucket));
+        }
+        Ok(VirtualHost::new(name))
+    }
+}
+
+/// Bucket names are volume names, which may hold `_` (not an AWS bucket
+/// name): any configured volume is valid; an unknown name is answered
+/// NoSuchBucket by the access check.
+struct VolumeNames;
+
+impl s3s::validation::NameValidation for VolumeNames {
+    fn validate_bucket_name(&self, name: &str) -> bool {
+        !name.is_empty()
+            && name.len() <= 63
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' || b == b'.')
+    }
+}
+
+/// The endpoint as a hyper service: s3s with Silo's keys, access policy,
+/// host parser and operations, counted in `/metrics` by operation and
+/// status.
+pub fn service(
+    silo: Arc<Silo>,
+    principals: Arc<PrincipalsHandle>,
+    settings: S3ApiSettings,
+) -> impl hyper::service::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = http::Response<s3s::Body>,
+    Error = s3s::HttpError,
+    Future = impl Send,
+> + Clone
++ Send
++ 'static {
+    let mut builder = s3s::service::S3ServiceBuilder::new(SiloS3 {
+        silo: silo.clone(),
+        principals: principals.clone(),
+        settings: settings.clone(),
+    });
+    builder.set_auth(Keys(principals.clone()));
+    builder.set_access(Policy {
+        silo: silo.clone(),
+        principals,
+    });
+    builder.set_host(Hosts {
+        base_domain: settings.base_domain.clone(),
+    });
+    builder.set_validation(VolumeNames);
+    let mut config = s3s::config::S3Config::default();
+    config.xml_max_body_size = MAX_XML_BYTES;
+    builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(config))));
+    let s3 = builder.build();
+    hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
+        let s3 = s3.clone();
+        let silo = silo.clone();
+        async move {
+            let started = std::time::Instant::now();
+            let slot = OperationSlot::default();
+            request.extensions_mut().insert(slot.clone());
+            let response = hyper::service::Service::call(&s3, request).await;
+            let status = response.as_ref().map_or(500, |r| r.status().as_u16());
+            // A request refused before it was read as an operation (a bad
+            // signature, an unknown key) counts as `unauthenticated`.
+            let operation = slot.0.get().map_or("unauthenticated", String::as_str);
+            silo.storage()
+                .metrics()
+                .s3_request(operation, status, started.elapsed());
+            response
+        }
+    })
+}
+
+/// Serve the endpoint on `listener` until `shutdown` completes; requests
+/// under way are finished.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    silo: Arc<Silo>,
+    principals: Arc<PrincipalsHandle>,
+    settings: S3ApiSettings,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let idle = settings.idle_timeout;
+    let service = service(silo, principals, settings);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                // Out of descriptors and the like: wait, then go on.
+                Err(e) => {
+                    tracing::warn!("S3 endpoint: accepting a connection failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(idle)
+            .serve_connection(io, service.clone());
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+    }
+    graceful.shutdown().await;
+    Ok(())
+}
+
+impl SiloS3 {
+    fn principal(&self, credentials: Option<&s3s::auth::Credentials>) -> Option<Arc<Principal>> {
+        credentials.and_then(|c| self.principals.current().by_access_key(&c.access_key))
+    }
+
+    fn location(&self, bucket: &str, key: &str) -> S3Result<Location> {
+        if key.len() > crate::path::MAX_KEY_BYTES {
+            return Err(s3_error!(KeyTooLongError));
+        }
+        self.silo.storage().location(bucket, key).map_err(storage_error)
+    }
+
+    fn visibility(&self, bucket: &str) -> S3Result<Visibility> {
+        self.silo
+            .storage()
+            .volume(bucket)
+            .map(|v| v.visibility)
+            .map_err(|_| s3_error!(NoSuchBucket))
+    }
+
+    /// The object's headers as S3 gives them, from the metadata cache.
+    fn described(&self, bucket: &str, meta: &ObjectMeta) -> S3Result<Described> {
+        let storage = self.silo.storage();
+        let cache_control = match self.visibility(bucket)? {
+            Visibility::Private => "private, no-store".to_owned(),
+            Visibility::Public => meta
+                .cache_control
+                .clone()
+                .unwrap_or_else(|| "public, max-age=3600".into()),
+        };
+        Ok(Described {
+            e_tag: etag(meta),
+            last_modified: timestamp(meta.modified_ms),
+            content_type: meta.content_type.clone(),
+            content_disposition: storage.policy().disposition(&meta.content_type).map(str::to_owned),
+            cache_control,
+            metadata: meta
+                .metadata
+                .iter()
+                .filter(|(k, _)| k != crate::migrate::SHA256_KEY)
+                .cloned()
+                .collect(),
+        })
+    }
+
+    /// 304 or 412 for a read whose conditions do not hold.
+    fn check_read_conditions(
+        meta: &ObjectMeta,
+        if_match: Option<&dto::ETagCondition>,
+        if_none_match: Option<&dto::ETagCondition>,
+        if_modified_since: Option<&Timestamp>,
+        if_unmodified_since: Option<&Timestamp>,
+    ) -> S3Result<()> {
+        let ours = etag(meta);
+        let matches = |c: &dto::ETagCondition| match c {
+            dto::ETagCondition::Any => true,
+            dto::ETagCondition::ETag(tag) => tag.value() == ours.value(),
+        };
+        let modified = UNIX_EPOCH + Duration::from_secs(meta.modified_ms / 1000);
+        let time = |t: &Timestamp| SystemTime::from(time::OffsetDateTime::from(t.clone()));
+        if let Some(c) = if_match {
+            if !matches(c) {
+                return Err(s3_error!(PreconditionFailed));
+            }
+        } else if let Some(t) = if_unmodified_since
+            && modified > time(t)
+        {
+            return Err(s3_error!(PreconditionFailed));
+        }
+        if let Some(c) = if_none_match {
+            if matches(c) {
+                return Err(s3_error!(NotModified));
+            }
+        } else if let Some(t) = if_modified_since
+            && modified <= time(t)
+        {
+            return Err(s3_error!(NotModified));
+        }
+        Ok(())
+    }
+
+    /// A listing request's answer: the listing, the prefix, the page size
+    /// and whether keys are to be URL-encoded.
+    async fn list_request(
+        &self,
+        bucket: &str,
+        prefix: &Option<String>,
+        delimiter: &Option<String>,
+        after: &str,
+        max_keys_asked: Option<i32>,
+        encoding: &Option<dto::EncodingType>,
+    ) -> S3Result<(Listing, String, usize, bool)> {
+        self.visibility(bucket)?;
+        let max = max_keys(max_keys_asked)?;
+        let prefix = prefix.clone().unwrap_or_default();
+        let listing = self.listing(bucket, &prefix, delimiter.as_deref(), after, max).await?;
+        let encode = encoding.as_ref().is_some_and(|e| e.as_str() == dto::EncodingType::URL);
+        Ok((listing, prefix, max, encode))
+    }
+
+    /// Keys of `bucket` after `after`, under `prefix`, rolled up at
+    /// `delimiter`, at most `max` entries, from the metadata cache alone.
+    async fn listing(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        delimiter: Option<&str>,
+        after: &str,
+        max: usize,
+    ) -> S3Result<Listing> {
+        let storage = self.silo.storage();
+        let delimiter = delimiter.filter(|d| !d.is_empty());
+        let mut out = Listing::default();
+        let mut cursor = after.to_owned();
+        while out.contents.len() + out.common_prefixes.len() < max {
+            let room = max - out.contents.len() - out.common_prefixes.len();
+            let page = storage
+                .cache()
+                .list_prefix(bucket, prefix, Some(&format!("0{cursor}")), room.min(1000))
+                .await
+                .map_err(storage_error)?;
+            let exhausted = page.next_cursor.is_none();
+            let mut jumped = false;
+            for entry in page.entries {
+                let Entry::File { path, meta } = entry else { continue };
+                if out.contents.len() + out.common_prefixes.len() >= max {
+                    out.truncated = true;
+                    return Ok(out);
+                }
+                let rolled = delimiter.and_then(|d| {
+                    let rest = path.get(prefix.len()..)?;
+                    rest.find(d).map(|i| path[..prefix.len() + i + d.len()].to_owned())
+                });
+                match rolled {
+                    Some(common) => {
+                        if common.as_str() > after {
+                            out.last = Marker::Prefix(common.clone());
+                            out.common_prefixes.push(common.clone());
+                        }
+                        // Skip every other key under it.
+                        cursor = past(&common);
+                        jumped = true;
+                        break;
+                    }
+                    None => {
+                        cursor = path.clone();
+                        out.last = Marker::Key(path.clone());
+                        out.contents.push((path, meta));
+                    }
+                }
+            }
+            if exhausted && !jumped {
+                return Ok(out);
+            }
+        }
+        // Full: truncated if anything is left.
+        let rest = storage
+            .cache()
+            .list_prefix(bucket, prefix, Some(&format!("0{cursor}")), 1)
+            .await
+            .map_err(storage_error)?;
+        out.truncated = !rest.entries.is_empty();
+        Ok(out)
+    }
+}
+
+/// A string greater than every key that starts with `prefix` (keys are at
+/// most 1024 bytes) and less than every key after them.
+fn past(prefix: &str) -> String {
+    let mut s = prefix.to_owned();
+    while s.len() <= crate::path::MAX_KEY_BYTES + 4 {
+        s.push(char::MAX);
+    }
+    s
+}
+
+#[derive(Default)]
+enum Marker {
+    #[default]
+    None,
+    Key(String),
+    Prefix(String),
+}
+
+#[derive(Default)]
+struct Listing {
+    contents: Vec<(String, ObjectMeta)>,
+    common_prefixes: Vec<String>,
+    truncated: bool,
+    last: Marker,
+}
+
+impl Listing {
+    /// Where the next page starts: after this key, or past this prefix.
+    fn resume_after(&self) -> Option<String> {
+        match &self.last {
+            Marker::None => None,
+            Marker::Key(k) => Some(k.clone()),
+            Marker::Prefix(p) => Some(past(p)),
+        }
+    }
+
+    fn objects(&self, encode: bool) -> Vec<dto::Object> {
+        self.contents
+            .iter()
+            .map(|(key, meta)| dto::Object {
+                key: Some(encoded(key, encode)),
+                size: Some(meta.size as i64),
+                e_tag: Some(etag(meta)),
+                last_modified: Some(timestamp(meta.modified_ms)),
+                storage_class: Some(dto::ObjectStorageClass::from_static(dto::ObjectStorageClass::STANDARD)),
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    fn prefixes(&self, encode: bool) -> Vec<dto::CommonPrefix> {
+        self.common_prefixes
+            .iter()
+            .map(|p| dto::CommonPrefix {
+                prefix: Some(encoded(p, encode)),
+            })
+            .collect()
+    }
+}
+
+/// A continuation token: where the next page starts, hex-encoded so that
+/// any key survives the round trip.
+fn token(after: &str) -> String {
+    hex::encode(after.as_bytes())
+}
+
+fn untoken(token: &str) -> S3Result<String> {
+    hex::decode(token)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| s3_error!(InvalidArgument, "the continuation token is not one this endpoint gave"))
+}
+
+/// `encoding-type=url`: keys percent-encoded, `/` kept.
+fn encoded(key: &str, encode: bool) -> String {
+    if !encode {
+        return key.to_owned();
+    }
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn max_keys(asked: Option<i32>) -> S3Result<usize> {
+    match asked {
+        None => Ok(1000),
+        Some(n) if n < 0 => Err(s3_error!(InvalidArgument, "max-keys may not be negative")),
+        Some(n) => Ok((n as usize).min(1000)),
+    }
+}
+
+struct Described {
+    e_tag: ETag,
+    last_modified: Timestamp,
+    content_type: String,
+    content_disposition: Option<String>,
+    cache_control: String,
+    metadata: Vec<(String, String)>,
+}
+
+impl Described {
+    fn metadata(&self) -> Option<dto::Metadata> {
+        (!self.metadata.is_empty()).then(|| self.metadata.iter().cloned().collect())
+    }
+}
+
+fn safe_headers<T>(mut response: S3Response<T>) -> S3Response<T> {
+    response.headers.insert(
+        http::header::X_CONTENT_TYPE_OPTIONS,
+        http::HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+/// A request body as the chunks it arrives in, cut off when the client
+/// goes quiet for longer than `idle`.
+fn body_chunks(
+    body: StreamingBlob,
+    idle: Duration,
+) -> impl Stream<Item = std::io::Result<Bytes>> + Unpin + Send + 'static {
+    Box::pin(futures_util::stream::unfold(Some(body), move |body| async move {
+        let mut body = body?;
+        match tokio::time::timeout(idle, body.next()).await {
+            Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(body))),
+            Ok(Some(Err(e))) => Some((Err(std::io::Error::other(e.to_string())), None)),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the client sent nothing for {} s", idle.as_secs()),
+                )),
+                None,
+            )),
+        }
+    }))
+}
+
+#[async_trait::async_trait]
+impl S3 for SiloS3 {
+    async fn list_buckets(
+        &self,
+        req: S3Request<dto::ListBucketsInput>,
+    ) -> S3Result<S3Response<dto::ListBucketsOutput>> {
+        let principal = self
+            .principal(req.credentials.as_ref())
+            .ok_or_else(|| s3_error!(AccessDenied))?;
+        let buckets = principal
+            .grants
+            .keys()
+            .map(|name| dto::Bucket {
+                name: Some(name.clone()),
+                creation_date: Some(Timestamp::from(UNIX_EPOCH)),
+                ..Default::default()
+            })
+            .collect();
+        Ok(S3Response::new(dto::ListBucketsOutput {
+            buckets: Some(buckets),
+            owner: Some(dto::Owner {
+                display_name: Some(principal.name.clone()),
+                id: Some(principal.name.clone()),
+            }),
+            ..Default::default()
+        }))
+    }
+
+    async fn head_bucket(&self, req: S3Request<dto::HeadBucketInput>) -> S3Result<S3Response<dto::HeadBucketOutput>> {
+        self.visibility(&req.input.bucket)?;
+        Ok(S3Response::new(dto::HeadBucketOutput {
+            bucket_region: Some(self.settings.region.clone()),
+            ..Default::default()
+        }))
+    }
+
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<dto::GetBucketLocationInput>,
+    ) -> S3Result<S3Response<dto::GetBucketLocationOutput>> {
+        self.visibility(&req.input.bucket)?;
+        // us-east-1 is answered as an empty constraint, as AWS does.
+        let location = (self.settings.region != "us-east-1")
+            .then(|| dto::BucketLocationConstraint::from(self.settings.region.clone()));
+        Ok(S3Response::new(dto::GetBucketLocationOutput {
+            location_constraint: location,
+        }))
+    }
+
+    async fn put_object(&self, req: S3Request<dto::PutObjectInput>) -> S3Result<S3Response<dto::PutObjectOutput>> {
+        let principal = self
+            .principal(req.credentials.as_ref())
+            .ok_or_else(|| s3_error!(AccessDenied))?;
+        let input = req.input;
+        let location = self.location(&input.bucket, &input.key)?;
+        match input.acl.as_ref().map(|a| a.as_str()) {
+            None | Some("private" | "public-read") => {}
+            Some(other) => {
+                return Err(s3_error!(
+                    NotImplemented,
+                    "canned ACL '{other}' is not supported: a volume's visibility decides who may read it"
+                ));
+            }
+        }
+        let limit = self.silo.upload_limit(&input.bucket);
+        if input.content_length.is_some_and(|n| n as u64 > limit) {
+            return Err(s3_error!(
+                EntityTooLarge,
+                "volume '{}' takes objects of up to {limit} bytes",
+                input.bucket
+            ));
+        }
+        let condition = match (&input.if_none_match, &input.if_match) {
+            (None, None) => None,
+            (Some(dto::ETagCondition::Any), None) => Some(Condition::CreateOnly),
+            (None, Some(dto::ETagCondition::ETag(tag))) => Some(Condition::IfMatch(tag.value().to_owned())),
+            _ => {
+                return Err(s3_error!(
+                    NotImplemented,
+                    "a PutObject takes If-None-Match: * or If-Match with one etag"
+                ));
+            }
+        };
+        let body = input
+            .body
+            .ok_or_else(|| s3_error!(IncompleteBody, "the request has no body"))?;
+        let content_type = input.content_type.filter(|t| !t.is_empty());
+        let target = format!("{}/{}", location.volume, location.path);
+        let mut pending = self
+            .silo
+            .stage_chunks(
+                &target,
+                body_chunks(body, self.settings.idle_timeout),
+                content_type.as_deref(),
+            )
+            .await
+            .map_err(|e| match e {
+                SiloError::TooLarge { limit, .. } => {
+                    s3_error!(
+                        EntityTooLarge,
+                        "volume '{}' takes objects of up to {limit} bytes",
+                        input.bucket
+                    )
+                }
+                SiloError::Storage(e) => storage_error(e),
+                SiloError::Source(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    s3_error!(RequestTimeout, "{e}")
+                }
+                SiloError::Source(e) => s3_error!(IncompleteBody, "reading the request body: {e}"),
+                other => s3_error!(InternalError, "{other}"),
+            })?;
+        pending.condition = condition;
+        pending.principal = Some(principal.name.clone());
+        pending.meta.cache_control = input.cache_control.filter(|c| !c.is_empty());
+        let mut metadata: Vec<(String, String)> = input.metadata.unwrap_or_default().into_iter().collect();
+        metadata.sort();
+        pending.meta.metadata = metadata;
+        // Once staged, the upload runs to its end (stored, or rolled back)
+        // as its own task, even if the client goes away.
+        let silo = self.silo.clone();
+        let report = tokio::spawn(async move { silo.judge(pending).await })
+            .await
+            .map_err(|e| s3_error!(InternalError, "the upload stopped: {e}"))?;
+        match report.status {
+            Status::Accepted => Ok(S3Response::new(dto::PutObjectOutput {
+                e_tag: report.file.etag.map(|e| ETag::Strong(e.trim_matches('"').to_owned())),
+                ..Default::default()
+            })),
+            Status::Rejected => Err(s3_error!(
+                AccessDenied,
+                "refused by {}: {}",
+                report.rejected_by.as_deref().unwrap_or("a plugin"),
+                report.reason.as_deref().unwrap_or("no reason given")
+            )),
+            Status::Error => {
+                let error = report.error.unwrap_or_default();
+                Err(match error.code.as_str() {
+                    "already-exists" | "precondition-failed" => s3_error!(PreconditionFailed, "{}", error.message),
+                    "unavailable" => s3_error!(ServiceUnavailable, "{}", error.message),
+                    "too-large" => s3_error!(EntityTooLarge, "{}", error.message),
+                    "access-denied" | "forbidden" => s3_error!(AccessDenied, "{}", error.message),
+                    _ => s3_error!(InternalError, "{}: {}", error.code, error.message),
+                })
+            }
+        }
+    }
+
+    async fn get_object(&self, req: S3Request<dto::GetObjectInput>) -> S3Result<S3Response<dto::GetObjectOutput>> {
+        let input = req.input;
+        if input.part_number.is_some() || input.version_id.as_deref().is_some_and(|v| v != "null") {
+            return Err(s3_error!(
+                NotImplemented,
+                "partNumber and versionId reads are not supported"
+            ));
+        }
+        let location = self.location(&input.bucket, &input.key)?;
+        let host = self.silo.storage().host_session();
+        let meta = host.stat(&location).await.map_err(storage_error)?;
+        Self::check_read_conditions(
+            &meta,
+            input.if_match.as_ref(),
+            input.if_none_match.as_ref(),
+            input.if_modified_since.as_ref(),
+            input.if_unmodified_since.as_ref(),
+        )?;
+        let range = match input.range {
+            None => None,
+            Some(range) => {
+                let r = range.check(meta.size)?;
+                Some(ByteRange {
+                    offset: r.start,
+                    length: r.end - r.start,
+                })
+            }
+        };
+        let described = self.described(&input.bucket, &meta)?;
+        let (_, body) = host.open_read(&location, range).await.map_err(storage_error)?;
+        let length = range.map_or(meta.size, |r| r.length);
+        let stream = tokio_util::io::ReaderStream::with_capacity(body, (length as usize).clamp(4096, 256 * 1024));
+        let output = dto::GetObjectOutput {
+            body: Some(StreamingBlob::wrap(sync_wrapper::SyncStream::new(stream))),
+            accept_ranges: Some("bytes".into()),
+            content_length: Some(length as i64),
+            content_range: range.map(|r| format!("bytes {}-{}/{}", r.offset, r.offset + r.length - 1, meta.size)),
+            content_type: Some(described.content_type.clone()),
+            content_disposition: described.content_disposition.clone(),
+            cache_control: Some(described.cache_control.clone()),
+            e_tag: Some(described.e_tag.clone()),
+            last_modified: Some(described.last_modified.clone()),
+            metadata: described.metadata(),
+            ..Default::default()
+        };
+        let mut response = S3Response::new(output);
+        if range.is_some() {
+            response.status = Some(http::StatusCode::PARTIAL_CONTENT);
+        }
+        Ok(safe_headers(response))
+    }
+
+    async fn head_object(&self, req: S3Request<dto::HeadObjectInput>) -> S3Result<S3Response<dto::HeadObjectOutput>> {
+        let input = req.input;
+        let location = self.location(&input.bucket, &input.key)?;
+        let meta = self
+            .silo
+            .storage()
+            .host_session()
+            .stat(&location)
+            .await
+            .map_err(storage_error)?;
+        Self::check_read_conditions(
+            &meta,
+            input.if_match.as_ref(),
+            input.if_none_match.as_ref(),
+            input.if_modified_since.as_ref(),
+            input.if_unmodified_since.as_ref(),
+        )?;
+        let described = self.described(&input.bucket, &meta)?;
+        Ok(safe_headers(S3Response::new(dto::HeadObjectOutput {
+            accept_ranges: Some("bytes".into()),
+            content_length: Some(meta.size as i64),
+            content_type: Some(described.content_type.clone()),
+            content_disposition: described.content_disposition.clone(),
+            cache_control: Some(described.cache_control.clone()),
+            e_tag: Some(described.e_tag.clone()),
+            last_modified: Some(described.last_modified.clone()),
+            metadata: described.metadata(),
+            ..Default::default()
+        })))
+    }
+
+    async fn delete_object(
+        &self,
+        req: S3Request<dto::DeleteObjectInput>,
+    ) -> S3Result<S3Response<dto::DeleteObjectOutput>> {
+        let location = self.location(&req.input.bucket, &req.input.key)?;
+        match self.silo.storage().host_session().delete(&location).await {
+            // Deleting what is not there succeeds, as on S3.
+            Ok(()) | Err(StorageError::NotFound) => {}
+            Err(e) => return Err(storage_error(e)),
+        }
+        let mut response = S3Response::new(dto::DeleteObjectOutput::default());
+        response.status = Some(http::StatusCode::NO_CONTENT);
+        Ok(response)
+    }
+
+    async fn delete_objects(
+        &self,
+        req: S3Request<dto::DeleteObjectsInput>,
+    ) -> S3Result<S3Response<dto::DeleteObjectsOutput>> {
+        let input = req.input;
+        let objects = input.delete.objects;
+        if objects.len() > MAX_DELETE_KEYS {
+            return Err(s3_error!(
+                MalformedXML,
+                "a DeleteObjects names at most {MAX_DELETE_KEYS} keys, not {}",
+                objects.len()
+            ));
+        }
+        let quiet = input.delete.quiet.unwrap_or(false);
+        let host = self.silo.storage().host_session();
+        let (mut deleted, mut errors) = (Vec::new(), Vec::new());
+        for object in objects {
+            let outcome = match self.location(&input.bucket, &object.key) {
+                Ok(location) => match host.delete(&location).await {
+                    Ok(()) | Err(StorageError::NotFound) => Ok(()),
+                    Err(e) => Err(storage_error(e)),
+                },
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(()) if quiet => {}
+                Ok(()) => deleted.push(dto::DeletedObject {
+                    key: Some(object.key),
+                    ..Default::default()
+                }),
+                Err(e) => errors.push(dto::Error {
+                    code: Some(e.code().as_str().to_owned()),
+                    message: e.message().map(str::to_owned),
+                    key: Some(object.key),
+                    version_id: None,
+                }),
+            }
+        }
+        Ok(S3Response::new(dto::DeleteObjectsOutput {
+            deleted: Some(deleted),
+            errors: Some(errors),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<dto::ListObjectsV2Input>,
+    ) -> S3Result<S3Response<dto::ListObjectsV2Output>> {
+        let input = req.input;
+        let after = match (&input.continuation_token, &input.start_after) {
+            (Some(token), _) => untoken(token)?,
+            (None, Some(start)) => start.clone(),
+            (None, None) => String::new(),
+        };
+        let (listing, prefix, max, encode) = self
+            .list_request(
+                &input.bucket,
+                &input.prefix,
+                &input.delimiter,
+                &after,
+                input.max_keys,
+                &input.encoding_type,
+            )
+            .await?;
+        let next = listing
+            .truncated
+            .then(|| listing.resume_after().map(|a| token(&a)))
+            .flatten();
+        Ok(S3Response::new(dto::ListObjectsV2Output {
+            name: Some(input.bucket),
+            prefix: Some(encoded(&prefix, encode)),
+            delimiter: input.delimiter.map(|d| encoded(&d, encode)),
+            max_keys: Some(max as i32),
+            key_count: Some((listing.contents.len() + listing.common_prefixes.len()) as i32),
+            continuation_token: input.continuation_token,
+            next_continuation_token: next,
+            start_after: input.start_after.map(|s| encoded(&s, encode)),
+            is_truncated: Some(listing.truncated),
+            contents: Some(listing.objects(encode)),
+            common_prefixes: Some(listing.prefixes(encode)),
+            encoding_type: input.encoding_type,
+            ..Default::default()
+        }))
+    }
+
+    async fn list_objects(
+        &self,
+        req: S3Request<dto::ListObjectsInput>,
+    ) -> S3Result<S3Response<dto::ListObjectsOutput>> {
+        let input = req.input;
+        let after = input.marker.clone().unwrap_or_default();
+        let (listing, prefix, max, encode) = self
+            .list_request(
+                &input.bucket,
+                &input.prefix,
+                &input.delimiter,
+                &after,
+                input.max_keys,
+                &input.encoding_type,
+            )
+            .await?;
+        // NextMarker only with a delimiter, as AWS gives it; without one the
+        // client continues from the last key.
+        let next_marker = (listing.truncated && input.delimiter.is_some())
+            .then(|| match &listing.last {
+                Marker::Key(k) | Marker::Prefix(k) => Some(encoded(k, encode)),
+                Marker::None => None,
+            })
+            .flatten();
+        Ok(S3Response::new(dto::ListObjectsOutput {
+            name: Some(input.bucket),
+            prefix: Some(encoded(&prefix, encode)),
+            marker: input.marker.map(|m| encoded(&m, encode)),
+            delimiter: input.delimiter.map(|d| encoded(&d, encode)),
+            max_keys: Some(max as i32),
+            is_truncated: Some(listing.truncated),
+            next_marker,
+            contents: Some(listing.objects(encode)),
+            common_prefixes: Some(listing.prefixes(encode)),
+            encoding_type: input.encoding_type,
+            ..Default::default()
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_are_buckets_only_under_the_base_domain() {
+        let hosts = Hosts {
+            base_domain: Some("s3.example.test".into()),
+        };
+        let bucket = |h: &str| hosts.parse_host_header(h).unwrap().bucket().map(str::to_owned);
+        assert_eq!(bucket("public.s3.example.test").as_deref(), Some("public"));
+        assert_eq!(bucket("public.s3.example.test:9000").as_deref(), Some("public"));
+        assert_eq!(bucket("s3.example.test"), None);
+        assert_eq!(bucket("127.0.0.1:9000"), None);
+        assert_eq!(bucket("public.elsewhere.test"), None);
+        assert_eq!(bucket("evils3.example.test"), None);
+        let none = Hosts { base_domain: None };
+        assert_eq!(none.parse_host_header("public.s3.example.test").unwrap().bucket(), None);
+    }
+
+    #[test]
+    fn past_a_prefix_lies_between_its_keys_and_the_next() {
+        let p = past("a/");
+        assert!(p.as_str() > "a/");
+        assert!(p.as_str() > &format!("a/{}", "\u{10FFFF}".repeat(250)));
+        assert!(p.as_str() < "a0");
+        assert!(p.as_str() < "a/\u{10FFFF}".repeat(300).as_str() || "a/".len() + 4 * 300 > 1024);
+        assert_eq!(untoken(&token("x/ünï")).unwrap(), "x/ünï");
+        assert!(untoken("zz").is_err());
+        assert_eq!(encoded("a b/ü+", true), "a%20b/%C3%BC%2B");
+    }
+}

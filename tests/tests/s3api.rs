@@ -1,0 +1,648 @@
+//! Silo's S3 endpoint driven by the aws-sdk-s3 client, as a CMS's S3
+//! module would drive it: uploads judged by the pipeline, reads, listings
+//! and deletes from the metadata cache, on local volumes and on volumes in
+//! a real S3 server; and who may do what.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_s3::error::ProvideErrorMetadata;
+use aws_sdk_s3::primitives::ByteStream;
+use silo_tests::s3api::{BASE_DOMAIN, Endpoint, principal};
+use silo_tests::{EXAMPLE_PIPELINE, TestSilo, s3};
+
+const SECRET: &str = "cms-secret-0123456789";
+const ALL: &str = r#"[{ volume = "public", access = ["read", "write", "delete"] }, { volume = "private", access = ["read", "write", "delete"] }]"#;
+
+fn credentials() -> String {
+    [
+        principal("cms", "CMSKEY", SECRET, ALL),
+        principal(
+            "reader",
+            "READERKEY",
+            "reader-secret-0123456789",
+            r#"[{ volume = "public", access = ["read"] }]"#,
+        ),
+    ]
+    .concat()
+}
+
+/// The S3 error code and HTTP status of a failed call.
+fn failure<T: std::fmt::Debug, E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
+    result: Result<T, aws_sdk_s3::error::SdkError<E, R>>,
+) -> (String, u16, String)
+where
+    aws_sdk_s3::error::SdkError<E, R>: ProvideErrorMetadata,
+    R: HasStatus,
+{
+    let err = result.expect_err("the call should have failed");
+    let status = err.raw_response().map_or(0, HasStatus::status);
+    (
+        err.code().unwrap_or("none").to_owned(),
+        status,
+        err.message().unwrap_or("").to_owned(),
+    )
+}
+
+trait HasStatus {
+    fn status(&self) -> u16;
+}
+
+impl HasStatus for aws_sdk_s3::config::http::HttpResponse {
+    fn status(&self) -> u16 {
+        self.status().as_u16()
+    }
+}
+
+/// Store `text` as a plain-text object.
+async fn put_text(client: &aws_sdk_s3::Client, bucket: &str, key: &str, text: &str) {
+    client
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(ByteStream::from(text.as_bytes().to_vec()))
+        .content_type("text/plain")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{bucket}/{key}: {}", aws_sdk_s3::error::DisplayErrorContext(&e)));
+}
+
+/// The whole of an object.
+async fn read(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Vec<u8> {
+    let output = client.get_object().bucket(bucket).key(key).send().await;
+    body(output.unwrap_or_else(|e| panic!("{bucket}/{key}: {}", aws_sdk_s3::error::DisplayErrorContext(&e)))).await
+}
+
+async fn body(output: aws_sdk_s3::operation::get_object::GetObjectOutput) -> Vec<u8> {
+    output.body.collect().await.unwrap().into_bytes().to_vec()
+}
+
+async fn keys(client: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Vec<String> {
+    let out = client
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .send()
+        .await
+        .unwrap();
+    out.contents()
+        .iter()
+        .filter_map(|o| o.key().map(str::to_owned))
+        .collect()
+}
+
+/// Silo with the example pipeline on local volumes, or on volumes in a new
+/// bucket of the S3 server (with the bucket).
+async fn silo(on_s3: bool) -> (TestSilo, Option<String>) {
+    if on_s3 {
+        let (t, bucket) = TestSilo::on_s3(EXAMPLE_PIPELINE, &[], "s3api").await.unwrap();
+        (t, Some(bucket))
+    } else {
+        (TestSilo::new(EXAMPLE_PIPELINE, &[]).await.unwrap(), None)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cms_writes_reads_lists_and_deletes_through_the_s3_endpoint() {
+    let photo = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../samples/sunset.jpg")).unwrap();
+    let png = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../samples/sunset.png")).unwrap();
+    for on_s3 in [false, true] {
+        let (t, bucket) = silo(on_s3).await;
+        let silo = Arc::new(t.silo);
+        let endpoint = Endpoint::start(silo.clone(), &credentials(), Duration::from_secs(30)).await;
+        let cms = endpoint.client("CMSKEY", SECRET);
+        let on = if on_s3 { "s3" } else { "local" };
+
+        // An image, with what s3fs and S3-Uploads send along.
+        let put = cms
+            .put_object()
+            .bucket("public")
+            .key("photos/sunset.jpg")
+            .body(ByteStream::from(photo.clone()))
+            .content_type("image/jpeg")
+            .cache_control("max-age=600")
+            .metadata("owner", "7")
+            .acl(aws_sdk_s3::types::ObjectCannedAcl::PublicRead)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{on}: {}", aws_sdk_s3::error::DisplayErrorContext(&e)));
+        let etag = put.e_tag().unwrap().to_owned();
+        // The plugins' derivatives are there, listed.
+        assert_eq!(
+            keys(&cms, "public", "styles/").await,
+            ["styles/medium/photos/sunset.jpg", "styles/thumbnail/photos/sunset.jpg"],
+            "{on}"
+        );
+        let head = cms
+            .head_object()
+            .bucket("public")
+            .key("photos/sunset.jpg")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.content_length(), Some(photo.len() as i64), "{on}");
+        assert_eq!(head.content_type(), Some("image/jpeg"));
+        assert_eq!(head.e_tag(), Some(etag.as_str()));
+        assert_eq!(head.cache_control(), Some("max-age=600"), "{on}");
+        assert_eq!(
+            head.metadata().and_then(|m| m.get("owner")).map(String::as_str),
+            Some("7"),
+            "{on}"
+        );
+        let whole = cms
+            .get_object()
+            .bucket("public")
+            .key("photos/sunset.jpg")
+            .send()
+            .await
+            .unwrap();
+        assert!(body(whole).await == photo, "{on}: the bytes differ");
+        let ranged = cms
+            .get_object()
+            .bucket("public")
+            .key("photos/sunset.jpg")
+            .range("bytes=10-19")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            ranged.content_range(),
+            Some(format!("bytes 10-19/{}", photo.len()).as_str())
+        );
+        assert_eq!(body(ranged).await, &photo[10..20], "{on}");
+        let (code, status, _) = failure(
+            cms.get_object()
+                .bucket("public")
+                .key("photos/sunset.jpg")
+                .range(format!("bytes={}-", photo.len() + 10))
+                .send()
+                .await,
+        );
+        assert_eq!((code.as_str(), status), ("InvalidRange", 416), "{on}");
+        let (_, status, _) = failure(
+            cms.get_object()
+                .bucket("public")
+                .key("photos/sunset.jpg")
+                .if_none_match(&etag)
+                .send()
+                .await,
+        );
+        assert_eq!(status, 304, "{on}");
+        let (code, status, _) = failure(
+            cms.get_object()
+                .bucket("public")
+                .key("photos/sunset.jpg")
+                .if_match("\"not-this-one\"")
+                .send()
+                .await,
+        );
+        assert_eq!((code.as_str(), status), ("PreconditionFailed", 412), "{on}");
+
+        // Refusals: a server-executable name, and a PNG that says it is a
+        // JPEG. 403 with the reason, nothing stored.
+        for (key, bytes, content_type, why) in [
+            (
+                "shell.php",
+                b"<?php system($_GET['c']);".to_vec(),
+                "text/plain",
+                "extension '.php'",
+            ),
+            ("photos/fake.jpg", png.clone(), "image/jpeg", "image/png"),
+        ] {
+            let (code, status, message) = failure(
+                cms.put_object()
+                    .bucket("public")
+                    .key(key)
+                    .body(ByteStream::from(bytes))
+                    .content_type(content_type)
+                    .send()
+                    .await,
+            );
+            assert_eq!((code.as_str(), status), ("AccessDenied", 403), "{on} {key}: {message}");
+            assert!(message.contains(why), "{on} {key}: {message}");
+            let (code, status, _) = failure(cms.head_object().bucket("public").key(key).send().await);
+            assert_eq!(status, 404, "{on} {key}: {code}");
+        }
+        // Create-only: the second is refused.
+        let create_only = || {
+            cms.put_object()
+                .bucket("private")
+                .key("notes/a.txt")
+                .body(ByteStream::from_static(b"first"))
+                .if_none_match("*")
+                .send()
+        };
+        create_only().await.unwrap();
+        let (code, status, _) = failure(create_only().await);
+        assert_eq!((code.as_str(), status), ("PreconditionFailed", 412), "{on}");
+
+        // Listings: a delimiter rolls up directories; pages continue.
+        for i in 0..25 {
+            put_text(&cms, "private", &format!("many/{i:02}.txt"), &format!("note {i}")).await;
+        }
+        let root = cms
+            .list_objects_v2()
+            .bucket("public")
+            .delimiter("/")
+            .send()
+            .await
+            .unwrap();
+        let prefixes: Vec<&str> = root.common_prefixes().iter().filter_map(|p| p.prefix()).collect();
+        assert_eq!(prefixes, ["photos/", "styles/"], "{on}");
+        assert_eq!(root.key_count(), Some(2));
+        assert!(root.contents().is_empty());
+        let mut seen = Vec::new();
+        let mut token = None;
+        let mut pages = 0;
+        loop {
+            let page = cms
+                .list_objects_v2()
+                .bucket("private")
+                .prefix("many/")
+                .max_keys(10)
+                .set_continuation_token(token.clone())
+                .send()
+                .await
+                .unwrap();
+            pages += 1;
+            seen.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            token = page.next_continuation_token().map(str::to_owned);
+        }
+        assert_eq!(pages, 3, "{on}");
+        let expected: Vec<String> = (0..25).map(|i| format!("many/{i:02}.txt")).collect();
+        assert_eq!(seen, expected, "{on}");
+        // ListObjects v1 with a marker, and NextMarker with a delimiter.
+        let v1 = cms
+            .list_objects()
+            .bucket("private")
+            .prefix("many/")
+            .marker("many/20.txt")
+            .send()
+            .await
+            .unwrap();
+        let v1_keys: Vec<&str> = v1.contents().iter().filter_map(|o| o.key()).collect();
+        assert_eq!(v1_keys, ["many/21.txt", "many/22.txt", "many/23.txt", "many/24.txt"]);
+        let v1 = cms
+            .list_objects()
+            .bucket("private")
+            .delimiter("/")
+            .max_keys(1)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(v1.is_truncated(), Some(true));
+        assert_eq!(v1.next_marker(), Some("many/"), "{on}");
+        let v1 = cms
+            .list_objects()
+            .bucket("private")
+            .delimiter("/")
+            .marker("many/")
+            .send()
+            .await
+            .unwrap();
+        let prefixes: Vec<&str> = v1.common_prefixes().iter().filter_map(|p| p.prefix()).collect();
+        assert_eq!(prefixes, ["notes/"], "{on}: continuing past many/");
+
+        // Deletes, one and many (quiet), idempotent as on S3.
+        cms.delete_object()
+            .bucket("private")
+            .key("notes/a.txt")
+            .send()
+            .await
+            .unwrap();
+        cms.delete_object()
+            .bucket("private")
+            .key("notes/a.txt")
+            .send()
+            .await
+            .unwrap();
+        let objects: Vec<_> = expected
+            .iter()
+            .map(|k| aws_sdk_s3::types::ObjectIdentifier::builder().key(k).build().unwrap())
+            .collect();
+        let deleted = cms
+            .delete_objects()
+            .bucket("private")
+            .delete(
+                aws_sdk_s3::types::Delete::builder()
+                    .set_objects(Some(objects))
+                    .quiet(true)
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            deleted.errors().is_empty() && deleted.deleted().is_empty(),
+            "{deleted:?}"
+        );
+        assert!(keys(&cms, "private", "").await.is_empty(), "{on}");
+        if let Some(bucket) = &bucket {
+            let left: Vec<String> = s3::keys(bucket).await.into_iter().map(|(k, _)| k).collect();
+            assert!(left.iter().all(|k| k.starts_with("public/")), "{left:?}");
+        }
+
+        // Counted by operation and status.
+        let metrics = silo.storage().metrics().render();
+        for line in [
+            r#"silo_s3_requests_total{operation="PutObject",status="200"}"#,
+            r#"silo_s3_requests_total{operation="PutObject",status="403"}"#,
+            r#"silo_s3_requests_total{operation="GetObject",status="206"}"#,
+            r#"silo_s3_requests_total{operation="ListObjectsV2",status="200"}"#,
+        ] {
+            assert!(metrics.contains(line), "{on}: no {line} in\n{metrics}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn principals_and_anonymous_requests_get_only_their_rights() {
+    let (t, _) = silo(false).await;
+    let silo = Arc::new(t.silo);
+    let endpoint = Endpoint::start(silo.clone(), &credentials(), Duration::from_secs(30)).await;
+    let cms = endpoint.client("CMSKEY", SECRET);
+    let reader = endpoint.client("READERKEY", "reader-secret-0123456789");
+    for (bucket, key) in [("public", "docs/a.txt"), ("private", "docs/secret.txt")] {
+        put_text(&cms, bucket, key, "hello").await;
+    }
+
+    // A read-only principal reads its volume and nothing else.
+    assert_eq!(read(&reader, "public", "docs/a.txt").await, b"hello");
+    let (code, status, message) = failure(
+        reader
+            .put_object()
+            .bucket("public")
+            .key("docs/b.txt")
+            .body(ByteStream::from_static(b"x"))
+            .send()
+            .await,
+    );
+    assert_eq!((code.as_str(), status), ("AccessDenied", 403), "{message}");
+    assert!(message.contains("'reader' may not write"), "{message}");
+    let (code, _, _) = failure(reader.delete_object().bucket("public").key("docs/a.txt").send().await);
+    assert_eq!(code, "AccessDenied");
+    let (code, _, _) = failure(
+        reader
+            .get_object()
+            .bucket("private")
+            .key("docs/secret.txt")
+            .send()
+            .await,
+    );
+    assert_eq!(code, "AccessDenied");
+    let (code, _, _) = failure(reader.list_objects_v2().bucket("private").send().await);
+    assert_eq!(code, "AccessDenied");
+    let listed = reader.list_buckets().send().await.unwrap();
+    let names: Vec<&str> = listed.buckets().iter().filter_map(|b| b.name()).collect();
+    assert_eq!(names, ["public"]);
+    let (code, _, _) = failure(cms.head_bucket().bucket("nope").send().await);
+    assert_eq!(code, "NotFound", "HeadBucket has no body: the SDK says NotFound");
+    let (code, _, _) = failure(cms.list_objects_v2().bucket("nope").send().await);
+    assert_eq!(code, "NoSuchBucket");
+    // Bucket configuration is not Silo's to change.
+    let (code, status, _) = failure(cms.create_bucket().bucket("fresh").send().await);
+    assert_eq!((code.as_str(), status), ("NotImplemented", 501));
+
+    // Forged and unknown credentials.
+    let forger = endpoint.client("CMSKEY", "not-the-secret-0123456789");
+    let (code, status, _) = failure(
+        forger
+            .get_object()
+            .bucket("private")
+            .key("docs/secret.txt")
+            .send()
+            .await,
+    );
+    assert_eq!((code.as_str(), status), ("SignatureDoesNotMatch", 403));
+    let stranger = endpoint.client("NOBODYKEY", SECRET);
+    let (code, _, _) = failure(stranger.list_buckets().send().await);
+    assert_eq!(code, "InvalidAccessKeyId");
+
+    // Anonymous: public objects may be read, nothing else.
+    let http = silo_tests::http::Client::default();
+    let url = |path: &str| format!("{}/{path}", endpoint.url());
+    let public = http.get(&url("public/docs/a.txt"), &[]).await.unwrap();
+    assert_eq!(public.status, 200);
+    assert_eq!(public.text(), "hello");
+    assert_eq!(public.header("x-content-type-options"), Some("nosniff"));
+    let private = http.get(&url("private/docs/secret.txt"), &[]).await.unwrap();
+    assert_eq!(private.status, 403, "{}", private.text());
+    assert!(
+        private.text().contains("<Code>AccessDenied</Code>"),
+        "{}",
+        private.text()
+    );
+    let write = http
+        .send(
+            hyper::Method::PUT,
+            &url("public/docs/planted.txt"),
+            &[],
+            bytes::Bytes::from_static(b"x"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(write.status, 403);
+    let listing = http.get(&url("public?list-type=2"), &[]).await.unwrap();
+    assert_eq!(listing.status, 403);
+    assert!(
+        !silo
+            .storage()
+            .host_session()
+            .exists(&silo.storage().location("public", "docs/planted.txt").unwrap())
+            .await
+            .unwrap()
+    );
+
+    // Virtual-host addressing under the base domain; any other host is
+    // path style, never a bucket.
+    let virtual_host = format!("public.{BASE_DOMAIN}");
+    let vh = http
+        .get(&url("docs/a.txt"), &[("host", virtual_host.as_str())])
+        .await
+        .unwrap();
+    assert_eq!((vh.status.as_u16(), vh.text().as_str()), (200, "hello"));
+    let elsewhere = http
+        .get(&url("public/docs/a.txt"), &[("host", "public.elsewhere.test")])
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.status, 200, "path style on an unknown host");
+
+    // A presigned GET opens one private object, for that method and key.
+    let presigned = cms
+        .get_object()
+        .bucket("private")
+        .key("docs/secret.txt")
+        .presigned(aws_sdk_s3::presigning::PresigningConfig::expires_in(Duration::from_secs(60)).unwrap())
+        .await
+        .unwrap();
+    let signed = presigned.uri().to_owned();
+    let opened = http.get(&signed, &[]).await.unwrap();
+    assert_eq!((opened.status.as_u16(), opened.text().as_str()), (200, "hello"));
+    let other_key = http.get(&signed.replace("secret.txt", "other.txt"), &[]).await.unwrap();
+    assert_eq!(other_key.status, 403);
+    let other_method = http
+        .send(
+            hyper::Method::PUT,
+            &signed,
+            &[],
+            bytes::Bytes::from_static(b"overwrite"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(other_method.status, 403);
+    assert_eq!(read(&cms, "private", "docs/secret.txt").await, b"hello");
+
+    // The credentials file is read again on reload: a new key works, a
+    // removed one no longer does.
+    std::fs::write(
+        &endpoint.credentials_file,
+        principal("late", "LATEKEY", "late-secret-0123456789", ALL),
+    )
+    .unwrap();
+    assert_eq!(endpoint.principals.reload().unwrap(), 1);
+    let late = endpoint.client("LATEKEY", "late-secret-0123456789");
+    late.head_object()
+        .bucket("public")
+        .key("docs/a.txt")
+        .send()
+        .await
+        .unwrap();
+    // A HEAD's error has no body: the status says it.
+    let (_, status, _) = failure(cms.head_object().bucket("public").key("docs/a.txt").send().await);
+    assert_eq!(status, 403);
+    let (code, _, _) = failure(cms.list_buckets().send().await);
+    assert_eq!(code, "InvalidAccessKeyId");
+    // A broken file keeps the principals in force.
+    std::fs::write(&endpoint.credentials_file, "[[principal]]\nname = 1\n").unwrap();
+    assert!(endpoint.principals.reload().is_err());
+    late.head_object()
+        .bucket("public")
+        .key("docs/a.txt")
+        .send()
+        .await
+        .unwrap();
+}
+
+/// A client that sends its request headers too slowly is cut off.
+#[tokio::test]
+async fn a_slow_client_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (t, _) = silo(false).await;
+    let endpoint = Endpoint::start(Arc::new(t.silo), &credentials(), Duration::from_secs(1)).await;
+    let mut stream = tokio::net::TcpStream::connect(endpoint.addr).await.unwrap();
+    stream.write_all(b"GET /public/x HTTP/1.1\r\nHost: ").await.unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the connection was still open after 10 s");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(900), "cut off after {waited:?}");
+}
+
+/// The AWS CLI (awscli from PyPI, as `tests/run` installs it) against the
+/// endpoint: `s3 cp` both ways, `s3 sync`, `s3 ls --recursive`, `s3 rm`,
+/// and a refused upload, on a local volume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aws_cli_copies_syncs_lists_and_removes() {
+    let aws = std::env::var("SILO_TEST_AWS")
+        .expect("SILO_TEST_AWS is not set: run the tests with tests/run, which installs awscli");
+    let (t, _) = silo(false).await;
+    let silo = Arc::new(t.silo);
+    let endpoint = Endpoint::start(silo.clone(), &credentials(), Duration::from_secs(30)).await;
+    let work = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(&aws)
+            .args(["--endpoint-url", &endpoint.url(), "--region", "us-east-1"])
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", "CMSKEY")
+            .env("AWS_SECRET_ACCESS_KEY", SECRET)
+            .env_remove("AWS_PROFILE")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .current_dir(work.path())
+            .output()
+            .expect("run aws");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let site = work.path().join("site");
+    std::fs::create_dir_all(site.join("css")).unwrap();
+    std::fs::write(site.join("index.txt"), "welcome").unwrap();
+    std::fs::write(site.join("css/site.css"), "body { color: black }").unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../samples/sunset.jpg"),
+        site.join("sunset.jpg"),
+    )
+    .unwrap();
+
+    let (ok, _, err) = run(&["s3", "cp", "site/index.txt", "s3://private/docs/index.txt"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(&["s3", "cp", "s3://private/docs/index.txt", "back.txt"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        std::fs::read_to_string(work.path().join("back.txt")).unwrap(),
+        "welcome"
+    );
+    let (ok, _, err) = run(&["s3", "sync", "site", "s3://public/site"]);
+    assert!(ok, "{err}");
+    let (ok, listed, err) = run(&["s3", "ls", "--recursive", "s3://public/"]);
+    assert!(ok, "{err}");
+    let mut names: Vec<&str> = listed.lines().filter_map(|l| l.split_whitespace().last()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "site/css/site.css",
+            "site/index.txt",
+            "site/sunset.jpg",
+            "styles/medium/site/sunset.jpg",
+            "styles/thumbnail/site/sunset.jpg"
+        ],
+        "{listed}"
+    );
+    // A second sync has nothing to send.
+    let (ok, out, err) = run(&["s3", "sync", "site", "s3://public/site"]);
+    assert!(ok && out.trim().is_empty(), "{out}{err}");
+    // And back down.
+    let (ok, _, err) = run(&["s3", "sync", "s3://public/site", "copy"]);
+    assert!(ok, "{err}");
+    assert!(
+        std::fs::read(work.path().join("copy/sunset.jpg")).unwrap() == std::fs::read(site.join("sunset.jpg")).unwrap()
+    );
+    // The policy refuses through the CLI too, and it says why.
+    std::fs::write(work.path().join("shell.php"), "<?php system($_GET['c']);").unwrap();
+    let (ok, _, err) = run(&["s3", "cp", "shell.php", "s3://public/shell.php"]);
+    assert!(!ok && err.contains("AccessDenied") && err.contains(".php"), "{err}");
+    let (ok, _, err) = run(&["s3", "rm", "--recursive", "s3://public/site/css"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(&[
+        "s3api",
+        "head-object",
+        "--bucket",
+        "public",
+        "--key",
+        "site/css/site.css",
+    ]);
+    assert!(!ok && err.contains("404"), "{err}");
+    let (ok, out, err) = run(&[
+        "s3api",
+        "list-objects-v2",
+        "--no-paginate",
+        "--bucket",
+        "public",
+        "--prefix",
+        "site/",
+        "--delimiter",
+        "/",
+    ]);
+    assert!(ok, "{err}");
+    let listing: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listing["KeyCount"], 2, "{out}");
+}
