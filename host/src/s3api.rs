@@ -648,6 +648,135 @@ fn safe_headers<T>(mut response: S3Response<T>) -> S3Response<T> {
     response
 }
 
+/// The checksum algorithms of `x-amz-checksum-*`, as S3 names them.
+const CHECKSUMS: [&str; 5] = ["crc32", "crc32c", "crc64nvme", "sha1", "sha256"];
+
+/// The digests a client sent with a body (`Content-MD5`, `x-amz-checksum-*`
+/// in the headers or announced in `x-amz-trailer`), checked once the whole
+/// body has arrived.
+struct Declared {
+    md5: Option<String>,
+    /// (algorithm, the value sent in the headers, or `None` for the trailer)
+    checksums: Vec<(&'static str, Option<String>)>,
+}
+
+/// What the body turned out to be.
+#[derive(Default)]
+struct Hashing {
+    md5: Option<md5::Md5>,
+    checksums: s3s::checksum::ChecksumHasher,
+}
+
+impl Hashing {
+    fn update(&mut self, bytes: &[u8]) {
+        use md5::Digest;
+        if let Some(md5) = &mut self.md5 {
+            md5.update(bytes);
+        }
+        self.checksums.update(bytes);
+    }
+}
+
+impl Declared {
+    fn of(headers: &http::HeaderMap) -> S3Result<Declared> {
+        let text = |name: &str| -> S3Result<Option<String>> {
+            headers
+                .get(name)
+                .map(|v| v.to_str().map(|s| s.trim().to_owned()))
+                .transpose()
+                .map_err(|_| s3_error!(InvalidArgument, "{name} is not text"))
+        };
+        let trailer = text("x-amz-trailer")?.unwrap_or_default().to_ascii_lowercase();
+        let mut checksums = Vec::new();
+        for algorithm in CHECKSUMS {
+            let name = format!("x-amz-checksum-{algorithm}");
+            if let Some(value) = text(&name)? {
+                checksums.push((algorithm, Some(value)));
+            } else if trailer.split(',').any(|t| t.trim() == name) {
+                checksums.push((algorithm, None));
+            }
+        }
+        Ok(Declared {
+            md5: text("content-md5")?,
+            checksums,
+        })
+    }
+
+    fn hasher(&self) -> Hashing {
+        let wants = |a: &str| self.checksums.iter().any(|(b, _)| *b == a);
+        let mut checksums = s3s::checksum::ChecksumHasher::default();
+        if wants("crc32") {
+            checksums.crc32 = Some(Default::default());
+        }
+        if wants("crc32c") {
+            checksums.crc32c = Some(Default::default());
+        }
+        if wants("crc64nvme") {
+            checksums.crc64nvme = Some(Default::default());
+        }
+        if wants("sha1") {
+            checksums.sha1 = Some(Default::default());
+        }
+        if wants("sha256") {
+            checksums.sha256 = Some(Default::default());
+        }
+        Hashing {
+            md5: self.md5.is_some().then(<md5::Md5 as md5::Digest>::new),
+            checksums,
+        }
+    }
+
+    /// `BadDigest` unless every digest sent is the body's.
+    fn verify(&self, computed: Hashing, trailing: Option<&s3s::TrailingHeaders>) -> S3Result<()> {
+        use base64::Engine;
+        use md5::Digest;
+        if let (Some(sent), Some(md5)) = (&self.md5, computed.md5) {
+            let actual = base64::engine::general_purpose::STANDARD.encode(md5.finalize());
+            if *sent != actual {
+                return Err(s3_error!(
+                    BadDigest,
+                    "the Content-MD5 sent ({sent}) is not the body's ({actual})"
+                ));
+            }
+        }
+        let sums = computed.checksums.finalize();
+        let trailer = trailing.and_then(s3s::TrailingHeaders::take);
+        for (algorithm, sent) in &self.checksums {
+            let actual = match *algorithm {
+                "crc32" => &sums.checksum_crc32,
+                "crc32c" => &sums.checksum_crc32c,
+                "crc64nvme" => &sums.checksum_crc64nvme,
+                "sha1" => &sums.checksum_sha1,
+                _ => &sums.checksum_sha256,
+            }
+            .clone()
+            .unwrap_or_default();
+            let sent = match sent {
+                Some(value) => value.clone(),
+                None => trailer
+                    .as_ref()
+                    .and_then(|t| t.get(format!("x-amz-checksum-{algorithm}")))
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| v.trim().to_owned())
+                    .ok_or_else(|| {
+                        s3_error!(
+                            InvalidRequest,
+                            "x-amz-trailer announced x-amz-checksum-{algorithm}, and no trailer gave it"
+                        )
+                    })?,
+            };
+            if sent != actual {
+                return Err(s3_error!(
+                    BadDigest,
+                    "the {} checksum sent ({sent}) is not the body's ({actual})",
+                    algorithm.to_ascii_uppercase()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A request body as the chunks it arrives in, cut off when the client
 /// goes quiet for longer than `idle`.
 fn body_chunks(
@@ -724,6 +853,8 @@ impl S3 for SiloS3 {
         let principal = self
             .principal(req.credentials.as_ref())
             .ok_or_else(|| s3_error!(AccessDenied))?;
+        let declared = Declared::of(&req.headers)?;
+        let trailing = req.trailing_headers;
         let input = req.input;
         let location = self.location(&input.bucket, &input.key)?;
         match input.acl.as_ref().map(|a| a.as_str()) {
@@ -759,13 +890,19 @@ impl S3 for SiloS3 {
             .ok_or_else(|| s3_error!(IncompleteBody, "the request has no body"))?;
         let content_type = input.content_type.filter(|t| !t.is_empty());
         let target = format!("{}/{}", location.volume, location.path);
+        let hashing = Arc::new(std::sync::Mutex::new(declared.hasher()));
+        let body = body_chunks(body, self.settings.idle_timeout).map({
+            let hashing = hashing.clone();
+            move |chunk| {
+                if let Ok(bytes) = &chunk {
+                    hashing.lock().unwrap_or_else(|p| p.into_inner()).update(bytes);
+                }
+                chunk
+            }
+        });
         let mut pending = self
             .silo
-            .stage_chunks(
-                &target,
-                body_chunks(body, self.settings.idle_timeout),
-                content_type.as_deref(),
-            )
+            .stage_chunks(&target, body, content_type.as_deref())
             .await
             .map_err(|e| match e {
                 SiloError::TooLarge { limit, .. } => {
@@ -782,6 +919,9 @@ impl S3 for SiloS3 {
                 SiloError::Source(e) => s3_error!(IncompleteBody, "reading the request body: {e}"),
                 other => s3_error!(InternalError, "{other}"),
             })?;
+        // A body that is not what its digests say is dropped unjudged.
+        let computed = std::mem::take(&mut *hashing.lock().unwrap_or_else(|p| p.into_inner()));
+        declared.verify(computed, trailing.as_ref())?;
         pending.condition = condition;
         pending.principal = Some(principal.name.clone());
         pending.meta.cache_control = input.cache_control.filter(|c| !c.is_empty());

@@ -646,3 +646,51 @@ async fn the_aws_cli_copies_syncs_lists_and_removes() {
     let listing: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(listing["KeyCount"], 2, "{out}");
 }
+
+/// `Content-MD5` and `x-amz-checksum-*` are checked against the body: one
+/// that disagrees is refused with `BadDigest` and nothing is stored; the
+/// right ones are taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digests_sent_with_a_body_are_verified() {
+    let (t, _) = silo(false).await;
+    let silo = Arc::new(t.silo);
+    let endpoint = Endpoint::start(silo.clone(), &credentials(), Duration::from_secs(30)).await;
+    let cms = endpoint.client("CMSKEY", SECRET);
+    let put = |key: &'static str| {
+        cms.put_object()
+            .bucket("private")
+            .key(key)
+            .content_type("text/plain")
+            .body(ByteStream::from_static(b"hello"))
+    };
+    // MD5("hello") and CRC32("hello"), base64.
+    put("md5.txt")
+        .content_md5("XUFAKrxLKna5cZ2REBfFkg==")
+        .send()
+        .await
+        .unwrap();
+    put("crc.txt").checksum_crc32("NhCmhg==").send().await.unwrap();
+    for (key, result) in [
+        (
+            "bad-md5.txt",
+            put("bad-md5.txt").content_md5("AAAAAAAAAAAAAAAAAAAAAA==").send().await,
+        ),
+        (
+            "bad-crc32.txt",
+            put("bad-crc32.txt").checksum_crc32("AAAAAA==").send().await,
+        ),
+        (
+            "bad-sha256.txt",
+            put("bad-sha256.txt")
+                .checksum_sha256("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+                .send()
+                .await,
+        ),
+    ] {
+        let (code, status, message) = failure(result);
+        assert_eq!((code.as_str(), status), ("BadDigest", 400), "{key}: {message}");
+        let (_, status, _) = failure(cms.head_object().bucket("private").key(key).send().await);
+        assert_eq!(status, 404, "{key} was stored");
+    }
+    assert_eq!(keys(&cms, "private", "").await, ["crc.txt", "md5.txt"]);
+}
