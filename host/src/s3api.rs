@@ -109,7 +109,8 @@ fn needed(operation: &str) -> Option<Access> {
         | "GetBucketCors"
         | "GetBucketPolicy"
         | "GetBucketLifecycleConfiguration"
-        | "GetObjectTagging" => Access::Read,
+        | "GetObjectTagging"
+        | "GetBucketTagging" => Access::Read,
         "PutObject"
         | "CopyObject"
         | "CreateMultipartUpload"
@@ -380,6 +381,87 @@ impl SiloS3 {
             .volume(bucket)
             .map(|v| v.visibility)
             .map_err(|_| s3_error!(NoSuchBucket))
+    }
+
+    /// What a failed staging answers.
+    fn staging_error(&self, bucket: &str, e: SiloError) -> S3Error {
+        match e {
+            SiloError::TooLarge { limit, .. } => {
+                s3_error!(EntityTooLarge, "volume '{bucket}' takes objects of up to {limit} bytes")
+            }
+            SiloError::Storage(e) => storage_error(e),
+            SiloError::Source(e) if e.kind() == std::io::ErrorKind::TimedOut => s3_error!(RequestTimeout, "{e}"),
+            SiloError::Source(e) => s3_error!(IncompleteBody, "reading the request body: {e}"),
+            other => s3_error!(InternalError, "{other}"),
+        }
+    }
+
+    /// Run a staged upload through the pipeline, as its own task so that it
+    /// ends (stored, or rolled back) even if the client goes away; an
+    /// upload not stored is the error S3 gives for why.
+    async fn judged(&self, pending: crate::vfs::PendingUpload) -> S3Result<crate::UploadReport> {
+        let silo = self.silo.clone();
+        let report = tokio::spawn(async move { silo.judge(pending).await })
+            .await
+            .map_err(|e| s3_error!(InternalError, "the upload stopped: {e}"))?;
+        match report.status {
+            Status::Accepted => Ok(report),
+            Status::Rejected => Err(s3_error!(
+                AccessDenied,
+                "refused by {}: {}",
+                report.rejected_by.as_deref().unwrap_or("a plugin"),
+                report.reason.as_deref().unwrap_or("no reason given")
+            )),
+            Status::Error => {
+                let error = report.error.unwrap_or_default();
+                Err(match error.code.as_str() {
+                    "already-exists" | "precondition-failed" => s3_error!(PreconditionFailed, "{}", error.message),
+                    "unavailable" => s3_error!(ServiceUnavailable, "{}", error.message),
+                    "too-large" => s3_error!(EntityTooLarge, "{}", error.message),
+                    "access-denied" | "forbidden" => s3_error!(AccessDenied, "{}", error.message),
+                    _ => s3_error!(InternalError, "{}: {}", error.code, error.message),
+                })
+            }
+        }
+    }
+
+    /// An ACL as S3 would give it: the caller owns everything, and on a
+    /// public volume everyone may read (what its visibility means).
+    fn acl(
+        &self,
+        credentials: Option<&s3s::auth::Credentials>,
+        visibility: Visibility,
+    ) -> (dto::Owner, Vec<dto::Grant>) {
+        let name = self
+            .principal(credentials)
+            .map_or_else(|| "anonymous".to_owned(), |p| p.name.clone());
+        let owner = dto::Owner {
+            display_name: Some(name.clone()),
+            id: Some(name.clone()),
+        };
+        let mut grants = vec![dto::Grant {
+            grantee: Some(dto::Grantee {
+                display_name: Some(name.clone()),
+                id: Some(name),
+                type_: dto::Type::from_static(dto::Type::CANONICAL_USER),
+                email_address: None,
+                uri: None,
+            }),
+            permission: Some(dto::Permission::from_static(dto::Permission::FULL_CONTROL)),
+        }];
+        if visibility == Visibility::Public {
+            grants.push(dto::Grant {
+                grantee: Some(dto::Grantee {
+                    display_name: None,
+                    id: None,
+                    type_: dto::Type::from_static(dto::Type::GROUP),
+                    email_address: None,
+                    uri: Some("http://acs.amazonaws.com/groups/global/AllUsers".into()),
+                }),
+                permission: Some(dto::Permission::from_static(dto::Permission::READ)),
+            });
+        }
+        (owner, grants)
     }
 
     /// The object's headers as S3 gives them, from the metadata cache.
@@ -904,21 +986,7 @@ impl S3 for SiloS3 {
             .silo
             .stage_chunks(&target, body, content_type.as_deref())
             .await
-            .map_err(|e| match e {
-                SiloError::TooLarge { limit, .. } => {
-                    s3_error!(
-                        EntityTooLarge,
-                        "volume '{}' takes objects of up to {limit} bytes",
-                        input.bucket
-                    )
-                }
-                SiloError::Storage(e) => storage_error(e),
-                SiloError::Source(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                    s3_error!(RequestTimeout, "{e}")
-                }
-                SiloError::Source(e) => s3_error!(IncompleteBody, "reading the request body: {e}"),
-                other => s3_error!(InternalError, "{other}"),
-            })?;
+            .map_err(|e| self.staging_error(&input.bucket, e))?;
         // A body that is not what its digests say is dropped unjudged.
         let computed = std::mem::take(&mut *hashing.lock().unwrap_or_else(|p| p.into_inner()));
         declared.verify(computed, trailing.as_ref())?;
@@ -928,34 +996,11 @@ impl S3 for SiloS3 {
         let mut metadata: Vec<(String, String)> = input.metadata.unwrap_or_default().into_iter().collect();
         metadata.sort();
         pending.meta.metadata = metadata;
-        // Once staged, the upload runs to its end (stored, or rolled back)
-        // as its own task, even if the client goes away.
-        let silo = self.silo.clone();
-        let report = tokio::spawn(async move { silo.judge(pending).await })
-            .await
-            .map_err(|e| s3_error!(InternalError, "the upload stopped: {e}"))?;
-        match report.status {
-            Status::Accepted => Ok(S3Response::new(dto::PutObjectOutput {
-                e_tag: report.file.etag.map(|e| ETag::Strong(e.trim_matches('"').to_owned())),
-                ..Default::default()
-            })),
-            Status::Rejected => Err(s3_error!(
-                AccessDenied,
-                "refused by {}: {}",
-                report.rejected_by.as_deref().unwrap_or("a plugin"),
-                report.reason.as_deref().unwrap_or("no reason given")
-            )),
-            Status::Error => {
-                let error = report.error.unwrap_or_default();
-                Err(match error.code.as_str() {
-                    "already-exists" | "precondition-failed" => s3_error!(PreconditionFailed, "{}", error.message),
-                    "unavailable" => s3_error!(ServiceUnavailable, "{}", error.message),
-                    "too-large" => s3_error!(EntityTooLarge, "{}", error.message),
-                    "access-denied" | "forbidden" => s3_error!(AccessDenied, "{}", error.message),
-                    _ => s3_error!(InternalError, "{}: {}", error.code, error.message),
-                })
-            }
-        }
+        let report = self.judged(pending).await?;
+        Ok(S3Response::new(dto::PutObjectOutput {
+            e_tag: report.file.etag.map(|e| ETag::Strong(e.trim_matches('"').to_owned())),
+            ..Default::default()
+        }))
     }
 
     async fn get_object(&self, req: S3Request<dto::GetObjectInput>) -> S3Result<S3Response<dto::GetObjectOutput>> {
@@ -1179,6 +1224,246 @@ impl S3 for SiloS3 {
             encoding_type: input.encoding_type,
             ..Default::default()
         }))
+    }
+
+    async fn list_object_versions(
+        &self,
+        req: S3Request<dto::ListObjectVersionsInput>,
+    ) -> S3Result<S3Response<dto::ListObjectVersionsOutput>> {
+        // An unversioned bucket: every object once, version `null`.
+        let input = req.input;
+        let after = input.key_marker.clone().unwrap_or_default();
+        let (listing, prefix, max, encode) = self
+            .list_request(
+                &input.bucket,
+                &input.prefix,
+                &input.delimiter,
+                &after,
+                input.max_keys,
+                &input.encoding_type,
+            )
+            .await?;
+        let next_key_marker = listing
+            .truncated
+            .then(|| match &listing.last {
+                Marker::Key(k) | Marker::Prefix(k) => Some(encoded(k, encode)),
+                Marker::None => None,
+            })
+            .flatten();
+        let versions = listing
+            .contents
+            .iter()
+            .map(|(key, meta)| dto::ObjectVersion {
+                key: Some(encoded(key, encode)),
+                version_id: Some("null".into()),
+                is_latest: Some(true),
+                size: Some(meta.size as i64),
+                e_tag: Some(etag(meta)),
+                last_modified: Some(timestamp(meta.modified_ms)),
+                storage_class: Some(dto::ObjectVersionStorageClass::from_static(
+                    dto::ObjectVersionStorageClass::STANDARD,
+                )),
+                ..Default::default()
+            })
+            .collect();
+        Ok(S3Response::new(dto::ListObjectVersionsOutput {
+            name: Some(input.bucket),
+            prefix: Some(encoded(&prefix, encode)),
+            key_marker: input.key_marker.map(|k| encoded(&k, encode)),
+            version_id_marker: input.version_id_marker,
+            next_version_id_marker: next_key_marker.as_ref().map(|_| "null".to_owned()),
+            next_key_marker,
+            delimiter: input.delimiter.map(|d| encoded(&d, encode)),
+            max_keys: Some(max as i32),
+            is_truncated: Some(listing.truncated),
+            versions: Some(versions),
+            common_prefixes: Some(listing.prefixes(encode)),
+            encoding_type: input.encoding_type,
+            ..Default::default()
+        }))
+    }
+
+    async fn copy_object(&self, req: S3Request<dto::CopyObjectInput>) -> S3Result<S3Response<dto::CopyObjectOutput>> {
+        let principal = self
+            .principal(req.credentials.as_ref())
+            .ok_or_else(|| s3_error!(AccessDenied))?;
+        let input = req.input;
+        let (source_bucket, source_key) = match &input.copy_source {
+            dto::CopySource::Bucket {
+                bucket,
+                key,
+                version_id,
+            } if version_id.as_deref().is_none_or(|v| v == "null") => (bucket.to_string(), key.to_string()),
+            _ => {
+                return Err(s3_error!(
+                    NotImplemented,
+                    "a copy source is <bucket>/<key> (no versions, no access points)"
+                ));
+            }
+        };
+        // The access check saw the destination; the source is read here.
+        self.visibility(&source_bucket)?;
+        if !principal.may(&source_bucket, Access::Read) {
+            return Err(s3_error!(
+                AccessDenied,
+                "principal '{}' may not read in '{source_bucket}'",
+                principal.name
+            ));
+        }
+        let source = self.location(&source_bucket, &source_key)?;
+        let target = self.location(&input.bucket, &input.key)?;
+        let host = self.silo.storage().host_session();
+        let meta = host.stat(&source).await.map_err(storage_error)?;
+        // A copy whose source condition fails is 412, whichever it is.
+        Self::check_read_conditions(
+            &meta,
+            input.copy_source_if_match.as_ref(),
+            input.copy_source_if_none_match.as_ref(),
+            input.copy_source_if_modified_since.as_ref(),
+            input.copy_source_if_unmodified_since.as_ref(),
+        )
+        .map_err(|_| s3_error!(PreconditionFailed, "the copy source's condition does not hold"))?;
+        let replace = match input.metadata_directive.as_ref().map(|d| d.as_str()) {
+            None | Some(dto::MetadataDirective::COPY) => false,
+            Some(dto::MetadataDirective::REPLACE) => true,
+            Some(other) => return Err(s3_error!(InvalidArgument, "unknown metadata directive '{other}'")),
+        };
+        if source == target && !replace {
+            return Err(s3_error!(
+                InvalidRequest,
+                "this copy request is illegal because it is trying to copy an object to itself without changing its metadata"
+            ));
+        }
+        let (content_type, cache_control, metadata) = if replace {
+            let mut metadata: Vec<(String, String)> = input.metadata.unwrap_or_default().into_iter().collect();
+            metadata.sort();
+            (
+                input.content_type.filter(|t| !t.is_empty()),
+                input.cache_control.filter(|c| !c.is_empty()),
+                metadata,
+            )
+        } else {
+            (
+                Some(meta.content_type.clone()),
+                meta.cache_control.clone(),
+                meta.metadata.clone(),
+            )
+        };
+        // The copy is an upload of the source's bytes, judged whole.
+        let (_, body) = host.open_read(&source, None).await.map_err(storage_error)?;
+        let chunks = tokio_util::io::ReaderStream::with_capacity(body, 256 * 1024);
+        let mut pending = self
+            .silo
+            .stage_chunks(
+                &format!("{}/{}", target.volume, target.path),
+                chunks,
+                content_type.as_deref(),
+            )
+            .await
+            .map_err(|e| self.staging_error(&input.bucket, e))?;
+        pending.principal = Some(principal.name.clone());
+        pending.meta.cache_control = cache_control;
+        pending.meta.metadata = metadata;
+        self.judged(pending).await?;
+        let stored = host.stat(&target).await.map_err(storage_error)?;
+        Ok(S3Response::new(dto::CopyObjectOutput {
+            copy_object_result: Some(dto::CopyObjectResult {
+                e_tag: Some(etag(&stored)),
+                last_modified: Some(timestamp(stored.modified_ms)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+
+    async fn get_bucket_versioning(
+        &self,
+        req: S3Request<dto::GetBucketVersioningInput>,
+    ) -> S3Result<S3Response<dto::GetBucketVersioningOutput>> {
+        // Never versioned: no status at all, as AWS answers for such a bucket.
+        self.visibility(&req.input.bucket)?;
+        Ok(S3Response::new(dto::GetBucketVersioningOutput::default()))
+    }
+
+    async fn get_bucket_acl(
+        &self,
+        req: S3Request<dto::GetBucketAclInput>,
+    ) -> S3Result<S3Response<dto::GetBucketAclOutput>> {
+        let visibility = self.visibility(&req.input.bucket)?;
+        let (owner, grants) = self.acl(req.credentials.as_ref(), visibility);
+        Ok(S3Response::new(dto::GetBucketAclOutput {
+            owner: Some(owner),
+            grants: Some(grants),
+        }))
+    }
+
+    async fn get_object_acl(
+        &self,
+        req: S3Request<dto::GetObjectAclInput>,
+    ) -> S3Result<S3Response<dto::GetObjectAclOutput>> {
+        let visibility = self.visibility(&req.input.bucket)?;
+        let location = self.location(&req.input.bucket, &req.input.key)?;
+        self.silo
+            .storage()
+            .host_session()
+            .stat(&location)
+            .await
+            .map_err(storage_error)?;
+        let (owner, grants) = self.acl(req.credentials.as_ref(), visibility);
+        Ok(S3Response::new(dto::GetObjectAclOutput {
+            owner: Some(owner),
+            grants: Some(grants),
+            ..Default::default()
+        }))
+    }
+
+    async fn get_object_tagging(
+        &self,
+        req: S3Request<dto::GetObjectTaggingInput>,
+    ) -> S3Result<S3Response<dto::GetObjectTaggingOutput>> {
+        let location = self.location(&req.input.bucket, &req.input.key)?;
+        self.silo
+            .storage()
+            .host_session()
+            .stat(&location)
+            .await
+            .map_err(storage_error)?;
+        Ok(S3Response::new(dto::GetObjectTaggingOutput {
+            tag_set: Vec::new(),
+            version_id: None,
+        }))
+    }
+
+    async fn get_bucket_cors(
+        &self,
+        req: S3Request<dto::GetBucketCorsInput>,
+    ) -> S3Result<S3Response<dto::GetBucketCorsOutput>> {
+        self.visibility(&req.input.bucket)?;
+        Err(s3_error!(NoSuchCORSConfiguration))
+    }
+
+    async fn get_bucket_policy(
+        &self,
+        req: S3Request<dto::GetBucketPolicyInput>,
+    ) -> S3Result<S3Response<dto::GetBucketPolicyOutput>> {
+        self.visibility(&req.input.bucket)?;
+        Err(s3_error!(NoSuchBucketPolicy))
+    }
+
+    async fn get_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<dto::GetBucketLifecycleConfigurationInput>,
+    ) -> S3Result<S3Response<dto::GetBucketLifecycleConfigurationOutput>> {
+        self.visibility(&req.input.bucket)?;
+        Err(s3_error!(NoSuchLifecycleConfiguration))
+    }
+
+    async fn get_bucket_tagging(
+        &self,
+        req: S3Request<dto::GetBucketTaggingInput>,
+    ) -> S3Result<S3Response<dto::GetBucketTaggingOutput>> {
+        self.visibility(&req.input.bucket)?;
+        Err(s3_error!(NoSuchTagSet))
     }
 }
 

@@ -694,3 +694,210 @@ async fn digests_sent_with_a_body_are_verified() {
     }
     assert_eq!(keys(&cms, "private", "").await, ["crc.txt", "md5.txt"]);
 }
+
+/// What Drupal's s3fs and WordPress's S3-Uploads send, replayed: the empty
+/// probe PUT before the real one, renames as HeadObject + CopyObject +
+/// DeleteObject, Zulip's copy onto itself with `MetadataDirective=REPLACE`,
+/// s3fs's settings check (ListObjectVersions with MaxKeys=1) and the bucket
+/// reads SDKs make on connect, answered as for an unversioned bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cms_request_patterns_copies_and_unversioned_answers() {
+    use aws_sdk_s3::types::MetadataDirective;
+    let photo = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../samples/sunset.jpg")).unwrap();
+    for on_s3 in [false, true] {
+        let (t, _) = silo(on_s3).await;
+        let silo = Arc::new(t.silo);
+        let endpoint = Endpoint::start(silo.clone(), &credentials(), Duration::from_secs(30)).await;
+        let cms = endpoint.client("CMSKEY", SECRET);
+        let reader = endpoint.client("READERKEY", "reader-secret-0123456789");
+        let on = if on_s3 { "s3" } else { "local" };
+
+        // S3-Uploads: an empty object first, then the real one.
+        cms.put_object()
+            .bucket("public")
+            .key("uploads/2026/12/cat.jpg")
+            .content_type("image/jpeg")
+            .body(ByteStream::from_static(b""))
+            .send()
+            .await
+            .expect_err("an empty file declared as a JPEG is not a JPEG");
+        put_text(&cms, "public", "uploads/2026/12/probe.txt", "").await;
+        cms.put_object()
+            .bucket("public")
+            .key("uploads/2026/12/cat.jpg")
+            .content_type("image/jpeg")
+            .body(ByteStream::from(photo.clone()))
+            .send()
+            .await
+            .unwrap();
+
+        // s3fs's rename: HeadObject, CopyObject, DeleteObject.
+        let head = cms
+            .head_object()
+            .bucket("public")
+            .key("uploads/2026/12/cat.jpg")
+            .send()
+            .await
+            .unwrap();
+        let copied = cms
+            .copy_object()
+            .bucket("public")
+            .key("uploads/2026/12/kitten.jpg")
+            .copy_source("public/uploads/2026/12/cat.jpg")
+            .copy_source_if_match(head.e_tag().unwrap())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{on}: {}", aws_sdk_s3::error::DisplayErrorContext(&e)));
+        assert!(copied.copy_object_result().and_then(|r| r.e_tag()).is_some());
+        cms.delete_object()
+            .bucket("public")
+            .key("uploads/2026/12/cat.jpg")
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            read(&cms, "public", "uploads/2026/12/kitten.jpg").await == photo,
+            "{on}"
+        );
+        // The copy was judged as an upload: its styles were derived.
+        let styles = keys(&cms, "public", "styles/thumbnail/uploads/2026/12/").await;
+        assert!(
+            styles.contains(&"styles/thumbnail/uploads/2026/12/kitten.jpg".to_owned()),
+            "{on}: {styles:?}"
+        );
+
+        // Zulip: a copy onto itself that replaces the metadata.
+        put_text(&cms, "private", "zulip/doc.txt", "content").await;
+        cms.copy_object()
+            .bucket("private")
+            .key("zulip/doc.txt")
+            .copy_source("private/zulip/doc.txt")
+            .metadata_directive(MetadataDirective::Replace)
+            .content_type("text/plain")
+            .metadata("user_profile_id", "42")
+            .send()
+            .await
+            .unwrap();
+        let head = cms
+            .head_object()
+            .bucket("private")
+            .key("zulip/doc.txt")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            head.metadata()
+                .and_then(|m| m.get("user_profile_id"))
+                .map(String::as_str),
+            Some("42"),
+            "{on}"
+        );
+        assert_eq!(read(&cms, "private", "zulip/doc.txt").await, b"content");
+        // Without REPLACE a copy onto itself is refused, as on S3.
+        let (code, status, _) = failure(
+            cms.copy_object()
+                .bucket("private")
+                .key("zulip/doc.txt")
+                .copy_source("private/zulip/doc.txt")
+                .send()
+                .await,
+        );
+        assert_eq!((code.as_str(), status), ("InvalidRequest", 400), "{on}");
+        // Across volumes, and a failed source condition.
+        cms.copy_object()
+            .bucket("public")
+            .key("shared/doc.txt")
+            .copy_source("private/zulip/doc.txt")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(read(&cms, "public", "shared/doc.txt").await, b"content");
+        let (code, status, _) = failure(
+            cms.copy_object()
+                .bucket("public")
+                .key("shared/doc2.txt")
+                .copy_source("private/zulip/doc.txt")
+                .copy_source_if_match("\"stale\"")
+                .send()
+                .await,
+        );
+        assert_eq!((code.as_str(), status), ("PreconditionFailed", 412), "{on}");
+        // The policy judges the copy's name and bytes.
+        let (code, _, message) = failure(
+            cms.copy_object()
+                .bucket("public")
+                .key("shared/doc.php")
+                .copy_source("private/zulip/doc.txt")
+                .send()
+                .await,
+        );
+        assert_eq!(code, "AccessDenied", "{on}: {message}");
+        assert!(message.contains(".php"), "{message}");
+        let (_, status, _) = failure(cms.head_object().bucket("public").key("shared/doc.php").send().await);
+        assert_eq!(status, 404);
+        // A principal copies only what it may read.
+        let (code, _, message) = failure(
+            reader
+                .copy_object()
+                .bucket("public")
+                .key("stolen.txt")
+                .copy_source("private/zulip/doc.txt")
+                .send()
+                .await,
+        );
+        assert_eq!(code, "AccessDenied", "{message}");
+
+        // s3fs's settings check and refresh: ListObjectVersions.
+        let versions = cms
+            .list_object_versions()
+            .bucket("public")
+            .max_keys(1)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(versions.versions().len(), 1, "{on}");
+        assert_eq!(versions.versions()[0].version_id(), Some("null"));
+        assert_eq!(versions.versions()[0].is_latest(), Some(true));
+        assert_eq!(versions.is_truncated(), Some(true));
+        let mut all = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let page = cms
+                .list_object_versions()
+                .bucket("public")
+                .max_keys(2)
+                .set_key_marker(marker.clone())
+                .send()
+                .await
+                .unwrap();
+            all.extend(page.versions().iter().filter_map(|v| v.key().map(str::to_owned)));
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            marker = page.next_key_marker().map(str::to_owned);
+        }
+        assert_eq!(all, keys(&cms, "public", "").await, "{on}");
+
+        // What SDKs and s3fs read on connect.
+        let versioning = cms.get_bucket_versioning().bucket("public").send().await.unwrap();
+        assert!(versioning.status().is_none(), "{on}");
+        let acl = cms.get_bucket_acl().bucket("public").send().await.unwrap();
+        assert!(
+            acl.grants()
+                .iter()
+                .any(|g| g.grantee().and_then(|g| g.uri()) == Some("http://acs.amazonaws.com/groups/global/AllUsers")),
+            "a public volume is readable by all"
+        );
+        let private_acl = cms.get_bucket_acl().bucket("private").send().await.unwrap();
+        assert_eq!(private_acl.grants().len(), 1);
+        let (code, _, _) = failure(cms.get_bucket_cors().bucket("public").send().await);
+        assert_eq!(code, "NoSuchCORSConfiguration");
+        let (code, _, _) = failure(cms.get_bucket_policy().bucket("public").send().await);
+        assert_eq!(code, "NoSuchBucketPolicy");
+        let location = cms.get_bucket_location().bucket("public").send().await.unwrap();
+        assert!(
+            location.location_constraint().is_none_or(|c| c.as_str().is_empty()),
+            "{on}"
+        );
+    }
+}
