@@ -93,6 +93,13 @@ pub struct S3ApiConfig {
     /// A client idle for this long, sending headers or a body, is cut off.
     #[serde(default = "default_idle_secs")]
     pub idle_timeout_secs: u64,
+    /// Multipart uploads not completed within this are removed.
+    #[serde(default = "default_multipart_hours")]
+    pub multipart_lifetime_hours: u64,
+}
+
+fn default_multipart_hours() -> u64 {
+    24
 }
 
 fn default_region() -> String {
@@ -466,6 +473,9 @@ impl Config {
         if let Some(s3) = &self.s3_api {
             if !(1..=3600).contains(&s3.idle_timeout_secs) {
                 return Err(self.invalid("[s3_api] idle_timeout_secs must be 1..=3600".into()));
+            }
+            if !(1..=24 * 30).contains(&s3.multipart_lifetime_hours) {
+                return Err(self.invalid("[s3_api] multipart_lifetime_hours must be 1..=720".into()));
             }
             if s3.region.is_empty()
                 || !s3

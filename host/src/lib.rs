@@ -24,6 +24,8 @@ pub mod error;
 pub mod maintenance;
 pub mod metrics;
 pub mod migrate;
+#[cfg(feature = "http")]
+pub mod multipart;
 pub mod path;
 pub mod pipeline;
 pub mod policy;

@@ -256,6 +256,7 @@ async fn serve(config: Option<&Path>, listen: Option<std::net::SocketAddr>) -> a
             base_domain: s3.base_domain.clone(),
             region: s3.region.clone(),
             idle_timeout: std::time::Duration::from_secs(s3.idle_timeout_secs),
+            multipart_lifetime: std::time::Duration::from_secs(s3.multipart_lifetime_hours * 3600),
         };
         doors.spawn(silo_host::s3api::serve(
             s3_listener,

@@ -24,6 +24,7 @@ use s3s::{S3, S3Error, S3Request, S3Response, S3Result, s3_error};
 
 use crate::cache::Entry;
 use crate::error::StorageError;
+use crate::multipart::{MultipartError, MultipartStore, UploadSettings};
 use crate::pipeline::Status;
 use crate::principals::{Principal, PrincipalsHandle};
 use crate::store::{ByteRange, Condition, ObjectMeta};
@@ -49,6 +50,8 @@ pub struct S3ApiSettings {
     /// A client that sends its request headers, or the next piece of a
     /// body, more slowly than this is cut off.
     pub idle_timeout: Duration,
+    /// Multipart uploads not completed within this are removed.
+    pub multipart_lifetime: Duration,
 }
 
 /// The S3 operations of one `Silo`.
@@ -56,6 +59,7 @@ pub struct SiloS3 {
     silo: Arc<Silo>,
     principals: Arc<PrincipalsHandle>,
     settings: S3ApiSettings,
+    multipart: Arc<MultipartStore>,
 }
 
 /// The operation a request turned out to be, for the metrics: filled in by
@@ -79,6 +83,35 @@ fn storage_error(e: StorageError) -> S3Error {
         StorageError::QuotaExceeded(why) => s3_error!(AccessDenied, "{why}"),
         StorageError::Unsupported(why) => s3_error!(NotImplemented, "{why}"),
         StorageError::Unavailable(why) => s3_error!(ServiceUnavailable, "{why}"),
+    }
+}
+
+fn multipart_error(e: MultipartError) -> S3Error {
+    match e {
+        MultipartError::NoSuchUpload => s3_error!(NoSuchUpload),
+        MultipartError::InvalidPartNumber => s3_error!(InvalidArgument, "{e}"),
+        MultipartError::TooManyUploads(_) => s3_error!(AccessDenied, "{e}"),
+        MultipartError::TooLarge(_) => s3_error!(EntityTooLarge, "{e}"),
+        MultipartError::InvalidPart(_) => s3_error!(InvalidPart, "{e}"),
+        MultipartError::InvalidPartOrder => s3_error!(InvalidPartOrder, "{e}"),
+        MultipartError::EntityTooSmall(_) => s3_error!(EntityTooSmall, "{e}"),
+        MultipartError::Body(ref inner) if inner.kind() == std::io::ErrorKind::TimedOut => {
+            s3_error!(RequestTimeout, "{e}")
+        }
+        MultipartError::Body(_) => s3_error!(IncompleteBody, "{e}"),
+        MultipartError::Io { .. } => s3_error!(InternalError, "{e}"),
+    }
+}
+
+/// Canned ACLs: `private` and `public-read` change nothing (a volume's
+/// visibility decides who reads it); others are refused.
+fn check_acl(acl: Option<&dto::ObjectCannedACL>) -> S3Result<()> {
+    match acl.map(|a| a.as_str()) {
+        None | Some("private" | "public-read") => Ok(()),
+        Some(other) => Err(s3_error!(
+            NotImplemented,
+            "canned ACL '{other}' is not supported: a volume's visibility decides who may read it"
+        )),
     }
 }
 
@@ -276,6 +309,7 @@ pub fn service(
     silo: Arc<Silo>,
     principals: Arc<PrincipalsHandle>,
     settings: S3ApiSettings,
+    multipart: Arc<MultipartStore>,
 ) -> impl hyper::service::Service<
     http::Request<hyper::body::Incoming>,
     Response = http::Response<s3s::Body>,
@@ -288,6 +322,7 @@ pub fn service(
         silo: silo.clone(),
         principals: principals.clone(),
         settings: settings.clone(),
+        multipart,
     });
     builder.set_auth(Keys(principals.clone()));
     builder.set_access(Policy {
@@ -332,7 +367,23 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let idle = settings.idle_timeout;
-    let service = service(silo, principals, settings);
+    let multipart =
+        Arc::new(MultipartStore::open(silo.config().data_dir.join("multipart")).map_err(std::io::Error::other)?);
+    // Unfinished multipart uploads expire: swept now and every hour.
+    let sweeper = tokio::spawn({
+        let (multipart, lifetime) = (multipart.clone(), settings.multipart_lifetime);
+        async move {
+            loop {
+                match multipart.sweep(lifetime).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!("removed {n} expired multipart uploads"),
+                    Err(e) => tracing::warn!("sweeping expired multipart uploads: {e}"),
+                }
+                tokio::time::sleep(Duration::from_secs(3600).min(lifetime)).await;
+            }
+        }
+    });
+    let service = service(silo, principals, settings, multipart);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -359,6 +410,7 @@ pub async fn serve(
             let _ = connection.await;
         });
     }
+    sweeper.abort();
     graceful.shutdown().await;
     Ok(())
 }
@@ -381,6 +433,39 @@ impl SiloS3 {
             .volume(bucket)
             .map(|v| v.visibility)
             .map_err(|_| s3_error!(NoSuchBucket))
+    }
+
+    /// The principal that signed the request (anonymous requests reach no
+    /// operation that asks for one).
+    fn signed_by(&self, credentials: Option<&s3s::auth::Credentials>) -> S3Result<Arc<Principal>> {
+        self.principal(credentials).ok_or_else(|| s3_error!(AccessDenied))
+    }
+
+    /// The location of a copy source the principal may read.
+    fn readable_source(&self, principal: &Principal, source: &dto::CopySource) -> S3Result<Location> {
+        let (bucket, key) = match source {
+            dto::CopySource::Bucket {
+                bucket,
+                key,
+                version_id,
+            } if version_id.as_deref().is_none_or(|v| v == "null") => (bucket.to_string(), key.to_string()),
+            _ => {
+                return Err(s3_error!(
+                    NotImplemented,
+                    "a copy source is <bucket>/<key> (no versions, no access points)"
+                ));
+            }
+        };
+        // The access check saw the destination; the source is checked here.
+        self.visibility(&bucket)?;
+        if !principal.may(&bucket, Access::Read) {
+            return Err(s3_error!(
+                AccessDenied,
+                "principal '{}' may not read in '{bucket}'",
+                principal.name
+            ));
+        }
+        self.location(&bucket, &key)
     }
 
     /// What a failed staging answers.
@@ -730,6 +815,56 @@ fn safe_headers<T>(mut response: S3Response<T>) -> S3Response<T> {
     response
 }
 
+/// A copy whose source condition fails is 412, whichever it is:
+/// `[if-match, if-none-match]`, `[if-modified-since, if-unmodified-since]`.
+fn copy_source_conditions(
+    meta: &ObjectMeta,
+    [if_match, if_none_match]: [Option<&dto::ETagCondition>; 2],
+    [modified_since, unmodified_since]: [Option<&Timestamp>; 2],
+) -> S3Result<()> {
+    SiloS3::check_read_conditions(meta, if_match, if_none_match, modified_since, unmodified_since)
+        .map_err(|_| s3_error!(PreconditionFailed, "the copy source's condition does not hold"))
+}
+
+/// `If-None-Match: *` (create only) or `If-Match` with one ETag on a write.
+fn write_condition(
+    if_none_match: Option<&dto::ETagCondition>,
+    if_match: Option<&dto::ETagCondition>,
+) -> S3Result<Option<Condition>> {
+    match (if_none_match, if_match) {
+        (None, None) => Ok(None),
+        (Some(dto::ETagCondition::Any), None) => Ok(Some(Condition::CreateOnly)),
+        (None, Some(dto::ETagCondition::ETag(tag))) => Ok(Some(Condition::IfMatch(tag.value().to_owned()))),
+        _ => Err(s3_error!(
+            NotImplemented,
+            "a write takes If-None-Match: * or If-Match with one etag"
+        )),
+    }
+}
+
+/// A body cut off when idle, hashed as it passes for the digests the
+/// client declared.
+fn hashed(
+    body: StreamingBlob,
+    idle: Duration,
+    declared: &Declared,
+) -> (
+    impl Stream<Item = std::io::Result<Bytes>> + Unpin + Send + 'static,
+    Arc<std::sync::Mutex<Hashing>>,
+) {
+    let hashing = Arc::new(std::sync::Mutex::new(declared.hasher()));
+    let body = body_chunks(body, idle).map({
+        let hashing = hashing.clone();
+        move |chunk| {
+            if let Ok(bytes) = &chunk {
+                hashing.lock().unwrap_or_else(|p| p.into_inner()).update(bytes);
+            }
+            chunk
+        }
+    });
+    (body, hashing)
+}
+
 /// The checksum algorithms of `x-amz-checksum-*`, as S3 names them.
 const CHECKSUMS: [&str; 5] = ["crc32", "crc32c", "crc64nvme", "sha1", "sha256"];
 
@@ -888,9 +1023,7 @@ impl S3 for SiloS3 {
         &self,
         req: S3Request<dto::ListBucketsInput>,
     ) -> S3Result<S3Response<dto::ListBucketsOutput>> {
-        let principal = self
-            .principal(req.credentials.as_ref())
-            .ok_or_else(|| s3_error!(AccessDenied))?;
+        let principal = self.signed_by(req.credentials.as_ref())?;
         let buckets = principal
             .grants
             .keys()
@@ -932,22 +1065,12 @@ impl S3 for SiloS3 {
     }
 
     async fn put_object(&self, req: S3Request<dto::PutObjectInput>) -> S3Result<S3Response<dto::PutObjectOutput>> {
-        let principal = self
-            .principal(req.credentials.as_ref())
-            .ok_or_else(|| s3_error!(AccessDenied))?;
+        let principal = self.signed_by(req.credentials.as_ref())?;
         let declared = Declared::of(&req.headers)?;
         let trailing = req.trailing_headers;
         let input = req.input;
         let location = self.location(&input.bucket, &input.key)?;
-        match input.acl.as_ref().map(|a| a.as_str()) {
-            None | Some("private" | "public-read") => {}
-            Some(other) => {
-                return Err(s3_error!(
-                    NotImplemented,
-                    "canned ACL '{other}' is not supported: a volume's visibility decides who may read it"
-                ));
-            }
-        }
+        check_acl(input.acl.as_ref())?;
         let limit = self.silo.upload_limit(&input.bucket);
         if input.content_length.is_some_and(|n| n as u64 > limit) {
             return Err(s3_error!(
@@ -956,32 +1079,13 @@ impl S3 for SiloS3 {
                 input.bucket
             ));
         }
-        let condition = match (&input.if_none_match, &input.if_match) {
-            (None, None) => None,
-            (Some(dto::ETagCondition::Any), None) => Some(Condition::CreateOnly),
-            (None, Some(dto::ETagCondition::ETag(tag))) => Some(Condition::IfMatch(tag.value().to_owned())),
-            _ => {
-                return Err(s3_error!(
-                    NotImplemented,
-                    "a PutObject takes If-None-Match: * or If-Match with one etag"
-                ));
-            }
-        };
+        let condition = write_condition(input.if_none_match.as_ref(), input.if_match.as_ref())?;
         let body = input
             .body
             .ok_or_else(|| s3_error!(IncompleteBody, "the request has no body"))?;
         let content_type = input.content_type.filter(|t| !t.is_empty());
         let target = format!("{}/{}", location.volume, location.path);
-        let hashing = Arc::new(std::sync::Mutex::new(declared.hasher()));
-        let body = body_chunks(body, self.settings.idle_timeout).map({
-            let hashing = hashing.clone();
-            move |chunk| {
-                if let Ok(bytes) = &chunk {
-                    hashing.lock().unwrap_or_else(|p| p.into_inner()).update(bytes);
-                }
-                chunk
-            }
-        });
+        let (body, hashing) = hashed(body, self.settings.idle_timeout, &declared);
         let mut pending = self
             .silo
             .stage_chunks(&target, body, content_type.as_deref())
@@ -1284,45 +1388,24 @@ impl S3 for SiloS3 {
     }
 
     async fn copy_object(&self, req: S3Request<dto::CopyObjectInput>) -> S3Result<S3Response<dto::CopyObjectOutput>> {
-        let principal = self
-            .principal(req.credentials.as_ref())
-            .ok_or_else(|| s3_error!(AccessDenied))?;
+        let principal = self.signed_by(req.credentials.as_ref())?;
         let input = req.input;
-        let (source_bucket, source_key) = match &input.copy_source {
-            dto::CopySource::Bucket {
-                bucket,
-                key,
-                version_id,
-            } if version_id.as_deref().is_none_or(|v| v == "null") => (bucket.to_string(), key.to_string()),
-            _ => {
-                return Err(s3_error!(
-                    NotImplemented,
-                    "a copy source is <bucket>/<key> (no versions, no access points)"
-                ));
-            }
-        };
-        // The access check saw the destination; the source is read here.
-        self.visibility(&source_bucket)?;
-        if !principal.may(&source_bucket, Access::Read) {
-            return Err(s3_error!(
-                AccessDenied,
-                "principal '{}' may not read in '{source_bucket}'",
-                principal.name
-            ));
-        }
-        let source = self.location(&source_bucket, &source_key)?;
+        let source = self.readable_source(&principal, &input.copy_source)?;
         let target = self.location(&input.bucket, &input.key)?;
         let host = self.silo.storage().host_session();
         let meta = host.stat(&source).await.map_err(storage_error)?;
         // A copy whose source condition fails is 412, whichever it is.
-        Self::check_read_conditions(
+        copy_source_conditions(
             &meta,
-            input.copy_source_if_match.as_ref(),
-            input.copy_source_if_none_match.as_ref(),
-            input.copy_source_if_modified_since.as_ref(),
-            input.copy_source_if_unmodified_since.as_ref(),
-        )
-        .map_err(|_| s3_error!(PreconditionFailed, "the copy source's condition does not hold"))?;
+            [
+                input.copy_source_if_match.as_ref(),
+                input.copy_source_if_none_match.as_ref(),
+            ],
+            [
+                input.copy_source_if_modified_since.as_ref(),
+                input.copy_source_if_unmodified_since.as_ref(),
+            ],
+        )?;
         let replace = match input.metadata_directive.as_ref().map(|d| d.as_str()) {
             None | Some(dto::MetadataDirective::COPY) => false,
             Some(dto::MetadataDirective::REPLACE) => true,
@@ -1464,6 +1547,319 @@ impl S3 for SiloS3 {
     ) -> S3Result<S3Response<dto::GetBucketTaggingOutput>> {
         self.visibility(&req.input.bucket)?;
         Err(s3_error!(NoSuchTagSet))
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<dto::CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<dto::CreateMultipartUploadOutput>> {
+        let principal = self.signed_by(req.credentials.as_ref())?;
+        let input = req.input;
+        let location = self.location(&input.bucket, &input.key)?;
+        check_acl(input.acl.as_ref())?;
+        // A name the policy refuses is refused now, not after the parts.
+        self.silo
+            .storage()
+            .policy()
+            .check_name(location.path.as_str())
+            .map_err(storage_error)?;
+        let mut metadata: Vec<(String, String)> = input.metadata.unwrap_or_default().into_iter().collect();
+        metadata.sort();
+        let id = self
+            .multipart
+            .create(UploadSettings {
+                volume: input.bucket.clone(),
+                key: input.key.clone(),
+                principal: principal.name.clone(),
+                content_type: input.content_type.filter(|t| !t.is_empty()),
+                cache_control: input.cache_control.filter(|c| !c.is_empty()),
+                metadata,
+                created_ms: crate::store::now_ms(),
+            })
+            .await
+            .map_err(multipart_error)?;
+        Ok(S3Response::new(dto::CreateMultipartUploadOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            upload_id: Some(id),
+            ..Default::default()
+        }))
+    }
+
+    async fn upload_part(&self, req: S3Request<dto::UploadPartInput>) -> S3Result<S3Response<dto::UploadPartOutput>> {
+        let declared = Declared::of(&req.headers)?;
+        let trailing = req.trailing_headers;
+        let input = req.input;
+        self.multipart
+            .settings(&input.upload_id, &input.bucket, &input.key)
+            .await
+            .map_err(multipart_error)?;
+        let body = input
+            .body
+            .ok_or_else(|| s3_error!(IncompleteBody, "the request has no body"))?;
+        let (body, hashing) = hashed(body, self.settings.idle_timeout, &declared);
+        let limit = self.silo.upload_limit(&input.bucket);
+        let part = self
+            .multipart
+            .put_part(&input.upload_id, input.part_number, body, limit)
+            .await
+            .map_err(multipart_error)?;
+        let computed = std::mem::take(&mut *hashing.lock().unwrap_or_else(|p| p.into_inner()));
+        if let Err(e) = declared.verify(computed, trailing.as_ref()) {
+            // A part that is not what its digests say is not kept.
+            let _ = self.multipart.remove_part(&input.upload_id, input.part_number).await;
+            return Err(e);
+        }
+        Ok(S3Response::new(dto::UploadPartOutput {
+            e_tag: Some(ETag::Strong(part.etag)),
+            ..Default::default()
+        }))
+    }
+
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<dto::UploadPartCopyInput>,
+    ) -> S3Result<S3Response<dto::UploadPartCopyOutput>> {
+        let principal = self.signed_by(req.credentials.as_ref())?;
+        let input = req.input;
+        self.multipart
+            .settings(&input.upload_id, &input.bucket, &input.key)
+            .await
+            .map_err(multipart_error)?;
+        let source = self.readable_source(&principal, &input.copy_source)?;
+        let host = self.silo.storage().host_session();
+        let meta = host.stat(&source).await.map_err(storage_error)?;
+        copy_source_conditions(
+            &meta,
+            [
+                input.copy_source_if_match.as_ref(),
+                input.copy_source_if_none_match.as_ref(),
+            ],
+            [
+                input.copy_source_if_modified_since.as_ref(),
+                input.copy_source_if_unmodified_since.as_ref(),
+            ],
+        )?;
+        let range = match &input.copy_source_range {
+            None => None,
+            Some(spec) => {
+                let r = dto::Range::parse(spec)
+                    .ok()
+                    .and_then(|r| r.check(meta.size).ok())
+                    .ok_or_else(|| {
+                        s3_error!(
+                            InvalidArgument,
+                            "x-amz-copy-source-range '{spec}' is not within the source"
+                        )
+                    })?;
+                Some(ByteRange {
+                    offset: r.start,
+                    length: r.end - r.start,
+                })
+            }
+        };
+        let (_, body) = host.open_read(&source, range).await.map_err(storage_error)?;
+        let chunks = tokio_util::io::ReaderStream::with_capacity(body, 256 * 1024);
+        let limit = self.silo.upload_limit(&input.bucket);
+        let part = self
+            .multipart
+            .put_part(&input.upload_id, input.part_number, chunks, limit)
+            .await
+            .map_err(multipart_error)?;
+        Ok(S3Response::new(dto::UploadPartCopyOutput {
+            copy_part_result: Some(dto::CopyPartResult {
+                e_tag: Some(ETag::Strong(part.etag)),
+                last_modified: Some(timestamp(part.modified_ms)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_parts(&self, req: S3Request<dto::ListPartsInput>) -> S3Result<S3Response<dto::ListPartsOutput>> {
+        let input = req.input;
+        let settings = self
+            .multipart
+            .settings(&input.upload_id, &input.bucket, &input.key)
+            .await
+            .map_err(multipart_error)?;
+        let max = input.max_parts.unwrap_or(1000).clamp(0, 1000) as usize;
+        let after: i32 = input.part_number_marker.unwrap_or(0);
+        let parts: Vec<_> = self
+            .multipart
+            .parts(&input.upload_id)
+            .await
+            .map_err(multipart_error)?
+            .into_iter()
+            .filter(|p| p.number > after)
+            .collect();
+        let truncated = parts.len() > max;
+        let shown = &parts[..parts.len().min(max)];
+        let owner = dto::Owner {
+            display_name: Some(settings.principal.clone()),
+            id: Some(settings.principal.clone()),
+        };
+        Ok(S3Response::new(dto::ListPartsOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            upload_id: Some(input.upload_id),
+            max_parts: Some(max as i32),
+            is_truncated: Some(truncated),
+            part_number_marker: input.part_number_marker,
+            next_part_number_marker: shown.last().filter(|_| truncated).map(|p| p.number),
+            parts: Some(
+                shown
+                    .iter()
+                    .map(|p| dto::Part {
+                        part_number: Some(p.number),
+                        e_tag: Some(ETag::Strong(p.etag.clone())),
+                        size: Some(p.size as i64),
+                        last_modified: Some(timestamp(p.modified_ms)),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            initiator: Some(dto::Initiator {
+                display_name: owner.display_name.clone(),
+                id: owner.id.clone(),
+            }),
+            owner: Some(owner),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<dto::ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<dto::ListMultipartUploadsOutput>> {
+        let input = req.input;
+        self.visibility(&input.bucket)?;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let max = input.max_uploads.unwrap_or(1000).clamp(0, 1000) as usize;
+        let after = (
+            input.key_marker.clone().unwrap_or_default(),
+            input.upload_id_marker.clone().unwrap_or_default(),
+        );
+        let mut uploads: Vec<(String, UploadSettings)> = self
+            .multipart
+            .uploads()
+            .await
+            .map_err(multipart_error)?
+            .into_iter()
+            .filter(|(_, s)| s.volume == input.bucket && s.key.starts_with(&prefix))
+            .filter(|(id, s)| (s.key.clone(), id.clone()) > after)
+            .collect();
+        uploads.sort_by(|a, b| (&a.1.key, &a.0).cmp(&(&b.1.key, &b.0)));
+        let truncated = uploads.len() > max;
+        uploads.truncate(max);
+        let last = uploads.last().filter(|_| truncated).cloned();
+        Ok(S3Response::new(dto::ListMultipartUploadsOutput {
+            bucket: Some(input.bucket),
+            prefix: Some(prefix),
+            key_marker: input.key_marker,
+            upload_id_marker: input.upload_id_marker,
+            max_uploads: Some(max as i32),
+            is_truncated: Some(truncated),
+            next_key_marker: last.as_ref().map(|(_, s)| s.key.clone()),
+            next_upload_id_marker: last.map(|(id, _)| id),
+            uploads: Some(
+                uploads
+                    .into_iter()
+                    .map(|(id, s)| dto::MultipartUpload {
+                        key: Some(s.key),
+                        upload_id: Some(id),
+                        initiated: Some(timestamp(s.created_ms)),
+                        owner: Some(dto::Owner {
+                            display_name: Some(s.principal.clone()),
+                            id: Some(s.principal),
+                        }),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }))
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<dto::CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<dto::CompleteMultipartUploadOutput>> {
+        let principal = self.signed_by(req.credentials.as_ref())?;
+        let input = req.input;
+        let location = self.location(&input.bucket, &input.key)?;
+        let settings = self
+            .multipart
+            .settings(&input.upload_id, &input.bucket, &input.key)
+            .await
+            .map_err(multipart_error)?;
+        let named: Vec<(i32, String)> = input
+            .multipart_upload
+            .and_then(|m| m.parts)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| {
+                Ok((
+                    p.part_number
+                        .ok_or_else(|| s3_error!(InvalidPart, "a completed part has no PartNumber"))?,
+                    p.e_tag
+                        .map(|e| e.value().to_owned())
+                        .ok_or_else(|| s3_error!(InvalidPart, "a completed part has no ETag"))?,
+                ))
+            })
+            .collect::<S3Result<_>>()?;
+        let condition = write_condition(input.if_none_match.as_ref(), input.if_match.as_ref())?;
+        let (files, _) = self
+            .multipart
+            .assemble(&input.upload_id, &named)
+            .await
+            .map_err(multipart_error)?;
+        // The whole object is staged and judged once, as any upload.
+        let staged = self
+            .silo
+            .stage_chunks(
+                &format!("{}/{}", location.volume, location.path),
+                crate::multipart::read_parts(files),
+                settings.content_type.as_deref(),
+            )
+            .await
+            .map_err(|e| self.staging_error(&input.bucket, e));
+        let mut pending = match staged {
+            Ok(pending) => pending,
+            Err(e) => {
+                let _ = self.multipart.remove(&input.upload_id).await;
+                return Err(e);
+            }
+        };
+        pending.condition = condition;
+        pending.principal = Some(principal.name.clone());
+        pending.meta.cache_control = settings.cache_control;
+        pending.meta.metadata = settings.metadata;
+        // Judged or refused, the upload is over: its parts go.
+        let judged = self.judged(pending).await;
+        let _ = self.multipart.remove(&input.upload_id).await;
+        let report = judged?;
+        Ok(S3Response::new(dto::CompleteMultipartUploadOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            e_tag: report.file.etag.map(|e| ETag::Strong(e.trim_matches('"').to_owned())),
+            ..Default::default()
+        }))
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<dto::AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<dto::AbortMultipartUploadOutput>> {
+        let input = req.input;
+        self.multipart
+            .settings(&input.upload_id, &input.bucket, &input.key)
+            .await
+            .map_err(multipart_error)?;
+        self.multipart.remove(&input.upload_id).await.map_err(multipart_error)?;
+        let mut response = S3Response::new(dto::AbortMultipartUploadOutput::default());
+        response.status = Some(http::StatusCode::NO_CONTENT);
+        Ok(response)
     }
 }
 

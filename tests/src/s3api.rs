@@ -36,6 +36,7 @@ impl Endpoint {
             base_domain: Some(BASE_DOMAIN.into()),
             region: "us-east-1".into(),
             idle_timeout: idle,
+            multipart_lifetime: Duration::from_secs(24 * 3600),
         };
         let task = tokio::spawn({
             let principals = principals.clone();

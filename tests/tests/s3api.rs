@@ -94,11 +94,16 @@ async fn keys(client: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Vec<St
 /// Silo with the example pipeline on local volumes, or on volumes in a new
 /// bucket of the S3 server (with the bucket).
 async fn silo(on_s3: bool) -> (TestSilo, Option<String>) {
+    silo_with(on_s3, EXAMPLE_PIPELINE).await
+}
+
+/// As [`silo`], with another pipeline.
+async fn silo_with(on_s3: bool, pipeline: &str) -> (TestSilo, Option<String>) {
     if on_s3 {
-        let (t, bucket) = TestSilo::on_s3(EXAMPLE_PIPELINE, &[], "s3api").await.unwrap();
+        let (t, bucket) = TestSilo::on_s3(pipeline, &[], "s3api").await.unwrap();
         (t, Some(bucket))
     } else {
-        (TestSilo::new(EXAMPLE_PIPELINE, &[]).await.unwrap(), None)
+        (TestSilo::new(pipeline, &[]).await.unwrap(), None)
     }
 }
 
@@ -554,24 +559,7 @@ async fn the_aws_cli_copies_syncs_lists_and_removes() {
     let silo = Arc::new(t.silo);
     let endpoint = Endpoint::start(silo.clone(), &credentials(), Duration::from_secs(30)).await;
     let work = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(&aws)
-            .args(["--endpoint-url", &endpoint.url(), "--region", "us-east-1"])
-            .args(args)
-            .env("AWS_ACCESS_KEY_ID", "CMSKEY")
-            .env("AWS_SECRET_ACCESS_KEY", SECRET)
-            .env_remove("AWS_PROFILE")
-            .env("AWS_CONFIG_FILE", "/dev/null")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-            .current_dir(work.path())
-            .output()
-            .expect("run aws");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let run = |args: &[&str]| aws_cli(&aws, &endpoint, work.path(), args);
     let site = work.path().join("site");
     std::fs::create_dir_all(site.join("css")).unwrap();
     std::fs::write(site.join("index.txt"), "welcome").unwrap();
@@ -900,4 +888,409 @@ async fn cms_request_patterns_copies_and_unversioned_answers() {
             "{on}"
         );
     }
+}
+
+/// Run the AWS CLI against `endpoint` as the `cms` principal, in `dir`:
+/// whether it succeeded, its stdout and its stderr.
+fn aws_cli(aws: &str, endpoint: &Endpoint, dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(aws)
+        .args(["--endpoint-url", &endpoint.url(), "--region", "us-east-1"])
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", "CMSKEY")
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env_remove("AWS_PROFILE")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .current_dir(dir)
+        .output()
+        .expect("run aws");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn content(seed: u32, len: usize) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed) >> 24) as u8 | 0x20)
+        .collect()
+}
+
+/// A multipart upload is invisible until it completes, then judged whole;
+/// its parts are checked by number and ETag; refusals and aborts leave
+/// nothing; unfinished uploads expire; a principal's open uploads are
+/// bounded. On local volumes and on S3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_uploads_are_judged_whole_at_completion() {
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+    // No plugin (the example's upload-guard takes files of 1 MB at most):
+    // the content policy judges.
+    for on_s3 in [false, true] {
+        let (t, bucket) = silo_with(on_s3, "").await;
+        let state = t.dir.path().join("state");
+        let silo = Arc::new(t.silo);
+        let endpoint = Endpoint::start(silo.clone(), &credentials(), Duration::from_secs(30)).await;
+        let cms = endpoint.client("CMSKEY", SECRET);
+        let on = if on_s3 { "s3" } else { "local" };
+        let parts_data = [content(1, 5 << 20), content(2, 5 << 20), content(3, 1 << 20)];
+        let create = |key: &'static str| {
+            cms.create_multipart_upload()
+                .bucket("private")
+                .key(key)
+                .content_type("application/octet-stream")
+                .metadata("owner", "9")
+                .send()
+        };
+        let upload = create("big/data.bin").await.unwrap();
+        let id = upload.upload_id().unwrap().to_owned();
+        let mut completed = Vec::new();
+        for (i, data) in parts_data.iter().enumerate() {
+            let part = cms
+                .upload_part()
+                .bucket("private")
+                .key("big/data.bin")
+                .upload_id(&id)
+                .part_number(i as i32 + 1)
+                .body(ByteStream::from(data.clone()))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{on}: {}", aws_sdk_s3::error::DisplayErrorContext(&e)));
+            completed.push(
+                CompletedPart::builder()
+                    .part_number(i as i32 + 1)
+                    .e_tag(part.e_tag().unwrap())
+                    .build(),
+            );
+        }
+        // Nothing is visible before the completion.
+        let (_, status, _) = failure(cms.head_object().bucket("private").key("big/data.bin").send().await);
+        assert_eq!(status, 404, "{on}");
+        assert!(keys(&cms, "private", "").await.is_empty(), "{on}");
+        let listed = cms
+            .list_parts()
+            .bucket("private")
+            .key("big/data.bin")
+            .upload_id(&id)
+            .send()
+            .await
+            .unwrap();
+        let sizes: Vec<i64> = listed.parts().iter().filter_map(|p| p.size()).collect();
+        assert_eq!(sizes, [5 << 20, 5 << 20, 1 << 20], "{on}");
+        let uploads = cms.list_multipart_uploads().bucket("private").send().await.unwrap();
+        assert_eq!(uploads.uploads().len(), 1);
+        assert_eq!(uploads.uploads()[0].upload_id(), Some(id.as_str()));
+        // Completions that name parts wrongly are refused, and change nothing.
+        let complete = |parts: Vec<CompletedPart>| {
+            cms.complete_multipart_upload()
+                .bucket("private")
+                .key("big/data.bin")
+                .upload_id(&id)
+                .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+                .send()
+        };
+        let wrong_etag = vec![CompletedPart::builder().part_number(1).e_tag("\"0000\"").build()];
+        let (code, status, _) = failure(complete(wrong_etag).await);
+        assert_eq!((code.as_str(), status), ("InvalidPart", 400), "{on}");
+        let reversed: Vec<CompletedPart> = completed.iter().rev().cloned().collect();
+        let (code, _, _) = failure(complete(reversed).await);
+        assert_eq!(code, "InvalidPartOrder", "{on}");
+        let small_first = vec![completed[2].clone()];
+        let _ = small_first;
+        let skipping = vec![completed[0].clone(), completed[2].clone()];
+        complete(skipping.clone())
+            .await
+            .map(|_| ())
+            .unwrap_or_else(|e| panic!("{on}: {}", aws_sdk_s3::error::DisplayErrorContext(&e)));
+        // Parts 1 and 3 make the object; the upload is over.
+        let whole = read(&cms, "private", "big/data.bin").await;
+        assert_eq!(whole.len(), (5 << 20) + (1 << 20), "{on}");
+        assert!(
+            whole[..5 << 20] == parts_data[0][..] && whole[5 << 20..] == parts_data[2][..],
+            "{on}: the bytes differ"
+        );
+        let head = cms
+            .head_object()
+            .bucket("private")
+            .key("big/data.bin")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            head.metadata().and_then(|m| m.get("owner")).map(String::as_str),
+            Some("9")
+        );
+        let (code, _, _) = failure(complete(completed.clone()).await);
+        assert_eq!(code, "NoSuchUpload", "{on}");
+
+        // A part under 5 MiB that is not the last.
+        let id2 = create("big/small.bin").await.unwrap().upload_id().unwrap().to_owned();
+        let mut small = Vec::new();
+        for n in 1..=2 {
+            let part = cms
+                .upload_part()
+                .bucket("private")
+                .key("big/small.bin")
+                .upload_id(&id2)
+                .part_number(n)
+                .body(ByteStream::from(content(n as u32, 1000)))
+                .send()
+                .await
+                .unwrap();
+            small.push(
+                CompletedPart::builder()
+                    .part_number(n)
+                    .e_tag(part.e_tag().unwrap())
+                    .build(),
+            );
+        }
+        let (code, _, _) = failure(
+            cms.complete_multipart_upload()
+                .bucket("private")
+                .key("big/small.bin")
+                .upload_id(&id2)
+                .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(small)).build())
+                .send()
+                .await,
+        );
+        assert_eq!(code, "EntityTooSmall", "{on}");
+        // Aborted: gone, parts and all.
+        cms.abort_multipart_upload()
+            .bucket("private")
+            .key("big/small.bin")
+            .upload_id(&id2)
+            .send()
+            .await
+            .unwrap();
+        let (code, _, _) = failure(
+            cms.list_parts()
+                .bucket("private")
+                .key("big/small.bin")
+                .upload_id(&id2)
+                .send()
+                .await,
+        );
+        assert_eq!(code, "NoSuchUpload");
+        assert!(
+            !state.join("multipart").join(&id2).exists(),
+            "{on}: the aborted upload's parts stayed"
+        );
+
+        // Refused at completion by the content policy: nothing stored, the
+        // upload removed.
+        let id3 = cms
+            .create_multipart_upload()
+            .bucket("public")
+            .key("notes/readme.txt")
+            .content_type("text/plain")
+            .send()
+            .await
+            .unwrap()
+            .upload_id()
+            .unwrap()
+            .to_owned();
+        let part = cms
+            .upload_part()
+            .bucket("public")
+            .key("notes/readme.txt")
+            .upload_id(&id3)
+            .part_number(1)
+            .body(ByteStream::from_static(b"<?php system($_GET['c']); ?>"))
+            .send()
+            .await
+            .unwrap();
+        let (code, status, message) = failure(
+            cms.complete_multipart_upload()
+                .bucket("public")
+                .key("notes/readme.txt")
+                .upload_id(&id3)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .parts(
+                            CompletedPart::builder()
+                                .part_number(1)
+                                .e_tag(part.e_tag().unwrap())
+                                .build(),
+                        )
+                        .build(),
+                )
+                .send()
+                .await,
+        );
+        assert_eq!((code.as_str(), status), ("AccessDenied", 403), "{on}: {message}");
+        assert!(message.contains("PHP"), "{message}");
+        let (_, status, _) = failure(cms.head_object().bucket("public").key("notes/readme.txt").send().await);
+        assert_eq!(status, 404);
+        assert!(!state.join("multipart").join(&id3).exists());
+        // A name the policy refuses is refused at creation.
+        let (code, _, _) = failure(
+            cms.create_multipart_upload()
+                .bucket("public")
+                .key("shell.php")
+                .send()
+                .await,
+        );
+        assert_eq!(code, "AccessDenied");
+
+        // A part copied from a range of an object.
+        let id4 = create("big/copy.bin").await.unwrap().upload_id().unwrap().to_owned();
+        let copied = cms
+            .upload_part_copy()
+            .bucket("private")
+            .key("big/copy.bin")
+            .upload_id(&id4)
+            .part_number(1)
+            .copy_source("private/big/data.bin")
+            .copy_source_range("bytes=100-1099")
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{on}: {}", aws_sdk_s3::error::DisplayErrorContext(&e)));
+        let etag = copied.copy_part_result().and_then(|r| r.e_tag()).unwrap().to_owned();
+        cms.complete_multipart_upload()
+            .bucket("private")
+            .key("big/copy.bin")
+            .upload_id(&id4)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .parts(CompletedPart::builder().part_number(1).e_tag(etag).build())
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            read(&cms, "private", "big/copy.bin").await == parts_data[0][100..1100],
+            "{on}"
+        );
+
+        // Unfinished uploads expire and leave nothing.
+        let id5 = create("big/left.bin").await.unwrap().upload_id().unwrap().to_owned();
+        cms.upload_part()
+            .bucket("private")
+            .key("big/left.bin")
+            .upload_id(&id5)
+            .part_number(1)
+            .body(ByteStream::from(content(5, 1000)))
+            .send()
+            .await
+            .unwrap();
+        let store = silo_host::multipart::MultipartStore::open(state.join("multipart")).unwrap();
+        assert_eq!(
+            store.sweep(Duration::from_secs(3600)).await.unwrap(),
+            0,
+            "a fresh upload is kept"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(store.sweep(Duration::from_millis(10)).await.unwrap(), 1);
+        let (code, _, _) = failure(
+            cms.upload_part()
+                .bucket("private")
+                .key("big/left.bin")
+                .upload_id(&id5)
+                .part_number(2)
+                .body(ByteStream::from_static(b"x"))
+                .send()
+                .await,
+        );
+        assert_eq!(code, "NoSuchUpload");
+        assert_eq!(std::fs::read_dir(state.join("multipart")).unwrap().count(), 0, "{on}");
+        if let Some(bucket) = &bucket {
+            assert_eq!(s3::open_uploads(bucket).await, 0, "{on}");
+        }
+
+        // An upload id is for its own key, and only ids Silo gave are read.
+        let id6 = create("big/mine.bin").await.unwrap().upload_id().unwrap().to_owned();
+        let (code, _, _) = failure(
+            cms.upload_part()
+                .bucket("private")
+                .key("big/other.bin")
+                .upload_id(&id6)
+                .part_number(1)
+                .body(ByteStream::from_static(b"x"))
+                .send()
+                .await,
+        );
+        assert_eq!(code, "NoSuchUpload");
+        let (code, _, _) = failure(
+            cms.upload_part()
+                .bucket("private")
+                .key("big/mine.bin")
+                .upload_id("../../state")
+                .part_number(1)
+                .body(ByteStream::from_static(b"x"))
+                .send()
+                .await,
+        );
+        assert_eq!(code, "NoSuchUpload");
+        cms.abort_multipart_upload()
+            .bucket("private")
+            .key("big/mine.bin")
+            .upload_id(&id6)
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+/// A principal may hold 100 multipart uploads open, no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_multipart_uploads_are_bounded_per_principal() {
+    let (t, _) = silo(false).await;
+    let endpoint = Endpoint::start(Arc::new(t.silo), &credentials(), Duration::from_secs(30)).await;
+    let cms = endpoint.client("CMSKEY", SECRET);
+    for i in 0..silo_host::multipart::MAX_OPEN_PER_PRINCIPAL {
+        cms.create_multipart_upload()
+            .bucket("private")
+            .key(format!("flood/{i}"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let (code, status, message) = failure(
+        cms.create_multipart_upload()
+            .bucket("private")
+            .key("flood/one-more")
+            .send()
+            .await,
+    );
+    assert_eq!((code.as_str(), status), ("AccessDenied", 403), "{message}");
+    assert!(message.contains("multipart uploads open"), "{message}");
+}
+
+/// The AWS CLI sends a 20 MiB file as a multipart upload (8 MiB parts, in
+/// parallel) and reads it back whole, on S3 volumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aws_cli_uploads_large_files_in_parts() {
+    let aws = std::env::var("SILO_TEST_AWS")
+        .expect("SILO_TEST_AWS is not set: run the tests with tests/run, which installs awscli");
+    let (t, bucket) = silo_with(true, "").await;
+    let endpoint = Endpoint::start(Arc::new(t.silo), &credentials(), Duration::from_secs(30)).await;
+    let work = tempfile::tempdir().unwrap();
+    let big = content(7, 20 << 20);
+    std::fs::write(work.path().join("big.bin"), &big).unwrap();
+    let (ok, _, err) = aws_cli(
+        &aws,
+        &endpoint,
+        work.path(),
+        &["s3", "cp", "big.bin", "s3://private/videos/big.bin"],
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = aws_cli(
+        &aws,
+        &endpoint,
+        work.path(),
+        &["s3", "cp", "s3://private/videos/big.bin", "back.bin"],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        std::fs::read(work.path().join("back.bin")).unwrap() == big,
+        "the bytes differ"
+    );
+    let stored: Vec<(String, u64)> = s3::keys(&bucket.unwrap()).await;
+    assert_eq!(stored, [("private/videos/big.bin".to_owned(), 20 << 20)]);
+    // The CLI's parts were uploads of Silo's own: none is left behind.
+    assert_eq!(
+        std::fs::read_dir(t.dir.path().join("state/multipart")).unwrap().count(),
+        0
+    );
 }
