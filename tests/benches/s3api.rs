@@ -1,0 +1,334 @@
+//! Silo's S3 endpoint against the SeaweedFS server `tests/run` starts, the
+//! same client (aws-sdk-s3) for both, measured in the same run, on an S3
+//! volume over that SeaweedFS: `tests/run bench --bench s3api`. Prints a
+//! table. `SILO_BENCH_SCALE=0.1` runs a tenth of each count and size.
+//!
+//! (1) HeadObject (Silo answers from its metadata cache);
+//! (2) ListObjectsV2 over a 10,000-key prefix, every page;
+//! (3) GetObject of 5 KB objects, 16 at once (Silo's disk read cache);
+//! (4) PutObject of 5 KB objects, 16 at once, through the pipeline with
+//!     upload-guard;
+//! (5) a 1 GiB multipart upload (64 MiB parts, 4 at once), with the host's
+//!     peak RSS growth.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use silo_host::maintenance::refresh;
+use silo_tests::rss::{reset_peak, rss_kb};
+use silo_tests::s3api::{Endpoint, principal};
+use silo_tests::{TestSilo, s3};
+use tokio::task::JoinSet;
+
+fn scale() -> f64 {
+    std::env::var("SILO_BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0)
+}
+
+fn body(i: usize) -> Vec<u8> {
+    let mut b = format!("object {i} ").into_bytes();
+    b.resize(5000, b'x');
+    b
+}
+
+/// `count` calls of `job(i)`, `parallel` at once; the wall time.
+async fn parallel<F, Fut>(count: usize, parallel: usize, job: F) -> Duration
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let started = Instant::now();
+    let mut running = JoinSet::new();
+    for i in 0..count {
+        if running.len() >= parallel {
+            running.join_next().await.unwrap().unwrap();
+        }
+        running.spawn(job(i));
+    }
+    while let Some(r) = running.join_next().await {
+        r.unwrap();
+    }
+    started.elapsed()
+}
+
+async fn list_all(client: &Client, bucket: &str, prefix: &str) -> usize {
+    let mut token = None;
+    let mut n = 0;
+    loop {
+        let page = client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_continuation_token(token)
+            .send()
+            .await
+            .expect("list");
+        n += page.contents().len();
+        match page.next_continuation_token() {
+            Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_owned()),
+            _ => return n,
+        }
+    }
+}
+
+async fn multipart(client: &Client, bucket: &str, key: &str, total: u64, part: u64) -> Duration {
+    let started = Instant::now();
+    let id = client
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .content_type("application/octet-stream")
+        .send()
+        .await
+        .expect("create")
+        .upload_id()
+        .unwrap()
+        .to_owned();
+    let count = total.div_ceil(part) as i32;
+    let mut running = JoinSet::new();
+    let mut done = Vec::new();
+    for n in 1..=count {
+        if running.len() >= 4 {
+            done.push(running.join_next().await.unwrap().unwrap());
+        }
+        let (client, bucket, key, id) = (client.clone(), bucket.to_owned(), key.to_owned(), id.clone());
+        let size = part.min(total - (n as u64 - 1) * part) as usize;
+        running.spawn(async move {
+            let data = vec![b'a' + (n % 26) as u8; size];
+            let out = client
+                .upload_part()
+                .bucket(&bucket)
+                .key(&key)
+                .upload_id(&id)
+                .part_number(n)
+                .body(ByteStream::from(data))
+                .send()
+                .await
+                .expect("part");
+            CompletedPart::builder()
+                .part_number(n)
+                .e_tag(out.e_tag().unwrap())
+                .build()
+        });
+    }
+    while let Some(r) = running.join_next().await {
+        done.push(r.unwrap());
+    }
+    done.sort_by_key(|p| p.part_number());
+    client
+        .complete_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(&id)
+        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(done)).build())
+        .send()
+        .await
+        .expect("complete");
+    started.elapsed()
+}
+
+#[tokio::main]
+async fn main() {
+    let scale = scale();
+    let direct = s3::client();
+    let bucket = s3::bucket("bench-s3api").await;
+    let volumes = s3::volume_toml(
+        "public",
+        &bucket,
+        "public",
+        "visibility = \"public\"\nread_cache_mib = 512\npart_size_mib = 16",
+    );
+    let pipeline = r#"
+[[plugins]]
+name = "upload-guard"
+component = "builtin:upload-guard"
+settings = { max_bytes = 4294967296 }
+grants = [{ volume = "public", access = ["read"] }]
+"#;
+    let t = TestSilo::with_volumes(pipeline, &[], &volumes)
+        .await
+        .expect("a Silo on SeaweedFS");
+    let silo = Arc::new(t.silo);
+    let secret = "bench-secret-0123456789";
+    let credentials = principal(
+        "bench",
+        "BENCHKEY",
+        secret,
+        r#"[{ volume = "public", access = ["read", "write", "delete"] }]"#,
+    );
+    let endpoint = Endpoint::start(silo.clone(), &credentials, Duration::from_secs(60)).await;
+    let through = endpoint.client("BENCHKEY", secret);
+    let mut rows: Vec<[String; 5]> = Vec::new();
+    let ratio = |direct: Duration, silo: Duration| direct.as_secs_f64() / silo.as_secs_f64();
+
+    // (2) first: populate a 10,000-key prefix directly, then refresh.
+    let files = (10_000.0 * scale) as usize;
+    let keys: Vec<String> = (0..files).map(|i| format!("public/list/{i:05}.jpg")).collect();
+    parallel(keys.len(), 32, |i| {
+        let (client, bucket, key) = (direct.clone(), bucket.clone(), keys[i].clone());
+        async move {
+            client
+                .put_object()
+                .bucket(&bucket)
+                .key(&key)
+                .body(ByteStream::from(body(i)))
+                .send()
+                .await
+                .expect("populate");
+        }
+    })
+    .await;
+    refresh(silo.storage(), "public", &|_| {}).await.expect("refresh");
+
+    // (1) HeadObject of one key.
+    let heads = (2000.0 * scale).max(50.0) as usize;
+    let head = |client: Client, bucket: &'static str, key: String| async move {
+        for _ in 0..20 {
+            client
+                .head_object()
+                .bucket(bucket)
+                .key(&key)
+                .send()
+                .await
+                .expect("head");
+        }
+        let started = Instant::now();
+        for _ in 0..heads {
+            client
+                .head_object()
+                .bucket(bucket)
+                .key(&key)
+                .send()
+                .await
+                .expect("head");
+        }
+        started.elapsed() / heads as u32
+    };
+    let bucket_name: &'static str = Box::leak(bucket.clone().into_boxed_str());
+    let silo_head = head(through.clone(), "public", "list/00000.jpg".into()).await;
+    let direct_head = head(direct.clone(), bucket_name, "public/list/00000.jpg".into()).await;
+    rows.push([
+        format!("(1) HeadObject, {heads} in a row"),
+        format!("{:.0} µs", silo_head.as_secs_f64() * 1e6),
+        format!("{:.0} µs", direct_head.as_secs_f64() * 1e6),
+        format!("{:.2}x faster", ratio(direct_head, silo_head)),
+        "at least 5x".into(),
+    ]);
+
+    // (2) every page of the prefix, best of 5.
+    let mut silo_list = Duration::MAX;
+    let mut direct_list = Duration::MAX;
+    for _ in 0..5 {
+        let started = Instant::now();
+        assert_eq!(list_all(&through, "public", "list/").await, files);
+        silo_list = silo_list.min(started.elapsed());
+        let started = Instant::now();
+        assert_eq!(list_all(&direct, &bucket, "public/list/").await, files);
+        direct_list = direct_list.min(started.elapsed());
+    }
+    rows.push([
+        format!("(2) ListObjectsV2, {files} keys, all pages"),
+        format!("{:.1} ms", silo_list.as_secs_f64() * 1e3),
+        format!("{:.1} ms", direct_list.as_secs_f64() * 1e3),
+        format!("{:.2}x faster", ratio(direct_list, silo_list)),
+        "at least 5x".into(),
+    ]);
+
+    // (3) GetObject of 5 KB objects, 16 at once; Silo's cache warmed once.
+    let gets = (4000.0 * scale).max(100.0) as usize;
+    let reads = files.min(1000);
+    let get = |client: Client, bucket: String, prefix: &'static str| {
+        move |i: usize| {
+            let (client, bucket) = (client.clone(), bucket.clone());
+            async move {
+                let out = client
+                    .get_object()
+                    .bucket(&bucket)
+                    .key(format!("{prefix}list/{:05}.jpg", i % reads))
+                    .send()
+                    .await
+                    .expect("get");
+                let bytes = out.body.collect().await.expect("body").into_bytes();
+                assert_eq!(bytes.len(), 5000);
+            }
+        }
+    };
+    parallel(reads, 16, get(through.clone(), "public".into(), "")).await;
+    let mut silo_get = Duration::ZERO;
+    let mut direct_get = Duration::ZERO;
+    for _ in 0..3 {
+        silo_get += parallel(gets, 16, get(through.clone(), "public".into(), "")).await;
+        direct_get += parallel(gets, 16, get(direct.clone(), bucket.clone(), "public/")).await;
+    }
+    rows.push([
+        format!("(3) GetObject 5 KB, 16 at once, 3 x {gets}"),
+        format!("{:.0} /s", 3.0 * gets as f64 / silo_get.as_secs_f64()),
+        format!("{:.0} /s", 3.0 * gets as f64 / direct_get.as_secs_f64()),
+        format!("{:.2}x", ratio(direct_get, silo_get)),
+        "at least 1.0x".into(),
+    ]);
+
+    // (4) PutObject of 5 KB objects, 16 at once, alternating rounds.
+    let puts = (2000.0 * scale).max(100.0) as usize;
+    let put = |client: Client, bucket: String, prefix: &'static str, round: usize| {
+        move |i: usize| {
+            let (client, bucket) = (client.clone(), bucket.clone());
+            async move {
+                client
+                    .put_object()
+                    .bucket(&bucket)
+                    .key(format!("{prefix}put/{round}/{i:05}.txt"))
+                    .content_type("text/plain")
+                    .body(ByteStream::from(body(i)))
+                    .send()
+                    .await
+                    .expect("put");
+            }
+        }
+    };
+    let mut silo_put = Duration::ZERO;
+    let mut direct_put = Duration::ZERO;
+    for round in 0..3 {
+        silo_put += parallel(puts, 16, put(through.clone(), "public".into(), "", round)).await;
+        direct_put += parallel(puts, 16, put(direct.clone(), bucket.clone(), "public/direct", round)).await;
+    }
+    rows.push([
+        format!("(4) PutObject 5 KB via upload-guard, 16 at once, 3 x {puts}"),
+        format!("{:.0} /s", 3.0 * puts as f64 / silo_put.as_secs_f64()),
+        format!("{:.0} /s", 3.0 * puts as f64 / direct_put.as_secs_f64()),
+        format!("{:.2}x", ratio(direct_put, silo_put)),
+        "at least 0.8x".into(),
+    ]);
+
+    // (5) one large multipart upload each way.
+    let total = ((1024.0 * scale).max(64.0) as u64) << 20;
+    let part = 64u64 << 20;
+    let (rss_before, _) = rss_kb();
+    reset_peak();
+    let silo_mp = multipart(&through, "public", "big/through.bin", total, part).await;
+    let (_, peak) = rss_kb();
+    let direct_mp = multipart(&direct, &bucket, "public/big/direct.bin", total, part).await;
+    let mib = (total >> 20) as f64;
+    rows.push([
+        format!("(5) multipart upload of {} MiB, 64 MiB parts, 4 at once", total >> 20),
+        format!("{:.0} MiB/s", mib / silo_mp.as_secs_f64()),
+        format!("{:.0} MiB/s", mib / direct_mp.as_secs_f64()),
+        format!(
+            "{:.2}x; host RSS +{:.0} MiB",
+            ratio(direct_mp, silo_mp),
+            peak.saturating_sub(rss_before) as f64 / 1024.0
+        ),
+        "at least 0.7x; RSS within the write budget (256 MiB)".into(),
+    ]);
+
+    println!("| measure | through Silo | straight to SeaweedFS | ratio | target |");
+    println!("|---|---|---|---|---|");
+    for row in rows {
+        println!("| {} |", row.join(" | "));
+    }
+}
