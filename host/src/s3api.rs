@@ -177,7 +177,14 @@ impl S3Access for Policy {
                 ));
             }
         }
-        if operation == "CreateBucket" || operation == "DeleteBucket" {
+        // Buckets are volumes: made in the config file, never over S3. An
+        // existing one is answered as AWS answers its owner (clients such as
+        // rclone create the bucket they are told to use).
+        let exists = match cx.s3_path() {
+            s3s::path::S3Path::Bucket { bucket } => self.silo.storage().volume(bucket).is_ok(),
+            _ => false,
+        };
+        if operation == "DeleteBucket" || (operation == "CreateBucket" && !exists) {
             return Err(s3_error!(
                 NotImplemented,
                 "buckets are Silo's volumes, configured in its config file, not created or deleted over S3"
@@ -1860,6 +1867,19 @@ impl S3 for SiloS3 {
         let mut response = S3Response::new(dto::AbortMultipartUploadOutput::default());
         response.status = Some(http::StatusCode::NO_CONTENT);
         Ok(response)
+    }
+
+    async fn create_bucket(
+        &self,
+        req: S3Request<dto::CreateBucketInput>,
+    ) -> S3Result<S3Response<dto::CreateBucketOutput>> {
+        // Only existing volumes reach here (the access check refuses others).
+        self.visibility(&req.input.bucket)?;
+        Err(s3_error!(
+            BucketAlreadyOwnedByYou,
+            "volume '{}' exists; volumes are configured, not created over S3",
+            req.input.bucket
+        ))
     }
 }
 

@@ -408,9 +408,14 @@ async fn principals_and_anonymous_requests_get_only_their_rights() {
     assert_eq!(code, "NotFound", "HeadBucket has no body: the SDK says NotFound");
     let (code, _, _) = failure(cms.list_objects_v2().bucket("nope").send().await);
     assert_eq!(code, "NoSuchBucket");
-    // Bucket configuration is not Silo's to change.
+    // Buckets are volumes, not made over S3; an existing one is answered as
+    // AWS answers its owner.
     let (code, status, _) = failure(cms.create_bucket().bucket("fresh").send().await);
     assert_eq!((code.as_str(), status), ("NotImplemented", 501));
+    let (code, status, _) = failure(cms.create_bucket().bucket("public").send().await);
+    assert_eq!((code.as_str(), status), ("BucketAlreadyOwnedByYou", 409));
+    let (code, _, _) = failure(cms.delete_bucket().bucket("public").send().await);
+    assert_eq!(code, "NotImplemented");
 
     // Forged and unknown credentials.
     let forger = endpoint.client("CMSKEY", "not-the-secret-0123456789");
@@ -1293,4 +1298,193 @@ async fn the_aws_cli_uploads_large_files_in_parts() {
         std::fs::read_dir(t.dir.path().join("state/multipart")).unwrap().count(),
         0
     );
+}
+
+/// boto3, with the calls Zulip and Drupal's s3fs make
+/// (`tests/clients/s3_boto3.py`), against S3 volumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boto3_makes_zulips_and_s3fss_calls() {
+    let python = std::env::var("SILO_TEST_BOTO3_PYTHON")
+        .expect("SILO_TEST_BOTO3_PYTHON is not set: run the tests with tests/run, which installs boto3");
+    // upload-guard takes this test's 12 MiB multipart upload.
+    let pipeline = EXAMPLE_PIPELINE.replace("max_bytes = 1000000", "max_bytes = 100000000");
+    assert_ne!(pipeline, EXAMPLE_PIPELINE);
+    let (t, _) = silo_with(true, &pipeline).await;
+    let endpoint = Endpoint::start(Arc::new(t.silo), &credentials(), Duration::from_secs(30)).await;
+    let work = tempfile::tempdir().unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/s3_boto3.py");
+    let image = concat!(env!("CARGO_MANIFEST_DIR"), "/../samples/sunset.jpg");
+    let url = endpoint.url();
+    let out = tokio::task::spawn_blocking({
+        let dir = work.path().to_owned();
+        move || {
+            std::process::Command::new(python)
+                .args([script, &url, "CMSKEY", SECRET, image])
+                .current_dir(dir)
+                .output()
+                .expect("run python")
+        }
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.trim() == "ok",
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Run `program` with `args` in `dir` and `env`: whether it succeeded,
+/// and its stdout and stderr.
+async fn run_tool(
+    program: &str,
+    args: Vec<String>,
+    dir: &std::path::Path,
+    env: Vec<(String, String)>,
+) -> (bool, String, String) {
+    let (program, dir) = (program.to_owned(), dir.to_owned());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(&program)
+            .args(&args)
+            // rclone's AWS SDK cannot load a CA bundle into its transport
+            // (and the endpoint is plain HTTP).
+            .env_remove("AWS_CA_BUNDLE")
+            .envs(env)
+            .current_dir(dir)
+            .output()
+            .unwrap_or_else(|e| panic!("run {program} (tests/run installs it): {e}"))
+    })
+    .await
+    .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// rclone (Debian's, provider `Other`) copies, lists, checks, reads and
+/// deletes through the endpoint; a refused file fails its copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rclone_copies_lists_checks_and_deletes() {
+    let (t, _) = silo(false).await;
+    let endpoint = Endpoint::start(Arc::new(t.silo), &credentials(), Duration::from_secs(30)).await;
+    let work = tempfile::tempdir().unwrap();
+    let site = work.path().join("site");
+    std::fs::create_dir_all(site.join("css")).unwrap();
+    std::fs::write(site.join("index.txt"), "welcome").unwrap();
+    std::fs::write(site.join("css/site.css"), "body { color: black }").unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../samples/sunset.jpg"),
+        site.join("sunset.jpg"),
+    )
+    .unwrap();
+    let env: Vec<(String, String)> = [
+        ("RCLONE_CONFIG_SILO_TYPE", "s3"),
+        ("RCLONE_CONFIG_SILO_PROVIDER", "Other"),
+        ("RCLONE_CONFIG_SILO_ENDPOINT", endpoint.url().as_str()),
+        ("RCLONE_CONFIG_SILO_ACCESS_KEY_ID", "CMSKEY"),
+        ("RCLONE_CONFIG_SILO_SECRET_ACCESS_KEY", SECRET),
+        ("RCLONE_CONFIG_SILO_REGION", "us-east-1"),
+        ("RCLONE_CONFIG_SILO_FORCE_PATH_STYLE", "true"),
+        ("RCLONE_CONFIG", "/dev/null"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let rclone = |args: &[&str]| {
+        run_tool(
+            "rclone",
+            args.iter().map(|a| a.to_string()).collect(),
+            work.path(),
+            env.clone(),
+        )
+    };
+    let (ok, _, err) = rclone(&["copy", "site", "silo:public/site"]).await;
+    assert!(ok, "{err}");
+    let (ok, listed, err) = rclone(&["lsf", "-R", "--files-only", "silo:public"]).await;
+    assert!(ok, "{err}");
+    let mut names: Vec<&str> = listed.lines().collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "site/css/site.css",
+            "site/index.txt",
+            "site/sunset.jpg",
+            "styles/medium/site/sunset.jpg",
+            "styles/thumbnail/site/sunset.jpg"
+        ],
+        "{listed}"
+    );
+    let (ok, _, err) = rclone(&["check", "site", "silo:public/site"]).await;
+    assert!(ok, "{err}");
+    let (ok, _, err) = rclone(&["copy", "silo:public/site", "copy"]).await;
+    assert!(ok, "{err}");
+    assert!(
+        std::fs::read(work.path().join("copy/sunset.jpg")).unwrap() == std::fs::read(site.join("sunset.jpg")).unwrap()
+    );
+    std::fs::write(work.path().join("shell.php"), "<?php system($_GET['c']);").unwrap();
+    let (ok, _, err) = rclone(&[
+        "copyto",
+        "shell.php",
+        "silo:public/shell.php",
+        "--retries",
+        "1",
+        "--low-level-retries",
+        "1",
+    ])
+    .await;
+    assert!(!ok && err.contains("AccessDenied"), "{err}");
+    let (ok, _, err) = rclone(&["delete", "silo:public/site/css"]).await;
+    assert!(ok, "{err}");
+    let (ok, listed, err) = rclone(&["lsf", "silo:public/site"]).await;
+    assert!(ok, "{err}");
+    let mut names: Vec<&str> = listed.lines().collect();
+    names.sort();
+    assert_eq!(names, ["index.txt", "sunset.jpg"], "{listed}");
+}
+
+/// s3cmd (Debian's) puts, lists, gets and deletes through the endpoint,
+/// path style; a refused file fails its put.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3cmd_puts_lists_gets_and_deletes() {
+    let (t, _) = silo(false).await;
+    let endpoint = Endpoint::start(Arc::new(t.silo), &credentials(), Duration::from_secs(30)).await;
+    let work = tempfile::tempdir().unwrap();
+    let host = endpoint.addr.to_string();
+    let config = work.path().join("s3cfg");
+    std::fs::write(
+        &config,
+        format!(
+            "[default]\naccess_key = CMSKEY\nsecret_key = {SECRET}\nhost_base = {host}\nhost_bucket = {host}\n\
+             use_https = False\nsignature_v2 = False\nbucket_location = us-east-1\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(work.path().join("notes.txt"), "some notes").unwrap();
+    std::fs::write(work.path().join("shell.php"), "<?php system($_GET['c']);").unwrap();
+    let config = config.display().to_string();
+    let s3cmd = |args: &[&str]| {
+        let mut all = vec!["-c".to_owned(), config.clone()];
+        all.extend(args.iter().map(|a| a.to_string()));
+        run_tool("s3cmd", all, work.path(), Vec::new())
+    };
+    let (ok, _, err) = s3cmd(&["put", "notes.txt", "s3://private/docs/notes.txt"]).await;
+    assert!(ok, "{err}");
+    let (ok, listed, err) = s3cmd(&["ls", "-r", "s3://private/"]).await;
+    assert!(ok && listed.contains("s3://private/docs/notes.txt"), "{listed}{err}");
+    let (ok, _, err) = s3cmd(&["get", "s3://private/docs/notes.txt", "back.txt"]).await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        std::fs::read_to_string(work.path().join("back.txt")).unwrap(),
+        "some notes"
+    );
+    let (ok, _, err) = s3cmd(&["put", "shell.php", "s3://public/shell.php"]).await;
+    assert!(!ok && err.contains("AccessDenied"), "{err}");
+    let (ok, _, err) = s3cmd(&["del", "s3://private/docs/notes.txt"]).await;
+    assert!(ok, "{err}");
+    let (ok, listed, err) = s3cmd(&["ls", "-r", "s3://private/"]).await;
+    assert!(ok && listed.trim().is_empty(), "{listed}{err}");
 }
