@@ -208,6 +208,11 @@ impl Principals {
                 "SILO_S3_ACCESS_KEY is a key the credentials file lists too".into(),
             ));
         }
+        if self.by_key.values().any(|p| p.name == "env") {
+            return Err(PrincipalsError::Environment(
+                "the credentials file names a principal 'env', the name SILO_S3_ACCESS_KEY's principal takes".into(),
+            ));
+        }
         let every = vec![Access::Read, Access::Write, Access::Delete];
         let principal = Principal {
             name: "env".into(),

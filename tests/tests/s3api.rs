@@ -1488,3 +1488,94 @@ async fn s3cmd_puts_lists_gets_and_deletes() {
     let (ok, listed, err) = s3cmd(&["ls", "-r", "s3://private/"]).await;
     assert!(ok && listed.trim().is_empty(), "{listed}{err}");
 }
+
+/// Two nodes (a data_dir each) on one bucket and one PostgreSQL database,
+/// each with its S3 endpoint, as behind a load balancer: what one stores,
+/// the other lists at once and reads and deletes; a delete through one is
+/// seen by the other within the front cache's bound. A multipart upload is
+/// held by the node that created it: its parts sent to the other are
+/// `NoSuchUpload` (docs/SEMANTICS.md says so).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_serve_the_same_objects_over_s3() {
+    let bucket = s3::bucket("s3api-nodes").await;
+    let url_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(url_file.path(), silo_tests::pg::database("s3api_nodes").await).unwrap();
+    let volumes = format!(
+        "[metadata]\nbackend = \"postgres\"\nurl_file = \"{}\"\npool_size = 4\n\n{}{}",
+        url_file.path().display(),
+        s3::volume_toml("public", &bucket, "public", "visibility = \"public\""),
+        s3::volume_toml("private", &bucket, "private", "")
+    );
+    let a = TestSilo::with_volumes(EXAMPLE_PIPELINE, &[], &volumes).await.unwrap();
+    let b = TestSilo::with_volumes(EXAMPLE_PIPELINE, &[], &volumes).await.unwrap();
+    let ea = Endpoint::start(Arc::new(a.silo), &credentials(), Duration::from_secs(30)).await;
+    let eb = Endpoint::start(Arc::new(b.silo), &credentials(), Duration::from_secs(30)).await;
+    let (ca, cb) = (ea.client("CMSKEY", SECRET), eb.client("CMSKEY", SECRET));
+    let photo = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../samples/sunset.jpg")).unwrap();
+    ca.put_object()
+        .bucket("public")
+        .key("photos/sunset.jpg")
+        .content_type("image/jpeg")
+        .body(ByteStream::from(photo.clone()))
+        .send()
+        .await
+        .unwrap();
+    // Listings are the shared rows: at once, derivatives included.
+    assert_eq!(
+        keys(&cb, "public", "").await,
+        [
+            "photos/sunset.jpg",
+            "styles/medium/photos/sunset.jpg",
+            "styles/thumbnail/photos/sunset.jpg"
+        ]
+    );
+    assert!(read(&cb, "public", "photos/sunset.jpg").await == photo);
+    cb.delete_object()
+        .bucket("public")
+        .key("photos/sunset.jpg")
+        .send()
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        match ca.head_object().bucket("public").key("photos/sunset.jpg").send().await {
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => break,
+            Ok(_) => {}
+            Err(e) => panic!("{}", aws_sdk_s3::error::DisplayErrorContext(&e)),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "node a still serves the deleted object"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("the delete reached the other node in {:?}", started.elapsed());
+    let id = ca
+        .create_multipart_upload()
+        .bucket("private")
+        .key("big.bin")
+        .send()
+        .await
+        .unwrap()
+        .upload_id()
+        .unwrap()
+        .to_owned();
+    let (code, _, _) = failure(
+        cb.upload_part()
+            .bucket("private")
+            .key("big.bin")
+            .upload_id(&id)
+            .part_number(1)
+            .body(ByteStream::from_static(b"x"))
+            .send()
+            .await,
+    );
+    assert_eq!(code, "NoSuchUpload");
+    ca.abort_multipart_upload()
+        .bucket("private")
+        .key("big.bin")
+        .upload_id(&id)
+        .send()
+        .await
+        .unwrap();
+}
