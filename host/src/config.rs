@@ -73,6 +73,9 @@ pub struct ServeConfig {
     pub admin_token_file: Option<PathBuf>,
     /// File holding the key signed URLs are made with (default: the token).
     pub signing_key_file: Option<PathBuf>,
+    /// File listing the principals: S3 key pairs and sidecar tokens, each
+    /// with its grants (see `silo_host::principals`); reloaded on SIGHUP.
+    pub credentials_file: Option<PathBuf>,
 }
 
 /// `[s3_api]`: the S3 endpoint `silo serve` runs beside the sidecar.
@@ -81,10 +84,6 @@ pub struct ServeConfig {
 pub struct S3ApiConfig {
     /// Address to listen on.
     pub listen: std::net::SocketAddr,
-    /// The file listing the principals and their keys (see
-    /// `silo_host::principals`); `SILO_S3_ACCESS_KEY` and
-    /// `SILO_S3_SECRET_KEY` add one with every right.
-    pub credentials_file: Option<PathBuf>,
     /// Virtual-host addressing (`bucket.<base_domain>`); path style always works.
     pub base_domain: Option<String>,
     /// The region clients sign for and GetBucketLocation answers.
@@ -424,11 +423,8 @@ impl Config {
             &mut config.serve.token_file,
             &mut config.serve.admin_token_file,
             &mut config.serve.signing_key_file,
+            &mut config.serve.credentials_file,
         ] {
-            *file = file.as_deref().map(absolute);
-        }
-        if let Some(s3) = &mut config.s3_api {
-            let file = &mut s3.credentials_file;
             *file = file.as_deref().map(absolute);
         }
         config.validate(text)?;

@@ -205,6 +205,28 @@ async fn serve(config: Option<&Path>, listen: Option<std::net::SocketAddr>) -> a
         .unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 8080)));
     let s3_api = config.s3_api.clone();
     let volumes: Vec<String> = config.volumes.keys().cloned().collect();
+    // The principals of the credentials file (and SILO_S3_ACCESS_KEY), for
+    // both doors; SIGHUP reloads them, and a bad file keeps the old set.
+    let principals = if settings.credentials_file.is_some() || s3_api.is_some() {
+        let principals = std::sync::Arc::new(
+            silo_host::principals::PrincipalsHandle::open(settings.credentials_file.as_deref(), volumes)
+                .context("the principals")?,
+        );
+        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            let principals = principals.clone();
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    match principals.reload() {
+                        Ok(n) => eprintln!("silo: reloaded the credentials: {n} principals"),
+                        Err(e) => eprintln!("silo: kept the credentials in force: {e}"),
+                    }
+                }
+            });
+        }
+        Some(principals)
+    } else {
+        None
+    };
     let silo = std::sync::Arc::new(Silo::open(config).await?);
     let app = silo_host::serve::router(
         silo.clone(),
@@ -212,6 +234,7 @@ async fn serve(config: Option<&Path>, listen: Option<std::net::SocketAddr>) -> a
             write,
             signing_key,
             admin,
+            principals: principals.clone(),
         },
     );
     let listener = tokio::net::TcpListener::bind(listen)
@@ -226,32 +249,16 @@ async fn serve(config: Option<&Path>, listen: Option<std::net::SocketAddr>) -> a
         }
     };
     let mut doors = tokio::task::JoinSet::new();
-    if let Some(s3) = s3_api {
-        let principals = std::sync::Arc::new(
-            silo_host::principals::PrincipalsHandle::open(s3.credentials_file.as_deref(), volumes)
-                .context("the S3 endpoint's principals")?,
-        );
-        if principals.current().is_empty() {
+    if let (Some(s3), Some(principals)) = (s3_api, principals) {
+        if principals.current().s3_keys() == 0 {
             anyhow::bail!(
-                "the S3 endpoint has no principals: name a credentials_file in [s3_api], or set SILO_S3_ACCESS_KEY and SILO_S3_SECRET_KEY"
+                "the S3 endpoint has no principals with an S3 key: list them in [serve] credentials_file, or set SILO_S3_ACCESS_KEY and SILO_S3_SECRET_KEY"
             );
         }
         let s3_listener = tokio::net::TcpListener::bind(s3.listen)
             .await
             .with_context(|| format!("cannot listen on {} for the S3 endpoint", s3.listen))?;
         eprintln!("silo: S3 endpoint on http://{}", s3_listener.local_addr()?);
-        // SIGHUP reloads the credentials file; a bad file keeps the old set.
-        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            let principals = principals.clone();
-            tokio::spawn(async move {
-                while hup.recv().await.is_some() {
-                    match principals.reload() {
-                        Ok(n) => eprintln!("silo: reloaded the credentials: {n} principals"),
-                        Err(e) => eprintln!("silo: kept the credentials in force: {e}"),
-                    }
-                }
-            });
-        }
         let settings = silo_host::s3api::S3ApiSettings {
             base_domain: s3.base_domain.clone(),
             region: s3.region.clone(),

@@ -1,12 +1,15 @@
 //! Principals: who may reach Silo's doors, with which credentials, and what
-//! each may do. One file lists them all (`[s3_api] credentials_file`; never
-//! the config itself, which holds no secret), reloaded on SIGHUP:
+//! each may do. One file lists them all (`[serve] credentials_file`; never
+//! the config itself, which holds no secret), reloaded on SIGHUP. A
+//! principal has an S3 key pair (the S3 endpoint), a bearer token (the
+//! sidecar), or both:
 //!
 //! ```toml
 //! [[principal]]
 //! name = "drupal"                          # what reports and logs call it
 //! s3_access_key = "SILODRUPAL0001"
 //! s3_secret_key = "…"                      # 16 characters or more
+//! token = "…"                              # 16 characters or more
 //! grants = [
 //!     { volume = "public", access = ["read", "write", "delete"] },
 //!     { volume = "private", access = ["read"] },
@@ -14,7 +17,8 @@
 //! ```
 //!
 //! For a quick start, `SILO_S3_ACCESS_KEY` and `SILO_S3_SECRET_KEY` add one
-//! principal, `env`, with every right on every volume.
+//! principal, `env`, with every right on every volume (as `SILO_TOKEN` has
+//! on the sidecar).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -32,15 +36,15 @@ pub const MIN_SECRET_CHARS: usize = 16;
 #[derive(Clone)]
 pub struct Principal {
     pub name: String,
-    pub access_key: String,
-    secret_key: String,
+    pub access_key: Option<String>,
+    secret_key: Option<String>,
     /// Volume → what it may do there.
     pub grants: BTreeMap<String, Vec<Access>>,
 }
 
 impl Principal {
-    pub fn secret_key(&self) -> &str {
-        &self.secret_key
+    pub fn secret_key(&self) -> Option<&str> {
+        self.secret_key.as_deref()
     }
 
     /// Whether it may do `access` on `volume`.
@@ -81,8 +85,9 @@ struct File {
 #[serde(deny_unknown_fields)]
 struct Entry {
     name: String,
-    s3_access_key: String,
-    s3_secret_key: String,
+    s3_access_key: Option<String>,
+    s3_secret_key: Option<String>,
+    token: Option<String>,
     grants: Vec<GrantEntry>,
 }
 
@@ -93,10 +98,19 @@ struct GrantEntry {
     access: Vec<Access>,
 }
 
-/// Every principal, by access key.
+/// Every principal, by access key and by (the SHA-256 of its) token.
 #[derive(Debug, Default)]
 pub struct Principals {
     by_key: BTreeMap<String, Arc<Principal>>,
+    by_token: BTreeMap<[u8; 32], Arc<Principal>>,
+    names: std::collections::BTreeSet<String>,
+}
+
+/// Tokens are looked up by digest, so that no comparison runs over the
+/// secret itself.
+fn token_digest(token: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).into()
 }
 
 impl Principals {
@@ -118,7 +132,6 @@ impl Principals {
             })
         })?;
         let mut out = Principals::default();
-        let mut names = std::collections::BTreeSet::new();
         for entry in file.principal {
             let name = entry.name;
             if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b)) {
@@ -126,18 +139,40 @@ impl Principals {
                     "principal name '{name}' may only use letters, digits, '-', '_', '.' and '@'"
                 )));
             }
-            if !names.insert(name.clone()) {
+            if out.names.contains(&name) {
                 return Err(invalid(format!("principal '{name}' is listed twice")));
             }
-            let key = entry.s3_access_key;
-            if key.len() < 3 || !key.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            let keys = match (entry.s3_access_key, entry.s3_secret_key) {
+                (Some(key), Some(secret)) => {
+                    if key.len() < 3 || !key.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                        return Err(invalid(format!(
+                            "principal '{name}': s3_access_key must be 3 or more letters and digits"
+                        )));
+                    }
+                    if secret.chars().count() < MIN_SECRET_CHARS {
+                        return Err(invalid(format!(
+                            "principal '{name}': s3_secret_key must be at least {MIN_SECRET_CHARS} characters"
+                        )));
+                    }
+                    Some((key, secret))
+                }
+                (None, None) => None,
+                _ => {
+                    return Err(invalid(format!(
+                        "principal '{name}': give both s3_access_key and s3_secret_key, or neither"
+                    )));
+                }
+            };
+            if let Some(token) = &entry.token
+                && (token.chars().count() < MIN_SECRET_CHARS || !token.bytes().all(|b| b.is_ascii_graphic()))
+            {
                 return Err(invalid(format!(
-                    "principal '{name}': s3_access_key must be 3 or more letters and digits"
+                    "principal '{name}': token must be at least {MIN_SECRET_CHARS} visible ASCII characters"
                 )));
             }
-            if entry.s3_secret_key.chars().count() < MIN_SECRET_CHARS {
+            if keys.is_none() && entry.token.is_none() {
                 return Err(invalid(format!(
-                    "principal '{name}': s3_secret_key must be at least {MIN_SECRET_CHARS} characters"
+                    "principal '{name}' has no credential: give it an S3 key pair, a token, or both"
                 )));
             }
             let mut grants: BTreeMap<String, Vec<Access>> = BTreeMap::new();
@@ -155,17 +190,25 @@ impl Principals {
                     }
                 }
             }
-            let principal = Principal {
+            let principal = Arc::new(Principal {
                 name: name.clone(),
-                access_key: key.clone(),
-                secret_key: entry.s3_secret_key,
+                access_key: keys.as_ref().map(|(k, _)| k.clone()),
+                secret_key: keys.as_ref().map(|(_, s)| s.clone()),
                 grants,
-            };
-            if out.by_key.insert(key, Arc::new(principal)).is_some() {
+            });
+            if let Some((key, _)) = keys
+                && out.by_key.insert(key, principal.clone()).is_some()
+            {
                 return Err(invalid(format!(
                     "principal '{name}': its s3_access_key is another's too"
                 )));
             }
+            if let Some(token) = &entry.token
+                && out.by_token.insert(token_digest(token), principal.clone()).is_some()
+            {
+                return Err(invalid(format!("principal '{name}': its token is another's too")));
+            }
+            out.names.insert(name);
         }
         Ok(out)
     }
@@ -208,7 +251,7 @@ impl Principals {
                 "SILO_S3_ACCESS_KEY is a key the credentials file lists too".into(),
             ));
         }
-        if self.by_key.values().any(|p| p.name == "env") {
+        if self.names.contains("env") {
             return Err(PrincipalsError::Environment(
                 "the credentials file names a principal 'env', the name SILO_S3_ACCESS_KEY's principal takes".into(),
             ));
@@ -216,11 +259,12 @@ impl Principals {
         let every = vec![Access::Read, Access::Write, Access::Delete];
         let principal = Principal {
             name: "env".into(),
-            access_key: key.clone(),
-            secret_key: secret,
+            access_key: Some(key.clone()),
+            secret_key: Some(secret),
             grants: volumes.iter().map(|v| (v.to_string(), every.clone())).collect(),
         };
         self.by_key.insert(key, Arc::new(principal));
+        self.names.insert("env".into());
         Ok(self)
     }
 
@@ -228,12 +272,23 @@ impl Principals {
         self.by_key.get(key).cloned()
     }
 
-    pub fn len(&self) -> usize {
+    /// The principal whose sidecar token this is.
+    pub fn by_token(&self, token: &str) -> Option<Arc<Principal>> {
+        self.by_token.get(&token_digest(token)).cloned()
+    }
+
+    /// How many have an S3 key pair.
+    pub fn s3_keys(&self) -> usize {
         self.by_key.len()
     }
 
+    /// How many principals there are.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.by_key.is_empty()
+        self.names.is_empty()
     }
 }
 
@@ -298,6 +353,14 @@ mod tests {
         assert!(!cms.may("private", Access::Write));
         assert!(!cms.may("other", Access::Read));
         assert!(!format!("{cms:?}").contains("0123456789abcdef"));
+        // A principal with a token only is found by it, not by a key.
+        let p = parse(
+            "[[principal]]\nname = \"cms\"\ntoken = \"cms-token-0123456789\"\ngrants = [{ volume = \"public\", access = [\"read\"] }]\n",
+        )
+        .unwrap();
+        assert_eq!(p.by_token("cms-token-0123456789").unwrap().name, "cms");
+        assert!(p.by_token("cms-token-012345678").is_none());
+        assert_eq!((p.len(), p.s3_keys()), (1, 0));
     }
 
     #[test]
@@ -315,6 +378,22 @@ mod tests {
             (entry("a b", "KEY1", good, "public"), "principal name 'a b'"),
             (entry("a", "K-1", good, "public"), "s3_access_key must be"),
             (entry("a", "KEY1", good, "public") + &entry("a", "KEY2", good, "public"), "listed twice"),
+            (
+                "[[principal]]\nname = \"a\"\ngrants = []\n".into(),
+                "has no credential",
+            ),
+            (
+                "[[principal]]\nname = \"a\"\ntoken = \"short\"\ngrants = []\n".into(),
+                "token must be at least 16",
+            ),
+            (
+                "[[principal]]\nname = \"a\"\ns3_access_key = \"KEY1\"\ngrants = []\n".into(),
+                "both s3_access_key and s3_secret_key",
+            ),
+            (
+                format!("[[principal]]\nname = \"a\"\ntoken = \"{good}\"\ngrants = []\n[[principal]]\nname = \"b\"\ntoken = \"{good}\"\ngrants = []\n"),
+                "its token is another's too",
+            ),
             (entry("a", "KEY1", good, "public") + &entry("b", "KEY1", good, "public"), "another's too"),
             (
                 "[[principal]]\nname = \"a\"\ns3_access_key = \"KEY1\"\ns3_secret_key = \"topsecret-value-123\"\ncolour = 1\ngrants = []\n"

@@ -262,7 +262,10 @@ struct Keys(Arc<PrincipalsHandle>);
 impl S3Auth for Keys {
     async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
         match self.0.current().by_access_key(access_key) {
-            Some(p) => Ok(SecretKey::from(p.secret_key())),
+            Some(p) => p
+                .secret_key()
+                .map(SecretKey::from)
+                .ok_or_else(|| s3_error!(InvalidAccessKeyId)),
             None => Err(s3_error!(InvalidAccessKeyId)),
         }
     }

@@ -25,7 +25,7 @@ use crate::cache::Entry;
 use crate::error::StorageError;
 use crate::pipeline::Status;
 use crate::store::{ByteRange, Condition};
-use crate::vfs::{MAX_URL_SECONDS, Visibility};
+use crate::vfs::{Access, MAX_URL_SECONDS, Visibility};
 
 /// Who may do what.
 #[derive(Clone)]
@@ -37,6 +37,8 @@ pub struct Tokens {
     /// Metrics and cache maintenance (`/metrics`, `/v1/admin/...`); `None`
     /// turns those routes off.
     pub admin: Option<String>,
+    /// Principals whose bearer tokens open what their grants allow.
+    pub principals: Option<Arc<crate::principals::PrincipalsHandle>>,
 }
 
 type Hmac = hmac::Hmac<sha2::Sha256>;
@@ -278,7 +280,44 @@ fn authorized(headers: &HeaderMap, token: &str) -> bool {
             == 0
 }
 
+/// The name the write token's uploads are reported under.
+pub const TOKEN_PRINCIPAL: &str = "token";
+
 impl App {
+    /// Who may do `access` on `volume` by the bearer token presented: the
+    /// write token (every right, reported as `token`) or a principal's
+    /// token within its grants; its name.
+    fn may(&self, volume: &str, access: Access, headers: &HeaderMap) -> Result<String, ApiError> {
+        if authorized(headers, &self.tokens.write) {
+            return Ok(TOKEN_PRINCIPAL.into());
+        }
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let principal = match (presented, &self.tokens.principals) {
+            (Some(token), Some(principals)) => principals.current().by_token(token),
+            _ => None,
+        };
+        match principal {
+            Some(p) if p.may(volume, access) => Ok(p.name.clone()),
+            Some(p) => Err(ApiError {
+                status: StatusCode::FORBIDDEN,
+                code: "forbidden",
+                message: format!(
+                    "principal '{}' may not {} in volume '{volume}'",
+                    p.name,
+                    match access {
+                        Access::Read => "read",
+                        Access::Write => "write",
+                        Access::Delete => "delete",
+                    }
+                ),
+            }),
+            None => Err(unauthorized()),
+        }
+    }
+
     fn may_read(&self, volume: &str, headers: &HeaderMap) -> Result<(), ApiError> {
         self.may_read_signed(volume, "", headers, &Signed::default())
     }
@@ -289,11 +328,10 @@ impl App {
             .storage()
             .volume(volume)
             .is_ok_and(|v| v.visibility == Visibility::Public);
-        if public || authorized(headers, &self.tokens.write) || signed.valid(&self.tokens.signing_key, volume, path) {
-            Ok(())
-        } else {
-            Err(unauthorized())
+        if public || signed.valid(&self.tokens.signing_key, volume, path) {
+            return Ok(());
         }
+        self.may(volume, Access::Read, headers).map(drop)
     }
 
     fn may_admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -309,14 +347,6 @@ impl App {
                 code: "admin-disabled",
                 message: "admin routes are off: start the sidecar with an admin token (SILO_ADMIN_TOKEN)".into(),
             }),
-        }
-    }
-
-    fn may_write(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        if authorized(headers, &self.tokens.write) {
-            Ok(())
-        } else {
-            Err(unauthorized())
         }
     }
 }
@@ -403,7 +433,8 @@ async fn sign(
     Query(query): Query<SignQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    app.may_write(&headers)?;
+    // A signed URL shares one file: whoever may read it may share it.
+    app.may(&volume, Access::Read, &headers)?;
     app.silo.storage().location(&volume, &path)?;
     let expires_in = query.expires_in.unwrap_or(3600);
     if !(1..=MAX_URL_SECONDS).contains(&expires_in) {
@@ -613,7 +644,7 @@ async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    app.may_write(&headers)?;
+    let principal = app.may(&volume, Access::Write, &headers)?;
     let target = format!("{volume}/{path}");
     app.silo.storage().location(&volume, &path)?;
     let content_type = headers
@@ -635,7 +666,7 @@ async fn upload(
     let report = async {
         let mut pending = app.silo.stage_chunks(&target, body, content_type).await?;
         pending.condition = condition;
-        pending.principal = Some("token".into());
+        pending.principal = Some(principal);
         // Once staged, the upload runs to its end (stored, or rolled back)
         // as its own task, even if the client goes away.
         let silo = app.silo.clone();
@@ -721,7 +752,7 @@ async fn remove(
     Path((volume, path)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    app.may_write(&headers)?;
+    app.may(&volume, Access::Delete, &headers)?;
     let storage = app.silo.storage();
     let loc = storage.location(&volume, &path)?;
     storage.host_session().delete(&loc).await?;

@@ -749,7 +749,10 @@ fn silo_serve_runs_the_s3_endpoint_beside_the_sidecar() {
     let out = serve().output().unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("the S3 endpoint has no principals"), "{stderr}");
+    assert!(
+        stderr.contains("the S3 endpoint has no principals with an S3 key"),
+        "{stderr}"
+    );
 
     let mut command = serve();
     command

@@ -29,6 +29,7 @@ impl Sidecar {
             write: TOKEN.into(),
             signing_key: b"test-signing-key".to_vec(),
             admin: Some(ADMIN_TOKEN.into()),
+            principals: None,
         };
         Self::start_with(silo, tokens).await
     }

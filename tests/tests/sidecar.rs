@@ -350,6 +350,7 @@ async fn metrics_and_admin_routes_answer_only_the_admin_token() {
             write: TOKEN.into(),
             signing_key: b"k".to_vec(),
             admin: None,
+            principals: None,
         },
     )
     .await;
@@ -856,4 +857,121 @@ async fn local_volumes_have_no_presigned_urls() {
         .unwrap();
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     assert_eq!(reply.json()["error"]["code"], "unsupported");
+}
+
+/// Bearer tokens of the credentials file's principals open the sidecar
+/// within their grants; the write token keeps every right; a reload takes
+/// a new token in and an old one out.
+#[tokio::test]
+async fn principals_tokens_open_only_their_grants() {
+    let t = TestSilo::new("", &[]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("credentials.toml");
+    let entry = |name: &str, token: &str, grants: &str| {
+        format!("[[principal]]\nname = \"{name}\"\ntoken = \"{token}\"\ngrants = {grants}\n\n")
+    };
+    std::fs::write(
+        &file,
+        entry(
+            "editor",
+            "editor-token-0123456789",
+            r#"[{ volume = "public", access = ["read", "write"] }]"#,
+        ) + &entry(
+            "reader",
+            "reader-token-0123456789",
+            r#"[{ volume = "private", access = ["read"] }]"#,
+        ),
+    )
+    .unwrap();
+    let principals = Arc::new(
+        silo_host::principals::PrincipalsHandle::open(Some(&file), vec!["public".into(), "private".into()]).unwrap(),
+    );
+    let silo = Arc::new(t.silo);
+    let sidecar = Sidecar::start_with(
+        silo.clone(),
+        silo_host::serve::Tokens {
+            write: TOKEN.into(),
+            signing_key: b"test-signing-key".to_vec(),
+            admin: None,
+            principals: Some(principals.clone()),
+        },
+    )
+    .await;
+    let client = Client::default();
+    let send = |method: Method, path: &str, token: &str, body: &'static str| {
+        let (client, url, auth) = (client.clone(), sidecar.url(path), format!("Bearer {token}"));
+        async move {
+            client
+                .send(
+                    method,
+                    &url,
+                    &[("authorization", auth.as_str()), ("content-type", "text/plain")],
+                    Bytes::from_static(body.as_bytes()),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    // The editor writes public files, reported as its own; nothing else.
+    let put = send(
+        Method::PUT,
+        "/v1/files/public/a.txt",
+        "editor-token-0123456789",
+        "by the editor",
+    )
+    .await;
+    assert_eq!(put.status, StatusCode::CREATED, "{}", put.text());
+    assert_eq!(put.json()["principal"], "editor");
+    let put = send(Method::PUT, "/v1/files/private/a.txt", "editor-token-0123456789", "x").await;
+    assert_eq!(put.status, StatusCode::FORBIDDEN, "{}", put.text());
+    assert!(
+        put.text()
+            .contains("principal 'editor' may not write in volume 'private'"),
+        "{}",
+        put.text()
+    );
+    let delete = send(Method::DELETE, "/v1/files/public/a.txt", "editor-token-0123456789", "").await;
+    assert_eq!(delete.status, StatusCode::FORBIDDEN);
+    // The write token: every right, reported as `token`.
+    let put = send(Method::PUT, "/v1/files/private/b.txt", TOKEN, "by the token").await;
+    assert_eq!(put.status, StatusCode::CREATED);
+    assert_eq!(put.json()["principal"], "token");
+    // The reader reads private files and signs URLs for them, writes nothing.
+    let read = send(Method::GET, "/v1/files/private/b.txt", "reader-token-0123456789", "").await;
+    assert_eq!((read.status, read.text().as_str()), (StatusCode::OK, "by the token"));
+    let signed = send(
+        Method::GET,
+        "/v1/sign/private/b.txt?expires_in=60",
+        "reader-token-0123456789",
+        "",
+    )
+    .await;
+    assert_eq!(signed.status, StatusCode::OK);
+    let listed = send(Method::GET, "/v1/list/private", "reader-token-0123456789", "").await;
+    assert_eq!(listed.status, StatusCode::OK);
+    let put = send(Method::PUT, "/v1/files/private/c.txt", "reader-token-0123456789", "x").await;
+    assert_eq!(put.status, StatusCode::FORBIDDEN);
+    let read = send(Method::GET, "/v1/files/private/b.txt", "editor-token-0123456789", "").await;
+    assert_eq!(read.status, StatusCode::FORBIDDEN);
+    // An unknown token is no one.
+    let read = send(Method::GET, "/v1/files/private/b.txt", "nobody-token-0123456789", "").await;
+    assert_eq!(read.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        !t.dir.path().join("volumes/private/a.txt").exists() && !t.dir.path().join("volumes/private/c.txt").exists()
+    );
+    // Reloaded: the reader is gone, a new principal is in.
+    std::fs::write(
+        &file,
+        entry(
+            "late",
+            "late-token-0123456789",
+            r#"[{ volume = "private", access = ["read"] }]"#,
+        ),
+    )
+    .unwrap();
+    assert_eq!(principals.reload().unwrap(), 1);
+    let read = send(Method::GET, "/v1/files/private/b.txt", "reader-token-0123456789", "").await;
+    assert_eq!(read.status, StatusCode::UNAUTHORIZED);
+    let read = send(Method::GET, "/v1/files/private/b.txt", "late-token-0123456789", "").await;
+    assert_eq!(read.status, StatusCode::OK);
 }
