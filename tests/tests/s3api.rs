@@ -1579,3 +1579,45 @@ async fn two_nodes_serve_the_same_objects_over_s3() {
         .await
         .unwrap();
 }
+
+/// A client that stops sending in the middle of a signed upload's body is
+/// cut off after the idle timeout; nothing is stored or left staged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_stalls_is_cut_off_and_stores_nothing() {
+    use futures::StreamExt;
+    use http_body_util::StreamBody;
+    let (t, _) = silo_with(false, "").await;
+    let staging = t.dir.path().join("state/staging");
+    let silo = Arc::new(t.silo);
+    let endpoint = Endpoint::start(silo.clone(), &credentials(), Duration::from_secs(1)).await;
+    let cms = endpoint.client("CMSKEY", SECRET);
+    // 300 KB declared (over the in-memory staging limit), 64 KB sent, then
+    // nothing.
+    let first = futures::stream::iter(vec![Ok::<_, std::io::Error>(hyper::body::Frame::data(
+        bytes::Bytes::from(vec![b'a'; 64 * 1024]),
+    ))]);
+    let stalled = first.chain(futures::stream::pending());
+    let body = ByteStream::from_body_1_x(StreamBody::new(stalled));
+    let started = std::time::Instant::now();
+    let sent = tokio::time::timeout(
+        Duration::from_secs(20),
+        cms.put_object()
+            .bucket("private")
+            .key("slow.bin")
+            .content_length(300 * 1024)
+            .body(body)
+            .send(),
+    )
+    .await
+    .expect("the endpoint kept a stalled upload for 20 s");
+    assert!(sent.is_err(), "a stalled upload was stored");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "cut off after {:?}",
+        started.elapsed()
+    );
+    let (_, status, _) = failure(cms.head_object().bucket("private").key("slow.bin").send().await);
+    assert_eq!(status, 404);
+    let staged = std::fs::read_dir(&staging).map_or(0, |d| d.count());
+    assert_eq!(staged, 0, "a staged file was left behind");
+}
