@@ -211,6 +211,18 @@ impl S3Access for Policy {
         };
         let storage = self.silo.storage();
         let Some(principal) = principal else {
+            // s3s applies `response-*` overrides to any GetObject; as on S3,
+            // an anonymous request may not ask for them.
+            if cx
+                .uri()
+                .query()
+                .is_some_and(|q| q.split('&').any(|p| p.starts_with("response-")))
+            {
+                return Err(s3_error!(
+                    InvalidRequest,
+                    "Request specific response headers cannot be used for anonymous GET requests."
+                ));
+            }
             // Anonymous: reads of objects on public volumes, nothing else.
             let public = bucket
                 .as_deref()
@@ -1118,6 +1130,7 @@ impl S3 for SiloS3 {
     }
 
     async fn get_object(&self, req: S3Request<dto::GetObjectInput>) -> S3Result<S3Response<dto::GetObjectOutput>> {
+        let signed = req.credentials.is_some();
         let input = req.input;
         if input.part_number.is_some() || input.version_id.as_deref().is_some_and(|v| v != "null") {
             return Err(s3_error!(
@@ -1145,7 +1158,37 @@ impl S3 for SiloS3 {
                 })
             }
         };
-        let described = self.described(&input.bucket, &meta)?;
+        let mut described = self.described(&input.bucket, &meta)?;
+        // `response-*` overrides, for signed requests (as S3 takes them);
+        // a type that would render actively is still an attachment.
+        if signed {
+            if let Some(t) = input.response_content_type.filter(|t| !t.is_empty()) {
+                described.content_type = t;
+            }
+            if let Some(c) = input.response_cache_control.filter(|c| !c.is_empty()) {
+                described.cache_control = c;
+            }
+            let asked = input.response_content_disposition.filter(|d| !d.is_empty());
+            described.content_disposition = match self.silo.storage().policy().disposition(&described.content_type) {
+                Some(forced) => Some(
+                    asked
+                        .filter(|d| d.starts_with(forced))
+                        .unwrap_or_else(|| forced.to_owned()),
+                ),
+                None => asked.or(described.content_disposition),
+            };
+            for value in [&described.content_type, &described.cache_control]
+                .into_iter()
+                .chain(described.content_disposition.as_ref())
+            {
+                if http::HeaderValue::from_str(value).is_err() {
+                    return Err(s3_error!(
+                        InvalidArgument,
+                        "a response-* override is not a valid header value"
+                    ));
+                }
+            }
+        }
         let (_, body) = host.open_read(&location, range).await.map_err(storage_error)?;
         let length = range.map_or(meta.size, |r| r.length);
         let stream = tokio_util::io::ReaderStream::with_capacity(body, (length as usize).clamp(4096, 256 * 1024));
@@ -1165,6 +1208,21 @@ impl S3 for SiloS3 {
         let mut response = S3Response::new(output);
         if range.is_some() {
             response.status = Some(http::StatusCode::PARTIAL_CONTENT);
+        }
+        // s3s lays the request's `response-*` overrides over the output;
+        // headers set here go last, so what was decided above stands.
+        let decided = [
+            (http::header::CONTENT_TYPE, Some(&described.content_type)),
+            (http::header::CACHE_CONTROL, Some(&described.cache_control)),
+            (
+                http::header::CONTENT_DISPOSITION,
+                described.content_disposition.as_ref(),
+            ),
+        ];
+        for (name, value) in decided {
+            if let Some(value) = value.and_then(|v| http::HeaderValue::from_str(v).ok()) {
+                response.headers.insert(name, value);
+            }
         }
         Ok(safe_headers(response))
     }

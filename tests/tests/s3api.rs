@@ -1621,3 +1621,69 @@ async fn a_body_that_stalls_is_cut_off_and_stores_nothing() {
     let staged = std::fs::read_dir(&staging).map_or(0, |d| d.count());
     assert_eq!(staged, 0, "a staged file was left behind");
 }
+
+/// A presigned GET may override the response's type, disposition and
+/// cache control (Zulip names downloads this way); a type that would
+/// render actively is still served as an attachment, and an unsigned
+/// request's overrides are ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_overrides_on_presigned_gets_stay_safe() {
+    let (t, _) = silo_with(false, "").await;
+    let endpoint = Endpoint::start(Arc::new(t.silo), &credentials(), Duration::from_secs(30)).await;
+    let cms = endpoint.client("CMSKEY", SECRET);
+    put_text(&cms, "private", "files/report.txt", "<b>hello</b>").await;
+    put_text(&cms, "public", "files/page.txt", "<b>hello</b>").await;
+    let http = silo_tests::http::Client::default();
+    let presign = |key: &'static str, content_type: &'static str, disposition: &'static str| {
+        cms.get_object()
+            .bucket("private")
+            .key(key)
+            .response_content_type(content_type)
+            .response_content_disposition(disposition)
+            .response_cache_control("max-age=60")
+            .presigned(aws_sdk_s3::presigning::PresigningConfig::expires_in(Duration::from_secs(60)).unwrap())
+    };
+    let named = presign(
+        "files/report.txt",
+        "application/pdf",
+        "attachment; filename=\"report.pdf\"",
+    )
+    .await
+    .unwrap();
+    let reply = http.get(named.uri(), &[]).await.unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("content-type"), Some("application/pdf"));
+    assert_eq!(
+        reply.header("content-disposition"),
+        Some("attachment; filename=\"report.pdf\"")
+    );
+    assert_eq!(reply.header("cache-control"), Some("max-age=60"));
+    assert_eq!(reply.header("x-content-type-options"), Some("nosniff"));
+    // Asked to render HTML inline: served as HTML, but as an attachment.
+    let inline = presign("files/report.txt", "text/html", "inline").await.unwrap();
+    let reply = http.get(inline.uri(), &[]).await.unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("content-type"), Some("text/html"));
+    assert_eq!(
+        reply.header("content-disposition"),
+        Some("attachment"),
+        "{:?}",
+        reply.headers
+    );
+    // Unsigned: overrides are refused, as on S3; without them, the stored
+    // type.
+    let url = format!(
+        "{}/public/files/page.txt?response-content-type=text%2Fhtml&response-content-disposition=inline",
+        endpoint.url()
+    );
+    let reply = http.get(&url, &[]).await.unwrap();
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    assert!(reply.text().contains("<Code>InvalidRequest</Code>"), "{}", reply.text());
+    let reply = http
+        .get(&format!("{}/public/files/page.txt", endpoint.url()), &[])
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("content-type"), Some("text/plain"));
+    assert_eq!(reply.header("content-disposition"), None);
+}
