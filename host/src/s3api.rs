@@ -574,13 +574,7 @@ impl SiloS3 {
     /// The object's headers as S3 gives them, from the metadata cache.
     fn described(&self, bucket: &str, meta: &ObjectMeta) -> S3Result<Described> {
         let storage = self.silo.storage();
-        let cache_control = match self.visibility(bucket)? {
-            Visibility::Private => "private, no-store".to_owned(),
-            Visibility::Public => meta
-                .cache_control
-                .clone()
-                .unwrap_or_else(|| "public, max-age=3600".into()),
-        };
+        let cache_control = self.visibility(bucket)?.cache_control(meta.cache_control.as_deref());
         Ok(Described {
             e_tag: etag(meta),
             last_modified: timestamp(meta.modified_ms),

@@ -263,13 +263,17 @@ fn unauthorized() -> ApiError {
     }
 }
 
-/// Constant-time comparison of the presented bearer token.
-fn authorized(headers: &HeaderMap, token: &str) -> bool {
-    let Some(presented) = headers
+/// The bearer token presented, if any.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-    else {
+}
+
+/// Constant-time comparison of the presented bearer token.
+fn authorized(headers: &HeaderMap, token: &str) -> bool {
+    let Some(presented) = bearer(headers) else {
         return false;
     };
     presented.len() == token.len()
@@ -291,11 +295,7 @@ impl App {
         if authorized(headers, &self.tokens.write) {
             return Ok(TOKEN_PRINCIPAL.into());
         }
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        let principal = match (presented, &self.tokens.principals) {
+        let principal = match (bearer(headers), &self.tokens.principals) {
             (Some(token), Some(principals)) => principals.current().by_token(token),
             _ => None,
         };
@@ -560,11 +560,7 @@ async fn respond(
     let last_modified = httpdate::fmt_http_date(modified);
     out.insert(header::LAST_MODIFIED, header_value(&last_modified));
     let visibility = storage.volume(volume)?.visibility;
-    let cache_control = match (visibility, &meta.cache_control) {
-        (Visibility::Private, _) => "private, no-store".to_owned(),
-        (Visibility::Public, Some(c)) => c.clone(),
-        (Visibility::Public, None) => "public, max-age=3600".to_owned(),
-    };
+    let cache_control = visibility.cache_control(meta.cache_control.as_deref());
     if let Some(value) = stored_header("cache-control", &cache_control, &loc) {
         out.insert(header::CACHE_CONTROL, value);
     }

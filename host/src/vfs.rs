@@ -45,6 +45,19 @@ pub enum Visibility {
     Private,
 }
 
+impl Visibility {
+    /// The `Cache-Control` a file is served with, by any door: never cached
+    /// by others from a private volume; the file's own, else an hour, from
+    /// a public one.
+    pub fn cache_control(self, stored: Option<&str>) -> String {
+        match (self, stored) {
+            (Visibility::Private, _) => "private, no-store".to_owned(),
+            (Visibility::Public, Some(c)) => c.to_owned(),
+            (Visibility::Public, None) => "public, max-age=3600".to_owned(),
+        }
+    }
+}
+
 /// How the metadata cache answers for a volume.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -42,8 +42,7 @@ fn uploads(dir: &Path) -> Vec<(String, Vec<u8>)> {
     files
 }
 
-async fn plan_and_run(t: &TestSilo, dir: &Path, direction: Direction) -> (Plan, migrate::Report, u64) {
-    let storage = t.silo.storage();
+async fn plan_and_run(storage: &Arc<Storage>, dir: &Path, direction: Direction) -> (Plan, migrate::Report, u64) {
     let plan = migrate::plan(storage, "media", dir, direction).await.unwrap();
     let planned = plan.clone();
     let done = Arc::new(AtomicU64::new(0));
@@ -72,7 +71,7 @@ async fn an_uploads_directory_moves_into_s3_resumably_and_back_out() {
     let source = tempfile::tempdir().unwrap();
     let files = uploads(source.path());
 
-    let (plan, report, progressed) = plan_and_run(&t, source.path(), Direction::Import).await;
+    let (plan, report, progressed) = plan_and_run(t.silo.storage(), source.path(), Direction::Import).await;
     assert_eq!(plan.items.len(), files.len() + 1, "the files and .htaccess");
     assert!(plan.items.iter().all(|i| i.action == Action::Copy));
     let unusable: Vec<&str> = plan.unusable.iter().map(|(p, _)| p.as_str()).collect();
@@ -107,7 +106,7 @@ async fn an_uploads_directory_moves_into_s3_resumably_and_back_out() {
     assert!(maintenance::verify(storage, "media", &|_| {}).await.unwrap().is_clean());
 
     // Again: everything is already there.
-    let (plan, report, _) = plan_and_run(&t, source.path(), Direction::Import).await;
+    let (plan, report, _) = plan_and_run(t.silo.storage(), source.path(), Direction::Import).await;
     assert_eq!(
         plan.items.iter().filter(|i| i.action == Action::Check).count(),
         files.len()
@@ -119,7 +118,7 @@ async fn an_uploads_directory_moves_into_s3_resumably_and_back_out() {
     let mut new = old.clone();
     new[0] = if new[0] == b'z' { b'y' } else { b'z' };
     std::fs::write(source.path().join(changed), &new).unwrap();
-    let (_, report, _) = plan_and_run(&t, source.path(), Direction::Import).await;
+    let (_, report, _) = plan_and_run(t.silo.storage(), source.path(), Direction::Import).await;
     assert_eq!((report.copied, report.skipped), (1, files.len() as u64 - 1));
     let host = storage.host_session();
     assert_eq!(
@@ -129,7 +128,7 @@ async fn an_uploads_directory_moves_into_s3_resumably_and_back_out() {
 
     // Out again, for leaving S3.
     let out = tempfile::tempdir().unwrap();
-    let (plan, report, _) = plan_and_run(&t, out.path(), Direction::Export).await;
+    let (plan, report, _) = plan_and_run(t.silo.storage(), out.path(), Direction::Export).await;
     assert_eq!(plan.items.len(), files.len());
     assert_eq!(report.copied, files.len() as u64, "{report:?}");
     for (path, bytes) in &files {
@@ -162,7 +161,7 @@ async fn an_uploads_directory_moves_into_s3_resumably_and_back_out() {
     }
     // Damage one exported file: only that one is fetched again.
     std::fs::write(out.path().join(&files[3].0), content(4242, files[3].1.len())).unwrap();
-    let (_, report, _) = plan_and_run(&t, out.path(), Direction::Export).await;
+    let (_, report, _) = plan_and_run(t.silo.storage(), out.path(), Direction::Export).await;
     assert_eq!((report.copied, report.skipped), (1, files.len() as u64 - 1));
     assert_eq!(std::fs::read(out.path().join(&files[3].0)).unwrap(), files[3].1);
     let leftovers = walk_names(out.path());
@@ -271,19 +270,7 @@ async fn a_copy_corrupted_on_the_way_is_removed_and_reported() {
         std::fs::create_dir_all(target.parent().unwrap()).unwrap();
         std::fs::write(target, bytes).unwrap();
     }
-    let plan = migrate::plan(&storage, "media", source.path(), Direction::Import)
-        .await
-        .unwrap();
-    let report = migrate::run(
-        &storage,
-        "media",
-        source.path(),
-        Direction::Import,
-        plan,
-        4,
-        Arc::new(|_, _| {}),
-    )
-    .await;
+    let (_, report, _) = plan_and_run(&storage, source.path(), Direction::Import).await;
     assert_eq!(report.copied, 2, "{report:?}");
     let failed: Vec<&str> = report.failed.iter().map(|(p, _)| p.as_str()).collect();
     assert_eq!(failed, ["corrupt-small.txt", "videos/corrupt-big.bin"], "{report:?}");
