@@ -1,22 +1,30 @@
-//! Multipart uploads of the S3 endpoint, held until they complete: each
-//! upload is a directory under `<data_dir>/multipart` with its settings
-//! (`upload.json`) and its parts (`<n>.part`, with `<n>.json` beside),
-//! outside every volume. Nothing of an upload is visible or stored under
-//! its key before it completes; then the parts, in order, are staged and
-//! judged whole as one upload. Uploads not completed within their lifetime
-//! are removed by [`MultipartStore::sweep`].
+//! Multipart uploads of the S3 endpoint, held until they complete. An
+//! upload and its parts are recorded in the metadata engine; a part's
+//! bytes are an object in its volume's scratch store (under `.silo-tmp/`
+//! beside the volume's objects). On a shared engine and an S3 volume every
+//! node sees the same uploads, so a load balancer may send one upload's
+//! parts and its completion to different nodes. Local volumes keep their
+//! parts on the node (`<data_dir>/multipart/<volume>`), as their objects.
 //!
-//! The directory is the node's own: an upload's parts and its completion
-//! must reach the node that created it (a load balancer's sticky sessions).
+//! Nothing of an upload is visible or stored under its key before it
+//! completes; then its parts, in order, are staged and judged whole as one
+//! upload. Uploads not completed within their lifetime are removed by
+//! [`MultipartStore::sweep`], with any part bytes no record names.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
+
+use crate::budget::Held;
+use crate::cache::{MetadataEngine, PartRecord, UploadRecord};
+use crate::error::StorageError;
+use crate::store::{ObjectStore, PutOptions};
+use crate::vfs::Storage;
 
 /// Part numbers are 1..=10,000, as on S3.
 pub const MAX_PARTS: i32 = 10_000;
@@ -24,30 +32,64 @@ pub const MAX_PARTS: i32 = 10_000;
 pub const MIN_PART_BYTES: u64 = 5 << 20;
 /// The largest part, as on S3.
 pub const MAX_PART_BYTES: u64 = 5 << 30;
-/// Uploads one principal may have open at once.
+/// Uploads one principal may have open at once, on all nodes together.
 pub const MAX_OPEN_PER_PRINCIPAL: usize = 100;
+/// Part bytes no record names are removed once this old: younger ones may
+/// be a part being recorded right now.
+const ORPHAN_AFTER: Duration = Duration::from_secs(3600);
 
 /// What was declared when the upload was created.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct UploadSettings {
     pub volume: String,
     pub key: String,
     pub principal: String,
     pub content_type: Option<String>,
     pub cache_control: Option<String>,
+    #[serde(default)]
+    pub content_disposition: Option<String>,
+    #[serde(default)]
+    pub content_encoding: Option<String>,
+    #[serde(default)]
+    pub expires: Option<String>,
     pub metadata: Vec<(String, String)>,
     /// Milliseconds since the Unix epoch.
     pub created_ms: u64,
 }
 
+/// The part of [`UploadSettings`] kept as the record's settings.
+#[derive(Serialize, Deserialize)]
+struct Declared {
+    content_type: Option<String>,
+    cache_control: Option<String>,
+    #[serde(default)]
+    content_disposition: Option<String>,
+    #[serde(default)]
+    content_encoding: Option<String>,
+    #[serde(default)]
+    expires: Option<String>,
+    metadata: Vec<(String, String)>,
+}
+
 /// One stored part.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartInfo {
     pub number: i32,
     /// The part's MD5, hex, as S3 gives a part's ETag.
     pub etag: String,
     pub size: u64,
     pub modified_ms: u64,
+}
+
+impl From<&PartRecord> for PartInfo {
+    fn from(p: &PartRecord) -> Self {
+        PartInfo {
+            number: p.number,
+            etag: p.etag.clone(),
+            size: p.size,
+            modified_ms: p.modified_ms,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,15 +110,8 @@ pub enum MultipartError {
     EntityTooSmall(i32),
     #[error("reading the part: {0}")]
     Body(std::io::Error),
-    #[error("multipart storage {}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> MultipartError + '_ {
-    move |source| MultipartError::Io {
-        path: path.to_owned(),
-        source,
-    }
+    #[error("multipart storage: {0}")]
+    Storage(#[from] StorageError),
 }
 
 fn now_ms() -> u64 {
@@ -86,69 +121,84 @@ fn now_ms() -> u64 {
 }
 
 pub struct MultipartStore {
-    dir: PathBuf,
-    /// Serialises creation, so the per-principal count holds.
-    creating: tokio::sync::Mutex<()>,
+    storage: Arc<Storage>,
+    /// Where volumes without a shared scratch store keep parts.
+    local_dir: PathBuf,
+    local: Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
 }
 
 impl MultipartStore {
-    pub fn open(dir: PathBuf) -> Result<MultipartStore, MultipartError> {
-        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        Ok(MultipartStore {
-            dir,
-            creating: tokio::sync::Mutex::new(()),
-        })
+    pub fn open(storage: Arc<Storage>, local_dir: PathBuf) -> MultipartStore {
+        MultipartStore {
+            storage,
+            local_dir,
+            local: Mutex::default(),
+        }
     }
 
-    /// An upload's directory; `None` for an id this store never gave (so a
-    /// crafted id cannot name another path).
-    fn upload_dir(&self, id: &str) -> Option<PathBuf> {
-        (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
-            .then(|| self.dir.join(id))
+    fn engine(&self) -> &Arc<dyn MetadataEngine> {
+        self.storage.cache().engine()
+    }
+
+    /// Where the parts of `volume`'s uploads are kept.
+    fn scratch(&self, volume: &str) -> Result<Arc<dyn ObjectStore>, MultipartError> {
+        let store = &self.storage.volume(volume)?.store;
+        if let Some(scratch) = store.scratch() {
+            return Ok(scratch);
+        }
+        let mut local = self.local.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(store) = local.get(volume) {
+            return Ok(store.clone());
+        }
+        let store: Arc<dyn ObjectStore> = Arc::new(crate::store::LocalStore::open(&self.local_dir.join(volume))?);
+        local.insert(volume.to_owned(), store.clone());
+        Ok(store)
     }
 
     pub async fn create(&self, settings: UploadSettings) -> Result<String, MultipartError> {
-        let _turn = self.creating.lock().await;
-        let open = self
-            .uploads()
-            .await?
-            .into_iter()
-            .filter(|(_, s)| s.principal == settings.principal)
-            .count();
-        if open >= MAX_OPEN_PER_PRINCIPAL {
-            return Err(MultipartError::TooManyUploads(settings.principal));
+        let declared = Declared {
+            content_type: settings.content_type,
+            cache_control: settings.cache_control,
+            content_disposition: settings.content_disposition,
+            content_encoding: settings.content_encoding,
+            expires: settings.expires,
+            metadata: settings.metadata,
+        };
+        let record = UploadRecord {
+            id: new_id(),
+            volume: settings.volume,
+            key: settings.key,
+            principal: settings.principal,
+            created_ms: settings.created_ms,
+            settings: serde_json::to_string(&declared).expect("settings serialise"),
+        };
+        if !self.engine().upload_create(&record, MAX_OPEN_PER_PRINCIPAL).await? {
+            return Err(MultipartError::TooManyUploads(record.principal));
         }
-        let id = new_id();
-        let dir = self.dir.join(&id);
-        tokio::fs::create_dir(&dir).await.map_err(io(&dir))?;
-        let file = dir.join("upload.json");
-        let text = serde_json::to_vec(&settings).expect("settings serialise");
-        tokio::fs::write(&file, text).await.map_err(io(&file))?;
-        Ok(id)
+        Ok(record.id)
     }
 
     /// The upload's settings, if it is open and for `volume`/`key`.
     pub async fn settings(&self, id: &str, volume: &str, key: &str) -> Result<UploadSettings, MultipartError> {
-        let dir = self.upload_dir(id).ok_or(MultipartError::NoSuchUpload)?;
-        let file = dir.join("upload.json");
-        let text = match tokio::fs::read(&file).await {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(MultipartError::NoSuchUpload),
-            Err(e) => return Err(io(&file)(e)),
-        };
-        let settings: UploadSettings =
-            serde_json::from_slice(&text).map_err(|e| io(&file)(std::io::Error::other(e)))?;
-        if settings.volume != volume || settings.key != key {
+        if !valid_id(id) {
             return Err(MultipartError::NoSuchUpload);
         }
-        Ok(settings)
+        let record = self
+            .engine()
+            .upload_get(id)
+            .await?
+            .filter(|r| r.volume == volume && r.key == key)
+            .ok_or(MultipartError::NoSuchUpload)?;
+        settings_of(record)
     }
 
-    /// Store part `number` from `body`, replacing an earlier one of that
-    /// number; `room` is how many bytes the whole upload may still take.
+    /// Store part `number` of upload `id` on `volume` from `body`,
+    /// replacing an earlier one of that number; `limit` is how many bytes
+    /// the whole upload may take.
     pub async fn put_part(
         &self,
         id: &str,
+        volume: &str,
         number: i32,
         mut body: impl Stream<Item = std::io::Result<Bytes>> + Unpin,
         limit: u64,
@@ -157,8 +207,12 @@ impl MultipartStore {
         if !(1..=MAX_PARTS).contains(&number) {
             return Err(MultipartError::InvalidPartNumber);
         }
-        let dir = self.upload_dir(id).ok_or(MultipartError::NoSuchUpload)?;
+        // The id names the part's bytes: only one this store gave may.
+        if !valid_id(id) {
+            return Err(MultipartError::NoSuchUpload);
+        }
         let others: u64 = self
+            .engine()
             .parts(id)
             .await?
             .iter()
@@ -166,13 +220,18 @@ impl MultipartStore {
             .map(|p| p.size)
             .sum();
         let room = limit.saturating_sub(others).min(MAX_PART_BYTES);
-        let temp = tempfile::Builder::new()
-            .prefix(".part-")
-            .tempfile_in(&dir)
-            .map_err(io(&dir))?;
-        let mut file = tokio::fs::File::from_std(temp.reopen().map_err(io(temp.path()))?);
+        let scratch = self.scratch(volume)?;
+        // Each write of a part has bytes of its own: a concurrent write of
+        // the same number never mixes with this one.
+        let blob = format!("{id}/{number}-{}", &new_id()[..16]);
+        let options = PutOptions {
+            content_type: "application/octet-stream".into(),
+            ..Default::default()
+        };
+        let mut upload = scratch.start_upload(&blob, options).await?;
         let mut md5 = md5::Md5::new();
         let mut size = 0u64;
+        // Dropping the upload unfinished (an error here) stores nothing.
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(MultipartError::Body)?;
             size += chunk.len() as u64;
@@ -182,59 +241,65 @@ impl MultipartStore {
                 )));
             }
             md5.update(&chunk);
-            file.write_all(&chunk).await.map_err(io(temp.path()))?;
+            upload.write(chunk, Held::default()).await?;
         }
-        file.flush().await.map_err(io(temp.path()))?;
-        let info = PartInfo {
+        let stored = upload.finish().await?;
+        if stored.size != size {
+            let _ = scratch.delete(&blob).await;
+            return Err(StorageError::unavailable(format!(
+                "the backend stored {} bytes of the {size} of part {number}",
+                stored.size
+            ))
+            .into());
+        }
+        let record = PartRecord {
             number,
             etag: hex::encode(md5.finalize()),
             size,
             modified_ms: now_ms(),
+            blob: blob.clone(),
         };
-        let part = dir.join(format!("{number}.part"));
-        let meta = dir.join(format!("{number}.json"));
-        // An aborted upload loses its directory: nothing may be recreated.
-        if !dir.join("upload.json").exists() {
-            return Err(MultipartError::NoSuchUpload);
+        let recorded = self.engine().part_put(id, &record).await;
+        match recorded {
+            Ok(Some(replaced)) => {
+                if let Some(old) = replaced {
+                    forget_blob(&scratch, &old).await;
+                }
+                Ok(PartInfo::from(&record))
+            }
+            Ok(None) => {
+                // Aborted (or completed) while the part arrived.
+                forget_blob(&scratch, &blob).await;
+                Err(MultipartError::NoSuchUpload)
+            }
+            Err(e) => {
+                forget_blob(&scratch, &blob).await;
+                Err(e.into())
+            }
         }
-        temp.persist(&part).map_err(|e| io(&part)(e.error))?;
-        let text = serde_json::to_vec(&info).expect("part info serialises");
-        tokio::fs::write(&meta, text).await.map_err(io(&meta))?;
-        Ok(info)
     }
 
     /// The parts stored so far, by number.
     pub async fn parts(&self, id: &str) -> Result<Vec<PartInfo>, MultipartError> {
-        let dir = self.upload_dir(id).ok_or(MultipartError::NoSuchUpload)?;
-        let mut entries = match tokio::fs::read_dir(&dir).await {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(MultipartError::NoSuchUpload),
-            Err(e) => return Err(io(&dir)(e)),
-        };
-        let mut parts = Vec::new();
-        while let Some(entry) = entries.next_entry().await.map_err(io(&dir))? {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(number) = name.strip_suffix(".json").and_then(|n| n.parse::<i32>().ok()) else {
-                continue;
-            };
-            let path = entry.path();
-            if let Ok(text) = tokio::fs::read(&path).await
-                && let Ok(info) = serde_json::from_slice::<PartInfo>(&text)
-                && info.number == number
-            {
-                parts.push(info);
-            }
+        Ok(self.engine().parts(id).await?.iter().map(PartInfo::from).collect())
+    }
+
+    /// Remove part `number` if it is still the one stored as `etag` (a
+    /// part that failed its digest check).
+    pub async fn remove_part(&self, id: &str, volume: &str, number: i32, etag: &str) -> Result<(), MultipartError> {
+        let parts = self.engine().parts(id).await?;
+        if let Some(part) = parts.iter().find(|p| p.number == number && p.etag == etag) {
+            self.engine().part_remove(id, number, &part.blob).await?;
+            forget_blob(&self.scratch(volume)?, &part.blob).await;
         }
-        parts.sort_by_key(|p| p.number);
-        Ok(parts)
+        Ok(())
     }
 
     /// The parts a completion names, checked: ascending numbers, each
     /// stored with that ETag, all but the last at least 5 MiB. Returns the
-    /// files to read, in order, and the total size.
-    pub async fn assemble(&self, id: &str, named: &[(i32, String)]) -> Result<(Vec<PathBuf>, u64), MultipartError> {
-        let dir = self.upload_dir(id).ok_or(MultipartError::NoSuchUpload)?;
-        let stored = self.parts(id).await?;
+    /// parts to read, in order, and the total size.
+    pub async fn assemble(&self, id: &str, named: &[(i32, String)]) -> Result<(Vec<PartRecord>, u64), MultipartError> {
+        let stored = self.engine().parts(id).await?;
         if named.is_empty() {
             return Err(MultipartError::InvalidPart(
                 "a completion names at least one part".into(),
@@ -243,13 +308,13 @@ impl MultipartStore {
         if named.windows(2).any(|w| w[0].0 >= w[1].0) {
             return Err(MultipartError::InvalidPartOrder);
         }
-        let mut files = Vec::new();
+        let mut chosen = Vec::new();
         let mut total = 0;
         for (i, (number, etag)) in named.iter().enumerate() {
             let part = stored
-                .iter()
-                .find(|p| p.number == *number)
-                .ok_or_else(|| MultipartError::InvalidPart(format!("part {number} was not uploaded")))?;
+                .binary_search_by_key(number, |p| p.number)
+                .map(|at| &stored[at])
+                .map_err(|_| MultipartError::InvalidPart(format!("part {number} was not uploaded")))?;
             if part.etag != etag.trim_matches('"') {
                 return Err(MultipartError::InvalidPart(format!(
                     "part {number} has ETag \"{}\", not {etag}",
@@ -260,94 +325,164 @@ impl MultipartStore {
                 return Err(MultipartError::EntityTooSmall(*number));
             }
             total += part.size;
-            files.push(dir.join(format!("{number}.part")));
+            chosen.push(part.clone());
         }
-        Ok((files, total))
+        Ok((chosen, total))
     }
 
-    /// Remove one part (a part that failed its digest check).
-    pub async fn remove_part(&self, id: &str, number: i32) -> Result<(), MultipartError> {
-        let dir = self.upload_dir(id).ok_or(MultipartError::NoSuchUpload)?;
-        for name in [format!("{number}.json"), format!("{number}.part")] {
-            let path = dir.join(name);
-            match tokio::fs::remove_file(&path).await {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io(&path)(e)),
-            }
+    /// The parts' bytes, one after another, as a body to stage. A part
+    /// whose stored bytes are not its recorded size ends the body with an
+    /// error.
+    pub fn read_parts(
+        &self,
+        volume: &str,
+        parts: Vec<PartRecord>,
+    ) -> Result<impl Stream<Item = std::io::Result<Bytes>> + Unpin + Send + 'static, MultipartError> {
+        let scratch = self.scratch(volume)?;
+        Ok(Box::pin(
+            futures_util::stream::iter(parts)
+                .then(move |part| {
+                    let scratch = scratch.clone();
+                    async move {
+                        let (meta, body) = scratch
+                            .get(&part.blob, None)
+                            .await
+                            .map_err(|e| std::io::Error::other(format!("part {}: {e}", part.number)))?;
+                        if meta.size != part.size {
+                            return Err(std::io::Error::other(format!(
+                                "part {} holds {} bytes, not the {} recorded",
+                                part.number, meta.size, part.size
+                            )));
+                        }
+                        Ok(tokio_util::io::ReaderStream::with_capacity(body, 256 * 1024))
+                    }
+                })
+                .map(|opened| match opened {
+                    Ok(stream) => stream.left_stream(),
+                    Err(e) => futures_util::stream::once(async move { Err(e) }).right_stream(),
+                })
+                .flatten(),
+        ))
+    }
+
+    /// Close an upload and delete its parts' bytes.
+    pub async fn remove(&self, id: &str) -> Result<(), MultipartError> {
+        let Some(record) = self.engine().upload_get(id).await? else {
+            return Err(MultipartError::NoSuchUpload);
+        };
+        let parts = self
+            .engine()
+            .upload_remove(id)
+            .await?
+            .ok_or(MultipartError::NoSuchUpload)?;
+        let scratch = self.scratch(&record.volume)?;
+        for part in parts {
+            forget_blob(&scratch, &part.blob).await;
         }
         Ok(())
     }
 
-    /// Remove an upload and its parts.
-    pub async fn remove(&self, id: &str) -> Result<(), MultipartError> {
-        let dir = self.upload_dir(id).ok_or(MultipartError::NoSuchUpload)?;
-        match tokio::fs::remove_dir_all(&dir).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(MultipartError::NoSuchUpload),
-            Err(e) => Err(io(&dir)(e)),
-        }
+    /// Open uploads of `volume` (every volume with `None`), by key and id.
+    pub async fn uploads(&self, volume: Option<&str>) -> Result<Vec<(String, UploadSettings)>, MultipartError> {
+        self.engine()
+            .uploads(volume)
+            .await?
+            .into_iter()
+            .map(|r| Ok((r.id.clone(), settings_of(r)?)))
+            .collect()
     }
 
-    /// Every open upload: id and settings, oldest first.
-    pub async fn uploads(&self) -> Result<Vec<(String, UploadSettings)>, MultipartError> {
-        let mut entries = tokio::fs::read_dir(&self.dir).await.map_err(io(&self.dir))?;
-        let mut out = Vec::new();
-        while let Some(entry) = entries.next_entry().await.map_err(io(&self.dir))? {
-            let id = entry.file_name().to_string_lossy().into_owned();
-            if self.upload_dir(&id).is_none() {
-                continue;
-            }
-            let file = entry.path().join("upload.json");
-            if let Ok(text) = tokio::fs::read(&file).await
-                && let Ok(settings) = serde_json::from_slice::<UploadSettings>(&text)
-            {
-                out.push((id, settings));
-            }
-        }
-        out.sort_by(|a, b| (a.1.created_ms, &a.0).cmp(&(b.1.created_ms, &b.0)));
-        Ok(out)
-    }
-
-    /// Remove the uploads created longer than `lifetime` ago; how many.
+    /// Remove the uploads created longer than `lifetime` ago, and part
+    /// bytes no open upload names; how many uploads.
     pub async fn sweep(&self, lifetime: Duration) -> Result<usize, MultipartError> {
         let cutoff = now_ms().saturating_sub(lifetime.as_millis() as u64);
         let mut removed = 0;
-        for (id, settings) in self.uploads().await? {
-            if settings.created_ms < cutoff && self.remove(&id).await.is_ok() {
+        let open = self.engine().uploads(None).await?;
+        for upload in &open {
+            if upload.created_ms < cutoff && self.remove(&upload.id).await.is_ok() {
                 removed += 1;
+            }
+        }
+        // Bytes of parts whose node died before recording them, or whose
+        // deletion failed.
+        let mut named = HashSet::new();
+        for upload in self.engine().uploads(None).await? {
+            for part in self.engine().parts(&upload.id).await? {
+                named.insert(part.blob);
+            }
+        }
+        let orphan_cutoff = now_ms().saturating_sub(ORPHAN_AFTER.as_millis() as u64);
+        let volumes: Vec<String> = self.storage.volumes().map(|v| v.name.clone()).collect();
+        for volume in volumes {
+            let scratch = self.scratch(&volume)?;
+            let mut after: Option<String> = None;
+            loop {
+                let page = scratch.list("", after.as_deref(), 1000).await?;
+                for (key, meta) in &page.objects {
+                    if !named.contains(key) && meta.modified_ms < orphan_cutoff {
+                        forget_blob(&scratch, key).await;
+                    }
+                }
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
             }
         }
         Ok(removed)
     }
 }
 
-/// A new upload id: 32 lower-case hex digits, unique on this node.
-fn new_id() -> String {
-    use sha2::Digest;
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let mut hash = sha2::Sha256::new();
-    hash.update(now_ms().to_le_bytes());
-    hash.update(std::process::id().to_le_bytes());
-    hash.update(NEXT.fetch_add(1, Ordering::Relaxed).to_le_bytes());
-    if let Ok(nanos) = SystemTime::now().duration_since(UNIX_EPOCH) {
-        hash.update(nanos.subsec_nanos().to_le_bytes());
-    }
-    hex::encode(&hash.finalize()[..16])
+fn settings_of(record: UploadRecord) -> Result<UploadSettings, MultipartError> {
+    let declared: Declared = serde_json::from_str(&record.settings).map_err(|e| {
+        StorageError::unavailable(format!(
+            "the record of multipart upload {} cannot be read: {e}",
+            record.id
+        ))
+    })?;
+    Ok(UploadSettings {
+        volume: record.volume,
+        key: record.key,
+        principal: record.principal,
+        content_type: declared.content_type,
+        cache_control: declared.cache_control,
+        content_disposition: declared.content_disposition,
+        content_encoding: declared.content_encoding,
+        expires: declared.expires,
+        metadata: declared.metadata,
+        created_ms: record.created_ms,
+    })
 }
 
-/// The parts' bytes, one file after another, as a body to stage.
-pub fn read_parts(files: Vec<PathBuf>) -> impl Stream<Item = std::io::Result<Bytes>> + Unpin + Send + 'static {
-    Box::pin(
-        futures_util::stream::iter(files)
-            .then(|path| async move {
-                let file = tokio::fs::File::open(&path).await?;
-                Ok::<_, std::io::Error>(tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024))
-            })
-            .map(|opened| match opened {
-                Ok(stream) => stream.left_stream(),
-                Err(e) => futures_util::stream::once(async move { Err(e) }).right_stream(),
-            })
-            .flatten(),
-    )
+/// Delete part bytes no record names any more; a failure leaves them to
+/// the sweep.
+async fn forget_blob(scratch: &Arc<dyn ObjectStore>, blob: &str) {
+    match scratch.delete(blob).await {
+        Ok(()) | Err(StorageError::NotFound) => {}
+        Err(e) => tracing::warn!(blob, "deleting part bytes (the sweep retries): {e}"),
+    }
+}
+
+/// Whether `id` is of the form [`new_id`] gives.
+fn valid_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// A new upload id: 32 lower-case hex digits, from the time, this process
+/// and the random keys of the standard library's hasher, so that ids made
+/// on different nodes at once differ.
+fn new_id() -> String {
+    use sha2::Digest;
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let mut random = std::collections::hash_map::RandomState::new().build_hasher();
+    random.write_u64(NEXT.fetch_add(1, Ordering::Relaxed));
+    let mut hash = sha2::Sha256::new();
+    hash.update(random.finish().to_le_bytes());
+    hash.update(std::process::id().to_le_bytes());
+    if let Ok(now) = SystemTime::now().duration_since(UNIX_EPOCH) {
+        hash.update(now.as_nanos().to_le_bytes());
+    }
+    hex::encode(&hash.finalize()[..16])
 }

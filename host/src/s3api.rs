@@ -99,7 +99,8 @@ fn multipart_error(e: MultipartError) -> S3Error {
             s3_error!(RequestTimeout, "{e}")
         }
         MultipartError::Body(_) => s3_error!(IncompleteBody, "{e}"),
-        MultipartError::Io { .. } => s3_error!(InternalError, "{e}"),
+        MultipartError::Storage(StorageError::NotFound) => s3_error!(NoSuchUpload),
+        MultipartError::Storage(inner) => storage_error(inner),
     }
 }
 
@@ -389,8 +390,10 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let idle = settings.idle_timeout;
-    let multipart =
-        Arc::new(MultipartStore::open(silo.config().data_dir.join("multipart")).map_err(std::io::Error::other)?);
+    let multipart = Arc::new(MultipartStore::open(
+        silo.storage().clone(),
+        silo.config().data_dir.join("multipart"),
+    ));
     // Unfinished multipart uploads expire: swept now and every hour.
     let sweeper = tokio::spawn({
         let (multipart, lifetime) = (multipart.clone(), settings.multipart_lifetime);
@@ -1637,6 +1640,7 @@ impl S3 for SiloS3 {
                 cache_control: input.cache_control.filter(|c| !c.is_empty()),
                 metadata,
                 created_ms: crate::store::now_ms(),
+                ..Default::default()
             })
             .await
             .map_err(multipart_error)?;
@@ -1663,13 +1667,16 @@ impl S3 for SiloS3 {
         let limit = self.silo.upload_limit(&input.bucket);
         let part = self
             .multipart
-            .put_part(&input.upload_id, input.part_number, body, limit)
+            .put_part(&input.upload_id, &input.bucket, input.part_number, body, limit)
             .await
             .map_err(multipart_error)?;
         let computed = std::mem::take(&mut *hashing.lock().unwrap_or_else(|p| p.into_inner()));
         if let Err(e) = declared.verify(computed, trailing.as_ref()) {
             // A part that is not what its digests say is not kept.
-            let _ = self.multipart.remove_part(&input.upload_id, input.part_number).await;
+            let _ = self
+                .multipart
+                .remove_part(&input.upload_id, &input.bucket, input.part_number, &part.etag)
+                .await;
             return Err(e);
         }
         Ok(S3Response::new(dto::UploadPartOutput {
@@ -1725,7 +1732,7 @@ impl S3 for SiloS3 {
         let limit = self.silo.upload_limit(&input.bucket);
         let part = self
             .multipart
-            .put_part(&input.upload_id, input.part_number, chunks, limit)
+            .put_part(&input.upload_id, &input.bucket, input.part_number, chunks, limit)
             .await
             .map_err(multipart_error)?;
         Ok(S3Response::new(dto::UploadPartCopyOutput {
@@ -1804,11 +1811,11 @@ impl S3 for SiloS3 {
         );
         let mut uploads: Vec<(String, UploadSettings)> = self
             .multipart
-            .uploads()
+            .uploads(Some(&input.bucket))
             .await
             .map_err(multipart_error)?
             .into_iter()
-            .filter(|(_, s)| s.volume == input.bucket && s.key.starts_with(&prefix))
+            .filter(|(_, s)| s.key.starts_with(&prefix))
             .filter(|(id, s)| (s.key.clone(), id.clone()) > after)
             .collect();
         uploads.sort_by(|a, b| (&a.1.key, &a.0).cmp(&(&b.1.key, &b.0)));
@@ -1871,17 +1878,21 @@ impl S3 for SiloS3 {
             })
             .collect::<S3Result<_>>()?;
         let condition = write_condition(input.if_none_match.as_ref(), input.if_match.as_ref())?;
-        let (files, _) = self
+        let (parts, _) = self
             .multipart
             .assemble(&input.upload_id, &named)
             .await
+            .map_err(multipart_error)?;
+        let body = self
+            .multipart
+            .read_parts(&input.bucket, parts)
             .map_err(multipart_error)?;
         // The whole object is staged and judged once, as any upload.
         let staged = self
             .silo
             .stage_chunks(
                 &format!("{}/{}", location.volume, location.path),
-                crate::multipart::read_parts(files),
+                body,
                 settings.content_type.as_deref(),
             )
             .await

@@ -601,3 +601,53 @@ fn query_value<'a>(url: &'a str, name: &str) -> Option<&'a str> {
         .split('&')
         .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
 }
+
+/// The scratch space (`.silo-tmp/`, where multipart parts wait) is beside
+/// the volume's objects, never among them: the volume's store refuses its
+/// keys and leaves it out of listings and splits, so a refresh never takes
+/// a part for a file.
+#[tokio::test]
+async fn the_scratch_space_is_not_part_of_the_volume() {
+    let bucket = s3::bucket("scratch").await;
+    let store = S3Store::connect(&s3::settings(&bucket, "vol")).await.unwrap();
+    let scratch = store.scratch().expect("an S3 volume has a shared scratch store");
+    scratch
+        .put(
+            "upload/1-abc",
+            Bytes::from_static(b"part"),
+            &opts("application/octet-stream"),
+        )
+        .await
+        .unwrap();
+    store
+        .put("kept.txt", Bytes::from_static(b"file"), &opts("text/plain"))
+        .await
+        .unwrap();
+    let stored: Vec<String> = s3::keys(&bucket).await.into_iter().map(|(k, _)| k).collect();
+    assert_eq!(stored, ["vol/.silo-tmp/upload/1-abc", "vol/kept.txt"]);
+    let listed: Vec<String> = store
+        .list("", None, 100)
+        .await
+        .unwrap()
+        .objects
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(listed, ["kept.txt"]);
+    let (files, dirs) = store.split("").await.unwrap().unwrap();
+    assert_eq!(files.len(), 1);
+    assert!(dirs.is_empty(), "{dirs:?}");
+    for key in [".silo-tmp/upload/1-abc", ".silo-tmp"] {
+        assert!(
+            matches!(store.get(key, None).await, Err(StorageError::InvalidPath(_))),
+            "{key}"
+        );
+        assert!(matches!(
+            store.put(key, Bytes::from_static(b"x"), &opts("text/plain")).await,
+            Err(StorageError::InvalidPath(_))
+        ));
+    }
+    let scratch_listed = scratch.list("", None, 100).await.unwrap().objects;
+    assert_eq!(scratch_listed.len(), 1);
+    assert_eq!(scratch_listed[0].0, "upload/1-abc");
+}

@@ -922,6 +922,37 @@ fn content(seed: u32, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// How many parts' bytes are kept: files under the node's multipart
+/// directory (local volumes), objects under `.silo-tmp/` in the bucket.
+async fn part_bytes(state: &std::path::Path, bucket: Option<&str>) -> usize {
+    fn files(dir: &std::path::Path) -> usize {
+        let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+        entries
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name() != ".silo-tmp")
+            .map(|e| {
+                if e.file_type().unwrap().is_dir() {
+                    files(&e.path())
+                } else {
+                    1
+                }
+            })
+            .sum()
+    }
+    let on_disk = files(&state.join("multipart"));
+    match bucket {
+        Some(bucket) => {
+            on_disk
+                + s3::keys(bucket)
+                    .await
+                    .iter()
+                    .filter(|(k, _)| k.contains(".silo-tmp/"))
+                    .count()
+        }
+        None => on_disk,
+    }
+}
+
 /// A multipart upload is invisible until it completes, then judged whole;
 /// its parts are checked by number and ETag; refusals and aborts leave
 /// nothing; unfinished uploads expire; a principal's open uploads are
@@ -1076,8 +1107,9 @@ async fn multipart_uploads_are_judged_whole_at_completion() {
                 .await,
         );
         assert_eq!(code, "NoSuchUpload");
-        assert!(
-            !state.join("multipart").join(&id2).exists(),
+        assert_eq!(
+            part_bytes(&state, bucket.as_deref()).await,
+            0,
             "{on}: the aborted upload's parts stayed"
         );
 
@@ -1126,7 +1158,7 @@ async fn multipart_uploads_are_judged_whole_at_completion() {
         assert!(message.contains("PHP"), "{message}");
         let (_, status, _) = failure(cms.head_object().bucket("public").key("notes/readme.txt").send().await);
         assert_eq!(status, 404);
-        assert!(!state.join("multipart").join(&id3).exists());
+        assert_eq!(part_bytes(&state, bucket.as_deref()).await, 0, "{on}");
         // A name the policy refuses is refused at creation.
         let (code, _, _) = failure(
             cms.create_multipart_upload()
@@ -1179,7 +1211,8 @@ async fn multipart_uploads_are_judged_whole_at_completion() {
             .send()
             .await
             .unwrap();
-        let store = silo_host::multipart::MultipartStore::open(state.join("multipart")).unwrap();
+        assert_eq!(part_bytes(&state, bucket.as_deref()).await, 1, "{on}");
+        let store = silo_host::multipart::MultipartStore::open(silo.storage().clone(), state.join("multipart"));
         assert_eq!(
             store.sweep(Duration::from_secs(3600)).await.unwrap(),
             0,
@@ -1198,7 +1231,7 @@ async fn multipart_uploads_are_judged_whole_at_completion() {
                 .await,
         );
         assert_eq!(code, "NoSuchUpload");
-        assert_eq!(std::fs::read_dir(state.join("multipart")).unwrap().count(), 0, "{on}");
+        assert_eq!(part_bytes(&state, bucket.as_deref()).await, 0, "{on}");
         if let Some(bucket) = &bucket {
             assert_eq!(s3::open_uploads(bucket).await, 0, "{on}");
         }
@@ -1292,12 +1325,9 @@ async fn the_aws_cli_uploads_large_files_in_parts() {
         "the bytes differ"
     );
     let stored: Vec<(String, u64)> = s3::keys(&bucket.unwrap()).await;
+    // Only the object: none of the CLI's parts (under `.silo-tmp/`) is
+    // left behind.
     assert_eq!(stored, [("private/videos/big.bin".to_owned(), 20 << 20)]);
-    // The CLI's parts were uploads of Silo's own: none is left behind.
-    assert_eq!(
-        std::fs::read_dir(t.dir.path().join("state/multipart")).unwrap().count(),
-        0
-    );
 }
 
 /// boto3, with the calls Zulip and Drupal's s3fs make
@@ -1492,9 +1522,8 @@ async fn s3cmd_puts_lists_gets_and_deletes() {
 /// Two nodes (a data_dir each) on one bucket and one PostgreSQL database,
 /// each with its S3 endpoint, as behind a load balancer: what one stores,
 /// the other lists at once and reads and deletes; a delete through one is
-/// seen by the other within the front cache's bound. A multipart upload is
-/// held by the node that created it: its parts sent to the other are
-/// `NoSuchUpload` (docs/SEMANTICS.md says so).
+/// seen by the other within the front cache's bound. A multipart upload
+/// may be created, sent its parts and completed on either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_nodes_serve_the_same_objects_over_s3() {
     let bucket = s3::bucket("s3api-nodes").await;
@@ -1550,34 +1579,152 @@ async fn two_nodes_serve_the_same_objects_over_s3() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     eprintln!("the delete reached the other node in {:?}", started.elapsed());
+    // A multipart upload is the nodes' together: created on one, its
+    // part sent to the other, listed and completed on the first.
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
     let id = ca
         .create_multipart_upload()
         .bucket("private")
-        .key("big.bin")
+        .key("docs/report.bin")
+        .metadata("owner", "3")
         .send()
         .await
         .unwrap()
         .upload_id()
         .unwrap()
         .to_owned();
-    let (code, _, _) = failure(
-        cb.upload_part()
-            .bucket("private")
-            .key("big.bin")
-            .upload_id(&id)
-            .part_number(1)
-            .body(ByteStream::from_static(b"x"))
-            .send()
-            .await,
-    );
-    assert_eq!(code, "NoSuchUpload");
-    ca.abort_multipart_upload()
+    let small = content(11, 300_000);
+    let part = cb
+        .upload_part()
         .bucket("private")
-        .key("big.bin")
+        .key("docs/report.bin")
+        .upload_id(&id)
+        .part_number(1)
+        .body(ByteStream::from(small.clone()))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{}", aws_sdk_s3::error::DisplayErrorContext(&e)));
+    let listed = ca
+        .list_parts()
+        .bucket("private")
+        .key("docs/report.bin")
         .upload_id(&id)
         .send()
         .await
         .unwrap();
+    assert_eq!(listed.parts().len(), 1);
+    assert_eq!(listed.parts()[0].e_tag(), part.e_tag());
+    let open = cb.list_multipart_uploads().bucket("private").send().await.unwrap();
+    assert_eq!(open.uploads().len(), 1);
+    ca.complete_multipart_upload()
+        .bucket("private")
+        .key("docs/report.bin")
+        .upload_id(&id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .parts(
+                    CompletedPart::builder()
+                        .part_number(1)
+                        .e_tag(part.e_tag().unwrap())
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{}", aws_sdk_s3::error::DisplayErrorContext(&e)));
+    assert!(read(&cb, "private", "docs/report.bin").await == small);
+    let head = cb
+        .head_object()
+        .bucket("private")
+        .key("docs/report.bin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        head.metadata().and_then(|m| m.get("owner")).map(String::as_str),
+        Some("3")
+    );
+    // Parts from both nodes, completed on the second: judged whole there
+    // (upload-guard refuses the 6 MB), nothing stored, no part left.
+    let id = ca
+        .create_multipart_upload()
+        .bucket("private")
+        .key("docs/big.bin")
+        .send()
+        .await
+        .unwrap()
+        .upload_id()
+        .unwrap()
+        .to_owned();
+    let mut parts = Vec::new();
+    for (n, client, data) in [(1, &cb, content(12, 5 << 20)), (2, &ca, content(13, 1 << 20))] {
+        let part = client
+            .upload_part()
+            .bucket("private")
+            .key("docs/big.bin")
+            .upload_id(&id)
+            .part_number(n)
+            .body(ByteStream::from(data))
+            .send()
+            .await
+            .unwrap();
+        parts.push(
+            CompletedPart::builder()
+                .part_number(n)
+                .e_tag(part.e_tag().unwrap())
+                .build(),
+        );
+    }
+    let (code, status, message) = failure(
+        cb.complete_multipart_upload()
+            .bucket("private")
+            .key("docs/big.bin")
+            .upload_id(&id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .send()
+            .await,
+    );
+    assert_eq!((code.as_str(), status), ("AccessDenied", 403), "{message}");
+    assert!(message.contains("upload-guard"), "{message}");
+    let (code, _, _) = failure(
+        ca.list_parts()
+            .bucket("private")
+            .key("docs/big.bin")
+            .upload_id(&id)
+            .send()
+            .await,
+    );
+    assert_eq!(code, "NoSuchUpload");
+    let stored: Vec<String> = s3::keys(&bucket)
+        .await
+        .into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| k.starts_with("private/"))
+        .collect();
+    assert_eq!(stored, ["private/docs/report.bin"]);
+    // The open uploads of a principal are counted over every node.
+    for i in 0..silo_host::multipart::MAX_OPEN_PER_PRINCIPAL {
+        let client = if i % 2 == 0 { &ca } else { &cb };
+        client
+            .create_multipart_upload()
+            .bucket("private")
+            .key(format!("flood/{i}"))
+            .send()
+            .await
+            .unwrap();
+    }
+    for client in [&ca, &cb] {
+        let (code, _, message) = failure(
+            client
+                .create_multipart_upload()
+                .bucket("private")
+                .key("flood/one-more")
+                .send()
+                .await,
+        );
+        assert_eq!(code, "AccessDenied", "{message}");
+    }
 }
 
 /// A client that stops sending in the middle of a signed upload's body is

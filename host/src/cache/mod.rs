@@ -223,6 +223,53 @@ pub trait MetadataEngine: Send + Sync + 'static {
     async fn finish_refresh(&self, volume: &str, owner: &str) -> StorageResult<RefreshCounts>;
     /// Files, bytes and directories per volume.
     async fn stats(&self) -> StorageResult<Vec<VolumeStats>>;
+
+    /// Open multipart upload `upload`, unless its principal already has
+    /// `max_open` open (`false`); the count and the insert are atomic
+    /// across nodes.
+    async fn upload_create(&self, upload: &UploadRecord, max_open: usize) -> StorageResult<bool>;
+    /// One open multipart upload.
+    async fn upload_get(&self, id: &str) -> StorageResult<Option<UploadRecord>>;
+    /// The open multipart uploads of `volume` (of every volume with
+    /// `None`), by key and id.
+    async fn uploads(&self, volume: Option<&str>) -> StorageResult<Vec<UploadRecord>>;
+    /// Close an upload: its record and its parts' go, and the parts are
+    /// returned (their bytes are the caller's to delete); `None` if it was
+    /// not open.
+    async fn upload_remove(&self, id: &str) -> StorageResult<Option<Vec<PartRecord>>>;
+    /// Record a part whose bytes are stored: `None` if the upload is not
+    /// open (the bytes are the caller's to delete), else the blob of the
+    /// part of that number it replaced, if any.
+    async fn part_put(&self, id: &str, part: &PartRecord) -> StorageResult<Option<Option<String>>>;
+    /// Forget part `number` if it is still the one stored as `blob`.
+    async fn part_remove(&self, id: &str, number: i32, blob: &str) -> StorageResult<()>;
+    /// An upload's parts, by number.
+    async fn parts(&self, id: &str) -> StorageResult<Vec<PartRecord>>;
+}
+
+/// An open multipart upload of the S3 endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadRecord {
+    pub id: String,
+    pub volume: String,
+    pub key: String,
+    pub principal: String,
+    /// Milliseconds since the Unix epoch.
+    pub created_ms: u64,
+    /// What the creation declared (headers, metadata), as JSON.
+    pub settings: String,
+}
+
+/// One stored part of an open multipart upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartRecord {
+    pub number: i32,
+    /// The part's MD5, hex (S3's ETag of a part).
+    pub etag: String,
+    pub size: u64,
+    pub modified_ms: u64,
+    /// The key of its bytes in the volume's scratch store.
+    pub blob: String,
 }
 
 /// The cache the storage core uses: an engine, and in front of it the hot

@@ -20,8 +20,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
 use super::{
-    Entry, FrontSink, MetadataEngine, Page, RefreshCounts, RefreshPart, RefreshProgress, VolumeStats, decode_cursor,
-    metadata_from_json, metadata_json, paginate, prefix_upper_bound,
+    Entry, FrontSink, MetadataEngine, Page, PartRecord, RefreshCounts, RefreshPart, RefreshProgress, UploadRecord,
+    VolumeStats, decode_cursor, metadata_from_json, metadata_json, paginate, prefix_upper_bound,
 };
 use crate::error::{StorageError, StorageResult};
 use crate::path::{VolumePath, parent_of};
@@ -175,10 +175,34 @@ BEGIN
 END $$;
 "#;
 
+/// Version 3: the open multipart uploads of the S3 endpoint and their
+/// parts, so that any node may take an upload's parts and its completion.
+const SCHEMA_V3: &str = r#"
+CREATE TABLE multipart_uploads (
+    id TEXT NOT NULL PRIMARY KEY,
+    volume TEXT NOT NULL,
+    key TEXT COLLATE "C" NOT NULL,
+    principal TEXT NOT NULL,
+    created_ms BIGINT NOT NULL,
+    settings TEXT NOT NULL
+);
+CREATE INDEX multipart_by_principal ON multipart_uploads (principal);
+CREATE INDEX multipart_by_key ON multipart_uploads (volume, key, id);
+CREATE TABLE multipart_parts (
+    upload TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    etag TEXT NOT NULL,
+    size BIGINT NOT NULL,
+    modified_ms BIGINT NOT NULL,
+    blob TEXT NOT NULL,
+    PRIMARY KEY (upload, number)
+);
+"#;
+
 /// The schema's history: entry `i` takes a database from version `i` to
 /// `i + 1`. Every node of a site runs the same version: stop the old ones
 /// before starting a newer Silo on their database.
-pub const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
+pub const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
 
 /// Settings of the engine.
 #[derive(Clone)]
@@ -812,6 +836,184 @@ impl MetadataEngine for PostgresEngine {
                 directories: r.get::<_, i64>(3) as u64,
             })
             .collect())
+    }
+
+    async fn upload_create(&self, upload: &UploadRecord, max_open: usize) -> StorageResult<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        // One creation per principal at a time, on every node, so the
+        // count holds.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('silo-multipart:' || $1))",
+            &[&upload.principal],
+        )
+        .await
+        .map_err(db_error)?;
+        let open: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM multipart_uploads WHERE principal = $1",
+                &[&upload.principal],
+            )
+            .await
+            .map_err(db_error)?
+            .get(0);
+        if open as usize >= max_open {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT INTO multipart_uploads (id, volume, key, principal, created_ms, settings)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &upload.id,
+                &upload.volume,
+                &upload.key,
+                &upload.principal,
+                &(upload.created_ms as i64),
+                &upload.settings,
+            ],
+        )
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(true)
+    }
+
+    async fn upload_get(&self, id: &str) -> StorageResult<Option<UploadRecord>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT id, volume, key, principal, created_ms, settings FROM multipart_uploads WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(row.as_ref().map(upload_from_row))
+    }
+
+    async fn uploads(&self, volume: Option<&str>) -> StorageResult<Vec<UploadRecord>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT id, volume, key, principal, created_ms, settings FROM multipart_uploads
+                 WHERE $1::text IS NULL OR volume = $1 ORDER BY volume, key, id",
+                &[&volume],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(rows.iter().map(upload_from_row).collect())
+    }
+
+    async fn upload_remove(&self, id: &str) -> StorageResult<Option<Vec<PartRecord>>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        // Locked first, so a part being recorded is either in the list or
+        // finds the upload gone.
+        let open = tx
+            .query_opt("DELETE FROM multipart_uploads WHERE id = $1 RETURNING id", &[&id])
+            .await
+            .map_err(db_error)?
+            .is_some();
+        let rows = tx
+            .query(
+                "DELETE FROM multipart_parts WHERE upload = $1
+                 RETURNING number, etag, size, modified_ms, blob",
+                &[&id],
+            )
+            .await
+            .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        let mut parts: Vec<PartRecord> = rows.iter().map(part_from_row).collect();
+        parts.sort_by_key(|p| p.number);
+        Ok(open.then_some(parts))
+    }
+
+    async fn part_put(&self, id: &str, part: &PartRecord) -> StorageResult<Option<Option<String>>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        // The upload's row, locked: its parts are recorded one at a time,
+        // and never after the upload is removed.
+        let open = tx
+            .query_opt("SELECT 1 FROM multipart_uploads WHERE id = $1 FOR UPDATE", &[&id])
+            .await
+            .map_err(db_error)?
+            .is_some();
+        if !open {
+            return Ok(None);
+        }
+        let replaced: Option<String> = tx
+            .query_opt(
+                "SELECT blob FROM multipart_parts WHERE upload = $1 AND number = $2",
+                &[&id, &part.number],
+            )
+            .await
+            .map_err(db_error)?
+            .map(|r| r.get(0));
+        tx.execute(
+            "INSERT INTO multipart_parts (upload, number, etag, size, modified_ms, blob)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (upload, number) DO UPDATE SET etag = $3, size = $4, modified_ms = $5, blob = $6",
+            &[
+                &id,
+                &part.number,
+                &part.etag,
+                &(part.size as i64),
+                &(part.modified_ms as i64),
+                &part.blob,
+            ],
+        )
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(Some(replaced))
+    }
+
+    async fn part_remove(&self, id: &str, number: i32, blob: &str) -> StorageResult<()> {
+        self.client()
+            .await?
+            .execute(
+                "DELETE FROM multipart_parts WHERE upload = $1 AND number = $2 AND blob = $3",
+                &[&id, &number, &blob],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn parts(&self, id: &str) -> StorageResult<Vec<PartRecord>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT number, etag, size, modified_ms, blob FROM multipart_parts
+                 WHERE upload = $1 ORDER BY number",
+                &[&id],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(rows.iter().map(part_from_row).collect())
+    }
+}
+
+fn upload_from_row(row: &tokio_postgres::Row) -> UploadRecord {
+    UploadRecord {
+        id: row.get(0),
+        volume: row.get(1),
+        key: row.get(2),
+        principal: row.get(3),
+        created_ms: row.get::<_, i64>(4) as u64,
+        settings: row.get(5),
+    }
+}
+
+fn part_from_row(row: &tokio_postgres::Row) -> PartRecord {
+    PartRecord {
+        number: row.get(0),
+        etag: row.get(1),
+        size: row.get::<_, i64>(2) as u64,
+        modified_ms: row.get::<_, i64>(3) as u64,
+        blob: row.get(4),
     }
 }
 

@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    Entry, MetadataEngine, Page, RefreshCounts, RefreshPart, RefreshProgress, VolumeStats, decode_cursor,
-    metadata_from_json, metadata_json, paginate, prefix_upper_bound,
+    Entry, MetadataEngine, Page, PartRecord, RefreshCounts, RefreshPart, RefreshProgress, UploadRecord, VolumeStats,
+    decode_cursor, metadata_from_json, metadata_json, paginate, prefix_upper_bound,
 };
 use crate::error::{StorageError, StorageResult};
 use crate::path::{VolumePath, parent_of};
@@ -77,6 +77,26 @@ CREATE TABLE IF NOT EXISTS refresh_found (
     cache_control TEXT,
     metadata TEXT NOT NULL DEFAULT '[]',
     PRIMARY KEY (volume, key)
+) WITHOUT ROWID;
+-- Open multipart uploads of the S3 endpoint and their stored parts.
+CREATE TABLE IF NOT EXISTS multipart_uploads (
+    id TEXT NOT NULL PRIMARY KEY,
+    volume TEXT NOT NULL,
+    key TEXT NOT NULL,
+    principal TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    settings TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS multipart_by_principal ON multipart_uploads (principal);
+CREATE INDEX IF NOT EXISTS multipart_by_key ON multipart_uploads (volume, key, id);
+CREATE TABLE IF NOT EXISTS multipart_parts (
+    upload TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    etag TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    modified_ms INTEGER NOT NULL,
+    blob TEXT NOT NULL,
+    PRIMARY KEY (upload, number)
 ) WITHOUT ROWID;
 ";
 
@@ -257,6 +277,27 @@ fn meta_from_row(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Obje
 struct Sql;
 
 impl Sql {
+    fn parts(conn: &Connection, id: &str) -> StorageResult<Vec<PartRecord>> {
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT number, etag, size, modified_ms, blob FROM multipart_parts
+                 WHERE upload = ?1 ORDER BY number",
+            )
+            .map_err(db_error)?;
+        let rows = stmt
+            .query_map(params![id], |row| {
+                Ok(PartRecord {
+                    number: row.get(0)?,
+                    etag: row.get(1)?,
+                    size: row.get::<_, i64>(2)? as u64,
+                    modified_ms: row.get::<_, i64>(3)? as u64,
+                    blob: row.get(4)?,
+                })
+            })
+            .map_err(db_error)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
+    }
+
     /// The cached metadata of one file.
     fn get(conn: &Connection, volume: &str, path: &str) -> StorageResult<Option<ObjectMeta>> {
         let mut stmt = conn
@@ -781,6 +822,156 @@ impl MetadataEngine for SqliteEngine {
     async fn stats(&self) -> StorageResult<Vec<VolumeStats>> {
         self.read(Sql::stats).await
     }
+
+    async fn upload_create(&self, upload: &UploadRecord, max_open: usize) -> StorageResult<bool> {
+        let upload = upload.clone();
+        self.write(move |c| {
+            // Immediate: another process's count cannot slip in between.
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(db_error)?;
+            let open: i64 = tx
+                .query_row(
+                    "SELECT count(*) FROM multipart_uploads WHERE principal = ?1",
+                    params![upload.principal],
+                    |row| row.get(0),
+                )
+                .map_err(db_error)?;
+            if open as usize >= max_open {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO multipart_uploads (id, volume, key, principal, created_ms, settings)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    upload.id,
+                    upload.volume,
+                    upload.key,
+                    upload.principal,
+                    upload.created_ms as i64,
+                    upload.settings
+                ],
+            )
+            .map_err(db_error)?;
+            tx.commit().map_err(db_error)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn upload_get(&self, id: &str) -> StorageResult<Option<UploadRecord>> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            c.query_row(
+                "SELECT id, volume, key, principal, created_ms, settings FROM multipart_uploads WHERE id = ?1",
+                params![id],
+                upload_from_row,
+            )
+            .optional()
+            .map_err(db_error)
+        })
+        .await
+    }
+
+    async fn uploads(&self, volume: Option<&str>) -> StorageResult<Vec<UploadRecord>> {
+        let volume = volume.map(str::to_owned);
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT id, volume, key, principal, created_ms, settings FROM multipart_uploads
+                     WHERE ?1 IS NULL OR volume = ?1 ORDER BY volume, key, id",
+                )
+                .map_err(db_error)?;
+            let rows = stmt.query_map(params![volume], upload_from_row).map_err(db_error)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
+        })
+        .await
+    }
+
+    async fn upload_remove(&self, id: &str) -> StorageResult<Option<Vec<PartRecord>>> {
+        let id = id.to_owned();
+        self.write(move |c| {
+            let tx = c.transaction().map_err(db_error)?;
+            let parts = Sql::parts(&tx, &id)?;
+            tx.execute("DELETE FROM multipart_parts WHERE upload = ?1", params![id])
+                .map_err(db_error)?;
+            let removed = tx
+                .execute("DELETE FROM multipart_uploads WHERE id = ?1", params![id])
+                .map_err(db_error)?;
+            tx.commit().map_err(db_error)?;
+            Ok((removed > 0).then_some(parts))
+        })
+        .await
+    }
+
+    async fn part_put(&self, id: &str, part: &PartRecord) -> StorageResult<Option<Option<String>>> {
+        let (id, part) = (id.to_owned(), part.clone());
+        self.write(move |c| {
+            let tx = c.transaction().map_err(db_error)?;
+            let open = tx
+                .query_row("SELECT 1 FROM multipart_uploads WHERE id = ?1", params![id], |_| Ok(()))
+                .optional()
+                .map_err(db_error)?
+                .is_some();
+            if !open {
+                return Ok(None);
+            }
+            let replaced: Option<String> = tx
+                .query_row(
+                    "SELECT blob FROM multipart_parts WHERE upload = ?1 AND number = ?2",
+                    params![id, part.number],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(db_error)?;
+            tx.execute(
+                "INSERT INTO multipart_parts (upload, number, etag, size, modified_ms, blob)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (upload, number) DO UPDATE SET etag = ?3, size = ?4, modified_ms = ?5, blob = ?6",
+                params![
+                    id,
+                    part.number,
+                    part.etag,
+                    part.size as i64,
+                    part.modified_ms as i64,
+                    part.blob
+                ],
+            )
+            .map_err(db_error)?;
+            tx.commit().map_err(db_error)?;
+            Ok(Some(replaced))
+        })
+        .await
+    }
+
+    async fn part_remove(&self, id: &str, number: i32, blob: &str) -> StorageResult<()> {
+        let (id, blob) = (id.to_owned(), blob.to_owned());
+        self.write(move |c| {
+            c.execute(
+                "DELETE FROM multipart_parts WHERE upload = ?1 AND number = ?2 AND blob = ?3",
+                params![id, number, blob],
+            )
+            .map(drop)
+            .map_err(db_error)
+        })
+        .await
+    }
+
+    async fn parts(&self, id: &str) -> StorageResult<Vec<PartRecord>> {
+        let id = id.to_owned();
+        self.read(move |c| Sql::parts(c, &id)).await
+    }
+}
+
+fn upload_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<UploadRecord> {
+    Ok(UploadRecord {
+        id: row.get(0)?,
+        volume: row.get(1)?,
+        key: row.get(2)?,
+        principal: row.get(3)?,
+        created_ms: row.get::<_, i64>(4)? as u64,
+        settings: row.get(5)?,
+    })
 }
 
 /// A [`RefreshPart`] that can move to a blocking thread.

@@ -40,7 +40,7 @@ pub(crate) fn stored_temp(dir: &Path, prefix: &str) -> std::io::Result<tempfile:
 }
 
 /// Directory (inside the root) holding writes in progress.
-const TMP_DIR: &str = ".silo-tmp";
+const TMP_DIR: &str = super::SCRATCH;
 
 /// Remove the files in `dir` not modified for `ABANDONED_AFTER`; how many.
 pub(crate) fn sweep_abandoned(dir: &Path) -> usize {

@@ -145,6 +145,23 @@ pub trait ObjectStore: Send + Sync + 'static {
         let _ = older_than;
         Ok(0)
     }
+
+    /// A store beside this volume's objects, reachable by every node that
+    /// reaches the volume, for bytes that are not objects yet (the parts
+    /// of multipart uploads). It lives under [`SCRATCH`], which this store
+    /// neither lists nor accepts as a key. `None`: the backend is the
+    /// node's own, and so is its scratch space.
+    fn scratch(&self) -> Option<std::sync::Arc<dyn ObjectStore>> {
+        None
+    }
+}
+
+/// The first segment reserved in every volume for Silo's own bytes.
+pub const SCRATCH: &str = ".silo-tmp";
+
+/// Whether `key` lies under [`SCRATCH`].
+pub fn is_scratch(key: &str) -> bool {
+    key == SCRATCH || key.strip_prefix(SCRATCH).is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// Response headers a presigned URL makes the backend send.

@@ -199,6 +199,12 @@ impl S3Store {
 
 impl Inner {
     fn key(&self, key: &str) -> StorageResult<String> {
+        if super::is_scratch(key) {
+            return Err(StorageError::InvalidPath(format!(
+                "'{}' is reserved in every volume",
+                super::SCRATCH
+            )));
+        }
         let full = format!("{}{key}", self.prefix);
         if full.len() > MAX_KEY_BYTES {
             return Err(StorageError::InvalidPath(format!(
@@ -270,8 +276,11 @@ impl Inner {
     }
 
     /// The volume key of a full key from a listing.
+    /// The key of a full key under the prefix; `None` outside it and in
+    /// the scratch space, which is not the volume's.
     fn strip<'a>(&self, full: &'a str) -> Option<&'a str> {
         full.strip_prefix(self.prefix.as_str())
+            .filter(|key| !super::is_scratch(key.trim_end_matches('/')))
     }
 
     async fn head(&self, key: &str) -> StorageResult<ObjectMeta> {
@@ -771,6 +780,22 @@ impl ObjectStore for S3Store {
                 return Ok(Some((files, dirs)));
             }
         }
+    }
+
+    fn scratch(&self) -> Option<Arc<dyn ObjectStore>> {
+        let inner = &self.inner;
+        let prefix = format!("{}{}/", inner.prefix, super::SCRATCH);
+        Some(Arc::new(S3Store {
+            inner: Arc::new(Inner {
+                client: inner.client.clone(),
+                bucket: inner.bucket.clone(),
+                describe: format!("{} (scratch)", inner.describe),
+                prefix,
+                part_size: inner.part_size,
+                budget: inner.budget.clone(),
+                unaborted: Mutex::default(),
+            }),
+        }))
     }
 
     async fn sweep_abandoned(&self, older_than: Duration) -> StorageResult<u64> {
