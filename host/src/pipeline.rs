@@ -188,6 +188,7 @@ fn staged_meta(size: u64, hasher: sha2::Sha256, content_type: &str) -> ObjectMet
         modified_ms: crate::store::now_ms(),
         cache_control: None,
         metadata: Vec::new(),
+        headers: Default::default(),
     }
 }
 
@@ -339,6 +340,7 @@ pub(crate) async fn run(
             content_type: pending.meta.content_type.clone(),
             cache_control: pending.meta.cache_control.clone(),
             metadata: pending.meta.metadata.clone(),
+            headers: pending.meta.headers.clone(),
             condition: pending.condition.clone(),
             ..Default::default()
         };

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::{S3Auth, SecretKey};
-use s3s::dto::{self, ETag, StreamingBlob, Timestamp};
+use s3s::dto::{self, ETag, StreamingBlob, Timestamp, TimestampFormat};
 use s3s::host::{S3Host, VirtualHost};
 use s3s::{S3, S3Error, S3Request, S3Response, S3Result, s3_error};
 
@@ -27,7 +27,7 @@ use crate::error::StorageError;
 use crate::multipart::{MultipartError, MultipartStore, UploadSettings};
 use crate::pipeline::Status;
 use crate::principals::{Principal, PrincipalsHandle};
-use crate::store::{ByteRange, Condition, ObjectMeta};
+use crate::store::{ByteRange, Condition, Headers, ObjectMeta};
 use crate::vfs::{Access, Location, Visibility};
 use crate::{Silo, SiloError};
 
@@ -582,7 +582,18 @@ impl SiloS3 {
             e_tag: etag(meta),
             last_modified: timestamp(meta.modified_ms),
             content_type: meta.content_type.clone(),
-            content_disposition: storage.policy().disposition(&meta.content_type).map(str::to_owned),
+            // Active content is an attachment, whatever was declared.
+            content_disposition: storage
+                .policy()
+                .disposition(&meta.content_type)
+                .map(str::to_owned)
+                .or_else(|| meta.headers.content_disposition.clone()),
+            content_encoding: meta.headers.content_encoding.clone(),
+            expires: meta
+                .headers
+                .expires
+                .as_deref()
+                .and_then(|e| Timestamp::parse(TimestampFormat::HttpDate, e).ok()),
             cache_control,
             metadata: meta
                 .metadata
@@ -818,12 +829,46 @@ struct Described {
     content_disposition: Option<String>,
     cache_control: String,
     metadata: Vec<(String, String)>,
+    content_encoding: Option<String>,
+    expires: Option<Timestamp>,
 }
 
 impl Described {
     fn metadata(&self) -> Option<dto::Metadata> {
         (!self.metadata.is_empty()).then(|| self.metadata.iter().cloned().collect())
     }
+}
+
+fn settings_headers(headers: Headers) -> UploadSettings {
+    UploadSettings {
+        content_disposition: headers.content_disposition,
+        content_encoding: headers.content_encoding,
+        expires: headers.expires,
+        ..Default::default()
+    }
+}
+
+/// The headers a request declares for its object, kept as sent (Expires
+/// as an HTTP date).
+fn declared_headers(
+    content_disposition: Option<String>,
+    content_encoding: Option<String>,
+    expires: Option<Timestamp>,
+) -> S3Result<Headers> {
+    let expires = match expires {
+        None => None,
+        Some(t) => {
+            let mut text = Vec::new();
+            t.format(TimestampFormat::HttpDate, &mut text)
+                .map_err(|_| s3_error!(InvalidArgument, "Expires is not a date HTTP can carry"))?;
+            Some(String::from_utf8_lossy(&text).into_owned())
+        }
+    };
+    Ok(Headers {
+        content_disposition: content_disposition.filter(|v| !v.is_empty()),
+        content_encoding: content_encoding.filter(|v| !v.is_empty()),
+        expires,
+    })
 }
 
 fn safe_headers<T>(mut response: S3Response<T>) -> S3Response<T> {
@@ -1116,6 +1161,7 @@ impl S3 for SiloS3 {
         pending.condition = condition;
         pending.principal = Some(principal.name.clone());
         pending.meta.cache_control = input.cache_control.filter(|c| !c.is_empty());
+        pending.meta.headers = declared_headers(input.content_disposition, input.content_encoding, input.expires)?;
         let mut metadata: Vec<(String, String)> = input.metadata.unwrap_or_default().into_iter().collect();
         metadata.sort();
         pending.meta.metadata = metadata;
@@ -1196,6 +1242,8 @@ impl S3 for SiloS3 {
             content_range: range.map(|r| format!("bytes {}-{}/{}", r.offset, r.offset + r.length - 1, meta.size)),
             content_type: Some(described.content_type.clone()),
             content_disposition: described.content_disposition.clone(),
+            content_encoding: described.content_encoding.clone(),
+            expires: described.expires.clone(),
             cache_control: Some(described.cache_control.clone()),
             e_tag: Some(described.e_tag.clone()),
             last_modified: Some(described.last_modified.clone()),
@@ -1247,6 +1295,8 @@ impl S3 for SiloS3 {
             content_length: Some(meta.size as i64),
             content_type: Some(described.content_type.clone()),
             content_disposition: described.content_disposition.clone(),
+            content_encoding: described.content_encoding.clone(),
+            expires: described.expires.clone(),
             cache_control: Some(described.cache_control.clone()),
             e_tag: Some(described.e_tag.clone()),
             last_modified: Some(described.last_modified.clone()),
@@ -1482,19 +1532,21 @@ impl S3 for SiloS3 {
                 "this copy request is illegal because it is trying to copy an object to itself without changing its metadata"
             ));
         }
-        let (content_type, cache_control, metadata) = if replace {
+        let (content_type, cache_control, metadata, headers) = if replace {
             let mut metadata: Vec<(String, String)> = input.metadata.unwrap_or_default().into_iter().collect();
             metadata.sort();
             (
                 input.content_type.filter(|t| !t.is_empty()),
                 input.cache_control.filter(|c| !c.is_empty()),
                 metadata,
+                declared_headers(input.content_disposition, input.content_encoding, input.expires)?,
             )
         } else {
             (
                 Some(meta.content_type.clone()),
                 meta.cache_control.clone(),
                 meta.metadata.clone(),
+                meta.headers.clone(),
             )
         };
         // The copy is an upload of the source's bytes, judged whole.
@@ -1512,6 +1564,7 @@ impl S3 for SiloS3 {
         pending.principal = Some(principal.name.clone());
         pending.meta.cache_control = cache_control;
         pending.meta.metadata = metadata;
+        pending.meta.headers = headers;
         self.judged(pending).await?;
         let stored = host.stat(&target).await.map_err(storage_error)?;
         Ok(S3Response::new(dto::CopyObjectOutput {
@@ -1640,7 +1693,11 @@ impl S3 for SiloS3 {
                 cache_control: input.cache_control.filter(|c| !c.is_empty()),
                 metadata,
                 created_ms: crate::store::now_ms(),
-                ..Default::default()
+                ..settings_headers(declared_headers(
+                    input.content_disposition,
+                    input.content_encoding,
+                    input.expires,
+                )?)
             })
             .await
             .map_err(multipart_error)?;
@@ -1908,6 +1965,11 @@ impl S3 for SiloS3 {
         pending.principal = Some(principal.name.clone());
         pending.meta.cache_control = settings.cache_control;
         pending.meta.metadata = settings.metadata;
+        pending.meta.headers = Headers {
+            content_disposition: settings.content_disposition,
+            content_encoding: settings.content_encoding,
+            expires: settings.expires,
+        };
         // Judged or refused, the upload is over: its parts go.
         let judged = self.judged(pending).await;
         let _ = self.multipart.remove(&input.upload_id).await;

@@ -663,6 +663,9 @@ impl Session {
         if let Some(value) = &options.cache_control {
             check_header_option("cache-control", value, MAX_CACHE_CONTROL_BYTES)?;
         }
+        for (name, value) in options.headers.each() {
+            check_header_option(name, value, MAX_CACHE_CONTROL_BYTES)?;
+        }
         if options.content_type.is_empty() {
             options.content_type = store::guess_content_type(loc.path.as_str());
         }
@@ -801,8 +804,19 @@ impl Session {
 
     pub async fn copy(&self, from: &Location, to: &Location, mut options: PutOptions) -> StorageResult<ObjectMeta> {
         let source = self.stat(from).await?;
+        // What was declared with the source goes with the copy unless
+        // replaced (as S3's CopyObject does).
         if options.content_type.is_empty() {
             options.content_type = source.content_type.clone();
+        }
+        if options.cache_control.is_none() {
+            options.cache_control = source.cache_control.clone();
+        }
+        if options.metadata.is_empty() {
+            options.metadata = source.metadata.clone();
+        }
+        if options.headers.is_empty() {
+            options.headers = source.headers.clone();
         }
         if from.volume != to.volume || self.pending_at(from).is_some() {
             let (_, body) = self.open_read(from, None).await?;

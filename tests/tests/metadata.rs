@@ -23,6 +23,11 @@ fn meta(size: u64, etag: &str) -> ObjectMeta {
         modified_ms: 1_700_000_000_000,
         cache_control: Some("max-age=60".into()),
         metadata: vec![("owner".into(), "7".into())],
+        headers: silo_host::store::Headers {
+            content_disposition: Some("inline; filename=\"a.png\"".into()),
+            content_encoding: Some("gzip".into()),
+            expires: Some("Wed, 21 Oct 2015 07:28:00 GMT".into()),
+        },
     }
 }
 
@@ -131,6 +136,7 @@ async fn refresh_records_resume_lock_and_swap_on_every_engine() {
             content_type: "text/plain".into(),
             cache_control: None,
             metadata: Vec::new(),
+            headers: Default::default(),
             ..meta(size, etag)
         };
         let found = vec![

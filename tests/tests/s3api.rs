@@ -1834,3 +1834,217 @@ async fn response_overrides_on_presigned_gets_stay_safe() {
     assert_eq!(reply.header("content-type"), Some("text/plain"));
     assert_eq!(reply.header("content-disposition"), None);
 }
+
+/// Content-Disposition, Content-Encoding and Expires are stored with the
+/// object and served back as given, by HEAD and GET, through copies (kept
+/// by COPY, replaced by REPLACE) and multipart uploads; active content is
+/// still an attachment whatever was declared. On local volumes and on S3
+/// (where Content-Encoding is on the stored object too, for presigned
+/// reads that bypass Silo).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declared_headers_are_stored_and_served_as_given() {
+    use aws_sdk_s3::primitives::DateTime;
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
+    let expires = DateTime::from_secs(1_893_456_000);
+    for on_s3 in [false, true] {
+        let (t, bucket) = silo_with(on_s3, "").await;
+        let endpoint = Endpoint::start(Arc::new(t.silo), &credentials(), Duration::from_secs(30)).await;
+        let cms = endpoint.client("CMSKEY", SECRET);
+        let on = if on_s3 { "s3" } else { "local" };
+        cms.put_object()
+            .bucket("private")
+            .key("docs/data.csv.gz")
+            .content_type("text/csv")
+            .content_disposition("attachment; filename=\"data.csv\"")
+            .content_encoding("gzip")
+            .expires(expires)
+            .body(ByteStream::from_static(b"\x1f\x8b\x08\x00compressed"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{on}: {}", aws_sdk_s3::error::DisplayErrorContext(&e)));
+        let check = |what: &str,
+                     disposition: Option<&str>,
+                     encoding: Option<&str>,
+                     expiry: Option<DateTime>,
+                     got: (Option<&str>, Option<&str>, Option<&DateTime>)| {
+            assert_eq!(got.0, disposition, "{on} {what}: Content-Disposition");
+            assert_eq!(got.1, encoding, "{on} {what}: Content-Encoding");
+            assert_eq!(got.2, expiry.as_ref(), "{on} {what}: Expires");
+        };
+        let head = cms
+            .head_object()
+            .bucket("private")
+            .key("docs/data.csv.gz")
+            .send()
+            .await
+            .unwrap();
+        #[allow(deprecated)]
+        let got = (head.content_disposition(), head.content_encoding(), head.expires());
+        check(
+            "head",
+            Some("attachment; filename=\"data.csv\""),
+            Some("gzip"),
+            Some(expires),
+            got,
+        );
+        let get = cms
+            .get_object()
+            .bucket("private")
+            .key("docs/data.csv.gz")
+            .send()
+            .await
+            .unwrap();
+        #[allow(deprecated)]
+        let got = (get.content_disposition(), get.content_encoding(), get.expires());
+        check(
+            "get",
+            Some("attachment; filename=\"data.csv\""),
+            Some("gzip"),
+            Some(expires),
+            got,
+        );
+        if let Some(bucket) = &bucket {
+            let stored = s3::client()
+                .head_object()
+                .bucket(bucket)
+                .key("private/docs/data.csv.gz")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(stored.content_encoding(), Some("gzip"));
+            assert_eq!(stored.content_disposition(), Some("attachment; filename=\"data.csv\""));
+        }
+        // A copy keeps them; a copy with REPLACE takes the new ones.
+        cms.copy_object()
+            .bucket("private")
+            .key("docs/kept.csv.gz")
+            .copy_source("private/docs/data.csv.gz")
+            .send()
+            .await
+            .unwrap();
+        let head = cms
+            .head_object()
+            .bucket("private")
+            .key("docs/kept.csv.gz")
+            .send()
+            .await
+            .unwrap();
+        #[allow(deprecated)]
+        let got = (head.content_disposition(), head.content_encoding(), head.expires());
+        check(
+            "copy",
+            Some("attachment; filename=\"data.csv\""),
+            Some("gzip"),
+            Some(expires),
+            got,
+        );
+        cms.copy_object()
+            .bucket("private")
+            .key("docs/kept.csv.gz")
+            .copy_source("private/docs/kept.csv.gz")
+            .metadata_directive(MetadataDirective::Replace)
+            .content_type("text/csv")
+            .content_disposition("inline")
+            .send()
+            .await
+            .unwrap();
+        let head = cms
+            .head_object()
+            .bucket("private")
+            .key("docs/kept.csv.gz")
+            .send()
+            .await
+            .unwrap();
+        #[allow(deprecated)]
+        let got = (head.content_disposition(), head.content_encoding(), head.expires());
+        check("replace", Some("inline"), None, None, got);
+        // Declared with a multipart upload.
+        let id = cms
+            .create_multipart_upload()
+            .bucket("private")
+            .key("docs/part.txt")
+            .content_type("text/plain")
+            .content_encoding("br")
+            .content_disposition("inline; filename=\"part.txt\"")
+            .send()
+            .await
+            .unwrap()
+            .upload_id()
+            .unwrap()
+            .to_owned();
+        let part = cms
+            .upload_part()
+            .bucket("private")
+            .key("docs/part.txt")
+            .upload_id(&id)
+            .part_number(1)
+            .body(ByteStream::from_static(b"hello"))
+            .send()
+            .await
+            .unwrap();
+        cms.complete_multipart_upload()
+            .bucket("private")
+            .key("docs/part.txt")
+            .upload_id(&id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .parts(
+                        CompletedPart::builder()
+                            .part_number(1)
+                            .e_tag(part.e_tag().unwrap())
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let head = cms
+            .head_object()
+            .bucket("private")
+            .key("docs/part.txt")
+            .send()
+            .await
+            .unwrap();
+        #[allow(deprecated)]
+        let got = (head.content_disposition(), head.content_encoding(), head.expires());
+        check(
+            "multipart",
+            Some("inline; filename=\"part.txt\""),
+            Some("br"),
+            None,
+            got,
+        );
+        // Active content declared inline is still an attachment.
+        cms.put_object()
+            .bucket("private")
+            .key("docs/page.html")
+            .content_type("text/html")
+            .content_disposition("inline")
+            .body(ByteStream::from_static(b"<html><script>alert(1)</script></html>"))
+            .send()
+            .await
+            .unwrap();
+        let get = cms
+            .get_object()
+            .bucket("private")
+            .key("docs/page.html")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(get.content_disposition(), Some("attachment"), "{on}");
+        // A declared header a response cannot carry is refused, nothing stored.
+        let (code, status, _) = failure(
+            cms.put_object()
+                .bucket("private")
+                .key("docs/long.txt")
+                .content_disposition("x".repeat(2000))
+                .body(ByteStream::from_static(b"x"))
+                .send()
+                .await,
+        );
+        assert_eq!((code.as_str(), status), ("EntityTooLarge", 400), "{on}");
+        let (_, status, _) = failure(cms.head_object().bucket("private").key("docs/long.txt").send().await);
+        assert_eq!(status, 404, "{on}");
+    }
+}

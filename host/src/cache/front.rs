@@ -164,6 +164,7 @@ mod tests {
             modified_ms: 0,
             cache_control: None,
             metadata: Vec::new(),
+            headers: Default::default(),
         }
     }
 

@@ -460,16 +460,37 @@ pub(crate) fn prefix_upper_bound(prefix: &str) -> Option<String> {
 
 /// User metadata as stored: a JSON array of pairs.
 pub(crate) fn metadata_json(meta: &ObjectMeta) -> String {
-    serde_json::to_string(&meta.metadata).unwrap_or_else(|_| "[]".into())
+    let text = if meta.headers.is_empty() {
+        serde_json::to_string(&meta.metadata)
+    } else {
+        serde_json::to_string(&Declared {
+            meta: meta.metadata.clone(),
+            headers: meta.headers.clone(),
+        })
+    };
+    text.unwrap_or_else(|_| "[]".into())
 }
 
-/// User metadata read back; a damaged row is an error, never a file
-/// without metadata.
-pub(crate) fn metadata_from_json(text: &str) -> StorageResult<Vec<(String, String)>> {
+/// The metadata column when the object has declared headers: an object,
+/// where a plain array is user metadata alone.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Declared {
+    meta: Vec<(String, String)>,
+    headers: crate::store::Headers,
+}
+
+/// User metadata and declared headers read back; a damaged row is an
+/// error, never a file without metadata.
+pub(crate) fn metadata_from_json(text: &str) -> StorageResult<(Vec<(String, String)>, crate::store::Headers)> {
     if text == "[]" {
-        return Ok(Vec::new());
+        return Ok(Default::default());
     }
-    serde_json::from_str(text).map_err(|e| {
+    let parsed = if text.starts_with('{') {
+        serde_json::from_str::<Declared>(text).map(|d| (d.meta, d.headers))
+    } else {
+        serde_json::from_str(text).map(|m| (m, Default::default()))
+    };
+    parsed.map_err(|e| {
         StorageError::unavailable(format!(
             "metadata cache: unreadable user metadata ({e}); `silo cache refresh` rebuilds the row"
         ))
@@ -529,6 +550,7 @@ mod tests {
             modified_ms: 1,
             cache_control: None,
             metadata: vec![("k".into(), "v".into())],
+            headers: Default::default(),
         }
     }
 

@@ -435,13 +435,15 @@ fn file_entries(rows: &[tokio_postgres::Row]) -> StorageResult<Vec<Entry>> {
 
 fn row_meta(row: &tokio_postgres::Row, first: usize) -> StorageResult<ObjectMeta> {
     let metadata: String = row.get(first + 5);
+    let (metadata, headers) = metadata_from_json(&metadata)?;
     Ok(ObjectMeta {
         size: row.get::<_, i64>(first) as u64,
         etag: row.get(first + 1),
         content_type: row.get(first + 2),
         modified_ms: row.get::<_, i64>(first + 3) as u64,
         cache_control: row.get(first + 4),
-        metadata: metadata_from_json(&metadata)?,
+        metadata,
+        headers,
     })
 }
 

@@ -261,15 +261,17 @@ fn db_error_ref(e: &rusqlite::Error) -> StorageError {
 
 fn meta_from_row(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<ObjectMeta> {
     let metadata: String = row.get(first + 5)?;
+    let (metadata, headers) = metadata_from_json(&metadata).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(first + 5, rusqlite::types::Type::Text, e.to_string().into())
+    })?;
     Ok(ObjectMeta {
         size: row.get::<_, i64>(first)? as u64,
         etag: row.get(first + 1)?,
         content_type: row.get(first + 2)?,
         modified_ms: row.get::<_, i64>(first + 3)? as u64,
         cache_control: row.get(first + 4)?,
-        metadata: metadata_from_json(&metadata).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(first + 5, rusqlite::types::Type::Text, e.to_string().into())
-        })?,
+        metadata,
+        headers,
     })
 }
 
@@ -1020,6 +1022,7 @@ mod tests {
             modified_ms: 1,
             cache_control: None,
             metadata: Vec::new(),
+            headers: Default::default(),
         };
         let put = QueuedPut {
             volume: "v".into(),

@@ -110,6 +110,7 @@ fn put_options(o: types::WriteOptions) -> PutOptions {
         cache_control: o.cache_control,
         metadata: o.metadata,
         content_disposition: None,
+        headers: Default::default(),
         condition: o.condition.map(|c| match c {
             types::Condition::CreateOnly => Condition::CreateOnly,
             types::Condition::IfEtagMatches(etag) => Condition::IfMatch(etag),

@@ -135,6 +135,7 @@ impl Inner {
             modified_ms: (modified_ns / 1_000_000).max(0) as u64,
             cache_control: None,
             metadata: Vec::new(),
+            headers: Default::default(),
         }
     }
 
@@ -211,6 +212,7 @@ impl Inner {
         meta.content_type.clone_from(&options.content_type);
         meta.cache_control.clone_from(&options.cache_control);
         meta.metadata.clone_from(&options.metadata);
+        meta.headers.clone_from(&options.headers);
         Ok(meta)
     }
 

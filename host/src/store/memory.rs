@@ -41,6 +41,7 @@ impl MemoryStore {
             modified_ms: super::now_ms(),
             cache_control: options.cache_control.clone(),
             metadata: options.metadata.clone(),
+            headers: options.headers.clone(),
         };
         objects.insert(key.to_owned(), (meta.clone(), data));
         Ok(meta)

@@ -39,6 +39,39 @@ pub struct ObjectMeta {
     pub cache_control: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub metadata: Vec<(String, String)>,
+    #[serde(skip_serializing_if = "Headers::is_empty")]
+    pub headers: Headers,
+}
+
+/// HTTP headers a client declared with an object, served back with it as
+/// given (the storage core may still serve active content as an
+/// attachment).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Headers {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_disposition: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_encoding: Option<String>,
+    /// An HTTP date, as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+}
+
+impl Headers {
+    pub fn is_empty(&self) -> bool {
+        self.content_disposition.is_none() && self.content_encoding.is_none() && self.expires.is_none()
+    }
+
+    /// Each declared header: its name and value.
+    pub fn each(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            ("content-disposition", self.content_disposition.as_deref()),
+            ("content-encoding", self.content_encoding.as_deref()),
+            ("expires", self.expires.as_deref()),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.map(|v| (name, v)))
+    }
 }
 
 /// A precondition on a write.
@@ -60,6 +93,8 @@ pub struct PutOptions {
     /// `Content-Disposition` to serve the object with (set by the storage
     /// core for active content; kept by backends that can).
     pub content_disposition: Option<String>,
+    /// Headers the client declared, kept with the object.
+    pub headers: Headers,
     pub condition: Option<Condition>,
 }
 

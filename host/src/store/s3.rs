@@ -26,7 +26,9 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::{Bytes, BytesMut};
 use tokio::task::JoinSet;
 
-use super::{ByteRange, ByteStream, Condition, KeyPage, ObjectMeta, ObjectStore, ObjectUpload, PutOptions, Split};
+use super::{
+    ByteRange, ByteStream, Condition, Headers, KeyPage, ObjectMeta, ObjectStore, ObjectUpload, PutOptions, Split,
+};
 use crate::budget::{Held, WriteBudget};
 use crate::error::{StorageError, StorageResult};
 use crate::path::MAX_KEY_BYTES;
@@ -299,6 +301,10 @@ impl Inner {
             modified_ms: millis(out.last_modified()),
             cache_control: out.cache_control().map(str::to_owned),
             metadata: sorted(out.metadata()),
+            headers: Headers {
+                content_encoding: out.content_encoding().map(str::to_owned),
+                ..Default::default()
+            },
         })
     }
 
@@ -311,7 +317,8 @@ impl Inner {
             .bucket(&self.bucket)
             .key(self.key(key)?)
             .content_type(&options.content_type)
-            .set_content_disposition(options.content_disposition.clone())
+            .set_content_disposition(disposition(options))
+            .set_content_encoding(options.headers.content_encoding.clone())
             .set_cache_control(options.cache_control.clone())
             .set_metadata(metadata_map(options))
             .body(SdkBody::from(data));
@@ -360,8 +367,18 @@ impl Inner {
             modified_ms: super::now_ms(),
             cache_control: options.cache_control.clone(),
             metadata: options.metadata.clone(),
+            headers: options.headers.clone(),
         })
     }
+}
+
+/// The Content-Disposition to store: the storage core's for active
+/// content, else the client's.
+fn disposition(options: &PutOptions) -> Option<String> {
+    options
+        .content_disposition
+        .clone()
+        .or_else(|| options.headers.content_disposition.clone())
 }
 
 /// An ETag without its quotes; `None` when absent or empty.
@@ -407,6 +424,7 @@ fn listed_meta(key: &str, object: &aws_sdk_s3::types::Object) -> StorageResult<O
             modified_ms: millis(object.last_modified()),
             cache_control: None,
             metadata: Vec::new(),
+            headers: Headers::default(),
         });
     }
     Ok(ObjectMeta {
@@ -416,6 +434,7 @@ fn listed_meta(key: &str, object: &aws_sdk_s3::types::Object) -> StorageResult<O
         modified_ms: millis(object.last_modified()),
         cache_control: None,
         metadata: Vec::new(),
+        headers: Headers::default(),
     })
 }
 
@@ -604,6 +623,10 @@ impl ObjectStore for S3Store {
             modified_ms: millis(out.last_modified()),
             cache_control: out.cache_control().map(str::to_owned),
             metadata: sorted(out.metadata()),
+            headers: Headers {
+                content_encoding: out.content_encoding().map(str::to_owned),
+                ..Default::default()
+            },
         };
         Ok((meta, Box::pin(out.body.into_async_read())))
     }
@@ -654,6 +677,11 @@ impl ObjectStore for S3Store {
                 source.size
             )));
         }
+        let headers = if options.headers.is_empty() {
+            source.headers.clone()
+        } else {
+            options.headers.clone()
+        };
         let content_type = if options.content_type.is_empty() {
             source.content_type.clone()
         } else {
@@ -669,7 +697,13 @@ impl ObjectStore for S3Store {
             .copy_source_if_match(quoted(&source.etag))
             .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
             .content_type(&content_type)
-            .set_content_disposition(options.content_disposition.clone())
+            .set_content_disposition(
+                options
+                    .content_disposition
+                    .clone()
+                    .or(headers.content_disposition.clone()),
+            )
+            .set_content_encoding(headers.content_encoding.clone())
             .set_cache_control(options.cache_control.clone().or(source.cache_control.clone()))
             .set_metadata(if options.metadata.is_empty() {
                 (!source.metadata.is_empty()).then(|| source.metadata.iter().cloned().collect())
@@ -705,6 +739,7 @@ impl ObjectStore for S3Store {
             } else {
                 options.metadata.clone()
             },
+            headers,
         })
     }
 
@@ -909,7 +944,8 @@ impl S3Upload {
                 .bucket(&self.inner.bucket)
                 .key(&self.full_key)
                 .content_type(&self.options.content_type)
-                .set_content_disposition(self.options.content_disposition.clone())
+                .set_content_disposition(disposition(&self.options))
+                .set_content_encoding(self.options.headers.content_encoding.clone())
                 .set_cache_control(self.options.cache_control.clone())
                 .set_metadata(metadata_map(&self.options))
                 .send()
