@@ -157,6 +157,32 @@ fn needed(operation: &str) -> Option<Access> {
     })
 }
 
+/// Bodies other than objects' and parts' are XML read whole into memory:
+/// one declared larger than [`MAX_XML_BYTES`], or sent without a length,
+/// is refused before a byte of it is read.
+fn check_body_length(operation: &str, headers: &http::HeaderMap) -> S3Result<()> {
+    if matches!(operation, "PutObject" | "UploadPart") {
+        return Ok(());
+    }
+    let length = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    match length("x-amz-decoded-content-length").or_else(|| length("content-length")) {
+        Some(n) if n > MAX_XML_BYTES as u64 => Err(s3_error!(
+            MaxMessageLengthExceeded,
+            "the request body is {n} bytes; XML bodies are limited to {MAX_XML_BYTES}"
+        )),
+        None if headers.contains_key(http::header::TRANSFER_ENCODING) => Err(s3_error!(
+            MissingContentLength,
+            "XML request bodies need a Content-Length"
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Access is decided here for every request, before its body is read.
 struct Policy {
     silo: Arc<Silo>,
@@ -197,6 +223,7 @@ impl S3Access for Policy {
                 "browser-form POST uploads are not taken; use PutObject or a presigned PUT"
             ));
         }
+        check_body_length(&operation, cx.headers())?;
         let bucket = match cx.s3_path() {
             s3s::path::S3Path::Root => None,
             s3s::path::S3Path::Bucket { bucket } | s3s::path::S3Path::Object { bucket, .. } => Some(bucket.to_string()),

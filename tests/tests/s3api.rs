@@ -2048,3 +2048,73 @@ async fn declared_headers_are_stored_and_served_as_given() {
         assert_eq!(status, 404, "{on}");
     }
 }
+
+/// XML bodies are bounded (2 MiB): a DeleteObjects or a completion whose
+/// XML is larger is refused before it is parsed, and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_xml_bodies_are_refused() {
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
+    let (t, _) = silo(false).await;
+    let endpoint = Endpoint::start(Arc::new(t.silo), &credentials(), Duration::from_secs(30)).await;
+    let cms = endpoint.client("CMSKEY", SECRET);
+    put_text(&cms, "private", "docs/keep.txt", "kept").await;
+    // 2,500 keys of 1,000 bytes: 2.5 MB of XML.
+    let objects: Vec<ObjectIdentifier> = (0..2500)
+        .map(|i| {
+            ObjectIdentifier::builder()
+                .key(format!("{i:04}{}", "k".repeat(996)))
+                .build()
+                .unwrap()
+        })
+        .chain([ObjectIdentifier::builder().key("docs/keep.txt").build().unwrap()])
+        .collect();
+    let (code, status, message) = failure(
+        cms.delete_objects()
+            .bucket("private")
+            .delete(
+                Delete::builder()
+                    .set_objects(Some(objects))
+                    .quiet(true)
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await,
+    );
+    assert_eq!((code.as_str(), status), ("MaxMessageLengthExceeded", 400), "{message}");
+    assert_eq!(read(&cms, "private", "docs/keep.txt").await, b"kept");
+    let id = cms
+        .create_multipart_upload()
+        .bucket("private")
+        .key("docs/big.bin")
+        .send()
+        .await
+        .unwrap()
+        .upload_id()
+        .unwrap()
+        .to_owned();
+    // 10,000 parts with 300-byte ETags: 3 MB of XML.
+    let parts: Vec<CompletedPart> = (1..=10_000)
+        .map(|n| CompletedPart::builder().part_number(n).e_tag("e".repeat(300)).build())
+        .collect();
+    let (code, status, message) = failure(
+        cms.complete_multipart_upload()
+            .bucket("private")
+            .key("docs/big.bin")
+            .upload_id(&id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .send()
+            .await,
+    );
+    assert_eq!((code.as_str(), status), ("MaxMessageLengthExceeded", 400), "{message}");
+    // The upload is still open, and nothing was stored.
+    cms.list_parts()
+        .bucket("private")
+        .key("docs/big.bin")
+        .upload_id(&id)
+        .send()
+        .await
+        .unwrap();
+    let (_, status, _) = failure(cms.head_object().bucket("private").key("docs/big.bin").send().await);
+    assert_eq!(status, 404);
+}
