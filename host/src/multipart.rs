@@ -10,6 +10,11 @@
 //! completes; then its parts, in order, are staged and judged whole as one
 //! upload. Uploads not completed within their lifetime are removed by
 //! [`MultipartStore::sweep`], with any part bytes no record names.
+//!
+//! The node that receives a part of an upload on a shared scratch store
+//! also keeps a copy on its disk (`<data_dir>/multipart/.copies`): a
+//! completion on that node (one node, or sticky sessions) reads the parts
+//! from there instead of back from the backend.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -140,6 +145,27 @@ impl MultipartStore {
         self.storage.cache().engine()
     }
 
+    /// Where this node keeps copies of the parts it received of `id`.
+    fn copies(&self, id: &str) -> PathBuf {
+        self.local_dir.join(".copies").join(id)
+    }
+
+    /// The copy of a part's bytes on this node, if they are on a shared
+    /// scratch store (else the part itself is on this node already).
+    fn copy_of(&self, blob: &str) -> PathBuf {
+        self.local_dir.join(".copies").join(blob)
+    }
+
+    /// Where the parts of `volume`'s uploads are kept; `true` when every
+    /// node reaches them there.
+    fn scratch_of(&self, volume: &str) -> Result<(Arc<dyn ObjectStore>, bool), MultipartError> {
+        let store = &self.storage.volume(volume)?.store;
+        if let Some(scratch) = store.scratch() {
+            return Ok((scratch, true));
+        }
+        Ok((self.scratch(volume)?, false))
+    }
+
     /// Where the parts of `volume`'s uploads are kept.
     fn scratch(&self, volume: &str) -> Result<Arc<dyn ObjectStore>, MultipartError> {
         let store = &self.storage.volume(volume)?.store;
@@ -220,7 +246,7 @@ impl MultipartStore {
             .map(|p| p.size)
             .sum();
         let room = limit.saturating_sub(others).min(MAX_PART_BYTES);
-        let scratch = self.scratch(volume)?;
+        let (scratch, shared) = self.scratch_of(volume)?;
         // Each write of a part has bytes of its own: a concurrent write of
         // the same number never mixes with this one.
         let blob = format!("{id}/{number}-{}", &new_id()[..16]);
@@ -228,10 +254,15 @@ impl MultipartStore {
             content_type: "application/octet-stream".into(),
             ..Default::default()
         };
+        let mut copy = match shared {
+            true => Some(LocalCopy::create(&self.copies(id))?),
+            false => None,
+        };
         let mut upload = scratch.start_upload(&blob, options).await?;
         let mut md5 = md5::Md5::new();
         let mut size = 0u64;
-        // Dropping the upload unfinished (an error here) stores nothing.
+        // Dropping the upload (and the copy) unfinished, on an error here,
+        // stores nothing.
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(MultipartError::Body)?;
             size += chunk.len() as u64;
@@ -241,9 +272,21 @@ impl MultipartStore {
                 )));
             }
             md5.update(&chunk);
+            // The copy only saves a read: on a full disk, it is dropped.
+            if let Some(c) = copy.as_mut()
+                && let Err(e) = c.write(&chunk).await
+            {
+                tracing::warn!("keeping a copy of a part: {e}");
+                copy = None;
+            }
             upload.write(chunk, Held::default()).await?;
         }
         let stored = upload.finish().await?;
+        if let Some(copy) = copy {
+            if let Err(e) = copy.keep(&self.copy_of(&blob)).await {
+                tracing::warn!(blob, "keeping a copy of a part: {e}");
+            }
+        }
         if stored.size != size {
             let _ = scratch.delete(&blob).await;
             return Err(StorageError::unavailable(format!(
@@ -264,16 +307,19 @@ impl MultipartStore {
             Ok(Some(replaced)) => {
                 if let Some(old) = replaced {
                     forget_blob(&scratch, &old).await;
+                    self.forget_copy(&old).await;
                 }
                 Ok(PartInfo::from(&record))
             }
             Ok(None) => {
                 // Aborted (or completed) while the part arrived.
                 forget_blob(&scratch, &blob).await;
+                self.forget_copy(&blob).await;
                 Err(MultipartError::NoSuchUpload)
             }
             Err(e) => {
                 forget_blob(&scratch, &blob).await;
+                self.forget_copy(&blob).await;
                 Err(e.into())
             }
         }
@@ -291,6 +337,7 @@ impl MultipartStore {
         if let Some(part) = parts.iter().find(|p| p.number == number && p.etag == etag) {
             self.engine().part_remove(id, number, &part.blob).await?;
             forget_blob(&self.scratch(volume)?, &part.blob).await;
+            self.forget_copy(&part.blob).await;
         }
         Ok(())
     }
@@ -339,11 +386,20 @@ impl MultipartStore {
         parts: Vec<PartRecord>,
     ) -> Result<impl Stream<Item = std::io::Result<Bytes>> + Unpin + Send + 'static, MultipartError> {
         let scratch = self.scratch(volume)?;
+        let copies = self.local_dir.join(".copies");
         Ok(Box::pin(
             futures_util::stream::iter(parts)
                 .then(move |part| {
                     let scratch = scratch.clone();
+                    let copy = copies.join(&part.blob);
                     async move {
+                        // This node's copy, if it has one of the right size.
+                        if let Ok(file) = tokio::fs::File::open(&copy).await
+                            && file.metadata().await.is_ok_and(|m| m.len() == part.size)
+                        {
+                            let body: crate::store::ByteStream = Box::pin(file);
+                            return Ok(tokio_util::io::ReaderStream::with_capacity(body, 256 * 1024));
+                        }
                         let (meta, body) = scratch
                             .get(&part.blob, None)
                             .await
@@ -379,7 +435,16 @@ impl MultipartStore {
         for part in parts {
             forget_blob(&scratch, &part.blob).await;
         }
+        self.forget_copies(id).await;
         Ok(())
+    }
+
+    async fn forget_copy(&self, blob: &str) {
+        let _ = tokio::fs::remove_file(self.copy_of(blob)).await;
+    }
+
+    async fn forget_copies(&self, id: &str) {
+        let _ = tokio::fs::remove_dir_all(self.copies(id)).await;
     }
 
     /// Open uploads of `volume` (every volume with `None`), by key and id.
@@ -412,6 +477,16 @@ impl MultipartStore {
             }
         }
         let orphan_cutoff = now_ms().saturating_sub(ORPHAN_AFTER.as_millis() as u64);
+        // This node's copies of parts of uploads closed on other nodes.
+        if let Ok(mut entries) = tokio::fs::read_dir(self.local_dir.join(".copies")).await {
+            let open: HashSet<String> = self.engine().uploads(None).await?.into_iter().map(|u| u.id).collect();
+            while let Ok(Some(entry)) = entries.next_entry().await {
+                let id = entry.file_name().to_string_lossy().into_owned();
+                if !open.contains(&id) {
+                    self.forget_copies(&id).await;
+                }
+            }
+        }
         let volumes: Vec<String> = self.storage.volumes().map(|v| v.name.clone()).collect();
         for volume in volumes {
             let scratch = self.scratch(&volume)?;
@@ -430,6 +505,34 @@ impl MultipartStore {
             }
         }
         Ok(removed)
+    }
+}
+
+/// A part's copy on this node's disk, written beside its upload to the
+/// scratch store; deleted unless kept.
+struct LocalCopy {
+    temp: tempfile::NamedTempFile,
+    file: tokio::fs::File,
+}
+
+impl LocalCopy {
+    fn create(dir: &std::path::Path) -> Result<LocalCopy, MultipartError> {
+        let io = |e: std::io::Error| StorageError::unavailable(format!("{}: {e}", dir.display()));
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let temp = tempfile::Builder::new().prefix(".part-").tempfile_in(dir).map_err(io)?;
+        let file = tokio::fs::File::from_std(temp.reopen().map_err(io)?);
+        Ok(LocalCopy { temp, file })
+    }
+
+    async fn write(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.file.write_all(chunk).await
+    }
+
+    async fn keep(mut self, path: &std::path::Path) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.file.flush().await?;
+        self.temp.persist(path).map(drop).map_err(|e| e.error)
     }
 }
 
