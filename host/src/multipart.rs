@@ -282,10 +282,10 @@ impl MultipartStore {
             upload.write(chunk, Held::default()).await?;
         }
         let stored = upload.finish().await?;
-        if let Some(copy) = copy {
-            if let Err(e) = copy.keep(&self.copy_of(&blob)).await {
-                tracing::warn!(blob, "keeping a copy of a part: {e}");
-            }
+        if let Some(copy) = copy
+            && let Err(e) = copy.keep(&self.copy_of(&blob)).await
+        {
+            tracing::warn!(blob, "keeping a copy of a part: {e}");
         }
         if stored.size != size {
             let _ = scratch.delete(&blob).await;

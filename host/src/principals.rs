@@ -401,7 +401,10 @@ mod tests {
                 "line 5",
             ),
         ] {
-            let err = parse(&text).err().expect(&text).to_string();
+            let err = match parse(&text) {
+                Ok(_) => panic!("{text} was taken"),
+                Err(e) => e.to_string(),
+            };
             assert!(err.contains(why), "{text}: {err}");
             assert!(err.contains("/etc/silo/credentials.toml"), "{err}");
             assert!(!err.contains(good) && !err.contains("topsecret"), "a secret was quoted: {err}");

@@ -196,13 +196,13 @@ impl S3Access for Policy {
         if let Some(slot) = cx.extensions_mut().get::<OperationSlot>() {
             let _ = slot.0.set(operation.clone());
         }
-        if let Some(expires) = presigned_expiry(cx.uri()) {
-            if expires > MAX_PRESIGNED_SECONDS {
-                return Err(s3_error!(
-                    AuthorizationQueryParametersError,
-                    "X-Amz-Expires must be at most {MAX_PRESIGNED_SECONDS} seconds (7 days)"
-                ));
-            }
+        if let Some(expires) = presigned_expiry(cx.uri())
+            && expires > MAX_PRESIGNED_SECONDS
+        {
+            return Err(s3_error!(
+                AuthorizationQueryParametersError,
+                "X-Amz-Expires must be at most {MAX_PRESIGNED_SECONDS} seconds (7 days)"
+            ));
         }
         // Buckets are volumes: made in the config file, never over S3. An
         // existing one is answered as AWS answers its owner (clients such as

@@ -28,12 +28,11 @@ fn credentials() -> String {
 }
 
 /// The S3 error code and HTTP status of a failed call.
-fn failure<T: std::fmt::Debug, E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
+fn failure<T: std::fmt::Debug, E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug + HasStatus>(
     result: Result<T, aws_sdk_s3::error::SdkError<E, R>>,
 ) -> (String, u16, String)
 where
     aws_sdk_s3::error::SdkError<E, R>: ProvideErrorMetadata,
-    R: HasStatus,
 {
     let err = result.expect_err("the call should have failed");
     let status = err.raw_response().map_or(0, HasStatus::status);

@@ -327,4 +327,15 @@ impl Guest for FsThumbnails {
     }
 }
 
+// Component exports exist only on wasm: a native build (`cargo build
+// --workspace`, clippy) cannot link their names, and keeps the handlers.
+#[cfg(target_family = "wasm")]
 export!(FsThumbnails);
+#[cfg(not(target_family = "wasm"))]
+type Handlers = (
+    fn(Upload) -> Result<Outcome, Error>,
+    fn(DeriveRequest) -> Result<DerivedFile, Error>,
+);
+#[cfg(not(target_family = "wasm"))]
+#[used]
+static HANDLERS: Handlers = (<FsThumbnails as Guest>::on_upload, <FsThumbnails as Guest>::on_derive);
