@@ -244,6 +244,7 @@ impl Silo {
             staged: Arc::new(staged),
             condition: None,
             principal: None,
+            composed_of: Vec::new(),
         })
     }
 

@@ -377,6 +377,16 @@ impl MultipartStore {
         Ok((chosen, total))
     }
 
+    /// The parts as objects of `volume`'s shared scratch store, which the
+    /// backend may join into the object itself; empty where parts are kept
+    /// on this node.
+    pub fn composable(&self, volume: &str, parts: &[PartRecord]) -> Vec<(String, u64)> {
+        match self.storage.volume(volume).map(|v| v.store.scratch()) {
+            Ok(Some(_)) => parts.iter().map(|p| (p.blob.clone(), p.size)).collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// The parts' bytes, one after another, as a body to stage. A part
     /// whose stored bytes are not its recorded size ends the body with an
     /// error.

@@ -346,8 +346,12 @@ pub(crate) async fn run(
         };
         let stored = match &*pending.staged {
             Staged::Memory(bytes) => host.write(&loc, bytes.clone(), options).await,
-            Staged::File(_) => match pending.staged.open(None).await {
-                Ok(body) => crate::vfs::store_stream(&host, &loc, body, options).await,
+            Staged::File(_) => match composed(&host, &loc, &pending, options.clone()).await {
+                Ok(Some(meta)) => Ok(meta),
+                Ok(None) => match pending.staged.open(None).await {
+                    Ok(body) => crate::vfs::store_stream(&host, &loc, body, options).await,
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(e),
             },
         };
@@ -374,6 +378,25 @@ pub(crate) async fn run(
     }
     report.derivatives.clear();
     report
+}
+
+/// Store an upload from the scratch objects it was staged from, inside the
+/// backend, where it can; `None` otherwise.
+async fn composed(
+    host: &crate::vfs::Session,
+    loc: &Location,
+    pending: &PendingUpload,
+    options: PutOptions,
+) -> Result<Option<crate::store::ObjectMeta>, StorageError> {
+    if pending.composed_of.is_empty() {
+        return Ok(None);
+    }
+    let range = ByteRange {
+        offset: 0,
+        length: crate::policy::SNIFF_BYTES as u64,
+    };
+    let head = crate::store::read_to_end(pending.staged.open(Some(range)).await?, range.length).await?;
+    host.compose(loc, &pending.composed_of, &head, options).await
 }
 
 /// Whether an upload's condition holds now (the store checks it again).

@@ -1967,6 +1967,7 @@ impl S3 for SiloS3 {
             .assemble(&input.upload_id, &named)
             .await
             .map_err(multipart_error)?;
+        let composed_of = self.multipart.composable(&input.bucket, &parts);
         let body = self
             .multipart
             .read_parts(&input.bucket, parts)
@@ -1990,6 +1991,8 @@ impl S3 for SiloS3 {
         };
         pending.condition = condition;
         pending.principal = Some(principal.name.clone());
+        // Accepted, the object is joined from its parts in the backend.
+        pending.composed_of = composed_of;
         pending.meta.cache_control = settings.cache_control;
         pending.meta.metadata = settings.metadata;
         pending.meta.headers = Headers {

@@ -203,6 +203,11 @@ pub struct PendingUpload {
     pub condition: Option<store::Condition>,
     /// Who sent it (a principal's name, `cli`, …), for the report.
     pub principal: Option<String>,
+    /// The staged bytes are also these objects of the volume's scratch
+    /// store, in order, with their sizes (a multipart upload's parts): the
+    /// backend may store the upload from them without the bytes passing
+    /// through this host again.
+    pub composed_of: Vec<(String, u64)>,
 }
 
 /// Where an upload waits while it is judged: small ones in memory, the
@@ -745,6 +750,35 @@ impl Session {
         )?;
         let meta = self.store(loc)?.put(loc.path.as_str(), data, &options).await?;
         self.written(loc, meta, reservation).await
+    }
+
+    /// Store `loc` as the concatenation of `parts` of its volume's scratch
+    /// store, inside the backend (see [`ObjectStore::compose`]); `head` is
+    /// the content's beginning, for the policy. `None`: the backend cannot,
+    /// and nothing was written.
+    pub async fn compose(
+        &self,
+        loc: &Location,
+        parts: &[(String, u64)],
+        head: &[u8],
+        mut options: PutOptions,
+    ) -> StorageResult<Option<ObjectMeta>> {
+        self.check_options(loc, &mut options)?;
+        let size = parts.iter().map(|(_, size)| size).sum();
+        let reservation = self.reserve(size)?;
+        self.storage.policy.check_content(
+            loc.path.as_str(),
+            &options.content_type,
+            &head[..head.len().min(SNIFF_BYTES)],
+        )?;
+        match self.store(loc)?.compose(loc.path.as_str(), parts, &options).await? {
+            Some(meta) if meta.size == size => self.written(loc, meta, reservation).await.map(Some),
+            Some(meta) => Err(StorageError::unavailable(format!(
+                "the backend composed {} bytes of the {size} of {loc}",
+                meta.size
+            ))),
+            None => Ok(None),
+        }
     }
 
     /// Start a streamed write; see [`SessionUpload`].

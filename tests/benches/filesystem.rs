@@ -102,6 +102,7 @@ async fn place(name: &'static str, t: &TestSilo, staged: Staged) -> Place {
         staged: Arc::new(staged),
         condition: None,
         principal: None,
+        composed_of: Vec::new(),
     };
     Place { name, storage, pending }
 }

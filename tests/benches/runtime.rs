@@ -66,6 +66,7 @@ impl Bench {
             staged: Arc::new(staged),
             condition: None,
             principal: None,
+            composed_of: Vec::new(),
         };
         let grants = silo_tests::read_grant("public");
         Bench {

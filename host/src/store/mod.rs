@@ -181,6 +181,20 @@ pub trait ObjectStore: Send + Sync + 'static {
         Ok(0)
     }
 
+    /// Store `key` as the concatenation of `parts` (keys in this store's
+    /// [`ObjectStore::scratch`] store, with their sizes), inside the
+    /// backend, without the bytes passing through this host. `None`: this
+    /// backend cannot; write the bytes instead.
+    async fn compose(
+        &self,
+        key: &str,
+        parts: &[(String, u64)],
+        options: &PutOptions,
+    ) -> StorageResult<Option<ObjectMeta>> {
+        let _ = (key, parts, options);
+        Ok(None)
+    }
+
     /// A store beside this volume's objects, reachable by every node that
     /// reaches the volume, for bytes that are not objects yet (the parts
     /// of multipart uploads). It lives under [`SCRATCH`], which this store

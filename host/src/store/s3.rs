@@ -277,7 +277,6 @@ impl Inner {
         }
     }
 
-    /// The volume key of a full key from a listing.
     /// The key of a full key under the prefix; `None` outside it and in
     /// the scratch space, which is not the volume's.
     fn strip<'a>(&self, full: &'a str) -> Option<&'a str> {
@@ -815,6 +814,108 @@ impl ObjectStore for S3Store {
                 return Ok(Some((files, dirs)));
             }
         }
+    }
+
+    async fn compose(
+        &self,
+        key: &str,
+        parts: &[(String, u64)],
+        options: &PutOptions,
+    ) -> StorageResult<Option<ObjectMeta>> {
+        use futures_util::{StreamExt, TryStreamExt};
+        check_metadata(options)?;
+        let inner = &self.inner;
+        let full_key = inner.key(key)?;
+        let scratch = format!("{}{}/", inner.prefix, super::SCRATCH);
+        let created = inner
+            .client
+            .create_multipart_upload()
+            .bucket(&inner.bucket)
+            .key(&full_key)
+            .content_type(&options.content_type)
+            .set_content_disposition(disposition(options))
+            .set_content_encoding(options.headers.content_encoding.clone())
+            .set_cache_control(options.cache_control.clone())
+            .set_metadata(metadata_map(options))
+            .send()
+            .await
+            .map_err(|e| s3_error("CreateMultipartUpload", key, e))?;
+        let upload_id = created.upload_id().unwrap_or_default().to_owned();
+        if upload_id.is_empty() {
+            return Err(StorageError::unavailable(format!(
+                "S3 CreateMultipartUpload '{key}' returned no upload id"
+            )));
+        }
+        let composed = async {
+            // A few parts copied at once, inside the backend.
+            let sources: Vec<(i32, String)> = parts
+                .iter()
+                .enumerate()
+                .map(|(i, (part, _))| (i as i32 + 1, copy_source(&inner.bucket, &format!("{scratch}{part}"))))
+                .collect();
+            let done: Vec<CompletedPart> = futures_util::stream::iter(sources)
+                .map(|(number, source)| {
+                    let (inner, full_key, upload_id, key) =
+                        (inner.clone(), full_key.clone(), upload_id.clone(), key.to_owned());
+                    async move {
+                        let out = inner
+                            .client
+                            .upload_part_copy()
+                            .bucket(&inner.bucket)
+                            .key(&full_key)
+                            .upload_id(&upload_id)
+                            .part_number(number)
+                            .copy_source(source)
+                            .send()
+                            .await
+                            .map_err(|e| s3_error("UploadPartCopy", &key, e))?;
+                        let tag = out
+                            .copy_part_result()
+                            .and_then(|r| r.e_tag())
+                            .filter(|t| !t.is_empty())
+                            .ok_or_else(|| {
+                                StorageError::unavailable(format!(
+                                    "S3 answered UploadPartCopy '{key}' part {number} without an ETag"
+                                ))
+                            })?;
+                        Ok::<_, StorageError>(CompletedPart::builder().part_number(number).e_tag(tag).build())
+                    }
+                })
+                .buffered(4)
+                .try_collect()
+                .await?;
+            let mut request = inner
+                .client
+                .complete_multipart_upload()
+                .bucket(&inner.bucket)
+                .key(&full_key)
+                .upload_id(&upload_id)
+                .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(done)).build());
+            let (if_none_match, if_match) = condition_headers(options.condition.as_ref());
+            request = request.set_if_none_match(if_none_match).set_if_match(if_match);
+            let out = request
+                .send()
+                .await
+                .map_err(|e| conditional_error("CompleteMultipartUpload", key, options, e))?;
+            let size = parts.iter().map(|(_, size)| size).sum();
+            inner
+                .written_meta("CompleteMultipartUpload", key, size, out.e_tag(), options)
+                .await
+        }
+        .await;
+        if composed.is_err() {
+            inner
+                .clone()
+                .abort_upload(Unaborted {
+                    key: key.to_owned(),
+                    full_key: full_key.clone(),
+                    upload_id,
+                })
+                .await;
+        }
+        let meta = composed?;
+        inner.retry_aborts();
+        Ok(Some(meta))
     }
 
     fn scratch(&self) -> Option<Arc<dyn ObjectStore>> {
