@@ -82,7 +82,34 @@ async fn list_all(client: &Client, bucket: &str, prefix: &str) -> usize {
     }
 }
 
-async fn multipart(client: &Client, bucket: &str, key: &str, total: u64, part: u64) -> Duration {
+/// A file of `total` bytes, part `n` (from 1) of `part` bytes filled with
+/// one letter, for the parts to be read from instead of held in memory
+/// (the client shares the host's process, and its RSS).
+fn source_file(total: u64, part: u64) -> tempfile::NamedTempFile {
+    use std::io::Write;
+    let mut file = tempfile::NamedTempFile::new().expect("a temp file");
+    let mut offset = 0;
+    let mut n = 1u64;
+    while offset < total {
+        let size = part.min(total - offset) as usize;
+        file.write_all(&vec![b'a' + (n % 26) as u8; size])
+            .expect("write the source");
+        offset += size as u64;
+        n += 1;
+    }
+    file.flush().expect("flush the source");
+    file
+}
+
+/// A multipart upload of `source` (see [`source_file`]), 4 parts at once.
+async fn multipart(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    source: &std::path::Path,
+    total: u64,
+    part: u64,
+) -> Duration {
     let started = Instant::now();
     let id = client
         .create_multipart_upload()
@@ -103,16 +130,24 @@ async fn multipart(client: &Client, bucket: &str, key: &str, total: u64, part: u
             done.push(running.join_next().await.unwrap().unwrap());
         }
         let (client, bucket, key, id) = (client.clone(), bucket.to_owned(), key.to_owned(), id.clone());
-        let size = part.min(total - (n as u64 - 1) * part) as usize;
+        let offset = (n as u64 - 1) * part;
+        let size = part.min(total - offset);
+        let source = source.to_owned();
         running.spawn(async move {
-            let data = vec![b'a' + (n % 26) as u8; size];
+            let body = ByteStream::read_from()
+                .path(&source)
+                .offset(offset)
+                .length(aws_sdk_s3::primitives::Length::Exact(size))
+                .build()
+                .await
+                .expect("the source's part");
             let out = client
                 .upload_part()
                 .bucket(&bucket)
                 .key(&key)
                 .upload_id(&id)
                 .part_number(n)
-                .body(ByteStream::from(data))
+                .body(body)
                 .send()
                 .await
                 .expect("part");
@@ -333,11 +368,12 @@ grants = [{ volume = "public", access = ["read"] }]
         // (5) one large multipart upload each way.
         let total = ((1024.0 * scale).max(64.0) as u64) << 20;
         let part = 64u64 << 20;
+        let source = source_file(total, part);
         let (rss_before, _) = rss_kb();
         reset_peak();
-        let silo_mp = multipart(&through, "public", "big/through.bin", total, part).await;
+        let silo_mp = multipart(&through, "public", "big/through.bin", source.path(), total, part).await;
         let (_, peak) = rss_kb();
-        let direct_mp = multipart(&direct, &bucket, "public/big/direct.bin", total, part).await;
+        let direct_mp = multipart(&direct, &bucket, "public/big/direct.bin", source.path(), total, part).await;
         let mib = (total >> 20) as f64;
         rows.push([
             format!("(5) multipart upload of {} MiB, 64 MiB parts, 4 at once", total >> 20),
