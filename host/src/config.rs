@@ -76,6 +76,9 @@ pub struct ServeConfig {
     /// File listing the principals: S3 key pairs and sidecar tokens, each
     /// with its grants (see `silo_host::principals`); reloaded on SIGHUP.
     pub credentials_file: Option<PathBuf>,
+    /// On SIGTERM, how long requests in flight (uploads under way) may take
+    /// to finish before the process exits anyway (default 30).
+    pub drain_timeout_secs: Option<u64>,
 }
 
 /// `[s3_api]`: the S3 endpoint `silo serve` runs beside the sidecar.

@@ -79,7 +79,16 @@ pub struct Silo {
     /// Styles being derived, so concurrent requests for one wait for it.
     deriving: std::sync::Mutex<std::collections::HashMap<StyleKey, Arc<tokio::sync::Mutex<()>>>>,
     derivations: std::sync::atomic::AtomicU64,
+    /// Set when the node shuts down: it finishes what it has, and a load
+    /// balancer should send it nothing new.
+    draining: std::sync::atomic::AtomicBool,
 }
+
+/// The key readiness asks each backend for: its answer (found or not)
+/// shows the backend is reachable.
+const READY_PROBE: &str = "silo-readiness-probe";
+/// How long readiness waits for the metadata engine and each backend.
+const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A style being derived: volume and target path.
 type StyleKey = (String, String);
@@ -141,7 +150,44 @@ impl Silo {
             config,
             deriving: Default::default(),
             derivations: Default::default(),
+            draining: Default::default(),
         })
+    }
+
+    /// Start shutting down: from now on the node is not ready.
+    pub fn drain(&self) {
+        self.draining.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Why this node should take no requests now, if so: it drains, or its
+    /// metadata engine or a volume's backend does not answer (each asked
+    /// once, waited for at most two seconds).
+    pub async fn unready(&self) -> Option<String> {
+        if self.draining() {
+            return Some("the node is shutting down".into());
+        }
+        let engine = self.storage.cache().engine();
+        match tokio::time::timeout(READY_WAIT, engine.get("", READY_PROBE)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Some(format!("the metadata engine: {e}")),
+            Err(_) => return Some(format!("the metadata engine ({}) does not answer", engine.describe())),
+        }
+        let probes = self.storage.volumes().map(|v| async move {
+            match tokio::time::timeout(READY_WAIT, v.store.head(READY_PROBE)).await {
+                Ok(Ok(_) | Err(StorageError::NotFound)) => None,
+                Ok(Err(e)) => Some(format!("volume '{}': {e}", v.name)),
+                Err(_) => Some(format!("volume '{}': {} does not answer", v.name, v.store.describe())),
+            }
+        });
+        futures_util::future::join_all(probes)
+            .await
+            .into_iter()
+            .flatten()
+            .next()
     }
 
     pub fn config(&self) -> &Config {

@@ -204,6 +204,7 @@ async fn serve(config: Option<&Path>, listen: Option<std::net::SocketAddr>) -> a
         .or(settings.listen)
         .unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 8080)));
     let s3_api = config.s3_api.clone();
+    let drain = std::time::Duration::from_secs(settings.drain_timeout_secs.unwrap_or(30));
     let volumes: Vec<String> = config.volumes.keys().cloned().collect();
     // The principals of the credentials file (and SILO_S3_ACCESS_KEY), for
     // both doors; SIGHUP reloads them, and a bad file keeps the old set.
@@ -267,15 +268,16 @@ async fn serve(config: Option<&Path>, listen: Option<std::net::SocketAddr>) -> a
         };
         doors.spawn(silo_host::s3api::serve(
             s3_listener,
-            silo,
+            silo.clone(),
             principals,
             settings,
             when_stopped(),
+            drain,
         ));
     }
     eprintln!("silo: listening on http://{}", listener.local_addr()?);
     // In-flight requests (uploads included) finish before the process exits.
-    doors.spawn(silo_host::serve::serve(listener, app, when_stopped()));
+    doors.spawn(silo_host::serve::serve(listener, app, when_stopped(), drain));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
@@ -286,11 +288,25 @@ async fn serve(config: Option<&Path>, listen: Option<std::net::SocketAddr>) -> a
             anyhow::bail!("a listener stopped");
         }
     }
-    eprintln!("silo: shutting down after in-flight requests");
+    // Not ready from now on (a load balancer's `/readyz` sees 503); no new
+    // connections; requests in flight get the drain timeout to finish.
+    silo.drain();
+    eprintln!(
+        "silo: draining: finishing the requests in flight (at most {}s)",
+        drain.as_secs()
+    );
     let _ = stop.send(true);
+    let mut cut_off = false;
     while let Some(ended) = doors.join_next().await {
-        ended??;
+        cut_off |= ended?? == silo_host::serve::Drained::TimedOut;
     }
+    if cut_off {
+        anyhow::bail!(
+            "the drain timeout ({}s) cut off requests still in flight",
+            drain.as_secs()
+        );
+    }
+    eprintln!("silo: drained");
     Ok(())
 }
 

@@ -407,15 +407,16 @@ pub fn service(
     })
 }
 
-/// Serve the endpoint on `listener` until `shutdown` completes; requests
-/// under way are finished.
+/// Serve the endpoint on `listener` until `shutdown` completes; then take
+/// no new connections and give the requests under way up to `drain`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     silo: Arc<Silo>,
     principals: Arc<PrincipalsHandle>,
     settings: S3ApiSettings,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+    drain: Duration,
+) -> std::io::Result<crate::serve::Drained> {
     let idle = settings.idle_timeout;
     let multipart = Arc::new(MultipartStore::open(
         silo.storage().clone(),
@@ -463,8 +464,10 @@ pub async fn serve(
         });
     }
     sweeper.abort();
-    graceful.shutdown().await;
-    Ok(())
+    match tokio::time::timeout(drain, graceful.shutdown()).await {
+        Ok(()) => Ok(crate::serve::Drained::Finished),
+        Err(_) => Ok(crate::serve::Drained::TimedOut),
+    }
 }
 
 impl SiloS3 {

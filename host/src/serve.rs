@@ -91,6 +91,7 @@ pub fn router(silo: Arc<Silo>, tokens: Tokens) -> Router {
     };
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .route("/v1/files/{volume}/{*path}", get(read).put(upload).delete(remove))
         .route("/v1/styles/{style}/{volume}/{*path}", get(style))
@@ -108,19 +109,53 @@ pub fn router(silo: Arc<Silo>, tokens: Tokens) -> Router {
         .with_state(app)
 }
 
-/// Serve `router` on `listener` until `shutdown` completes, then finish the
-/// requests in flight. Responses go out without Nagle's delay (a small
-/// file's headers and body are separate writes).
+/// How a server's shutdown ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drained {
+    /// Every request in flight finished.
+    Finished,
+    /// The drain timeout cut off requests still in flight.
+    TimedOut,
+}
+
+/// Run `server` until `stopping` fires, then give it `drain` to finish.
+pub(crate) async fn drained(
+    server: impl std::future::Future<Output = std::io::Result<()>>,
+    stopping: tokio::sync::oneshot::Receiver<()>,
+    drain: std::time::Duration,
+) -> std::io::Result<Drained> {
+    let mut server = std::pin::pin!(server);
+    tokio::select! {
+        ended = &mut server => return ended.map(|()| Drained::Finished),
+        _ = stopping => {}
+    }
+    match tokio::time::timeout(drain, server).await {
+        Ok(ended) => ended.map(|()| Drained::Finished),
+        Err(_) => Ok(Drained::TimedOut),
+    }
+}
+
+/// Serve `router` on `listener` until `shutdown` completes: then take no
+/// new connections and give the requests in flight up to `drain` to
+/// finish. Responses go out without Nagle's delay (a small file's headers
+/// and body are separate writes).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+    drain: std::time::Duration,
+) -> std::io::Result<Drained> {
     use axum::serve::ListenerExt;
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+    let (stopping, stopped) = tokio::sync::oneshot::channel();
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stopping.send(());
+    };
+    let server = axum::serve(listener, router).with_graceful_shutdown(shutdown);
+    drained(server.into_future(), stopped, drain).await
 }
 
 /// Count every request by its route pattern (never the path), those that
@@ -145,6 +180,20 @@ async fn track(
         started.elapsed(),
     );
     response
+}
+
+/// 200 while the node should take requests; 503, saying why, while it
+/// drains or cannot reach its metadata engine or a backend (a load
+/// balancer's readiness check; `/healthz` is the liveness one).
+async fn ready(State(app): State<App>) -> Result<&'static str, ApiError> {
+    match app.silo.unready().await {
+        None => Ok("ready\n"),
+        Some(why) => Err(ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "unavailable",
+            message: format!("not ready: {why}"),
+        }),
+    }
 }
 
 async fn no_route() -> ApiError {

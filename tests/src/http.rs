@@ -41,9 +41,14 @@ impl Sidecar {
         let addr = listener.local_addr().unwrap();
         let app = silo_host::serve::router(silo, tokens);
         let task = tokio::spawn(async move {
-            silo_host::serve::serve(listener, app, std::future::pending())
-                .await
-                .expect("serve");
+            silo_host::serve::serve(
+                listener,
+                app,
+                std::future::pending(),
+                std::time::Duration::from_secs(30),
+            )
+            .await
+            .expect("serve");
         });
         Sidecar { addr, task }
     }

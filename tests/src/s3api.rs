@@ -41,9 +41,16 @@ impl Endpoint {
         let task = tokio::spawn({
             let principals = principals.clone();
             async move {
-                silo_host::s3api::serve(listener, silo, principals, settings, std::future::pending())
-                    .await
-                    .expect("serve S3");
+                silo_host::s3api::serve(
+                    listener,
+                    silo,
+                    principals,
+                    settings,
+                    std::future::pending(),
+                    Duration::from_secs(30),
+                )
+                .await
+                .expect("serve S3");
             }
         });
         Endpoint {

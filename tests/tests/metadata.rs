@@ -768,8 +768,16 @@ async fn writes_answer_503_while_postgres_is_down_and_the_node_recovers_by_itsel
         client.put(&url("a.txt"), "text/plain", "kept").await?.status,
         StatusCode::CREATED
     );
+    let ready = client.get(&sidecar.url("/readyz"), &[]).await?;
+    assert_eq!((ready.status, ready.text().as_str()), (StatusCode::OK, "ready\n"));
 
     server.stop();
+    // Not ready (a load balancer stops sending here), naming the engine;
+    // still alive.
+    let ready = client.get(&sidecar.url("/readyz"), &[]).await?;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE, "{}", ready.text());
+    assert!(ready.text().contains("metadata engine"), "{}", ready.text());
+    assert_eq!(client.get(&sidecar.url("/healthz"), &[]).await?.status, StatusCode::OK);
     let refused = client.put(&url("b.txt"), "text/plain", "refused").await?;
     assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE, "{}", refused.text());
     // Nothing partial: the object the cache could not record was taken back.
@@ -813,6 +821,7 @@ async fn writes_answer_503_while_postgres_is_down_and_the_node_recovers_by_itsel
     }
     assert_eq!(client.get(&url("a.txt"), &[]).await?.body, "kept");
     assert_eq!(client.get(&url("b.txt"), &[]).await?.status, StatusCode::NOT_FOUND);
+    assert_eq!(client.get(&sidecar.url("/readyz"), &[]).await?.status, StatusCode::OK);
     Ok(())
 }
 

@@ -726,6 +726,10 @@ async fn when_s3_is_killed_mid_upload_nothing_partial_appears_and_cached_reads_g
     assert_eq!(listing.status, StatusCode::OK, "listings come from the metadata cache");
     let down = client.put(&url("during.txt"), "text/plain", "x").await.unwrap();
     assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE);
+    // Not ready, naming the volume whose backend is away.
+    let ready = client.get(&sidecar.url("/readyz"), &[]).await.unwrap();
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE, "{}", ready.text());
+    assert!(ready.text().contains("volume 'public'"), "{}", ready.text());
 
     // S3 returns (same data, same port). Nothing partial is in the bucket,
     // asked directly.
@@ -757,6 +761,8 @@ async fn when_s3_is_killed_mid_upload_nothing_partial_appears_and_cached_reads_g
     }
 
     // Silo recovers by itself: no restart, no refresh.
+    let ready = client.get(&sidecar.url("/readyz"), &[]).await.unwrap();
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.text());
     let reply = client.put(&url("big.txt"), "text/plain", big.clone()).await.unwrap();
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
     assert_eq!(client.get(&url("big.txt"), &[]).await.unwrap().body, big);
@@ -974,4 +980,103 @@ async fn principals_tokens_open_only_their_grants() {
     assert_eq!(read.status, StatusCode::UNAUTHORIZED);
     let read = send(Method::GET, "/v1/files/private/b.txt", "late-token-0123456789", "").await;
     assert_eq!(read.status, StatusCode::OK);
+}
+
+/// Start sending an upload of `total` bytes by hand: its headers and its
+/// first `first` bytes.
+async fn slow_upload(addr: std::net::SocketAddr, path: &str, total: usize, first: &[u8]) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: silo\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/octet-stream\r\nContent-Length: {total}\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(first).await.unwrap();
+    tcp
+}
+
+/// SIGTERM's path: a draining node answers `/readyz` with 503 (while
+/// `/healthz` still answers), takes no new connection, finishes the
+/// upload under way and stops; an upload that outlasts the drain timeout
+/// is cut off, with nothing stored, and the stop says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_node_is_unready_finishes_its_uploads_and_stops() {
+    use silo_host::serve::{Drained, Tokens};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let client = Client::default();
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    for (drain, finishes) in [(Duration::from_secs(20), true), (Duration::from_millis(500), false)] {
+        // A node drains once: a fresh one each time.
+        let t = TestSilo::new("", &[]).await.unwrap();
+        let silo = Arc::new(t.silo);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let tokens = Tokens {
+            write: TOKEN.into(),
+            signing_key: b"test-signing-key".to_vec(),
+            admin: None,
+            principals: None,
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(silo_host::serve::serve(
+            listener,
+            silo_host::serve::router(silo.clone(), tokens),
+            async move {
+                let _ = stopped.await;
+            },
+            drain,
+        ));
+        let url = |p: &str| format!("http://{addr}{p}");
+        let ready = client.get(&url("/readyz"), &[]).await.unwrap();
+        assert_eq!((ready.status, ready.text().as_str()), (StatusCode::OK, "ready\n"));
+
+        let path = if finishes {
+            "/v1/files/private/docs/drained.bin"
+        } else {
+            "/v1/files/private/docs/cut.bin"
+        };
+        let mut upload = slow_upload(addr, path, data.len(), &data[..100_000]).await;
+        silo.drain();
+        let ready = client.get(&url("/readyz"), &[]).await.unwrap();
+        assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE, "{}", ready.text());
+        assert!(ready.text().contains("shutting down"), "{}", ready.text());
+        assert_eq!(client.get(&url("/healthz"), &[]).await.unwrap().status, StatusCode::OK);
+        let _ = stop.send(());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            client.get(&url("/healthz"), &[]).await.is_err(),
+            "a new connection was taken while draining"
+        );
+        if finishes {
+            for piece in data[100_000..].chunks(100_000) {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                upload.write_all(piece).await.unwrap();
+            }
+            let mut answer = Vec::new();
+            let _ = upload.read_to_end(&mut answer).await;
+            let answer = String::from_utf8_lossy(&answer);
+            assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+            assert_eq!(server.await.unwrap().unwrap(), Drained::Finished);
+            let stored = silo
+                .storage()
+                .host_session()
+                .read(&silo.storage().location("private", "docs/drained.bin").unwrap())
+                .await
+                .unwrap();
+            assert!(stored == data, "the drained upload's bytes differ");
+        } else {
+            // The rest never comes: the drain timeout ends the wait.
+            let started = Instant::now();
+            assert_eq!(server.await.unwrap().unwrap(), Drained::TimedOut);
+            assert!(started.elapsed() < Duration::from_secs(5));
+            drop(upload);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let cut = silo.storage().location("private", "docs/cut.bin").unwrap();
+            assert!(
+                silo.storage().host_session().stat(&cut).await.is_err(),
+                "a cut-off upload was stored"
+            );
+        }
+        assert!(silo.draining());
+    }
 }
