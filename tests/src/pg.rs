@@ -41,6 +41,8 @@ pub struct PgServer {
     dir: tempfile::TempDir,
     port: u16,
     bin: std::path::PathBuf,
+    /// More `-c` settings for the server.
+    settings: String,
 }
 
 fn as_postgres(program: &std::path::Path) -> std::process::Command {
@@ -62,6 +64,42 @@ fn as_postgres(program: &std::path::Path) -> std::process::Command {
 
 impl PgServer {
     pub fn start() -> PgServer {
+        let server = Self::init();
+        server.start_again();
+        server
+    }
+
+    /// A server that takes TLS connections only, with this certificate and
+    /// key (PEM): plain ones are refused by its pg_hba.conf.
+    pub fn start_tls(cert: &str, key: &str) -> PgServer {
+        let mut server = Self::init();
+        let data = server.dir.path().join("data");
+        std::fs::write(data.join("server.crt"), cert).unwrap();
+        std::fs::write(data.join("server.key"), key).unwrap();
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 0.0.0.0/0 reject\n",
+        )
+        .unwrap();
+        for file in ["server.crt", "server.key", "pg_hba.conf"] {
+            use std::os::unix::fs::PermissionsExt;
+            let path = data.join(file);
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            if as_postgres(&server.bin).get_program() == "runuser" {
+                let out = std::process::Command::new("chown")
+                    .arg("postgres")
+                    .arg(&path)
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "chown: {}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
+        server.settings = "-c ssl=on".into();
+        server.start_again();
+        server
+    }
+
+    fn init() -> PgServer {
         let bin: std::path::PathBuf = std::env::var("SILO_TEST_PG_BIN")
             .unwrap_or_else(|_| panic!("SILO_TEST_PG_BIN is not set: run the tests with tests/run"))
             .into();
@@ -84,9 +122,16 @@ impl PgServer {
         )
         .expect("run initdb");
         assert!(ok, "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
-        let server = PgServer { dir, port, bin };
-        server.start_again();
-        server
+        PgServer {
+            dir,
+            port,
+            bin,
+            settings: String::new(),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     pub fn url(&self) -> String {
@@ -95,9 +140,10 @@ impl PgServer {
 
     pub fn start_again(&self) {
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off {}",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            self.settings
         );
         let out = as_postgres(&self.bin.join("pg_ctl"))
             .arg("-D")

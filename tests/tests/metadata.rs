@@ -895,3 +895,131 @@ async fn a_refresh_on_one_node_while_the_other_serves() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// PostgreSQL over TLS, as libpq's `sslmode` and `sslrootcert` ask, against
+/// a server that takes TLS connections only, with a certificate for
+/// `localhost` from a CA the test makes: `verify-full` connects and works;
+/// `verify-ca` takes the certificate at another host name, `verify-full`
+/// does not; another CA is refused; `disable` is refused by the server and
+/// `require` by a server without TLS. No error holds the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_over_tls_checks_what_sslmode_asks() {
+    const MARKER: &str = "pw-TLS-9c01e2";
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Silo test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let server_cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &issuer)
+        .unwrap();
+    let other_key = rcgen::KeyPair::generate().unwrap();
+    let mut other_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    other_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let other_ca = other_params.self_signed(&other_key).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_file, other_file) = (dir.path().join("ca.pem"), dir.path().join("other-ca.pem"));
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    std::fs::write(&other_file, other_ca.pem()).unwrap();
+
+    let server = pg::PgServer::start_tls(&server_cert.pem(), &server_key.serialize_pem());
+    let url = |host: &str, query: &str| format!("postgres://silo:{MARKER}@{host}:{}/postgres?{query}", server.port());
+    let connect = |url: String| async move { PostgresEngine::connect(&PostgresSettings { url, pool_size: 2 }).await };
+    let mut said = Vec::new();
+
+    // verify-full: the chain and the name hold; the engine works.
+    let full = url(
+        "localhost",
+        &format!("sslmode=verify-full&sslrootcert={}", ca_file.display()),
+    );
+    let engine = connect(full.clone())
+        .await
+        .unwrap_or_else(|e| panic!("verify-full: {e}"));
+    let cache = MetadataCache::new(Arc::new(engine));
+    let meta = ObjectMeta {
+        size: 3,
+        etag: "e1".into(),
+        content_type: "text/plain".into(),
+        modified_ms: 1,
+        cache_control: None,
+        metadata: Vec::new(),
+        headers: Default::default(),
+    };
+    cache
+        .put("v", &VolumePath::parse("tls/a.txt").unwrap(), &meta)
+        .await
+        .unwrap();
+    assert_eq!(cache.get("v", "tls/a.txt").await.unwrap(), Some(meta));
+    // verify-ca takes the certificate at a name it does not hold.
+    connect(url(
+        "127.0.0.1",
+        &format!("sslmode=verify-ca&sslrootcert={}", ca_file.display()),
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("verify-ca at 127.0.0.1: {e}"));
+    // `require` and `prefer` encrypt without checking (as libpq).
+    connect(url("127.0.0.1", "sslmode=require")).await.unwrap();
+    connect(url("127.0.0.1", "")).await.unwrap();
+
+    let refused = [
+        (
+            url(
+                "127.0.0.1",
+                &format!("sslmode=verify-full&sslrootcert={}", ca_file.display()),
+            ),
+            "not valid for name",
+        ),
+        (
+            url(
+                "localhost",
+                &format!("sslmode=verify-full&sslrootcert={}", other_file.display()),
+            ),
+            "UnknownIssuer",
+        ),
+        (
+            url(
+                "localhost",
+                &format!("sslmode=verify-ca&sslrootcert={}", other_file.display()),
+            ),
+            "UnknownIssuer",
+        ),
+        (url("localhost", "sslmode=verify-full"), "need sslrootcert"),
+        (
+            url("localhost", "sslmode=verify-full&sslrootcert=/nonexistent/ca.pem"),
+            "/nonexistent/ca.pem",
+        ),
+        (url("localhost", "sslmode=sometimes"), "sslmode=sometimes"),
+        // The server takes no plain connection.
+        (url("127.0.0.1", "sslmode=disable"), "no encryption"),
+    ];
+    for (url, why) in refused {
+        let err = match connect(url.clone()).await {
+            Ok(_) => panic!("{} connected", url.replace(MARKER, "***")),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains(why), "{}: {err}", url.replace(MARKER, "***"));
+        said.push(err);
+    }
+    // A server without TLS under `require`.
+    let plain = pg::PgServer::start();
+    let plain_url = plain
+        .url()
+        .replacen("postgres://silo@", &format!("postgres://silo:{MARKER}@"), 1);
+    let err = match connect(format!("{plain_url}?sslmode=require")).await {
+        Ok(_) => panic!("require connected to a server without TLS"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("TLS"), "{err}");
+    said.push(err);
+    connect(plain_url)
+        .await
+        .expect("prefer falls back to a plain connection");
+    for message in said {
+        assert!(!message.contains(MARKER), "the password appears in: {message}");
+    }
+}

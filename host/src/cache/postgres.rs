@@ -13,11 +13,12 @@
 //! The schema is versioned (`silo_schema`); a database with a newer one
 //! than this Silo knows is refused.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::NoTls;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{
     Entry, FrontSink, MetadataEngine, Page, PartRecord, RefreshCounts, RefreshPart, RefreshProgress, UploadRecord,
@@ -216,9 +217,12 @@ pub struct PostgresSettings {
 /// The database by host, port and name, never the URL that holds the password.
 impl std::fmt::Debug for PostgresSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let database = match self.url.parse::<tokio_postgres::Config>() {
-            Ok(config) => describe(&config),
-            Err(_) => "(not a PostgreSQL URL)".to_owned(),
+        let parsed = split_tls(&self.url)
+            .ok()
+            .and_then(|(url, _, _)| url.parse::<tokio_postgres::Config>().ok());
+        let database = match parsed {
+            Some(config) => describe(&config),
+            None => "(not a PostgreSQL URL)".to_owned(),
         };
         f.debug_struct("PostgresSettings")
             .field("database", &database)
@@ -230,14 +234,215 @@ impl std::fmt::Debug for PostgresSettings {
 pub struct PostgresEngine {
     pool: Pool,
     config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
     describe: String,
+}
+
+/// libpq's `sslmode`: how (and whether) the connection is encrypted and
+/// the server's certificate checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SslMode {
+    Disable,
+    /// TLS if the server offers it, unverified (libpq's default).
+    Prefer,
+    /// TLS or nothing; the certificate checked against `sslrootcert` if
+    /// one is given, as libpq does.
+    Require,
+    /// TLS, the certificate chain checked against `sslrootcert`.
+    VerifyCa,
+    /// As `VerifyCa`, and the certificate names the host connected to.
+    VerifyFull,
+}
+
+/// The URL without libpq's TLS parameters (tokio-postgres reads only part
+/// of them), and those parameters.
+fn split_tls(url: &str) -> Result<(String, SslMode, Option<PathBuf>), StorageError> {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut kept = Vec::new();
+    let mut mode = SslMode::Prefer;
+    let mut root = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "sslmode" => {
+                mode = match value {
+                    "disable" => SslMode::Disable,
+                    "allow" | "prefer" => SslMode::Prefer,
+                    "require" => SslMode::Require,
+                    "verify-ca" => SslMode::VerifyCa,
+                    "verify-full" => SslMode::VerifyFull,
+                    other => {
+                        return Err(StorageError::Unsupported(format!(
+                            "sslmode={other}: use disable, prefer, require, verify-ca or verify-full"
+                        )));
+                    }
+                }
+            }
+            "sslrootcert" => root = Some(PathBuf::from(crate::path::percent_decode(value))),
+            _ => kept.push(pair),
+        }
+    }
+    let url = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok((url, mode, root))
+}
+
+/// The TLS connector for `mode`, with the CA certificates of `root`.
+fn tls_connector(mode: SslMode, root: Option<&std::path::Path>) -> StorageResult<MakeRustlsConnect> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let roots = match root {
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| StorageError::unavailable(format!("sslrootcert {}: {e}", path.display())))?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(StorageError::unavailable(format!(
+                    "sslrootcert {} holds no CA certificate",
+                    path.display()
+                )));
+            }
+            Some(Arc::new(roots))
+        }
+        None if matches!(mode, SslMode::VerifyCa | SslMode::VerifyFull) => {
+            return Err(StorageError::Unsupported(
+                "sslmode=verify-ca and verify-full need sslrootcert=PATH (the CA certificates, PEM) in the URL".into(),
+            ));
+        }
+        None => None,
+    };
+    let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = match roots {
+        None => Arc::new(Unverified(provider.clone())),
+        Some(roots) => {
+            let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+                .build()
+                .map_err(|e| StorageError::unavailable(format!("sslrootcert: {e}")))?;
+            match mode {
+                SslMode::VerifyFull => webpki,
+                _ => Arc::new(ChainOnly(webpki)),
+            }
+        }
+    };
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StorageError::unavailable(format!("TLS: {e}")))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
+}
+
+/// `prefer` and `require` without `sslrootcert`: encrypted, the server
+/// not authenticated (as libpq; the signatures of the handshake are still
+/// checked).
+#[derive(Debug)]
+struct Unverified(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for Unverified {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// `verify-ca`: the chain to a trusted CA, whatever host it names.
+#[derive(Debug)]
+struct ChainOnly(Arc<rustls::client::WebPkiServerVerifier>);
+
+impl rustls::client::danger::ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        use rustls::{CertificateError, Error};
+        // The name is checked after the chain: a wrong name means a good chain.
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(rustls::client::danger::ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
 }
 
 fn db_error(e: tokio_postgres::Error) -> StorageError {
     // The server's own message where there is one (it names the problem).
     match e.as_db_error() {
         Some(db) => StorageError::unavailable(format!("metadata database: {}", db.message())),
-        None => StorageError::unavailable(format!("metadata database: {e}")),
+        None => {
+            // With its causes: "error performing TLS handshake" alone does
+            // not say what was wrong with the certificate.
+            let mut message = format!("metadata database: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                message.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            StorageError::unavailable(message)
+        }
     }
 }
 
@@ -252,19 +457,20 @@ impl PostgresEngine {
     /// Connect, then create or migrate the schema. Refused when the
     /// database holds a newer schema than this Silo knows.
     pub async fn connect(settings: &PostgresSettings) -> StorageResult<Self> {
-        let config: tokio_postgres::Config = settings.url.parse().map_err(|e| {
+        let (url, mode, root) = split_tls(&settings.url)?;
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
             StorageError::unavailable(format!("the metadata database URL is not a PostgreSQL URL: {e}"))
         })?;
-        if matches!(config.get_ssl_mode(), tokio_postgres::config::SslMode::Require) {
-            return Err(StorageError::Unsupported(
-                "sslmode=require: Silo connects to PostgreSQL without TLS (keep the database on a private network or a local socket)"
-                    .into(),
-            ));
-        }
+        config.ssl_mode(match mode {
+            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            _ => tokio_postgres::config::SslMode::Require,
+        });
+        let tls = tls_connector(mode, root.as_deref())?;
         let describe = describe(&config);
         let manager = Manager::from_config(
             config.clone(),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -275,7 +481,12 @@ impl PostgresEngine {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| StorageError::unavailable(format!("metadata database pool: {e}")))?;
-        let engine = PostgresEngine { pool, config, describe };
+        let engine = PostgresEngine {
+            pool,
+            config,
+            tls,
+            describe,
+        };
         engine.migrate().await?;
         Ok(engine)
     }
@@ -327,6 +538,7 @@ impl PostgresEngine {
         tokio::spawn(
             Listener {
                 config: self.config.clone(),
+                tls: self.tls.clone(),
                 front,
             }
             .run(),
@@ -361,6 +573,7 @@ fn announcement(volume: &str, path: Option<&str>) -> String {
 /// connection ends and kept empty until a new one listens.
 struct Listener {
     config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
     front: Arc<dyn FrontSink>,
 }
 
@@ -369,7 +582,7 @@ impl Listener {
         use futures_util::StreamExt;
         let mut delay = Duration::from_millis(100);
         loop {
-            match self.config.connect(NoTls).await {
+            match self.config.connect(self.tls.clone()).await {
                 Ok((client, mut connection)) => {
                     let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
                     let ready = {
