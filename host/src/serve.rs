@@ -15,7 +15,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
@@ -636,6 +636,17 @@ async fn respond(
         // A type that cannot be told is never rendered.
         None => {
             out.insert(header::CONTENT_DISPOSITION, HeaderValue::from_static("attachment"));
+        }
+    }
+    // What the writer declared (through the S3 endpoint) is served as
+    // given; the disposition only where Silo has not decided one.
+    for (name, value) in meta.headers.each() {
+        let name = HeaderName::from_static(name);
+        if name == header::CONTENT_DISPOSITION && out.contains_key(&name) {
+            continue;
+        }
+        if let Some(value) = stored_header(name.as_str(), value, &loc) {
+            out.insert(name, value);
         }
     }
     // A resumed download names the version it has; another version is sent

@@ -1855,7 +1855,8 @@ async fn declared_headers_are_stored_and_served_as_given() {
     let expires = DateTime::from_secs(1_893_456_000);
     for on_s3 in [false, true] {
         let (t, bucket) = silo_with(on_s3, "").await;
-        let endpoint = Endpoint::start(Arc::new(t.silo), &credentials(), Duration::from_secs(30)).await;
+        let silo = Arc::new(t.silo);
+        let endpoint = Endpoint::start(silo.clone(), &credentials(), Duration::from_secs(30)).await;
         let cms = endpoint.client("CMSKEY", SECRET);
         let on = if on_s3 { "s3" } else { "local" };
         cms.put_object()
@@ -1910,6 +1911,22 @@ async fn declared_headers_are_stored_and_served_as_given() {
             Some(expires),
             got,
         );
+        // The sidecar serves them too.
+        let sidecar = silo_tests::http::Sidecar::start(silo.clone()).await;
+        let read = silo_tests::http::Client::default()
+            .get_as(
+                &sidecar.url("/v1/files/private/docs/data.csv.gz"),
+                silo_tests::http::TOKEN,
+            )
+            .await
+            .unwrap();
+        assert_eq!(read.header("content-encoding"), Some("gzip"), "{on}");
+        assert_eq!(
+            read.header("content-disposition"),
+            Some("attachment; filename=\"data.csv\""),
+            "{on}"
+        );
+        assert_eq!(read.header("expires"), Some("Tue, 01 Jan 2030 00:00:00 GMT"), "{on}");
         if let Some(bucket) = &bucket {
             let stored = s3::client()
                 .head_object()
