@@ -92,6 +92,7 @@ pub fn router(silo: Arc<Silo>, tokens: Tokens) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
+        .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .route("/v1/files/{volume}/{*path}", get(read).put(upload).delete(remove))
         .route("/v1/styles/{style}/{volume}/{*path}", get(style))
@@ -180,6 +181,13 @@ async fn track(
         started.elapsed(),
     );
     response
+}
+
+/// The HTTP API as an OpenAPI 3.1 document (kept true by the tests).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
 /// 200 while the node should take requests; 503, saying why, while it

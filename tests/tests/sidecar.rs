@@ -1080,3 +1080,99 @@ async fn a_draining_node_is_unready_finishes_its_uploads_and_stops() {
         assert!(silo.draining());
     }
 }
+
+/// The OpenAPI document served at `/v1/openapi.json` is the router's: every
+/// route the router declares is documented with its methods, every
+/// documented operation reaches a handler (never the `no-route` fallback
+/// nor 405), and every operation that can fail documents its error body.
+#[tokio::test]
+async fn the_openapi_document_is_the_routers() {
+    let t = TestSilo::new("", &[]).await.unwrap();
+    let sidecar = Sidecar::start(Arc::new(t.silo)).await;
+    let client = Client::default();
+    let served = client.get(&sidecar.url("/v1/openapi.json"), &[]).await.unwrap();
+    assert_eq!(served.status, StatusCode::OK);
+    assert_eq!(served.header("content-type"), Some("application/json"));
+    let doc = served.json();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().unwrap();
+
+    // The router's routes, from its source: `.route("PATTERN", get(..).put(..))`.
+    let source = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../host/src/serve.rs")).unwrap();
+    let mut routed = Vec::new();
+    for line in source.lines().map(str::trim).filter(|l| l.starts_with(".route(\"")) {
+        let pattern = line[8..].split('"').next().unwrap().replace("{*", "{");
+        let mut methods: Vec<String> = ["get", "put", "post", "delete"]
+            .into_iter()
+            .filter(|m| {
+                line.contains(&format!(" {m}(")) || line.contains(&format!(".{m}(")) || line.contains(&format!("({m}("))
+            })
+            .map(str::to_owned)
+            .collect();
+        assert!(!methods.is_empty(), "no method in: {line}");
+        methods.sort();
+        routed.push((pattern, methods));
+    }
+    assert!(routed.len() >= 12, "{routed:?}");
+    for (pattern, methods) in &routed {
+        let documented = paths
+            .get(pattern)
+            .unwrap_or_else(|| panic!("{pattern} is routed but not documented"));
+        for method in methods {
+            assert!(
+                documented.get(method).is_some(),
+                "{method} {pattern} is routed but not documented"
+            );
+        }
+    }
+    for (pattern, item) in paths {
+        let routed_methods = routed
+            .iter()
+            .find(|(p, _)| p == pattern)
+            .map(|(_, m)| m.clone())
+            .unwrap_or_else(|| panic!("{pattern} is documented but not routed"));
+        for (method, operation) in item.as_object().unwrap() {
+            if method == "parameters" {
+                continue;
+            }
+            // axum answers HEAD wherever it answers GET.
+            let base = if method == "head" { "get" } else { method.as_str() };
+            assert!(
+                routed_methods.iter().any(|m| m == base),
+                "{method} {pattern} is documented but not routed"
+            );
+            let url = sidecar.url(
+                &pattern
+                    .replace("{volume}", "public")
+                    .replace("{path}", "docs/a.txt")
+                    .replace("{prefix}", "docs")
+                    .replace("{style}", "thumbnail"),
+            );
+            let reply = client
+                .send(method.to_uppercase().parse().unwrap(), &url, &[], Bytes::new())
+                .await
+                .unwrap();
+            assert_ne!(reply.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {pattern}");
+            if reply.status == StatusCode::NOT_FOUND && method != "head" {
+                assert_ne!(reply.json()["error"]["code"], "no-route", "{method} {pattern}");
+            }
+            // What it answered is documented.
+            let responses = operation["responses"].as_object().unwrap();
+            assert!(
+                responses.contains_key(reply.status.as_str()),
+                "{method} {pattern} answered {} ({}), which is not documented",
+                reply.status,
+                reply.text()
+            );
+            // HEAD answers carry no body.
+            let public = ["/healthz", "/v1/openapi.json"].contains(&pattern.as_str());
+            if !public && method != "head" {
+                let has_error = responses.iter().any(|(code, r)| {
+                    (code.starts_with('4') || code.starts_with('5'))
+                        && r.to_string().contains("#/components/schemas/Error")
+                });
+                assert!(has_error, "{method} {pattern} documents no error body");
+            }
+        }
+    }
+}
