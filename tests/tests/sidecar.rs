@@ -1176,3 +1176,47 @@ async fn the_openapi_document_is_the_routers() {
         }
     }
 }
+
+/// schemathesis (installed by `tests/run`) generates requests for every
+/// operation of the OpenAPI document, bounded in time, against a live
+/// sidecar: no 5xx, and every status, content type, header and body is the
+/// document's. The admin routes are fuzzed with the admin token, the rest
+/// with the write token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_the_sidecar_true_to_its_document() {
+    let st = std::env::var("SILO_TEST_SCHEMATHESIS")
+        .expect("SILO_TEST_SCHEMATHESIS is not set: run the tests with tests/run, which installs schemathesis");
+    let t = TestSilo::new(silo_tests::EXAMPLE_PIPELINE, &[]).await.unwrap();
+    let sidecar = Sidecar::start(Arc::new(t.silo)).await;
+    let work = tempfile::tempdir().unwrap();
+    for (token, paths) in [(TOKEN, "--exclude-path-regex"), (ADMIN_TOKEN, "--include-path-regex")] {
+        let st = st.clone();
+        let schema = sidecar.url("/v1/openapi.json");
+        let dir = work.path().to_owned();
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(st)
+                .arg("run")
+                .arg(schema)
+                .args(["-H", &format!("Authorization: Bearer {token}")])
+                .args([
+                    "--checks",
+                    "not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance",
+                ])
+                .args(["--phases", "coverage,fuzzing", "--max-time", "20", "--workers", "2"])
+                .args([paths, "^/(metrics|v1/admin)"])
+                .env("NO_COLOR", "1")
+                .current_dir(dir)
+                .output()
+                .expect("run schemathesis")
+        })
+        .await
+        .unwrap();
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "schemathesis found problems:\n{report}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(report.contains("passed"), "{report}");
+    }
+}
