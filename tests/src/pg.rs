@@ -130,6 +130,11 @@ impl PgServer {
         }
     }
 
+    /// The server's own log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }

@@ -276,6 +276,17 @@ async fn the_database_password_never_appears_in_an_error_or_a_log() {
     };
     let node = MetadataCache::connect_postgres(&settings(&url), front).await.unwrap();
     until_ready(&node).await;
+    // The listener's connection is ended by the server first, so that its
+    // loss is seen at once, then the server stops.
+    let (admin, connection) = tokio_postgres::connect(&server.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    admin
+        .batch_execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'")
+        .await
+        .unwrap();
+    drop(admin);
     server.stop();
     for attempt in 0..3 {
         if let Err(e) = node.put("v", &path(&format!("down-{attempt}")), &meta(1, "e")).await {
@@ -291,8 +302,9 @@ async fn the_database_password_never_appears_in_an_error_or_a_log() {
     while !logs.text().contains("cannot listen for metadata changes") {
         assert!(
             started.elapsed() < Duration::from_secs(20),
-            "the listener never logged its failure: {}",
-            logs.text()
+            "the listener never logged its failure: {}\nthe server's log:\n{}",
+            logs.text(),
+            server.log()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

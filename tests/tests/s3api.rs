@@ -1206,7 +1206,13 @@ async fn multipart_uploads_are_judged_whole_at_completion() {
         // it would be one PutObject (a plain MD5 ETag); joined from its part
         // inside the backend, it is a multipart object of one part.
         if on_s3 {
-            let head = cms.head_object().bucket("private").key("big/copy.bin").send().await.unwrap();
+            let head = cms
+                .head_object()
+                .bucket("private")
+                .key("big/copy.bin")
+                .send()
+                .await
+                .unwrap();
             assert!(head.e_tag().unwrap().ends_with("-1\""), "{:?}", head.e_tag());
         }
 

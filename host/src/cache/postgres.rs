@@ -466,6 +466,11 @@ impl PostgresEngine {
             SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
             _ => tokio_postgres::config::SslMode::Require,
         });
+        // A server that takes the connection and never answers must not
+        // hold a connect (the change listener's above all) forever.
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
         let tls = tls_connector(mode, root.as_deref())?;
         let describe = describe(&config);
         let manager = Manager::from_config(
