@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::budget::Held;
 use crate::cache::{MetadataEngine, PartRecord, UploadRecord};
 use crate::error::StorageError;
-use crate::store::{ObjectStore, PutOptions};
+use crate::store::{Headers, ObjectStore, PutOptions};
 use crate::vfs::Storage;
 
 /// Part numbers are 1..=10,000, as on S3.
@@ -51,12 +51,7 @@ pub struct UploadSettings {
     pub principal: String,
     pub content_type: Option<String>,
     pub cache_control: Option<String>,
-    #[serde(default)]
-    pub content_disposition: Option<String>,
-    #[serde(default)]
-    pub content_encoding: Option<String>,
-    #[serde(default)]
-    pub expires: Option<String>,
+    pub headers: Headers,
     pub metadata: Vec<(String, String)>,
     /// Milliseconds since the Unix epoch.
     pub created_ms: u64,
@@ -67,12 +62,8 @@ pub struct UploadSettings {
 struct Declared {
     content_type: Option<String>,
     cache_control: Option<String>,
-    #[serde(default)]
-    content_disposition: Option<String>,
-    #[serde(default)]
-    content_encoding: Option<String>,
-    #[serde(default)]
-    expires: Option<String>,
+    #[serde(default, flatten)]
+    headers: Headers,
     metadata: Vec<(String, String)>,
 }
 
@@ -129,15 +120,20 @@ pub struct MultipartStore {
     storage: Arc<Storage>,
     /// Where volumes without a shared scratch store keep parts.
     local_dir: PathBuf,
-    local: Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
+    /// Each volume's scratch store, made once, and whether every node
+    /// reaches it.
+    scratches: Mutex<HashMap<String, Scratch>>,
 }
+
+/// A volume's scratch store, and whether every node reaches it.
+type Scratch = (Arc<dyn ObjectStore>, bool);
 
 impl MultipartStore {
     pub fn open(storage: Arc<Storage>, local_dir: PathBuf) -> MultipartStore {
         MultipartStore {
             storage,
             local_dir,
-            local: Mutex::default(),
+            scratches: Mutex::default(),
         }
     }
 
@@ -158,36 +154,27 @@ impl MultipartStore {
 
     /// Where the parts of `volume`'s uploads are kept; `true` when every
     /// node reaches them there.
-    fn scratch_of(&self, volume: &str) -> Result<(Arc<dyn ObjectStore>, bool), MultipartError> {
-        let store = &self.storage.volume(volume)?.store;
-        if let Some(scratch) = store.scratch() {
-            return Ok((scratch, true));
+    fn scratch(&self, volume: &str) -> Result<Scratch, MultipartError> {
+        let mut known = self.scratches.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(scratch) = known.get(volume) {
+            return Ok(scratch.clone());
         }
-        Ok((self.scratch(volume)?, false))
-    }
-
-    /// Where the parts of `volume`'s uploads are kept.
-    fn scratch(&self, volume: &str) -> Result<Arc<dyn ObjectStore>, MultipartError> {
-        let store = &self.storage.volume(volume)?.store;
-        if let Some(scratch) = store.scratch() {
-            return Ok(scratch);
-        }
-        let mut local = self.local.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(store) = local.get(volume) {
-            return Ok(store.clone());
-        }
-        let store: Arc<dyn ObjectStore> = Arc::new(crate::store::LocalStore::open(&self.local_dir.join(volume))?);
-        local.insert(volume.to_owned(), store.clone());
-        Ok(store)
+        let scratch: Scratch = match self.storage.volume(volume)?.store.scratch() {
+            Some(shared) => (shared, true),
+            None => (
+                Arc::new(crate::store::LocalStore::open(&self.local_dir.join(volume))?),
+                false,
+            ),
+        };
+        known.insert(volume.to_owned(), scratch.clone());
+        Ok(scratch)
     }
 
     pub async fn create(&self, settings: UploadSettings) -> Result<String, MultipartError> {
         let declared = Declared {
             content_type: settings.content_type,
             cache_control: settings.cache_control,
-            content_disposition: settings.content_disposition,
-            content_encoding: settings.content_encoding,
-            expires: settings.expires,
+            headers: settings.headers,
             metadata: settings.metadata,
         };
         let record = UploadRecord {
@@ -246,7 +233,7 @@ impl MultipartStore {
             .map(|p| p.size)
             .sum();
         let room = limit.saturating_sub(others).min(MAX_PART_BYTES);
-        let (scratch, shared) = self.scratch_of(volume)?;
+        let (scratch, shared) = self.scratch(volume)?;
         // Each write of a part has bytes of its own: a concurrent write of
         // the same number never mixes with this one.
         let blob = format!("{id}/{number}-{}", &new_id()[..16]);
@@ -336,7 +323,7 @@ impl MultipartStore {
         let parts = self.engine().parts(id).await?;
         if let Some(part) = parts.iter().find(|p| p.number == number && p.etag == etag) {
             self.engine().part_remove(id, number, &part.blob).await?;
-            forget_blob(&self.scratch(volume)?, &part.blob).await;
+            forget_blob(&self.scratch(volume)?.0, &part.blob).await;
             self.forget_copy(&part.blob).await;
         }
         Ok(())
@@ -381,8 +368,8 @@ impl MultipartStore {
     /// backend may join into the object itself; empty where parts are kept
     /// on this node.
     pub fn composable(&self, volume: &str, parts: &[PartRecord]) -> Vec<(String, u64)> {
-        match self.storage.volume(volume).map(|v| v.store.scratch()) {
-            Ok(Some(_)) => parts.iter().map(|p| (p.blob.clone(), p.size)).collect(),
+        match self.scratch(volume) {
+            Ok((_, true)) => parts.iter().map(|p| (p.blob.clone(), p.size)).collect(),
             _ => Vec::new(),
         }
     }
@@ -395,7 +382,7 @@ impl MultipartStore {
         volume: &str,
         parts: Vec<PartRecord>,
     ) -> Result<impl Stream<Item = std::io::Result<Bytes>> + Unpin + Send + 'static, MultipartError> {
-        let scratch = self.scratch(volume)?;
+        let (scratch, _) = self.scratch(volume)?;
         let copies = self.local_dir.join(".copies");
         Ok(Box::pin(
             futures_util::stream::iter(parts)
@@ -441,7 +428,7 @@ impl MultipartStore {
             .upload_remove(id)
             .await?
             .ok_or(MultipartError::NoSuchUpload)?;
-        let scratch = self.scratch(&record.volume)?;
+        let (scratch, _) = self.scratch(&record.volume)?;
         for part in parts {
             forget_blob(&scratch, &part.blob).await;
         }
@@ -472,24 +459,25 @@ impl MultipartStore {
     pub async fn sweep(&self, lifetime: Duration) -> Result<usize, MultipartError> {
         let cutoff = now_ms().saturating_sub(lifetime.as_millis() as u64);
         let mut removed = 0;
-        let open = self.engine().uploads(None).await?;
-        for upload in &open {
+        let mut open = Vec::new();
+        for upload in self.engine().uploads(None).await? {
             if upload.created_ms < cutoff && self.remove(&upload.id).await.is_ok() {
                 removed += 1;
+            } else {
+                open.push(upload.id);
             }
         }
         // Bytes of parts whose node died before recording them, or whose
         // deletion failed.
         let mut named = HashSet::new();
-        for upload in self.engine().uploads(None).await? {
-            for part in self.engine().parts(&upload.id).await? {
+        for id in &open {
+            for part in self.engine().parts(id).await? {
                 named.insert(part.blob);
             }
         }
         let orphan_cutoff = now_ms().saturating_sub(ORPHAN_AFTER.as_millis() as u64);
         // This node's copies of parts of uploads closed on other nodes.
         if let Ok(mut entries) = tokio::fs::read_dir(self.local_dir.join(".copies")).await {
-            let open: HashSet<String> = self.engine().uploads(None).await?.into_iter().map(|u| u.id).collect();
             while let Ok(Some(entry)) = entries.next_entry().await {
                 let id = entry.file_name().to_string_lossy().into_owned();
                 if !open.contains(&id) {
@@ -499,7 +487,7 @@ impl MultipartStore {
         }
         let volumes: Vec<String> = self.storage.volumes().map(|v| v.name.clone()).collect();
         for volume in volumes {
-            let scratch = self.scratch(&volume)?;
+            let (scratch, _) = self.scratch(&volume)?;
             let mut after: Option<String> = None;
             loop {
                 let page = scratch.list("", after.as_deref(), 1000).await?;
@@ -559,9 +547,7 @@ fn settings_of(record: UploadRecord) -> Result<UploadSettings, MultipartError> {
         principal: record.principal,
         content_type: declared.content_type,
         cache_control: declared.cache_control,
-        content_disposition: declared.content_disposition,
-        content_encoding: declared.content_encoding,
-        expires: declared.expires,
+        headers: declared.headers,
         metadata: declared.metadata,
         created_ms: record.created_ms,
     })

@@ -869,15 +869,6 @@ impl Described {
     }
 }
 
-fn settings_headers(headers: Headers) -> UploadSettings {
-    UploadSettings {
-        content_disposition: headers.content_disposition,
-        content_encoding: headers.content_encoding,
-        expires: headers.expires,
-        ..Default::default()
-    }
-}
-
 /// The headers a request declares for its object, kept as sent (Expires
 /// as an HTTP date).
 fn declared_headers(
@@ -1721,13 +1712,9 @@ impl S3 for SiloS3 {
                 principal: principal.name.clone(),
                 content_type: input.content_type.filter(|t| !t.is_empty()),
                 cache_control: input.cache_control.filter(|c| !c.is_empty()),
+                headers: declared_headers(input.content_disposition, input.content_encoding, input.expires)?,
                 metadata,
                 created_ms: crate::store::now_ms(),
-                ..settings_headers(declared_headers(
-                    input.content_disposition,
-                    input.content_encoding,
-                    input.expires,
-                )?)
             })
             .await
             .map_err(multipart_error)?;
@@ -1998,11 +1985,7 @@ impl S3 for SiloS3 {
         pending.composed_of = composed_of;
         pending.meta.cache_control = settings.cache_control;
         pending.meta.metadata = settings.metadata;
-        pending.meta.headers = Headers {
-            content_disposition: settings.content_disposition,
-            content_encoding: settings.content_encoding,
-            expires: settings.expires,
-        };
+        pending.meta.headers = settings.headers;
         // Judged or refused, the upload is over: its parts go.
         let judged = self.judged(pending).await;
         let _ = self.multipart.remove(&input.upload_id).await;

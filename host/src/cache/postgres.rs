@@ -278,7 +278,11 @@ fn split_tls(url: &str) -> Result<(String, SslMode, Option<PathBuf>), StorageErr
                     }
                 }
             }
-            "sslrootcert" => root = Some(PathBuf::from(crate::path::percent_decode(value))),
+            "sslrootcert" => {
+                root = Some(PathBuf::from(
+                    percent_encoding::percent_decode_str(value).decode_utf8_lossy().as_ref(),
+                ))
+            }
             _ => kept.push(pair),
         }
     }
