@@ -1067,7 +1067,12 @@ async fn a_draining_node_is_unready_finishes_its_uploads_and_stops() {
         } else {
             // The rest never comes: the drain timeout ends the wait.
             let started = Instant::now();
-            assert_eq!(server.await.unwrap().unwrap(), Drained::TimedOut);
+            // Bounded here too, so a drain that never ends fails the test
+            // instead of hanging it.
+            let stopped = tokio::time::timeout(Duration::from_secs(10), server)
+                .await
+                .expect("the drain timeout did not end the server");
+            assert_eq!(stopped.unwrap().unwrap(), Drained::TimedOut);
             assert!(started.elapsed() < Duration::from_secs(5));
             drop(upload);
             tokio::time::sleep(Duration::from_millis(200)).await;
