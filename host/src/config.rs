@@ -53,6 +53,9 @@ pub struct Config {
     /// PostgreSQL database (several nodes).
     #[serde(default)]
     pub metadata: MetadataConfig,
+    /// The audit trail of every change (see `silo_host::audit`).
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// Where the config came from (`None`: the built-in default).
     #[serde(skip)]
     pub origin: Option<PathBuf>,
@@ -141,6 +144,48 @@ pub enum MetadataBackend {
     Sqlite,
     /// A PostgreSQL database several nodes share.
     Postgres,
+}
+
+/// `[audit]`: the trail of every change, kept in the metadata engine.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Record changes (default true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Days records are kept (1 to 36,500; default 90).
+    #[serde(default = "default_keep_days")]
+    pub keep_days: u32,
+    /// This node's name in the records (default: the host name).
+    pub node: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_keep_days() -> u32 {
+    crate::audit::DEFAULT_KEEP_DAYS
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            enabled: true,
+            keep_days: crate::audit::DEFAULT_KEEP_DAYS,
+            node: None,
+        }
+    }
+}
+
+impl AuditConfig {
+    pub fn settings(&self) -> crate::audit::AuditSettings {
+        crate::audit::AuditSettings {
+            enabled: self.enabled,
+            node: self.node.clone().unwrap_or_else(crate::audit::node_name),
+            keep_days: self.keep_days,
+        }
+    }
 }
 
 /// Default of `[metadata] pool_size`.
@@ -462,6 +507,17 @@ impl Config {
         }
         if m.front_cache_ttl_ms.is_some_and(|ms| !(1..=60_000).contains(&ms)) {
             return Err(self.invalid("[metadata] front_cache_ttl_ms must be 1..=60000".into()));
+        }
+        if !(1..=36_500).contains(&self.audit.keep_days) {
+            return Err(self.invalid(format!(
+                "[audit] keep_days must be 1..=36500, not {}",
+                self.audit.keep_days
+            )));
+        }
+        if let Some(node) = &self.audit.node
+            && (node.is_empty() || node.len() > 128 || node.chars().any(char::is_control))
+        {
+            return Err(self.invalid("[audit] node must be 1 to 128 printable characters".into()));
         }
         if !(1..=MAX_WRITE_BUFFER_MIB).contains(&self.limits.write_buffer_mib) {
             return Err(self.invalid(format!(

@@ -15,6 +15,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod audit;
 pub mod budget;
 #[cfg(feature = "bundled-plugins")]
 pub mod bundled;
@@ -278,7 +279,7 @@ impl Silo {
         };
         let staging = self.config.data_dir.join("staging");
         let limit = self.upload_limit(&location.volume);
-        let (staged, meta) = pipeline::stage_chunks(&staging, body, &content_type, limit)
+        let (staged, meta, sha256) = pipeline::stage_chunks(&staging, body, &content_type, limit)
             .await?
             .ok_or_else(|| SiloError::TooLarge {
                 volume: location.volume.clone(),
@@ -289,7 +290,8 @@ impl Silo {
             meta,
             staged: Arc::new(staged),
             condition: None,
-            principal: None,
+            actor: None,
+            sha256: Some(sha256),
             composed_of: Vec::new(),
         })
     }
@@ -342,7 +344,11 @@ impl Silo {
                 Err(StorageError::NotFound) => {}
                 Err(e) => return Err(e.into()),
             }
-            let session = Session::new(self.storage.clone(), Some(stage.grants.clone()), stage.quota());
+            // A style derived on a read: the plugin's write, in a request
+            // of its own.
+            let actor = audit::Actor::request(audit::HOST).plugin(&stage.config.name);
+            let session =
+                Session::new(self.storage.clone(), Some(stage.grants.clone()), stage.quota()).with_actor(actor);
             let request = runtime::DeriveRequest {
                 source: (&source).into(),
                 style: style.to_owned(),
@@ -433,7 +439,8 @@ pub async fn open_storage(config: &Config) -> Result<Arc<Storage>, SiloError> {
         Storage::new(volumes, cache)
             .with_policy(config.content_policy.clone())
             .with_budget(budget)
-            .with_metrics(metrics),
+            .with_metrics(metrics)
+            .with_audit(config.audit.settings()),
     ))
 }
 

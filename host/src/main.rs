@@ -55,6 +55,10 @@ enum Command {
     /// the destination with the same size and checksum are skipped. Every
     /// copy is verified. Exit 1 if any file could not be copied.
     Migrate(MigrateArgs),
+    /// Print the audit trail: every change made through Silo and every
+    /// refused upload, oldest first, one per line (`--json`: one JSON
+    /// object per line).
+    Audit(AuditArgs),
     /// Inspect plugin components.
     Plugin {
         #[command(subcommand)]
@@ -109,7 +113,12 @@ async fn run(config: Option<&Path>, target: &str, file: &Path, content_type: Opt
     // Refuse a bad destination before anything is created on disk.
     config.check_target(target)?;
     let silo = Silo::open(config).await?;
-    let report = silo.upload_file(target, file, content_type).await?;
+    let source = tokio::fs::File::open(file)
+        .await
+        .with_context(|| format!("cannot open {}", file.display()))?;
+    let mut pending = silo.stage_stream(target, source, content_type).await?;
+    pending.actor = Some(silo_host::audit::Actor::request(silo_host::audit::CLI));
+    let report = silo.judge(pending).await;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(report.status)
 }
@@ -229,6 +238,11 @@ async fn serve(config: Option<&Path>, listen: Option<std::net::SocketAddr>) -> a
         None
     };
     let silo = std::sync::Arc::new(Silo::open(config).await?);
+    let pruning = silo
+        .storage()
+        .audit()
+        .enabled
+        .then(|| silo_host::audit::pruning(silo.storage().clone()));
     let app = silo_host::serve::router(
         silo.clone(),
         silo_host::serve::Tokens {
@@ -291,6 +305,9 @@ async fn serve(config: Option<&Path>, listen: Option<std::net::SocketAddr>) -> a
     // Not ready from now on (a load balancer's `/readyz` sees 503); no new
     // connections; requests in flight get the drain timeout to finish.
     silo.drain();
+    if let Some(pruning) = &pruning {
+        pruning.abort();
+    }
     eprintln!(
         "silo: draining: finishing the requests in flight (at most {}s)",
         drain.as_secs()
@@ -308,6 +325,62 @@ async fn serve(config: Option<&Path>, listen: Option<std::net::SocketAddr>) -> a
     }
     eprintln!("silo: drained");
     Ok(())
+}
+
+#[derive(clap::Args)]
+struct AuditArgs {
+    #[arg(long)]
+    volume: Option<String>,
+    /// Paths starting with this (a plain string prefix).
+    #[arg(long)]
+    prefix: Option<String>,
+    /// The principal: a credential's name, `cli`, `silo`, or a plugin's.
+    #[arg(long)]
+    principal: Option<String>,
+    /// Everything one request (one upload and what its plugins did) caused.
+    #[arg(long)]
+    request: Option<String>,
+    /// From this time: RFC 3339 (2026-12-04T10:00:00Z) or a duration ago (2h, 7days).
+    #[arg(long, value_parser = silo_host::audit::parse_time)]
+    since: Option<u64>,
+    /// Before this time, as for --since.
+    #[arg(long, value_parser = silo_host::audit::parse_time)]
+    until: Option<u64>,
+    /// One JSON object per line.
+    #[arg(long)]
+    json: bool,
+}
+
+async fn audit(config: Option<&Path>, args: AuditArgs) -> anyhow::Result<bool> {
+    let config = load_config(config)?;
+    // A volume no longer configured still has its history.
+    let storage = silo_host::open_storage(&config).await?;
+    let filter = silo_host::audit::Filter {
+        volume: args.volume,
+        prefix: args.prefix,
+        principal: args.principal,
+        request_id: args.request,
+        since_ms: args.since,
+        until_ms: args.until,
+    };
+    let engine = storage.cache().engine();
+    let mut after = None;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    loop {
+        let page = engine.audit_query(&filter, after, 1000).await?;
+        for record in &page {
+            use std::io::Write;
+            if args.json {
+                writeln!(out, "{}", serde_json::to_string(record)?)?;
+            } else {
+                writeln!(out, "{}", record.line())?;
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() == 1000 => after = Some(last.id),
+            _ => return Ok(true),
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -510,6 +583,7 @@ fn main() -> ExitCode {
         },
         Command::Cache { command } => exit(runtime.block_on(cache(cli.config.as_deref(), command))),
         Command::Migrate(args) => exit(runtime.block_on(migrate(cli.config.as_deref(), args))),
+        Command::Audit(args) => exit(runtime.block_on(audit(cli.config.as_deref(), args))),
         Command::Serve { listen } => exit(runtime.block_on(serve(cli.config.as_deref(), listen)).map(|()| true)),
         Command::Plugin {
             command: PluginCommand::Check { component },

@@ -219,7 +219,9 @@ pub async fn run(
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..jobs.max(1) {
         let job = Job {
-            session: storage.host_session(),
+            session: storage
+                .host_session()
+                .with_actor(crate::audit::Actor::request(crate::audit::CLI)),
             volume: volume.to_owned(),
             dir: dir.to_owned(),
         };

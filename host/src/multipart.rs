@@ -178,7 +178,7 @@ impl MultipartStore {
             metadata: settings.metadata,
         };
         let record = UploadRecord {
-            id: new_id(),
+            id: crate::audit::new_id(),
             volume: settings.volume,
             key: settings.key,
             principal: settings.principal,
@@ -236,7 +236,7 @@ impl MultipartStore {
         let (scratch, shared) = self.scratch(volume)?;
         // Each write of a part has bytes of its own: a concurrent write of
         // the same number never mixes with this one.
-        let blob = format!("{id}/{number}-{}", &new_id()[..16]);
+        let blob = format!("{id}/{number}-{}", &crate::audit::new_id()[..16]);
         let options = PutOptions {
             content_type: "application/octet-stream".into(),
             ..Default::default()
@@ -562,26 +562,7 @@ async fn forget_blob(scratch: &Arc<dyn ObjectStore>, blob: &str) {
     }
 }
 
-/// Whether `id` is of the form [`new_id`] gives.
+/// Whether `id` is of the form [`crate::audit::new_id`] gives.
 fn valid_id(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-/// A new upload id: 32 lower-case hex digits, from the time, this process
-/// and the random keys of the standard library's hasher, so that ids made
-/// on different nodes at once differ.
-fn new_id() -> String {
-    use sha2::Digest;
-    use std::hash::{BuildHasher, Hasher};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let mut random = std::collections::hash_map::RandomState::new().build_hasher();
-    random.write_u64(NEXT.fetch_add(1, Ordering::Relaxed));
-    let mut hash = sha2::Sha256::new();
-    hash.update(random.finish().to_le_bytes());
-    hash.update(std::process::id().to_le_bytes());
-    if let Ok(now) = SystemTime::now().duration_since(UNIX_EPOCH) {
-        hash.update(now.as_nanos().to_le_bytes());
-    }
-    hex::encode(&hash.finalize()[..16])
 }

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::audit::Actor;
 use crate::error::StorageError;
 use crate::runtime::{InvokeError, InvokeLimits, Outcome, PluginComponent, Runtime, Upload};
 use crate::store::{ByteRange, Condition, ObjectMeta, PutOptions};
@@ -59,6 +60,9 @@ pub struct UploadReport {
     /// Who sent the upload, where the door it came through knows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub principal: Option<String>,
+    /// The request's id in the audit trail.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -127,7 +131,7 @@ pub(crate) async fn stage_chunks(
     mut body: impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Unpin,
     content_type: &str,
     limit: u64,
-) -> Result<Option<(Staged, ObjectMeta)>, crate::SiloError> {
+) -> Result<Option<(Staged, ObjectMeta, String)>, crate::SiloError> {
     use futures_util::StreamExt;
     use sha2::{Digest, Sha256};
     use tokio::io::AsyncWriteExt;
@@ -154,7 +158,8 @@ pub(crate) async fn stage_chunks(
     if ended {
         let data = bytes::Bytes::from(head.concat());
         hasher.update(&data);
-        return Ok(Some((Staged::Memory(data), staged_meta(size, hasher, content_type))));
+        let (meta, sha256) = staged_meta(size, hasher, content_type);
+        return Ok(Some((Staged::Memory(data), meta, sha256)));
     }
     tokio::fs::create_dir_all(staging_dir).await.map_err(local)?;
     let temp = tempfile::NamedTempFile::new_in(staging_dir)
@@ -176,20 +181,24 @@ pub(crate) async fn stage_chunks(
         file.write_all(&chunk).await.map_err(local)?;
     }
     file.flush().await.map_err(local)?;
-    Ok(Some((Staged::File(temp), staged_meta(size, hasher, content_type))))
+    let (meta, sha256) = staged_meta(size, hasher, content_type);
+    Ok(Some((Staged::File(temp), meta, sha256)))
 }
 
-fn staged_meta(size: u64, hasher: sha2::Sha256, content_type: &str) -> ObjectMeta {
+/// A staged upload's provisional metadata, and its SHA-256 in hex.
+fn staged_meta(size: u64, hasher: sha2::Sha256, content_type: &str) -> (ObjectMeta, String) {
     use sha2::Digest;
-    ObjectMeta {
+    let digest = hasher.finalize();
+    let meta = ObjectMeta {
         size,
-        etag: format!("staged-{}", hex::encode(&hasher.finalize()[..12])),
+        etag: format!("staged-{}", hex::encode(&digest[..12])),
         content_type: content_type.to_owned(),
         modified_ms: crate::store::now_ms(),
         cache_control: None,
         metadata: Vec::new(),
         headers: Default::default(),
-    }
+    };
+    (meta, hex::encode(digest))
 }
 
 /// Run the pipeline over a staged upload and store it if accepted.
@@ -200,6 +209,11 @@ pub(crate) async fn run(
     pending: PendingUpload,
 ) -> UploadReport {
     let loc = pending.location.clone();
+    let actor = pending
+        .actor
+        .clone()
+        .unwrap_or_else(|| Actor::request(crate::audit::HOST))
+        .storing(pending.sha256.clone());
     let mut report = UploadReport {
         status: Status::Accepted,
         file: FileReport {
@@ -214,7 +228,8 @@ pub(crate) async fn run(
         error: None,
         derivatives: Vec::new(),
         plugins: Vec::new(),
-        principal: pending.principal.clone(),
+        principal: pending.actor.as_ref().map(|a| a.principal.clone()),
+        request_id: Some(actor.request_id.clone()),
     };
     // Write-xor-execute comes first: no plugin runs on what may not be
     // stored.
@@ -222,7 +237,7 @@ pub(crate) async fn run(
         report.status = Status::Rejected;
         report.reason = Some(e.to_string());
         report.rejected_by = Some(POLICY.into());
-        return report;
+        return refused(storage, &actor, &pending, report).await;
     }
     if let Some(condition) = &pending.condition
         && let Err(e) = check_condition(storage, &loc, condition).await
@@ -232,12 +247,13 @@ pub(crate) async fn run(
             code: e.code().into(),
             message: format!("storing {loc}: {e}"),
         });
-        return report;
+        return refused(storage, &actor, &pending, report).await;
     }
     let mut written: Vec<(Location, ObjectMeta, String)> = Vec::new();
     for stage in stages.iter().filter(|s| s.config.handles(&pending.meta.content_type)) {
-        let session =
-            Session::new(storage.clone(), Some(stage.grants.clone()), stage.quota()).with_pending(pending.clone());
+        let session = Session::new(storage.clone(), Some(stage.grants.clone()), stage.quota())
+            .with_pending(pending.clone())
+            .with_actor(actor.plugin(&stage.config.name));
         let usage = session.usage();
         let upload = Upload {
             file: (&loc).into(),
@@ -315,7 +331,7 @@ pub(crate) async fn run(
             }
         }
     }
-    let host = storage.host_session();
+    let host = storage.host_session().with_actor(actor.clone());
     if report.status == Status::Accepted {
         // A derived file a later plugin deleted is not in the report.
         let mut kept = Vec::with_capacity(report.derivatives.len());
@@ -377,6 +393,28 @@ pub(crate) async fn run(
         }
     }
     report.derivatives.clear();
+    refused(storage, &actor, &pending, report).await
+}
+
+/// Record a refused upload in the audit trail: it stands refused even if
+/// the record cannot be written (nothing was stored), which is logged.
+async fn refused(storage: &Storage, actor: &Actor, pending: &PendingUpload, report: UploadReport) -> UploadReport {
+    let reason = match (&report.reason, &report.error) {
+        (Some(reason), _) => reason.clone(),
+        (None, Some(error)) => format!("{}: {}", error.code, error.message),
+        (None, None) => String::new(),
+    };
+    let by = report.rejected_by.as_deref();
+    if let Err(e) = storage
+        .audit_refusal(Some(actor), &pending.location, &pending.meta, by, &reason)
+        .await
+    {
+        tracing::error!(
+            request_id = actor.request_id,
+            "the refusal of {} is not in the audit trail: {e}",
+            pending.location
+        );
+    }
     report
 }
 

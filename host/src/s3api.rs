@@ -22,6 +22,7 @@ use s3s::dto::{self, ETag, StreamingBlob, Timestamp, TimestampFormat};
 use s3s::host::{S3Host, VirtualHost};
 use s3s::{S3, S3Error, S3Request, S3Response, S3Result, s3_error};
 
+use crate::audit::Actor;
 use crate::cache::Entry;
 use crate::error::StorageError;
 use crate::multipart::{MultipartError, MultipartStore, UploadSettings};
@@ -1180,7 +1181,7 @@ impl S3 for SiloS3 {
         let computed = std::mem::take(&mut *hashing.lock().unwrap_or_else(|p| p.into_inner()));
         declared.verify(computed, trailing.as_ref())?;
         pending.condition = condition;
-        pending.principal = Some(principal.name.clone());
+        pending.actor = Some(Actor::request(principal.name.clone()));
         pending.meta.cache_control = input.cache_control.filter(|c| !c.is_empty());
         pending.meta.headers = declared_headers(input.content_disposition, input.content_encoding, input.expires)?;
         let mut metadata: Vec<(String, String)> = input.metadata.unwrap_or_default().into_iter().collect();
@@ -1330,8 +1331,14 @@ impl S3 for SiloS3 {
         &self,
         req: S3Request<dto::DeleteObjectInput>,
     ) -> S3Result<S3Response<dto::DeleteObjectOutput>> {
+        let principal = self.signed_by(req.credentials.as_ref())?;
         let location = self.location(&req.input.bucket, &req.input.key)?;
-        match self.silo.storage().host_session().delete(&location).await {
+        let host = self
+            .silo
+            .storage()
+            .host_session()
+            .with_actor(Actor::request(principal.name.clone()));
+        match host.delete(&location).await {
             // Deleting what is not there succeeds, as on S3.
             Ok(()) | Err(StorageError::NotFound) => {}
             Err(e) => return Err(storage_error(e)),
@@ -1345,6 +1352,7 @@ impl S3 for SiloS3 {
         &self,
         req: S3Request<dto::DeleteObjectsInput>,
     ) -> S3Result<S3Response<dto::DeleteObjectsOutput>> {
+        let principal = self.signed_by(req.credentials.as_ref())?;
         let input = req.input;
         let objects = input.delete.objects;
         if objects.len() > MAX_DELETE_KEYS {
@@ -1355,7 +1363,11 @@ impl S3 for SiloS3 {
             ));
         }
         let quiet = input.delete.quiet.unwrap_or(false);
-        let host = self.silo.storage().host_session();
+        let host = self
+            .silo
+            .storage()
+            .host_session()
+            .with_actor(Actor::request(principal.name.clone()));
         let (mut deleted, mut errors) = (Vec::new(), Vec::new());
         for object in objects {
             let outcome = match self.location(&input.bucket, &object.key) {
@@ -1582,7 +1594,7 @@ impl S3 for SiloS3 {
             )
             .await
             .map_err(|e| self.staging_error(&input.bucket, e))?;
-        pending.principal = Some(principal.name.clone());
+        pending.actor = Some(Actor::request(principal.name.clone()));
         pending.meta.cache_control = cache_control;
         pending.meta.metadata = metadata;
         pending.meta.headers = headers;
@@ -1980,7 +1992,7 @@ impl S3 for SiloS3 {
             }
         };
         pending.condition = condition;
-        pending.principal = Some(principal.name.clone());
+        pending.actor = Some(Actor::request(principal.name.clone()));
         // Accepted, the object is joined from its parts in the backend.
         pending.composed_of = composed_of;
         pending.meta.cache_control = settings.cache_control;

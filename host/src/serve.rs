@@ -102,6 +102,7 @@ pub fn router(silo: Arc<Silo>, tokens: Tokens) -> Router {
         .route("/v1/admin/cache/{volume}/refresh", post(refresh))
         .route("/v1/admin/cache/{volume}/verify", get(verify))
         .route("/v1/admin/stats", get(stats))
+        .route("/v1/admin/audit", get(audit))
         .fallback(no_route)
         .layer(axum::middleware::from_fn_with_state(app.clone(), track))
         // Uploads are streamed into staging, which holds them to the
@@ -289,6 +290,55 @@ async fn stats(State(app): State<App>, headers: HeaderMap) -> Result<Response, A
     Ok(axum::Json(serde_json::json!({ "volumes": volumes })).into_response())
 }
 
+#[derive(Deserialize)]
+struct AuditQuery {
+    volume: Option<String>,
+    prefix: Option<String>,
+    principal: Option<String>,
+    request_id: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    /// The `next` of the page before.
+    after: Option<i64>,
+    limit: Option<usize>,
+}
+
+/// A page of the audit trail, oldest first.
+async fn audit(
+    State(app): State<App>,
+    Query(query): Query<AuditQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    app.may_admin(&headers)?;
+    let time = |name: &str, text: Option<String>| {
+        text.map(|t| crate::audit::parse_time(&t))
+            .transpose()
+            .map_err(|e| ApiError {
+                status: StatusCode::BAD_REQUEST,
+                code: "bad-request",
+                message: format!("{name}: {e}"),
+            })
+    };
+    let filter = crate::audit::Filter {
+        volume: query.volume,
+        prefix: query.prefix,
+        principal: query.principal,
+        request_id: query.request_id,
+        since_ms: time("since", query.since)?,
+        until_ms: time("until", query.until)?,
+    };
+    let limit = query.limit.unwrap_or(1000).clamp(1, 1000);
+    let records = app
+        .silo
+        .storage()
+        .cache()
+        .engine()
+        .audit_query(&filter, query.after.filter(|a| *a > 0), limit)
+        .await?;
+    let next = (records.len() == limit).then(|| records.last().map(|r| r.id)).flatten();
+    Ok(axum::Json(serde_json::json!({ "records": records, "next": next })).into_response())
+}
+
 fn known_volume(storage: &crate::Storage, volume: &str) -> Result<(), ApiError> {
     storage.volume(volume).map(|_| ()).map_err(|_| ApiError {
         status: StatusCode::NOT_FOUND,
@@ -362,6 +412,10 @@ fn authorized(headers: &HeaderMap, token: &str) -> bool {
 
 /// The name the write token's uploads are reported under.
 pub const TOKEN_PRINCIPAL: &str = "token";
+
+/// On a change, the id its request has in the audit trail; on a file, the
+/// id of the request that wrote the version served.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-silo-request-id");
 
 impl App {
     /// Who may do `access` on `volume` by the bearer token presented: the
@@ -631,6 +685,12 @@ async fn respond(
     out.insert(header::ETAG, header_value(&etag));
     out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     out.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    if storage.audit().enabled {
+        let engine = storage.cache().engine();
+        if let Some(id) = engine.audit_writer(volume, loc.path.as_str(), &meta.etag).await? {
+            out.insert(REQUEST_ID, header_value(&id));
+        }
+    }
     // HTTP dates have whole seconds; compare at that precision.
     let modified = UNIX_EPOCH + Duration::from_secs(meta.modified_ms / 1000);
     let last_modified = httpdate::fmt_http_date(modified);
@@ -749,7 +809,7 @@ async fn upload(
     let report = async {
         let mut pending = app.silo.stage_chunks(&target, body, content_type).await?;
         pending.condition = condition;
-        pending.principal = Some(principal);
+        pending.actor = Some(crate::audit::Actor::request(principal));
         // Once staged, the upload runs to its end (stored, or rolled back)
         // as its own task, even if the client goes away.
         let silo = app.silo.clone();
@@ -782,7 +842,12 @@ async fn upload(
         }
         Status::Error => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    Ok((status, axum::Json(report)).into_response())
+    let request_id = report.request_id.as_deref().map(header_value);
+    let mut response = (status, axum::Json(report)).into_response();
+    if let Some(id) = request_id {
+        response.headers_mut().insert(REQUEST_ID, id);
+    }
+    Ok(response)
 }
 
 /// `If-None-Match: *` (create only) or `If-Match: "<etag>"` (replace only
@@ -834,12 +899,13 @@ async fn remove(
     State(app): State<App>,
     Path((volume, path)): Path<(String, String)>,
     headers: HeaderMap,
-) -> Result<StatusCode, ApiError> {
-    app.may(&volume, Access::Delete, &headers)?;
+) -> Result<Response, ApiError> {
+    let principal = app.may(&volume, Access::Delete, &headers)?;
     let storage = app.silo.storage();
     let loc = storage.location(&volume, &path)?;
-    storage.host_session().delete(&loc).await?;
-    Ok(StatusCode::NO_CONTENT)
+    let actor = crate::audit::Actor::request(principal);
+    storage.host_session().with_actor(actor.clone()).delete(&loc).await?;
+    Ok((StatusCode::NO_CONTENT, [(REQUEST_ID, header_value(&actor.request_id))]).into_response())
 }
 
 #[derive(Deserialize)]

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
+use crate::audit::{Action, Actor, AuditSettings, Record};
 use crate::budget::{Held, WriteBudget};
 use crate::cache::{Entry, MetadataCache, Page};
 use crate::error::{StorageError, StorageResult};
@@ -188,6 +189,7 @@ pub struct Storage {
     metrics: Arc<Metrics>,
     lookups: BTreeMap<String, VolumeLookups>,
     budget: WriteBudget,
+    audit: AuditSettings,
 }
 
 /// A file staged for upload: visible at its location only to the sessions
@@ -201,8 +203,11 @@ pub struct PendingUpload {
     /// `If-None-Match: *` or `If-Match`); checked before any plugin runs
     /// too, so a conflict costs no plugin work.
     pub condition: Option<store::Condition>,
-    /// Who sent it (a principal's name, `cli`, …), for the report.
-    pub principal: Option<String>,
+    /// Who sent it (a principal's name, `cli`, …) in which request, for
+    /// the report and the audit trail.
+    pub actor: Option<Arc<Actor>>,
+    /// The content's SHA-256, hex, where it was hashed as it was staged.
+    pub sha256: Option<String>,
     /// The staged bytes are also these objects of the volume's scratch
     /// store, in order, with their sizes (a multipart upload's parts): the
     /// backend may store the upload from them without the bytes passing
@@ -334,6 +339,8 @@ pub struct Session {
     usage: Arc<Mutex<Usage>>,
     /// Files this session has changed (written, deleted, learned).
     changes: Arc<std::sync::atomic::AtomicU64>,
+    /// Whom its changes are recorded under; `None`: the host's own work.
+    actor: Option<Arc<Actor>>,
 }
 
 impl Storage {
@@ -346,6 +353,7 @@ impl Storage {
             metrics: Arc::default(),
             lookups: BTreeMap::new(),
             budget: WriteBudget::new((crate::budget::DEFAULT_WRITE_BUFFER_MIB << 20) as usize),
+            audit: AuditSettings::default(),
         };
         let metrics = storage.metrics.clone();
         storage.with_metrics(metrics)
@@ -381,6 +389,39 @@ impl Storage {
     /// The process-wide budget for bytes buffered by streamed writes.
     pub fn budget(&self) -> &WriteBudget {
         &self.budget
+    }
+
+    /// Keep the audit trail as `settings` say.
+    pub fn with_audit(mut self, settings: AuditSettings) -> Self {
+        self.audit = settings;
+        self
+    }
+
+    pub fn audit(&self) -> &AuditSettings {
+        &self.audit
+    }
+
+    /// Record an upload refused (nothing was stored), on its own.
+    pub async fn audit_refusal(
+        &self,
+        actor: Option<&Actor>,
+        loc: &Location,
+        meta: &ObjectMeta,
+        plugin: Option<&str>,
+        reason: &str,
+    ) -> StorageResult<()> {
+        if !self.audit.enabled {
+            return Ok(());
+        }
+        let host = Actor::request(crate::audit::HOST);
+        let actor = actor.unwrap_or(&host);
+        let mut record = actor.record(&self.audit.node, Action::Refused, loc, Some(meta));
+        // Nothing was stored: no etag names a stored version.
+        record.etag = None;
+        record.sha256 = actor.sha256.clone();
+        record.plugin = plugin.map(str::to_owned);
+        record.reason = Some(reason.to_owned());
+        self.cache.engine().audit_add(&record).await
     }
 
     /// Replace the default write-xor-execute policy.
@@ -464,7 +505,40 @@ impl Session {
             pending: None,
             usage: Arc::default(),
             changes: Arc::default(),
+            actor: None,
         }
+    }
+
+    /// Record this session's changes under `actor`.
+    pub fn with_actor(mut self, actor: Arc<Actor>) -> Self {
+        self.actor = Some(actor);
+        self
+    }
+
+    pub fn actor(&self) -> Option<&Arc<Actor>> {
+        self.actor.as_ref()
+    }
+
+    /// The audit record of `action` at `loc`, if the trail is kept. A
+    /// plugin's writes are derived files.
+    fn audit_record(&self, action: Action, loc: &Location, meta: Option<&ObjectMeta>) -> Option<Record> {
+        let settings = &self.storage.audit;
+        if !settings.enabled {
+            return None;
+        }
+        let host;
+        let actor = match &self.actor {
+            Some(actor) => actor.as_ref(),
+            None => {
+                host = Actor::request(crate::audit::HOST);
+                host.as_ref()
+            }
+        };
+        let action = match action {
+            Action::Put | Action::Copy if actor.plugin.is_some() => Action::Derived,
+            other => other,
+        };
+        Some(actor.record(&settings.node, action, loc, meta))
     }
 
     /// How many changes this session has made: an answer it looked up is
@@ -707,6 +781,7 @@ impl Session {
         loc: &Location,
         meta: ObjectMeta,
         mut reservation: Reservation,
+        action: Action,
     ) -> StorageResult<ObjectMeta> {
         {
             let mut usage = lock_usage(&self.usage);
@@ -719,7 +794,12 @@ impl Session {
             usage.written.push((loc.clone(), meta.clone()));
         }
         self.changed(loc);
-        if let Err(e) = self.cache().put(&loc.volume, &loc.path, &meta).await {
+        let audit = self.audit_record(action, loc, Some(&meta));
+        if let Err(e) = self
+            .cache()
+            .put_audited(&loc.volume, &loc.path, &meta, audit.as_ref())
+            .await
+        {
             // Unrecorded, the object would be invisible yet stored: take
             // this version back out (a newer one by someone else stays).
             let store = self.store(loc)?;
@@ -749,7 +829,7 @@ impl Session {
             &data[..data.len().min(SNIFF_BYTES)],
         )?;
         let meta = self.store(loc)?.put(loc.path.as_str(), data, &options).await?;
-        self.written(loc, meta, reservation).await
+        self.written(loc, meta, reservation, Action::Put).await
     }
 
     /// Store `loc` as the concatenation of `parts` of its volume's scratch
@@ -772,7 +852,7 @@ impl Session {
             &head[..head.len().min(SNIFF_BYTES)],
         )?;
         match self.store(loc)?.compose(loc.path.as_str(), parts, &options).await? {
-            Some(meta) if meta.size == size => self.written(loc, meta, reservation).await.map(Some),
+            Some(meta) if meta.size == size => self.written(loc, meta, reservation, Action::Put).await.map(Some),
             Some(meta) => Err(StorageError::unavailable(format!(
                 "the backend composed {} bytes of the {size} of {loc}",
                 meta.size
@@ -782,7 +862,16 @@ impl Session {
     }
 
     /// Start a streamed write; see [`SessionUpload`].
-    pub async fn open_write(&self, loc: &Location, mut options: PutOptions) -> StorageResult<SessionUpload> {
+    pub async fn open_write(&self, loc: &Location, options: PutOptions) -> StorageResult<SessionUpload> {
+        self.open_write_as(loc, options, Action::Put).await
+    }
+
+    async fn open_write_as(
+        &self,
+        loc: &Location,
+        mut options: PutOptions,
+        action: Action,
+    ) -> StorageResult<SessionUpload> {
         self.check_options(loc, &mut options)?;
         let reservation = self.reserve(0)?;
         let content_type = options.content_type.clone();
@@ -795,6 +884,7 @@ impl Session {
             size: 0,
             content_type,
             head: Some(Vec::new()),
+            action,
         })
     }
 
@@ -803,7 +893,7 @@ impl Session {
             return Err(StorageError::AccessDenied);
         }
         let known = self.stat(loc).await?;
-        self.delete_version(loc, &known.etag).await
+        self.delete_version(loc, &known.etag, Action::Delete).await
     }
 
     /// Delete `loc` if it still holds the version `etag` (a write this
@@ -817,7 +907,7 @@ impl Session {
             Ok(_) | Err(StorageError::NotFound) => return Ok(false),
             Err(e) => return Err(e),
         }
-        match self.delete_version(loc, etag).await {
+        match self.delete_version(loc, etag, Action::Rollback).await {
             Ok(()) => Ok(true),
             Err(StorageError::NotFound) => Ok(false),
             Err(e) => Err(e),
@@ -827,11 +917,17 @@ impl Session {
     /// Delete `loc`, known to the cache as version `etag`. The cache row
     /// goes only if it is still that version, and also when the backend no
     /// longer had the file (the row was stale).
-    async fn delete_version(&self, loc: &Location, etag: &str) -> StorageResult<()> {
+    async fn delete_version(&self, loc: &Location, etag: &str, action: Action) -> StorageResult<()> {
         let deleted = self.store(loc)?.delete(loc.path.as_str()).await;
         self.changed(loc);
         if let Ok(()) | Err(StorageError::NotFound) = deleted {
-            self.cache().remove(&loc.volume, &loc.path, Some(etag)).await?;
+            let mut audit = self.audit_record(action, loc, None);
+            if let Some(record) = &mut audit {
+                record.etag = Some(etag.to_owned());
+            }
+            self.cache()
+                .remove_audited(&loc.volume, &loc.path, Some(etag), audit.as_ref())
+                .await?;
         }
         deleted
     }
@@ -854,7 +950,10 @@ impl Session {
         }
         if from.volume != to.volume || self.pending_at(from).is_some() {
             let (_, body) = self.open_read(from, None).await?;
-            return store_stream(self, to, body, options).await;
+            let mut upload = self.open_write_as(to, options, Action::Copy).await?;
+            let mut body = body;
+            pump_session(&mut body, &mut upload).await?;
+            return upload.finish().await;
         }
         self.check_options(to, &mut options)?;
         let reservation = self.reserve(source.size)?;
@@ -868,7 +967,7 @@ impl Session {
             .store(to)?
             .copy(from.path.as_str(), to.path.as_str(), &options)
             .await?;
-        self.written(to, meta, reservation).await
+        self.written(to, meta, reservation, Action::Copy).await
     }
 
     pub async fn rename(&self, from: &Location, to: &Location) -> StorageResult<ObjectMeta> {
@@ -958,6 +1057,8 @@ pub struct SessionUpload {
     content_type: String,
     /// The beginning of the content until the policy has judged it.
     head: Option<Vec<u8>>,
+    /// What its record calls it.
+    action: Action,
 }
 
 impl SessionUpload {
@@ -1013,7 +1114,9 @@ impl SessionUpload {
                 meta.size, self.size, self.location
             )));
         }
-        self.session.written(&self.location, meta, self.reservation).await
+        self.session
+            .written(&self.location, meta, self.reservation, self.action)
+            .await
     }
 }
 

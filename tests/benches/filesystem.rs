@@ -101,7 +101,8 @@ async fn place(name: &'static str, t: &TestSilo, staged: Staged) -> Place {
         meta,
         staged: Arc::new(staged),
         condition: None,
-        principal: None,
+        actor: None,
+        sha256: None,
         composed_of: Vec::new(),
     };
     Place { name, storage, pending }

@@ -65,7 +65,8 @@ impl Bench {
             meta,
             staged: Arc::new(staged),
             condition: None,
-            principal: None,
+            actor: None,
+            sha256: None,
             composed_of: Vec::new(),
         };
         let grants = silo_tests::read_grant("public");

@@ -175,7 +175,8 @@ async fn lookups_come_from_the_cache_and_reads_are_ranged_gets_on_s3() -> anyhow
         meta: host.stat(&storage.location("public", "photos/1.txt")?).await?,
         staged: Arc::new(Staged::Memory("upload".into())),
         condition: None,
-        principal: None,
+        actor: None,
+        sha256: None,
         composed_of: Vec::new(),
     };
     let grants = silo_tests::read_grant("public");

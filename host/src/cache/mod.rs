@@ -17,6 +17,7 @@ pub mod sqlite;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::audit::{Filter, Record};
 use crate::error::{StorageError, StorageResult};
 use crate::path::VolumePath;
 use crate::store::ObjectMeta;
@@ -175,12 +176,36 @@ pub trait MetadataEngine: Send + Sync + 'static {
     fn watch(&self, _front: Arc<dyn FrontSink>) {}
     /// The row of one file.
     async fn get(&self, volume: &str, path: &str) -> StorageResult<Option<ObjectMeta>>;
-    /// Record a file the backend has stored, and its directories.
-    async fn put(&self, volume: &str, path: &VolumePath, meta: &ObjectMeta) -> StorageResult<()>;
+    /// Record a file the backend has stored, and its directories, with
+    /// `audit` in the same transaction.
+    async fn put(
+        &self,
+        volume: &str,
+        path: &VolumePath,
+        meta: &ObjectMeta,
+        audit: Option<&Record>,
+    ) -> StorageResult<()>;
     /// Forget a file the backend has deleted, and directories left empty.
     /// With `version`, only if the row is still that version: a concurrent
-    /// write may have stored, and recorded, a newer one since.
-    async fn remove(&self, volume: &str, path: &VolumePath, version: Option<&str>) -> StorageResult<()>;
+    /// write may have stored, and recorded, a newer one since. `audit` is
+    /// recorded in the same transaction either way (the backend changed).
+    async fn remove(
+        &self,
+        volume: &str,
+        path: &VolumePath,
+        version: Option<&str>,
+        audit: Option<&Record>,
+    ) -> StorageResult<()>;
+    /// Record what changed nothing (a refusal).
+    async fn audit_add(&self, record: &Record) -> StorageResult<()>;
+    /// Records `filter` admits with ids above `after`, oldest first, at
+    /// most `limit`.
+    async fn audit_query(&self, filter: &Filter, after: Option<i64>, limit: usize) -> StorageResult<Vec<Record>>;
+    /// Delete up to `batch` records older than `before_ms`, in one
+    /// transaction; how many, or `None` if another node is pruning now.
+    async fn audit_prune(&self, before_ms: u64, batch: usize) -> StorageResult<Option<u64>>;
+    /// The request that wrote version `etag` of a file, if recorded.
+    async fn audit_writer(&self, volume: &str, path: &str, etag: &str) -> StorageResult<Option<String>>;
     /// The direct children of directory `dir` ("" for the root): files and
     /// subdirectories in path order (a file and a directory of the same
     /// name both appear, the file first).
@@ -353,14 +378,35 @@ impl MetadataCache {
 
     /// Record a file the backend has stored.
     pub async fn put(&self, volume: &str, path: &VolumePath, meta: &ObjectMeta) -> StorageResult<()> {
-        let result = self.engine.put(volume, path, meta).await;
+        self.put_audited(volume, path, meta, None).await
+    }
+
+    /// Record a file the backend has stored, with its audit record.
+    pub async fn put_audited(
+        &self,
+        volume: &str,
+        path: &VolumePath,
+        meta: &ObjectMeta,
+        audit: Option<&Record>,
+    ) -> StorageResult<()> {
+        let result = self.engine.put(volume, path, meta, audit).await;
         self.front.forget(volume, path.as_str());
         result
     }
 
     /// Forget a file the backend has deleted (see [`MetadataEngine::remove`]).
     pub async fn remove(&self, volume: &str, path: &VolumePath, version: Option<&str>) -> StorageResult<()> {
-        let result = self.engine.remove(volume, path, version).await;
+        self.remove_audited(volume, path, version, None).await
+    }
+
+    pub async fn remove_audited(
+        &self,
+        volume: &str,
+        path: &VolumePath,
+        version: Option<&str>,
+        audit: Option<&Record>,
+    ) -> StorageResult<()> {
+        let result = self.engine.remove(volume, path, version, audit).await;
         self.front.forget(volume, path.as_str());
         result
     }

@@ -24,6 +24,7 @@ use super::{
     Entry, FrontSink, MetadataEngine, Page, PartRecord, RefreshCounts, RefreshPart, RefreshProgress, UploadRecord,
     VolumeStats, decode_cursor, metadata_from_json, metadata_json, paginate, prefix_upper_bound,
 };
+use crate::audit::{Action, Filter, Record};
 use crate::error::{StorageError, StorageResult};
 use crate::path::{VolumePath, parent_of};
 use crate::store::ObjectMeta;
@@ -200,10 +201,98 @@ CREATE TABLE multipart_parts (
 );
 "#;
 
+/// Version 4: the audit trail (`crate::audit`), oldest first by id.
+const SCHEMA_V4: &str = r#"
+CREATE TABLE audit (
+    id BIGSERIAL PRIMARY KEY,
+    time_ms BIGINT NOT NULL,
+    node TEXT NOT NULL,
+    principal TEXT NOT NULL,
+    action TEXT NOT NULL,
+    volume TEXT NOT NULL,
+    path TEXT COLLATE "C" NOT NULL,
+    size BIGINT,
+    etag TEXT,
+    sha256 TEXT,
+    plugin TEXT,
+    reason TEXT,
+    request_id TEXT NOT NULL
+);
+CREATE INDEX audit_by_time ON audit (time_ms);
+CREATE INDEX audit_by_path ON audit (volume, path, id);
+"#;
+
 /// The schema's history: entry `i` takes a database from version `i` to
 /// `i + 1`. Every node of a site runs the same version: stop the old ones
 /// before starting a newer Silo on their database.
-pub const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
+pub const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
+
+/// An audit record as statement parameters, in [`AUDIT_INSERT`]'s order.
+struct AuditParams<'a> {
+    time: i64,
+    action: &'static str,
+    size: Option<i64>,
+    r: &'a Record,
+}
+
+/// The insert of one audit record, its parameters numbered from `$first`.
+fn audit_insert(first: usize) -> String {
+    let values: Vec<String> = (first..first + 12).map(|i| format!("${i}")).collect();
+    format!(
+        "INSERT INTO audit (time_ms, node, principal, action, volume, path, size, etag, sha256, plugin, reason,
+             request_id) VALUES ({})",
+        values.join(", ")
+    )
+}
+
+impl<'a> AuditParams<'a> {
+    fn new(r: &'a Record) -> Self {
+        AuditParams {
+            time: r.time_ms as i64,
+            action: r.action.as_str(),
+            size: r.size.map(|n| n as i64),
+            r,
+        }
+    }
+
+    fn values(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 12] {
+        [
+            &self.time,
+            &self.r.node,
+            &self.r.principal,
+            &self.action,
+            &self.r.volume,
+            &self.r.path,
+            &self.size,
+            &self.r.etag,
+            &self.r.sha256,
+            &self.r.plugin,
+            &self.r.reason,
+            &self.r.request_id,
+        ]
+    }
+}
+
+fn audit_from_row(row: &tokio_postgres::Row) -> StorageResult<Record> {
+    let action: String = row.get(4);
+    let id: i64 = row.get(0);
+    Ok(Record {
+        id,
+        time_ms: row.get::<_, i64>(1) as u64,
+        node: row.get(2),
+        principal: row.get(3),
+        action: Action::parse(&action)
+            .ok_or_else(|| StorageError::unavailable(format!("audit record {id}: unknown action '{action}'")))?,
+        volume: row.get(5),
+        path: row.get(6),
+        size: row.get::<_, Option<i64>>(7).map(|n| n as u64),
+        etag: row.get(8),
+        sha256: row.get(9),
+        plugin: row.get(10),
+        reason: row.get(11),
+        request_id: row.get(12),
+    })
+}
 
 /// Settings of the engine.
 #[derive(Clone)]
@@ -759,48 +848,156 @@ impl MetadataEngine for PostgresEngine {
         row.map(|r| row_meta(&r, 0)).transpose()
     }
 
-    async fn put(&self, volume: &str, path: &VolumePath, meta: &ObjectMeta) -> StorageResult<()> {
+    async fn put(
+        &self,
+        volume: &str,
+        path: &VolumePath,
+        meta: &ObjectMeta,
+        audit: Option<&Record>,
+    ) -> StorageResult<()> {
         let client = self.client().await?;
-        let statement = client
-            .prepare_cached("SELECT silo_put($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
-            .await
-            .map_err(db_error)?;
+        // The audit record goes in the same statement, so the same
+        // transaction, as the row.
+        let call = "SELECT silo_put($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+        let sql = match audit {
+            Some(_) => format!("WITH a AS ({}) {call}", audit_insert(12)),
+            None => call.to_owned(),
+        };
+        let statement = client.prepare_cached(&sql).await.map_err(db_error)?;
         let dirs: Vec<&str> = path.ancestors().collect();
         let parents: Vec<&str> = dirs.iter().map(|d| parent_of(d)).collect();
+        let (size, modified, metadata) = (meta.size as i64, meta.modified_ms as i64, metadata_json(meta));
+        let (path, parent) = (path.as_str(), path.parent());
+        let audit = audit.map(AuditParams::new);
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
+            &volume,
+            &path,
+            &parent,
+            &size,
+            &meta.etag,
+            &meta.content_type,
+            &modified,
+            &meta.cache_control,
+            &metadata,
+            &dirs,
+            &parents,
+        ];
+        if let Some(audit) = &audit {
+            params.extend(audit.values());
+        }
+        client.execute(&statement, &params).await.map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn remove(
+        &self,
+        volume: &str,
+        path: &VolumePath,
+        version: Option<&str>,
+        audit: Option<&Record>,
+    ) -> StorageResult<()> {
+        let client = self.client().await?;
+        let call = "SELECT silo_remove($1, $2, $3, $4)";
+        let sql = match audit {
+            Some(_) => format!("WITH a AS ({}) {call}", audit_insert(5)),
+            None => call.to_owned(),
+        };
+        let statement = client.prepare_cached(&sql).await.map_err(db_error)?;
+        let deepest_first: Vec<&str> = path.ancestors().collect::<Vec<_>>().into_iter().rev().collect();
+        let path = path.as_str();
+        let audit = audit.map(AuditParams::new);
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            vec![&volume, &path, &version, &deepest_first];
+        if let Some(audit) = &audit {
+            params.extend(audit.values());
+        }
+        client.execute(&statement, &params).await.map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn audit_add(&self, record: &Record) -> StorageResult<()> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(&audit_insert(1)).await.map_err(db_error)?;
         client
-            .execute(
-                &statement,
-                &[
-                    &volume,
-                    &path.as_str(),
-                    &path.parent(),
-                    &(meta.size as i64),
-                    &meta.etag,
-                    &meta.content_type,
-                    &(meta.modified_ms as i64),
-                    &meta.cache_control,
-                    &metadata_json(meta),
-                    &dirs,
-                    &parents,
-                ],
-            )
+            .execute(&statement, &AuditParams::new(record).values())
             .await
             .map_err(db_error)?;
         Ok(())
     }
 
-    async fn remove(&self, volume: &str, path: &VolumePath, version: Option<&str>) -> StorageResult<()> {
+    async fn audit_query(&self, f: &Filter, after: Option<i64>, limit: usize) -> StorageResult<Vec<Record>> {
         let client = self.client().await?;
         let statement = client
-            .prepare_cached("SELECT silo_remove($1, $2, $3, $4)")
+            .prepare_cached(
+                "SELECT id, time_ms, node, principal, action, volume, path, size, etag, sha256, plugin, reason,
+                     request_id FROM audit
+                 WHERE id > $1 AND ($2::text IS NULL OR volume = $2) AND ($3::text IS NULL OR path >= $3)
+                     AND ($4::text IS NULL OR path < $4) AND ($5::text IS NULL OR principal = $5)
+                     AND ($6::text IS NULL OR request_id = $6) AND ($7::bigint IS NULL OR time_ms >= $7)
+                     AND ($8::bigint IS NULL OR time_ms < $8)
+                 ORDER BY id LIMIT $9",
+            )
             .await
             .map_err(db_error)?;
-        let deepest_first: Vec<&str> = path.ancestors().collect::<Vec<_>>().into_iter().rev().collect();
-        client
-            .execute(&statement, &[&volume, &path.as_str(), &version, &deepest_first])
+        let prefix = f.prefix.as_deref().filter(|p| !p.is_empty());
+        let upper = prefix.and_then(prefix_upper_bound);
+        let rows = client
+            .query(
+                &statement,
+                &[
+                    &after.unwrap_or(0),
+                    &f.volume,
+                    &prefix,
+                    &upper,
+                    &f.principal,
+                    &f.request_id,
+                    &f.since_ms.map(|t| t as i64),
+                    &f.until_ms.map(|t| t as i64),
+                    &(limit as i64),
+                ],
+            )
             .await
             .map_err(db_error)?;
-        Ok(())
+        rows.iter().map(audit_from_row).collect()
+    }
+
+    async fn audit_prune(&self, before_ms: u64, batch: usize) -> StorageResult<Option<u64>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        // One node prunes at a time; the others find the lock taken.
+        let mine: bool = tx
+            .query_one("SELECT pg_try_advisory_xact_lock(hashtext('silo-audit-prune'))", &[])
+            .await
+            .map_err(db_error)?
+            .get(0);
+        if !mine {
+            return Ok(None);
+        }
+        let deleted = tx
+            .execute(
+                "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE time_ms < $1 ORDER BY id LIMIT $2)",
+                &[&(before_ms as i64), &(batch as i64)],
+            )
+            .await
+            .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(Some(deleted))
+    }
+
+    async fn audit_writer(&self, volume: &str, path: &str, etag: &str) -> StorageResult<Option<String>> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT request_id FROM audit WHERE volume = $1 AND path = $2 AND etag = $3
+                     AND action IN ('put', 'copy', 'derived') ORDER BY id DESC LIMIT 1",
+            )
+            .await
+            .map_err(db_error)?;
+        let row = client
+            .query_opt(&statement, &[&volume, &path, &etag])
+            .await
+            .map_err(db_error)?;
+        Ok(row.map(|r| r.get(0)))
     }
 
     async fn list_dir(&self, volume: &str, dir: &str, cursor: Option<&str>, limit: usize) -> StorageResult<Page> {

@@ -16,6 +16,7 @@ use super::{
     Entry, MetadataEngine, Page, PartRecord, RefreshCounts, RefreshPart, RefreshProgress, UploadRecord, VolumeStats,
     decode_cursor, metadata_from_json, metadata_json, paginate, prefix_upper_bound,
 };
+use crate::audit::{Action, Filter, Record};
 use crate::error::{StorageError, StorageResult};
 use crate::path::{VolumePath, parent_of};
 use crate::store::ObjectMeta;
@@ -98,6 +99,24 @@ CREATE TABLE IF NOT EXISTS multipart_parts (
     blob TEXT NOT NULL,
     PRIMARY KEY (upload, number)
 ) WITHOUT ROWID;
+-- The audit trail (crate::audit), oldest first by id.
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY,
+    time_ms INTEGER NOT NULL,
+    node TEXT NOT NULL,
+    principal TEXT NOT NULL,
+    action TEXT NOT NULL,
+    volume TEXT NOT NULL,
+    path TEXT NOT NULL,
+    size INTEGER,
+    etag TEXT,
+    sha256 TEXT,
+    plugin TEXT,
+    reason TEXT,
+    request_id TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_by_time ON audit (time_ms);
+CREATE INDEX IF NOT EXISTS audit_by_path ON audit (volume, path, id);
 ";
 
 /// Reader connections kept open between calls.
@@ -130,6 +149,7 @@ struct QueuedPut {
     volume: String,
     path: VolumePath,
     meta: ObjectMeta,
+    audit: Option<Record>,
     done: tokio::sync::oneshot::Sender<StorageResult<()>>,
 }
 
@@ -326,6 +346,9 @@ impl Sql {
         for put in batch {
             let result = tx.savepoint().map_err(db_error).and_then(|point| {
                 Sql::put_in(&point, &put.volume, &put.path, &put.meta)?;
+                if let Some(record) = &put.audit {
+                    Sql::audit_add(&point, record)?;
+                }
                 point.commit().map_err(db_error)
             });
             results.push(result);
@@ -371,14 +394,23 @@ impl Sql {
     /// Forget a file the backend has deleted, and directories left empty.
     /// With `version`, only if the row is still that version: a concurrent
     /// write may have stored, and recorded, a newer one since.
-    fn remove(conn: &mut Connection, volume: &str, path: &VolumePath, version: Option<&str>) -> StorageResult<()> {
+    fn remove(
+        conn: &mut Connection,
+        volume: &str,
+        path: &VolumePath,
+        version: Option<&str>,
+        audit: Option<&Record>,
+    ) -> StorageResult<()> {
         let tx = conn.transaction().map_err(db_error)?;
+        if let Some(record) = audit {
+            Sql::audit_add(&tx, record)?;
+        }
         let removed = tx
             .prepare_cached("DELETE FROM objects WHERE volume = ?1 AND path = ?2 AND (?3 IS NULL OR etag = ?3)")
             .and_then(|mut s| s.execute(params![volume, path.as_str(), version]))
             .map_err(db_error)?;
         if removed == 0 {
-            return Ok(());
+            return tx.commit().map_err(db_error);
         }
         let ancestors: Vec<&str> = path.ancestors().collect();
         for dir in ancestors.into_iter().rev() {
@@ -396,6 +428,109 @@ impl Sql {
                 .map_err(db_error)?;
         }
         tx.commit().map_err(db_error)
+    }
+
+    fn audit_add(tx: &Connection, r: &Record) -> StorageResult<()> {
+        tx.prepare_cached(
+            "INSERT INTO audit (time_ms, node, principal, action, volume, path, size, etag, sha256, plugin,
+                 reason, request_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                r.time_ms as i64,
+                r.node,
+                r.principal,
+                r.action.as_str(),
+                r.volume,
+                r.path,
+                r.size.map(|n| n as i64),
+                r.etag,
+                r.sha256,
+                r.plugin,
+                r.reason,
+                r.request_id
+            ])
+        })
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    fn audit_query(conn: &Connection, f: &Filter, after: Option<i64>, limit: usize) -> StorageResult<Vec<Record>> {
+        let prefix = f.prefix.as_deref().filter(|p| !p.is_empty());
+        let upper = prefix.and_then(prefix_upper_bound);
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id, time_ms, node, principal, action, volume, path, size, etag, sha256, plugin, reason,
+                     request_id FROM audit
+                 WHERE id > ?1 AND (?2 IS NULL OR volume = ?2) AND (?3 IS NULL OR path >= ?3)
+                     AND (?4 IS NULL OR path < ?4) AND (?5 IS NULL OR principal = ?5)
+                     AND (?6 IS NULL OR request_id = ?6) AND (?7 IS NULL OR time_ms >= ?7)
+                     AND (?8 IS NULL OR time_ms < ?8)
+                 ORDER BY id LIMIT ?9",
+            )
+            .map_err(db_error)?;
+        let rows = stmt
+            .query_map(
+                params![
+                    after.unwrap_or(0),
+                    f.volume,
+                    prefix,
+                    upper,
+                    f.principal,
+                    f.request_id,
+                    f.since_ms.map(|t| t as i64),
+                    f.until_ms.map(|t| t as i64),
+                    limit as i64
+                ],
+                |row| {
+                    Ok((
+                        Record {
+                            id: row.get(0)?,
+                            time_ms: row.get::<_, i64>(1)? as u64,
+                            node: row.get(2)?,
+                            principal: row.get(3)?,
+                            action: Action::Put,
+                            volume: row.get(5)?,
+                            path: row.get(6)?,
+                            size: row.get::<_, Option<i64>>(7)?.map(|n| n as u64),
+                            etag: row.get(8)?,
+                            sha256: row.get(9)?,
+                            plugin: row.get(10)?,
+                            reason: row.get(11)?,
+                            request_id: row.get(12)?,
+                        },
+                        row.get::<_, String>(4)?,
+                    ))
+                },
+            )
+            .map_err(db_error)?;
+        rows.map(|row| {
+            let (mut record, action) = row.map_err(db_error)?;
+            record.action = Action::parse(&action).ok_or_else(|| {
+                StorageError::unavailable(format!("audit record {}: unknown action '{action}'", record.id))
+            })?;
+            Ok(record)
+        })
+        .collect()
+    }
+
+    fn audit_prune(conn: &mut Connection, before_ms: u64, batch: usize) -> StorageResult<u64> {
+        let deleted = conn
+            .prepare_cached(
+                "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE time_ms < ?1 ORDER BY id LIMIT ?2)",
+            )
+            .and_then(|mut s| s.execute(params![before_ms as i64, batch as i64]))
+            .map_err(db_error)?;
+        Ok(deleted as u64)
+    }
+
+    fn audit_writer(conn: &Connection, volume: &str, path: &str, etag: &str) -> StorageResult<Option<String>> {
+        conn.prepare_cached(
+            "SELECT request_id FROM audit WHERE volume = ?1 AND path = ?2 AND etag = ?3
+                 AND action IN ('put', 'copy', 'derived') ORDER BY id DESC LIMIT 1",
+        )
+        .and_then(|mut s| s.query_row(params![volume, path, etag], |r| r.get(0)).optional())
+        .map_err(db_error)
     }
 
     /// The direct children of directory `dir` ("" for the root): files and
@@ -741,7 +876,13 @@ impl MetadataEngine for SqliteEngine {
         self.read(move |c| Sql::get(c, &volume, &path)).await
     }
 
-    async fn put(&self, volume: &str, path: &VolumePath, meta: &ObjectMeta) -> StorageResult<()> {
+    async fn put(
+        &self,
+        volume: &str,
+        path: &VolumePath,
+        meta: &ObjectMeta,
+        audit: Option<&Record>,
+    ) -> StorageResult<()> {
         let (done, answer) = tokio::sync::oneshot::channel();
         let start = {
             let mut queue = lock(&self.shared.puts);
@@ -749,6 +890,7 @@ impl MetadataEngine for SqliteEngine {
                 volume: volume.to_owned(),
                 path: path.clone(),
                 meta: meta.clone(),
+                audit: audit.cloned(),
                 done,
             });
             !std::mem::replace(&mut queue.draining, true)
@@ -762,10 +904,41 @@ impl MetadataEngine for SqliteEngine {
             .map_err(|_| StorageError::unavailable("metadata cache: the write stopped"))?
     }
 
-    async fn remove(&self, volume: &str, path: &VolumePath, version: Option<&str>) -> StorageResult<()> {
-        let (volume, path, version) = (volume.to_owned(), path.clone(), version.map(str::to_owned));
-        self.write(move |c| Sql::remove(c, &volume, &path, version.as_deref()))
+    async fn remove(
+        &self,
+        volume: &str,
+        path: &VolumePath,
+        version: Option<&str>,
+        audit: Option<&Record>,
+    ) -> StorageResult<()> {
+        let (volume, path, version, audit) = (
+            volume.to_owned(),
+            path.clone(),
+            version.map(str::to_owned),
+            audit.cloned(),
+        );
+        self.write(move |c| Sql::remove(c, &volume, &path, version.as_deref(), audit.as_ref()))
             .await
+    }
+
+    async fn audit_add(&self, record: &Record) -> StorageResult<()> {
+        let record = record.clone();
+        self.write(move |c| Sql::audit_add(c, &record)).await
+    }
+
+    async fn audit_query(&self, filter: &Filter, after: Option<i64>, limit: usize) -> StorageResult<Vec<Record>> {
+        let filter = filter.clone();
+        self.read(move |c| Sql::audit_query(c, &filter, after, limit)).await
+    }
+
+    async fn audit_prune(&self, before_ms: u64, batch: usize) -> StorageResult<Option<u64>> {
+        self.write(move |c| Sql::audit_prune(c, before_ms, batch).map(Some))
+            .await
+    }
+
+    async fn audit_writer(&self, volume: &str, path: &str, etag: &str) -> StorageResult<Option<String>> {
+        let (volume, path, etag) = (volume.to_owned(), path.to_owned(), etag.to_owned());
+        self.read(move |c| Sql::audit_writer(c, &volume, &path, &etag)).await
     }
 
     async fn list_dir(&self, volume: &str, dir: &str, cursor: Option<&str>, limit: usize) -> StorageResult<Page> {
@@ -1028,6 +1201,7 @@ mod tests {
             volume: "v".into(),
             path: VolumePath::parse(path).unwrap(),
             meta,
+            audit: None,
             done,
         };
         (put, answer)
@@ -1077,7 +1251,7 @@ mod tests {
             let engine = engine.clone();
             tasks.spawn(async move {
                 let (put, _) = queued(&format!("d{}/f{i}.txt", i % 7), i);
-                engine.put(&put.volume, &put.path, &put.meta).await
+                engine.put(&put.volume, &put.path, &put.meta, None).await
             });
         }
         while let Some(result) = tasks.join_next().await {
@@ -1089,6 +1263,6 @@ mod tests {
         }
         // The queue is not left stuck: a later put is answered too.
         let (put, _) = queued("late.txt", 9);
-        engine.put(&put.volume, &put.path, &put.meta).await.unwrap();
+        engine.put(&put.volume, &put.path, &put.meta, None).await.unwrap();
     }
 }
