@@ -201,8 +201,11 @@ pub trait MetadataEngine: Send + Sync + 'static {
     /// Records `filter` admits with ids above `after`, oldest first, at
     /// most `limit`.
     async fn audit_query(&self, filter: &Filter, after: Option<i64>, limit: usize) -> StorageResult<Vec<Record>>;
-    /// Delete up to `batch` records older than `before_ms`, in one
-    /// transaction; how many, or `None` if another node is pruning now.
+    /// Of the `batch` oldest records (by id), delete those older than
+    /// `before_ms`, in one transaction; how many, or `None` if another
+    /// node is pruning now. (No index on time: writes stay cheaper, and
+    /// ids follow time closely enough that a prune taking records in id
+    /// order stops where the trail gets young.)
     async fn audit_prune(&self, before_ms: u64, batch: usize) -> StorageResult<Option<u64>>;
     /// The request that wrote version `etag` of a file, if recorded.
     async fn audit_writer(&self, volume: &str, path: &str, etag: &str) -> StorageResult<Option<String>>;

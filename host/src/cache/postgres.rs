@@ -218,7 +218,6 @@ CREATE TABLE audit (
     reason TEXT,
     request_id TEXT NOT NULL
 );
-CREATE INDEX audit_by_time ON audit (time_ms);
 CREATE INDEX audit_by_path ON audit (volume, path, id);
 "#;
 
@@ -975,7 +974,8 @@ impl MetadataEngine for PostgresEngine {
         }
         let deleted = tx
             .execute(
-                "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE time_ms < $1 ORDER BY id LIMIT $2)",
+                "DELETE FROM audit WHERE id IN
+                     (SELECT id FROM (SELECT id, time_ms FROM audit ORDER BY id LIMIT $2) AS oldest WHERE time_ms < $1)",
                 &[&(before_ms as i64), &(batch as i64)],
             )
             .await

@@ -115,7 +115,6 @@ CREATE TABLE IF NOT EXISTS audit (
     reason TEXT,
     request_id TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS audit_by_time ON audit (time_ms);
 CREATE INDEX IF NOT EXISTS audit_by_path ON audit (volume, path, id);
 ";
 
@@ -517,7 +516,8 @@ impl Sql {
     fn audit_prune(conn: &mut Connection, before_ms: u64, batch: usize) -> StorageResult<u64> {
         let deleted = conn
             .prepare_cached(
-                "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE time_ms < ?1 ORDER BY id LIMIT ?2)",
+                "DELETE FROM audit WHERE id IN
+                     (SELECT id FROM (SELECT id, time_ms FROM audit ORDER BY id LIMIT ?2) WHERE time_ms < ?1)",
             )
             .and_then(|mut s| s.execute(params![before_ms as i64, batch as i64]))
             .map_err(db_error)?;
