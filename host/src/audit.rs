@@ -272,20 +272,35 @@ pub async fn prune(
 /// How often `silo serve` prunes the trail.
 pub const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
-/// Prune the trail now and every [`PRUNE_EVERY`], for as long as the
-/// returned task runs (abort it to stop).
-pub fn pruning(storage: Arc<crate::Storage>) -> tokio::task::JoinHandle<()> {
+/// An intent older than this, of any node, is taken for one whose node
+/// stopped and will not come back to it.
+pub const INTENT_ORPHANED_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// `silo serve`'s upkeep, now and every [`PRUNE_EVERY`] for as long as the
+/// returned task runs (abort it to stop): prune the trail (when it is
+/// kept), and set right the files of intents other nodes left an hour ago.
+pub fn upkeep(storage: Arc<crate::Storage>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(PRUNE_EVERY);
         loop {
             every.tick().await;
-            let keep_days = storage.audit().keep_days;
-            match prune(storage.cache(), keep_days, PRUNE_BATCH).await {
-                Ok(p) if p.deleted > 0 => {
-                    tracing::info!(deleted = p.deleted, "pruned audit records older than {keep_days} days")
+            let settings = storage.audit().clone();
+            if settings.enabled {
+                match prune(storage.cache(), settings.keep_days, PRUNE_BATCH).await {
+                    Ok(p) if p.deleted > 0 => tracing::info!(
+                        deleted = p.deleted,
+                        "pruned audit records older than {} days",
+                        settings.keep_days
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("pruning the audit trail: {e}"),
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!("pruning the audit trail: {e}"),
+            }
+            let before = crate::store::now_ms().saturating_sub(INTENT_ORPHANED_AFTER.as_millis() as u64);
+            match storage.recover(None, before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!("set right {n} files other nodes left half-recorded"),
+                Err(e) => tracing::warn!("looking at intents other nodes left: {e}"),
             }
         }
     })

@@ -34,6 +34,10 @@ pub struct Config {
     /// The only directory plugin components are loaded from.
     #[serde(default = "default_plugin_dir")]
     pub plugin_dir: PathBuf,
+    /// This node's name (default: the host name): in audit records, and
+    /// for finishing the writes a stopped process left half-recorded. Each
+    /// `silo serve` of a site needs its own.
+    pub node: Option<String>,
     pub volumes: BTreeMap<String, VolumeConfig>,
     /// The upload pipeline, in order.
     #[serde(default)]
@@ -156,8 +160,6 @@ pub struct AuditConfig {
     /// Days records are kept (1 to 36,500; default 90).
     #[serde(default = "default_keep_days")]
     pub keep_days: u32,
-    /// This node's name in the records (default: the host name).
-    pub node: Option<String>,
 }
 
 fn yes() -> bool {
@@ -173,17 +175,16 @@ impl Default for AuditConfig {
         AuditConfig {
             enabled: true,
             keep_days: crate::audit::DEFAULT_KEEP_DAYS,
-            node: None,
         }
     }
 }
 
-impl AuditConfig {
-    pub fn settings(&self) -> crate::audit::AuditSettings {
+impl Config {
+    pub fn audit_settings(&self) -> crate::audit::AuditSettings {
         crate::audit::AuditSettings {
-            enabled: self.enabled,
+            enabled: self.audit.enabled,
             node: self.node.clone().unwrap_or_else(crate::audit::node_name),
-            keep_days: self.keep_days,
+            keep_days: self.audit.keep_days,
         }
     }
 }
@@ -514,10 +515,10 @@ impl Config {
                 self.audit.keep_days
             )));
         }
-        if let Some(node) = &self.audit.node
+        if let Some(node) = &self.node
             && (node.is_empty() || node.len() > 128 || node.chars().any(char::is_control))
         {
-            return Err(self.invalid("[audit] node must be 1 to 128 printable characters".into()));
+            return Err(self.invalid("`node` must be 1 to 128 printable characters".into()));
         }
         if !(1..=MAX_WRITE_BUFFER_MIB).contains(&self.limits.write_buffer_mib) {
             return Err(self.invalid(format!(

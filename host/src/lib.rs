@@ -440,7 +440,7 @@ pub async fn open_storage(config: &Config) -> Result<Arc<Storage>, SiloError> {
             .with_policy(config.content_policy.clone())
             .with_budget(budget)
             .with_metrics(metrics)
-            .with_audit(config.audit.settings()),
+            .with_audit(config.audit_settings()),
     ))
 }
 

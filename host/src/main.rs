@@ -238,11 +238,18 @@ async fn serve(config: Option<&Path>, listen: Option<std::net::SocketAddr>) -> a
         None
     };
     let silo = std::sync::Arc::new(Silo::open(config).await?);
-    let pruning = silo
+    // What this node's last process left half-recorded (stopped between
+    // changing a file and writing its row) is set right before it serves.
+    let node = silo.storage().audit().node.clone();
+    let fixed = silo
         .storage()
-        .audit()
-        .enabled
-        .then(|| silo_host::audit::pruning(silo.storage().clone()));
+        .recover(Some(&node), u64::MAX)
+        .await
+        .with_context(|| format!("setting right what node '{node}' left half-recorded"))?;
+    if fixed > 0 {
+        eprintln!("silo: set right {fixed} files node '{node}' left half-recorded when it stopped");
+    }
+    let upkeep = silo_host::audit::upkeep(silo.storage().clone());
     let app = silo_host::serve::router(
         silo.clone(),
         silo_host::serve::Tokens {
@@ -305,9 +312,7 @@ async fn serve(config: Option<&Path>, listen: Option<std::net::SocketAddr>) -> a
     // Not ready from now on (a load balancer's `/readyz` sees 503); no new
     // connections; requests in flight get the drain timeout to finish.
     silo.drain();
-    if let Some(pruning) = &pruning {
-        pruning.abort();
-    }
+    upkeep.abort();
     eprintln!(
         "silo: draining: finishing the requests in flight (at most {}s)",
         drain.as_secs()

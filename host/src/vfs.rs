@@ -14,7 +14,7 @@ use bytes::Bytes;
 
 use crate::audit::{Action, Actor, AuditSettings, Record};
 use crate::budget::{Held, WriteBudget};
-use crate::cache::{Entry, MetadataCache, Page};
+use crate::cache::{Change, Entry, Intent, MetadataCache, Page};
 use crate::error::{StorageError, StorageResult};
 use crate::metrics::{Metrics, VolumeLookups};
 use crate::path::{self, VolumePath};
@@ -424,6 +424,82 @@ impl Storage {
         self.cache.engine().audit_add(&record).await
     }
 
+    /// Look again at the files of open intents (all of `node`'s, else
+    /// every node's begun before `before_ms`): a process stopped between
+    /// changing each in its backend and writing its row. Each row is made
+    /// to agree with the backend (recorded in the audit trail as the
+    /// intent's principal and request, saying so), and the intent ends.
+    /// How many rows were set right.
+    pub async fn recover(&self, node: Option<&str>, before_ms: u64) -> StorageResult<u64> {
+        let engine = self.cache.engine();
+        let mut fixed = 0;
+        for intent in engine.intents(node, before_ms).await? {
+            let Ok(loc) = self.location(&intent.volume, &intent.path) else {
+                // Its volume is no longer configured.
+                engine.intent_end(intent.id).await?;
+                continue;
+            };
+            let store = &self.volume(&loc.volume)?.store;
+            let stored = match store.head(loc.path.as_str()).await {
+                Ok(meta) => Some(meta),
+                Err(StorageError::NotFound) => None,
+                Err(e) => {
+                    tracing::warn!("looking again at {loc}: {e}; it stays to be looked at");
+                    continue;
+                }
+            };
+            let cached = self.cache.get(&loc.volume, loc.path.as_str()).await?;
+            let actor = Actor {
+                principal: intent.principal.clone(),
+                request_id: intent.request_id.clone(),
+                plugin: None,
+                sha256: None,
+            };
+            let record = |action, meta: Option<&ObjectMeta>| {
+                self.audit.enabled.then(|| {
+                    let mut r = actor.record(&self.audit.node, action, &loc, meta);
+                    r.reason = Some(format!(
+                        "recovered: node '{}' stopped between changing the file and recording it",
+                        intent.node
+                    ));
+                    r
+                })
+            };
+            match (stored, cached) {
+                (Some(meta), cached) if cached.as_ref().is_none_or(|c| c.etag != meta.etag) => {
+                    let change = Change {
+                        audit: record(Action::Put, Some(&meta)),
+                        intent: Some(intent.id),
+                    };
+                    self.cache.put_with(&loc.volume, &loc.path, &meta, &change).await?;
+                    fixed += 1;
+                }
+                (None, Some(cached)) => {
+                    let mut audit = record(Action::Delete, None);
+                    if let Some(r) = &mut audit {
+                        r.etag = Some(cached.etag.clone());
+                    }
+                    let change = Change {
+                        audit,
+                        intent: Some(intent.id),
+                    };
+                    self.cache
+                        .remove_with(&loc.volume, &loc.path, Some(&cached.etag), &change)
+                        .await?;
+                    fixed += 1;
+                }
+                _ => engine.intent_end(intent.id).await?,
+            }
+            if let Ok(Volume {
+                read_cache: Some(disk), ..
+            }) = self.volume(&loc.volume)
+            {
+                disk.forget(loc.path.as_str());
+            }
+        }
+        Ok(fixed)
+    }
+
     /// Replace the default write-xor-execute policy.
     pub fn with_policy(mut self, policy: ContentPolicy) -> Self {
         self.policy = policy;
@@ -782,6 +858,7 @@ impl Session {
         meta: ObjectMeta,
         mut reservation: Reservation,
         action: Action,
+        intent: i64,
     ) -> StorageResult<ObjectMeta> {
         {
             let mut usage = lock_usage(&self.usage);
@@ -794,12 +871,11 @@ impl Session {
             usage.written.push((loc.clone(), meta.clone()));
         }
         self.changed(loc);
-        let audit = self.audit_record(action, loc, Some(&meta));
-        if let Err(e) = self
-            .cache()
-            .put_audited(&loc.volume, &loc.path, &meta, audit.as_ref())
-            .await
-        {
+        let change = Change {
+            audit: self.audit_record(action, loc, Some(&meta)),
+            intent: Some(intent),
+        };
+        if let Err(e) = self.cache().put_with(&loc.volume, &loc.path, &meta, &change).await {
             // Unrecorded, the object would be invisible yet stored: take
             // this version back out (a newer one by someone else stays).
             let store = self.store(loc)?;
@@ -807,12 +883,16 @@ impl Session {
                 Ok(now) if now.etag == meta.etag => store.delete(loc.path.as_str()).await.is_ok(),
                 _ => false,
             };
+            // Left open, the intent has the file looked at again later.
+            if undone {
+                self.abandon(intent).await;
+            }
             return Err(StorageError::unavailable(format!(
                 "{e}; the write to {loc} was {}",
                 if undone {
                     "undone"
                 } else {
-                    "not undone (`silo cache refresh` records it)"
+                    "not undone (recorded when this node restarts, or within the hour by another)"
                 }
             )));
         }
@@ -828,8 +908,11 @@ impl Session {
             &options.content_type,
             &data[..data.len().min(SNIFF_BYTES)],
         )?;
-        let meta = self.store(loc)?.put(loc.path.as_str(), data, &options).await?;
-        self.written(loc, meta, reservation, Action::Put).await
+        let intent = self.intend(loc).await?;
+        let meta = self
+            .or_abandon(intent, self.store(loc)?.put(loc.path.as_str(), data, &options).await)
+            .await?;
+        self.written(loc, meta, reservation, Action::Put, intent).await
     }
 
     /// Store `loc` as the concatenation of `parts` of its volume's scratch
@@ -851,13 +934,22 @@ impl Session {
             &options.content_type,
             &head[..head.len().min(SNIFF_BYTES)],
         )?;
-        match self.store(loc)?.compose(loc.path.as_str(), parts, &options).await? {
-            Some(meta) if meta.size == size => self.written(loc, meta, reservation, Action::Put).await.map(Some),
+        let intent = self.intend(loc).await?;
+        let composed = self.store(loc)?.compose(loc.path.as_str(), parts, &options).await;
+        match self.or_abandon(intent, composed).await? {
+            Some(meta) if meta.size == size => self
+                .written(loc, meta, reservation, Action::Put, intent)
+                .await
+                .map(Some),
+            // The intent stays: the stored object is looked at again.
             Some(meta) => Err(StorageError::unavailable(format!(
                 "the backend composed {} bytes of the {size} of {loc}",
                 meta.size
             ))),
-            None => Ok(None),
+            None => {
+                self.abandon(intent).await;
+                Ok(None)
+            }
         }
     }
 
@@ -918,6 +1010,7 @@ impl Session {
     /// goes only if it is still that version, and also when the backend no
     /// longer had the file (the row was stale).
     async fn delete_version(&self, loc: &Location, etag: &str, action: Action) -> StorageResult<()> {
+        let intent = self.intend(loc).await?;
         let deleted = self.store(loc)?.delete(loc.path.as_str()).await;
         self.changed(loc);
         if let Ok(()) | Err(StorageError::NotFound) = deleted {
@@ -925,11 +1018,52 @@ impl Session {
             if let Some(record) = &mut audit {
                 record.etag = Some(etag.to_owned());
             }
+            let change = Change {
+                audit,
+                intent: Some(intent),
+            };
             self.cache()
-                .remove_audited(&loc.volume, &loc.path, Some(etag), audit.as_ref())
+                .remove_with(&loc.volume, &loc.path, Some(etag), &change)
                 .await?;
+        } else {
+            self.abandon(intent).await;
         }
         deleted
+    }
+
+    /// Note, before it is made, a change to `loc` in its backend: if this
+    /// process stops before the change's row is written, the intent left
+    /// open has the file looked at again ([`Storage::recover`]).
+    async fn intend(&self, loc: &Location) -> StorageResult<i64> {
+        let (principal, request_id) = match &self.actor {
+            Some(actor) => (actor.principal.clone(), actor.request_id.clone()),
+            None => (crate::audit::HOST.to_owned(), String::new()),
+        };
+        let intent = Intent {
+            id: 0,
+            node: self.storage.audit.node.clone(),
+            volume: loc.volume.clone(),
+            path: loc.path.to_string(),
+            principal,
+            request_id,
+            created_ms: store::now_ms(),
+        };
+        self.cache().engine().intent_begin(&intent).await
+    }
+
+    /// End an intent whose change was not made.
+    async fn abandon(&self, intent: i64) {
+        if let Err(e) = self.cache().engine().intent_end(intent).await {
+            tracing::warn!("an intent left open (its file is looked at again later): {e}");
+        }
+    }
+
+    /// `result`, ending `intent` first if it failed.
+    async fn or_abandon<T>(&self, intent: i64, result: StorageResult<T>) -> StorageResult<T> {
+        if result.is_err() {
+            self.abandon(intent).await;
+        }
+        result
     }
 
     pub async fn copy(&self, from: &Location, to: &Location, mut options: PutOptions) -> StorageResult<ObjectMeta> {
@@ -963,11 +1097,13 @@ impl Session {
                 .policy
                 .check_content(to.path.as_str(), &options.content_type, &head)?;
         }
+        let intent = self.intend(to).await?;
         let meta = self
             .store(to)?
             .copy(from.path.as_str(), to.path.as_str(), &options)
-            .await?;
-        self.written(to, meta, reservation, Action::Copy).await
+            .await;
+        let meta = self.or_abandon(intent, meta).await?;
+        self.written(to, meta, reservation, Action::Copy, intent).await
     }
 
     pub async fn rename(&self, from: &Location, to: &Location) -> StorageResult<ObjectMeta> {
@@ -1107,7 +1243,9 @@ impl SessionUpload {
         // The reservation covers every byte given; check it once more
         // before anything becomes visible.
         self.reservation.grow(self.size)?;
-        let meta = self.upload.finish().await?;
+        let intent = self.session.intend(&self.location).await?;
+        let meta = self.session.or_abandon(intent, self.upload.finish().await).await?;
+        // A wrong size leaves the intent: the object is looked at again.
         if meta.size != self.size {
             return Err(StorageError::unavailable(format!(
                 "the backend stored {} bytes of the {} written to {}",
@@ -1115,7 +1253,7 @@ impl SessionUpload {
             )));
         }
         self.session
-            .written(&self.location, meta, self.reservation, self.action)
+            .written(&self.location, meta, self.reservation, self.action, intent)
             .await
     }
 }

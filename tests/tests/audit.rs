@@ -59,7 +59,7 @@ async fn silo_on(engine: &str, extra: &str) -> (TestSilo, Option<String>, Option
             )
         }
     };
-    let text = format!("{metadata}\n[audit]\nnode = \"node-a\"\n{extra}\n\n{volumes}");
+    let text = format!("node = \"node-a\"\n{metadata}\n[audit]\n{extra}\n\n{volumes}");
     let t = TestSilo::with_volumes(&pipeline(), &[("probe.wasm", PROBE)], &text)
         .await
         .unwrap();
@@ -587,4 +587,117 @@ async fn the_command_line_records_as_cli_and_prints_the_trail() {
     let (code, _, err) = silo(&["audit", "--since", "last tuesday"]);
     assert_eq!(code, Some(2));
     assert!(err.contains("--since") && err.contains("RFC 3339"), "{err}");
+}
+
+/// A process that stops between changing a file in its backend and
+/// writing the file's row leaves an intent; the node's next start (or,
+/// an hour on, any node) makes the row agree with the backend, recorded
+/// in the trail under the request that made the change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_cut_off_before_its_row_is_set_right_from_its_intent() {
+    for engine in ["sqlite", "postgres"] {
+        let (t, _, _url_file) = silo_on(engine, "").await;
+        let storage = t.silo.storage();
+        let cache = storage.cache();
+        let host = storage.host_session();
+        let store = &storage.volume("public").unwrap().store;
+        let intent = |path: &str, node: &str, created_ms: u64| silo_host::cache::Intent {
+            id: 0,
+            node: node.into(),
+            volume: "public".into(),
+            path: path.into(),
+            principal: "cms".into(),
+            request_id: format!("req-{path}"),
+            created_ms,
+        };
+        let now = now_ms();
+        // Stored, no row: the process stopped before recording it.
+        cache
+            .engine()
+            .intent_begin(&intent("stored.txt", "node-a", now))
+            .await
+            .unwrap();
+        store
+            .put("stored.txt", Bytes::from_static(b"orphan"), &Default::default())
+            .await
+            .unwrap();
+        // Deleted, row left.
+        let doomed = storage.location("public", "deleted.txt").unwrap();
+        host.write(&doomed, Bytes::from_static(b"old"), Default::default())
+            .await
+            .unwrap();
+        cache
+            .engine()
+            .intent_begin(&intent("deleted.txt", "node-a", now))
+            .await
+            .unwrap();
+        store.delete("deleted.txt").await.unwrap();
+        // Nothing happened before it stopped.
+        cache
+            .engine()
+            .intent_begin(&intent("untouched.txt", "node-a", now))
+            .await
+            .unwrap();
+        // Another node's, recent: not this node's to look at yet.
+        cache
+            .engine()
+            .intent_begin(&intent("elsewhere.txt", "node-b", now))
+            .await
+            .unwrap();
+        store
+            .put("elsewhere.txt", Bytes::from_static(b"b's"), &Default::default())
+            .await
+            .unwrap();
+
+        assert_eq!(storage.recover(Some("node-a"), u64::MAX).await.unwrap(), 2, "{engine}");
+        let stored = host.stat(&storage.location("public", "stored.txt").unwrap()).await;
+        assert_eq!(stored.unwrap().size, 6, "{engine}");
+        assert!(matches!(
+            host.stat(&doomed).await,
+            Err(silo_host::StorageError::NotFound)
+        ));
+        let trail = records(
+            cache,
+            Filter {
+                principal: Some("cms".into()),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert_eq!(
+            summary(&trail),
+            [
+                row(Action::Put, "cms", "stored.txt", None),
+                row(Action::Delete, "cms", "deleted.txt", None),
+            ],
+            "{engine}"
+        );
+        assert!(
+            trail
+                .iter()
+                .all(|r| r.reason.as_deref().is_some_and(|why| why.starts_with("recovered"))
+                    && r.request_id == format!("req-{}", r.path)),
+            "{engine}: {trail:?}"
+        );
+        let left = cache.engine().intents(None, u64::MAX).await.unwrap();
+        assert_eq!(
+            left.iter().map(|i| i.path.as_str()).collect::<Vec<_>>(),
+            ["elsewhere.txt"],
+            "{engine}"
+        );
+        // Young, another node's intent waits; an hour on, any node takes it.
+        assert_eq!(storage.recover(None, now - 1).await.unwrap(), 0, "{engine}");
+        assert_eq!(storage.recover(None, now + 3_600_000).await.unwrap(), 1, "{engine}");
+        assert!(cache.engine().intents(None, u64::MAX).await.unwrap().is_empty());
+        // Every write through Silo ends its intent.
+        let loc = storage.location("public", "normal.txt").unwrap();
+        host.write(&loc, Bytes::from_static(b"x"), Default::default())
+            .await
+            .unwrap();
+        host.delete(&loc).await.unwrap();
+        assert!(
+            cache.engine().intents(None, u64::MAX).await.unwrap().is_empty(),
+            "{engine}"
+        );
+    }
 }

@@ -177,25 +177,28 @@ pub trait MetadataEngine: Send + Sync + 'static {
     /// The row of one file.
     async fn get(&self, volume: &str, path: &str) -> StorageResult<Option<ObjectMeta>>;
     /// Record a file the backend has stored, and its directories, with
-    /// `audit` in the same transaction.
-    async fn put(
-        &self,
-        volume: &str,
-        path: &VolumePath,
-        meta: &ObjectMeta,
-        audit: Option<&Record>,
-    ) -> StorageResult<()>;
+    /// `change` in the same transaction.
+    async fn put(&self, volume: &str, path: &VolumePath, meta: &ObjectMeta, change: &Change) -> StorageResult<()>;
     /// Forget a file the backend has deleted, and directories left empty.
     /// With `version`, only if the row is still that version: a concurrent
-    /// write may have stored, and recorded, a newer one since. `audit` is
+    /// write may have stored, and recorded, a newer one since. `change` is
     /// recorded in the same transaction either way (the backend changed).
     async fn remove(
         &self,
         volume: &str,
         path: &VolumePath,
         version: Option<&str>,
-        audit: Option<&Record>,
+        change: &Change,
     ) -> StorageResult<()>;
+    /// Note that `intent`'s node is about to change a file in its backend;
+    /// its id. The change's row ends it ([`Change::intent`]); one left
+    /// behind (the process stopped) says which file may disagree.
+    async fn intent_begin(&self, intent: &Intent) -> StorageResult<i64>;
+    /// End an intent whose change did not happen.
+    async fn intent_end(&self, id: i64) -> StorageResult<()>;
+    /// Intents left open: all of `node`'s, else every node's begun before
+    /// `before_ms`.
+    async fn intents(&self, node: Option<&str>, before_ms: u64) -> StorageResult<Vec<Intent>>;
     /// Record what changed nothing (a refusal).
     async fn audit_add(&self, record: &Record) -> StorageResult<()>;
     /// Records `filter` admits with ids above `after`, oldest first, at
@@ -273,6 +276,28 @@ pub trait MetadataEngine: Send + Sync + 'static {
     async fn part_remove(&self, id: &str, number: i32, blob: &str) -> StorageResult<()>;
     /// An upload's parts, by number.
     async fn parts(&self, id: &str) -> StorageResult<Vec<PartRecord>>;
+}
+
+/// What is written in the same transaction as a row's change.
+#[derive(Debug, Clone, Default)]
+pub struct Change {
+    /// The change's audit record.
+    pub audit: Option<Record>,
+    /// The intent the change completes, ended with it.
+    pub intent: Option<i64>,
+}
+
+/// A change a node is about to make to a file in its backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Intent {
+    /// 0 until recorded.
+    pub id: i64,
+    pub node: String,
+    pub volume: String,
+    pub path: String,
+    pub principal: String,
+    pub request_id: String,
+    pub created_ms: u64,
 }
 
 /// An open multipart upload of the S3 endpoint.
@@ -381,35 +406,35 @@ impl MetadataCache {
 
     /// Record a file the backend has stored.
     pub async fn put(&self, volume: &str, path: &VolumePath, meta: &ObjectMeta) -> StorageResult<()> {
-        self.put_audited(volume, path, meta, None).await
+        self.put_with(volume, path, meta, &Change::default()).await
     }
 
-    /// Record a file the backend has stored, with its audit record.
-    pub async fn put_audited(
+    /// Record a file the backend has stored, with `change`.
+    pub async fn put_with(
         &self,
         volume: &str,
         path: &VolumePath,
         meta: &ObjectMeta,
-        audit: Option<&Record>,
+        change: &Change,
     ) -> StorageResult<()> {
-        let result = self.engine.put(volume, path, meta, audit).await;
+        let result = self.engine.put(volume, path, meta, change).await;
         self.front.forget(volume, path.as_str());
         result
     }
 
     /// Forget a file the backend has deleted (see [`MetadataEngine::remove`]).
     pub async fn remove(&self, volume: &str, path: &VolumePath, version: Option<&str>) -> StorageResult<()> {
-        self.remove_audited(volume, path, version, None).await
+        self.remove_with(volume, path, version, &Change::default()).await
     }
 
-    pub async fn remove_audited(
+    pub async fn remove_with(
         &self,
         volume: &str,
         path: &VolumePath,
         version: Option<&str>,
-        audit: Option<&Record>,
+        change: &Change,
     ) -> StorageResult<()> {
-        let result = self.engine.remove(volume, path, version, audit).await;
+        let result = self.engine.remove(volume, path, version, change).await;
         self.front.forget(volume, path.as_str());
         result
     }

@@ -21,8 +21,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{
-    Entry, FrontSink, MetadataEngine, Page, PartRecord, RefreshCounts, RefreshPart, RefreshProgress, UploadRecord,
-    VolumeStats, decode_cursor, metadata_from_json, metadata_json, paginate, prefix_upper_bound,
+    Change, Entry, FrontSink, Intent, MetadataEngine, Page, PartRecord, RefreshCounts, RefreshPart, RefreshProgress,
+    UploadRecord, VolumeStats, decode_cursor, metadata_from_json, metadata_json, paginate, prefix_upper_bound,
 };
 use crate::audit::{Action, Filter, Record};
 use crate::error::{StorageError, StorageResult};
@@ -33,6 +33,9 @@ use crate::store::ObjectMeta;
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 /// The channel changes are announced on.
 const CHANNEL: &str = "silo_cache";
+/// How often the change listener asks its connection whether it still
+/// stands, and how long it waits for the answer.
+const LISTENER_HEARTBEAT: Duration = Duration::from_secs(5);
 /// Rows sent in one statement of a bulk insert.
 const BATCH: usize = 5000;
 
@@ -219,12 +222,44 @@ CREATE TABLE audit (
     request_id TEXT NOT NULL
 );
 CREATE INDEX audit_by_path ON audit (volume, path, id);
+-- Changes about to be made to a backend, ended with their row.
+CREATE TABLE intents (
+    id BIGSERIAL PRIMARY KEY,
+    node TEXT NOT NULL,
+    volume TEXT NOT NULL,
+    path TEXT NOT NULL,
+    principal TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    created_ms BIGINT NOT NULL
+);
+CREATE INDEX intents_by_node ON intents (node);
 "#;
 
 /// The schema's history: entry `i` takes a database from version `i` to
 /// `i + 1`. Every node of a site runs the same version: stop the old ones
 /// before starting a newer Silo on their database.
 pub const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
+
+/// `call` with what goes in the same statement (so the same transaction):
+/// the audit record's insert and the intent's end, as data-modifying CTEs
+/// whose parameters are numbered from `$first` (the record's, then the
+/// intent's id).
+fn with_change(call: &str, first: usize, change: &Change) -> String {
+    let mut ctes = Vec::new();
+    let mut next = first;
+    if change.audit.is_some() {
+        ctes.push(format!("a AS ({})", audit_insert(next)));
+        next += 12;
+    }
+    if change.intent.is_some() {
+        ctes.push(format!("i AS (DELETE FROM intents WHERE id = ${next})"));
+    }
+    if ctes.is_empty() {
+        call.to_owned()
+    } else {
+        format!("WITH {} {call}", ctes.join(", "))
+    }
+}
 
 /// An audit record as statement parameters, in [`AUDIT_INSERT`]'s order.
 struct AuditParams<'a> {
@@ -676,36 +711,37 @@ struct Listener {
 
 impl Listener {
     async fn run(self) {
-        use futures_util::StreamExt;
         let mut delay = Duration::from_millis(100);
         loop {
             match self.config.connect(self.tls.clone()).await {
                 Ok((client, mut connection)) => {
                     let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-                    let ready = {
-                        let listen = format!("LISTEN {CHANNEL}");
-                        let listening = client.batch_execute(&listen);
-                        // The connection must be polled for LISTEN to complete.
-                        let mut listening = std::pin::pin!(listening);
+                    let listen = format!("LISTEN {CHANNEL}");
+                    if self.drive(&mut messages, client.batch_execute(&listen)).await == Some(true) {
+                        delay = Duration::from_millis(100);
+                        self.front.listening(true);
+                        // Announcements until the connection fails, or a
+                        // heartbeat goes unanswered: a connection that died
+                        // without a word (a lost peer) says nothing.
+                        let mut beat = tokio::time::interval(LISTENER_HEARTBEAT);
+                        beat.tick().await;
                         loop {
+                            use futures_util::StreamExt;
                             tokio::select! {
-                                done = &mut listening => break done.is_ok(),
                                 message = messages.next() => match message {
                                     Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => self.apply(n.payload()),
                                     Some(Ok(_)) => {}
-                                    Some(Err(_)) | None => break false,
+                                    Some(Err(_)) | None => break,
                                 },
-                            }
-                        }
-                    };
-                    if ready {
-                        delay = Duration::from_millis(100);
-                        self.front.listening(true);
-                        while let Some(message) = messages.next().await {
-                            match message {
-                                Ok(tokio_postgres::AsyncMessage::Notification(n)) => self.apply(n.payload()),
-                                Ok(_) => {}
-                                Err(_) => break,
+                                _ = beat.tick() => {
+                                    let ping = tokio::time::timeout(
+                                        LISTENER_HEARTBEAT,
+                                        self.drive(&mut messages, client.simple_query("")),
+                                    );
+                                    if ping.await != Ok(Some(true)) {
+                                        break;
+                                    }
+                                }
                             }
                         }
                     }
@@ -719,6 +755,30 @@ impl Listener {
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Await `request` while polling the connection it needs (applying
+    /// announcements meanwhile): whether it succeeded, `None` if the
+    /// connection failed first.
+    async fn drive<T, E>(
+        &self,
+        messages: &mut (
+                 impl futures_util::Stream<Item = Result<tokio_postgres::AsyncMessage, tokio_postgres::Error>> + Unpin
+             ),
+        request: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Option<bool> {
+        use futures_util::StreamExt;
+        let mut request = std::pin::pin!(request);
+        loop {
+            tokio::select! {
+                done = &mut request => return Some(done.is_ok()),
+                message = messages.next() => match message {
+                    Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => self.apply(n.payload()),
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => return None,
+                },
+            }
         }
     }
 
@@ -847,27 +907,19 @@ impl MetadataEngine for PostgresEngine {
         row.map(|r| row_meta(&r, 0)).transpose()
     }
 
-    async fn put(
-        &self,
-        volume: &str,
-        path: &VolumePath,
-        meta: &ObjectMeta,
-        audit: Option<&Record>,
-    ) -> StorageResult<()> {
+    async fn put(&self, volume: &str, path: &VolumePath, meta: &ObjectMeta, change: &Change) -> StorageResult<()> {
         let client = self.client().await?;
-        // The audit record goes in the same statement, so the same
-        // transaction, as the row.
-        let call = "SELECT silo_put($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
-        let sql = match audit {
-            Some(_) => format!("WITH a AS ({}) {call}", audit_insert(12)),
-            None => call.to_owned(),
-        };
+        let sql = with_change(
+            "SELECT silo_put($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            12,
+            change,
+        );
         let statement = client.prepare_cached(&sql).await.map_err(db_error)?;
         let dirs: Vec<&str> = path.ancestors().collect();
         let parents: Vec<&str> = dirs.iter().map(|d| parent_of(d)).collect();
         let (size, modified, metadata) = (meta.size as i64, meta.modified_ms as i64, metadata_json(meta));
         let (path, parent) = (path.as_str(), path.parent());
-        let audit = audit.map(AuditParams::new);
+        let audit = change.audit.as_ref().map(AuditParams::new);
         let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
             &volume,
             &path,
@@ -884,6 +936,9 @@ impl MetadataEngine for PostgresEngine {
         if let Some(audit) = &audit {
             params.extend(audit.values());
         }
+        if let Some(intent) = &change.intent {
+            params.push(intent);
+        }
         client.execute(&statement, &params).await.map_err(db_error)?;
         Ok(())
     }
@@ -893,25 +948,83 @@ impl MetadataEngine for PostgresEngine {
         volume: &str,
         path: &VolumePath,
         version: Option<&str>,
-        audit: Option<&Record>,
+        change: &Change,
     ) -> StorageResult<()> {
         let client = self.client().await?;
-        let call = "SELECT silo_remove($1, $2, $3, $4)";
-        let sql = match audit {
-            Some(_) => format!("WITH a AS ({}) {call}", audit_insert(5)),
-            None => call.to_owned(),
-        };
+        let sql = with_change("SELECT silo_remove($1, $2, $3, $4)", 5, change);
         let statement = client.prepare_cached(&sql).await.map_err(db_error)?;
         let deepest_first: Vec<&str> = path.ancestors().collect::<Vec<_>>().into_iter().rev().collect();
         let path = path.as_str();
-        let audit = audit.map(AuditParams::new);
+        let audit = change.audit.as_ref().map(AuditParams::new);
         let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
             vec![&volume, &path, &version, &deepest_first];
         if let Some(audit) = &audit {
             params.extend(audit.values());
         }
+        if let Some(intent) = &change.intent {
+            params.push(intent);
+        }
         client.execute(&statement, &params).await.map_err(db_error)?;
         Ok(())
+    }
+
+    async fn intent_begin(&self, i: &Intent) -> StorageResult<i64> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "INSERT INTO intents (node, volume, path, principal, request_id, created_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            )
+            .await
+            .map_err(db_error)?;
+        let row = client
+            .query_one(
+                &statement,
+                &[
+                    &i.node,
+                    &i.volume,
+                    &i.path,
+                    &i.principal,
+                    &i.request_id,
+                    &(i.created_ms as i64),
+                ],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(row.get(0))
+    }
+
+    async fn intent_end(&self, id: i64) -> StorageResult<()> {
+        let client = self.client().await?;
+        client
+            .execute("DELETE FROM intents WHERE id = $1", &[&id])
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn intents(&self, node: Option<&str>, before_ms: u64) -> StorageResult<Vec<Intent>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT id, node, volume, path, principal, request_id, created_ms FROM intents
+                 WHERE ($1::text IS NOT NULL AND node = $1) OR ($1::text IS NULL AND created_ms < $2) ORDER BY id",
+                &[&node, &(before_ms.min(i64::MAX as u64) as i64)],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(rows
+            .iter()
+            .map(|r| Intent {
+                id: r.get(0),
+                node: r.get(1),
+                volume: r.get(2),
+                path: r.get(3),
+                principal: r.get(4),
+                request_id: r.get(5),
+                created_ms: r.get::<_, i64>(6) as u64,
+            })
+            .collect())
     }
 
     async fn audit_add(&self, record: &Record) -> StorageResult<()> {

@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    Entry, MetadataEngine, Page, PartRecord, RefreshCounts, RefreshPart, RefreshProgress, UploadRecord, VolumeStats,
-    decode_cursor, metadata_from_json, metadata_json, paginate, prefix_upper_bound,
+    Change, Entry, Intent, MetadataEngine, Page, PartRecord, RefreshCounts, RefreshPart, RefreshProgress, UploadRecord,
+    VolumeStats, decode_cursor, metadata_from_json, metadata_json, paginate, prefix_upper_bound,
 };
 use crate::audit::{Action, Filter, Record};
 use crate::error::{StorageError, StorageResult};
@@ -116,6 +116,17 @@ CREATE TABLE IF NOT EXISTS audit (
     request_id TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_by_path ON audit (volume, path, id);
+-- Changes about to be made to a backend, ended with their row.
+CREATE TABLE IF NOT EXISTS intents (
+    id INTEGER PRIMARY KEY,
+    node TEXT NOT NULL,
+    volume TEXT NOT NULL,
+    path TEXT NOT NULL,
+    principal TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS intents_by_node ON intents (node);
 ";
 
 /// Reader connections kept open between calls.
@@ -148,7 +159,7 @@ struct QueuedPut {
     volume: String,
     path: VolumePath,
     meta: ObjectMeta,
-    audit: Option<Record>,
+    change: Change,
     done: tokio::sync::oneshot::Sender<StorageResult<()>>,
 }
 
@@ -345,9 +356,7 @@ impl Sql {
         for put in batch {
             let result = tx.savepoint().map_err(db_error).and_then(|point| {
                 Sql::put_in(&point, &put.volume, &put.path, &put.meta)?;
-                if let Some(record) = &put.audit {
-                    Sql::audit_add(&point, record)?;
-                }
+                Sql::change_in(&point, &put.change)?;
                 point.commit().map_err(db_error)
             });
             results.push(result);
@@ -398,12 +407,10 @@ impl Sql {
         volume: &str,
         path: &VolumePath,
         version: Option<&str>,
-        audit: Option<&Record>,
+        change: &Change,
     ) -> StorageResult<()> {
         let tx = conn.transaction().map_err(db_error)?;
-        if let Some(record) = audit {
-            Sql::audit_add(&tx, record)?;
-        }
+        Sql::change_in(&tx, change)?;
         let removed = tx
             .prepare_cached("DELETE FROM objects WHERE volume = ?1 AND path = ?2 AND (?3 IS NULL OR etag = ?3)")
             .and_then(|mut s| s.execute(params![volume, path.as_str(), version]))
@@ -427,6 +434,66 @@ impl Sql {
                 .map_err(db_error)?;
         }
         tx.commit().map_err(db_error)
+    }
+
+    /// What goes with a row's change: its record, and the end of its intent.
+    fn change_in(tx: &Connection, change: &Change) -> StorageResult<()> {
+        if let Some(record) = &change.audit {
+            Sql::audit_add(tx, record)?;
+        }
+        if let Some(id) = change.intent {
+            Sql::intent_end(tx, id)?;
+        }
+        Ok(())
+    }
+
+    fn intent_begin(tx: &Connection, i: &Intent) -> StorageResult<i64> {
+        tx.prepare_cached(
+            "INSERT INTO intents (node, volume, path, principal, request_id, created_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                i.node,
+                i.volume,
+                i.path,
+                i.principal,
+                i.request_id,
+                i.created_ms as i64
+            ])
+        })
+        .map_err(db_error)?;
+        Ok(tx.last_insert_rowid())
+    }
+
+    fn intent_end(tx: &Connection, id: i64) -> StorageResult<()> {
+        tx.prepare_cached("DELETE FROM intents WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![id]))
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    fn intents(conn: &Connection, node: Option<&str>, before_ms: u64) -> StorageResult<Vec<Intent>> {
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id, node, volume, path, principal, request_id, created_ms FROM intents
+                 WHERE (?1 IS NOT NULL AND node = ?1) OR (?1 IS NULL AND created_ms < ?2) ORDER BY id",
+            )
+            .map_err(db_error)?;
+        let rows = stmt
+            .query_map(params![node, before_ms.min(i64::MAX as u64) as i64], |row| {
+                Ok(Intent {
+                    id: row.get(0)?,
+                    node: row.get(1)?,
+                    volume: row.get(2)?,
+                    path: row.get(3)?,
+                    principal: row.get(4)?,
+                    request_id: row.get(5)?,
+                    created_ms: row.get::<_, i64>(6)? as u64,
+                })
+            })
+            .map_err(db_error)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
     }
 
     fn audit_add(tx: &Connection, r: &Record) -> StorageResult<()> {
@@ -876,13 +943,7 @@ impl MetadataEngine for SqliteEngine {
         self.read(move |c| Sql::get(c, &volume, &path)).await
     }
 
-    async fn put(
-        &self,
-        volume: &str,
-        path: &VolumePath,
-        meta: &ObjectMeta,
-        audit: Option<&Record>,
-    ) -> StorageResult<()> {
+    async fn put(&self, volume: &str, path: &VolumePath, meta: &ObjectMeta, change: &Change) -> StorageResult<()> {
         let (done, answer) = tokio::sync::oneshot::channel();
         let start = {
             let mut queue = lock(&self.shared.puts);
@@ -890,7 +951,7 @@ impl MetadataEngine for SqliteEngine {
                 volume: volume.to_owned(),
                 path: path.clone(),
                 meta: meta.clone(),
-                audit: audit.cloned(),
+                change: change.clone(),
                 done,
             });
             !std::mem::replace(&mut queue.draining, true)
@@ -909,16 +970,30 @@ impl MetadataEngine for SqliteEngine {
         volume: &str,
         path: &VolumePath,
         version: Option<&str>,
-        audit: Option<&Record>,
+        change: &Change,
     ) -> StorageResult<()> {
-        let (volume, path, version, audit) = (
+        let (volume, path, version, change) = (
             volume.to_owned(),
             path.clone(),
             version.map(str::to_owned),
-            audit.cloned(),
+            change.clone(),
         );
-        self.write(move |c| Sql::remove(c, &volume, &path, version.as_deref(), audit.as_ref()))
+        self.write(move |c| Sql::remove(c, &volume, &path, version.as_deref(), &change))
             .await
+    }
+
+    async fn intent_begin(&self, intent: &Intent) -> StorageResult<i64> {
+        let intent = intent.clone();
+        self.write(move |c| Sql::intent_begin(c, &intent)).await
+    }
+
+    async fn intent_end(&self, id: i64) -> StorageResult<()> {
+        self.write(move |c| Sql::intent_end(c, id)).await
+    }
+
+    async fn intents(&self, node: Option<&str>, before_ms: u64) -> StorageResult<Vec<Intent>> {
+        let node = node.map(str::to_owned);
+        self.read(move |c| Sql::intents(c, node.as_deref(), before_ms)).await
     }
 
     async fn audit_add(&self, record: &Record) -> StorageResult<()> {
@@ -1201,7 +1276,7 @@ mod tests {
             volume: "v".into(),
             path: VolumePath::parse(path).unwrap(),
             meta,
-            audit: None,
+            change: Change::default(),
             done,
         };
         (put, answer)
@@ -1251,7 +1326,7 @@ mod tests {
             let engine = engine.clone();
             tasks.spawn(async move {
                 let (put, _) = queued(&format!("d{}/f{i}.txt", i % 7), i);
-                engine.put(&put.volume, &put.path, &put.meta, None).await
+                engine.put(&put.volume, &put.path, &put.meta, &Change::default()).await
             });
         }
         while let Some(result) = tasks.join_next().await {
@@ -1263,6 +1338,9 @@ mod tests {
         }
         // The queue is not left stuck: a later put is answered too.
         let (put, _) = queued("late.txt", 9);
-        engine.put(&put.volume, &put.path, &put.meta, None).await.unwrap();
+        engine
+            .put(&put.volume, &put.path, &put.meta, &Change::default())
+            .await
+            .unwrap();
     }
 }
