@@ -70,6 +70,8 @@ pub struct DeriveRequest {
     pub style: String,
     pub target: Location,
     settings: Vec<(String, String)>,
+    /// The transformation asked for (dynamic images), normalised by the host.
+    pub params: Vec<(String, String)>,
 }
 
 fn lookup<'a>(settings: &'a [(String, String)], key: &str) -> Option<&'a str> {
@@ -87,6 +89,11 @@ impl DeriveRequest {
     /// A setting from this plugin's `settings` table in the host's config.
     pub fn setting(&self, key: &str) -> Option<&str> {
         lookup(&self.settings, key)
+    }
+
+    /// A parameter of the request (see the WIT's `derive-request`).
+    pub fn param(&self, key: &str) -> Option<&str> {
+        lookup(&self.params, key)
     }
 }
 
@@ -122,6 +129,7 @@ pub mod __private {
             style: r.style,
             target: r.target,
             settings: r.settings,
+            params: r.params,
         }
     }
 }

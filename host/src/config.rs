@@ -308,6 +308,10 @@ pub struct VolumeConfig {
     /// Largest upload into this volume, MiB (1 to 5242880, S3's 5 TiB;
     /// default 1024). A longer body is cut off and refused, nothing kept.
     pub max_upload_mib: Option<u64>,
+    /// Dynamic images (`/v1/images/...`): the sizes served and the cap on
+    /// variants per original.
+    #[serde(default)]
+    pub images: crate::images::ImagesConfig,
 }
 
 /// Default of `max_upload_mib`.
@@ -421,14 +425,16 @@ grants = [
 [[plugins]]
 name = "image-styles"
 component = "builtin:image-styles"
-events = ["image/jpeg", "image/png", "image/webp"]
-styles = ["thumbnail", "medium"]
+events = ["image/jpeg", "image/png", "image/webp", "image/gif"]
+styles = ["thumbnail", "medium", "image"]
 limits = { memory_mib = 512, time_ms = 30000 }
 grants = [
     { volume = "public", access = ["read"] },
     { volume = "public", prefix = "styles", access = ["read", "write", "delete"] },
+    { volume = "public", prefix = "variants", access = ["read", "write", "delete"] },
     { volume = "private", access = ["read"] },
     { volume = "private", prefix = "styles", access = ["read", "write", "delete"] },
+    { volume = "private", prefix = "variants", access = ["read", "write", "delete"] },
 ]
 "#;
 

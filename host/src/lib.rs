@@ -22,6 +22,7 @@ pub mod bundled;
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod images;
 pub mod maintenance;
 pub mod metrics;
 pub mod migrate;
@@ -94,11 +95,18 @@ const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// A style being derived: volume and target path.
 type StyleKey = (String, String);
 
+/// The style name of dynamic image variants (see [`images`]).
+pub const IMAGE_STYLE: &str = "image";
+
 /// Why a style could not be served.
 #[derive(Debug, thiserror::Error)]
 pub enum StyleError {
     #[error("no plugin derives style '{style}' for {content_type}")]
     UnknownStyle { style: String, content_type: String },
+    #[error(transparent)]
+    BadArgument(#[from] images::BadArgument),
+    #[error("{path} has {max} variants already, this volume's `images.max_variants`")]
+    TooManyVariants { path: String, max: usize },
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error(transparent)]
@@ -319,17 +327,93 @@ impl Silo {
     pub async fn style(&self, volume: &str, path: &str, style: &str) -> Result<(Location, ObjectMeta), StyleError> {
         let source = self.storage.location(volume, path)?;
         let target = self.storage.location(volume, &format!("styles/{style}/{path}"))?;
+        let meta = self.storage.host_session().stat(&source).await?;
+        let stage = self.stage_for(style, &meta.content_type)?;
+        self.derive_once(stage, source, target, style, Vec::new()).await
+    }
+
+    /// The variant of the image at `volume`/`path` that `args` ask for
+    /// (see [`images`]), derived by the plugin that lists the `image`
+    /// style if it is not stored yet; concurrent requests for one variant
+    /// derive it once. With `accepts_webp`, `webp=1` gives WebP.
+    pub async fn image(
+        &self,
+        volume: &str,
+        path: &str,
+        args: &images::ImageArgs,
+        accepts_webp: bool,
+    ) -> Result<(Location, ObjectMeta), StyleError> {
+        let source = self.storage.location(volume, path)?;
         let host = self.storage.host_session();
         let meta = host.stat(&source).await?;
-        let stage = self
-            .stages
-            .iter()
-            .find(|s| s.config.styles.iter().any(|s| s == style) && s.config.handles(&meta.content_type))
-            .ok_or_else(|| StyleError::UnknownStyle {
-                style: style.to_owned(),
-                content_type: meta.content_type.clone(),
-            })?;
-        let key = (volume.to_owned(), target.path.to_string());
+        let original = images::Format::of(&meta.content_type).ok_or_else(|| StyleError::UnknownStyle {
+            style: IMAGE_STYLE.into(),
+            content_type: meta.content_type.clone(),
+        })?;
+        let stage = self.stage_for(IMAGE_STYLE, &meta.content_type)?;
+        let settings = self
+            .config
+            .volumes
+            .get(volume)
+            .map(|v| v.images.clone())
+            .unwrap_or_default();
+        let format = args.format(original, accepts_webp);
+        let params = args.params(format, &settings.sizes)?;
+        let (variant, dir) = images::variant_path(source.path.as_str(), &meta.etag, &params, format);
+        let target = self.storage.location(volume, &variant)?;
+        match host.stat(&target).await {
+            Ok(stored) => return Ok((target, stored)),
+            Err(StorageError::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+        // One original's new variants are counted and derived one at a
+        // time, so that concurrent requests cannot pass the cap together.
+        let prefix = format!("{}/{}/", images::VARIANTS, source.path);
+        let key = (volume.to_owned(), prefix.clone());
+        self.exclusive(key, async {
+            match host.stat(&target).await {
+                Ok(stored) => return Ok((target.clone(), stored)),
+                Err(StorageError::NotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let current = self.variants_now(&host, volume, &prefix, &dir).await?;
+            if current >= settings.max_variants {
+                return Err(StyleError::TooManyVariants {
+                    path: path.to_owned(),
+                    max: settings.max_variants,
+                });
+            }
+            self.derive_once(stage, source.clone(), target.clone(), IMAGE_STYLE, params)
+                .await
+        })
+        .await
+    }
+
+    /// How many variants under `prefix` belong to this version (`dir`);
+    /// those of older versions of the original are deleted.
+    async fn variants_now(&self, host: &Session, volume: &str, prefix: &str, dir: &str) -> Result<usize, StyleError> {
+        let mut current = 0;
+        let mut cursor = None;
+        loop {
+            let page = host.list(volume, prefix, true, cursor.as_deref(), 1000).await?;
+            for entry in &page.entries {
+                if let cache::Entry::File { path, .. } = entry {
+                    if path.starts_with(dir) {
+                        current += 1;
+                    } else if let Ok(old) = self.storage.location(volume, path) {
+                        let _ = host.delete(&old).await;
+                    }
+                }
+            }
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(current),
+            }
+        }
+    }
+
+    /// Run `work` while holding the lock of `key`, one holder at a time.
+    async fn exclusive<T>(&self, key: StyleKey, work: impl std::future::Future<Output = T>) -> T {
         let lock = self
             .deriving
             .lock()
@@ -337,15 +421,48 @@ impl Silo {
             .entry(key.clone())
             .or_default()
             .clone();
-        let result = async {
+        let result = {
             let _turn = lock.lock().await;
+            work.await
+        };
+        let mut deriving = self.deriving.lock().unwrap_or_else(|p| p.into_inner());
+        // The last one out removes the entry.
+        if Arc::strong_count(&lock) == 2 {
+            deriving.remove(&key);
+        }
+        result
+    }
+
+    /// The stage that derives `style` for `content_type`.
+    fn stage_for(&self, style: &str, content_type: &str) -> Result<&pipeline::Stage, StyleError> {
+        self.stages
+            .iter()
+            .find(|s| s.config.styles.iter().any(|s| s == style) && s.config.handles(content_type))
+            .ok_or_else(|| StyleError::UnknownStyle {
+                style: style.to_owned(),
+                content_type: content_type.to_owned(),
+            })
+    }
+
+    /// The file at `target`, derived from `source` by `stage` if it is not
+    /// there yet, once however many ask at the same time.
+    async fn derive_once(
+        &self,
+        stage: &pipeline::Stage,
+        source: Location,
+        target: Location,
+        style: &str,
+        params: Vec<(String, String)>,
+    ) -> Result<(Location, ObjectMeta), StyleError> {
+        let host = self.storage.host_session();
+        let key = (target.volume.clone(), target.path.to_string());
+        self.exclusive(key, async {
             match host.stat(&target).await {
                 Ok(existing) => return Ok((target, existing)),
                 Err(StorageError::NotFound) => {}
                 Err(e) => return Err(e.into()),
             }
-            // A style derived on a read: the plugin's write, in a request
-            // of its own.
+            // Derived on a read: the plugin's write, in a request of its own.
             let actor = audit::Actor::request(audit::HOST).plugin(&stage.config.name);
             let session =
                 Session::new(self.storage.clone(), Some(stage.grants.clone()), stage.quota()).with_actor(actor);
@@ -354,6 +471,7 @@ impl Silo {
                 style: style.to_owned(),
                 target: (&target).into(),
                 settings: stage.settings.clone(),
+                params,
             };
             self.derivations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let derived = self
@@ -364,14 +482,8 @@ impl Silo {
             self.storage.metrics().plugin(&stage.config.name, "on-derive", outcome);
             derived?;
             Ok((target.clone(), host.stat(&target).await?))
-        }
-        .await;
-        let mut deriving = self.deriving.lock().unwrap_or_else(|p| p.into_inner());
-        // The last one out removes the entry.
-        if Arc::strong_count(&lock) == 2 {
-            deriving.remove(&key);
-        }
-        result
+        })
+        .await
     }
 
     /// How many styles this Silo has derived on request.

@@ -96,6 +96,7 @@ pub fn router(silo: Arc<Silo>, tokens: Tokens) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/files/{volume}/{*path}", get(read).put(upload).delete(remove))
         .route("/v1/styles/{style}/{volume}/{*path}", get(style))
+        .route("/v1/images/{volume}/{*path}", get(image))
         .route("/v1/sign/{volume}/{*path}", get(sign))
         .route("/v1/list/{volume}", get(list_root))
         .route("/v1/list/{volume}/{*prefix}", get(list))
@@ -644,20 +645,90 @@ async fn derive_style(app: &App, style: &str, volume: &str, path: &str) -> Resul
     let derived = task
         .await
         .map_err(|e| internal(format!("deriving the style stopped: {e}")))?;
-    let (loc, _) = derived.map_err(|e| match e {
+    let (loc, _) = derived.map_err(|e| style_error(e, false))?;
+    Ok(loc)
+}
+
+/// A style or variant that could not be served. For a dynamic image the
+/// plugin's verdict on the original is the client's answer: an image it
+/// cannot decode (or that crashes or outlasts it) is 422, one too large
+/// to decode within its limits 413.
+fn style_error(e: crate::StyleError, image: bool) -> ApiError {
+    use crate::runtime::InvokeError;
+    let status = |status, e: &InvokeError| ApiError {
+        status,
+        code: e.code(),
+        message: e.to_string(),
+    };
+    match e {
         crate::StyleError::Storage(e) => ApiError::from(e),
         e @ crate::StyleError::UnknownStyle { .. } => ApiError {
             status: StatusCode::NOT_FOUND,
             code: "unknown-style",
             message: e.to_string(),
         },
-        crate::StyleError::Plugin(e) => ApiError {
-            status: StatusCode::BAD_GATEWAY,
-            code: e.code(),
+        crate::StyleError::BadArgument(e) => ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad-request",
             message: e.to_string(),
         },
-    })?;
-    Ok(loc)
+        e @ crate::StyleError::TooManyVariants { .. } => ApiError {
+            status: StatusCode::FORBIDDEN,
+            code: "too-many-variants",
+            message: e.to_string(),
+        },
+        crate::StyleError::Plugin(e) if image => match &e {
+            InvokeError::MemoryLimit { .. }
+            | InvokeError::Failed {
+                error: StorageError::TooLarge,
+                ..
+            } => status(StatusCode::PAYLOAD_TOO_LARGE, &e),
+            InvokeError::TimeLimit { .. }
+            | InvokeError::Trap { .. }
+            | InvokeError::Failed {
+                error: StorageError::Forbidden(_) | StorageError::Unsupported(_),
+                ..
+            } => status(StatusCode::UNPROCESSABLE_ENTITY, &e),
+            InvokeError::Failed { .. } => status(StatusCode::BAD_GATEWAY, &e),
+        },
+        crate::StyleError::Plugin(e) => status(StatusCode::BAD_GATEWAY, &e),
+    }
+}
+
+/// A dynamic image: the variant of an original that Tachyon's arguments
+/// ask for (see `crate::images`), derived by a plugin on the first request.
+async fn image(
+    State(app): State<App>,
+    Path((volume, path)): Path<(String, String)>,
+    Query(query): Query<Vec<(String, String)>>,
+    method: axum::http::Method,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    app.may_read(&volume, &headers)?;
+    let args = crate::images::ImageArgs::parse(query.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .map_err(|e| style_error(e.into(), true))?;
+    let accepts_webp = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("image/webp"));
+    let silo = app.silo.clone();
+    let task = {
+        let (volume, path, args) = (volume.clone(), path.clone(), args.clone());
+        // Its own task: a client that leaves does not stop the plugin
+        // half-way, and others waiting for the variant are answered.
+        tokio::spawn(async move { silo.image(&volume, &path, &args, accepts_webp).await })
+    };
+    let (loc, _) = task
+        .await
+        .map_err(|e| internal(format!("deriving the image stopped: {e}")))?
+        .map_err(|e| style_error(e, true))?;
+    let mut response = respond(&app, &volume, loc, &headers, method == axum::http::Method::HEAD).await?;
+    if args.varies_by_accept() {
+        response
+            .headers_mut()
+            .insert(header::VARY, HeaderValue::from_static("Accept"));
+    }
+    Ok(response)
 }
 
 fn internal(message: String) -> ApiError {

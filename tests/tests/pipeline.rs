@@ -255,6 +255,7 @@ async fn image_styles_derives_one_style_on_request() -> anyhow::Result<()> {
             style: style.into(),
             target: (&storage.location("public", target).unwrap()).into(),
             settings: Vec::new(),
+            params: Vec::new(),
         };
         t.silo
             .runtime()

@@ -2,7 +2,8 @@
 //! styles under `styles/<style>/<original path>` in the same volume, in the
 //! original's format: `thumbnail` (100x100, cropped to fill) and `medium`
 //! (640 pixels wide, never upscaled). Also answers on-demand requests for
-//! either style.
+//! either style, and renders dynamic image variants (the `image` style,
+//! whose transformation the host passes as parameters).
 
 use std::io::Cursor;
 
@@ -32,16 +33,27 @@ fn decode(file: &Location) -> Result<(DynamicImage, ImageFormat), Error> {
         .map_err(|e| Error::Unavailable(format!("cannot read the image: {e}")))?;
     let format = reader
         .format()
-        .filter(|f| matches!(f, ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP))
+        .filter(|f| {
+            matches!(
+                f,
+                ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP | ImageFormat::Gif
+            )
+        })
         .ok_or(Error::Unsupported)?;
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
     limits.max_alloc = Some(MAX_DECODE_ALLOC);
     reader.limits(limits);
-    let image = reader
-        .decode()
-        .map_err(|e| Error::Unavailable(format!("cannot decode the image: {e}")))?;
+    // Decoded as the camera held it: EXIF orientation applied.
+    let refused = |e: image::ImageError| match e {
+        image::ImageError::Limits(_) => Error::TooLarge,
+        e => Error::Forbidden(format!("cannot decode the image: {e}")),
+    };
+    let mut decoder = reader.into_decoder().map_err(refused)?;
+    let orientation = image::ImageDecoder::orientation(&mut decoder).map_err(refused)?;
+    let mut image = DynamicImage::from_decoder(decoder).map_err(refused)?;
+    image.apply_orientation(orientation);
     Ok((image, format))
 }
 
@@ -71,13 +83,153 @@ fn write_style(image: &DynamicImage, format: ImageFormat, style: &str, target: L
     })
 }
 
+/// `w,h` of a parameter.
+fn pair(request: &DeriveRequest, key: &str) -> Result<Option<(u32, u32)>, Error> {
+    let Some(text) = request.param(key) else {
+        return Ok(None);
+    };
+    let bad = || Error::InvalidPath(format!("parameter {key}={text} is not `w,h`"));
+    let (w, h) = text.split_once(',').ok_or_else(bad)?;
+    Ok(Some((w.parse().map_err(|_| bad())?, h.parse().map_err(|_| bad())?)))
+}
+
+fn number(request: &DeriveRequest, key: &str) -> Result<Option<u32>, Error> {
+    request
+        .param(key)
+        .map(|t| {
+            t.parse()
+                .map_err(|_| Error::InvalidPath(format!("parameter {key}={t} is not a number")))
+        })
+        .transpose()
+}
+
+/// Scale down (never up) to fill `w` x `h`, cropping the overflow around
+/// the centre; an image smaller than that is cropped only.
+fn cover(image: DynamicImage, w: u32, h: u32) -> DynamicImage {
+    if image.width() <= w && image.height() <= h {
+        return image;
+    }
+    if image.width() < w || image.height() < h {
+        let (cw, ch) = (w.min(image.width()), h.min(image.height()));
+        return image.crop_imm((image.width() - cw) / 2, (image.height() - ch) / 2, cw, ch);
+    }
+    image.resize_to_fill(w, h, FilterType::Triangle)
+}
+
+/// Scale down (never up) to fit inside `w` x `h`.
+fn inside(image: DynamicImage, w: u32, h: u32) -> DynamicImage {
+    if image.width() <= w && image.height() <= h {
+        return image;
+    }
+    image.resize(w, h, FilterType::Triangle)
+}
+
+/// Render a dynamic image variant: crop, then one of resize (cover), fit
+/// (inside), lb (letterbox on black), or w/h; then encode.
+fn variant(request: &DeriveRequest) -> Result<DerivedFile, Error> {
+    let (mut image, _) = decode(&request.source)?;
+    if let Some(text) = request.param("crop") {
+        let parts: Vec<&str> = text.split(',').collect();
+        let [x, y, w, h] = parts[..] else {
+            return Err(Error::InvalidPath(format!("parameter crop={text}")));
+        };
+        let dims = [image.width(), image.height()];
+        let resolve = |i: usize, part: &str| -> Result<u32, Error> {
+            let bad = || Error::InvalidPath(format!("parameter crop={text}"));
+            match part.strip_suffix("px") {
+                Some(n) => n.parse::<f64>().map(|n| n as u32).map_err(|_| bad()),
+                None => part
+                    .parse::<f64>()
+                    .map(|p| (f64::from(dims[i % 2]) * p / 100.0).round() as u32)
+                    .map_err(|_| bad()),
+            }
+        };
+        let (x, y) = (resolve(0, x)?.min(dims[0]), resolve(1, y)?.min(dims[1]));
+        let (w, h) = (resolve(2, w)?.min(dims[0] - x), resolve(3, h)?.min(dims[1] - y));
+        if w == 0 || h == 0 {
+            return Err(Error::Forbidden(format!(
+                "crop={text} leaves nothing of a {}x{} image",
+                dims[0], dims[1]
+            )));
+        }
+        image = image.crop_imm(x, y, w, h);
+    }
+    if let Some((w, h)) = pair(request, "resize")? {
+        image = cover(image, w, h);
+    } else if let Some((w, h)) = pair(request, "fit")? {
+        image = inside(image, w, h);
+    } else if let Some((w, h)) = pair(request, "lb")? {
+        let fitted = inside(image, w, h);
+        let mut canvas = image::RgbaImage::from_pixel(w, h, image::Rgba([0, 0, 0, 255]));
+        let (x, y) = ((w - fitted.width()) / 2, (h - fitted.height()) / 2);
+        image::imageops::overlay(&mut canvas, &fitted.to_rgba8(), i64::from(x), i64::from(y));
+        image = DynamicImage::ImageRgba8(canvas);
+    } else {
+        let (w, h) = (number(request, "w")?, number(request, "h")?);
+        image = match (w, h, request.param("cover")) {
+            (Some(w), Some(h), Some("1")) => cover(image, w, h),
+            (None, None, _) => image,
+            (w, h, _) => inside(image, w.unwrap_or(u32::MAX), h.unwrap_or(u32::MAX)),
+        };
+    }
+    let quality = number(request, "quality")?.unwrap_or(82).clamp(1, 100) as u8;
+    let format = match request.param("format") {
+        Some("jpeg") => ImageFormat::Jpeg,
+        Some("png") => ImageFormat::Png,
+        Some("webp") => ImageFormat::WebP,
+        other => return Err(Error::InvalidPath(format!("parameter format={other:?}"))),
+    };
+    // Pixels only are encoded: no EXIF, XMP or colour profile is carried
+    // over, whatever `strip` says.
+    let mut out = Cursor::new(Vec::new());
+    let encoded = match format {
+        ImageFormat::Jpeg => {
+            let rgb = DynamicImage::ImageRgb8(image.to_rgb8());
+            rgb.write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality))
+        }
+        // The WebP encoder is lossless; `quality` does not apply.
+        ImageFormat::WebP => {
+            let rgba = DynamicImage::ImageRgba8(image.to_rgba8());
+            rgba.write_to(&mut out, ImageFormat::WebP)
+        }
+        _ => {
+            // 16-bit images become 8-bit, as browsers show them.
+            let eight = if image.color().has_alpha() {
+                DynamicImage::ImageRgba8(image.to_rgba8())
+            } else {
+                DynamicImage::ImageRgb8(image.to_rgb8())
+            };
+            eight.write_to(&mut out, format)
+        }
+    };
+    encoded.map_err(|e| Error::Unavailable(format!("cannot encode the variant: {e}")))?;
+    let info = files::write_with(
+        &request.target,
+        out.get_ref(),
+        WriteOptions::new().content_type(format.to_mime_type()),
+    )?;
+    Ok(DerivedFile {
+        file: request.target.clone(),
+        info,
+        style: Some("image".into()),
+        width: Some(image.width()),
+        height: Some(image.height()),
+    })
+}
+
 struct Styles;
 
 impl Plugin for Styles {
     fn on_upload(upload: Upload) -> Result<Outcome, Error> {
         let (image, format) = match decode(&upload.file) {
             Ok(decoded) => decoded,
-            Err(Error::Unavailable(reason)) => return Ok(Outcome::Reject(reason)),
+            Err(Error::Unavailable(reason) | Error::Forbidden(reason)) => return Ok(Outcome::Reject(reason)),
+            Err(Error::TooLarge) => {
+                return Ok(Outcome::Reject(format!(
+                    "the image is larger than {MAX_SIDE} pixels a side or {} MiB decoded",
+                    MAX_DECODE_ALLOC >> 20
+                )));
+            }
             Err(e) => return Err(e),
         };
         let mut derived = Vec::new();
@@ -92,6 +244,9 @@ impl Plugin for Styles {
     }
 
     fn on_derive(request: DeriveRequest) -> Result<DerivedFile, Error> {
+        if request.style == "image" {
+            return variant(&request);
+        }
         if !STYLES.contains(&request.style.as_str()) {
             return Err(Error::Unsupported);
         }

@@ -1,0 +1,347 @@
+//! Dynamic images (`/v1/images/...`): Tachyon's arguments rendered by the
+//! built-in image-styles plugin in its sandbox, checked by decoding what
+//! is served; variants kept per version of the original and bounded per
+//! original; broken and oversized images end one request, never the host.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hyper::{Method, StatusCode};
+use silo_tests::TestSilo;
+use silo_tests::http::{Client, Reply, Sidecar};
+
+fn volumes(images: &str) -> String {
+    format!(
+        "[volumes.public]\nbackend = \"local\"\npath = \"volumes/public\"\nvisibility = \"public\"\n\n\
+         [volumes.public.images]\n{images}\n\n\
+         [volumes.private]\nbackend = \"local\"\npath = \"volumes/private\"\n"
+    )
+}
+
+const RENDERER: &str = r#"
+[[plugins]]
+name = "image-styles"
+component = "builtin:image-styles"
+events = ["image/jpeg", "image/png", "image/webp", "image/gif"]
+styles = ["image"]
+limits = { memory_mib = 256, time_ms = 20000 }
+grants = [
+    { volume = "public", access = ["read"] },
+    { volume = "public", prefix = "variants", access = ["read", "write", "delete"] },
+]
+"#;
+
+/// A Silo rendering dynamic images, its sidecar, and a way to put
+/// originals in place (straight through the storage core).
+async fn setup(images: &str) -> (Arc<silo_host::Silo>, Sidecar, tempfile::TempDir) {
+    let t = TestSilo::with_volumes(RENDERER, &[], &volumes(images)).await.unwrap();
+    let silo = Arc::new(t.silo);
+    let sidecar = Sidecar::start(silo.clone()).await;
+    (silo, sidecar, t.dir)
+}
+
+async fn put(silo: &silo_host::Silo, path: &str, bytes: Vec<u8>, content_type: &str) {
+    let storage = silo.storage();
+    let loc = storage.location("public", path).unwrap();
+    let options = silo_host::store::PutOptions {
+        content_type: content_type.into(),
+        ..Default::default()
+    };
+    storage
+        .host_session()
+        .write(&loc, Bytes::from(bytes), options)
+        .await
+        .unwrap();
+}
+
+async fn get(sidecar: &Sidecar, query: &str, accept: Option<&str>) -> Reply {
+    let headers: Vec<(&str, &str)> = accept.iter().map(|a| ("accept", *a)).collect();
+    Client::default()
+        .get(&sidecar.url(&format!("/v1/images/public/photo.jpg?{query}")), &headers)
+        .await
+        .unwrap()
+}
+
+/// Dimensions and format of a served image, decoded.
+fn decoded(reply: &Reply) -> (u32, u32, image::ImageFormat) {
+    let format = image::guess_format(&reply.body).unwrap();
+    let img = image::load_from_memory(&reply.body).unwrap();
+    (img.width(), img.height(), format)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_argument_gives_the_size_and_format_asked_for() {
+    use image::ImageFormat::{Jpeg, Png, WebP};
+    let (silo, sidecar, _dir) = setup("").await;
+    put(&silo, "photo.jpg", silo_tests::jpeg(400, 200), "image/jpeg").await;
+    for (query, expected) in [
+        ("w=200", (200, 100, Jpeg)),
+        ("h=50", (100, 50, Jpeg)),
+        ("w=100&h=100", (100, 50, Jpeg)),
+        ("w=100&h=100&crop=1", (100, 100, Jpeg)),
+        ("resize=120,80", (120, 80, Jpeg)),
+        ("fit=100,100", (100, 50, Jpeg)),
+        ("lb=100,100", (100, 100, Jpeg)),
+        ("crop=0,0,50,50", (200, 100, Jpeg)),
+        ("crop=10px,10px,40px,30px", (40, 30, Jpeg)),
+        ("w=100&zoom=2", (200, 100, Jpeg)),
+        ("w=800", (400, 200, Jpeg)),
+        ("format=png", (400, 200, Png)),
+        ("w=100&format=webp", (100, 50, WebP)),
+        ("w=100&strip=all", (100, 50, Jpeg)),
+    ] {
+        let reply = get(&sidecar, query, None).await;
+        assert_eq!(reply.status, StatusCode::OK, "{query}: {}", reply.text());
+        assert_eq!(decoded(&reply), expected, "{query}");
+        let content_type = reply.header("content-type").unwrap();
+        assert_eq!(
+            image::ImageFormat::from_mime_type(content_type),
+            Some(expected.2),
+            "{query}"
+        );
+        assert!(reply.header("etag").is_some() && reply.header("cache-control").is_some());
+    }
+    // webp=1 follows the client's Accept, and says so.
+    let webp = get(&sidecar, "w=100&webp=1", Some("image/avif,image/webp,*/*")).await;
+    assert_eq!(decoded(&webp), (100, 50, WebP));
+    assert_eq!(webp.header("vary"), Some("Accept"));
+    let jpeg = get(&sidecar, "w=100&webp=1", Some("image/png,*/*")).await;
+    assert_eq!(decoded(&jpeg), (100, 50, Jpeg));
+    assert_eq!(jpeg.header("vary"), Some("Accept"));
+    // Quality is applied.
+    let low = get(&sidecar, "quality=10", None).await;
+    let high = get(&sidecar, "quality=95", None).await;
+    assert!(
+        low.body.len() * 2 < high.body.len(),
+        "{} vs {}",
+        low.body.len(),
+        high.body.len()
+    );
+    // HEAD answers as GET does, without the body.
+    let head = Client::default()
+        .send(
+            Method::HEAD,
+            &sidecar.url("/v1/images/public/photo.jpg?w=200"),
+            &[],
+            Bytes::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(head.status, StatusCode::OK);
+    assert!(head.body.is_empty());
+    // The same arguments in another order are the same variant, derived once.
+    let before = silo.derivations();
+    let again = get(&sidecar, "h=100&crop=1&w=100", None).await;
+    assert_eq!(decoded(&again), (100, 100, Jpeg));
+    assert_eq!(silo.derivations(), before, "served from the stored variant");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exif_orientation_transparency_and_deep_pngs() {
+    let (silo, sidecar, _dir) = setup("").await;
+    // A PNG with transparency to WebP keeps its alpha.
+    let mut rgba = image::RgbaImage::new(64, 32);
+    for (x, _, p) in rgba.enumerate_pixels_mut() {
+        *p = image::Rgba([255, 0, 0, if x < 32 { 0 } else { 255 }]);
+    }
+    let mut png = std::io::Cursor::new(Vec::new());
+    rgba.write_to(&mut png, image::ImageFormat::Png).unwrap();
+    put(&silo, "photo.jpg", png.into_inner(), "image/png").await;
+    let reply = get(&sidecar, "format=webp", None).await;
+    let img = image::load_from_memory(&reply.body).unwrap().to_rgba8();
+    assert_eq!(
+        (img.width(), img.get_pixel(0, 0)[3], img.get_pixel(63, 0)[3]),
+        (64, 0, 255)
+    );
+    // A 16-bit PNG is served as 8-bit.
+    let deep = image::ImageBuffer::<image::Rgb<u16>, _>::from_pixel(40, 20, image::Rgb([65535, 0, 0]));
+    let mut png16 = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb16(deep)
+        .write_to(&mut png16, image::ImageFormat::Png)
+        .unwrap();
+    put(&silo, "photo.jpg", png16.into_inner(), "image/png").await;
+    let reply = get(&sidecar, "w=20", None).await;
+    assert_eq!(decoded(&reply), (20, 10, image::ImageFormat::Png));
+    assert_eq!(
+        image::load_from_memory(&reply.body).unwrap().color(),
+        image::ColorType::Rgb8
+    );
+    // A JPEG whose EXIF says "rotate 90°": served upright (portrait).
+    put(&silo, "photo.jpg", rotated_jpeg(80, 40), "image/jpeg").await;
+    let reply = get(&sidecar, "format=png", None).await;
+    assert_eq!(decoded(&reply), (40, 80, image::ImageFormat::Png));
+}
+
+/// A JPEG of `w` x `h` with an EXIF orientation of 6 (rotate 90° clockwise).
+fn rotated_jpeg(w: u32, h: u32) -> Vec<u8> {
+    let plain = silo_tests::jpeg(w, h);
+    // APP1 "Exif\0\0", a little-endian TIFF header with one IFD entry:
+    // tag 0x0112 (orientation), type SHORT, count 1, value 6.
+    let mut tiff = b"II*\0\x08\0\0\0".to_vec();
+    tiff.extend_from_slice(&1u16.to_le_bytes());
+    tiff.extend_from_slice(&0x0112u16.to_le_bytes());
+    tiff.extend_from_slice(&3u16.to_le_bytes());
+    tiff.extend_from_slice(&1u32.to_le_bytes());
+    tiff.extend_from_slice(&6u16.to_le_bytes());
+    tiff.extend_from_slice(&[0, 0]);
+    tiff.extend_from_slice(&0u32.to_le_bytes());
+    let mut app1 = b"Exif\0\0".to_vec();
+    app1.extend_from_slice(&tiff);
+    let mut out = plain[..2].to_vec(); // SOI
+    out.extend_from_slice(&[0xFF, 0xE1]);
+    out.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
+    out.extend_from_slice(&app1);
+    out.extend_from_slice(&plain[2..]);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_arguments_are_refused_by_name() {
+    let (silo, sidecar, _dir) = setup("").await;
+    put(&silo, "photo.jpg", silo_tests::jpeg(40, 20), "image/jpeg").await;
+    for (query, name) in [
+        ("w=0", "`w`"),
+        ("w=abc", "`w`"),
+        ("bogus=1", "`bogus`"),
+        ("crop=1", "`crop`"),
+        ("quality=101", "`quality`"),
+        ("format=gif", "`format`"),
+        ("w=10&w=20", "`w`"),
+        ("zoom=100", "`zoom`"),
+    ] {
+        let reply = get(&sidecar, query, None).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{query}");
+        assert!(reply.text().contains(name), "{query}: {}", reply.text());
+    }
+    assert_eq!(silo.derivations(), 0);
+    let missing = Client::default()
+        .get(&sidecar.url("/v1/images/public/none.jpg?w=10"), &[])
+        .await
+        .unwrap();
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+}
+
+/// A PNG that declares `w` x `h` pixels and holds almost nothing.
+fn declared_png(w: u32, h: u32) -> Vec<u8> {
+    fn crc(bytes: &[u8]) -> u32 {
+        let mut c = 0xFFFF_FFFFu32;
+        for b in bytes {
+            c ^= u32::from(*b);
+            for _ in 0..8 {
+                c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            }
+        }
+        !c
+    }
+    let chunk = |kind: &[u8], data: &[u8]| {
+        let mut out = (data.len() as u32).to_be_bytes().to_vec();
+        let mut body = kind.to_vec();
+        body.extend_from_slice(data);
+        out.extend_from_slice(&body);
+        out.extend_from_slice(&crc(&body).to_be_bytes());
+        out
+    };
+    let mut ihdr = w.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(chunk(b"IHDR", &ihdr));
+    // An empty zlib stream: the rows are missing.
+    png.extend(chunk(b"IDAT", &[0x78, 0x9C, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]));
+    png.extend(chunk(b"IEND", &[]));
+    png
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_and_oversized_images_end_one_request() {
+    let (silo, sidecar, _dir) = setup("").await;
+    // A truncated JPEG is served as far as it decodes (as Tachyon's
+    // decoder does), its missing rows grey.
+    let jpeg = silo_tests::jpeg(300, 200);
+    put(&silo, "photo.jpg", jpeg[..jpeg.len() / 3].to_vec(), "image/jpeg").await;
+    let truncated = get(&sidecar, "w=150", None).await;
+    assert_eq!(truncated.status, StatusCode::OK, "{}", truncated.text());
+    assert_eq!(decoded(&truncated), (150, 100, image::ImageFormat::Jpeg));
+    // Bytes that are no image at all behind a JPEG signature: 422.
+    let mut garbage = b"\xFF\xD8\xFF\xDB\x00\x43".to_vec();
+    garbage.extend(std::iter::repeat_n(0xA5u8, 4000));
+    put(&silo, "photo.jpg", garbage, "image/jpeg").await;
+    let malformed = get(&sidecar, "w=100", None).await;
+    assert_eq!(
+        malformed.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        malformed.text()
+    );
+    // A decompression bomb: 50,000 x 50,000 declared in a few bytes.
+    put(&silo, "photo.jpg", declared_png(50_000, 50_000), "image/png").await;
+    let bomb = get(&sidecar, "w=100", None).await;
+    assert_eq!(bomb.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", bomb.text());
+    // The host is fine and serves the next good image.
+    put(&silo, "photo.jpg", silo_tests::jpeg(300, 200), "image/jpeg").await;
+    let fine = get(&sidecar, "w=150", None).await;
+    assert_eq!(decoded(&fine), (150, 100, image::ImageFormat::Jpeg));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_original_never_serves_an_old_variant() {
+    let (silo, sidecar, _dir) = setup("").await;
+    put(&silo, "photo.jpg", silo_tests::jpeg(400, 200), "image/jpeg").await;
+    assert_eq!(decoded(&get(&sidecar, "w=100", None).await).1, 50);
+    put(&silo, "photo.jpg", silo_tests::jpeg(200, 200), "image/jpeg").await;
+    assert_eq!(decoded(&get(&sidecar, "w=100", None).await).1, 100);
+    // The old version's variant is gone; the new one's is the only one.
+    let host = silo.storage().host_session();
+    let listed = host
+        .list("public", "variants/photo.jpg/", true, None, 100)
+        .await
+        .unwrap();
+    assert_eq!(listed.entries.len(), 1, "{:?}", listed.entries);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_distinct_widths_stay_within_the_bound() {
+    let (silo, sidecar, _dir) = setup("max_variants = 20").await;
+    put(&silo, "photo.jpg", silo_tests::jpeg(400, 200), "image/jpeg").await;
+    let client = Client::default();
+    let mut requests = tokio::task::JoinSet::new();
+    let limit = Arc::new(tokio::sync::Semaphore::new(16));
+    for w in 1..=1000 {
+        let (client, url, limit) = (
+            client.clone(),
+            sidecar.url(&format!("/v1/images/public/photo.jpg?w={w}")),
+            limit.clone(),
+        );
+        requests.spawn(async move {
+            let _slot = limit.acquire().await.unwrap();
+            client.get(&url, &[]).await.unwrap().status
+        });
+    }
+    let mut statuses = std::collections::BTreeMap::new();
+    while let Some(status) = requests.join_next().await {
+        *statuses.entry(status.unwrap().as_u16()).or_insert(0) += 1;
+    }
+    assert_eq!(statuses.get(&200), Some(&20), "{statuses:?}");
+    assert_eq!(statuses.get(&403), Some(&980), "{statuses:?}");
+    // Storage and CPU: 20 variants stored, 20 derivations run.
+    let host = silo.storage().host_session();
+    let stored = host
+        .list("public", "variants/photo.jpg/", true, None, 1000)
+        .await
+        .unwrap();
+    assert_eq!(stored.entries.len(), 20);
+    assert_eq!(silo.derivations(), 20);
+
+    // With allowed sizes, other widths are refused before any work.
+    let (silo, sidecar, _dir) = setup("sizes = [100, 200]").await;
+    put(&silo, "photo.jpg", silo_tests::jpeg(400, 200), "image/jpeg").await;
+    assert_eq!(get(&sidecar, "w=100", None).await.status, StatusCode::OK);
+    let other = get(&sidecar, "w=150", None).await;
+    assert_eq!(other.status, StatusCode::BAD_REQUEST);
+    assert!(
+        other.text().contains("not a size this volume serves"),
+        "{}",
+        other.text()
+    );
+    assert_eq!(silo.derivations(), 1);
+}
