@@ -472,6 +472,7 @@ impl Config {
         ));
         for volume in config.volumes.values_mut() {
             volume.path = volume.path.as_deref().map(absolute);
+            volume.images.signing_key_file = volume.images.signing_key_file.as_deref().map(absolute);
         }
         for file in [
             &mut config.metadata.url_file,

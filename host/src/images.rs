@@ -28,6 +28,9 @@ pub struct ImagesConfig {
     /// one past it is refused.
     #[serde(default = "default_max_variants")]
     pub max_variants: usize,
+    /// A file holding the key image URLs must be signed with (`s=`, see
+    /// [`signature`]); unset: unsigned URLs are served.
+    pub signing_key_file: Option<std::path::PathBuf>,
 }
 
 fn default_max_variants() -> usize {
@@ -39,6 +42,7 @@ impl Default for ImagesConfig {
         ImagesConfig {
             sizes: Vec::new(),
             max_variants: default_max_variants(),
+            signing_key_file: None,
         }
     }
 }
@@ -345,11 +349,36 @@ struct Sizes {
     lb: Option<(u32, u32)>,
 }
 
+/// The signature (`s=`) of an image URL: HMAC-SHA256 with the volume's
+/// key over the file's path (as stored, not percent-encoded), `?`, and the
+/// query string as sent without `s`; lower-case hex.
+pub fn signature(key: &[u8], path: &str, query: &str) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(path.as_bytes());
+    mac.update(b"?");
+    mac.update(query.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Whether `given` is the signature of `path` and `query`, compared in
+/// constant time.
+pub fn signed(key: &[u8], path: &str, query: &str, given: &str) -> bool {
+    use hmac::Mac;
+    let Ok(given) = hex::decode(given) else {
+        return false;
+    };
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(path.as_bytes());
+    mac.update(b"?");
+    mac.update(query.as_bytes());
+    mac.verify_slice(&given).is_ok()
+}
+
 /// Where the variant of `path` (at version `etag`) for `params` lives, and
 /// the prefix of all of that version's variants.
 pub fn variant_path(path: &str, etag: &str, params: &[(String, String)], format: Format) -> (String, String) {
     use sha2::Digest;
-    let version = hex::encode(&sha2::Sha256::digest(etag.as_bytes())[..8]);
     let mut hash = sha2::Sha256::new();
     for (k, v) in params {
         hash.update(k.as_bytes());
@@ -358,8 +387,15 @@ pub fn variant_path(path: &str, etag: &str, params: &[(String, String)], format:
         hash.update(b"&");
     }
     let args = hex::encode(&hash.finalize()[..12]);
-    let dir = format!("{VARIANTS}/{path}/{version}/");
+    let dir = version_dir(path, etag);
     (format!("{dir}{args}.{}", format.extension()), dir)
+}
+
+/// The prefix of the variants of version `etag` of `path`.
+pub fn version_dir(path: &str, etag: &str) -> String {
+    use sha2::Digest;
+    let version = hex::encode(&sha2::Sha256::digest(etag.as_bytes())[..8]);
+    format!("{VARIANTS}/{path}/{version}/")
 }
 
 #[cfg(test)]

@@ -84,6 +84,8 @@ pub struct Silo {
     /// Set when the node shuts down: it finishes what it has, and a load
     /// balancer should send it nothing new.
     draining: std::sync::atomic::AtomicBool,
+    /// Keys image URLs must be signed with, by volume.
+    image_keys: std::collections::BTreeMap<String, Vec<u8>>,
 }
 
 /// The key readiness asks each backend for: its answer (found or not)
@@ -94,6 +96,17 @@ const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A style being derived: volume and target path.
 type StyleKey = (String, String);
+
+/// A dynamic image variant, located.
+struct ImagePlan<'a> {
+    source: Location,
+    target: Location,
+    /// The prefix of the variants of the original's version.
+    dir: String,
+    params: Vec<(String, String)>,
+    settings: images::ImagesConfig,
+    stage: &'a pipeline::Stage,
+}
 
 /// The style name of dynamic image variants (see [`images`]).
 pub const IMAGE_STYLE: &str = "image";
@@ -150,6 +163,27 @@ impl Silo {
                 grants: grants.into(),
             });
         }
+        let mut image_keys = std::collections::BTreeMap::new();
+        for (name, volume) in &config.volumes {
+            if let Some(file) = &volume.images.signing_key_file {
+                let text = std::fs::read_to_string(file).map_err(|source| SiloError::Io {
+                    path: file.clone(),
+                    source,
+                })?;
+                let key = text.trim_end_matches(['\n', '\r']);
+                if key.chars().count() < 16 {
+                    return Err(ConfigError::Invalid {
+                        origin: config.origin.clone(),
+                        message: format!(
+                            "volume '{name}': the image signing key in {} must be at least 16 characters",
+                            file.display()
+                        ),
+                    }
+                    .into());
+                }
+                image_keys.insert(name.clone(), key.as_bytes().to_vec());
+            }
+        }
         let storage = open_storage(&config).await?;
         store::local::sweep_abandoned(&config.data_dir.join("staging"));
         Ok(Silo {
@@ -160,7 +194,13 @@ impl Silo {
             deriving: Default::default(),
             derivations: Default::default(),
             draining: Default::default(),
+            image_keys,
         })
+    }
+
+    /// The key `volume`'s image URLs must be signed with, if any.
+    pub fn image_key(&self, volume: &str) -> Option<&[u8]> {
+        self.image_keys.get(volume).map(Vec::as_slice)
     }
 
     /// Start shutting down: from now on the node is not ready.
@@ -307,7 +347,50 @@ impl Silo {
     /// Run a staged upload through the pipeline: stored if every plugin
     /// accepts it, else rolled back with everything its plugins wrote.
     pub async fn judge(&self, pending: vfs::PendingUpload) -> UploadReport {
-        pipeline::run(&self.storage, &self.runtime, &self.stages, pending).await
+        let loc = pending.location.clone();
+        let actor = pending.actor.clone();
+        let report = pipeline::run(&self.storage, &self.runtime, &self.stages, pending).await;
+        // A replaced image's variants of its earlier versions go.
+        if let Some(etag) = &report.file.etag {
+            let mut host = self.storage.host_session();
+            if let Some(actor) = actor {
+                host = host.with_actor(actor);
+            }
+            self.forget_variants(&host, &loc, &report.file.content_type, Some(etag))
+                .await;
+        }
+        report
+    }
+
+    /// Delete `loc` through `session`, and the dynamic image variants made
+    /// of it.
+    pub async fn delete(&self, session: &Session, loc: &Location) -> Result<(), StorageError> {
+        let content_type = session.stat(loc).await.map(|m| m.content_type).ok();
+        session.delete(loc).await?;
+        if let Some(content_type) = content_type {
+            self.forget_variants(session, loc, &content_type, None).await;
+        }
+        Ok(())
+    }
+
+    /// Delete the variants of `loc` but those of its version `keep` (all
+    /// of them without): a replaced or deleted original's. Only where a
+    /// plugin renders its type; a failure is logged (the variants are
+    /// unreachable through `/v1/images` anyway, and the next one made for
+    /// the original removes them).
+    async fn forget_variants(&self, session: &Session, loc: &Location, content_type: &str, keep: Option<&str>) {
+        if self.stage_for(IMAGE_STYLE, content_type).is_err() {
+            return;
+        }
+        let prefix = format!("{}/{}/", images::VARIANTS, loc.path);
+        let dir = match keep {
+            Some(etag) => images::version_dir(loc.path.as_str(), etag),
+            // No variant path has a trailing slash: nothing is kept.
+            None => format!("{prefix}/"),
+        };
+        if let Err(e) = self.variants_now(session, &loc.volume, &prefix, &dir).await {
+            tracing::warn!("removing the image variants of {loc}: {e}");
+        }
     }
 }
 
@@ -343,24 +426,16 @@ impl Silo {
         args: &images::ImageArgs,
         accepts_webp: bool,
     ) -> Result<(Location, ObjectMeta), StyleError> {
-        let source = self.storage.location(volume, path)?;
+        let plan = self.image_plan(volume, path, args, accepts_webp).await?;
+        let ImagePlan {
+            source,
+            target,
+            dir,
+            params,
+            settings,
+            stage,
+        } = plan;
         let host = self.storage.host_session();
-        let meta = host.stat(&source).await?;
-        let original = images::Format::of(&meta.content_type).ok_or_else(|| StyleError::UnknownStyle {
-            style: IMAGE_STYLE.into(),
-            content_type: meta.content_type.clone(),
-        })?;
-        let stage = self.stage_for(IMAGE_STYLE, &meta.content_type)?;
-        let settings = self
-            .config
-            .volumes
-            .get(volume)
-            .map(|v| v.images.clone())
-            .unwrap_or_default();
-        let format = args.format(original, accepts_webp);
-        let params = args.params(format, &settings.sizes)?;
-        let (variant, dir) = images::variant_path(source.path.as_str(), &meta.etag, &params, format);
-        let target = self.storage.location(volume, &variant)?;
         match host.stat(&target).await {
             Ok(stored) => return Ok((target, stored)),
             Err(StorageError::NotFound) => {}
@@ -387,6 +462,59 @@ impl Silo {
                 .await
         })
         .await
+    }
+
+    /// The variant `args` ask for if it is stored already (the common
+    /// case, answered without a task or a plugin); `None` if it must be
+    /// derived.
+    pub async fn stored_image(
+        &self,
+        volume: &str,
+        path: &str,
+        args: &images::ImageArgs,
+        accepts_webp: bool,
+    ) -> Result<Option<Location>, StyleError> {
+        let plan = self.image_plan(volume, path, args, accepts_webp).await?;
+        match self.storage.host_session().stat(&plan.target).await {
+            Ok(_) => Ok(Some(plan.target)),
+            Err(StorageError::NotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Where the variant `args` ask for lives, and what deriving it takes.
+    async fn image_plan(
+        &self,
+        volume: &str,
+        path: &str,
+        args: &images::ImageArgs,
+        accepts_webp: bool,
+    ) -> Result<ImagePlan<'_>, StyleError> {
+        let source = self.storage.location(volume, path)?;
+        let meta = self.storage.host_session().stat(&source).await?;
+        let original = images::Format::of(&meta.content_type).ok_or_else(|| StyleError::UnknownStyle {
+            style: IMAGE_STYLE.into(),
+            content_type: meta.content_type.clone(),
+        })?;
+        let stage = self.stage_for(IMAGE_STYLE, &meta.content_type)?;
+        let settings = self
+            .config
+            .volumes
+            .get(volume)
+            .map(|v| v.images.clone())
+            .unwrap_or_default();
+        let format = args.format(original, accepts_webp);
+        let params = args.params(format, &settings.sizes)?;
+        let (variant, dir) = images::variant_path(source.path.as_str(), &meta.etag, &params, format);
+        let target = self.storage.location(volume, &variant)?;
+        Ok(ImagePlan {
+            source,
+            target,
+            dir,
+            params,
+            settings,
+            stage,
+        })
     }
 
     /// How many variants under `prefix` belong to this version (`dir`);

@@ -395,7 +395,8 @@ pub fn service(
             let started = std::time::Instant::now();
             let slot = OperationSlot::default();
             request.extensions_mut().insert(slot.clone());
-            let response = hyper::service::Service::call(&s3, request).await;
+            let request = request.map(|body| s3s::Body::http_body(Lingering(Some(body))));
+            let response = s3.call(request).await;
             let status = response.as_ref().map_or(500, |r| r.status().as_u16());
             // A request refused before it was read as an operation (a bad
             // signature, an unknown key) counts as `unauthenticated`.
@@ -406,6 +407,68 @@ pub fn service(
             response
         }
     })
+}
+
+/// Most of a refused request's body read and thrown away so that its
+/// client sees the refusal; past it the connection is simply closed.
+const LINGER_BYTES: u64 = 8 << 20;
+/// How long that may take.
+const LINGER_TIME: Duration = Duration::from_secs(5);
+
+/// A request body that, dropped unread (a request refused before its body
+/// was needed: too large, not allowed), is read to its end in the
+/// background, within [`LINGER_BYTES`] and [`LINGER_TIME`]. Closing a
+/// connection with unread bytes resets it, and a client still sending
+/// would lose the answer that says why.
+struct Lingering(Option<hyper::body::Incoming>);
+
+impl hyper::body::Body for Lingering {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        match self.0.as_mut() {
+            Some(body) => std::pin::Pin::new(body).poll_frame(cx),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.as_ref().is_none_or(hyper::body::Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.0.as_ref().map(hyper::body::Body::size_hint).unwrap_or_default()
+    }
+}
+
+impl Drop for Lingering {
+    fn drop(&mut self) {
+        let Some(mut body) = self.0.take() else { return };
+        if hyper::body::Body::is_end_stream(&body) || hyper::body::Body::size_hint(&body).lower() > LINGER_BYTES {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let drained = async {
+                let mut read = 0u64;
+                while let Some(Ok(frame)) =
+                    std::future::poll_fn(|cx| hyper::body::Body::poll_frame(std::pin::Pin::new(&mut body), cx)).await
+                {
+                    read += frame.data_ref().map_or(0, |d| d.len() as u64);
+                    if read > LINGER_BYTES {
+                        return;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(LINGER_TIME, drained).await;
+        });
+    }
 }
 
 /// Serve the endpoint on `listener` until `shutdown` completes; then take
@@ -1338,7 +1401,7 @@ impl S3 for SiloS3 {
             .storage()
             .host_session()
             .with_actor(Actor::request(principal.name.clone()));
-        match host.delete(&location).await {
+        match self.silo.delete(&host, &location).await {
             // Deleting what is not there succeeds, as on S3.
             Ok(()) | Err(StorageError::NotFound) => {}
             Err(e) => return Err(storage_error(e)),
@@ -1371,7 +1434,7 @@ impl S3 for SiloS3 {
         let (mut deleted, mut errors) = (Vec::new(), Vec::new());
         for object in objects {
             let outcome = match self.location(&input.bucket, &object.key) {
-                Ok(location) => match host.delete(&location).await {
+                Ok(location) => match self.silo.delete(&host, &location).await {
                     Ok(()) | Err(StorageError::NotFound) => Ok(()),
                     Err(e) => Err(storage_error(e)),
                 },

@@ -414,8 +414,8 @@ fn authorized(headers: &HeaderMap, token: &str) -> bool {
 /// The name the write token's uploads are reported under.
 pub const TOKEN_PRINCIPAL: &str = "token";
 
-/// On a change, the id its request has in the audit trail; on a file, the
-/// id of the request that wrote the version served.
+/// On a change, the id its request has in the audit trail; on a HEAD of a
+/// file, the id of the request that wrote the version served.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-silo-request-id");
 
 impl App {
@@ -701,27 +701,53 @@ async fn image(
     State(app): State<App>,
     Path((volume, path)): Path<(String, String)>,
     Query(query): Query<Vec<(String, String)>>,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
     method: axum::http::Method,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     app.may_read(&volume, &headers)?;
-    let args = crate::images::ImageArgs::parse(query.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .map_err(|e| style_error(e.into(), true))?;
+    // Where the volume signs its image URLs, only URLs the CMS made are
+    // served (and derived).
+    if let Some(key) = app.silo.image_key(&volume) {
+        let raw = raw.unwrap_or_default();
+        let unsigned: Vec<&str> = raw.split('&').filter(|p| !p.starts_with("s=") && *p != "s").collect();
+        let given = query.iter().find(|(k, _)| k == "s").map(|(_, v)| v.as_str());
+        if !given.is_some_and(|s| crate::images::signed(key, &path, &unsigned.join("&"), s)) {
+            return Err(ApiError {
+                status: StatusCode::FORBIDDEN,
+                code: "bad-signature",
+                message: format!(
+                    "volume '{volume}' serves only signed image URLs: `s` must be the HMAC-SHA256 of the path, `?` and the other arguments"
+                ),
+            });
+        }
+    }
+    let args = crate::images::ImageArgs::parse(
+        query
+            .iter()
+            .filter(|(k, _)| k != "s")
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    )
+    .map_err(|e| style_error(e.into(), true))?;
     let accepts_webp = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("image/webp"));
-    let silo = app.silo.clone();
-    let task = {
-        let (volume, path, args) = (volume.clone(), path.clone(), args.clone());
-        // Its own task: a client that leaves does not stop the plugin
-        // half-way, and others waiting for the variant are answered.
-        tokio::spawn(async move { silo.image(&volume, &path, &args, accepts_webp).await })
+    let loc = match app.silo.stored_image(&volume, &path, &args, accepts_webp).await {
+        Ok(Some(loc)) => loc,
+        Ok(None) => {
+            let silo = app.silo.clone();
+            let (volume, path, args) = (volume.clone(), path.clone(), args.clone());
+            // Its own task: a client that leaves does not stop the plugin
+            // half-way, and others waiting for the variant are answered.
+            let task = tokio::spawn(async move { silo.image(&volume, &path, &args, accepts_webp).await });
+            task.await
+                .map_err(|e| internal(format!("deriving the image stopped: {e}")))?
+                .map_err(|e| style_error(e, true))?
+                .0
+        }
+        Err(e) => return Err(style_error(e, true)),
     };
-    let (loc, _) = task
-        .await
-        .map_err(|e| internal(format!("deriving the image stopped: {e}")))?
-        .map_err(|e| style_error(e, true))?;
     let mut response = respond(&app, &volume, loc, &headers, method == axum::http::Method::HEAD).await?;
     if args.varies_by_accept() {
         response
@@ -756,7 +782,9 @@ async fn respond(
     out.insert(header::ETAG, header_value(&etag));
     out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     out.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    if storage.audit().enabled {
+    // Which request wrote this version: asked of the audit trail on HEAD
+    // only, so that reads cost no query more.
+    if head && storage.audit().enabled {
         let engine = storage.cache().engine();
         if let Some(id) = engine.audit_writer(volume, loc.path.as_str(), &meta.etag).await? {
             out.insert(REQUEST_ID, header_value(&id));
@@ -975,7 +1003,8 @@ async fn remove(
     let storage = app.silo.storage();
     let loc = storage.location(&volume, &path)?;
     let actor = crate::audit::Actor::request(principal);
-    storage.host_session().with_actor(actor.clone()).delete(&loc).await?;
+    let session = storage.host_session().with_actor(actor.clone());
+    app.silo.delete(&session, &loc).await?;
     Ok((StatusCode::NO_CONTENT, [(REQUEST_ID, header_value(&actor.request_id))]).into_response())
 }
 

@@ -27,6 +27,7 @@ styles = ["image"]
 limits = { memory_mib = 256, time_ms = 20000 }
 grants = [
     { volume = "public", access = ["read"] },
+    { volume = "public", prefix = "styles", access = ["read", "write", "delete"] },
     { volume = "public", prefix = "variants", access = ["read", "write", "delete"] },
 ]
 "#;
@@ -344,4 +345,130 @@ async fn a_thousand_distinct_widths_stay_within_the_bound() {
         other.text()
     );
     assert_eq!(silo.derivations(), 1);
+}
+
+async fn variants(silo: &silo_host::Silo, path: &str) -> usize {
+    let host = silo.storage().host_session();
+    host.list("public", &format!("variants/{path}/"), true, None, 1000)
+        .await
+        .unwrap()
+        .entries
+        .len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn variants_go_with_their_original_when_it_is_replaced_or_deleted() {
+    let (silo, sidecar, _dir) = setup("").await;
+    let client = Client::default();
+    let auth = format!("Bearer {}", silo_tests::http::TOKEN);
+    let upload = |bytes: Vec<u8>| {
+        let (client, url, auth) = (client.clone(), sidecar.url("/v1/files/public/photo.jpg"), auth.clone());
+        async move {
+            let reply = client
+                .send(
+                    Method::PUT,
+                    &url,
+                    &[("authorization", &auth), ("content-type", "image/jpeg")],
+                    Bytes::from(bytes),
+                )
+                .await
+                .unwrap();
+            assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+        }
+    };
+    upload(silo_tests::jpeg(400, 200)).await;
+    get(&sidecar, "w=100", None).await;
+    get(&sidecar, "w=200", None).await;
+    assert_eq!(variants(&silo, "photo.jpg").await, 2);
+    // Replaced through the sidecar: the old version's variants go at once.
+    upload(silo_tests::jpeg(300, 300)).await;
+    assert_eq!(variants(&silo, "photo.jpg").await, 0);
+    assert_eq!(decoded(&get(&sidecar, "w=100", None).await).1, 100);
+    assert_eq!(variants(&silo, "photo.jpg").await, 1);
+    // Deleted: its variants go too.
+    let deleted = client
+        .send(
+            Method::DELETE,
+            &sidecar.url("/v1/files/public/photo.jpg"),
+            &[("authorization", &auth)],
+            Bytes::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    assert_eq!(variants(&silo, "photo.jpg").await, 0);
+    assert_eq!(get(&sidecar, "w=100", None).await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_volumes_serve_only_the_urls_the_cms_made() {
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = keys.path().join("image-key");
+    std::fs::write(&key_file, "image-signing-key-0123456789\n").unwrap();
+    let (silo, sidecar, _dir) = setup(&format!("signing_key_file = \"{}\"", key_file.display())).await;
+    put(&silo, "photo.jpg", silo_tests::jpeg(400, 200), "image/jpeg").await;
+    let key = b"image-signing-key-0123456789";
+    let sign = |query: &str| silo_host::images::signature(key, "photo.jpg", query);
+    let signed = get(&sidecar, &format!("w=100&h=50&s={}", sign("w=100&h=50")), None).await;
+    assert_eq!(signed.status, StatusCode::OK, "{}", signed.text());
+    assert_eq!(decoded(&signed), (100, 50, image::ImageFormat::Jpeg));
+    for query in [
+        "w=100&h=50".to_owned(),
+        format!("w=101&h=50&s={}", sign("w=100&h=50")),
+        format!(
+            "w=100&h=50&s={}",
+            silo_host::images::signature(b"another-key-0123456789", "photo.jpg", "w=100&h=50")
+        ),
+        "w=100&h=50&s=zz".to_owned(),
+    ] {
+        let reply = get(&sidecar, &query, None).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{query}");
+        assert!(reply.text().contains("bad-signature"), "{}", reply.text());
+    }
+    assert_eq!(silo.derivations(), 1, "nothing derived for an unsigned URL");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_animated_gif_gives_its_first_frame() {
+    let (silo, sidecar, _dir) = setup("").await;
+    let mut gif = Vec::new();
+    {
+        let mut encoder = image::codecs::gif::GifEncoder::new(&mut gif);
+        for color in [[255, 0, 0, 255], [0, 0, 255, 255]] {
+            let frame = image::Frame::new(image::RgbaImage::from_pixel(40, 20, image::Rgba(color)));
+            encoder.encode_frame(frame).unwrap();
+        }
+    }
+    put(&silo, "photo.jpg", gif, "image/gif").await;
+    let reply = get(&sidecar, "w=20", None).await;
+    assert_eq!(
+        decoded(&reply),
+        (20, 10, image::ImageFormat::Png),
+        "a GIF is served as PNG"
+    );
+    let img = image::load_from_memory(&reply.body).unwrap().to_rgb8();
+    assert_eq!(img.get_pixel(5, 5).0, [255, 0, 0], "the first frame");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_serves_a_variant_another_derived() {
+    let bucket = silo_tests::s3::bucket("images").await;
+    let url_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(url_file.path(), silo_tests::pg::database("images").await).unwrap();
+    let volumes = format!(
+        "[metadata]\nbackend = \"postgres\"\nurl_file = \"{}\"\n\n{}",
+        url_file.path().display(),
+        silo_tests::s3::volume_toml("public", &bucket, "public", "visibility = \"public\""),
+    );
+    let a = TestSilo::with_volumes(RENDERER, &[], &volumes).await.unwrap();
+    let b = TestSilo::with_volumes(RENDERER, &[], &volumes).await.unwrap();
+    let (a, b) = (Arc::new(a.silo), Arc::new(b.silo));
+    put(&a, "photo.jpg", silo_tests::jpeg(400, 200), "image/jpeg").await;
+    let (on_a, on_b) = (Sidecar::start(a.clone()).await, Sidecar::start(b.clone()).await);
+    let first = get(&on_a, "w=100", None).await;
+    assert_eq!(decoded(&first), (100, 50, image::ImageFormat::Jpeg));
+    let second = get(&on_b, "w=100", None).await;
+    assert_eq!(second.body, first.body);
+    assert_eq!(second.header("etag"), first.header("etag"));
+    assert_eq!((a.derivations(), b.derivations()), (1, 0));
 }

@@ -103,6 +103,24 @@ fn number(request: &DeriveRequest, key: &str) -> Result<Option<u32>, Error> {
         .transpose()
 }
 
+/// `image` scaled to exactly `w` x `h` (the caller keeps the aspect): a
+/// fast area average to twice that size first when shrinking by more, so
+/// that the filter runs on few pixels (as libvips shrinks on load).
+fn shrink(image: &DynamicImage, w: u32, h: u32) -> DynamicImage {
+    let (w, h) = (w.max(1), h.max(1));
+    if image.width() > w.saturating_mul(2) && image.height() > h.saturating_mul(2) {
+        image
+            .thumbnail_exact(w * 2, h * 2)
+            .resize_exact(w, h, FilterType::Triangle)
+    } else {
+        image.resize_exact(w, h, FilterType::Triangle)
+    }
+}
+
+fn scaled(n: u32, by: f64) -> u32 {
+    ((f64::from(n) * by).round() as u32).max(1)
+}
+
 /// Scale down (never up) to fill `w` x `h`, cropping the overflow around
 /// the centre; an image smaller than that is cropped only.
 fn cover(image: DynamicImage, w: u32, h: u32) -> DynamicImage {
@@ -113,7 +131,10 @@ fn cover(image: DynamicImage, w: u32, h: u32) -> DynamicImage {
         let (cw, ch) = (w.min(image.width()), h.min(image.height()));
         return image.crop_imm((image.width() - cw) / 2, (image.height() - ch) / 2, cw, ch);
     }
-    image.resize_to_fill(w, h, FilterType::Triangle)
+    let by = (f64::from(w) / f64::from(image.width())).max(f64::from(h) / f64::from(image.height()));
+    let (sw, sh) = (scaled(image.width(), by).max(w), scaled(image.height(), by).max(h));
+    let shrunk = shrink(&image, sw, sh);
+    shrunk.crop_imm((sw - w) / 2, (sh - h) / 2, w, h)
 }
 
 /// Scale down (never up) to fit inside `w` x `h`.
@@ -121,7 +142,9 @@ fn inside(image: DynamicImage, w: u32, h: u32) -> DynamicImage {
     if image.width() <= w && image.height() <= h {
         return image;
     }
-    image.resize(w, h, FilterType::Triangle)
+    let by = (f64::from(w) / f64::from(image.width())).min(f64::from(h) / f64::from(image.height()));
+    let (sw, sh) = (scaled(image.width(), by).min(w), scaled(image.height(), by).min(h));
+    shrink(&image, sw, sh)
 }
 
 /// Render a dynamic image variant: crop, then one of resize (cover), fit
