@@ -365,7 +365,17 @@ impl Silo {
     /// Delete `loc` through `session`, and the dynamic image variants made
     /// of it.
     pub async fn delete(&self, session: &Session, loc: &Location) -> Result<(), StorageError> {
-        let content_type = session.stat(loc).await.map(|m| m.content_type).ok();
+        // The type decides whether it has variants; asked only where some
+        // plugin renders them.
+        let renders = self
+            .stages
+            .iter()
+            .any(|s| s.config.styles.iter().any(|s| s == IMAGE_STYLE));
+        let content_type = if renders {
+            session.stat(loc).await.map(|m| m.content_type).ok()
+        } else {
+            None
+        };
         session.delete(loc).await?;
         if let Some(content_type) = content_type {
             self.forget_variants(session, loc, &content_type, None).await;

@@ -19,7 +19,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::budget::Held;
 use crate::cache::{MetadataEngine, PartRecord, UploadRecord};
 use crate::error::StorageError;
+use crate::store::now_ms;
 use crate::store::{Headers, ObjectStore, PutOptions};
 use crate::vfs::Storage;
 
@@ -108,12 +109,6 @@ pub enum MultipartError {
     Body(std::io::Error),
     #[error("multipart storage: {0}")]
     Storage(#[from] StorageError),
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 pub struct MultipartStore {

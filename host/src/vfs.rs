@@ -413,8 +413,14 @@ impl Storage {
         if !self.audit.enabled {
             return Ok(());
         }
-        let host = Actor::request(crate::audit::HOST);
-        let actor = actor.unwrap_or(&host);
+        let host;
+        let actor = match actor {
+            Some(actor) => actor,
+            None => {
+                host = Actor::request(crate::audit::HOST);
+                &host
+            }
+        };
         let mut record = actor.record(&self.audit.node, Action::Refused, loc, Some(meta));
         // Nothing was stored: no etag names a stored version.
         record.etag = None;

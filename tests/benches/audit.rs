@@ -5,15 +5,11 @@
 //! `tests/run` starts. The two settings alternate over several rounds and
 //! each reports its median. Target: at most 10% slower with the audit on.
 
-use std::sync::Arc;
-use std::time::Instant;
-
-use bytes::Bytes;
-use silo_tests::http::{Client, Sidecar};
+use silo_tests::http::Sidecar;
 use silo_tests::{TestSilo, pg};
+use std::sync::Arc;
 
 const UPLOADS: usize = 2000;
-const CLIENTS: usize = 16;
 const ROUNDS: usize = 5;
 
 async fn node(metadata: &str, audit: bool) -> Arc<silo_host::Silo> {
@@ -26,30 +22,7 @@ async fn node(metadata: &str, audit: bool) -> Arc<silo_host::Silo> {
 }
 
 async fn uploads_per_second(sidecar: &Sidecar, round: usize) -> f64 {
-    let client = Client::default();
-    let body = Bytes::from(vec![b'u'; 5400]);
-    let start = Instant::now();
-    let mut workers = Vec::new();
-    for w in 0..CLIENTS {
-        let (client, body, url) = (
-            client.clone(),
-            body.clone(),
-            sidecar.url(&format!("/v1/files/v/round-{round}/{w}")),
-        );
-        workers.push(tokio::spawn(async move {
-            for i in 0..UPLOADS / CLIENTS {
-                let reply = client
-                    .put(&format!("{url}-{i}.txt"), "text/plain", body.clone())
-                    .await
-                    .unwrap();
-                assert_eq!(reply.status.as_u16(), 201, "{}", reply.text());
-            }
-        }));
-    }
-    for w in workers {
-        w.await.unwrap();
-    }
-    UPLOADS as f64 / start.elapsed().as_secs_f64()
+    silo_tests::http::uploads_per_second(&sidecar.url(&format!("/v1/files/v/round-{round}")), UPLOADS).await
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -88,7 +61,7 @@ async fn main() {
     }
     println!();
     println!(
-        "uploads per second through the sidecar ({CLIENTS} clients, {UPLOADS} x 5.4 KB per round, median of {ROUNDS} rounds each)"
+        "uploads per second through the sidecar (16 clients, {UPLOADS} x 5.4 KB per round, median of {ROUNDS} rounds each)"
     );
     println!(
         "{:<12} {:>14} {:>14} {:>10} {:>8}",

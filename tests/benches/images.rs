@@ -44,17 +44,7 @@ async fn silo(memory_mib: u64) -> (Arc<silo_host::Silo>, tempfile::TempDir) {
 }
 
 async fn put(silo: &silo_host::Silo, path: &str, bytes: &[u8]) {
-    let storage = silo.storage();
-    let loc = storage.location("public", path).unwrap();
-    let options = silo_host::store::PutOptions {
-        content_type: "image/jpeg".into(),
-        ..Default::default()
-    };
-    storage
-        .host_session()
-        .write(&loc, Bytes::copy_from_slice(bytes), options)
-        .await
-        .unwrap();
+    silo_tests::store(silo, "public", path, bytes.to_vec(), "image/jpeg").await;
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

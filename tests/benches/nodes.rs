@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use silo_host::store::PutOptions;
-use silo_tests::http::{Client, Sidecar};
+use silo_tests::http::Sidecar;
 use silo_tests::{TestSilo, pg, s3};
 
 const FILES: usize = 10_000;
@@ -56,31 +56,7 @@ async fn stat_time(silo: &TestSilo, path: &str, n: usize) -> Duration {
 
 async fn uploads_per_second(silo: Arc<silo_host::Silo>, tag: &str) -> f64 {
     let sidecar = Sidecar::start(silo).await;
-    let client = Client::default();
-    let body = Bytes::from(vec![b'u'; 5400]);
-    let total = 2000;
-    let start = Instant::now();
-    let mut workers = Vec::new();
-    for w in 0..16 {
-        let (client, body, url) = (
-            client.clone(),
-            body.clone(),
-            sidecar.url(&format!("/v1/files/v/up-{tag}/{w}")),
-        );
-        workers.push(tokio::spawn(async move {
-            for i in 0..total / 16 {
-                let reply = client
-                    .put(&format!("{url}-{i}.txt"), "text/plain", body.clone())
-                    .await
-                    .unwrap();
-                assert_eq!(reply.status.as_u16(), 201, "{}", reply.text());
-            }
-        }));
-    }
-    for w in workers {
-        w.await.unwrap();
-    }
-    total as f64 / start.elapsed().as_secs_f64()
+    silo_tests::http::uploads_per_second(&sidecar.url(&format!("/v1/files/v/up-{tag}")), 2000).await
 }
 
 #[tokio::main]

@@ -222,6 +222,18 @@ pub fn bare_volume(
     }
 }
 
+/// Store `bytes` at `volume`/`path` through the storage core, declared as
+/// `content_type` (no pipeline: an original put in place).
+pub async fn store(silo: &Silo, volume: &str, path: &str, bytes: impl Into<bytes::Bytes>, content_type: &str) {
+    let storage = silo.storage();
+    let loc = storage.location(volume, path).unwrap();
+    let options = silo_host::store::PutOptions {
+        content_type: content_type.into(),
+        ..Default::default()
+    };
+    storage.host_session().write(&loc, bytes.into(), options).await.unwrap();
+}
+
 /// A pipeline stage of the `probe` plugin (written into the plugin
 /// directory as `probe.wasm`) named `name`, judging only uploads declared
 /// as `content_type`, so that one pipeline can hold a stage per case.

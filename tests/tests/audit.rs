@@ -11,6 +11,7 @@ use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use silo_host::audit::{Action, Filter, Record};
 use silo_host::cache::MetadataCache;
+use silo_host::store::now_ms;
 use silo_tests::http::{ADMIN_TOKEN, Client, Sidecar, TOKEN};
 use silo_tests::s3api::{Endpoint, principal};
 use silo_tests::{PROBE, TestSilo, pg, probe_stage, sha256_hex};
@@ -70,6 +71,13 @@ async fn records(cache: &MetadataCache, filter: Filter) -> Vec<Record> {
     cache.engine().audit_query(&filter, None, 1000).await.unwrap()
 }
 
+fn by_principal(name: &str) -> Filter {
+    Filter {
+        principal: Some(name.to_owned()),
+        ..Default::default()
+    }
+}
+
 fn by_request(id: &str) -> Filter {
     Filter {
         request_id: Some(id.to_owned()),
@@ -87,13 +95,6 @@ fn summary(records: &[Record]) -> Vec<(Action, String, String, Option<String>)> 
 
 fn row(action: Action, principal: &str, path: &str, plugin: Option<&str>) -> (Action, String, String, Option<String>) {
     (action, principal.into(), path.into(), plugin.map(str::to_owned))
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
 }
 
 fn bearer() -> String {
@@ -237,14 +238,7 @@ async fn every_change_and_refusal_is_recorded_with_who_and_which_request() {
             .send()
             .await
             .unwrap();
-        let cms = records(
-            cache,
-            Filter {
-                principal: Some("cms".into()),
-                ..Default::default()
-            },
-        )
-        .await;
+        let cms = records(cache, by_principal("cms")).await;
         assert_eq!(
             summary(&cms),
             [
@@ -656,14 +650,7 @@ async fn a_change_cut_off_before_its_row_is_set_right_from_its_intent() {
             host.stat(&doomed).await,
             Err(silo_host::StorageError::NotFound)
         ));
-        let trail = records(
-            cache,
-            Filter {
-                principal: Some("cms".into()),
-                ..Default::default()
-            },
-        )
-        .await;
+        let trail = records(cache, by_principal("cms")).await;
         assert_eq!(
             summary(&trail),
             [

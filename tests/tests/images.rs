@@ -42,17 +42,7 @@ async fn setup(images: &str) -> (Arc<silo_host::Silo>, Sidecar, tempfile::TempDi
 }
 
 async fn put(silo: &silo_host::Silo, path: &str, bytes: Vec<u8>, content_type: &str) {
-    let storage = silo.storage();
-    let loc = storage.location("public", path).unwrap();
-    let options = silo_host::store::PutOptions {
-        content_type: content_type.into(),
-        ..Default::default()
-    };
-    storage
-        .host_session()
-        .write(&loc, Bytes::from(bytes), options)
-        .await
-        .unwrap();
+    silo_tests::store(silo, "public", path, bytes, content_type).await;
 }
 
 async fn get(sidecar: &Sidecar, query: &str, accept: Option<&str>) -> Reply {

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use silo_host::StorageError;
 use silo_host::cache::MetadataCache;
 use silo_host::maintenance::{LIVE_FOR, RESUME_WITHIN, refresh, verify};
-use silo_host::store::{MemoryStore, ObjectStore, PutOptions};
+use silo_host::store::{MemoryStore, ObjectStore, PutOptions, now_ms};
 use silo_host::vfs::{CacheMode, Storage, Volume};
 use silo_tests::watched::Watched;
 use silo_tests::{EXAMPLE_PIPELINE, TestSilo, bare_volume, png, s3};
@@ -40,13 +40,6 @@ async fn flat_store(n: usize) -> anyhow::Result<Arc<MemoryStore>> {
 fn fail_second_page(watched: &Watched) {
     let lists = AtomicUsize::new(0);
     watched.fail_when(move |op, _| op == "list" && lists.fetch_add(1, Ordering::SeqCst) == 1);
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
 }
 
 #[tokio::test]

@@ -237,7 +237,7 @@ pub trait ObjectUpload: Send {
 }
 
 /// Milliseconds since the Unix epoch, now.
-pub(crate) fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     millis(std::time::SystemTime::now())
 }
 
