@@ -163,6 +163,86 @@ async fn exif_orientation_transparency_and_deep_pngs() {
     assert_eq!(decoded(&reply), (40, 80, image::ImageFormat::Png));
 }
 
+/// A large JPEG is decoded at a fraction of its size (as libvips shrinks
+/// on load): the picture served is the one a full decode and resize gives,
+/// upright.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_jpegs_shrunk_on_load_give_the_same_picture() {
+    let (silo, sidecar, _dir) = setup("").await;
+    let original = silo_tests::jpeg(1600, 800);
+    let full = image::load_from_memory(&original).unwrap();
+    for (query, expected) in [
+        ("w=100", (100, 50)),
+        ("resize=150,150", (150, 150)),
+        ("fit=300,300", (300, 150)),
+    ] {
+        put(&silo, "photo.jpg", original.clone(), "image/jpeg").await;
+        let reply = get(&sidecar, &format!("{query}&format=png"), None).await;
+        assert_eq!(reply.status, StatusCode::OK, "{query}: {}", reply.text());
+        let served = image::load_from_memory(&reply.body).unwrap().to_rgb8();
+        assert_eq!(served.dimensions(), expected, "{query}");
+        let reference = if query.starts_with("resize") {
+            full.resize_to_fill(expected.0, expected.1, image::imageops::FilterType::Triangle)
+        } else {
+            full.resize(expected.0, expected.1, image::imageops::FilterType::Triangle)
+        }
+        .to_rgb8();
+        let difference = mean_difference(&served, &reference);
+        assert!(
+            difference < 4.0,
+            "{query}: differs from a full decode by {difference:.1} a channel"
+        );
+    }
+    // Upright: EXIF's rotation applies to the shrunk decode too.
+    put(&silo, "photo.jpg", rotated_jpeg(1600, 800), "image/jpeg").await;
+    let reply = get(&sidecar, "w=100&format=png", None).await;
+    let served = image::load_from_memory(&reply.body).unwrap().to_rgb8();
+    let reference = full
+        .rotate90()
+        .resize(100, 200, image::imageops::FilterType::Triangle)
+        .to_rgb8();
+    assert_eq!(served.dimensions(), (100, 200));
+    let difference = mean_difference(&served, &reference);
+    assert!(difference < 4.0, "rotated: differs by {difference:.1} a channel");
+    // Within a memory limit that the full decode (36 MB for 4000 x 3000)
+    // would not fit in.
+    let small = TestSilo::with_volumes(
+        &RENDERER.replace("memory_mib = 256", "memory_mib = 24"),
+        &[],
+        &volumes(""),
+    )
+    .await
+    .unwrap();
+    let small_silo = Arc::new(small.silo);
+    let small_sidecar = Sidecar::start(small_silo.clone()).await;
+    put(&small_silo, "photo.jpg", silo_tests::jpeg(4000, 3000), "image/jpeg").await;
+    let reply = get(&small_sidecar, "w=400", None).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(decoded(&reply), (400, 300, image::ImageFormat::Jpeg));
+    // A truncated large JPEG is read as far as it goes, as a small one is.
+    put(
+        &silo,
+        "photo.jpg",
+        original[..original.len() / 3].to_vec(),
+        "image/jpeg",
+    )
+    .await;
+    let truncated = get(&sidecar, "w=100", None).await;
+    assert_eq!(truncated.status, StatusCode::OK, "{}", truncated.text());
+    assert_eq!(decoded(&truncated), (100, 50, image::ImageFormat::Jpeg));
+}
+
+/// The mean absolute difference of two images' channels.
+fn mean_difference(a: &image::RgbImage, b: &image::RgbImage) -> f64 {
+    let total: u64 = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(x, y)| u64::from(x.abs_diff(*y)))
+        .sum();
+    total as f64 / a.as_raw().len() as f64
+}
+
 /// A JPEG of `w` x `h` with an EXIF orientation of 6 (rotate 90° clockwise).
 fn rotated_jpeg(w: u32, h: u32) -> Vec<u8> {
     let plain = silo_tests::jpeg(w, h);

@@ -7,7 +7,9 @@
 
 use std::io::Cursor;
 
+use image::metadata::Orientation;
 use image::{DynamicImage, ImageFormat, ImageReader, imageops::FilterType};
+use jpeg_decoder::PixelFormat;
 use silo_sdk::{DeriveRequest, DerivedFile, Error, Location, Outcome, Plugin, Upload, WriteOptions, files};
 
 /// Largest image accepted, per side; bounds decoder memory.
@@ -27,8 +29,16 @@ fn render(image: &DynamicImage, style: &str) -> Option<DynamicImage> {
 }
 
 fn decode(file: &Location) -> Result<(DynamicImage, ImageFormat), Error> {
+    decode_for(file, |_, _| 1.0)
+}
+
+/// Decode `file`; `scale_of(w, h)` says by how much the caller will scale
+/// the (upright) image. A JPEG to be shrunk below half is decoded at 1/2,
+/// 1/4 or 1/8 of its size (still at least twice the final size), as
+/// libvips shrinks on load: a fraction of the work and memory.
+fn decode_for(file: &Location, scale_of: impl Fn(u32, u32) -> f64) -> Result<(DynamicImage, ImageFormat), Error> {
     let bytes = files::read(file)?;
-    let mut reader = ImageReader::new(Cursor::new(bytes))
+    let mut reader = ImageReader::new(Cursor::new(&bytes[..]))
         .with_guessed_format()
         .map_err(|e| Error::Unavailable(format!("cannot read the image: {e}")))?;
     let format = reader
@@ -50,11 +60,50 @@ fn decode(file: &Location) -> Result<(DynamicImage, ImageFormat), Error> {
         image::ImageError::Limits(_) => Error::TooLarge,
         e => Error::Forbidden(format!("cannot decode the image: {e}")),
     };
+    // The limits are checked here, against the declared size.
     let mut decoder = reader.into_decoder().map_err(refused)?;
     let orientation = image::ImageDecoder::orientation(&mut decoder).map_err(refused)?;
-    let mut image = DynamicImage::from_decoder(decoder).map_err(refused)?;
+    let (w, h) = image::ImageDecoder::dimensions(&decoder);
+    let upright = match orientation {
+        Orientation::Rotate90 | Orientation::Rotate270 | Orientation::Rotate90FlipH | Orientation::Rotate270FlipH => {
+            (h, w)
+        }
+        _ => (w, h),
+    };
+    let by = scale_of(upright.0, upright.1);
+    // Only a shortcut: what it cannot read (CMYK, 16-bit grey, a file the
+    // full decoder reads as far as it goes) takes the full decoder.
+    let shrunk = if format == ImageFormat::Jpeg && by < 0.5 {
+        shrunk_jpeg(&bytes, w, h, by)
+    } else {
+        None
+    };
+    let mut image = match shrunk {
+        Some(image) => image,
+        None => DynamicImage::from_decoder(decoder).map_err(refused)?,
+    };
     image.apply_orientation(orientation);
     Ok((image, format))
+}
+
+/// A `w` x `h` JPEG decoded at the smallest scale that keeps at least
+/// twice `by` of each side, if this decoder reads it whole.
+fn shrunk_jpeg(bytes: &[u8], w: u32, h: u32, by: f64) -> Option<DynamicImage> {
+    let mut jpeg = jpeg_decoder::Decoder::new(bytes);
+    jpeg.set_max_decoding_buffer_size(MAX_DECODE_ALLOC as usize);
+    jpeg.read_info().ok()?;
+    let format = jpeg.info()?.pixel_format;
+    if !matches!(format, PixelFormat::L8 | PixelFormat::RGB24) {
+        return None;
+    }
+    let want = |n: u32| (f64::from(n) * by * 2.0).ceil().clamp(1.0, f64::from(u16::MAX)) as u16;
+    let (sw, sh) = jpeg.scale(want(w), want(h)).ok()?;
+    let pixels = jpeg.decode().ok()?;
+    let (sw, sh) = (u32::from(sw), u32::from(sh));
+    match format {
+        PixelFormat::L8 => image::GrayImage::from_raw(sw, sh, pixels).map(DynamicImage::ImageLuma8),
+        _ => image::RgbImage::from_raw(sw, sh, pixels).map(DynamicImage::ImageRgb8),
+    }
 }
 
 fn write_style(image: &DynamicImage, format: ImageFormat, style: &str, target: Location) -> Result<DerivedFile, Error> {
@@ -147,10 +196,37 @@ fn inside(image: DynamicImage, w: u32, h: u32) -> DynamicImage {
     shrink(&image, sw, sh)
 }
 
+/// By how much [`variant`] scales a `w` x `h` image (1 where it does not
+/// shrink it, or where a parameter is malformed: `variant` says so).
+fn planned_scale(request: &DeriveRequest, w: u32, h: u32) -> f64 {
+    let (w, h) = (f64::from(w), f64::from(h));
+    let fill = |(tw, th): (u32, u32)| (f64::from(tw) / w).max(f64::from(th) / h);
+    let fit = |(tw, th): (u32, u32)| (f64::from(tw) / w).min(f64::from(th) / h);
+    let given = |key| pair(request, key).ok().flatten();
+    let by = if let Some(size) = given("resize") {
+        fill(size)
+    } else if let Some(size) = given("fit").or_else(|| given("lb")) {
+        fit(size)
+    } else {
+        let (tw, th) = (number(request, "w").ok().flatten(), number(request, "h").ok().flatten());
+        match (tw, th, request.param("cover")) {
+            (Some(tw), Some(th), Some("1")) => fill((tw, th)),
+            (None, None, _) => 1.0,
+            (tw, th, _) => fit((tw.unwrap_or(u32::MAX), th.unwrap_or(u32::MAX))),
+        }
+    };
+    by.min(1.0)
+}
+
 /// Render a dynamic image variant: crop, then one of resize (cover), fit
 /// (inside), lb (letterbox on black), or w/h; then encode.
 fn variant(request: &DeriveRequest) -> Result<DerivedFile, Error> {
-    let (mut image, _) = decode(&request.source)?;
+    // A crop's pixels are the original's: decoded at full size.
+    let (mut image, _) = if request.param("crop").is_some() {
+        decode(&request.source)?
+    } else {
+        decode_for(&request.source, |w, h| planned_scale(request, w, h))?
+    };
     if let Some(text) = request.param("crop") {
         let parts: Vec<&str> = text.split(',').collect();
         let [x, y, w, h] = parts[..] else {
