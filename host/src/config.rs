@@ -237,14 +237,23 @@ pub struct HostLimits {
     /// Writers wait for room rather than allocate past it.
     #[serde(default = "default_write_buffer_mib")]
     pub write_buffer_mib: u64,
+    /// Memory for small files read often (up to 256 KiB each), MiB
+    /// (default 64; 0: off). See `crate::hotcache`.
+    #[serde(default = "default_memory_cache_mib")]
+    pub memory_cache_mib: u64,
 }
 
 impl Default for HostLimits {
     fn default() -> Self {
         HostLimits {
             write_buffer_mib: default_write_buffer_mib(),
+            memory_cache_mib: default_memory_cache_mib(),
         }
     }
+}
+
+fn default_memory_cache_mib() -> u64 {
+    crate::hotcache::DEFAULT_MEMORY_CACHE_MIB
 }
 
 fn default_write_buffer_mib() -> u64 {
@@ -531,6 +540,12 @@ impl Config {
             return Err(self.invalid(format!(
                 "[limits] write_buffer_mib must be 1..={MAX_WRITE_BUFFER_MIB}, not {}",
                 self.limits.write_buffer_mib
+            )));
+        }
+        if self.limits.memory_cache_mib > MAX_WRITE_BUFFER_MIB {
+            return Err(self.invalid(format!(
+                "[limits] memory_cache_mib must be 0..={MAX_WRITE_BUFFER_MIB}, not {}",
+                self.limits.memory_cache_mib
             )));
         }
         if let Some(s3) = &self.s3_api {

@@ -22,6 +22,7 @@ pub mod bundled;
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod hotcache;
 pub mod images;
 pub mod maintenance;
 pub mod metrics;
@@ -690,6 +691,7 @@ pub async fn open_storage(config: &Config) -> Result<Arc<Storage>, SiloError> {
             .with_policy(config.content_policy.clone())
             .with_budget(budget)
             .with_metrics(metrics)
+            .with_memory_cache(config.limits.memory_cache_mib << 20)
             .with_audit(config.audit_settings()),
     ))
 }

@@ -67,6 +67,7 @@ pub struct Metrics {
     pub request_seconds: Family<RouteLabels, Histogram>,
     pub metadata_lookups: Family<LookupLabels, Counter>,
     pub read_cache_lookups: Family<LookupLabels, Counter>,
+    pub memory_cache_lookups: Family<LookupLabels, Counter>,
     pub read_cache_bytes: Family<VolumeLabels, Gauge>,
     pub plugin_invocations: Family<PluginLabels, Counter>,
     pub s3_requests: Family<S3Labels, Counter>,
@@ -103,6 +104,12 @@ impl Default for Metrics {
             "Whole-file reads of S3 volumes served from the local disk cache (hit) or S3 (miss)",
             read_cache_lookups.clone(),
         );
+        let memory_cache_lookups = Family::<LookupLabels, Counter>::default();
+        registry.register(
+            "memory_cache_lookups",
+            "Reads of small files served from this node's memory (hit) or storage (miss)",
+            memory_cache_lookups.clone(),
+        );
         let read_cache_bytes = Family::<VolumeLabels, Gauge>::default();
         registry.register(
             "read_cache_bytes",
@@ -136,6 +143,7 @@ impl Default for Metrics {
             request_seconds,
             metadata_lookups,
             read_cache_lookups,
+            memory_cache_lookups,
             read_cache_bytes,
             plugin_invocations,
         }
@@ -200,6 +208,7 @@ impl Metrics {
         VolumeLookups {
             metadata: pair(&self.metadata_lookups),
             read_cache: pair(&self.read_cache_lookups),
+            memory_cache: pair(&self.memory_cache_lookups),
         }
     }
 }
@@ -209,6 +218,7 @@ impl Metrics {
 pub(crate) struct VolumeLookups {
     pub metadata: [Counter; 2],
     pub read_cache: [Counter; 2],
+    pub memory_cache: [Counter; 2],
 }
 
 fn lookup(volume: &str, hit: bool) -> LookupLabels {

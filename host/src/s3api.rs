@@ -1317,11 +1317,17 @@ impl S3 for SiloS3 {
                 }
             }
         }
-        let (_, body) = host.open_read(&location, range).await.map_err(storage_error)?;
         let length = range.map_or(meta.size, |r| r.length);
-        let stream = tokio_util::io::ReaderStream::with_capacity(body, (length as usize).clamp(4096, 256 * 1024));
+        let body = match host.read_body(&location, range).await.map_err(storage_error)?.1 {
+            crate::vfs::ReadBody::Bytes(bytes) => StreamingBlob::from(s3s::Body::from(bytes)),
+            crate::vfs::ReadBody::Stream(stream) => {
+                let stream =
+                    tokio_util::io::ReaderStream::with_capacity(stream, (length as usize).clamp(4096, 256 * 1024));
+                StreamingBlob::wrap(sync_wrapper::SyncStream::new(stream))
+            }
+        };
         let output = dto::GetObjectOutput {
-            body: Some(StreamingBlob::wrap(sync_wrapper::SyncStream::new(stream))),
+            body: Some(body),
             accept_ranges: Some("bytes".into()),
             content_length: Some(length as i64),
             content_range: range.map(|r| format!("bytes {}-{}/{}", r.offset, r.offset + r.length - 1, meta.size)),

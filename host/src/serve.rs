@@ -872,12 +872,20 @@ async fn respond(
     if head {
         return Ok((status, out).into_response());
     }
-    let (_, body) = host.open_read(&loc, range).await?;
-    // Buffers no larger than the answer: a small file costs no 256 KiB
-    // allocation (which the allocator would map and unmap every time).
-    let length = range.map_or(meta.size, |r| r.length);
-    let stream = tokio_util::io::ReaderStream::with_capacity(body, (length as usize).clamp(4096, 256 * 1024));
-    Ok((status, out, Body::from_stream(stream)).into_response())
+    let body = match host.read_body(&loc, range).await?.1 {
+        crate::vfs::ReadBody::Bytes(bytes) => Body::from(bytes),
+        crate::vfs::ReadBody::Stream(stream) => {
+            // Buffers no larger than the answer: a small file costs no
+            // 256 KiB allocation (which the allocator would map and unmap
+            // every time).
+            let length = range.map_or(meta.size, |r| r.length);
+            Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+                stream,
+                (length as usize).clamp(4096, 256 * 1024),
+            ))
+        }
+    };
+    Ok((status, out, body).into_response())
 }
 
 async fn upload(

@@ -190,6 +190,8 @@ pub struct Storage {
     lookups: BTreeMap<String, VolumeLookups>,
     budget: WriteBudget,
     audit: AuditSettings,
+    /// Small files read often, in memory.
+    hot: Option<Arc<crate::hotcache::HotCache>>,
 }
 
 /// A file staged for upload: visible at its location only to the sessions
@@ -213,6 +215,21 @@ pub struct PendingUpload {
     /// backend may store the upload from them without the bytes passing
     /// through this host again.
     pub composed_of: Vec<(String, u64)>,
+}
+
+/// What a read gives: bytes held in memory, or a stream.
+pub enum ReadBody {
+    Bytes(Bytes),
+    Stream(ByteStream),
+}
+
+impl ReadBody {
+    pub fn into_stream(self) -> ByteStream {
+        match self {
+            ReadBody::Bytes(bytes) => Box::pin(std::io::Cursor::new(bytes)),
+            ReadBody::Stream(stream) => stream,
+        }
+    }
 }
 
 /// Where an upload waits while it is judged: small ones in memory, the
@@ -354,6 +371,7 @@ impl Storage {
             lookups: BTreeMap::new(),
             budget: WriteBudget::new((crate::budget::DEFAULT_WRITE_BUFFER_MIB << 20) as usize),
             audit: AuditSettings::default(),
+            hot: None,
         };
         let metrics = storage.metrics.clone();
         storage.with_metrics(metrics)
@@ -389,6 +407,12 @@ impl Storage {
     /// The process-wide budget for bytes buffered by streamed writes.
     pub fn budget(&self) -> &WriteBudget {
         &self.budget
+    }
+
+    /// Keep small files read often in memory, up to `max_bytes` (0: none).
+    pub fn with_memory_cache(mut self, max_bytes: u64) -> Self {
+        self.hot = crate::hotcache::HotCache::new(max_bytes).map(Arc::new);
+        self
     }
 
     /// Keep the audit trail as `settings` say.
@@ -751,11 +775,54 @@ impl Session {
 
     /// A stream over a file or a range of it.
     pub async fn open_read(&self, loc: &Location, range: Option<ByteRange>) -> StorageResult<(ObjectMeta, ByteStream)> {
+        let (meta, body) = self.read_body(loc, range).await?;
+        Ok((meta, body.into_stream()))
+    }
+
+    /// The bytes of `loc` (a `range` of them), as shared bytes where they
+    /// are small (from the memory cache, which keeps them), else a stream.
+    pub async fn read_body(&self, loc: &Location, range: Option<ByteRange>) -> StorageResult<(ObjectMeta, ReadBody)> {
         if let Some(p) = self.pending_at(loc) {
-            return Ok((p.meta.clone(), p.staged.open(range).await?));
+            return Ok((p.meta.clone(), ReadBody::Stream(p.staged.open(range).await?)));
         }
         // A file the cache does not know is not there (canonical mode).
         let known = self.stat(loc).await?;
+        let hot = self.storage.hot.as_ref().filter(|h| h.admits(known.size));
+        if let Some(hot) = hot {
+            let held = hot.get(&loc.volume, loc.path.as_str(), &known.etag, known.size);
+            self.storage.count(&loc.volume, |c| &c.memory_cache, held.is_some());
+            if let Some(bytes) = held {
+                // As a store reads a range: what of it the file has.
+                let bytes = match range {
+                    Some(r) => {
+                        let start = r.offset.min(known.size);
+                        bytes.slice(start as usize..r.offset.saturating_add(r.length).min(known.size) as usize)
+                    }
+                    None => bytes,
+                };
+                return Ok((known, ReadBody::Bytes(bytes)));
+            }
+        }
+        let (meta, body) = self.fetch(loc, known.clone(), range).await?;
+        match hot {
+            // Kept only as the version the metadata cache names.
+            Some(hot) if range.is_none() && meta.etag == known.etag => {
+                let bytes = Bytes::from(store::read_to_end(body, crate::hotcache::MAX_ENTRY).await?);
+                hot.insert(&loc.volume, loc.path.as_str(), &known.etag, bytes.clone());
+                Ok((meta, ReadBody::Bytes(bytes)))
+            }
+            _ => Ok((meta, ReadBody::Stream(body))),
+        }
+    }
+
+    /// The bytes of `loc`, known to be `known`, from the disk read cache or
+    /// the backend.
+    async fn fetch(
+        &self,
+        loc: &Location,
+        known: ObjectMeta,
+        range: Option<ByteRange>,
+    ) -> StorageResult<(ObjectMeta, ByteStream)> {
         let volume = self.storage.volume(&loc.volume)?;
         let key = loc.path.as_str();
         if let Some(disk) = &volume.read_cache {
@@ -789,6 +856,9 @@ impl Session {
     /// Drop the disk copy of a file that changed.
     fn changed(&self, loc: &Location) {
         self.changes.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        if let Some(hot) = &self.storage.hot {
+            hot.forget(&loc.volume, loc.path.as_str());
+        }
         if let Ok(Volume {
             read_cache: Some(disk), ..
         }) = self.storage.volume(&loc.volume)

@@ -4,7 +4,9 @@
 //!     served) against `vipsthumbnail` (Debian's libvips-tools) on the
 //!     same file. Target: within 3x of libvips.
 //! (2) the stored variant served again, 16 clients, against nginx serving
-//!     a file of the same bytes. Target: at least 0.5x.
+//!     a file of the same bytes. Target: at least 0.5x. Beside it, for
+//!     the reader: the same bytes as a plain file (`/v1/files`), and
+//!     `/healthz`, the sidecar's floor.
 //! (3) the plugin's peak memory for that image: the smallest memory limit
 //!     (of a ladder) under which the derivation succeeds.
 
@@ -128,6 +130,15 @@ async fn main() {
     let cached_url = sidecar.url("/v1/images/public/photo-1.jpg?w=400");
     throughput(&cached_url, 400).await;
     let silo_rps = throughput(&cached_url, 4000).await;
+    // The same bytes as a plain file, and the sidecar's cheapest route:
+    // what the variant's lookup adds, and the floor under both.
+    silo_tests::store(&node, "public", "plain.jpg", variant.to_vec(), "image/jpeg").await;
+    let plain_url = sidecar.url("/v1/files/public/plain.jpg");
+    throughput(&plain_url, 400).await;
+    let plain_rps = throughput(&plain_url, 4000).await;
+    let health_url = sidecar.url("/healthz");
+    throughput(&health_url, 400).await;
+    let health_rps = throughput(&health_url, 4000).await;
     let root = work.path().join("www");
     std::fs::create_dir_all(&root).unwrap();
     std::fs::write(root.join("variant.jpg"), &variant).unwrap();
@@ -170,7 +181,7 @@ async fn main() {
     let _ = server.wait();
 
     // (3) The plugin's peak memory: the smallest limit that suffices.
-    let ladder = [32u64, 48, 64, 96, 128, 160, 192, 256, 320, 384, 512];
+    let ladder = [8u64, 12, 16, 24, 32, 48, 64, 96, 128, 160, 192, 256, 320, 384, 512];
     let mut enough = None;
     let mut below = None;
     for mib in ladder {
@@ -210,6 +221,20 @@ async fn main() {
         nginx_rps,
         silo_rps / nginx_rps,
         ">= 0.5x"
+    );
+    println!(
+        "{:<44} {:>12.0}/s {:>12.0}/s {:>8.2}x",
+        "  the same bytes from /v1/files",
+        plain_rps,
+        nginx_rps,
+        plain_rps / nginx_rps,
+    );
+    println!(
+        "{:<44} {:>12.0}/s {:>12.0}/s {:>8.2}x",
+        "  /healthz (no storage at all)",
+        health_rps,
+        nginx_rps,
+        health_rps / nginx_rps,
     );
     println!(
         "plugin peak memory: {} (memory limit ladder {ladder:?} MiB)",

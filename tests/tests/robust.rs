@@ -365,3 +365,82 @@ async fn conditional_uploads_never_overwrite_another_nodes_file() -> anyhow::Res
     );
     Ok(())
 }
+
+fn memory_lookups(silo: &silo_host::Silo, result: &str) -> u64 {
+    let series = format!("silo_memory_cache_lookups_total{{volume=\"public\",result=\"{result}\"}}");
+    silo.storage()
+        .metrics()
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix(series.as_str())?.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// Small files read again come from memory, but never a version the
+/// metadata cache does not name: a replaced file (of the same size) is
+/// served new at once, one changed behind Silo's back once a refresh has
+/// seen it, and a deleted one is gone.
+#[tokio::test]
+async fn small_files_are_served_from_memory_never_stale() -> anyhow::Result<()> {
+    let t = TestSilo::new("", &[]).await?;
+    let public = t.volume_dir("public");
+    let silo = Arc::new(t.silo);
+    let sidecar = Sidecar::start(silo.clone()).await;
+    let client = Client::default();
+    let url = sidecar.url("/v1/files/public/m/a.txt");
+    assert_eq!(
+        client.put(&url, "text/plain", "version one").await?.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(client.get(&url, &[]).await?.text(), "version one");
+    let hits = memory_lookups(&silo, "hit");
+    assert_eq!(client.get(&url, &[]).await?.text(), "version one");
+    assert_eq!(
+        memory_lookups(&silo, "hit"),
+        hits + 1,
+        "the second read came from memory"
+    );
+    // A range of a held file.
+    let range = client.get(&url, &[("range", "bytes=8-10")]).await?;
+    assert_eq!(
+        (range.status, range.text()),
+        (StatusCode::PARTIAL_CONTENT, "one".to_owned())
+    );
+    assert_eq!(memory_lookups(&silo, "hit"), hits + 2);
+    // Replaced through Silo, same size: the new bytes at once.
+    assert_eq!(
+        client.put(&url, "text/plain", "version two").await?.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(client.get(&url, &[]).await?.text(), "version two");
+    assert_eq!(client.get(&url, &[]).await?.text(), "version two");
+    // Changed behind Silo's back: served as the metadata cache has it
+    // until a refresh sees the change, then the new bytes.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    std::fs::write(public.join("m/a.txt"), "version six")?;
+    silo_host::maintenance::refresh(silo.storage(), "public", &|_| {}).await?;
+    tokio::time::sleep(silo_host::cache::FRONT_TTL).await;
+    assert_eq!(client.get(&url, &[]).await?.text(), "version six");
+    // Deleted: gone, not served from memory.
+    let auth = format!("Bearer {}", silo_tests::http::TOKEN);
+    let deleted = client
+        .send(Method::DELETE, &url, &[("authorization", &auth)], Bytes::new())
+        .await?;
+    assert!(deleted.status.is_success(), "{}", deleted.text());
+    assert_eq!(client.get(&url, &[]).await?.status, StatusCode::NOT_FOUND);
+    // Large files are streamed, never held.
+    let big = sidecar.url("/v1/files/public/m/big.bin");
+    let bytes = vec![7u8; 300 * 1024];
+    assert_eq!(
+        client
+            .put(&big, "application/octet-stream", bytes.clone())
+            .await?
+            .status,
+        StatusCode::CREATED
+    );
+    let misses = memory_lookups(&silo, "miss");
+    assert_eq!(client.get(&big, &[]).await?.body.len(), bytes.len());
+    assert_eq!(client.get(&big, &[]).await?.body.len(), bytes.len());
+    assert_eq!(memory_lookups(&silo, "miss"), misses, "not even looked up");
+    Ok(())
+}

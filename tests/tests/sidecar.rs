@@ -49,7 +49,9 @@ async fn s3_silo(hint: &str, extra: &str) -> (TestSilo, String) {
         "public",
         &format!("visibility = \"public\"\n{extra}"),
     );
-    (TestSilo::with_volumes("", &[], &volumes).await.unwrap(), bucket)
+    // The disk cache alone: the memory cache would answer small reads first.
+    let config = format!("{volumes}\n[limits]\nmemory_cache_mib = 0\n");
+    (TestSilo::with_volumes("", &[], &config).await.unwrap(), bucket)
 }
 
 #[tokio::test]
