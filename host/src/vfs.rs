@@ -853,7 +853,7 @@ impl Session {
         }
     }
 
-    /// Drop the disk copy of a file that changed.
+    /// Drop the memory and disk copies of a file that changed.
     fn changed(&self, loc: &Location) {
         self.changes.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         if let Some(hot) = &self.storage.hot {
