@@ -105,7 +105,8 @@ struct ImagePlan<'a> {
     /// The prefix of the variants of the original's version.
     dir: String,
     params: Vec<(String, String)>,
-    settings: images::ImagesConfig,
+    /// The volume's `images.max_variants`.
+    max_variants: usize,
     stage: &'a pipeline::Stage,
 }
 
@@ -443,7 +444,7 @@ impl Silo {
             target,
             dir,
             params,
-            settings,
+            max_variants,
             stage,
         } = plan;
         let host = self.storage.host_session();
@@ -463,10 +464,10 @@ impl Silo {
                 Err(e) => return Err(e.into()),
             }
             let current = self.variants_now(&host, volume, &prefix, &dir).await?;
-            if current >= settings.max_variants {
+            if current >= max_variants {
                 return Err(StyleError::TooManyVariants {
                     path: path.to_owned(),
-                    max: settings.max_variants,
+                    max: max_variants,
                 });
             }
             self.derive_once(stage, source.clone(), target.clone(), IMAGE_STYLE, params)
@@ -508,14 +509,10 @@ impl Silo {
             content_type: meta.content_type.clone(),
         })?;
         let stage = self.stage_for(IMAGE_STYLE, &meta.content_type)?;
-        let settings = self
-            .config
-            .volumes
-            .get(volume)
-            .map(|v| v.images.clone())
-            .unwrap_or_default();
+        let settings = self.config.volumes.get(volume).map(|v| &v.images);
+        let max_variants = settings.map_or_else(|| images::ImagesConfig::default().max_variants, |s| s.max_variants);
         let format = args.format(original, accepts_webp);
-        let params = args.params(format, &settings.sizes)?;
+        let params = args.params(format, settings.map_or(&[], |s| s.sizes.as_slice()))?;
         let (variant, dir) = images::variant_path(source.path.as_str(), &meta.etag, &params, format);
         let target = self.storage.location(volume, &variant)?;
         Ok(ImagePlan {
@@ -523,7 +520,7 @@ impl Silo {
             target,
             dir,
             params,
-            settings,
+            max_variants,
             stage,
         })
     }

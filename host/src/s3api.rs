@@ -1321,9 +1321,7 @@ impl S3 for SiloS3 {
         let body = match host.read_body(&location, range).await.map_err(storage_error)?.1 {
             crate::vfs::ReadBody::Bytes(bytes) => StreamingBlob::from(s3s::Body::from(bytes)),
             crate::vfs::ReadBody::Stream(stream) => {
-                let stream =
-                    tokio_util::io::ReaderStream::with_capacity(stream, (length as usize).clamp(4096, 256 * 1024));
-                StreamingBlob::wrap(sync_wrapper::SyncStream::new(stream))
+                StreamingBlob::wrap(sync_wrapper::SyncStream::new(crate::vfs::answer_chunks(stream, length)))
             }
         };
         let output = dto::GetObjectOutput {

@@ -875,14 +875,7 @@ async fn respond(
     let body = match host.read_body(&loc, range).await?.1 {
         crate::vfs::ReadBody::Bytes(bytes) => Body::from(bytes),
         crate::vfs::ReadBody::Stream(stream) => {
-            // Buffers no larger than the answer: a small file costs no
-            // 256 KiB allocation (which the allocator would map and unmap
-            // every time).
-            let length = range.map_or(meta.size, |r| r.length);
-            Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
-                stream,
-                (length as usize).clamp(4096, 256 * 1024),
-            ))
+            Body::from_stream(crate::vfs::answer_chunks(stream, range.map_or(meta.size, |r| r.length)))
         }
     };
     Ok((status, out, body).into_response())

@@ -223,6 +223,13 @@ pub enum ReadBody {
     Stream(ByteStream),
 }
 
+/// A read answered to a client in chunks, with buffers no larger than
+/// the answer's `length`: a small file costs no 256 KiB allocation (which
+/// the allocator would map and unmap every time).
+pub fn answer_chunks(stream: ByteStream, length: u64) -> tokio_util::io::ReaderStream<ByteStream> {
+    tokio_util::io::ReaderStream::with_capacity(stream, (length as usize).clamp(4096, 256 * 1024))
+}
+
 impl ReadBody {
     pub fn into_stream(self) -> ByteStream {
         match self {
@@ -415,6 +422,19 @@ impl Storage {
         self
     }
 
+    /// Drop the memory and disk copies of a file that changed.
+    fn forget_copies(&self, loc: &Location) {
+        if let Some(hot) = &self.hot {
+            hot.forget(&loc.volume, loc.path.as_str());
+        }
+        if let Ok(Volume {
+            read_cache: Some(disk), ..
+        }) = self.volume(&loc.volume)
+        {
+            disk.forget(loc.path.as_str());
+        }
+    }
+
     /// Keep the audit trail as `settings` say.
     pub fn with_audit(mut self, settings: AuditSettings) -> Self {
         self.audit = settings;
@@ -520,12 +540,7 @@ impl Storage {
                 }
                 _ => engine.intent_end(intent.id).await?,
             }
-            if let Ok(Volume {
-                read_cache: Some(disk), ..
-            }) = self.volume(&loc.volume)
-            {
-                disk.forget(loc.path.as_str());
-            }
+            self.forget_copies(&loc);
         }
         Ok(fixed)
     }
@@ -853,18 +868,10 @@ impl Session {
         }
     }
 
-    /// Drop the memory and disk copies of a file that changed.
+    /// Count a change, and drop the copies of the file it changed.
     fn changed(&self, loc: &Location) {
         self.changes.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        if let Some(hot) = &self.storage.hot {
-            hot.forget(&loc.volume, loc.path.as_str());
-        }
-        if let Ok(Volume {
-            read_cache: Some(disk), ..
-        }) = self.storage.volume(&loc.volume)
-        {
-            disk.forget(loc.path.as_str());
-        }
+        self.storage.forget_copies(loc);
     }
 
     pub async fn read(&self, loc: &Location) -> StorageResult<Vec<u8>> {
@@ -1160,10 +1167,7 @@ impl Session {
         }
         if from.volume != to.volume || self.pending_at(from).is_some() {
             let (_, body) = self.open_read(from, None).await?;
-            let mut upload = self.open_write_as(to, options, Action::Copy).await?;
-            let mut body = body;
-            pump_session(&mut body, &mut upload).await?;
-            return upload.finish().await;
+            return store_stream_as(self, to, body, options, Action::Copy).await;
         }
         self.check_options(to, &mut options)?;
         let reservation = self.reserve(source.size)?;
@@ -1339,10 +1343,21 @@ impl SessionUpload {
 pub async fn store_stream(
     session: &Session,
     loc: &Location,
-    mut body: ByteStream,
+    body: ByteStream,
     options: PutOptions,
 ) -> StorageResult<ObjectMeta> {
-    let mut upload = session.open_write(loc, options).await?;
+    store_stream_as(session, loc, body, options, Action::Put).await
+}
+
+/// [`store_stream`], recorded as `action`.
+async fn store_stream_as(
+    session: &Session,
+    loc: &Location,
+    mut body: ByteStream,
+    options: PutOptions,
+    action: Action,
+) -> StorageResult<ObjectMeta> {
+    let mut upload = session.open_write_as(loc, options, action).await?;
     pump_session(&mut body, &mut upload).await?;
     upload.finish().await
 }

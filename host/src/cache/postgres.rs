@@ -261,6 +261,28 @@ fn with_change(call: &str, first: usize, change: &Change) -> String {
     }
 }
 
+/// Run `call` with its `params`, and `change` in the same statement (see
+/// [`with_change`]).
+async fn execute_with_change(
+    client: &deadpool_postgres::Object,
+    call: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    change: &Change,
+) -> StorageResult<()> {
+    let sql = with_change(call, params.len() + 1, change);
+    let statement = client.prepare_cached(&sql).await.map_err(db_error)?;
+    let audit = change.audit.as_ref().map(AuditParams::new);
+    let mut all = params.to_vec();
+    if let Some(audit) = &audit {
+        all.extend(audit.values());
+    }
+    if let Some(intent) = &change.intent {
+        all.push(intent);
+    }
+    client.execute(&statement, &all).await.map_err(db_error)?;
+    Ok(())
+}
+
 /// An audit record as statement parameters, in [`AUDIT_INSERT`]'s order.
 struct AuditParams<'a> {
     time: i64,
@@ -909,18 +931,11 @@ impl MetadataEngine for PostgresEngine {
 
     async fn put(&self, volume: &str, path: &VolumePath, meta: &ObjectMeta, change: &Change) -> StorageResult<()> {
         let client = self.client().await?;
-        let sql = with_change(
-            "SELECT silo_put($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            12,
-            change,
-        );
-        let statement = client.prepare_cached(&sql).await.map_err(db_error)?;
         let dirs: Vec<&str> = path.ancestors().collect();
         let parents: Vec<&str> = dirs.iter().map(|d| parent_of(d)).collect();
         let (size, modified, metadata) = (meta.size as i64, meta.modified_ms as i64, metadata_json(meta));
         let (path, parent) = (path.as_str(), path.parent());
-        let audit = change.audit.as_ref().map(AuditParams::new);
-        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 11] = [
             &volume,
             &path,
             &parent,
@@ -933,14 +948,13 @@ impl MetadataEngine for PostgresEngine {
             &dirs,
             &parents,
         ];
-        if let Some(audit) = &audit {
-            params.extend(audit.values());
-        }
-        if let Some(intent) = &change.intent {
-            params.push(intent);
-        }
-        client.execute(&statement, &params).await.map_err(db_error)?;
-        Ok(())
+        execute_with_change(
+            &client,
+            "SELECT silo_put($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            &params,
+            change,
+        )
+        .await
     }
 
     async fn remove(
@@ -951,21 +965,15 @@ impl MetadataEngine for PostgresEngine {
         change: &Change,
     ) -> StorageResult<()> {
         let client = self.client().await?;
-        let sql = with_change("SELECT silo_remove($1, $2, $3, $4)", 5, change);
-        let statement = client.prepare_cached(&sql).await.map_err(db_error)?;
         let deepest_first: Vec<&str> = path.ancestors().collect::<Vec<_>>().into_iter().rev().collect();
         let path = path.as_str();
-        let audit = change.audit.as_ref().map(AuditParams::new);
-        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-            vec![&volume, &path, &version, &deepest_first];
-        if let Some(audit) = &audit {
-            params.extend(audit.values());
-        }
-        if let Some(intent) = &change.intent {
-            params.push(intent);
-        }
-        client.execute(&statement, &params).await.map_err(db_error)?;
-        Ok(())
+        execute_with_change(
+            &client,
+            "SELECT silo_remove($1, $2, $3, $4)",
+            &[&volume, &path, &version, &deepest_first],
+            change,
+        )
+        .await
     }
 
     async fn intent_begin(&self, i: &Intent) -> StorageResult<i64> {
