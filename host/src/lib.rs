@@ -342,7 +342,47 @@ impl Silo {
             condition: None,
             actor: None,
             sha256: Some(sha256),
-            composed_of: Vec::new(),
+            assembly: Default::default(),
+        })
+    }
+
+    /// Stage an upload for `target` whose bytes are `files`, one after
+    /// another, each of the size given (a multipart upload's parts kept on
+    /// this node): they are hashed where they are, not copied. A file not
+    /// of its size is an error.
+    pub async fn stage_files(
+        &self,
+        target: &str,
+        files: Vec<(std::path::PathBuf, u64)>,
+        content_type: Option<&str>,
+    ) -> Result<vfs::PendingUpload, SiloError> {
+        let location = self.storage.parse_location(target)?;
+        let content_type = match content_type {
+            Some(t) => t.to_owned(),
+            None => store::guess_content_type(location.path.as_str()),
+        };
+        let size: u64 = files.iter().map(|(_, size)| size).sum();
+        let limit = self.upload_limit(&location.volume);
+        if size > limit {
+            return Err(SiloError::TooLarge {
+                volume: location.volume.clone(),
+                limit,
+            });
+        }
+        let hashed = files.clone();
+        let sha256 = tokio::task::spawn_blocking(move || pipeline::hash_files(&hashed))
+            .await
+            .map_err(|e| SiloError::Source(std::io::Error::other(e)))?
+            .map_err(SiloError::Source)?;
+        let meta = pipeline::staged_meta(size, &sha256, &content_type);
+        Ok(vfs::PendingUpload {
+            location,
+            meta,
+            staged: Arc::new(vfs::Staged::Parts(files)),
+            condition: None,
+            actor: None,
+            sha256: Some(sha256),
+            assembly: Default::default(),
         })
     }
 

@@ -318,11 +318,30 @@ async fn refresh_run(
         ..Default::default()
     };
     // Credentials may lack ListBucketMultipartUploads: say so, keep the rest.
-    match storage.volume(volume)?.store.sweep_abandoned(ABANDONED_AFTER).await {
+    let open = open_backend_uploads(storage, volume).await?;
+    match storage
+        .volume(volume)?
+        .store
+        .sweep_abandoned(ABANDONED_AFTER, &open)
+        .await
+    {
         Ok(n) => report.abandoned_removed = n,
         Err(e) => report.abandoned_error = Some(e.to_string()),
     }
     Ok(report)
+}
+
+/// The backend's multipart uploads that open uploads of the S3 endpoint
+/// put their parts into (`backend` in their settings): live, however old.
+async fn open_backend_uploads(storage: &Storage, volume: &str) -> StorageResult<std::collections::HashSet<String>> {
+    let uploads = storage.cache().engine().uploads(Some(volume)).await?;
+    Ok(uploads
+        .iter()
+        .filter_map(|u| {
+            let settings: serde_json::Value = serde_json::from_str(&u.settings).ok()?;
+            settings.get("backend")?.as_str().map(str::to_owned)
+        })
+        .collect())
 }
 
 /// Compare `volume`'s rows with its backend; changes nothing.

@@ -15,6 +15,13 @@
 //! also keeps a copy on its disk (`<data_dir>/multipart/.copies`): a
 //! completion on that node (one node, or sticky sessions) reads the parts
 //! from there instead of back from the backend.
+//!
+//! Where the metadata engine is this node's alone (so every request of an
+//! upload reaches this node) and the backend has multipart uploads of its
+//! own, the parts go straight into one on the upload's key instead, and
+//! the copies on this node are what the upload is judged from: the bytes
+//! are written to the backend once, and the object appears only when the
+//! accepted upload completes the backend's (a refused one aborts it).
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -56,6 +63,8 @@ pub struct UploadSettings {
     pub metadata: Vec<(String, String)>,
     /// Milliseconds since the Unix epoch.
     pub created_ms: u64,
+    /// The backend's own multipart upload the parts go into, if any.
+    pub backend: Option<String>,
 }
 
 /// The part of [`UploadSettings`] kept as the record's settings.
@@ -66,6 +75,8 @@ struct Declared {
     #[serde(default, flatten)]
     headers: Headers,
     metadata: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    backend: Option<String>,
 }
 
 /// One stored part.
@@ -107,6 +118,10 @@ pub enum MultipartError {
     EntityTooSmall(i32),
     #[error("reading the part: {0}")]
     Body(std::io::Error),
+    #[error("a part's length must be given (Content-Length, or x-amz-decoded-content-length)")]
+    LengthRequired,
+    #[error("the part's body ended after {0} of the {1} bytes it announced")]
+    Incomplete(u64, u64),
     #[error("multipart storage: {0}")]
     Storage(#[from] StorageError),
 }
@@ -166,11 +181,66 @@ impl MultipartStore {
     }
 
     pub async fn create(&self, settings: UploadSettings) -> Result<String, MultipartError> {
+        let backend = self.start_backend(&settings).await?;
+        let (volume, key) = (settings.volume.clone(), settings.key.clone());
+        let created = self.record(settings, backend.clone()).await;
+        if let (Err(_), Some(upload)) = (&created, &backend) {
+            self.abort_backend(&volume, &key, upload).await;
+        }
+        created
+    }
+
+    /// Start the backend's own multipart upload for `settings`, where the
+    /// parts can go straight into it: every completion of the upload must
+    /// run on the node holding the parts' copies, so only where the
+    /// metadata engine is this node's alone.
+    async fn start_backend(&self, settings: &UploadSettings) -> Result<Option<String>, MultipartError> {
+        if self.engine().shared() {
+            return Ok(None);
+        }
+        let loc = self.storage.location(&settings.volume, &settings.key)?;
+        // The object will have what a write of the upload would store.
+        let options = self.storage.host_session().object_options(
+            &loc,
+            PutOptions {
+                content_type: settings.content_type.clone().unwrap_or_default(),
+                cache_control: settings.cache_control.clone(),
+                metadata: settings.metadata.clone(),
+                headers: settings.headers.clone(),
+                ..Default::default()
+            },
+        )?;
+        Ok(self
+            .storage
+            .volume(&settings.volume)?
+            .store
+            .create_parts(loc.path.as_str(), &options)
+            .await?)
+    }
+
+    /// Drop a backend upload; a failure leaves it to the backend's own
+    /// sweep of abandoned uploads.
+    async fn abort_backend(&self, volume: &str, key: &str, upload: &str) {
+        let aborted = match self.storage.volume(volume) {
+            Ok(v) => v.store.abort_parts(key, upload).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = aborted {
+            tracing::warn!(
+                volume,
+                key,
+                "aborting the backend's multipart upload (swept later): {e}"
+            );
+        }
+    }
+
+    async fn record(&self, settings: UploadSettings, backend: Option<String>) -> Result<String, MultipartError> {
         let declared = Declared {
             content_type: settings.content_type,
             cache_control: settings.cache_control,
             headers: settings.headers,
             metadata: settings.metadata,
+            backend,
         };
         let record = UploadRecord {
             id: crate::audit::new_id(),
@@ -206,12 +276,14 @@ impl MultipartStore {
     pub async fn put_part(
         &self,
         id: &str,
-        volume: &str,
+        upload: &UploadSettings,
         number: i32,
         mut body: impl Stream<Item = std::io::Result<Bytes>> + Unpin,
+        length: Option<u64>,
         limit: u64,
     ) -> Result<PartInfo, MultipartError> {
         use md5::Digest;
+        let volume = upload.volume.as_str();
         if !(1..=MAX_PARTS).contains(&number) {
             return Err(MultipartError::InvalidPartNumber);
         }
@@ -228,10 +300,27 @@ impl MultipartStore {
             .map(|p| p.size)
             .sum();
         let room = limit.saturating_sub(others).min(MAX_PART_BYTES);
-        let (scratch, shared) = self.scratch(volume)?;
         // Each write of a part has bytes of its own: a concurrent write of
         // the same number never mixes with this one.
         let blob = format!("{id}/{number}-{}", &crate::audit::new_id()[..16]);
+        if let Some(backend) = &upload.backend {
+            let size = length.ok_or(MultipartError::LengthRequired)?;
+            if size > room {
+                return Err(too_large(limit));
+            }
+            let etag = self
+                .put_backend_part(id, upload, backend, number, body, size, &blob)
+                .await?;
+            let record = PartRecord {
+                number,
+                etag,
+                size,
+                modified_ms: now_ms(),
+                blob,
+            };
+            return self.recorded(id, volume, record).await;
+        }
+        let (scratch, shared) = self.scratch(volume)?;
         let options = PutOptions {
             content_type: "application/octet-stream".into(),
             ..Default::default()
@@ -249,9 +338,7 @@ impl MultipartStore {
             let chunk = chunk.map_err(MultipartError::Body)?;
             size += chunk.len() as u64;
             if size > room {
-                return Err(MultipartError::TooLarge(format!(
-                    "the upload would pass {limit} bytes (the volume's max_upload_mib) or a part 5 GiB"
-                )));
+                return Err(too_large(limit));
             }
             md5.update(&chunk);
             // The copy only saves a read: on a full disk, it is dropped.
@@ -282,9 +369,80 @@ impl MultipartStore {
             etag: hex::encode(md5.finalize()),
             size,
             modified_ms: now_ms(),
-            blob: blob.clone(),
+            blob,
         };
+        self.recorded(id, volume, record).await
+    }
+
+    /// Send part `number` of `upload` (id `id`) to the backend's upload
+    /// `backend`, keeping a copy on this node as `blob`: the backend's
+    /// ETag of it. The copy is what the upload is judged from, so a part
+    /// whose copy cannot be kept fails.
+    #[allow(clippy::too_many_arguments)]
+    async fn put_backend_part(
+        &self,
+        id: &str,
+        upload: &UploadSettings,
+        backend: &str,
+        number: i32,
+        mut body: impl Stream<Item = std::io::Result<Bytes>> + Unpin,
+        size: u64,
+        blob: &str,
+    ) -> Result<String, MultipartError> {
+        let store = self.storage.volume(&upload.volume)?.store.clone();
+        let mut copy = LocalCopy::create(&self.copies(id))?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+        let sent = store.put_part(&upload.key, backend, number, Box::pin(tokio_stream_of(rx)), size);
+        let fed = async move {
+            let mut got = 0u64;
+            // A failure here ends the backend's body with an error, so the
+            // backend keeps nothing of it.
+            let failed = |e: MultipartError| async {
+                let _ = tx
+                    .send(Err(std::io::Error::other("the part was not received whole")))
+                    .await;
+                Err(e)
+            };
+            while let Some(chunk) = body.next().await {
+                let chunk = match chunk {
+                    Ok(chunk) => chunk,
+                    Err(e) => return failed(MultipartError::Body(e)).await,
+                };
+                got += chunk.len() as u64;
+                if got > size {
+                    return failed(MultipartError::InvalidPart(format!(
+                        "the part's body holds more than the {size} bytes it announced"
+                    )))
+                    .await;
+                }
+                if let Err(e) = copy.write(&chunk).await {
+                    let e = StorageError::unavailable(format!("keeping a copy of part {number}: {e}"));
+                    return failed(e.into()).await;
+                }
+                if tx.send(Ok(chunk)).await.is_err() {
+                    // The backend gave up; its error says why.
+                    return Ok(copy);
+                }
+            }
+            if got < size {
+                return failed(MultipartError::Incomplete(got, size)).await;
+            }
+            Ok(copy)
+        };
+        let (sent, fed) = tokio::join!(sent, fed);
+        let copy = fed?;
+        let etag = sent?;
+        copy.keep(&self.copy_of(blob))
+            .await
+            .map_err(|e| StorageError::unavailable(format!("keeping a copy of part {number}: {e}")))?;
+        Ok(etag.trim_matches('"').to_owned())
+    }
+
+    /// Record a part whose bytes are stored, dropping those of the part it
+    /// replaced; the bytes go again if it cannot be recorded.
+    async fn recorded(&self, id: &str, volume: &str, record: PartRecord) -> Result<PartInfo, MultipartError> {
         let recorded = self.engine().part_put(id, &record).await;
+        let scratch = self.scratch(volume)?.0;
         match recorded {
             Ok(Some(replaced)) => {
                 if let Some(old) = replaced {
@@ -295,13 +453,13 @@ impl MultipartStore {
             }
             Ok(None) => {
                 // Aborted (or completed) while the part arrived.
-                forget_blob(&scratch, &blob).await;
-                self.forget_copy(&blob).await;
+                forget_blob(&scratch, &record.blob).await;
+                self.forget_copy(&record.blob).await;
                 Err(MultipartError::NoSuchUpload)
             }
             Err(e) => {
-                forget_blob(&scratch, &blob).await;
-                self.forget_copy(&blob).await;
+                forget_blob(&scratch, &record.blob).await;
+                self.forget_copy(&record.blob).await;
                 Err(e.into())
             }
         }
@@ -369,6 +527,33 @@ impl MultipartStore {
         }
     }
 
+    /// The copies on this node of the parts of an upload whose parts went
+    /// into the backend's own, with their sizes, in order.
+    pub fn copies_of(&self, parts: &[PartRecord]) -> Result<Vec<(PathBuf, u64)>, MultipartError> {
+        parts
+            .iter()
+            .map(|part| {
+                let path = self.copy_of(&part.blob);
+                match std::fs::metadata(&path) {
+                    Ok(m) if m.len() == part.size => Ok((path, part.size)),
+                    Ok(m) => Err(StorageError::unavailable(format!(
+                        "the copy of part {} holds {} bytes, not its {}",
+                        part.number,
+                        m.len(),
+                        part.size
+                    ))
+                    .into()),
+                    Err(e) => Err(StorageError::unavailable(format!(
+                        "the copy of part {} is not on this node ({}): {e}",
+                        part.number,
+                        path.display()
+                    ))
+                    .into()),
+                }
+            })
+            .collect()
+    }
+
     /// The parts' bytes, one after another, as a body to stage. A part
     /// whose stored bytes are not its recorded size ends the body with an
     /// error.
@@ -415,6 +600,16 @@ impl MultipartStore {
 
     /// Close an upload and delete its parts' bytes.
     pub async fn remove(&self, id: &str) -> Result<(), MultipartError> {
+        self.close(id, false).await
+    }
+
+    /// Close an upload whose object was stored, and delete what is left
+    /// of its parts (a completed backend upload has nothing left).
+    pub async fn completed(&self, id: &str) -> Result<(), MultipartError> {
+        self.close(id, true).await
+    }
+
+    async fn close(&self, id: &str, stored: bool) -> Result<(), MultipartError> {
         let Some(record) = self.engine().upload_get(id).await? else {
             return Err(MultipartError::NoSuchUpload);
         };
@@ -423,9 +618,16 @@ impl MultipartStore {
             .upload_remove(id)
             .await?
             .ok_or(MultipartError::NoSuchUpload)?;
-        let (scratch, _) = self.scratch(&record.volume)?;
-        for part in parts {
-            forget_blob(&scratch, &part.blob).await;
+        let (volume, key) = (record.volume.clone(), record.key.clone());
+        match settings_of(record)?.backend {
+            Some(_) if stored => {}
+            Some(upload) => self.abort_backend(&volume, &key, &upload).await,
+            None => {
+                let (scratch, _) = self.scratch(&volume)?;
+                for part in parts {
+                    forget_blob(&scratch, &part.blob).await;
+                }
+            }
         }
         self.forget_copies(id).await;
         Ok(())
@@ -545,7 +747,21 @@ fn settings_of(record: UploadRecord) -> Result<UploadSettings, MultipartError> {
         headers: declared.headers,
         metadata: declared.metadata,
         created_ms: record.created_ms,
+        backend: declared.backend,
     })
+}
+
+fn too_large(limit: u64) -> MultipartError {
+    MultipartError::TooLarge(format!(
+        "the upload would pass {limit} bytes (the volume's max_upload_mib) or a part 5 GiB"
+    ))
+}
+
+/// The chunks a channel receives, as a stream.
+fn tokio_stream_of(
+    mut rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+) -> impl Stream<Item = std::io::Result<Bytes>> + Send {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 /// Delete part bytes no record names any more; a failure leaves them to

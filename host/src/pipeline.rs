@@ -158,7 +158,7 @@ pub(crate) async fn stage_chunks(
     if ended {
         let data = bytes::Bytes::from(head.concat());
         hasher.update(&data);
-        let (meta, sha256) = staged_meta(size, hasher, content_type);
+        let (meta, sha256) = staged_hash(size, hasher, content_type);
         return Ok(Some((Staged::Memory(data), meta, sha256)));
     }
     tokio::fs::create_dir_all(staging_dir).await.map_err(local)?;
@@ -181,24 +181,61 @@ pub(crate) async fn stage_chunks(
         file.write_all(&chunk).await.map_err(local)?;
     }
     file.flush().await.map_err(local)?;
-    let (meta, sha256) = staged_meta(size, hasher, content_type);
+    let (meta, sha256) = staged_hash(size, hasher, content_type);
     Ok(Some((Staged::File(temp), meta, sha256)))
 }
 
+/// The SHA-256, hex, of `files` one after another, each read to exactly
+/// its size.
+pub(crate) fn hash_files(files: &[(std::path::PathBuf, u64)]) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    for (path, size) in files {
+        let mut file = std::fs::File::open(path)?;
+        let mut left = *size;
+        while left > 0 {
+            let want = buffer.len().min(left as usize);
+            let got = file.read(&mut buffer[..want])?;
+            if got == 0 {
+                return Err(std::io::Error::other(format!(
+                    "{} holds {} bytes, not {size}",
+                    path.display(),
+                    size - left
+                )));
+            }
+            hasher.update(&buffer[..got]);
+            left -= got as u64;
+        }
+        if file.read(&mut buffer[..1])? != 0 {
+            return Err(std::io::Error::other(format!(
+                "{} holds more than {size} bytes",
+                path.display()
+            )));
+        }
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
 /// A staged upload's provisional metadata, and its SHA-256 in hex.
-fn staged_meta(size: u64, hasher: sha2::Sha256, content_type: &str) -> (ObjectMeta, String) {
+fn staged_hash(size: u64, hasher: sha2::Sha256, content_type: &str) -> (ObjectMeta, String) {
     use sha2::Digest;
-    let digest = hasher.finalize();
-    let meta = ObjectMeta {
+    let sha256 = hex::encode(hasher.finalize());
+    (staged_meta(size, &sha256, content_type), sha256)
+}
+
+/// A staged upload's provisional metadata, from its SHA-256 in hex.
+pub(crate) fn staged_meta(size: u64, sha256: &str, content_type: &str) -> ObjectMeta {
+    ObjectMeta {
         size,
-        etag: format!("staged-{}", hex::encode(&digest[..12])),
+        etag: format!("staged-{}", &sha256[..24]),
         content_type: content_type.to_owned(),
         modified_ms: crate::store::now_ms(),
         cache_control: None,
         metadata: Vec::new(),
         headers: Default::default(),
-    };
-    (meta, hex::encode(digest))
+    }
 }
 
 /// Run the pipeline over a staged upload and store it if accepted.
@@ -362,7 +399,7 @@ pub(crate) async fn run(
         };
         let stored = match &*pending.staged {
             Staged::Memory(bytes) => host.write(&loc, bytes.clone(), options).await,
-            Staged::File(_) => match composed(&host, &loc, &pending, options.clone()).await {
+            Staged::File(_) | Staged::Parts(_) => match assembled(&host, &loc, &pending, options.clone()).await {
                 Ok(Some(meta)) => Ok(meta),
                 Ok(None) => match pending.staged.open(None).await {
                     Ok(body) => crate::vfs::store_stream(&host, &loc, body, options).await,
@@ -418,15 +455,15 @@ async fn refused(storage: &Storage, actor: &Actor, pending: &PendingUpload, repo
     report
 }
 
-/// Store an upload from the scratch objects it was staged from, inside the
-/// backend, where it can; `None` otherwise.
-async fn composed(
+/// Store an upload from what the backend holds of it already, where it
+/// can; `None` otherwise.
+async fn assembled(
     host: &crate::vfs::Session,
     loc: &Location,
     pending: &PendingUpload,
     options: PutOptions,
 ) -> Result<Option<crate::store::ObjectMeta>, StorageError> {
-    if pending.composed_of.is_empty() {
+    if matches!(pending.assembly, crate::vfs::Assembly::Write) {
         return Ok(None);
     }
     let range = ByteRange {
@@ -434,7 +471,8 @@ async fn composed(
         length: crate::policy::SNIFF_BYTES as u64,
     };
     let head = crate::store::read_to_end(pending.staged.open(Some(range)).await?, range.length).await?;
-    host.compose(loc, &pending.composed_of, &head, options).await
+    host.assemble(loc, &pending.assembly, pending.meta.size, &head, options)
+        .await
 }
 
 /// Whether an upload's condition holds now (the store checks it again).
@@ -500,5 +538,25 @@ fn invoke_error(e: &InvokeError) -> ErrorReport {
     ErrorReport {
         code: e.code().into(),
         message: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Files hashed where they lie give the hash of their concatenation,
+    /// and one not of its recorded size is an error, never a hash.
+    #[test]
+    fn files_hash_as_one_and_only_at_their_sizes() {
+        use sha2::{Digest, Sha256};
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&a, b"hello, ").unwrap();
+        std::fs::write(&b, b"world").unwrap();
+        let expected = hex::encode(Sha256::digest(b"hello, world"));
+        assert_eq!(hash_files(&[(a.clone(), 7), (b.clone(), 5)]).unwrap(), expected);
+        assert!(hash_files(&[(a.clone(), 8), (b.clone(), 5)]).is_err());
+        assert!(hash_files(&[(a, 6), (b, 5)]).is_err());
     }
 }

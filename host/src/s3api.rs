@@ -29,7 +29,7 @@ use crate::multipart::{MultipartError, MultipartStore, UploadSettings};
 use crate::pipeline::Status;
 use crate::principals::{Principal, PrincipalsHandle};
 use crate::store::{ByteRange, Condition, Headers, ObjectMeta};
-use crate::vfs::{Access, Location, Visibility};
+use crate::vfs::{Access, Assembly, Location, Visibility};
 use crate::{Silo, SiloError};
 
 /// The longest a presigned URL may live (AWS's own bound).
@@ -99,7 +99,8 @@ fn multipart_error(e: MultipartError) -> S3Error {
         MultipartError::Body(ref inner) if inner.kind() == std::io::ErrorKind::TimedOut => {
             s3_error!(RequestTimeout, "{e}")
         }
-        MultipartError::Body(_) => s3_error!(IncompleteBody, "{e}"),
+        MultipartError::Body(_) | MultipartError::Incomplete(..) => s3_error!(IncompleteBody, "{e}"),
+        MultipartError::LengthRequired => s3_error!(MissingContentLength, "{e}"),
         MultipartError::Storage(StorageError::NotFound) => s3_error!(NoSuchUpload),
         MultipartError::Storage(inner) => storage_error(inner),
     }
@@ -1794,6 +1795,7 @@ impl S3 for SiloS3 {
                 headers: declared_headers(input.content_disposition, input.content_encoding, input.expires)?,
                 metadata,
                 created_ms: crate::store::now_ms(),
+                backend: None,
             })
             .await
             .map_err(multipart_error)?;
@@ -1809,18 +1811,22 @@ impl S3 for SiloS3 {
         let declared = Declared::of(&req.headers)?;
         let trailing = req.trailing_headers;
         let input = req.input;
-        self.multipart
+        let upload = self
+            .multipart
             .settings(&input.upload_id, &input.bucket, &input.key)
             .await
             .map_err(multipart_error)?;
         let body = input
             .body
             .ok_or_else(|| s3_error!(IncompleteBody, "the request has no body"))?;
+        let length = s3s::stream::ByteStream::remaining_length(&body)
+            .exact()
+            .map(|n| n as u64);
         let (body, hashing) = hashed(body, self.settings.idle_timeout, &declared);
         let limit = self.silo.upload_limit(&input.bucket);
         let part = self
             .multipart
-            .put_part(&input.upload_id, &input.bucket, input.part_number, body, limit)
+            .put_part(&input.upload_id, &upload, input.part_number, body, length, limit)
             .await
             .map_err(multipart_error)?;
         let computed = std::mem::take(&mut *hashing.lock().unwrap_or_else(|p| p.into_inner()));
@@ -1844,7 +1850,8 @@ impl S3 for SiloS3 {
     ) -> S3Result<S3Response<dto::UploadPartCopyOutput>> {
         let principal = self.signed_by(req.credentials.as_ref())?;
         let input = req.input;
-        self.multipart
+        let upload = self
+            .multipart
             .settings(&input.upload_id, &input.bucket, &input.key)
             .await
             .map_err(multipart_error)?;
@@ -1880,12 +1887,20 @@ impl S3 for SiloS3 {
                 })
             }
         };
+        let length = range.map_or(meta.size, |r| r.length);
         let (_, body) = host.open_read(&source, range).await.map_err(storage_error)?;
         let chunks = tokio_util::io::ReaderStream::with_capacity(body, 256 * 1024);
         let limit = self.silo.upload_limit(&input.bucket);
         let part = self
             .multipart
-            .put_part(&input.upload_id, &input.bucket, input.part_number, chunks, limit)
+            .put_part(
+                &input.upload_id,
+                &upload,
+                input.part_number,
+                chunks,
+                Some(length),
+                limit,
+            )
             .await
             .map_err(multipart_error)?;
         Ok(S3Response::new(dto::UploadPartCopyOutput {
@@ -2036,21 +2051,42 @@ impl S3 for SiloS3 {
             .assemble(&input.upload_id, &named)
             .await
             .map_err(multipart_error)?;
-        let composed_of = self.multipart.composable(&input.bucket, &parts);
-        let body = self
-            .multipart
-            .read_parts(&input.bucket, parts)
-            .map_err(multipart_error)?;
+        let target = format!("{}/{}", location.volume, location.path);
         // The whole object is staged and judged once, as any upload.
-        let staged = self
-            .silo
-            .stage_chunks(
-                &format!("{}/{}", location.volume, location.path),
-                body,
-                settings.content_type.as_deref(),
-            )
-            .await
-            .map_err(|e| self.staging_error(&input.bucket, e));
+        let (staged, assembly) = match &settings.backend {
+            Some(upload) => {
+                let assembly = Assembly::Parts {
+                    upload: upload.clone(),
+                    parts: parts.iter().map(|p| (p.number, format!("\"{}\"", p.etag))).collect(),
+                };
+                let staged = match self.multipart.copies_of(&parts) {
+                    Ok(files) => self
+                        .silo
+                        .stage_files(&target, files, settings.content_type.as_deref())
+                        .await
+                        .map_err(|e| self.staging_error(&input.bucket, e)),
+                    Err(e) => Err(multipart_error(e)),
+                };
+                (staged, assembly)
+            }
+            None => {
+                let composed_of = self.multipart.composable(&input.bucket, &parts);
+                let body = self
+                    .multipart
+                    .read_parts(&input.bucket, parts)
+                    .map_err(multipart_error)?;
+                let staged = self
+                    .silo
+                    .stage_chunks(&target, body, settings.content_type.as_deref())
+                    .await
+                    .map_err(|e| self.staging_error(&input.bucket, e));
+                let assembly = match composed_of.is_empty() {
+                    true => Assembly::Write,
+                    false => Assembly::Scratch(composed_of),
+                };
+                (staged, assembly)
+            }
+        };
         let mut pending = match staged {
             Ok(pending) => pending,
             Err(e) => {
@@ -2061,13 +2097,16 @@ impl S3 for SiloS3 {
         pending.condition = condition;
         pending.actor = Some(Actor::request(principal.name.clone()));
         // Accepted, the object is joined from its parts in the backend.
-        pending.composed_of = composed_of;
+        pending.assembly = assembly;
         pending.meta.cache_control = settings.cache_control;
         pending.meta.metadata = settings.metadata;
         pending.meta.headers = settings.headers;
         // Judged or refused, the upload is over: its parts go.
         let judged = self.judged(pending).await;
-        let _ = self.multipart.remove(&input.upload_id).await;
+        let _ = match judged.is_ok() {
+            true => self.multipart.completed(&input.upload_id).await,
+            false => self.multipart.remove(&input.upload_id).await,
+        };
         let report = judged?;
         Ok(S3Response::new(dto::CompleteMultipartUploadOutput {
             bucket: Some(input.bucket),

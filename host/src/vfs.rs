@@ -210,11 +210,25 @@ pub struct PendingUpload {
     pub actor: Option<Arc<Actor>>,
     /// The content's SHA-256, hex, where it was hashed as it was staged.
     pub sha256: Option<String>,
-    /// The staged bytes are also these objects of the volume's scratch
-    /// store, in order, with their sizes (a multipart upload's parts): the
-    /// backend may store the upload from them without the bytes passing
-    /// through this host again.
-    pub composed_of: Vec<(String, u64)>,
+    /// Where the backend holds the staged bytes already, so that an
+    /// accepted upload is stored without them passing through this host
+    /// again.
+    pub assembly: Assembly,
+}
+
+/// How the backend can store an accepted upload from bytes it holds.
+#[derive(Debug, Clone, Default)]
+pub enum Assembly {
+    /// It cannot: the staged bytes are written.
+    #[default]
+    Write,
+    /// The concatenation of these objects of the volume's scratch store,
+    /// with their sizes (see [`ObjectStore::compose`]).
+    Scratch(Vec<(String, u64)>),
+    /// Completing the backend's own multipart upload `upload` from its
+    /// `parts` (number, the backend's ETag), which hold the staged bytes
+    /// (see [`ObjectStore::complete_parts`]).
+    Parts { upload: String, parts: Vec<(i32, String)> },
 }
 
 /// What a read gives: bytes held in memory, or a stream.
@@ -245,6 +259,9 @@ impl ReadBody {
 pub enum Staged {
     Memory(Bytes),
     File(tempfile::TempPath),
+    /// Files, one after another, with their sizes: a multipart upload's
+    /// parts as kept on this node (their owner removes them).
+    Parts(Vec<(std::path::PathBuf, u64)>),
 }
 
 impl Staged {
@@ -273,6 +290,36 @@ impl Staged {
                         Box::pin(file.take(r.length))
                     }
                 })
+            }
+            Staged::Parts(files) => {
+                use futures_util::{StreamExt, TryStreamExt};
+                // Each file is opened when the read reaches it: an upload
+                // of 10,000 parts never holds 10,000 descriptors.
+                let (mut skip, mut left) = range.map_or((0, u64::MAX), |r| (r.offset, r.length));
+                let mut pieces = Vec::new();
+                for (path, size) in files {
+                    if left == 0 {
+                        break;
+                    }
+                    if skip >= *size {
+                        skip -= size;
+                        continue;
+                    }
+                    let take = (size - skip).min(left);
+                    pieces.push((path.clone(), skip, take));
+                    (skip, left) = (0, left - take);
+                }
+                let chunks = futures_util::stream::iter(pieces)
+                    .then(|(path, skip, take)| async move {
+                        let mut file = tokio::fs::File::open(&path).await?;
+                        file.seek(std::io::SeekFrom::Start(skip)).await?;
+                        Ok::<_, std::io::Error>(tokio_util::io::ReaderStream::with_capacity(
+                            file.take(take),
+                            256 * 1024,
+                        ))
+                    })
+                    .try_flatten();
+                Ok(Box::pin(tokio_util::io::StreamReader::new(chunks)))
             }
         }
     }
@@ -890,7 +937,23 @@ impl Session {
         store::read_to_end(body, length).await
     }
 
+    /// `options` as a write of `loc` stores them (checked, with the type
+    /// guessed where none was given and the policy's disposition).
+    pub fn object_options(&self, loc: &Location, mut options: PutOptions) -> StorageResult<PutOptions> {
+        self.checked_options(loc, &mut options)?;
+        Ok(options)
+    }
+
     fn check_options(&self, loc: &Location, options: &mut PutOptions) -> StorageResult<()> {
+        self.checked_options(loc, options)?;
+        if self.pending_at(loc).is_some() {
+            // The upload under judgement is the pipeline's to store.
+            return Err(StorageError::AccessDenied);
+        }
+        Ok(())
+    }
+
+    fn checked_options(&self, loc: &Location, options: &mut PutOptions) -> StorageResult<()> {
         if options.metadata.len() > MAX_METADATA_PAIRS
             || options.metadata.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() > MAX_METADATA_BYTES
         {
@@ -910,10 +973,6 @@ impl Session {
         let policy = &self.storage.policy;
         policy.check_name(loc.path.as_str())?;
         options.content_disposition = policy.disposition(&options.content_type).map(str::to_owned);
-        if self.pending_at(loc).is_some() {
-            // The upload under judgement is the pipeline's to store.
-            return Err(StorageError::AccessDenied);
-        }
         Ok(())
     }
 
@@ -998,19 +1057,21 @@ impl Session {
         self.written(loc, meta, reservation, Action::Put, intent).await
     }
 
-    /// Store `loc` as the concatenation of `parts` of its volume's scratch
-    /// store, inside the backend (see [`ObjectStore::compose`]); `head` is
-    /// the content's beginning, for the policy. `None`: the backend cannot,
-    /// and nothing was written.
-    pub async fn compose(
+    /// Store `loc`, `size` bytes, from what the backend holds of it
+    /// already (see [`Assembly`]); `head` is the content's beginning, for
+    /// the policy. `None`: the backend cannot, and nothing was written.
+    pub async fn assemble(
         &self,
         loc: &Location,
-        parts: &[(String, u64)],
+        assembly: &Assembly,
+        size: u64,
         head: &[u8],
         mut options: PutOptions,
     ) -> StorageResult<Option<ObjectMeta>> {
+        if matches!(assembly, Assembly::Write) {
+            return Ok(None);
+        }
         self.check_options(loc, &mut options)?;
-        let size = parts.iter().map(|(_, size)| size).sum();
         let reservation = self.reserve(size)?;
         self.storage.policy.check_content(
             loc.path.as_str(),
@@ -1018,7 +1079,15 @@ impl Session {
             &head[..head.len().min(SNIFF_BYTES)],
         )?;
         let intent = self.intend(loc).await?;
-        let composed = self.store(loc)?.compose(loc.path.as_str(), parts, &options).await;
+        let store = self.store(loc)?;
+        let key = loc.path.as_str();
+        let composed = match assembly {
+            Assembly::Write => Ok(None),
+            Assembly::Scratch(parts) => store.compose(key, parts, &options).await,
+            Assembly::Parts { upload, parts } => {
+                store.complete_parts(key, upload, parts, size, &options).await.map(Some)
+            }
+        };
         match self.or_abandon(intent, composed).await? {
             Some(meta) if meta.size == size => self
                 .written(loc, meta, reservation, Action::Put, intent)
@@ -1401,4 +1470,48 @@ fn check_header_option(name: &str, value: &str, max: usize) -> StorageResult<()>
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parts staged where they lie read as one file, whole or in any range
+    /// across their ends.
+    #[tokio::test]
+    async fn staged_parts_read_as_one_file() {
+        use tokio::io::AsyncReadExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = Vec::new();
+        let mut whole = Vec::new();
+        for (i, len) in [5usize, 0, 7, 3].into_iter().enumerate() {
+            let bytes: Vec<u8> = (0..len).map(|j| (i * 16 + j) as u8).collect();
+            let path = dir.path().join(format!("part-{i}"));
+            std::fs::write(&path, &bytes).unwrap();
+            files.push((path, len as u64));
+            whole.extend(bytes);
+        }
+        let staged = Staged::Parts(files);
+        for offset in 0..=whole.len() {
+            for length in 0..=whole.len() + 1 {
+                let range = ByteRange {
+                    offset: offset as u64,
+                    length: length as u64,
+                };
+                let mut read = Vec::new();
+                staged
+                    .open(Some(range))
+                    .await
+                    .unwrap()
+                    .read_to_end(&mut read)
+                    .await
+                    .unwrap();
+                let end = (offset + length).min(whole.len());
+                assert_eq!(read, whole[offset..end], "{offset}+{length}");
+            }
+        }
+        let mut read = Vec::new();
+        staged.open(None).await.unwrap().read_to_end(&mut read).await.unwrap();
+        assert_eq!(read, whole);
+    }
 }

@@ -103,7 +103,7 @@ async fn place(name: &'static str, t: &TestSilo, staged: Staged) -> Place {
         condition: None,
         actor: None,
         sha256: None,
-        composed_of: Vec::new(),
+        assembly: Default::default(),
     };
     Place { name, storage, pending }
 }

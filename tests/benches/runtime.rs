@@ -67,7 +67,7 @@ impl Bench {
             condition: None,
             actor: None,
             sha256: None,
-            composed_of: Vec::new(),
+            assembly: Default::default(),
         };
         let grants = silo_tests::read_grant("public");
         Bench {

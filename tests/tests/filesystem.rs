@@ -177,7 +177,7 @@ async fn lookups_come_from_the_cache_and_reads_are_ranged_gets_on_s3() -> anyhow
         condition: None,
         actor: None,
         sha256: None,
-        composed_of: Vec::new(),
+        assembly: Default::default(),
     };
     let grants = silo_tests::read_grant("public");
     let session = Session::new(storage.clone(), Some(grants), Quota::UNLIMITED).with_pending(pending.clone());

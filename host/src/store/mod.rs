@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::io::AsyncRead;
 
-use crate::error::StorageResult;
+use crate::error::{StorageError, StorageResult};
 
 pub mod local;
 pub mod memory;
@@ -175,9 +175,13 @@ pub trait ObjectStore: Send + Sync + 'static {
 
     /// Remove what interrupted writes left in the backend and nothing can
     /// see (S3: multipart uploads under this store's prefix started more
-    /// than `older_than` ago); how many.
-    async fn sweep_abandoned(&self, older_than: std::time::Duration) -> StorageResult<u64> {
-        let _ = older_than;
+    /// than `older_than` ago, but those named in `open`); how many.
+    async fn sweep_abandoned(
+        &self,
+        older_than: std::time::Duration,
+        open: &std::collections::HashSet<String>,
+    ) -> StorageResult<u64> {
+        let _ = (older_than, open);
         Ok(0)
     }
 
@@ -195,6 +199,48 @@ pub trait ObjectStore: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// Start one of the backend's own multipart uploads on `key`, whose
+    /// parts the client's go straight into: nothing is visible under `key`
+    /// until [`ObjectStore::complete_parts`], and
+    /// [`ObjectStore::abort_parts`] leaves nothing. The object will have
+    /// `options`. `None`: this backend has no such uploads.
+    async fn create_parts(&self, key: &str, options: &PutOptions) -> StorageResult<Option<String>> {
+        let _ = (key, options);
+        Ok(None)
+    }
+
+    /// Store part `number` of the backend upload `upload` of `key` from
+    /// `body`, which holds exactly `size` bytes; the backend's ETag of it.
+    async fn put_part(&self, key: &str, upload: &str, number: i32, body: PartBody, size: u64) -> StorageResult<String> {
+        let _ = (key, upload, number, body, size);
+        Err(StorageError::Unsupported(
+            "this backend has no multipart uploads".into(),
+        ))
+    }
+
+    /// Make `key` the concatenation of the backend upload's `parts` (by
+    /// number, with the backend's ETags), `size` bytes in all, holding
+    /// `options.condition`.
+    async fn complete_parts(
+        &self,
+        key: &str,
+        upload: &str,
+        parts: &[(i32, String)],
+        size: u64,
+        options: &PutOptions,
+    ) -> StorageResult<ObjectMeta> {
+        let _ = (key, upload, parts, size, options);
+        Err(StorageError::Unsupported(
+            "this backend has no multipart uploads".into(),
+        ))
+    }
+
+    /// Drop a backend upload and its parts; one already gone is no error.
+    async fn abort_parts(&self, key: &str, upload: &str) -> StorageResult<()> {
+        let _ = (key, upload);
+        Ok(())
+    }
+
     /// A store beside this volume's objects, reachable by every node that
     /// reaches the volume, for bytes that are not objects yet (the parts
     /// of multipart uploads). It lives under [`SCRATCH`], which this store
@@ -204,6 +250,9 @@ pub trait ObjectStore: Send + Sync + 'static {
         None
     }
 }
+
+/// The bytes of one part sent to a backend, as they arrive.
+pub type PartBody = std::pin::Pin<Box<dyn futures_util::Stream<Item = std::io::Result<Bytes>> + Send>>;
 
 /// The first segment reserved in every volume for Silo's own bytes.
 pub const SCRATCH: &str = ".silo-tmp";
@@ -263,9 +312,9 @@ pub(crate) async fn read_to_end(mut body: ByteStream, limit: u64) -> StorageResu
         .take(limit + 1)
         .read_to_end(&mut out)
         .await
-        .map_err(|e| crate::error::StorageError::unavailable(format!("reading the object: {e}")))?;
+        .map_err(|e| StorageError::unavailable(format!("reading the object: {e}")))?;
     if n as u64 > limit {
-        return Err(crate::error::StorageError::TooLarge);
+        return Err(StorageError::TooLarge);
     }
     Ok(out)
 }

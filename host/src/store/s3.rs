@@ -371,6 +371,60 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// Start a multipart upload of `key` (at `full_key`) that will make an
+    /// object with `options`; its id.
+    async fn create_multipart(&self, key: &str, full_key: &str, options: &PutOptions) -> StorageResult<String> {
+        let out = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(full_key)
+            .content_type(&options.content_type)
+            .set_content_disposition(disposition(options))
+            .set_content_encoding(options.headers.content_encoding.clone())
+            .set_cache_control(options.cache_control.clone())
+            .set_metadata(metadata_map(options))
+            .send()
+            .await
+            .map_err(|e| s3_error("CreateMultipartUpload", key, e))?;
+        match out.upload_id() {
+            Some(id) if !id.is_empty() => Ok(id.to_owned()),
+            _ => Err(StorageError::unavailable(format!(
+                "S3 CreateMultipartUpload '{key}' returned no upload id"
+            ))),
+        }
+    }
+
+    /// Complete a multipart upload from `parts` (in order), `size` bytes,
+    /// holding `options.condition`.
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        full_key: &str,
+        upload_id: &str,
+        parts: Vec<CompletedPart>,
+        size: u64,
+        options: &PutOptions,
+    ) -> StorageResult<ObjectMeta> {
+        let (if_none_match, if_match) = condition_headers(options.condition.as_ref());
+        let out = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(full_key)
+            .upload_id(upload_id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .set_if_none_match(if_none_match)
+            .set_if_match(if_match)
+            .send()
+            .await
+            .map_err(|e| conditional_error("CompleteMultipartUpload", key, options, e))?;
+        self.written_meta("CompleteMultipartUpload", key, size, out.e_tag(), options)
+            .await
+    }
+}
+
 /// The Content-Disposition to store: the storage core's for active
 /// content, else the client's.
 fn disposition(options: &PutOptions) -> Option<String> {
@@ -827,25 +881,7 @@ impl ObjectStore for S3Store {
         let inner = &self.inner;
         let full_key = inner.key(key)?;
         let scratch = format!("{}{}/", inner.prefix, super::SCRATCH);
-        let created = inner
-            .client
-            .create_multipart_upload()
-            .bucket(&inner.bucket)
-            .key(&full_key)
-            .content_type(&options.content_type)
-            .set_content_disposition(disposition(options))
-            .set_content_encoding(options.headers.content_encoding.clone())
-            .set_cache_control(options.cache_control.clone())
-            .set_metadata(metadata_map(options))
-            .send()
-            .await
-            .map_err(|e| s3_error("CreateMultipartUpload", key, e))?;
-        let upload_id = created.upload_id().unwrap_or_default().to_owned();
-        if upload_id.is_empty() {
-            return Err(StorageError::unavailable(format!(
-                "S3 CreateMultipartUpload '{key}' returned no upload id"
-            )));
-        }
+        let upload_id = inner.create_multipart(key, &full_key, options).await?;
         let composed = async {
             // A few parts copied at once, inside the backend.
             let sources: Vec<(i32, String)> = parts
@@ -884,22 +920,9 @@ impl ObjectStore for S3Store {
                 .buffered(4)
                 .try_collect()
                 .await?;
-            let mut request = inner
-                .client
-                .complete_multipart_upload()
-                .bucket(&inner.bucket)
-                .key(&full_key)
-                .upload_id(&upload_id)
-                .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(done)).build());
-            let (if_none_match, if_match) = condition_headers(options.condition.as_ref());
-            request = request.set_if_none_match(if_none_match).set_if_match(if_match);
-            let out = request
-                .send()
-                .await
-                .map_err(|e| conditional_error("CompleteMultipartUpload", key, options, e))?;
             let size = parts.iter().map(|(_, size)| size).sum();
             inner
-                .written_meta("CompleteMultipartUpload", key, size, out.e_tag(), options)
+                .complete_multipart(key, &full_key, &upload_id, done, size, options)
                 .await
         }
         .await;
@@ -918,6 +941,71 @@ impl ObjectStore for S3Store {
         Ok(Some(meta))
     }
 
+    async fn create_parts(&self, key: &str, options: &PutOptions) -> StorageResult<Option<String>> {
+        check_metadata(options)?;
+        let inner = &self.inner;
+        inner.create_multipart(key, &inner.key(key)?, options).await.map(Some)
+    }
+
+    async fn put_part(
+        &self,
+        key: &str,
+        upload: &str,
+        number: i32,
+        body: super::PartBody,
+        size: u64,
+    ) -> StorageResult<String> {
+        let inner = &self.inner;
+        // Streamed, so unsigned: the client's own digests were checked.
+        let body = SdkBody::from_body_1_x(PartStream {
+            body: Mutex::new(body),
+            left: size,
+        });
+        let out = inner
+            .client
+            .upload_part()
+            .bucket(&inner.bucket)
+            .key(inner.key(key)?)
+            .upload_id(upload)
+            .part_number(number)
+            .content_length(size as i64)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| s3_error("UploadPart", key, e))?;
+        required_etag("UploadPart", key, out.e_tag())
+    }
+
+    async fn complete_parts(
+        &self,
+        key: &str,
+        upload: &str,
+        parts: &[(i32, String)],
+        size: u64,
+        options: &PutOptions,
+    ) -> StorageResult<ObjectMeta> {
+        let inner = &self.inner;
+        let parts = parts
+            .iter()
+            .map(|(number, etag)| CompletedPart::builder().part_number(*number).e_tag(etag).build())
+            .collect();
+        let meta = inner
+            .complete_multipart(key, &inner.key(key)?, upload, parts, size, options)
+            .await?;
+        inner.retry_aborts();
+        Ok(meta)
+    }
+
+    async fn abort_parts(&self, key: &str, upload: &str) -> StorageResult<()> {
+        let inner = &self.inner;
+        let upload = Unaborted {
+            key: key.to_owned(),
+            full_key: inner.key(key)?,
+            upload_id: upload.to_owned(),
+        };
+        inner.send_abort(&upload).await.map(drop)
+    }
+
     fn scratch(&self) -> Option<Arc<dyn ObjectStore>> {
         let inner = &self.inner;
         let prefix = format!("{}{}/", inner.prefix, super::SCRATCH);
@@ -934,7 +1022,11 @@ impl ObjectStore for S3Store {
         }))
     }
 
-    async fn sweep_abandoned(&self, older_than: Duration) -> StorageResult<u64> {
+    async fn sweep_abandoned(
+        &self,
+        older_than: Duration,
+        open: &std::collections::HashSet<String>,
+    ) -> StorageResult<u64> {
         let inner = &self.inner;
         let cutoff = std::time::SystemTime::now() - older_than;
         let mut stale = Vec::new();
@@ -956,6 +1048,7 @@ impl ObjectStore for S3Store {
                     .and_then(|t| std::time::SystemTime::try_from(*t).ok());
                 if let (Some(key), Some(id), Some(started)) = (upload.key(), upload.upload_id(), started)
                     && started <= cutoff
+                    && !open.contains(id)
                 {
                     stale.push(Unaborted {
                         key: inner.strip(key).unwrap_or(key).to_owned(),
@@ -1011,6 +1104,38 @@ fn copy_source(bucket: &str, key: &str) -> String {
 
 /// A streamed write: one PutObject if it fits in a part, a multipart upload
 /// otherwise.
+/// A part's bytes as a request body of a known length. The mutex only
+/// makes the body `Sync`, as the SDK asks; it is never contended.
+struct PartStream {
+    body: Mutex<super::PartBody>,
+    left: u64,
+}
+
+impl http_body::Body for PartStream {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        let this = self.get_mut();
+        let body = this.body.get_mut().unwrap_or_else(PoisonError::into_inner);
+        match std::task::ready!(body.as_mut().poll_next(cx)) {
+            Some(Ok(chunk)) => {
+                this.left = this.left.saturating_sub(chunk.len() as u64);
+                std::task::Poll::Ready(Some(Ok(http_body::Frame::data(chunk))))
+            }
+            Some(Err(e)) => std::task::Poll::Ready(Some(Err(e))),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.left)
+    }
+}
+
 struct S3Upload {
     inner: Arc<Inner>,
     key: String,
@@ -1038,27 +1163,10 @@ impl S3Upload {
     /// Send one part, waiting for a free slot first.
     async fn send_part(&mut self, data: Bytes, held: Held) -> StorageResult<()> {
         if self.multipart.is_none() {
-            let out = self
+            let upload_id = self
                 .inner
-                .client
-                .create_multipart_upload()
-                .bucket(&self.inner.bucket)
-                .key(&self.full_key)
-                .content_type(&self.options.content_type)
-                .set_content_disposition(disposition(&self.options))
-                .set_content_encoding(self.options.headers.content_encoding.clone())
-                .set_cache_control(self.options.cache_control.clone())
-                .set_metadata(metadata_map(&self.options))
-                .send()
-                .await
-                .map_err(|e| s3_error("CreateMultipartUpload", &self.key, e))?;
-            let upload_id = out.upload_id().unwrap_or_default().to_owned();
-            if upload_id.is_empty() {
-                return Err(StorageError::unavailable(format!(
-                    "S3 CreateMultipartUpload '{}' returned no upload id",
-                    self.key
-                )));
-            }
+                .create_multipart(&self.key, &self.full_key, &self.options)
+                .await?;
             self.multipart = Some(Multipart {
                 upload_id,
                 next_part: 1,
@@ -1113,31 +1221,20 @@ impl S3Upload {
         }
         let mut parts = std::mem::take(&mut multipart.done);
         parts.sort_by_key(|p| p.part_number());
-        let mut request = self
+        let meta = self
             .inner
-            .client
-            .complete_multipart_upload()
-            .bucket(&self.inner.bucket)
-            .key(&self.full_key)
-            .upload_id(&multipart.upload_id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build());
-        let (if_none_match, if_match) = condition_headers(self.options.condition.as_ref());
-        request = request.set_if_none_match(if_none_match).set_if_match(if_match);
-        let out = request
-            .send()
-            .await
-            .map_err(|e| conditional_error("CompleteMultipartUpload", &self.key, &self.options, e))?;
-        multipart.settled = true;
-        self.inner.retry_aborts();
-        self.inner
-            .written_meta(
-                "CompleteMultipartUpload",
+            .complete_multipart(
                 &self.key,
+                &self.full_key,
+                &multipart.upload_id,
+                parts,
                 self.size,
-                out.e_tag(),
                 &self.options,
             )
-            .await
+            .await?;
+        multipart.settled = true;
+        self.inner.retry_aborts();
+        Ok(meta)
     }
 }
 
