@@ -527,8 +527,8 @@ impl MultipartStore {
         }
     }
 
-    /// The copies on this node of the parts of an upload whose parts went
-    /// into the backend's own, with their sizes, in order.
+    /// The copies on this node of the parts, with their sizes, in order;
+    /// an error names a part this node has no whole copy of.
     pub fn copies_of(&self, parts: &[PartRecord]) -> Result<Vec<(PathBuf, u64)>, MultipartError> {
         parts
             .iter()

@@ -2071,15 +2071,20 @@ impl S3 for SiloS3 {
             }
             None => {
                 let composed_of = self.multipart.composable(&input.bucket, &parts);
-                let body = self
-                    .multipart
-                    .read_parts(&input.bucket, parts)
-                    .map_err(multipart_error)?;
-                let staged = self
-                    .silo
-                    .stage_chunks(&target, body, settings.content_type.as_deref())
-                    .await
-                    .map_err(|e| self.staging_error(&input.bucket, e));
+                let content_type = settings.content_type.as_deref();
+                // Judged from this node's copies where it has them all (one
+                // node, or a balancer that keeps an upload on one node).
+                let staged = match self.multipart.copies_of(&parts) {
+                    Ok(files) => self.silo.stage_files(&target, files, content_type).await,
+                    Err(_) => {
+                        let body = self
+                            .multipart
+                            .read_parts(&input.bucket, parts)
+                            .map_err(multipart_error)?;
+                        self.silo.stage_chunks(&target, body, content_type).await
+                    }
+                }
+                .map_err(|e| self.staging_error(&input.bucket, e));
                 let assembly = match composed_of.is_empty() {
                     true => Assembly::Write,
                     false => Assembly::Scratch(composed_of),

@@ -331,10 +331,16 @@ grants = [{ volume = "public", access = ["read"] }]
             format!("{:.1} ms", silo_list.as_secs_f64() * 1e3),
             format!("{:.1} ms", direct_list.as_secs_f64() * 1e3),
             format!(
-                "{:.2}x faster (client alone: {:.1} ms; best possible {:.2}x)",
+                "{:.2}x faster (client alone: {:.1} ms; best possible {:.2}x; the servers' own times, less the client's: {:.1} ms and {:.1} ms, {:.2}x)",
                 ratio(direct_list, silo_list),
                 floor_list.as_secs_f64() * 1e3,
-                ratio(direct_list, floor_list)
+                ratio(direct_list, floor_list),
+                silo_list.saturating_sub(floor_list).as_secs_f64() * 1e3,
+                direct_list.saturating_sub(floor_list).as_secs_f64() * 1e3,
+                ratio(
+                    direct_list.saturating_sub(floor_list),
+                    silo_list.saturating_sub(floor_list)
+                )
             ),
             "at least 5x".into(),
         ]);

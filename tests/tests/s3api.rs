@@ -1798,6 +1798,106 @@ async fn a_body_that_stalls_is_cut_off_and_stores_nothing() {
     assert_eq!(staged, 0, "a staged file was left behind");
 }
 
+/// A part that stalls half-way is cut off; streamed into the bucket's own
+/// multipart upload as it came, it leaves no part there, no record and no
+/// copy on the node; the upload goes on with the part sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_that_stalls_is_cut_off_and_keeps_nothing() {
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+    use futures::StreamExt;
+    use http_body_util::StreamBody;
+    let (t, bucket) = silo_with(true, "").await;
+    let bucket = bucket.unwrap();
+    let state = t.dir.path().join("state");
+    let silo = Arc::new(t.silo);
+    let endpoint = Endpoint::start(silo.clone(), &credentials(), Duration::from_secs(1)).await;
+    let cms = endpoint.client("CMSKEY", SECRET);
+    let id = cms
+        .create_multipart_upload()
+        .bucket("private")
+        .key("slow/part.bin")
+        .send()
+        .await
+        .unwrap()
+        .upload_id()
+        .unwrap()
+        .to_owned();
+    let first = futures::stream::iter(vec![Ok::<_, std::io::Error>(hyper::body::Frame::data(
+        bytes::Bytes::from(vec![b'a'; 64 * 1024]),
+    ))]);
+    let body = ByteStream::from_body_1_x(StreamBody::new(first.chain(futures::stream::pending())));
+    let sent = tokio::time::timeout(
+        Duration::from_secs(20),
+        cms.upload_part()
+            .bucket("private")
+            .key("slow/part.bin")
+            .upload_id(&id)
+            .part_number(1)
+            .content_length(300 * 1024)
+            .body(body)
+            .send(),
+    )
+    .await
+    .expect("the endpoint kept a stalled part for 20 s");
+    assert!(sent.is_err(), "a stalled part was stored");
+    let listed = cms
+        .list_parts()
+        .bucket("private")
+        .key("slow/part.bin")
+        .upload_id(&id)
+        .send()
+        .await
+        .unwrap();
+    assert!(listed.parts().is_empty());
+    assert_eq!(part_bytes(&state, Some(&bucket)).await, 0, "a copy was left");
+    // The bucket's own upload holds nothing of it.
+    let direct = s3::client();
+    let open = direct.list_multipart_uploads().bucket(&bucket).send().await.unwrap();
+    assert_eq!(open.uploads().len(), 1);
+    let upload = &open.uploads()[0];
+    let parts = direct
+        .list_parts()
+        .bucket(&bucket)
+        .key(upload.key().unwrap())
+        .upload_id(upload.upload_id().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert!(parts.parts().is_empty(), "the backend kept {:?}", parts.parts());
+    // Sent again whole, the part completes the upload.
+    let data = content(7, 300 * 1024);
+    let part = cms
+        .upload_part()
+        .bucket("private")
+        .key("slow/part.bin")
+        .upload_id(&id)
+        .part_number(1)
+        .body(ByteStream::from(data.clone()))
+        .send()
+        .await
+        .unwrap();
+    cms.complete_multipart_upload()
+        .bucket("private")
+        .key("slow/part.bin")
+        .upload_id(&id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .parts(
+                    CompletedPart::builder()
+                        .part_number(1)
+                        .e_tag(part.e_tag().unwrap())
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(read(&cms, "private", "slow/part.bin").await == data);
+    assert_eq!(part_bytes(&state, Some(&bucket)).await, 0);
+    assert_eq!(s3::open_uploads(&bucket).await, 0);
+}
+
 /// A presigned GET may override the response's type, disposition and
 /// cache control (Zulip names downloads this way); a type that would
 /// render actively is still served as an attachment, and an unsigned
