@@ -16,12 +16,14 @@
 //! completion on that node (one node, or sticky sessions) reads the parts
 //! from there instead of back from the backend.
 //!
-//! Where the metadata engine is this node's alone (so every request of an
-//! upload reaches this node) and the backend has multipart uploads of its
-//! own, the parts go straight into one on the upload's key instead, and
-//! the copies on this node are what the upload is judged from: the bytes
-//! are written to the backend once, and the object appears only when the
-//! accepted upload completes the backend's (a refused one aborts it).
+//! Where the backend has multipart uploads of its own, the parts go
+//! straight into one on the upload's key instead, and the receiving nodes'
+//! copies are what the upload is judged from: the bytes are written to the
+//! backend once, and the object appears only when the accepted upload
+//! completes the backend's (a refused one aborts it). A backend's parts
+//! cannot be read before they make an object, so a completion on a node
+//! without copies of some parts asks the other nodes (through the metadata
+//! engine) to hand theirs over as scratch objects, and waits for them.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -50,6 +52,15 @@ pub const MAX_OPEN_PER_PRINCIPAL: usize = 100;
 /// Part bytes no record names are removed once this old: younger ones may
 /// be a part being recorded right now.
 const ORPHAN_AFTER: Duration = Duration::from_secs(3600);
+/// How long a completion waits for other nodes to hand over the parts it
+/// has no copies of (a node restarting comes back within it).
+pub const HANDOVER_WAIT: Duration = Duration::from_secs(30);
+/// How often a waiting completion asks again (a node that was away missed
+/// the last request).
+const ASK_AGAIN: Duration = Duration::from_secs(2);
+/// The request the other nodes of a completion get: this prefix, the
+/// upload id, a space, and the asking node's instance.
+const HANDOVER: &str = "multipart-parts ";
 
 /// What was declared when the upload was created.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -133,6 +144,10 @@ pub struct MultipartStore {
     /// Each volume's scratch store, made once, and whether every node
     /// reaches it.
     scratches: Mutex<HashMap<String, Scratch>>,
+    /// This process among the nodes, so that it ignores its own requests.
+    instance: String,
+    /// Uploads whose parts this node is handing over now.
+    handing_over: Mutex<HashSet<String>>,
 }
 
 /// A volume's scratch store, and whether every node reaches it.
@@ -144,6 +159,126 @@ impl MultipartStore {
             storage,
             local_dir,
             scratches: Mutex::default(),
+            instance: crate::audit::new_id(),
+            handing_over: Mutex::default(),
+        }
+    }
+
+    /// Answer other nodes' requests for the parts this node holds copies
+    /// of, from now on.
+    pub fn answer_requests(self: &Arc<Self>) {
+        let store = Arc::downgrade(self);
+        self.engine().answer_nodes(Arc::new(move |request: &str| {
+            let Some((id, from)) = request.strip_prefix(HANDOVER).and_then(|r| r.split_once(' ')) else {
+                return;
+            };
+            let Some(store) = store.upgrade() else { return };
+            if from == store.instance || !valid_id(id) {
+                return;
+            }
+            let id = id.to_owned();
+            tokio::spawn(async move { store.hand_over(&id).await });
+        }));
+    }
+
+    /// Store this node's copies of upload `id`'s parts, which went into
+    /// the backend's own upload, as scratch objects every node can read.
+    async fn hand_over(&self, id: &str) {
+        if !self
+            .handing_over
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_owned())
+        {
+            return;
+        }
+        if let Err(e) = self.hand_over_parts(id).await {
+            tracing::warn!(upload = id, "handing over multipart parts: {e}");
+        }
+        self.handing_over.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+
+    async fn hand_over_parts(&self, id: &str) -> Result<(), MultipartError> {
+        let Some(record) = self.engine().upload_get(id).await? else {
+            return Ok(());
+        };
+        let (scratch, shared) = self.scratch(&record.volume)?;
+        if !shared {
+            return Ok(());
+        }
+        for part in self.engine().parts(id).await? {
+            let copy = self.copy_of(&part.blob);
+            let Ok(file) = tokio::fs::File::open(&copy).await else {
+                continue;
+            };
+            if file.metadata().await.map(|m| m.len()).ok() != Some(part.size) || readable(&scratch, &part).await {
+                continue;
+            }
+            let mut upload = scratch
+                .start_upload(
+                    &part.blob,
+                    PutOptions {
+                        content_type: "application/octet-stream".into(),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            let mut chunks = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
+            while let Some(chunk) = chunks.next().await {
+                let chunk = chunk.map_err(|e| StorageError::unavailable(format!("{}: {e}", copy.display())))?;
+                upload.write(chunk, Held::default()).await?;
+            }
+            upload.finish().await?;
+        }
+        Ok(())
+    }
+
+    /// Wait until every one of `parts` of upload `id` on `volume` can be
+    /// read here: from this node's copy, or from a scratch object another
+    /// node handed over when asked. `Some` with the copies when this node
+    /// holds them all.
+    pub async fn gather(
+        &self,
+        id: &str,
+        volume: &str,
+        parts: &[PartRecord],
+    ) -> Result<Option<Vec<(PathBuf, u64)>>, MultipartError> {
+        let local = match self.copies_of(parts) {
+            Ok(files) => return Ok(Some(files)),
+            Err(e) => e,
+        };
+        let (scratch, shared) = self.scratch(volume)?;
+        if !shared {
+            return Err(local);
+        }
+        let started = tokio::time::Instant::now();
+        let mut asked: Option<tokio::time::Instant> = None;
+        loop {
+            let mut missing = Vec::new();
+            for part in parts {
+                let copy = self.copy_of(&part.blob);
+                let here = tokio::fs::metadata(&copy).await.is_ok_and(|m| m.len() == part.size);
+                if !here && !readable(&scratch, part).await {
+                    missing.push(part.number);
+                }
+            }
+            if missing.is_empty() {
+                return Ok(None);
+            }
+            if started.elapsed() >= HANDOVER_WAIT {
+                return Err(StorageError::unavailable(format!(
+                    "parts {missing:?} are held by other nodes, which did not hand them over within {}s; retry the completion",
+                    HANDOVER_WAIT.as_secs()
+                ))
+                .into());
+            }
+            if asked.is_none_or(|at| at.elapsed() >= ASK_AGAIN) {
+                self.engine()
+                    .ask_nodes(&format!("{HANDOVER}{id} {}", self.instance))
+                    .await?;
+                asked = Some(tokio::time::Instant::now());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -191,13 +326,8 @@ impl MultipartStore {
     }
 
     /// Start the backend's own multipart upload for `settings`, where the
-    /// parts can go straight into it: every completion of the upload must
-    /// run on the node holding the parts' copies, so only where the
-    /// metadata engine is this node's alone.
+    /// backend has them.
     async fn start_backend(&self, settings: &UploadSettings) -> Result<Option<String>, MultipartError> {
-        if self.engine().shared() {
-            return Ok(None);
-        }
         let loc = self.storage.location(&settings.volume, &settings.key)?;
         // The object will have what a write of the upload would store.
         let options = self.storage.host_session().object_options(
@@ -517,16 +647,6 @@ impl MultipartStore {
         Ok((chosen, total))
     }
 
-    /// The parts as objects of `volume`'s shared scratch store, which the
-    /// backend may join into the object itself; empty where parts are kept
-    /// on this node.
-    pub fn composable(&self, volume: &str, parts: &[PartRecord]) -> Vec<(String, u64)> {
-        match self.scratch(volume) {
-            Ok((_, true)) => parts.iter().map(|p| (p.blob.clone(), p.size)).collect(),
-            _ => Vec::new(),
-        }
-    }
-
     /// The copies on this node of the parts, with their sizes, in order;
     /// an error names a part this node has no whole copy of.
     pub fn copies_of(&self, parts: &[PartRecord]) -> Result<Vec<(PathBuf, u64)>, MultipartError> {
@@ -619,14 +739,17 @@ impl MultipartStore {
             .await?
             .ok_or(MultipartError::NoSuchUpload)?;
         let (volume, key) = (record.volume.clone(), record.key.clone());
-        match settings_of(record)?.backend {
+        let backend = settings_of(record)?.backend;
+        match &backend {
             Some(_) if stored => {}
-            Some(upload) => self.abort_backend(&volume, &key, &upload).await,
-            None => {
-                let (scratch, _) = self.scratch(&volume)?;
-                for part in parts {
-                    forget_blob(&scratch, &part.blob).await;
-                }
+            Some(upload) => self.abort_backend(&volume, &key, upload).await,
+            None => {}
+        }
+        // The parts' own bytes, or those handed over between nodes.
+        let (scratch, shared) = self.scratch(&volume)?;
+        if backend.is_none() || (shared && self.engine().shared()) {
+            for part in parts {
+                forget_blob(&scratch, &part.blob).await;
             }
         }
         self.forget_copies(id).await;
@@ -771,6 +894,11 @@ async fn forget_blob(scratch: &Arc<dyn ObjectStore>, blob: &str) {
         Ok(()) | Err(StorageError::NotFound) => {}
         Err(e) => tracing::warn!(blob, "deleting part bytes (the sweep retries): {e}"),
     }
+}
+
+/// Whether `part` was handed over whole as a scratch object.
+async fn readable(scratch: &Arc<dyn ObjectStore>, part: &PartRecord) -> bool {
+    scratch.head(&part.blob).await.is_ok_and(|m| m.size == part.size)
 }
 
 /// Whether `id` is of the form [`crate::audit::new_id`] gives.

@@ -487,6 +487,7 @@ pub async fn serve(
         silo.storage().clone(),
         silo.config().data_dir.join("multipart"),
     ));
+    multipart.answer_requests();
     // Unfinished multipart uploads expire: swept now and every hour.
     let sweeper = tokio::spawn({
         let (multipart, lifetime) = (multipart.clone(), settings.multipart_lifetime);
@@ -2059,18 +2060,24 @@ impl S3 for SiloS3 {
                     upload: upload.clone(),
                     parts: parts.iter().map(|p| (p.number, format!("\"{}\"", p.etag))).collect(),
                 };
-                let staged = match self.multipart.copies_of(&parts) {
-                    Ok(files) => self
-                        .silo
-                        .stage_files(&target, files, settings.content_type.as_deref())
-                        .await
-                        .map_err(|e| self.staging_error(&input.bucket, e)),
-                    Err(e) => Err(multipart_error(e)),
-                };
+                let content_type = settings.content_type.as_deref();
+                let gathered = self.multipart.gather(&input.upload_id, &input.bucket, &parts).await;
+                let staged = match gathered {
+                    Ok(Some(files)) => self.silo.stage_files(&target, files, content_type).await,
+                    // Some parts were handed over by other nodes.
+                    Ok(None) => {
+                        let body = self
+                            .multipart
+                            .read_parts(&input.bucket, parts)
+                            .map_err(multipart_error)?;
+                        self.silo.stage_chunks(&target, body, content_type).await
+                    }
+                    Err(e) => return Err(multipart_error(e)),
+                }
+                .map_err(|e| self.staging_error(&input.bucket, e));
                 (staged, assembly)
             }
             None => {
-                let composed_of = self.multipart.composable(&input.bucket, &parts);
                 let content_type = settings.content_type.as_deref();
                 // Judged from this node's copies where it has them all (one
                 // node, or a balancer that keeps an upload on one node).
@@ -2085,11 +2092,7 @@ impl S3 for SiloS3 {
                     }
                 }
                 .map_err(|e| self.staging_error(&input.bucket, e));
-                let assembly = match composed_of.is_empty() {
-                    true => Assembly::Write,
-                    false => Assembly::Scratch(composed_of),
-                };
-                (staged, assembly)
+                (staged, Assembly::Write)
             }
         };
         let mut pending = match staged {

@@ -222,9 +222,6 @@ pub enum Assembly {
     /// It cannot: the staged bytes are written.
     #[default]
     Write,
-    /// The concatenation of these objects of the volume's scratch store,
-    /// with their sizes (see [`ObjectStore::compose`]).
-    Scratch(Vec<(String, u64)>),
     /// Completing the backend's own multipart upload `upload` from its
     /// `parts` (number, the backend's ETag), which hold the staged bytes
     /// (see [`ObjectStore::complete_parts`]).
@@ -1083,7 +1080,6 @@ impl Session {
         let key = loc.path.as_str();
         let composed = match assembly {
             Assembly::Write => Ok(None),
-            Assembly::Scratch(parts) => store.compose(key, parts, &options).await,
             Assembly::Parts { upload, parts } => {
                 store.complete_parts(key, upload, parts, size, &options).await.map(Some)
             }
@@ -1095,7 +1091,7 @@ impl Session {
                 .map(Some),
             // The intent stays: the stored object is looked at again.
             Some(meta) => Err(StorageError::unavailable(format!(
-                "the backend composed {} bytes of the {size} of {loc}",
+                "the backend assembled {} bytes of the {size} of {loc}",
                 meta.size
             ))),
             None => {

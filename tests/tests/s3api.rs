@@ -1209,9 +1209,9 @@ async fn multipart_uploads_are_judged_whole_at_completion() {
             read(&cms, "private", "big/copy.bin").await == parts_data[0][100..400_100],
             "{on}"
         );
-        // One part of 400 KB (staged on disk): written again through Silo
-        // it would be one PutObject (a plain MD5 ETag); joined from its part
-        // inside the backend, it is a multipart object of one part.
+        // One part of 400 KB: written again through Silo it would be one
+        // PutObject (a plain MD5 ETag); completed from its part in the
+        // bucket's own upload, it is a multipart object of one part.
         if on_s3 {
             let head = cms
                 .head_object()
@@ -1609,7 +1609,8 @@ async fn two_nodes_serve_the_same_objects_over_s3() {
     }
     eprintln!("the delete reached the other node in {:?}", started.elapsed());
     // A multipart upload is the nodes' together: created on one, its
-    // part sent to the other, listed and completed on the first.
+    // part sent to the other, listed and completed on the first (which
+    // asks the second to hand its copy over to judge it).
     use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
     let id = ca
         .create_multipart_upload()
@@ -1705,6 +1706,11 @@ async fn two_nodes_serve_the_same_objects_over_s3() {
                 .build(),
         );
     }
+    // Each part went straight into the bucket's own upload of the key: no
+    // scratch object holds one.
+    let scratch = |keys: Vec<(String, u64)>| keys.into_iter().filter(|(k, _)| k.contains(".silo-tmp/")).count();
+    assert_eq!(scratch(s3::keys(&bucket).await), 0);
+    assert_eq!(s3::open_uploads(&bucket).await, 1);
     let (code, status, message) = failure(
         cb.complete_multipart_upload()
             .bucket("private")
@@ -1732,6 +1738,10 @@ async fn two_nodes_serve_the_same_objects_over_s3() {
         .filter(|k| k.starts_with("private/"))
         .collect();
     assert_eq!(stored, ["private/docs/report.bin"]);
+    // The part node A handed over for the judgement, and the bucket's own
+    // upload, are gone with the refusal.
+    assert_eq!(scratch(s3::keys(&bucket).await), 0);
+    assert_eq!(s3::open_uploads(&bucket).await, 0);
     // The open uploads of a principal are counted over every node.
     for i in 0..silo_host::multipart::MAX_OPEN_PER_PRINCIPAL {
         let client = if i % 2 == 0 { &ca } else { &cb };

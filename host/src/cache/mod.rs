@@ -174,6 +174,15 @@ pub trait MetadataEngine: Send + Sync + 'static {
     }
     /// Tell `front` of changes other nodes make, from now on.
     fn watch(&self, _front: Arc<dyn FrontSink>) {}
+    /// Ask every node sharing these rows for `request` (a multipart
+    /// upload's parts held on their disks; see `crate::multipart`).
+    async fn ask_nodes(&self, request: &str) -> StorageResult<()> {
+        let _ = request;
+        Ok(())
+    }
+    /// Give `sink` what other nodes ask with [`MetadataEngine::ask_nodes`],
+    /// from now on.
+    fn answer_nodes(&self, _sink: Arc<dyn Fn(&str) + Send + Sync>) {}
     /// The row of one file.
     async fn get(&self, volume: &str, path: &str) -> StorageResult<Option<ObjectMeta>>;
     /// Record a file the backend has stored, and its directories, with

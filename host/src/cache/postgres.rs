@@ -33,6 +33,8 @@ use crate::store::ObjectMeta;
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 /// The channel changes are announced on.
 const CHANNEL: &str = "silo_cache";
+/// Where nodes ask each other for what only one of them holds.
+const REQUESTS: &str = "silo_requests";
 /// How often the change listener asks its connection whether it still
 /// stands, and how long it waits for the answer.
 const LISTENER_HEARTBEAT: Duration = Duration::from_secs(5);
@@ -381,7 +383,11 @@ pub struct PostgresEngine {
     config: tokio_postgres::Config,
     tls: MakeRustlsConnect,
     describe: String,
+    /// Where other nodes' requests go, once something answers them.
+    requests: Arc<std::sync::RwLock<Option<RequestSink>>>,
 }
+
+type RequestSink = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// libpq's `sslmode`: how (and whether) the connection is encrypted and
 /// the server's certificate checked.
@@ -640,6 +646,7 @@ impl PostgresEngine {
             config,
             tls,
             describe,
+            requests: Arc::default(),
         };
         engine.migrate().await?;
         Ok(engine)
@@ -694,6 +701,7 @@ impl PostgresEngine {
                 config: self.config.clone(),
                 tls: self.tls.clone(),
                 front,
+                requests: self.requests.clone(),
             }
             .run(),
         );
@@ -729,6 +737,7 @@ struct Listener {
     config: tokio_postgres::Config,
     tls: MakeRustlsConnect,
     front: Arc<dyn FrontSink>,
+    requests: Arc<std::sync::RwLock<Option<RequestSink>>>,
 }
 
 impl Listener {
@@ -738,7 +747,7 @@ impl Listener {
             match self.config.connect(self.tls.clone()).await {
                 Ok((client, mut connection)) => {
                     let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-                    let listen = format!("LISTEN {CHANNEL}");
+                    let listen = format!("LISTEN {CHANNEL}; LISTEN {REQUESTS}");
                     if self.drive(&mut messages, client.batch_execute(&listen)).await == Some(true) {
                         delay = Duration::from_millis(100);
                         self.front.listening(true);
@@ -751,7 +760,7 @@ impl Listener {
                             use futures_util::StreamExt;
                             tokio::select! {
                                 message = messages.next() => match message {
-                                    Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => self.apply(n.payload()),
+                                    Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => self.apply(n.channel(), n.payload()),
                                     Some(Ok(_)) => {}
                                     Some(Err(_)) | None => break,
                                 },
@@ -796,7 +805,7 @@ impl Listener {
             tokio::select! {
                 done = &mut request => return Some(done.is_ok()),
                 message = messages.next() => match message {
-                    Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => self.apply(n.payload()),
+                    Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => self.apply(n.channel(), n.payload()),
                     Some(Ok(_)) => {}
                     Some(Err(_)) | None => return None,
                 },
@@ -804,7 +813,14 @@ impl Listener {
         }
     }
 
-    fn apply(&self, payload: &str) {
+    fn apply(&self, channel: &str, payload: &str) {
+        if channel == REQUESTS {
+            let sink = self.requests.read().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Some(sink) = sink {
+                sink(payload);
+            }
+            return;
+        }
         match payload.split_once('\n') {
             Some((volume, "*")) => self.front.forget_volume(volume),
             Some((volume, path)) => self.front.forget(volume, path),
@@ -907,6 +923,19 @@ impl MetadataEngine for PostgresEngine {
 
     fn shared(&self) -> bool {
         true
+    }
+
+    async fn ask_nodes(&self, request: &str) -> StorageResult<()> {
+        let client = self.client().await?;
+        client
+            .execute("SELECT pg_notify($1, $2)", &[&REQUESTS, &request])
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    fn answer_nodes(&self, sink: Arc<dyn Fn(&str) + Send + Sync>) {
+        *self.requests.write().unwrap_or_else(|p| p.into_inner()) = Some(sink);
     }
 
     fn watch(&self, front: Arc<dyn FrontSink>) {

@@ -185,20 +185,6 @@ pub trait ObjectStore: Send + Sync + 'static {
         Ok(0)
     }
 
-    /// Store `key` as the concatenation of `parts` (keys in this store's
-    /// [`ObjectStore::scratch`] store, with their sizes), inside the
-    /// backend, without the bytes passing through this host. `None`: this
-    /// backend cannot; write the bytes instead.
-    async fn compose(
-        &self,
-        key: &str,
-        parts: &[(String, u64)],
-        options: &PutOptions,
-    ) -> StorageResult<Option<ObjectMeta>> {
-        let _ = (key, parts, options);
-        Ok(None)
-    }
-
     /// Start one of the backend's own multipart uploads on `key`, whose
     /// parts the client's go straight into: nothing is visible under `key`
     /// until [`ObjectStore::complete_parts`], and
