@@ -322,11 +322,7 @@ impl Silo {
         body: impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Unpin,
         content_type: Option<&str>,
     ) -> Result<vfs::PendingUpload, SiloError> {
-        let location = self.storage.parse_location(target)?;
-        let content_type = match content_type {
-            Some(t) => t.to_owned(),
-            None => store::guess_content_type(location.path.as_str()),
-        };
+        let (location, content_type) = self.staging_target(target, content_type)?;
         let staging = self.config.data_dir.join("staging");
         let limit = self.upload_limit(&location.volume);
         let (staged, meta, sha256) = pipeline::stage_chunks(&staging, body, &content_type, limit)
@@ -335,15 +331,18 @@ impl Silo {
                 volume: location.volume.clone(),
                 limit,
             })?;
-        Ok(vfs::PendingUpload {
-            location,
-            meta,
-            staged: Arc::new(staged),
-            condition: None,
-            actor: None,
-            sha256: Some(sha256),
-            assembly: Default::default(),
-        })
+        Ok(pending_upload(location, meta, staged, sha256))
+    }
+
+    /// Where an upload for `target` goes, and its type: the one declared,
+    /// else the one its name suggests.
+    fn staging_target(&self, target: &str, content_type: Option<&str>) -> Result<(Location, String), SiloError> {
+        let location = self.storage.parse_location(target)?;
+        let content_type = match content_type {
+            Some(t) => t.to_owned(),
+            None => store::guess_content_type(location.path.as_str()),
+        };
+        Ok((location, content_type))
     }
 
     /// Stage an upload for `target` whose bytes are `files`, one after
@@ -356,11 +355,7 @@ impl Silo {
         files: Vec<(std::path::PathBuf, u64)>,
         content_type: Option<&str>,
     ) -> Result<vfs::PendingUpload, SiloError> {
-        let location = self.storage.parse_location(target)?;
-        let content_type = match content_type {
-            Some(t) => t.to_owned(),
-            None => store::guess_content_type(location.path.as_str()),
-        };
+        let (location, content_type) = self.staging_target(target, content_type)?;
         let size: u64 = files.iter().map(|(_, size)| size).sum();
         let limit = self.upload_limit(&location.volume);
         if size > limit {
@@ -375,15 +370,7 @@ impl Silo {
             .map_err(|e| SiloError::Source(std::io::Error::other(e)))?
             .map_err(SiloError::Source)?;
         let meta = pipeline::staged_meta(size, &sha256, &content_type);
-        Ok(vfs::PendingUpload {
-            location,
-            meta,
-            staged: Arc::new(vfs::Staged::Parts(files)),
-            condition: None,
-            actor: None,
-            sha256: Some(sha256),
-            assembly: Default::default(),
-        })
+        Ok(pending_upload(location, meta, vfs::Staged::Parts(files), sha256))
     }
 
     /// Run a staged upload through the pipeline: stored if every plugin
@@ -778,4 +765,22 @@ fn component_bytes(config: &Config, plugin: &config::PluginConfig) -> Result<Vec
         });
     }
     Ok(bytes)
+}
+
+/// A staged upload, with no condition or sender yet.
+fn pending_upload(
+    location: Location,
+    meta: store::ObjectMeta,
+    staged: vfs::Staged,
+    sha256: String,
+) -> vfs::PendingUpload {
+    vfs::PendingUpload {
+        location,
+        meta,
+        staged: Arc::new(staged),
+        condition: None,
+        actor: None,
+        sha256: Some(sha256),
+        assembly: Default::default(),
+    }
 }

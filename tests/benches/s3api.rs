@@ -17,7 +17,8 @@
 //! (4) PutObject of 5 KB objects, 16 at once, through the pipeline with
 //!     upload-guard;
 //! (5) a 1 GiB multipart upload (64 MiB parts, 4 at once), with the host's
-//!     peak RSS growth.
+//!     peak RSS growth; (5b) the same over two nodes sharing a PostgreSQL
+//!     engine, the parts alternating between them; (5c) all on one of them.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -104,15 +105,19 @@ fn source_file(total: u64, part: u64) -> tempfile::NamedTempFile {
     file
 }
 
-/// A multipart upload of `source` (see [`source_file`]), 4 parts at once.
+/// A multipart upload of `source` (see [`source_file`]), 4 parts at once:
+/// created and completed through the first of `clients`, part `n` sent
+/// through `clients[n % clients.len()]`. The time the parts took, and the
+/// whole.
 async fn multipart(
-    client: &Client,
+    clients: &[&Client],
     bucket: &str,
     key: &str,
     source: &std::path::Path,
     total: u64,
     part: u64,
 ) -> (Duration, Duration) {
+    let client = clients[0];
     let started = Instant::now();
     let id = client
         .create_multipart_upload()
@@ -132,7 +137,8 @@ async fn multipart(
         if running.len() >= 4 {
             done.push(running.join_next().await.unwrap().unwrap());
         }
-        let (client, bucket, key, id) = (client.clone(), bucket.to_owned(), key.to_owned(), id.clone());
+        let client = clients[n as usize % clients.len()].clone();
+        let (bucket, key, id) = (bucket.to_owned(), key.to_owned(), id.clone());
         let offset = (n as u64 - 1) * part;
         let size = part.min(total - offset);
         let source = source.to_owned();
@@ -420,10 +426,11 @@ grants = [{ volume = "public", access = ["read"] }]
         let source = source_file(total, part);
         let (rss_before, _) = rss_kb();
         reset_peak();
-        let (silo_parts, silo_mp) = multipart(&through, "public", "big/through.bin", source.path(), total, part).await;
+        let (silo_parts, silo_mp) =
+            multipart(&[&through], "public", "big/through.bin", source.path(), total, part).await;
         let (_, peak) = rss_kb();
         let (direct_parts, direct_mp) =
-            multipart(&direct, &bucket, "public/big/direct.bin", source.path(), total, part).await;
+            multipart(&[&direct], &bucket, "public/big/direct.bin", source.path(), total, part).await;
         let mib = (total >> 20) as f64;
         rows.push([
             format!("(5) multipart upload of {} MiB, 64 MiB parts, 4 at once", total >> 20),
@@ -445,6 +452,77 @@ grants = [{ volume = "public", access = ["read"] }]
                 peak.saturating_sub(rss_before) as f64 / 1024.0
             ),
             "at least 0.7x; RSS within the write budget (256 MiB)".into(),
+        ]);
+        // (5b) the same upload over two nodes sharing a PostgreSQL engine,
+        // its parts spread over both: the completing node has the other's
+        // parts handed over.
+        let url_file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(url_file.path(), silo_tests::pg::database("bench_s3api").await).unwrap();
+        let shared = format!(
+            "[metadata]\nbackend = \"postgres\"\nurl_file = \"{}\"\n\n{volumes}",
+            url_file.path().display()
+        );
+        let mut endpoints = Vec::new();
+        for _ in 0..2 {
+            let node = TestSilo::with_volumes(pipeline, &[], &shared).await.expect("a node");
+            endpoints.push((
+                Endpoint::start(Arc::new(node.silo), &credentials, Duration::from_secs(60)).await,
+                node.dir,
+            ));
+        }
+        let (first, second) = (
+            endpoints[0].0.client("BENCHKEY", secret),
+            endpoints[1].0.client("BENCHKEY", secret),
+        );
+        let (spread_parts, spread) = multipart(
+            &[&first, &second],
+            "public",
+            "big/spread.bin",
+            source.path(),
+            total,
+            part,
+        )
+        .await;
+        let (direct_parts, direct_mp) = multipart(
+            &[&direct],
+            &bucket,
+            "public/big/direct2.bin",
+            source.path(),
+            total,
+            part,
+        )
+        .await;
+        rows.push([
+            "(5b) the same over two nodes on PostgreSQL, parts alternating, completed on one".into(),
+            format!(
+                "{:.0} MiB/s (parts {:.1} s, complete {:.1} s)",
+                mib / spread.as_secs_f64(),
+                spread_parts.as_secs_f64(),
+                (spread - spread_parts).as_secs_f64()
+            ),
+            format!(
+                "{:.0} MiB/s (parts {:.1} s, complete {:.1} s)",
+                mib / direct_mp.as_secs_f64(),
+                direct_parts.as_secs_f64(),
+                (direct_mp - direct_parts).as_secs_f64()
+            ),
+            format!("{:.2}x", ratio(direct_mp, spread)),
+            "(half the parts are handed over)".into(),
+        ]);
+        // (5c) every request of the upload on one of those nodes, as a
+        // balancer hashing the upload id sends them.
+        let (one_parts, one) = multipart(&[&second], "public", "big/one.bin", source.path(), total, part).await;
+        rows.push([
+            "(5c) the same on one of the two nodes (a balancer keeping the upload there)".into(),
+            format!(
+                "{:.0} MiB/s (parts {:.1} s, complete {:.1} s)",
+                mib / one.as_secs_f64(),
+                one_parts.as_secs_f64(),
+                (one - one_parts).as_secs_f64()
+            ),
+            format!("{:.0} MiB/s", mib / direct_mp.as_secs_f64()),
+            format!("{:.2}x", ratio(direct_mp, one)),
+            String::new(),
         ]);
     }
 

@@ -921,6 +921,14 @@ fn content(seed: u32, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// A completion naming part 1 only, with its ETag.
+fn first_part(etag: &str) -> aws_sdk_s3::types::CompletedMultipartUpload {
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+    CompletedMultipartUpload::builder()
+        .parts(CompletedPart::builder().part_number(1).e_tag(etag).build())
+        .build()
+}
+
 /// How many parts' bytes are kept: files under the node's multipart
 /// directory (local volumes' parts, and copies of S3 volumes' parts),
 /// objects under `.silo-tmp/` in the bucket.
@@ -1144,16 +1152,7 @@ async fn multipart_uploads_are_judged_whole_at_completion() {
                 .bucket("public")
                 .key("notes/readme.txt")
                 .upload_id(&id3)
-                .multipart_upload(
-                    CompletedMultipartUpload::builder()
-                        .parts(
-                            CompletedPart::builder()
-                                .part_number(1)
-                                .e_tag(part.e_tag().unwrap())
-                                .build(),
-                        )
-                        .build(),
-                )
+                .multipart_upload(first_part(part.e_tag().unwrap()))
                 .send()
                 .await,
         );
@@ -1197,11 +1196,7 @@ async fn multipart_uploads_are_judged_whole_at_completion() {
             .bucket("private")
             .key("big/copy.bin")
             .upload_id(&id4)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .parts(CompletedPart::builder().part_number(1).e_tag(etag).build())
-                    .build(),
-            )
+            .multipart_upload(first_part(&etag))
             .send()
             .await
             .unwrap();
@@ -1650,16 +1645,7 @@ async fn two_nodes_serve_the_same_objects_over_s3() {
         .bucket("private")
         .key("docs/report.bin")
         .upload_id(&id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .parts(
-                    CompletedPart::builder()
-                        .part_number(1)
-                        .e_tag(part.e_tag().unwrap())
-                        .build(),
-                )
-                .build(),
-        )
+        .multipart_upload(first_part(part.e_tag().unwrap()))
         .send()
         .await
         .unwrap_or_else(|e| panic!("{}", aws_sdk_s3::error::DisplayErrorContext(&e)));
@@ -1813,7 +1799,6 @@ async fn a_body_that_stalls_is_cut_off_and_stores_nothing() {
 /// copy on the node; the upload goes on with the part sent again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_part_that_stalls_is_cut_off_and_keeps_nothing() {
-    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
     use futures::StreamExt;
     use http_body_util::StreamBody;
     let (t, bucket) = silo_with(true, "").await;
@@ -1890,16 +1875,7 @@ async fn a_part_that_stalls_is_cut_off_and_keeps_nothing() {
         .bucket("private")
         .key("slow/part.bin")
         .upload_id(&id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .parts(
-                    CompletedPart::builder()
-                        .part_number(1)
-                        .e_tag(part.e_tag().unwrap())
-                        .build(),
-                )
-                .build(),
-        )
+        .multipart_upload(first_part(part.e_tag().unwrap()))
         .send()
         .await
         .unwrap();
@@ -1983,7 +1959,7 @@ async fn response_overrides_on_presigned_gets_stay_safe() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn declared_headers_are_stored_and_served_as_given() {
     use aws_sdk_s3::primitives::DateTime;
-    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
+    use aws_sdk_s3::types::MetadataDirective;
     let expires = DateTime::from_secs(1_893_456_000);
     for on_s3 in [false, true] {
         let (t, bucket) = silo_with(on_s3, "").await;
@@ -2142,16 +2118,7 @@ async fn declared_headers_are_stored_and_served_as_given() {
             .bucket("private")
             .key("docs/part.txt")
             .upload_id(&id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .parts(
-                        CompletedPart::builder()
-                            .part_number(1)
-                            .e_tag(part.e_tag().unwrap())
-                            .build(),
-                    )
-                    .build(),
-            )
+            .multipart_upload(first_part(part.e_tag().unwrap()))
             .send()
             .await
             .unwrap();
