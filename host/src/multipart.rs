@@ -1,29 +1,29 @@
 //! Multipart uploads of the S3 endpoint, held until they complete. An
-//! upload and its parts are recorded in the metadata engine; a part's
-//! bytes are an object in its volume's scratch store (under `.silo-tmp/`
-//! beside the volume's objects). On a shared engine and an S3 volume every
-//! node sees the same uploads, so a load balancer may send one upload's
-//! parts and its completion to different nodes. Local volumes keep their
-//! parts on the node (`<data_dir>/multipart/<volume>`), as their objects.
+//! upload and its parts are recorded in the metadata engine. On a shared
+//! engine and an S3 volume every node sees the same uploads, so a load
+//! balancer may send one upload's parts and its completion to different
+//! nodes.
 //!
 //! Nothing of an upload is visible or stored under its key before it
 //! completes; then its parts, in order, are staged and judged whole as one
 //! upload. Uploads not completed within their lifetime are removed by
 //! [`MultipartStore::sweep`], with any part bytes no record names.
 //!
-//! The node that receives a part of an upload on a shared scratch store
-//! also keeps a copy on its disk (`<data_dir>/multipart/.copies`): a
-//! completion on that node (one node, or sticky sessions) reads the parts
-//! from there instead of back from the backend.
+//! Where the backend has multipart uploads of its own (S3), the parts go
+//! straight into one on the upload's key, and the receiving node keeps a
+//! copy (`<data_dir>/multipart/.copies`): the copies are what the upload
+//! is judged from, the bytes are written to the backend once, and the
+//! object appears only when the accepted upload completes the backend's (a
+//! refused one aborts it). A backend's parts cannot be read before they
+//! make an object, so a completion on a node without copies of some parts
+//! asks the other nodes (through the metadata engine) to hand theirs over
+//! as objects of the volume's scratch store (under `.silo-tmp/`, beside
+//! its objects), and waits for them.
 //!
-//! Where the backend has multipart uploads of its own, the parts go
-//! straight into one on the upload's key instead, and the receiving nodes'
-//! copies are what the upload is judged from: the bytes are written to the
-//! backend once, and the object appears only when the accepted upload
-//! completes the backend's (a refused one aborts it). A backend's parts
-//! cannot be read before they make an object, so a completion on a node
-//! without copies of some parts asks the other nodes (through the metadata
-//! engine) to hand theirs over as scratch objects, and waits for them.
+//! Elsewhere a part's bytes are an object of the volume's scratch store:
+//! local volumes keep their parts on the node
+//! (`<data_dir>/multipart/<volume>`), as their objects, and the upload is
+//! written from its staged bytes.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -522,7 +522,7 @@ impl MultipartStore {
         let store = self.storage.volume(&upload.volume)?.store.clone();
         let mut copy = LocalCopy::create(&self.copies(id))?;
         let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
-        let sent = store.put_part(&upload.key, backend, number, Box::pin(tokio_stream_of(rx)), size);
+        let sent = store.put_part(&upload.key, backend, number, Box::pin(received(rx)), size);
         let fed = async move {
             let mut got = 0u64;
             // A failure here ends the backend's body with an error, so the
@@ -881,7 +881,7 @@ fn too_large(limit: u64) -> MultipartError {
 }
 
 /// The chunks a channel receives, as a stream.
-fn tokio_stream_of(
+fn received(
     mut rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
 ) -> impl Stream<Item = std::io::Result<Bytes>> + Send {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))

@@ -2054,47 +2054,33 @@ impl S3 for SiloS3 {
             .map_err(multipart_error)?;
         let target = format!("{}/{}", location.volume, location.path);
         // The whole object is staged and judged once, as any upload.
-        let (staged, assembly) = match &settings.backend {
-            Some(upload) => {
-                let assembly = Assembly::Parts {
+        // Judged from this node's copies where it has them all (one node, or
+        // a balancer that keeps an upload on one node).
+        let (copies, assembly) = match &settings.backend {
+            Some(upload) => (
+                self.multipart
+                    .gather(&input.upload_id, &input.bucket, &parts)
+                    .await
+                    .map_err(multipart_error)?,
+                Assembly::Parts {
                     upload: upload.clone(),
                     parts: parts.iter().map(|p| (p.number, format!("\"{}\"", p.etag))).collect(),
-                };
-                let content_type = settings.content_type.as_deref();
-                let gathered = self.multipart.gather(&input.upload_id, &input.bucket, &parts).await;
-                let staged = match gathered {
-                    Ok(Some(files)) => self.silo.stage_files(&target, files, content_type).await,
-                    // Some parts were handed over by other nodes.
-                    Ok(None) => {
-                        let body = self
-                            .multipart
-                            .read_parts(&input.bucket, parts)
-                            .map_err(multipart_error)?;
-                        self.silo.stage_chunks(&target, body, content_type).await
-                    }
-                    Err(e) => return Err(multipart_error(e)),
-                }
-                .map_err(|e| self.staging_error(&input.bucket, e));
-                (staged, assembly)
-            }
-            None => {
-                let content_type = settings.content_type.as_deref();
-                // Judged from this node's copies where it has them all (one
-                // node, or a balancer that keeps an upload on one node).
-                let staged = match self.multipart.copies_of(&parts) {
-                    Ok(files) => self.silo.stage_files(&target, files, content_type).await,
-                    Err(_) => {
-                        let body = self
-                            .multipart
-                            .read_parts(&input.bucket, parts)
-                            .map_err(multipart_error)?;
-                        self.silo.stage_chunks(&target, body, content_type).await
-                    }
-                }
-                .map_err(|e| self.staging_error(&input.bucket, e));
-                (staged, Assembly::Write)
-            }
+                },
+            ),
+            None => (self.multipart.copies_of(&parts).ok(), Assembly::Write),
         };
+        let content_type = settings.content_type.as_deref();
+        let staged = match copies {
+            Some(files) => self.silo.stage_files(&target, files, content_type).await,
+            None => {
+                let body = self
+                    .multipart
+                    .read_parts(&input.bucket, parts)
+                    .map_err(multipart_error)?;
+                self.silo.stage_chunks(&target, body, content_type).await
+            }
+        }
+        .map_err(|e| self.staging_error(&input.bucket, e));
         let mut pending = match staged {
             Ok(pending) => pending,
             Err(e) => {
