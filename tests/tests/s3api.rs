@@ -921,6 +921,15 @@ fn content(seed: u32, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// A body that sends 64 KB, then nothing.
+fn stalled_body() -> ByteStream {
+    use futures::StreamExt;
+    let first = futures::stream::iter(vec![Ok::<_, std::io::Error>(hyper::body::Frame::data(
+        bytes::Bytes::from(vec![b'a'; 64 * 1024]),
+    ))]);
+    ByteStream::from_body_1_x(http_body_util::StreamBody::new(first.chain(futures::stream::pending())))
+}
+
 /// A completion naming part 1 only, with its ETag.
 fn first_part(etag: &str) -> aws_sdk_s3::types::CompletedMultipartUpload {
     use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
@@ -1756,8 +1765,6 @@ async fn two_nodes_serve_the_same_objects_over_s3() {
 /// cut off after the idle timeout; nothing is stored or left staged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_stalls_is_cut_off_and_stores_nothing() {
-    use futures::StreamExt;
-    use http_body_util::StreamBody;
     let (t, _) = silo_with(false, "").await;
     let staging = t.dir.path().join("state/staging");
     let silo = Arc::new(t.silo);
@@ -1765,11 +1772,7 @@ async fn a_body_that_stalls_is_cut_off_and_stores_nothing() {
     let cms = endpoint.client("CMSKEY", SECRET);
     // 300 KB declared (over the in-memory staging limit), 64 KB sent, then
     // nothing.
-    let first = futures::stream::iter(vec![Ok::<_, std::io::Error>(hyper::body::Frame::data(
-        bytes::Bytes::from(vec![b'a'; 64 * 1024]),
-    ))]);
-    let stalled = first.chain(futures::stream::pending());
-    let body = ByteStream::from_body_1_x(StreamBody::new(stalled));
+    let body = stalled_body();
     let started = std::time::Instant::now();
     let sent = tokio::time::timeout(
         Duration::from_secs(20),
@@ -1799,8 +1802,6 @@ async fn a_body_that_stalls_is_cut_off_and_stores_nothing() {
 /// copy on the node; the upload goes on with the part sent again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_part_that_stalls_is_cut_off_and_keeps_nothing() {
-    use futures::StreamExt;
-    use http_body_util::StreamBody;
     let (t, bucket) = silo_with(true, "").await;
     let bucket = bucket.unwrap();
     let state = t.dir.path().join("state");
@@ -1817,10 +1818,7 @@ async fn a_part_that_stalls_is_cut_off_and_keeps_nothing() {
         .upload_id()
         .unwrap()
         .to_owned();
-    let first = futures::stream::iter(vec![Ok::<_, std::io::Error>(hyper::body::Frame::data(
-        bytes::Bytes::from(vec![b'a'; 64 * 1024]),
-    ))]);
-    let body = ByteStream::from_body_1_x(StreamBody::new(first.chain(futures::stream::pending())));
+    let body = stalled_body();
     let sent = tokio::time::timeout(
         Duration::from_secs(20),
         cms.upload_part()
