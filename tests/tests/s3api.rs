@@ -1797,6 +1797,60 @@ async fn a_body_that_stalls_is_cut_off_and_stores_nothing() {
     assert_eq!(staged, 0, "a staged file was left behind");
 }
 
+/// A part that comes slowly but steadily, for longer than the volume's
+/// `request_timeout_secs`, is stored whole: streamed into the bucket as it
+/// comes, its request to the bucket lasts as long as the client's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_steady_part_outlasts_the_backend_request_timeout() {
+    use futures::StreamExt;
+    let bucket = s3::bucket("s3api-slow").await;
+    let volumes = format!(
+        "{}{}",
+        s3::volume_toml("public", &bucket, "public", "visibility = \"public\""),
+        s3::volume_toml("private", &bucket, "private", "request_timeout_secs = 1")
+    );
+    let t = TestSilo::with_volumes("", &[], &volumes).await.unwrap();
+    let endpoint = Endpoint::start(Arc::new(t.silo), &credentials(), Duration::from_secs(30)).await;
+    let cms = endpoint.client("CMSKEY", SECRET);
+    let id = cms
+        .create_multipart_upload()
+        .bucket("private")
+        .key("slow/steady.bin")
+        .send()
+        .await
+        .unwrap()
+        .upload_id()
+        .unwrap()
+        .to_owned();
+    // 8 chunks of 32 KB, 300 ms apart: about 2.4 s in all.
+    let data = content(9, 8 * 32 * 1024);
+    let chunks: Vec<bytes::Bytes> = data.chunks(32 * 1024).map(bytes::Bytes::copy_from_slice).collect();
+    let steady = futures::stream::iter(chunks).then(|chunk| async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok::<_, std::io::Error>(hyper::body::Frame::data(chunk))
+    });
+    let part = cms
+        .upload_part()
+        .bucket("private")
+        .key("slow/steady.bin")
+        .upload_id(&id)
+        .part_number(1)
+        .content_length(data.len() as i64)
+        .body(ByteStream::from_body_1_x(http_body_util::StreamBody::new(steady)))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{}", aws_sdk_s3::error::DisplayErrorContext(&e)));
+    cms.complete_multipart_upload()
+        .bucket("private")
+        .key("slow/steady.bin")
+        .upload_id(&id)
+        .multipart_upload(first_part(part.e_tag().unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert!(read(&cms, "private", "slow/steady.bin").await == data);
+}
+
 /// A part that stalls half-way is cut off; streamed into the bucket's own
 /// multipart upload as it came, it leaves no part there, no record and no
 /// copy on the node; the upload goes on with the part sent again.

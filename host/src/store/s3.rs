@@ -890,6 +890,13 @@ impl ObjectStore for S3Store {
             body: Mutex::new(body),
             left: size,
         });
+        // The request lasts as long as the client takes to send the part,
+        // which the endpoint's idle timeout bounds, not the whole-request
+        // timeout of this store's own requests.
+        let timeouts = TimeoutConfig::builder()
+            .disable_operation_timeout()
+            .disable_operation_attempt_timeout()
+            .build();
         let out = inner
             .client
             .upload_part()
@@ -899,6 +906,8 @@ impl ObjectStore for S3Store {
             .part_number(number)
             .content_length(size as i64)
             .body(body)
+            .customize()
+            .config_override(aws_sdk_s3::config::Builder::default().timeout_config(timeouts))
             .send()
             .await
             .map_err(|e| s3_error("UploadPart", key, e))?;
