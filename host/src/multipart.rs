@@ -243,31 +243,41 @@ impl MultipartStore {
         volume: &str,
         parts: &[PartRecord],
     ) -> Result<Option<Vec<(PathBuf, u64)>>, MultipartError> {
-        let local = match self.copies_of(parts) {
-            Ok(files) => return Ok(Some(files)),
-            Err(e) => e,
+        // Each copy is looked for once, each missing part until it is found.
+        let (mut files, mut missing, mut lacking) = (Vec::new(), Vec::new(), None);
+        for part in parts {
+            match self.copy_here(part) {
+                Ok(path) => files.push((path, part.size)),
+                Err(e) => {
+                    lacking.get_or_insert(e);
+                    missing.push(part);
+                }
+            }
+        }
+        let Some(lacking) = lacking else {
+            return Ok(Some(files));
         };
         let (scratch, shared) = self.scratch(volume)?;
         if !shared {
-            return Err(local);
+            return Err(lacking);
         }
         let started = tokio::time::Instant::now();
         let mut asked: Option<tokio::time::Instant> = None;
         loop {
-            let mut missing = Vec::new();
-            for part in parts {
-                let copy = self.copy_of(&part.blob);
-                let here = tokio::fs::metadata(&copy).await.is_ok_and(|m| m.len() == part.size);
-                if !here && !readable(&scratch, part).await {
-                    missing.push(part.number);
+            let mut still = Vec::new();
+            for part in missing {
+                if !readable(&scratch, part).await {
+                    still.push(part);
                 }
             }
+            missing = still;
             if missing.is_empty() {
                 return Ok(None);
             }
             if started.elapsed() >= HANDOVER_WAIT {
+                let numbers: Vec<i32> = missing.iter().map(|p| p.number).collect();
                 return Err(StorageError::unavailable(format!(
-                    "parts {missing:?} are held by other nodes, which did not hand them over within {}s; retry the completion",
+                    "parts {numbers:?} are held by other nodes, which did not hand them over within {}s; retry the completion",
                     HANDOVER_WAIT.as_secs()
                 ))
                 .into());
@@ -652,26 +662,29 @@ impl MultipartStore {
     pub fn copies_of(&self, parts: &[PartRecord]) -> Result<Vec<(PathBuf, u64)>, MultipartError> {
         parts
             .iter()
-            .map(|part| {
-                let path = self.copy_of(&part.blob);
-                match std::fs::metadata(&path) {
-                    Ok(m) if m.len() == part.size => Ok((path, part.size)),
-                    Ok(m) => Err(StorageError::unavailable(format!(
-                        "the copy of part {} holds {} bytes, not its {}",
-                        part.number,
-                        m.len(),
-                        part.size
-                    ))
-                    .into()),
-                    Err(e) => Err(StorageError::unavailable(format!(
-                        "the copy of part {} is not on this node ({}): {e}",
-                        part.number,
-                        path.display()
-                    ))
-                    .into()),
-                }
-            })
+            .map(|part| self.copy_here(part).map(|path| (path, part.size)))
             .collect()
+    }
+
+    /// This node's whole copy of `part`.
+    fn copy_here(&self, part: &PartRecord) -> Result<PathBuf, MultipartError> {
+        let path = self.copy_of(&part.blob);
+        match std::fs::metadata(&path) {
+            Ok(m) if m.len() == part.size => Ok(path),
+            Ok(m) => Err(StorageError::unavailable(format!(
+                "the copy of part {} holds {} bytes, not its {}",
+                part.number,
+                m.len(),
+                part.size
+            ))
+            .into()),
+            Err(e) => Err(StorageError::unavailable(format!(
+                "the copy of part {} is not on this node ({}): {e}",
+                part.number,
+                path.display()
+            ))
+            .into()),
+        }
     }
 
     /// The parts' bytes, one after another, as a body to stage. A part
@@ -745,15 +758,42 @@ impl MultipartStore {
             Some(upload) => self.abort_backend(&volume, &key, upload).await,
             None => {}
         }
-        // The parts' own bytes, or those handed over between nodes.
         let (scratch, shared) = self.scratch(&volume)?;
-        if backend.is_none() || (shared && self.engine().shared()) {
+        if backend.is_none() {
+            // The parts' own bytes.
             for part in parts {
                 forget_blob(&scratch, &part.blob).await;
             }
+        } else if shared && self.engine().shared() {
+            // Parts handed over between nodes, if any: one listing, not a
+            // request per part.
+            self.forget_handed_over(&scratch, id).await;
         }
         self.forget_copies(id).await;
         Ok(())
+    }
+
+    /// Delete the scratch objects handed over for upload `id`; a failure
+    /// leaves them to the sweep.
+    async fn forget_handed_over(&self, scratch: &Arc<dyn ObjectStore>, id: &str) {
+        let prefix = format!("{id}/");
+        let mut after: Option<String> = None;
+        loop {
+            let page = match scratch.list(&prefix, after.as_deref(), 1000).await {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(upload = id, "listing handed-over parts (the sweep retries): {e}");
+                    return;
+                }
+            };
+            for (key, _) in &page.objects {
+                forget_blob(scratch, key).await;
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return,
+            }
+        }
     }
 
     async fn forget_copy(&self, blob: &str) {

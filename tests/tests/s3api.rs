@@ -930,6 +930,18 @@ fn stalled_body() -> ByteStream {
     ByteStream::from_body_1_x(http_body_util::StreamBody::new(first.chain(futures::stream::pending())))
 }
 
+/// A new multipart upload of `key`, with nothing declared: its id.
+async fn open_upload(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> String {
+    let created = client
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{}", aws_sdk_s3::error::DisplayErrorContext(&e)));
+    created.upload_id().unwrap().to_owned()
+}
+
 /// A completion naming part 1 only, with its ETag.
 fn first_part(etag: &str) -> aws_sdk_s3::types::CompletedMultipartUpload {
     use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
@@ -1672,16 +1684,7 @@ async fn two_nodes_serve_the_same_objects_over_s3() {
     );
     // Parts from both nodes, completed on the second: judged whole there
     // (upload-guard refuses the 6 MB), nothing stored, no part left.
-    let id = ca
-        .create_multipart_upload()
-        .bucket("private")
-        .key("docs/big.bin")
-        .send()
-        .await
-        .unwrap()
-        .upload_id()
-        .unwrap()
-        .to_owned();
+    let id = open_upload(&ca, "private", "docs/big.bin").await;
     let mut parts = Vec::new();
     for (n, client, data) in [(1, &cb, content(12, 5 << 20)), (2, &ca, content(13, 1 << 20))] {
         let part = client
@@ -1812,16 +1815,7 @@ async fn a_slow_steady_part_outlasts_the_backend_request_timeout() {
     let t = TestSilo::with_volumes("", &[], &volumes).await.unwrap();
     let endpoint = Endpoint::start(Arc::new(t.silo), &credentials(), Duration::from_secs(30)).await;
     let cms = endpoint.client("CMSKEY", SECRET);
-    let id = cms
-        .create_multipart_upload()
-        .bucket("private")
-        .key("slow/steady.bin")
-        .send()
-        .await
-        .unwrap()
-        .upload_id()
-        .unwrap()
-        .to_owned();
+    let id = open_upload(&cms, "private", "slow/steady.bin").await;
     // 8 chunks of 32 KB, 300 ms apart: about 2.4 s in all.
     let data = content(9, 8 * 32 * 1024);
     let chunks: Vec<bytes::Bytes> = data.chunks(32 * 1024).map(bytes::Bytes::copy_from_slice).collect();
@@ -1862,16 +1856,7 @@ async fn a_part_that_stalls_is_cut_off_and_keeps_nothing() {
     let silo = Arc::new(t.silo);
     let endpoint = Endpoint::start(silo.clone(), &credentials(), Duration::from_secs(1)).await;
     let cms = endpoint.client("CMSKEY", SECRET);
-    let id = cms
-        .create_multipart_upload()
-        .bucket("private")
-        .key("slow/part.bin")
-        .send()
-        .await
-        .unwrap()
-        .upload_id()
-        .unwrap()
-        .to_owned();
+    let id = open_upload(&cms, "private", "slow/part.bin").await;
     let body = stalled_body();
     let sent = tokio::time::timeout(
         Duration::from_secs(20),
@@ -2258,16 +2243,7 @@ async fn oversized_xml_bodies_are_refused() {
     );
     assert_eq!((code.as_str(), status), ("MaxMessageLengthExceeded", 400), "{message}");
     assert_eq!(read(&cms, "private", "docs/keep.txt").await, b"kept");
-    let id = cms
-        .create_multipart_upload()
-        .bucket("private")
-        .key("docs/big.bin")
-        .send()
-        .await
-        .unwrap()
-        .upload_id()
-        .unwrap()
-        .to_owned();
+    let id = open_upload(&cms, "private", "docs/big.bin").await;
     // 10,000 parts with 300-byte ETags: 3 MB of XML.
     let parts: Vec<CompletedPart> = (1..=10_000)
         .map(|n| CompletedPart::builder().part_number(n).e_tag("e".repeat(300)).build())
