@@ -241,6 +241,23 @@ pub struct HostLimits {
     /// (default 64; 0: off). See `crate::hotcache`.
     #[serde(default = "default_memory_cache_mib")]
     pub memory_cache_mib: u64,
+    /// Longest a write waits for room in the write budget, or an upload
+    /// for a place among `max_uploads`, seconds (default 30): past it the
+    /// client is answered 503 `busy` (S3: `SlowDown`) and may retry.
+    #[serde(default = "default_write_wait_secs")]
+    pub write_wait_secs: u64,
+    /// Uploads this node stages, judges and stores at once (default 256);
+    /// more wait in turn. Each holds up to 256 KiB in memory while small.
+    #[serde(default = "default_max_uploads")]
+    pub max_uploads: u64,
+    /// Open connections each door (the sidecar, the S3 endpoint) keeps
+    /// (default 4096); past it a new one is answered 503 and closed.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u64,
+    /// `/readyz` answers 503 once writers have waited this long with none
+    /// served, seconds (default 10); ready again when one is.
+    #[serde(default = "default_stall_secs")]
+    pub stall_secs: u64,
 }
 
 impl Default for HostLimits {
@@ -248,8 +265,28 @@ impl Default for HostLimits {
         HostLimits {
             write_buffer_mib: default_write_buffer_mib(),
             memory_cache_mib: default_memory_cache_mib(),
+            write_wait_secs: default_write_wait_secs(),
+            max_uploads: default_max_uploads(),
+            max_connections: default_max_connections(),
+            stall_secs: default_stall_secs(),
         }
     }
+}
+
+fn default_write_wait_secs() -> u64 {
+    crate::budget::DEFAULT_WRITE_WAIT.as_secs()
+}
+
+fn default_max_uploads() -> u64 {
+    256
+}
+
+fn default_max_connections() -> u64 {
+    4096
+}
+
+fn default_stall_secs() -> u64 {
+    10
 }
 
 fn default_memory_cache_mib() -> u64 {
@@ -541,6 +578,16 @@ impl Config {
                 "[limits] write_buffer_mib must be 1..={MAX_WRITE_BUFFER_MIB}, not {}",
                 self.limits.write_buffer_mib
             )));
+        }
+        for (name, value, max) in [
+            ("write_wait_secs", self.limits.write_wait_secs, 3600),
+            ("max_uploads", self.limits.max_uploads, 1 << 20),
+            ("max_connections", self.limits.max_connections, 1 << 20),
+            ("stall_secs", self.limits.stall_secs, 3600),
+        ] {
+            if !(1..=max).contains(&value) {
+                return Err(self.invalid(format!("[limits] {name} must be 1..={max}, not {value}")));
+            }
         }
         if self.limits.memory_cache_mib > MAX_WRITE_BUFFER_MIB {
             return Err(self.invalid(format!(

@@ -24,6 +24,10 @@ pub enum StorageError {
     Unsupported(String),
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// A shared bound (write buffers, uploads under way) stayed full for
+    /// longer than a client is kept waiting; retrying later succeeds.
+    #[error("busy: {0}")]
+    Busy(String),
     /// Refused by the write-xor-execute content policy.
     #[error("forbidden: {0}")]
     Forbidden(String),
@@ -42,6 +46,7 @@ impl StorageError {
             StorageError::QuotaExceeded(_) => "quota-exceeded",
             StorageError::Unsupported(_) => "unsupported",
             StorageError::Unavailable(_) => "unavailable",
+            StorageError::Busy(_) => "busy",
             StorageError::Forbidden(_) => "forbidden",
         }
     }

@@ -25,6 +25,7 @@ pub mod error;
 pub mod hotcache;
 pub mod images;
 pub mod maintenance;
+mod memory;
 pub mod metrics;
 pub mod migrate;
 #[cfg(feature = "http")]
@@ -87,7 +88,14 @@ pub struct Silo {
     draining: std::sync::atomic::AtomicBool,
     /// Keys image URLs must be signed with, by volume.
     image_keys: std::collections::BTreeMap<String, Vec<u8>>,
+    /// Places of uploads under way (`[limits] max_uploads`): one is taken
+    /// before an upload's first byte is read and given back when it is
+    /// stored or refused.
+    uploads: budget::WriteBudget,
 }
+
+/// How often [`Silo::give_back_memory`] looks for the end of a burst.
+const GIVE_BACK_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The key readiness asks each backend for: its answer (found or not)
 /// shows the backend is reachable.
@@ -188,7 +196,10 @@ impl Silo {
         }
         let storage = open_storage(&config).await?;
         store::local::sweep_abandoned(&config.data_dir.join("staging"));
+        let uploads = budget::WriteBudget::places(config.limits.max_uploads as usize, "the uploads under way")
+            .with_wait(std::time::Duration::from_secs(config.limits.write_wait_secs));
         Ok(Silo {
+            uploads,
             storage,
             runtime,
             stages,
@@ -221,6 +232,19 @@ impl Silo {
         if self.draining() {
             return Some("the node is shutting down".into());
         }
+        let stall = std::time::Duration::from_secs(self.config.limits.stall_secs);
+        for (what, budget) in [
+            ("writes waiting for the write buffer budget", self.storage.budget()),
+            ("uploads waiting for a place among [limits] max_uploads", &self.uploads),
+        ] {
+            if let Some(stalled) = budget.stalled_for().filter(|s| *s >= stall) {
+                return Some(format!(
+                    "{} {what} have made no progress for {}s",
+                    budget.waiting(),
+                    stalled.as_secs()
+                ));
+            }
+        }
         let engine = self.storage.cache().engine();
         match tokio::time::timeout(READY_WAIT, engine.get("", READY_PROBE)).await {
             Ok(Ok(_)) => {}
@@ -243,6 +267,23 @@ impl Silo {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Runs for as long as the node serves: once a burst of uploads is
+    /// over (nothing reserved from the write budget, no upload under way),
+    /// hands the memory the allocator kept from it back to the system, so
+    /// that resident memory follows the load instead of its highest point.
+    pub async fn give_back_memory(self: Arc<Self>) {
+        let mut seen = (0, 0);
+        loop {
+            tokio::time::sleep(GIVE_BACK_EVERY).await;
+            let budget = self.storage.budget();
+            let now = (budget.granted_marker(), self.uploads.granted_marker());
+            if now != seen && budget.idle() && self.uploads.idle() {
+                seen = now;
+                tokio::task::spawn_blocking(memory::trim);
+            }
+        }
     }
 
     pub fn storage(&self) -> &Arc<Storage> {
@@ -323,6 +364,7 @@ impl Silo {
         content_type: Option<&str>,
     ) -> Result<vfs::PendingUpload, SiloError> {
         let (location, content_type) = self.staging_target(target, content_type)?;
+        let place = self.uploads.reserve(1).await?;
         let staging = self.config.data_dir.join("staging");
         let limit = self.upload_limit(&location.volume);
         let (staged, meta, sha256) = pipeline::stage_chunks(&staging, body, &content_type, limit)
@@ -331,7 +373,9 @@ impl Silo {
                 volume: location.volume.clone(),
                 limit,
             })?;
-        Ok(pending_upload(location, meta, staged, sha256))
+        let mut pending = pending_upload(location, meta, staged, sha256);
+        pending.place = Some(Arc::new(place));
+        Ok(pending)
     }
 
     /// Where an upload for `target` goes, and its type: the one declared,
@@ -364,13 +408,16 @@ impl Silo {
                 limit,
             });
         }
+        let place = self.uploads.reserve(1).await?;
         let hashed = files.clone();
         let sha256 = tokio::task::spawn_blocking(move || pipeline::hash_files(&hashed))
             .await
             .map_err(|e| SiloError::Source(std::io::Error::other(e)))?
             .map_err(SiloError::Source)?;
         let meta = pipeline::staged_meta(size, &sha256, &content_type);
-        Ok(pending_upload(location, meta, vfs::Staged::Parts(files), sha256))
+        let mut pending = pending_upload(location, meta, vfs::Staged::Parts(files), sha256);
+        pending.place = Some(Arc::new(place));
+        Ok(pending)
     }
 
     /// Run a staged upload through the pipeline: stored if every plugin
@@ -659,7 +706,8 @@ impl Silo {
 /// plugin runtime (cache maintenance, tools).
 pub async fn open_storage(config: &Config) -> Result<Arc<Storage>, SiloError> {
     let metrics = Arc::new(metrics::Metrics::default());
-    let budget = budget::WriteBudget::new((config.limits.write_buffer_mib << 20) as usize);
+    let budget = budget::WriteBudget::new((config.limits.write_buffer_mib << 20) as usize)
+        .with_wait(std::time::Duration::from_secs(config.limits.write_wait_secs));
     let mut volumes = Vec::new();
     for (name, v) in &config.volumes {
         let invalid = |message: String| ConfigError::Invalid {
@@ -782,5 +830,6 @@ fn pending_upload(
         actor: None,
         sha256: Some(sha256),
         assembly: Default::default(),
+        place: None,
     }
 }

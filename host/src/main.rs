@@ -250,6 +250,7 @@ async fn serve(config: Option<&Path>, listen: Option<std::net::SocketAddr>) -> a
         eprintln!("silo: set right {fixed} files node '{node}' left half-recorded when it stopped");
     }
     let upkeep = silo_host::audit::upkeep(silo.storage().clone());
+    let give_back = tokio::spawn(silo.clone().give_back_memory());
     let app = silo_host::serve::router(
         silo.clone(),
         silo_host::serve::Tokens {
@@ -298,7 +299,14 @@ async fn serve(config: Option<&Path>, listen: Option<std::net::SocketAddr>) -> a
     }
     eprintln!("silo: listening on http://{}", listener.local_addr()?);
     // In-flight requests (uploads included) finish before the process exits.
-    doors.spawn(silo_host::serve::serve(listener, app, when_stopped(), drain));
+    let max_connections = silo.config().limits.max_connections as usize;
+    doors.spawn(silo_host::serve::serve(
+        listener,
+        app,
+        max_connections,
+        when_stopped(),
+        drain,
+    ));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
@@ -313,6 +321,7 @@ async fn serve(config: Option<&Path>, listen: Option<std::net::SocketAddr>) -> a
     // connections; requests in flight get the drain timeout to finish.
     silo.drain();
     upkeep.abort();
+    give_back.abort();
     eprintln!(
         "silo: draining: finishing the requests in flight (at most {}s)",
         drain.as_secs()

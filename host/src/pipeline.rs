@@ -399,6 +399,9 @@ pub(crate) async fn run(
         };
         let stored = match &*pending.staged {
             Staged::Memory(bytes) => host.write(&loc, bytes.clone(), options).await,
+            Staged::File(path) if matches!(pending.assembly, crate::vfs::Assembly::Write) => {
+                host.write_file(&loc, path, pending.meta.size, options).await
+            }
             Staged::File(_) | Staged::Parts(_) => match assembled(&host, &loc, &pending, options.clone()).await {
                 Ok(Some(meta)) => Ok(meta),
                 Ok(None) => match pending.staged.open(None).await {

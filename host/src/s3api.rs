@@ -84,6 +84,7 @@ fn storage_error(e: StorageError) -> S3Error {
         StorageError::QuotaExceeded(why) => s3_error!(AccessDenied, "{why}"),
         StorageError::Unsupported(why) => s3_error!(NotImplemented, "{why}"),
         StorageError::Unavailable(why) => s3_error!(ServiceUnavailable, "{why}"),
+        StorageError::Busy(why) => s3_error!(SlowDown, "{why}"),
     }
 }
 
@@ -472,6 +473,11 @@ impl Drop for Lingering {
     }
 }
 
+/// What a connection past `[limits] max_connections` is answered.
+const S3_BUSY: &[u8] = b"HTTP/1.1 503 Slow Down\r\nretry-after: 1\r\ncontent-type: application/xml\r\n\
+content-length: 118\r\nconnection: close\r\n\r\n\
+<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code><Message>too many open connections</Message></Error>";
+
 /// Serve the endpoint on `listener` until `shutdown` completes; then take
 /// no new connections and give the requests under way up to `drain`.
 pub async fn serve(
@@ -502,23 +508,16 @@ pub async fn serve(
             }
         }
     });
+    use axum::serve::Listener;
+    let mut listener = crate::serve::Capped::new(listener, silo.config().limits.max_connections as usize, S3_BUSY);
     let service = service(silo, principals, settings, multipart);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                // Out of descriptors and the like: wait, then go on.
-                Err(e) => {
-                    tracing::warn!("S3 endpoint: accepting a connection failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+            accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
         };
-        let _ = stream.set_nodelay(true);
         let io = hyper_util::rt::TokioIo::new(stream);
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
@@ -623,6 +622,7 @@ impl SiloS3 {
                 Err(match error.code.as_str() {
                     "already-exists" | "precondition-failed" => s3_error!(PreconditionFailed, "{}", error.message),
                     "unavailable" => s3_error!(ServiceUnavailable, "{}", error.message),
+                    "busy" => s3_error!(SlowDown, "{}", error.message),
                     "too-large" => s3_error!(EntityTooLarge, "{}", error.message),
                     "access-denied" | "forbidden" => s3_error!(AccessDenied, "{}", error.message),
                     _ => s3_error!(InternalError, "{}: {}", error.code, error.message),

@@ -142,16 +142,18 @@ pub(crate) async fn drained(
 /// new connections and give the requests in flight up to `drain` to
 /// finish. Responses go out without Nagle's delay (a small file's headers
 /// and body are separate writes).
+///
+/// At most `max_connections` are open at once: past it a new connection
+/// is answered 503 and closed, so a flood of idle connections costs the
+/// node a bounded number of descriptors and buffers.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
+    max_connections: usize,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     drain: std::time::Duration,
 ) -> std::io::Result<Drained> {
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
+    let listener = Capped::new(listener, max_connections, SIDECAR_BUSY);
     let (stopping, stopped) = tokio::sync::oneshot::channel();
     let shutdown = async move {
         shutdown.await;
@@ -159,6 +161,124 @@ pub async fn serve(
     };
     let server = axum::serve(listener, router).with_graceful_shutdown(shutdown);
     drained(server.into_future(), stopped, drain).await
+}
+
+/// What a sidecar connection past the cap is answered.
+const SIDECAR_BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-type: application/json\r\n\
+content-length: 80\r\nconnection: close\r\n\r\n\
+{\"error\": {\"code\": \"busy\", \"message\": \"too many open connections; retry later\"}}";
+
+/// A listener that keeps at most a given number of connections open.
+/// Each accepted connection holds a place until it closes; one accepted
+/// past the cap gets `busy` (a whole, short HTTP answer) and is closed.
+pub(crate) struct Capped {
+    listener: tokio::net::TcpListener,
+    places: Arc<tokio::sync::Semaphore>,
+    busy: &'static [u8],
+}
+
+/// A connection holding its place.
+pub(crate) struct Placed {
+    stream: tokio::net::TcpStream,
+    _place: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Capped {
+    pub(crate) fn new(listener: tokio::net::TcpListener, max: usize, busy: &'static [u8]) -> Self {
+        Capped {
+            listener,
+            places: Arc::new(tokio::sync::Semaphore::new(
+                max.clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+            )),
+            busy,
+        }
+    }
+}
+
+impl axum::serve::Listener for Capped {
+    type Io = Placed;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Placed, std::net::SocketAddr) {
+        loop {
+            let (stream, addr) = match self.listener.accept().await {
+                Ok(accepted) => accepted,
+                // Out of descriptors and the like: wait, then go on.
+                Err(e) => {
+                    tracing::warn!("accepting a connection failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            match self.places.clone().try_acquire_owned() {
+                Ok(place) => return (Placed { stream, _place: place }, addr),
+                Err(_) => {
+                    let busy = self.busy;
+                    tokio::spawn(async move {
+                        use tokio::io::AsyncWriteExt;
+                        let mut stream = stream;
+                        // A client that reads nothing does not hold the task.
+                        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                            stream.write_all(busy).await?;
+                            stream.shutdown().await
+                        })
+                        .await;
+                    });
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+impl tokio::io::AsyncRead for Placed {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Placed {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
 }
 
 /// Count every request by its route pattern (never the path), those that
@@ -358,7 +478,13 @@ struct ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if self.code == "busy" {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
     }
 }
 
@@ -372,7 +498,7 @@ impl From<StorageError> for ApiError {
             StorageError::InvalidPath(_) => StatusCode::BAD_REQUEST,
             StorageError::TooLarge | StorageError::QuotaExceeded(_) => StatusCode::PAYLOAD_TOO_LARGE,
             StorageError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
-            StorageError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            StorageError::Unavailable(_) | StorageError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError {
             status,
@@ -937,7 +1063,12 @@ async fn upload(
         Status::Accepted => StatusCode::CREATED,
         Status::Rejected => StatusCode::UNPROCESSABLE_ENTITY,
         Status::Error if report.error.as_ref().is_some_and(|e| conflict(&e.code)) => StatusCode::PRECONDITION_FAILED,
-        Status::Error if report.error.as_ref().is_some_and(|e| e.code == "unavailable") => {
+        Status::Error
+            if report
+                .error
+                .as_ref()
+                .is_some_and(|e| matches!(e.code.as_str(), "unavailable" | "busy")) =>
+        {
             StatusCode::SERVICE_UNAVAILABLE
         }
         Status::Error => StatusCode::INTERNAL_SERVER_ERROR,

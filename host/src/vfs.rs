@@ -214,6 +214,9 @@ pub struct PendingUpload {
     /// accepted upload is stored without them passing through this host
     /// again.
     pub assembly: Assembly,
+    /// Its place among the uploads a node has under way, given back when
+    /// the last clone is dropped.
+    pub place: Option<Arc<Held>>,
 }
 
 /// How the backend can store an accepted upload from bytes it holds.
@@ -1051,6 +1054,43 @@ impl Session {
         let meta = self
             .or_abandon(intent, self.store(loc)?.put(loc.path.as_str(), data, &options).await)
             .await?;
+        self.written(loc, meta, reservation, Action::Put, intent).await
+    }
+
+    /// Store `loc` from the `size` bytes of the file at `path` (a staged
+    /// upload), which the backend reads where it lies: an S3 volume sends
+    /// it without buffering any of it in memory.
+    pub async fn write_file(
+        &self,
+        loc: &Location,
+        path: &std::path::Path,
+        size: u64,
+        mut options: PutOptions,
+    ) -> StorageResult<ObjectMeta> {
+        use tokio::io::AsyncReadExt;
+        self.check_options(loc, &mut options)?;
+        let reservation = self.reserve(size)?;
+        let mut head = Vec::with_capacity(SNIFF_BYTES);
+        tokio::fs::File::open(path)
+            .await
+            .map_err(|e| StorageError::unavailable(format!("staged upload: {e}")))?
+            .take(SNIFF_BYTES as u64)
+            .read_to_end(&mut head)
+            .await
+            .map_err(|e| StorageError::unavailable(format!("staged upload: {e}")))?;
+        self.storage
+            .policy
+            .check_content(loc.path.as_str(), &options.content_type, &head)?;
+        let intent = self.intend(loc).await?;
+        let stored = self.store(loc)?.put_file(loc.path.as_str(), path, size, &options).await;
+        let meta = self.or_abandon(intent, stored).await?;
+        // A wrong size leaves the intent: the object is looked at again.
+        if meta.size != size {
+            return Err(StorageError::unavailable(format!(
+                "the backend stored {} bytes of the {size} written to {loc}",
+                meta.size
+            )));
+        }
         self.written(loc, meta, reservation, Action::Put, intent).await
     }
 

@@ -104,6 +104,7 @@ async fn place(name: &'static str, t: &TestSilo, staged: Staged) -> Place {
         actor: None,
         sha256: None,
         assembly: Default::default(),
+        place: None,
     };
     Place { name, storage, pending }
 }

@@ -68,6 +68,7 @@ impl Bench {
             actor: None,
             sha256: None,
             assembly: Default::default(),
+            place: None,
         };
         let grants = silo_tests::read_grant("public");
         Bench {

@@ -39,11 +39,13 @@ impl Sidecar {
             .await
             .expect("bind loopback");
         let addr = listener.local_addr().unwrap();
+        let max_connections = silo.config().limits.max_connections as usize;
         let app = silo_host::serve::router(silo, tokens);
         let task = tokio::spawn(async move {
             silo_host::serve::serve(
                 listener,
                 app,
+                max_connections,
                 std::future::pending(),
                 std::time::Duration::from_secs(30),
             )

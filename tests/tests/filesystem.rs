@@ -178,6 +178,7 @@ async fn lookups_come_from_the_cache_and_reads_are_ranged_gets_on_s3() -> anyhow
         actor: None,
         sha256: None,
         assembly: Default::default(),
+        place: None,
     };
     let grants = silo_tests::read_grant("public");
     let session = Session::new(storage.clone(), Some(grants), Quota::UNLIMITED).with_pending(pending.clone());

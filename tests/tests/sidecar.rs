@@ -1023,6 +1023,7 @@ async fn a_draining_node_is_unready_finishes_its_uploads_and_stops() {
         let server = tokio::spawn(silo_host::serve::serve(
             listener,
             silo_host::serve::router(silo.clone(), tokens),
+            4096,
             async move {
                 let _ = stopped.await;
             },

@@ -52,6 +52,7 @@ impl From<StorageError> for types::Error {
             StorageError::QuotaExceeded(_) => types::Error::QuotaExceeded,
             StorageError::Unsupported(_) => types::Error::Unsupported,
             StorageError::Unavailable(m) => types::Error::Unavailable(m),
+            StorageError::Busy(m) => types::Error::Unavailable(format!("busy: {m}")),
             StorageError::Forbidden(m) => types::Error::Forbidden(m),
         }
     }

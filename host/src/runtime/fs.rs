@@ -166,6 +166,7 @@ fn code(e: &StorageError) -> ErrorCode {
         StorageError::QuotaExceeded(_) => ErrorCode::Quota,
         StorageError::Unsupported(_) => ErrorCode::Unsupported,
         StorageError::Unavailable(_) => ErrorCode::Io,
+        StorageError::Busy(_) => ErrorCode::WouldBlock,
         StorageError::Forbidden(_) => ErrorCode::NotPermitted,
     }
 }
@@ -569,7 +570,7 @@ impl fst::HostDescriptor for Invocation {
         fs_try!(self.writer_at(&fd, Some(offset)).await?);
         let mut data = Bytes::from(buffer);
         data.truncate(MAX_CALL_BYTES as usize);
-        let held = self.session.storage().budget().reserve(data.len()).await;
+        let held = fs_try!(self.session.storage().budget().reserve(data.len()).await);
         let len = data.len() as u64;
         let Writing::Open(writer) = &fs_try!(self.file_mut(&fd)?).writing else {
             return Ok(Err(ErrorCode::BadDescriptor));

@@ -296,9 +296,15 @@ impl Pollable for WriteStream {
             return;
         }
         if let Some(want) = want {
-            // Waits while the host's budget is spent.
-            let more = budget.reserve(want).await;
-            lock(&self.shared).held.merge(more);
+            // Waits in turn while the host's budget is spent; a wait past
+            // its limit fails the write as `busy`.
+            match budget.reserve(want).await {
+                Ok(more) => lock(&self.shared).held.merge(more),
+                Err(e) => {
+                    let mut s = lock(&self.shared);
+                    s.failed.get_or_insert(e);
+                }
+            }
         }
     }
 }

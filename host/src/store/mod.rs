@@ -137,6 +137,37 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// [`ObjectUpload::finish`]; dropping the upload discards it.
     async fn start_upload(&self, key: &str, options: PutOptions) -> StorageResult<Box<dyn ObjectUpload>>;
 
+    /// Store the `size` bytes of the file at `path` (a staged upload,
+    /// left where it is). A backend that would buffer a streamed write in
+    /// memory sends the file instead; the default streams it through
+    /// [`ObjectStore::start_upload`].
+    async fn put_file(
+        &self,
+        key: &str,
+        path: &std::path::Path,
+        size: u64,
+        options: &PutOptions,
+    ) -> StorageResult<ObjectMeta> {
+        use tokio::io::AsyncReadExt;
+        let _ = size;
+        let mut file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| StorageError::unavailable(format!("opening {}: {e}", path.display())))?;
+        let mut upload = self.start_upload(key, options.clone()).await?;
+        loop {
+            let mut chunk = bytes::BytesMut::with_capacity(256 * 1024);
+            let n = file
+                .read_buf(&mut chunk)
+                .await
+                .map_err(|e| StorageError::unavailable(format!("reading {}: {e}", path.display())))?;
+            if n == 0 {
+                break;
+            }
+            upload.write(chunk.freeze(), crate::budget::Held::default()).await?;
+        }
+        upload.finish().await
+    }
+
     /// Delete an object; `NotFound` if it does not exist.
     async fn delete(&self, key: &str) -> StorageResult<()>;
 

@@ -45,6 +45,8 @@ const MAX_COPY_SIZE: u64 = 5 << 30;
 /// a write holds at most `(PARTS_IN_FLIGHT + 1) * part_size` bytes, all of
 /// it reserved from the write budget.
 const PARTS_IN_FLIGHT: usize = 3;
+/// Read buffer of a part sent from a staged file.
+const FILE_READ_BUFFER: usize = 64 * 1024;
 /// Default limit on one attempt of one request (`request_timeout_secs`).
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// ListObjectsV2's largest page.
@@ -308,8 +310,13 @@ impl Inner {
     }
 
     async fn put(&self, key: &str, data: Bytes, options: &PutOptions) -> StorageResult<ObjectMeta> {
-        check_metadata(options)?;
         let size = data.len() as u64;
+        self.put_body(key, SdkBody::from(data), size, options).await
+    }
+
+    /// PutObject of `body`, `size` bytes.
+    async fn put_body(&self, key: &str, body: SdkBody, size: u64, options: &PutOptions) -> StorageResult<ObjectMeta> {
+        check_metadata(options)?;
         let mut request = self
             .client
             .put_object()
@@ -320,7 +327,8 @@ impl Inner {
             .set_content_encoding(options.headers.content_encoding.clone())
             .set_cache_control(options.cache_control.clone())
             .set_metadata(metadata_map(options))
-            .body(SdkBody::from(data));
+            .content_length(size as i64)
+            .body(body);
         let (if_none_match, if_match) = condition_headers(options.condition.as_ref());
         request = request.set_if_none_match(if_none_match).set_if_match(if_match);
         let out = request
@@ -705,6 +713,45 @@ impl ObjectStore for S3Store {
         }))
     }
 
+    async fn put_file(
+        &self,
+        key: &str,
+        path: &std::path::Path,
+        size: u64,
+        options: &PutOptions,
+    ) -> StorageResult<ObjectMeta> {
+        let inner = &self.inner;
+        let part_size = inner.part_size as u64;
+        let meta = if size <= part_size {
+            inner
+                .put_body(key, file_body(path, 0, size).await?, size, options)
+                .await?
+        } else {
+            check_metadata(options)?;
+            let full_key = inner.key(key)?;
+            let upload_id = inner.create_multipart(key, &full_key, options).await?;
+            let sent = inner.send_file_parts(key, &full_key, &upload_id, path, size).await;
+            let completed = match sent {
+                Ok(parts) => {
+                    inner
+                        .complete_multipart(key, &full_key, &upload_id, parts, size, options)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            if completed.is_err() {
+                tokio::spawn(inner.clone().abort_upload(Unaborted {
+                    key: key.to_owned(),
+                    full_key,
+                    upload_id,
+                }));
+            }
+            completed?
+        };
+        inner.retry_aborts();
+        Ok(meta)
+    }
+
     async fn delete(&self, key: &str) -> StorageResult<()> {
         let inner = &self.inner;
         // S3 deletes succeed for missing keys; the trait reports them.
@@ -1035,6 +1082,68 @@ impl ObjectStore for S3Store {
     }
 }
 
+impl Inner {
+    /// Upload the file at `path`, `size` bytes, as the parts of `upload_id`,
+    /// a few at once, each read from the file as it is sent: nothing of it
+    /// is buffered in memory, so it needs nothing of the write budget.
+    async fn send_file_parts(
+        &self,
+        key: &str,
+        full_key: &str,
+        upload_id: &str,
+        path: &std::path::Path,
+        size: u64,
+    ) -> StorageResult<Vec<CompletedPart>> {
+        let part_size = self.part_size as u64;
+        let mut in_flight = JoinSet::new();
+        let mut done = Vec::new();
+        let (mut offset, mut number) = (0u64, 1i32);
+        while offset < size {
+            while in_flight.len() >= PARTS_IN_FLIGHT {
+                done.push(joined(in_flight.join_next().await)?);
+            }
+            let length = part_size.min(size - offset);
+            let request = self
+                .client
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(full_key)
+                .upload_id(upload_id)
+                .part_number(number)
+                .content_length(length as i64)
+                .body(file_body(path, offset, length).await?);
+            let key = key.to_owned();
+            in_flight.spawn(async move {
+                let out = request.send().await.map_err(|e| s3_error("UploadPart", &key, e))?;
+                Ok(CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(out.e_tag().map(str::to_owned))
+                    .build())
+            });
+            offset += length;
+            number += 1;
+        }
+        while let Some(part) = in_flight.join_next().await {
+            done.push(joined(Some(part))?);
+        }
+        done.sort_by_key(|p| p.part_number());
+        Ok(done)
+    }
+}
+
+/// `length` bytes of the file at `path` from `offset`, as a request body
+/// read from the file as it is sent (and read again for a retry).
+async fn file_body(path: &std::path::Path, offset: u64, length: u64) -> StorageResult<SdkBody> {
+    SdkBody::read_from()
+        .path(path)
+        .offset(offset)
+        .length(aws_sdk_s3::primitives::Length::Exact(length))
+        .buffer_size(FILE_READ_BUFFER)
+        .build()
+        .await
+        .map_err(|e| StorageError::unavailable(format!("reading {}: {e}", path.display())))
+}
+
 /// `bucket/key` for CopyObject, with the key percent-encoded.
 fn copy_source(bucket: &str, key: &str) -> String {
     format!("{bucket}/{}", crate::path::percent_encode(key))
@@ -1188,25 +1297,37 @@ fn joined(
 
 #[async_trait]
 impl ObjectUpload for S3Upload {
-    async fn write(&mut self, chunk: Bytes, mut held: Held) -> StorageResult<()> {
-        // Every buffered byte is reserved before it is kept.
-        if held.bytes() < chunk.len() {
-            held.merge(self.inner.budget.reserve(chunk.len() - held.bytes()).await);
-        }
-        self.held.merge(held);
-        self.size += chunk.len() as u64;
+    async fn write(&mut self, mut chunk: Bytes, held: Held) -> StorageResult<()> {
+        // The part being filled is reserved whole before any of it is
+        // kept, and nothing else is held meanwhile: a writer never waits
+        // for room while holding room that only its own progress would
+        // give back, so some writer can always finish its part.
+        drop(held);
         let part_size = self.inner.part_size;
-        if self.buffer.capacity() == 0 {
-            // Small objects stay small; large ones grow towards a part.
-            self.buffer.reserve(part_size.min(chunk.len().max(64 * 1024)));
-        }
-        self.buffer.extend_from_slice(&chunk);
-        while self.buffer.len() >= part_size {
-            let part = self.buffer.split_to(part_size).freeze();
-            let held = self.held.split(part_size);
-            if let Err(e) = self.send_part(part, held).await {
-                self.abort();
-                return Err(e);
+        while !chunk.is_empty() {
+            if self.held.bytes() == 0 {
+                match self.inner.budget.reserve(part_size).await {
+                    Ok(held) => self.held = held,
+                    Err(e) => {
+                        self.abort();
+                        return Err(e);
+                    }
+                }
+            }
+            if self.buffer.capacity() == 0 {
+                // Small objects stay small; large ones grow towards a part.
+                self.buffer.reserve(part_size.min(chunk.len().max(64 * 1024)));
+            }
+            let take = (part_size - self.buffer.len()).min(chunk.len());
+            self.buffer.extend_from_slice(&chunk.split_to(take));
+            self.size += take as u64;
+            if self.buffer.len() >= part_size {
+                let part = self.buffer.split().freeze();
+                let held = std::mem::take(&mut self.held);
+                if let Err(e) = self.send_part(part, held).await {
+                    self.abort();
+                    return Err(e);
+                }
             }
         }
         Ok(())
