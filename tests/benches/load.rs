@@ -15,20 +15,18 @@
 //! `SILO_LOAD_N=16,64,256` and `SILO_LOAD_MIB=8,64` choose the rows
 //! (defaults shown); `SILO_LOAD_AFTER_SECS` the after-burst wait (60).
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::Client as S3Client;
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
-use silo_tests::http::{Client, TOKEN};
+use silo_tests::cluster::{KEY, Node, SECRET, s3_client};
+use silo_tests::http::Client;
+use silo_tests::rss::{reset_peak_at, rss_kb_at};
 use silo_tests::s3;
 use silo_tests::s3api::principal;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const KEY: &str = "LOADKEY";
-const SECRET: &str = "load-secret-0123456789";
 const BUDGET_MIB: u64 = 256;
 
 fn list(var: &str, default: &[u64]) -> Vec<u64> {
@@ -45,19 +43,6 @@ fn list(var: &str, default: &[u64]) -> Vec<u64> {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn silo_bin() -> String {
-    std::env::var("SILO_BENCH_SILO")
-        .expect("SILO_BENCH_SILO is not set: run the benchmark with tests/run bench, which builds the silo binary")
-}
-
 #[derive(Clone, Copy, PartialEq)]
 enum Door {
     Direct,
@@ -71,130 +56,48 @@ enum Backend {
     Local,
 }
 
-/// One `silo serve` process.
-struct Node {
+/// One `silo serve` process with a volume `v` on `backend`.
+struct Bench {
     _dir: tempfile::TempDir,
-    child: Child,
-    api: u16,
-    s3: u16,
-    log: PathBuf,
+    node: Node,
 }
 
-impl Node {
-    async fn start(backend: Backend, bucket: &str) -> Node {
+impl Bench {
+    async fn start(backend: Backend, bucket: &str) -> Bench {
         let dir = tempfile::tempdir().unwrap();
-        let (api, s3_port) = (free_port(), free_port());
         let volume = match backend {
             Backend::S3 => s3::volume_toml("v", bucket, "v", "max_upload_mib = 1024"),
-            Backend::Local => "[volumes.v]\nbackend = \"local\"\npath = \"volume\"\nmax_upload_mib = 1024\n".into(),
-        };
-        let creds = dir.path().join("credentials.toml");
-        std::fs::write(
-            &creds,
-            principal(
-                "load",
-                KEY,
-                SECRET,
-                r#"[{ volume = "v", access = ["read", "write", "delete"] }]"#,
+            Backend::Local => format!(
+                "[volumes.v]\nbackend = \"local\"\npath = \"{}\"\nmax_upload_mib = 1024\n",
+                dir.path().join("volume").display()
             ),
+        };
+        std::fs::write(
+            dir.path().join("credentials.toml"),
+            principal("load", KEY, SECRET, r#"[{ volume = "v", access = ["read", "write", "delete"] }]"#),
         )
         .unwrap();
-        let text = format!(
-            "data_dir = \"state\"\nplugin_dir = \"plugins\"\ncompile_cache = \"{cache}\"\n\n\
-             [limits]\nwrite_buffer_mib = {BUDGET_MIB}\n\n\
-             [serve]\nlisten = \"127.0.0.1:{api}\"\ndrain_timeout_secs = 5\ncredentials_file = \"{creds}\"\n\n\
-             [s3_api]\nlisten = \"127.0.0.1:{s3_port}\"\n\n{volume}\n\
+        let shared = format!(
+            "[limits]\nwrite_buffer_mib = {BUDGET_MIB}\n\n{volume}\n\
              [[plugins]]\nname = \"upload-guard\"\ncomponent = \"builtin:upload-guard\"\n\
-             settings = {{ max_bytes = 1073741824 }}\ngrants = [{{ volume = \"v\", access = [\"read\"] }}]\n",
-            cache = silo_tests::shared_compile_cache().display(),
-            creds = creds.display(),
+             settings = {{ max_bytes = 1073741824 }}\ngrants = [{{ volume = \"v\", access = [\"read\"] }}]\n"
         );
-        let config = dir.path().join("silo.toml");
-        std::fs::write(&config, text).unwrap();
-        let log = dir.path().join("silo.log");
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(silo_bin())
-            .arg("--config")
-            .arg(&config)
-            .arg("serve")
-            .env("SILO_TOKEN", TOKEN)
-            .env("SILO_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap();
-        let mut node = Node {
-            _dir: dir,
-            child,
-            api,
-            s3: s3_port,
-            log,
-        };
-        node.ready().await;
-        node
+        let mut node = Node::new("load", dir.path(), &shared);
+        node.start();
+        node.ready(&Client::default()).await;
+        Bench { _dir: dir, node }
     }
 
-    async fn ready(&mut self) {
-        let client = Client::default();
-        let started = Instant::now();
-        loop {
-            if let Ok(r) = client.get(&format!("http://127.0.0.1:{}/readyz", self.api), &[]).await
-                && r.status == 200
-            {
-                return;
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!(
-                    "silo exited ({status}): {}",
-                    std::fs::read_to_string(&self.log).unwrap_or_default()
-                );
-            }
-            assert!(started.elapsed() < Duration::from_secs(60), "silo not ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// kB resident now, and at peak since the last reset.
     fn rss_kb(&self) -> (u64, u64) {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("read the node's /proc status");
-        let field = |name: &str| -> u64 {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|n| n.parse().ok())
-                .unwrap_or_else(|| panic!("no {name} in the node's /proc status"))
-        };
-        (field("VmRSS:"), field("VmHWM:"))
+        rss_kb_at(&self.node.pid().to_string())
     }
 
     fn reset_peak(&self) {
-        std::fs::write(format!("/proc/{}/clear_refs", self.child.id()), "5").expect("reset the node's peak RSS");
+        reset_peak_at(&self.node.pid().to_string());
     }
 
     fn s3_client(&self) -> S3Client {
-        let config = aws_sdk_s3::config::Builder::new()
-            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-            .endpoint_url(format!("http://127.0.0.1:{}", self.s3))
-            .region(aws_sdk_s3::config::Region::new("us-east-1"))
-            .force_path_style(true)
-            .credentials_provider(aws_sdk_s3::config::Credentials::new(KEY, SECRET, None, None, "load"))
-            .timeout_config(
-                aws_sdk_s3::config::timeout::TimeoutConfig::builder()
-                    .operation_timeout(Duration::from_secs(900))
-                    .build(),
-            )
-            .build();
-        S3Client::from_conf(config)
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        s3_client(self.node.s3_port())
     }
 }
 
@@ -305,11 +208,11 @@ async fn run_row(n: usize, mib: u64, door: Door, backend: Backend, body: Bytes) 
             memory: None,
         };
     }
-    let node = Node::start(backend, &bucket).await;
+    let node = Bench::start(backend, &bucket).await;
     let http = Client::default();
     let client = node.s3_client();
     // Warm-up: one small upload through each door.
-    let url = |path: &str| format!("http://127.0.0.1:{}/v1/files/v/{path}", node.api);
+    let url = |path: &str| format!("http://127.0.0.1:{}/v1/files/v/{path}", node.node.api);
     http.put(&url("warm/a"), "application/octet-stream", Bytes::from_static(b"warm"))
         .await
         .unwrap();
@@ -374,10 +277,11 @@ async fn run_row(n: usize, mib: u64, door: Door, backend: Backend, body: Bytes) 
 /// connections sit open on the sidecar.
 async fn idle_connections(idle: usize) -> (usize, Duration) {
     let bucket = s3::bucket("load-idle").await;
-    let node = Node::start(Backend::Local, &bucket).await;
+    let node = Bench::start(Backend::Local, &bucket).await;
+    let api = node.node.api;
     let mut held = Vec::with_capacity(idle);
     for _ in 0..idle {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", node.api)).await.unwrap();
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", api)).await.unwrap();
         stream
             .write_all(b"GET /healthz HTTP/1.1\r\nhost: silo\r\n\r\n")
             .await
@@ -393,7 +297,7 @@ async fn idle_connections(idle: usize) -> (usize, Duration) {
     }
     let started = Instant::now();
     let reply = Client::default()
-        .get(&format!("http://127.0.0.1:{}/healthz", node.api), &[])
+        .get(&format!("http://127.0.0.1:{api}/healthz"), &[])
         .await
         .unwrap();
     let took = started.elapsed();

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 pub mod callgrind;
+pub mod cluster;
 pub mod guests;
 pub mod http;
 pub mod pg;

@@ -4,8 +4,14 @@
 
 /// kB of this process: resident now, and peak since the last reset.
 pub fn rss_kb() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_else(|e| panic!("cannot read /proc/self/status for the RSS figures (Linux only): {e}"));
+    rss_kb_at("self")
+}
+
+/// kB of process `pid` ("self" for this one): resident now, and peak
+/// since the last reset.
+pub fn rss_kb_at(pid: &str) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("cannot read /proc/{pid}/status for the RSS figures (Linux only): {e}"));
     let field = |name: &str| -> u64 {
         status
             .lines()
@@ -19,7 +25,12 @@ pub fn rss_kb() -> (u64, u64) {
 
 /// Make the peak-RSS counter start again from the current RSS.
 pub fn reset_peak() {
-    std::fs::write("/proc/self/clear_refs", "5").expect("reset the peak RSS (Linux 4.0+)");
+    reset_peak_at("self");
+}
+
+/// As [`reset_peak`], for process `pid`.
+pub fn reset_peak_at(pid: &str) {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("reset the peak RSS (Linux 4.0+)");
 }
 
 /// File descriptors open in this process now.
