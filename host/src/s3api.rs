@@ -508,31 +508,11 @@ pub async fn serve(
             }
         }
     });
-    use axum::serve::Listener;
-    let mut listener = crate::serve::Capped::new(listener, silo.config().limits.max_connections as usize, S3_BUSY);
+    let listener = crate::serve::Capped::new(listener, silo.config().limits.max_connections as usize, S3_BUSY);
     let service = service(silo, principals, settings, multipart);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = &mut shutdown => break,
-        };
-        let io = hyper_util::rt::TokioIo::new(stream);
-        let connection = hyper::server::conn::http1::Builder::new()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(idle)
-            .serve_connection(io, service.clone());
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-    }
+    let served = crate::serve::serve_connections(listener, service, Some(idle), shutdown, drain).await;
     sweeper.abort();
-    match tokio::time::timeout(drain, graceful.shutdown()).await {
-        Ok(()) => Ok(crate::serve::Drained::Finished),
-        Err(_) => Ok(crate::serve::Drained::TimedOut),
-    }
+    served
 }
 
 impl SiloS3 {

@@ -121,23 +121,6 @@ pub enum Drained {
     TimedOut,
 }
 
-/// Run `server` until `stopping` fires, then give it `drain` to finish.
-pub(crate) async fn drained(
-    server: impl std::future::Future<Output = std::io::Result<()>>,
-    stopping: tokio::sync::oneshot::Receiver<()>,
-    drain: std::time::Duration,
-) -> std::io::Result<Drained> {
-    let mut server = std::pin::pin!(server);
-    tokio::select! {
-        ended = &mut server => return ended.map(|()| Drained::Finished),
-        _ = stopping => {}
-    }
-    match tokio::time::timeout(drain, server).await {
-        Ok(ended) => ended.map(|()| Drained::Finished),
-        Err(_) => Ok(Drained::TimedOut),
-    }
-}
-
 /// Serve `router` on `listener` until `shutdown` completes: then take no
 /// new connections and give the requests in flight up to `drain` to
 /// finish. Responses go out without Nagle's delay (a small file's headers
@@ -154,13 +137,65 @@ pub async fn serve(
     drain: std::time::Duration,
 ) -> std::io::Result<Drained> {
     let listener = Capped::new(listener, max_connections, SIDECAR_BUSY);
-    let (stopping, stopped) = tokio::sync::oneshot::channel();
-    let shutdown = async move {
-        shutdown.await;
-        let _ = stopping.send(());
-    };
-    let server = axum::serve(listener, router).with_graceful_shutdown(shutdown);
-    drained(server.into_future(), stopped, drain).await
+    let service = hyper_util::service::TowerToHyperService::new(router);
+    serve_connections(listener, service, None, shutdown, drain).await
+}
+
+/// Largest read buffer of one connection. hyper grows a connection's
+/// buffer up to about 400 KiB under a large body and keeps it while the
+/// connection idles; capped here, 256 busy or idle keep-alive connections
+/// hold at most 16 MiB of it.
+const MAX_CONNECTION_BUFFER: usize = 64 * 1024;
+
+/// Serve `service` on each connection `listener` accepts (HTTP/1.1, with
+/// responses sent without Nagle's delay) until `shutdown` completes; then
+/// take no new connections and give those under way up to `drain`.
+/// `header_timeout`: a client slower than this with its headers is cut off.
+pub(crate) async fn serve_connections<S, B>(
+    mut listener: Capped,
+    service: S,
+    header_timeout: Option<Duration>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    drain: Duration,
+) -> std::io::Result<Drained>
+where
+    S: hyper::service::Service<hyper::Request<hyper::body::Incoming>, Response = hyper::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use axum::serve::Listener;
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(hyper_util::rt::TokioTimer::new())
+            .max_buf_size(MAX_CONNECTION_BUFFER);
+        if let Some(timeout) = header_timeout {
+            builder.header_read_timeout(timeout);
+        }
+        let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service.clone());
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+    }
+    // New connections are refused from here on, not left in the backlog.
+    drop(listener);
+    match tokio::time::timeout(drain, graceful.shutdown()).await {
+        Ok(()) => Ok(Drained::Finished),
+        Err(_) => Ok(Drained::TimedOut),
+    }
 }
 
 /// What a sidecar connection past the cap is answered.

@@ -74,7 +74,12 @@ impl Bench {
         };
         std::fs::write(
             dir.path().join("credentials.toml"),
-            principal("load", KEY, SECRET, r#"[{ volume = "v", access = ["read", "write", "delete"] }]"#),
+            principal(
+                "load",
+                KEY,
+                SECRET,
+                r#"[{ volume = "v", access = ["read", "write", "delete"] }]"#,
+            ),
         )
         .unwrap();
         let shared = format!(

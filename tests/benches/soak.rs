@@ -145,7 +145,12 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn main() {
     let total = Duration::from_secs_f64(minutes() * 60.0);
     let window = Duration::from_secs(300).min(total / 4);
-    let Cluster { nginx, a, mut b, dir: _dir } = Cluster::start("soak").await;
+    let Cluster {
+        nginx,
+        a,
+        mut b,
+        dir: _dir,
+    } = Cluster::start("soak").await;
     let client = Client::default();
 
     let tally = Arc::new(Tally::default());
@@ -155,7 +160,8 @@ async fn main() {
     let files = nginx.url("/v1/files/public/soak");
     // Sidecar uploads: three of small files, one of large ones.
     for w in 0..4u64 {
-        let (tally, stop, client, auth, files) = (tally.clone(), stop.clone(), client.clone(), auth.clone(), files.clone());
+        let (tally, stop, client, auth, files) =
+            (tally.clone(), stop.clone(), client.clone(), auth.clone(), files.clone());
         clients.spawn(async move {
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
@@ -169,9 +175,15 @@ async fn main() {
                 let body = Bytes::from(content(seed, len));
                 let path = format!("w{w}/{i}.bin");
                 let url = format!("{files}/{path}");
-                let headers = [("authorization", auth.as_str()), ("content-type", "application/octet-stream")];
+                let headers = [
+                    ("authorization", auth.as_str()),
+                    ("content-type", "application/octet-stream"),
+                ];
                 run(&tally, op, || async {
-                    http_attempt(client.send(hyper::Method::PUT, &url, &headers, body.clone()).await, StatusCode::CREATED)
+                    http_attempt(
+                        client.send(hyper::Method::PUT, &url, &headers, body.clone()).await,
+                        StatusCode::CREATED,
+                    )
                 })
                 .await;
                 let entry = (path, sha256_hex(&body));
@@ -269,7 +281,8 @@ async fn main() {
         });
     }
     {
-        let (tally, stop, client, auth, files) = (tally.clone(), stop.clone(), client.clone(), auth.clone(), files.clone());
+        let (tally, stop, client, auth, files) =
+            (tally.clone(), stop.clone(), client.clone(), auth.clone(), files.clone());
         clients.spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -390,7 +403,11 @@ async fn main() {
         kept.len(),
         objects.len(),
         lost.len(),
-        if lost.is_empty() { String::new() } else { format!(": {:?}", &lost[..lost.len().min(5)]) }
+        if lost.is_empty() {
+            String::new()
+        } else {
+            format!(": {:?}", &lost[..lost.len().min(5)])
+        }
     );
     let max_in = |from: f64, to: f64, pick: fn(&(f64, u64, u64)) -> u64| {
         samples
@@ -408,7 +425,10 @@ async fn main() {
         w / 60.0
     );
     println!("|---|---|---|---|");
-    for (name, pick) in [("a", (|s: &(f64, u64, u64)| s.1) as fn(&_) -> u64), ("b (restarted)", |s| s.2)] {
+    for (name, pick) in [
+        ("a", (|s: &(f64, u64, u64)| s.1) as fn(&_) -> u64),
+        ("b (restarted)", |s| s.2),
+    ] {
         let (first, last) = (max_in(0.0, w, pick), max_in(end - w, end + 1.0, pick));
         println!("| {name} | {first:.0} MiB | {last:.0} MiB | {:.2} |", last / first);
     }
@@ -416,13 +436,22 @@ async fn main() {
     let mut next = 0.0;
     for s in &samples {
         if s.0 >= next {
-            println!("  {:>5.0} s: a {:>5.0}, b {:>5.0}", s.0, s.1 as f64 / 1024.0, s.2 as f64 / 1024.0);
+            println!(
+                "  {:>5.0} s: a {:>5.0}, b {:>5.0}",
+                s.0,
+                s.1 as f64 / 1024.0,
+                s.2 as f64 / 1024.0
+            );
             next = s.0 + 60.0;
         }
     }
     for node in [&a, &b] {
         let (code, out) = node.verify();
-        println!("\nsilo cache verify, node {} (exit {code:?}):\n{}", node.name, out.trim());
+        println!(
+            "\nsilo cache verify, node {} (exit {code:?}):\n{}",
+            node.name,
+            out.trim()
+        );
     }
     println!("\nErrors after retries: {errors}");
 }

@@ -288,7 +288,6 @@ pub fn content(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
-
 pub fn s3_client(port: u16) -> aws_sdk_s3::Client {
     use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
     let config = aws_sdk_s3::config::Builder::new()
@@ -343,7 +342,6 @@ pub async fn multipart(s3: &aws_sdk_s3::Client, key: &str, seed: u64) -> Result<
         .map_err(|e| format!("complete: {e:?}"))?;
     Ok(sha256_hex(&body))
 }
-
 
 /// Two nodes, `a` and `b`, on a new bucket (volume `public`, under the
 /// prefix `site`) and a new PostgreSQL database, judged by upload-guard,

@@ -52,7 +52,12 @@ async fn slow_upload(port: u16, path: &str, body: Vec<u8>, half_sent: tokio::syn
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn nodes_behind_nginx_survive_a_kill_and_a_drain_without_losing_an_upload() {
-    let Cluster { nginx, mut a, mut b, dir: _dir } = Cluster::start("drill").await;
+    let Cluster {
+        nginx,
+        mut a,
+        mut b,
+        dir: _dir,
+    } = Cluster::start("drill").await;
     let client = Client::default();
 
     let tally = Arc::new(Tally::default());
