@@ -187,7 +187,7 @@ async fn main() {
                 })
                 .await;
                 let entry = (path, sha256_hex(&body));
-                if i % 2 == 0 {
+                if i.is_multiple_of(2) {
                     tally.deletable.lock().unwrap().push(entry);
                 } else {
                     tally.stable.lock().unwrap().push(entry);
@@ -264,7 +264,7 @@ async fn main() {
                     }
                 })
                 .await;
-                if n % 10 == 0 {
+                if n.is_multiple_of(10) {
                     run(&tally, "s3 ListObjectsV2 (1,000 keys)", || async {
                         s3_attempt(
                             s3.list_objects_v2()
