@@ -14,6 +14,10 @@
 //!
 //! `SILO_LOAD_N=16,64,256` and `SILO_LOAD_MIB=8,64` choose the rows
 //! (defaults shown); `SILO_LOAD_AFTER_SECS` the after-burst wait (60).
+//! Rows are printed as they are measured. On a 24 GiB machine, SeaweedFS
+//! itself is killed for want of memory after the direct row of 256 uploads
+//! of 64 MiB (it held 22 GB), so run the 64 MiB rows with
+//! `SILO_LOAD_N=16,64` there.
 
 use std::time::{Duration, Instant};
 
@@ -312,14 +316,57 @@ async fn idle_connections(idle: usize) -> (usize, Duration) {
     (idle, took)
 }
 
+/// MiB/s of a burst.
+fn rate(row: &Row) -> f64 {
+    (row.burst.stored as u64 * row.mib) as f64 / row.burst.wall.as_secs_f64()
+}
+
+/// One row of the table, printed as soon as it is measured (a server that
+/// gives out later leaves the rows before it).
+fn print_row(row: &Row, direct: Option<f64>) {
+    let ratio = match (row.door, direct) {
+        (Door::Direct, _) | (_, None) => String::new(),
+        (_, Some(d)) => format!("{:.2}x", rate(row) / d),
+    };
+    let memory = match row.memory {
+        None => "| | | |".to_owned(),
+        Some((start, peak, lowest, within)) => format!(
+            "{start:.0} MiB | +{peak:.0} MiB | +{lowest:.0} MiB | {} |",
+            within.map_or("not within the wait".to_owned(), |s| format!("{s:.1} s"))
+        ),
+    };
+    println!(
+        "| {} MiB | {} | {} | {}/{} | {:.1} s | {:.0} | {ratio} | {:.2} s | {:.2} s | {memory}",
+        row.mib,
+        row.n,
+        row.label,
+        row.burst.stored,
+        row.n,
+        row.burst.wall.as_secs_f64(),
+        rate(row),
+        percentile(&row.burst.latencies, 0.5).as_secs_f64(),
+        percentile(&row.burst.latencies, 0.99).as_secs_f64(),
+    );
+    for e in row.burst.errors.iter().take(3) {
+        println!("  - error: {e}");
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let ns = list("SILO_LOAD_N", &[16, 64, 256]);
     let sizes = list("SILO_LOAD_MIB", &[8, 64]);
-    let mut rows = Vec::new();
+    println!(
+        "\nLoad: N uploads at once; `silo serve` (write budget {BUDGET_MIB} MiB) against SeaweedFS direct, same run\n"
+    );
+    println!(
+        "| size | N | path | stored | time | MiB/s | vs direct | p50 | p99 | RSS start | peak growth | after (lowest) | within 64 MiB after |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for &mib in &sizes {
         let body = Bytes::from(vec![0x5au8; (mib << 20) as usize]);
         for &n in &ns {
+            let mut direct = None;
             for (door, backend) in [
                 (Door::Direct, Backend::S3),
                 (Door::Sidecar, Backend::S3),
@@ -328,57 +375,14 @@ async fn main() {
                 (Door::S3, Backend::Local),
             ] {
                 let row = run_row(n as usize, mib, door, backend, body.clone()).await;
-                eprintln!(
-                    "{} N={n} {mib} MiB: {}/{n} stored in {:.1}s",
-                    row.label,
-                    row.burst.stored,
-                    row.burst.wall.as_secs_f64()
-                );
-                for e in row.burst.errors.iter().take(3) {
-                    eprintln!("  error: {e}");
+                if door == Door::Direct {
+                    direct = Some(rate(&row));
                 }
-                rows.push(row);
+                print_row(&row, direct);
             }
         }
     }
     let (idle, took) = idle_connections(2000).await;
-
-    println!(
-        "\nLoad: N uploads at once; `silo serve` (write budget {BUDGET_MIB} MiB) against SeaweedFS direct, same run\n"
-    );
-    println!(
-        "| size | N | path | stored | time | MiB/s | vs direct | p50 | p99 | RSS start | peak growth | after (lowest) | within 64 MiB after |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for row in &rows {
-        let rate = (row.burst.stored as u64 * row.mib) as f64 / row.burst.wall.as_secs_f64();
-        let direct = rows
-            .iter()
-            .find(|r| r.door == Door::Direct && r.n == row.n && r.mib == row.mib)
-            .map(|d| (d.burst.stored as u64 * d.mib) as f64 / d.burst.wall.as_secs_f64());
-        let ratio = match (row.door, direct) {
-            (Door::Direct, _) | (_, None) => "".to_owned(),
-            (_, Some(d)) => format!("{:.2}x", rate / d),
-        };
-        let memory = match row.memory {
-            None => "| | | |".to_owned(),
-            Some((start, peak, lowest, within)) => format!(
-                "{start:.0} MiB | +{peak:.0} MiB | +{lowest:.0} MiB | {} |",
-                within.map_or("not within the wait".to_owned(), |s| format!("{s:.1} s"))
-            ),
-        };
-        println!(
-            "| {} MiB | {} | {} | {}/{} | {:.1} s | {rate:.0} | {ratio} | {:.2} s | {:.2} s | {memory}",
-            row.mib,
-            row.n,
-            row.label,
-            row.burst.stored,
-            row.n,
-            row.burst.wall.as_secs_f64(),
-            percentile(&row.burst.latencies, 0.5).as_secs_f64(),
-            percentile(&row.burst.latencies, 0.99).as_secs_f64(),
-        );
-    }
     println!(
         "\nA new client's GET /healthz with {idle} idle keep-alive connections open: {:.1} ms (target 100 ms)",
         took.as_secs_f64() * 1000.0

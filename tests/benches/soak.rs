@@ -418,12 +418,9 @@ async fn main() {
             .unwrap_or(0) as f64
             / 1024.0
     };
-    let (w, end) = (window.as_secs_f64(), began.elapsed().as_secs_f64());
-    println!(
-        "\n| node | RSS max, first {:.0} min | RSS max, last {:.0} min | last / first |",
-        w / 60.0,
-        w / 60.0
-    );
+    // Windows end at the last sample, taken before the traffic stopped.
+    let (w, end) = (window.as_secs_f64(), samples.last().map_or(0.0, |s| s.0));
+    println!("\n| node | RSS max, first {w:.0} s | RSS max, last {w:.0} s | last / first |");
     println!("|---|---|---|---|");
     for (name, pick) in [
         ("a", (|s: &(f64, u64, u64)| s.1) as fn(&_) -> u64),
