@@ -35,16 +35,7 @@ fn credentials() -> String {
 
 /// `len` bytes that differ for each `seed`.
 fn content(seed: usize, len: usize) -> Bytes {
-    let mut out = Vec::with_capacity(len);
-    let mut x = (seed as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    Bytes::from(out)
+    Bytes::from(silo_tests::cluster::content(seed as u64, len))
 }
 
 /// The sizes of the objects under `prefix` of the volume `public`.
