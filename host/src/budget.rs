@@ -12,8 +12,10 @@
 //! longer than the budget's limit ends in [`StorageError::Busy`], never in
 //! a hang; a plugin's wait also counts against its time limit.
 //!
-//! Reservations travel with the bytes: a guest's buffered chunk is handed
-//! to the upload with its reservation, so nothing is reserved twice.
+//! A guest's buffered chunk is handed to the upload with its reservation:
+//! a backend that writes it out at once lets it go when written; an S3
+//! writer lets it go before reserving its whole part, so that it never
+//! waits while holding room.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

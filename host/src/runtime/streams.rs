@@ -4,7 +4,7 @@
 //! handing them to the backend upload, so an object of any size streams
 //! through bounded memory. Every buffered byte is first reserved from the
 //! host's write budget (the guest is told to wait while there is none) and
-//! the reservation travels with the bytes into the upload. Each stream
+//! handed with the bytes to the upload (see [`crate::budget`]). Each stream
 //! holds a slot of its invocation's open-stream limit until dropped.
 //! The guest's log output (stdout, stderr, `log`) goes to `tracing`, line
 //! by line, tagged with the plugin's name, within one budget per

@@ -294,9 +294,10 @@ pub type Split = (Vec<(String, ObjectMeta)>, Vec<String>);
 #[async_trait]
 pub trait ObjectUpload: Send {
     /// Append a chunk. `held` is what the caller reserved of the write
-    /// budget for these bytes (possibly nothing): a backend that keeps the
-    /// bytes in memory keeps the reservation with them, reserving the rest
-    /// itself; one that writes them out at once lets it go.
+    /// budget for these bytes (possibly nothing). A backend that keeps
+    /// bytes in memory reserves them itself, never waiting for room while
+    /// it holds any (an S3 upload reserves each part whole); `held` is
+    /// let go.
     async fn write(&mut self, chunk: Bytes, held: crate::budget::Held) -> StorageResult<()>;
     /// Make the object visible and return its metadata.
     async fn finish(self: Box<Self>) -> StorageResult<ObjectMeta>;
