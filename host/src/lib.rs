@@ -15,6 +15,8 @@
 //! # Ok(()) }
 //! ```
 
+pub mod access;
+pub mod admin;
 pub mod audit;
 pub mod budget;
 #[cfg(feature = "bundled-plugins")]
@@ -24,6 +26,7 @@ pub mod config;
 pub mod error;
 pub mod hotcache;
 pub mod images;
+pub mod listing;
 pub mod maintenance;
 mod memory;
 pub mod metrics;
@@ -37,15 +40,15 @@ pub mod principals;
 pub mod readcache;
 pub mod runtime;
 #[cfg(feature = "http")]
-pub mod s3api;
-#[cfg(feature = "http")]
 pub mod serve;
+pub mod serving;
 pub mod store;
 pub mod vfs;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use access::{Caller, Denied, Op, RequestError};
 pub use config::{Config, ConfigError};
 pub use error::StorageError;
 pub use pipeline::{Status, UploadReport};
@@ -134,6 +137,17 @@ pub enum StyleError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Plugin(#[from] InvokeError),
+    #[error(transparent)]
+    Denied(#[from] Denied),
+}
+
+impl From<RequestError> for StyleError {
+    fn from(e: RequestError) -> Self {
+        match e {
+            RequestError::Denied(e) => StyleError::Denied(e),
+            RequestError::Storage(e) => StyleError::Storage(e),
+        }
+    }
 }
 
 impl Silo {
@@ -284,6 +298,11 @@ impl Silo {
                 tokio::task::spawn_blocking(memory::trim);
             }
         }
+    }
+
+    /// The node's counters (Prometheus text with `render`).
+    pub fn metrics(&self) -> &Arc<metrics::Metrics> {
+        self.storage.metrics()
     }
 
     pub fn storage(&self) -> &Arc<Storage> {
@@ -438,9 +457,23 @@ impl Silo {
         report
     }
 
-    /// Delete `loc` through `session`, and the dynamic image variants made
-    /// of it.
-    pub async fn delete(&self, session: &Session, loc: &Location) -> Result<(), StorageError> {
+    /// Delete `path` of `volume` for `caller`, and the dynamic image
+    /// variants made of it; the id of the change's request.
+    pub async fn delete(&self, caller: &Caller, volume: &str, path: &str) -> Result<String, RequestError> {
+        self.authorize(caller, volume, path, Op::Delete)?;
+        let loc = self.storage.location(volume, path)?;
+        let session = self.session_for(caller);
+        let actor = session
+            .actor()
+            .cloned()
+            .unwrap_or_else(|| audit::Actor::request(caller.name()));
+        self.delete_with(&session, &loc).await?;
+        Ok(actor.request_id.clone())
+    }
+
+    /// Delete `loc` through `session`, and (as the host, for the session's
+    /// actor) the dynamic image variants made of it.
+    async fn delete_with(&self, session: &Session, loc: &Location) -> Result<(), StorageError> {
         // The type decides whether it has variants; asked only where some
         // plugin renders them.
         let renders = self
@@ -454,7 +487,11 @@ impl Silo {
         };
         session.delete(loc).await?;
         if let Some(content_type) = content_type {
-            self.forget_variants(session, loc, &content_type, None).await;
+            let mut host = self.storage.host_session();
+            if let Some(actor) = session.actor() {
+                host = host.with_actor(actor.clone());
+            }
+            self.forget_variants(&host, loc, &content_type, None).await;
         }
         Ok(())
     }
@@ -548,6 +585,73 @@ impl Silo {
                 .await
         })
         .await
+    }
+
+    /// Serve the style `style` of the image at `volume`/`path` to `caller`
+    /// (who must be able to read the image), derived first if it is
+    /// missing. Deriving runs as its own task: a client that leaves does
+    /// not stop it half-way, and others waiting for the style are answered.
+    pub async fn read_style(
+        self: &Arc<Self>,
+        caller: &Caller,
+        style: &str,
+        volume: &str,
+        path: &str,
+        request: &serving::ReadRequest,
+    ) -> Result<serving::Served, StyleError> {
+        self.authorize(caller, volume, path, Op::Read)?;
+        let session = self.session_for(caller);
+        let derive = || {
+            let silo = self.clone();
+            let (style, volume, path) = (style.to_owned(), volume.to_owned(), path.to_owned());
+            async move {
+                tokio::spawn(async move { silo.style(&volume, &path, &style).await })
+                    .await
+                    .map_err(|e| StorageError::unavailable(format!("deriving the style stopped: {e}")))?
+                    .map(|(loc, _)| loc)
+            }
+        };
+        let loc = derive().await?;
+        match self.serve_file(&session, loc, request).await {
+            // The style's row outlived its object (deleted behind Silo's
+            // back); reading it dropped the row, so derive it again.
+            Err(RequestError::Storage(StorageError::NotFound)) => {
+                let loc = derive().await?;
+                Ok(self.serve_file(&session, loc, request).await?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// Serve the variant of the image at `volume`/`path` that `args` ask
+    /// for to `caller` (who must be able to read the image), derived first
+    /// (as its own task) if it is not stored yet.
+    pub async fn read_image(
+        self: &Arc<Self>,
+        caller: &Caller,
+        volume: &str,
+        path: &str,
+        args: &images::ImageArgs,
+        accepts_webp: bool,
+        request: &serving::ReadRequest,
+    ) -> Result<serving::Served, StyleError> {
+        self.authorize(caller, volume, path, Op::Read)?;
+        let loc = match self.stored_image(volume, path, args, accepts_webp).await? {
+            Some(loc) => loc,
+            None => {
+                let silo = self.clone();
+                let (volume, path, args) = (volume.to_owned(), path.to_owned(), args.clone());
+                tokio::spawn(async move { silo.image(&volume, &path, &args, accepts_webp).await })
+                    .await
+                    .map_err(|e| StorageError::unavailable(format!("deriving the image stopped: {e}")))??
+                    .0
+            }
+        };
+        let mut served = self.serve_file(&self.session_for(caller), loc, request).await?;
+        if args.varies_by_accept() {
+            served.headers.vary = Some("Accept");
+        }
+        Ok(served)
     }
 
     /// The variant `args` ask for if it is stored already (the common

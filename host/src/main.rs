@@ -282,13 +282,13 @@ async fn serve(config: Option<&Path>, listen: Option<std::net::SocketAddr>) -> a
             .await
             .with_context(|| format!("cannot listen on {} for the S3 endpoint", s3.listen))?;
         eprintln!("silo: S3 endpoint on http://{}", s3_listener.local_addr()?);
-        let settings = silo_host::s3api::S3ApiSettings {
+        let settings = silo_host::serve::s3::S3ApiSettings {
             base_domain: s3.base_domain.clone(),
             region: s3.region.clone(),
             idle_timeout: std::time::Duration::from_secs(s3.idle_timeout_secs),
             multipart_lifetime: std::time::Duration::from_secs(s3.multipart_lifetime_hours * 3600),
         };
-        doors.spawn(silo_host::s3api::serve(
+        doors.spawn(silo_host::serve::s3::serve(
             s3_listener,
             silo.clone(),
             principals,

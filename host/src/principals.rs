@@ -47,6 +47,18 @@ impl Principal {
         self.secret_key.as_deref()
     }
 
+    /// A principal with every right on each of `volumes` and no key (what
+    /// `SILO_TOKEN` opens on the sidecar).
+    pub fn with_every_right(name: &str, volumes: impl IntoIterator<Item = String>) -> Principal {
+        let every = vec![Access::Read, Access::Write, Access::Delete];
+        Principal {
+            name: name.to_owned(),
+            access_key: None,
+            secret_key: None,
+            grants: volumes.into_iter().map(|v| (v, every.clone())).collect(),
+        }
+    }
+
     /// Whether it may do `access` on `volume`.
     pub fn may(&self, volume: &str, access: Access) -> bool {
         self.grants.get(volume).is_some_and(|a| a.contains(&access))

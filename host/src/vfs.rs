@@ -1169,6 +1169,7 @@ impl Session {
     }
 
     pub async fn delete(&self, loc: &Location) -> StorageResult<()> {
+        self.check(&loc.volume, loc.path.as_str(), Access::Delete)?;
         if self.pending_at(loc).is_some() {
             return Err(StorageError::AccessDenied);
         }

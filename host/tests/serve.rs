@@ -171,8 +171,12 @@ fn a_cms_uploads_reads_lists_and_deletes_over_http() {
         Some(original.len().to_string().as_str())
     );
 
-    // The styles are there, and listed.
-    let (status, _, body) = curl(&[&format!("{base}/v1/list/public/styles?recursive=true")]);
+    // The styles are there, and listed (for the token: a public volume's
+    // files are readable by name, not listable by anyone).
+    let styles = format!("{base}/v1/list/public/styles?recursive=true");
+    let (status, _, _) = curl(&[&styles]);
+    assert_eq!(status, 401);
+    let (status, _, body) = curl(&["-H", &auth, &styles]);
     assert_eq!(status, 200);
     let listing = json(&body);
     let paths: Vec<&str> = listing["entries"]
@@ -263,8 +267,8 @@ fn a_cms_uploads_reads_lists_and_deletes_over_http() {
     assert_eq!(status, 401, "an unknown volume is not public");
     assert_eq!(json(&body)["error"]["code"], "unauthorized");
     let (status, _, body) = curl(&["-H", &auth, &format!("{base}/v1/files/nope/x.txt")]);
-    assert_eq!(status, 400);
-    assert_eq!(json(&body)["error"]["code"], "invalid-path");
+    assert_eq!(status, 404);
+    assert_eq!(json(&body)["error"]["code"], "not-found");
 
     // Delete.
     let (status, _, _) = curl(&["-X", "DELETE", &photo]);
@@ -530,7 +534,11 @@ fn two_silo_serve_processes_on_one_bucket_and_database_agree() {
     let (status, _, body) = put(a, "from node a");
     assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
     // On b at once: listing, HEAD, GET.
-    let (_, _, listing) = curl(&[&format!("{b}/v1/list/public/notes")]);
+    let (_, _, listing) = curl(&[
+        "-H",
+        &format!("Authorization: Bearer {TOKEN}"),
+        &format!("{b}/v1/list/public/notes"),
+    ]);
     assert!(String::from_utf8_lossy(&listing).contains("notes/n.txt"));
     let (status, headers, _) = curl(&["-I", &file(b)]);
     assert_eq!((status, header(&headers, "content-length")), (200, Some("11")));

@@ -160,6 +160,16 @@ compile_cache = "{cache}"
     }
 }
 
+/// Every file under `root` (relative paths and sizes, sorted), ignoring
+/// a local store's own temporary directory (which must be empty).
+pub fn files_under(root: &Path) -> Vec<(String, u64)> {
+    assert!(root.is_dir(), "{} is missing", root.display());
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    out.sort();
+    out
+}
+
 fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, u64)>) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for entry in entries.flatten() {

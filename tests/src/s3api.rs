@@ -8,7 +8,7 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use silo_host::Silo;
 use silo_host::principals::PrincipalsHandle;
-use silo_host::s3api::S3ApiSettings;
+use silo_host::serve::s3::S3ApiSettings;
 
 /// The base domain the tests' endpoints take virtual-host requests under.
 pub const BASE_DOMAIN: &str = "s3.silo.test";
@@ -41,7 +41,7 @@ impl Endpoint {
         let task = tokio::spawn({
             let principals = principals.clone();
             async move {
-                silo_host::s3api::serve(
+                silo_host::serve::s3::serve(
                     listener,
                     silo,
                     principals,

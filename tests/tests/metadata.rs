@@ -616,13 +616,16 @@ async fn two_sidecars_on_one_bucket_and_database_agree() -> anyhow::Result<()> {
             let (client, url, headers) = (client.clone(), node.url(&file), headers.clone());
             async move { client.get(&url, &headers).await.unwrap() }
         };
+        // Listing takes a token on public volumes too.
         let listed = |node: &Sidecar| {
-            let (client, url, headers) = (
-                client.clone(),
-                node.url(&format!("/v1/list/{volume}/docs")),
-                headers.clone(),
-            );
-            async move { client.get(&url, &headers).await.unwrap().text() }
+            let (client, url, bearer) = (client.clone(), node.url(&format!("/v1/list/{volume}/docs")), auth());
+            async move {
+                client
+                    .get(&url, &[("authorization", bearer.as_str())])
+                    .await
+                    .unwrap()
+                    .text()
+            }
         };
         let put = client.put(&n.a.url(&file), "text/plain", "first version").await?;
         assert_eq!(put.status, StatusCode::CREATED, "{volume}");
@@ -895,7 +898,7 @@ async fn a_refresh_on_one_node_while_the_other_serves() -> anyhow::Result<()> {
     // The swap reaches b: the listing at once, the remembered miss soon.
     assert!(
         client
-            .get(&n.b.url("/v1/list/public/r"), &[])
+            .get(&n.b.url("/v1/list/public/r"), &[("authorization", auth().as_str())])
             .await?
             .text()
             .contains("r/behind.txt")

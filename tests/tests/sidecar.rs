@@ -724,7 +724,11 @@ async fn when_s3_is_killed_mid_upload_nothing_partial_appears_and_cached_reads_g
         client.get(&url("uncached.txt"), &[]).await.unwrap().status,
         StatusCode::SERVICE_UNAVAILABLE
     );
-    let listing = client.get(&sidecar.url("/v1/list/public"), &[]).await.unwrap();
+    let bearer = format!("Bearer {TOKEN}");
+    let listing = client
+        .get(&sidecar.url("/v1/list/public"), &[("authorization", bearer.as_str())])
+        .await
+        .unwrap();
     assert_eq!(listing.status, StatusCode::OK, "listings come from the metadata cache");
     let down = client.put(&url("during.txt"), "text/plain", "x").await.unwrap();
     assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -1106,7 +1110,7 @@ async fn the_openapi_document_is_the_routers() {
     let paths = doc["paths"].as_object().unwrap();
 
     // The router's routes, from its source: `.route("PATTERN", get(..).put(..))`.
-    let source = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../host/src/serve.rs")).unwrap();
+    let source = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../host/src/serve/sidecar.rs")).unwrap();
     let mut routed = Vec::new();
     for line in source.lines().map(str::trim).filter(|l| l.starts_with(".route(\"")) {
         let pattern = line[8..].split('"').next().unwrap().replace("{*", "{");

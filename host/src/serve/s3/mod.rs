@@ -22,14 +22,16 @@ use s3s::dto::{self, ETag, StreamingBlob, Timestamp, TimestampFormat};
 use s3s::host::{S3Host, VirtualHost};
 use s3s::{S3, S3Error, S3Request, S3Response, S3Result, s3_error};
 
+use crate::access::{Caller, Denied, Op, RequestError};
 use crate::audit::Actor;
-use crate::cache::Entry;
 use crate::error::StorageError;
+use crate::listing::{ListRequest, Listing, Marker};
 use crate::multipart::{MultipartError, MultipartStore, UploadSettings};
 use crate::pipeline::Status;
 use crate::principals::{Principal, PrincipalsHandle};
+use crate::serving::{Conditions, Overrides, ReadRequest, Served, ServedStatus, TagList};
 use crate::store::{ByteRange, Condition, Headers, ObjectMeta};
-use crate::vfs::{Access, Assembly, Location, Visibility};
+use crate::vfs::{Assembly, Location, Visibility};
 use crate::{Silo, SiloError};
 
 /// The longest a presigned URL may live (AWS's own bound).
@@ -88,6 +90,21 @@ fn storage_error(e: StorageError) -> S3Error {
     }
 }
 
+fn denied(e: Denied) -> S3Error {
+    match e {
+        Denied::Unauthenticated => s3_error!(AccessDenied, "this request needs a signature"),
+        e @ Denied::NotGranted { .. } => s3_error!(AccessDenied, "{e}"),
+        e @ Denied::NoSuchVolume(_) => s3_error!(NoSuchBucket, "{e}"),
+    }
+}
+
+fn request_error(e: RequestError) -> S3Error {
+    match e {
+        RequestError::Denied(e) => denied(e),
+        RequestError::Storage(e) => storage_error(e),
+    }
+}
+
 fn multipart_error(e: MultipartError) -> S3Error {
     match e {
         MultipartError::NoSuchUpload => s3_error!(NoSuchUpload),
@@ -127,13 +144,11 @@ fn timestamp(ms: u64) -> Timestamp {
     Timestamp::from(UNIX_EPOCH + Duration::from_millis(ms))
 }
 
-/// What an operation needs of the bucket it names, `None` for operations
-/// on no bucket or that this endpoint refuses whatever the rights.
-fn needed(operation: &str) -> Option<Access> {
-    Some(match operation {
-        "GetObject"
-        | "HeadObject"
-        | "HeadBucket"
+/// What an operation asks to do in the bucket it names.
+fn needed(operation: &str) -> Op {
+    match operation {
+        "GetObject" | "HeadObject" => Op::Read,
+        "HeadBucket"
         | "GetBucketLocation"
         | "ListObjects"
         | "ListObjectsV2"
@@ -147,17 +162,34 @@ fn needed(operation: &str) -> Option<Access> {
         | "GetBucketPolicy"
         | "GetBucketLifecycleConfiguration"
         | "GetObjectTagging"
-        | "GetBucketTagging" => Access::Read,
+        | "GetBucketTagging" => Op::List,
         "PutObject"
         | "CopyObject"
         | "CreateMultipartUpload"
         | "UploadPart"
         | "UploadPartCopy"
         | "CompleteMultipartUpload"
-        | "AbortMultipartUpload" => Access::Write,
-        "DeleteObject" | "DeleteObjects" => Access::Delete,
-        _ => return None,
-    })
+        | "AbortMultipartUpload" => Op::Write,
+        "DeleteObject" | "DeleteObjects" => Op::Delete,
+        // Bucket configuration and the like: refused by the operation
+        // itself (NotImplemented), for whoever has a grant there.
+        _ => Op::Configure,
+    }
+}
+
+/// Operations whose call into the core decides access itself (and reads
+/// no body before it has).
+fn decided_by_core(operation: &str) -> bool {
+    matches!(
+        operation,
+        "GetObject"
+            | "HeadObject"
+            | "DeleteObject"
+            | "DeleteObjects"
+            | "ListObjects"
+            | "ListObjectsV2"
+            | "ListObjectVersions"
+    )
 }
 
 /// Bodies other than objects' and parts' are XML read whole into memory:
@@ -211,7 +243,7 @@ impl S3Access for Policy {
         // existing one is answered as AWS answers its owner (clients such as
         // rclone create the bucket they are told to use).
         let exists = match cx.s3_path() {
-            s3s::path::S3Path::Bucket { bucket } => self.silo.storage().volume(bucket).is_ok(),
+            s3s::path::S3Path::Bucket { bucket } => self.silo.config().volumes.contains_key(&**bucket),
             _ => false,
         };
         if operation == "DeleteBucket" || (operation == "CreateBucket" && !exists) {
@@ -227,66 +259,45 @@ impl S3Access for Policy {
             ));
         }
         check_body_length(&operation, cx.headers())?;
-        let bucket = match cx.s3_path() {
-            s3s::path::S3Path::Root => None,
-            s3s::path::S3Path::Bucket { bucket } | s3s::path::S3Path::Object { bucket, .. } => Some(bucket.to_string()),
-        };
-        let principal = match cx.credentials() {
-            Some(credentials) => Some(
+        let caller = match cx.credentials() {
+            Some(credentials) => Caller::Principal(
                 self.principals
                     .current()
                     .by_access_key(&credentials.access_key)
                     .ok_or_else(|| s3_error!(InvalidAccessKeyId))?,
             ),
-            None => None,
+            None => Caller::Anonymous,
         };
-        let storage = self.silo.storage();
-        let Some(principal) = principal else {
-            // s3s applies `response-*` overrides to any GetObject; as on S3,
-            // an anonymous request may not ask for them.
-            if cx
+        // s3s applies `response-*` overrides to any GetObject; as on S3,
+        // an anonymous request may not ask for them.
+        if matches!(caller, Caller::Anonymous)
+            && cx
                 .uri()
                 .query()
                 .is_some_and(|q| q.split('&').any(|p| p.starts_with("response-")))
-            {
-                return Err(s3_error!(
-                    InvalidRequest,
-                    "Request specific response headers cannot be used for anonymous GET requests."
-                ));
+        {
+            return Err(s3_error!(
+                InvalidRequest,
+                "Request specific response headers cannot be used for anonymous GET requests."
+            ));
+        }
+        let (bucket, key) = match cx.s3_path() {
+            s3s::path::S3Path::Root => {
+                // ListBuckets: the buckets a principal has grants on.
+                return match caller {
+                    Caller::Anonymous => Err(denied(Denied::Unauthenticated)),
+                    _ => Ok(()),
+                };
             }
-            // Anonymous: reads of objects on public volumes, nothing else.
-            let public = bucket
-                .as_deref()
-                .and_then(|b| storage.volume(b).ok())
-                .is_some_and(|v| v.visibility == Visibility::Public);
-            return match (operation.as_str(), public) {
-                ("GetObject" | "HeadObject", true) => Ok(()),
-                _ => Err(s3_error!(AccessDenied, "this request needs a signature")),
-            };
+            s3s::path::S3Path::Bucket { bucket } => (bucket.to_string(), String::new()),
+            s3s::path::S3Path::Object { bucket, key } => (bucket.to_string(), key.to_string()),
         };
-        let Some(bucket) = bucket else {
+        if decided_by_core(&operation) {
             return Ok(());
-        };
-        if storage.volume(&bucket).is_err() {
-            return Err(s3_error!(NoSuchBucket, "there is no volume named '{bucket}'"));
         }
-        match needed(&operation) {
-            Some(access) if principal.may(&bucket, access) => Ok(()),
-            Some(access) => Err(s3_error!(
-                AccessDenied,
-                "principal '{}' may not {} in '{bucket}'",
-                principal.name,
-                match access {
-                    Access::Read => "read",
-                    Access::Write => "write",
-                    Access::Delete => "delete",
-                }
-            )),
-            // Bucket configuration and the like: refused by the operation
-            // itself (NotImplemented), whoever asks.
-            None if principal.grants.contains_key(&bucket) => Ok(()),
-            None => Err(s3_error!(AccessDenied)),
-        }
+        self.silo
+            .authorize(&caller, &bucket, &key, needed(&operation))
+            .map_err(denied)
     }
 }
 
@@ -397,8 +408,18 @@ pub fn service(
             let started = std::time::Instant::now();
             let slot = OperationSlot::default();
             request.extensions_mut().insert(slot.clone());
+            let head = request.method() == http::Method::HEAD;
             let request = request.map(|body| s3s::Body::http_body(Lingering(Some(body))));
-            let response = s3.call(request).await;
+            let mut response = s3.call(request).await;
+            // s3s answers every HeadObject 200; a ranged one is 206, as
+            // its GetObject is.
+            if let Ok(r) = response.as_mut()
+                && head
+                && r.status() == http::StatusCode::OK
+                && r.headers().contains_key(http::header::CONTENT_RANGE)
+            {
+                *r.status_mut() = http::StatusCode::PARTIAL_CONTENT;
+            }
             let status = response.as_ref().map_or(500, |r| r.status().as_u16());
             // A request refused before it was read as an operation (a bad
             // signature, an unknown key) counts as `unauthenticated`.
@@ -520,6 +541,19 @@ impl SiloS3 {
         credentials.and_then(|c| self.principals.current().by_access_key(&c.access_key))
     }
 
+    /// Who signed the request (anonymous if nobody did).
+    fn caller(&self, credentials: Option<&s3s::auth::Credentials>) -> Caller {
+        self.principal(credentials).map_or(Caller::Anonymous, Caller::Principal)
+    }
+
+    /// A key this endpoint can take: at most 1024 bytes.
+    fn check_key(key: &str) -> S3Result<()> {
+        if key.len() > crate::path::MAX_KEY_BYTES {
+            return Err(s3_error!(KeyTooLongError));
+        }
+        Ok(())
+    }
+
     fn location(&self, bucket: &str, key: &str) -> S3Result<Location> {
         if key.len() > crate::path::MAX_KEY_BYTES {
             return Err(s3_error!(KeyTooLongError));
@@ -542,7 +576,7 @@ impl SiloS3 {
     }
 
     /// The location of a copy source the principal may read.
-    fn readable_source(&self, principal: &Principal, source: &dto::CopySource) -> S3Result<Location> {
+    fn readable_source(&self, principal: &Arc<Principal>, source: &dto::CopySource) -> S3Result<Location> {
         let (bucket, key) = match source {
             dto::CopySource::Bucket {
                 bucket,
@@ -557,14 +591,9 @@ impl SiloS3 {
             }
         };
         // The access check saw the destination; the source is checked here.
-        self.visibility(&bucket)?;
-        if !principal.may(&bucket, Access::Read) {
-            return Err(s3_error!(
-                AccessDenied,
-                "principal '{}' may not read in '{bucket}'",
-                principal.name
-            ));
-        }
+        self.silo
+            .authorize(&Caller::Principal(principal.clone()), &bucket, &key, Op::Read)
+            .map_err(denied)?;
         self.location(&bucket, &key)
     }
 
@@ -650,76 +679,12 @@ impl SiloS3 {
         (owner, grants)
     }
 
-    /// The object's headers as S3 gives them, from the metadata cache.
-    fn described(&self, bucket: &str, meta: &ObjectMeta) -> S3Result<Described> {
-        let storage = self.silo.storage();
-        let cache_control = self.visibility(bucket)?.cache_control(meta.cache_control.as_deref());
-        Ok(Described {
-            e_tag: etag(meta),
-            last_modified: timestamp(meta.modified_ms),
-            content_type: meta.content_type.clone(),
-            // Active content is an attachment, whatever was declared.
-            content_disposition: storage
-                .policy()
-                .disposition(&meta.content_type)
-                .map(str::to_owned)
-                .or_else(|| meta.headers.content_disposition.clone()),
-            content_encoding: meta.headers.content_encoding.clone(),
-            expires: meta
-                .headers
-                .expires
-                .as_deref()
-                .and_then(|e| Timestamp::parse(TimestampFormat::HttpDate, e).ok()),
-            cache_control,
-            metadata: meta
-                .metadata
-                .iter()
-                .filter(|(k, _)| k != crate::migrate::SHA256_KEY)
-                .cloned()
-                .collect(),
-        })
-    }
-
-    /// 304 or 412 for a read whose conditions do not hold.
-    fn check_read_conditions(
-        meta: &ObjectMeta,
-        if_match: Option<&dto::ETagCondition>,
-        if_none_match: Option<&dto::ETagCondition>,
-        if_modified_since: Option<&Timestamp>,
-        if_unmodified_since: Option<&Timestamp>,
-    ) -> S3Result<()> {
-        let ours = etag(meta);
-        let matches = |c: &dto::ETagCondition| match c {
-            dto::ETagCondition::Any => true,
-            dto::ETagCondition::ETag(tag) => tag.value() == ours.value(),
-        };
-        let modified = UNIX_EPOCH + Duration::from_secs(meta.modified_ms / 1000);
-        let time = |t: &Timestamp| SystemTime::from(time::OffsetDateTime::from(t.clone()));
-        if let Some(c) = if_match {
-            if !matches(c) {
-                return Err(s3_error!(PreconditionFailed));
-            }
-        } else if let Some(t) = if_unmodified_since
-            && modified > time(t)
-        {
-            return Err(s3_error!(PreconditionFailed));
-        }
-        if let Some(c) = if_none_match {
-            if matches(c) {
-                return Err(s3_error!(NotModified));
-            }
-        } else if let Some(t) = if_modified_since
-            && modified <= time(t)
-        {
-            return Err(s3_error!(NotModified));
-        }
-        Ok(())
-    }
-
     /// A listing request's answer: the listing, the prefix, the page size
     /// and whether keys are to be URL-encoded.
+    #[allow(clippy::too_many_arguments)]
     async fn list_request(
         &self,
+        credentials: Option<&s3s::auth::Credentials>,
         bucket: &str,
         prefix: &Option<String>,
         delimiter: &Option<String>,
@@ -727,138 +692,67 @@ impl SiloS3 {
         max_keys_asked: Option<i32>,
         encoding: &Option<dto::EncodingType>,
     ) -> S3Result<(Listing, String, usize, bool)> {
-        self.visibility(bucket)?;
         let max = max_keys(max_keys_asked)?;
-        let prefix = prefix.clone().unwrap_or_default();
-        let listing = self.listing(bucket, &prefix, delimiter.as_deref(), after, max).await?;
-        let encode = encoding.as_ref().is_some_and(|e| e.as_str() == dto::EncodingType::URL);
-        Ok((listing, prefix, max, encode))
-    }
-
-    /// Keys of `bucket` after `after`, under `prefix`, rolled up at
-    /// `delimiter`, at most `max` entries, from the metadata cache alone.
-    async fn listing(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        delimiter: Option<&str>,
-        after: &str,
-        max: usize,
-    ) -> S3Result<Listing> {
-        let storage = self.silo.storage();
-        let delimiter = delimiter.filter(|d| !d.is_empty());
-        let mut out = Listing::default();
-        let mut cursor = after.to_owned();
-        while out.contents.len() + out.common_prefixes.len() < max {
-            let room = max - out.contents.len() - out.common_prefixes.len();
-            let page = storage
-                .cache()
-                .list_prefix(bucket, prefix, Some(&format!("0{cursor}")), room.min(1000))
-                .await
-                .map_err(storage_error)?;
-            let exhausted = page.next_cursor.is_none();
-            let mut jumped = false;
-            for entry in page.entries {
-                let Entry::File { path, meta } = entry else { continue };
-                if out.contents.len() + out.common_prefixes.len() >= max {
-                    out.truncated = true;
-                    return Ok(out);
-                }
-                let rolled = delimiter.and_then(|d| {
-                    let rest = path.get(prefix.len()..)?;
-                    rest.find(d).map(|i| path[..prefix.len() + i + d.len()].to_owned())
-                });
-                match rolled {
-                    Some(common) => {
-                        if common.as_str() > after {
-                            out.last = Marker::Prefix(common.clone());
-                            out.common_prefixes.push(common.clone());
-                        }
-                        // Skip every other key under it.
-                        cursor = past(&common);
-                        jumped = true;
-                        break;
-                    }
-                    None => {
-                        cursor = path.clone();
-                        out.last = Marker::Key(path.clone());
-                        out.contents.push((path, meta));
-                    }
-                }
-            }
-            if exhausted && !jumped {
-                return Ok(out);
-            }
-        }
-        // Full: truncated if anything is left.
-        let rest = storage
-            .cache()
-            .list_prefix(bucket, prefix, Some(&format!("0{cursor}")), 1)
+        let request = ListRequest {
+            prefix: prefix.clone().unwrap_or_default(),
+            delimiter: delimiter.clone(),
+            after: after.to_owned(),
+            max,
+        };
+        let listing = self
+            .silo
+            .list(&self.caller(credentials), bucket, &request)
             .await
-            .map_err(storage_error)?;
-        out.truncated = !rest.entries.is_empty();
-        Ok(out)
+            .map_err(request_error)?;
+        let encode = encoding.as_ref().is_some_and(|e| e.as_str() == dto::EncodingType::URL);
+        Ok((listing, request.prefix, max, encode))
     }
-}
 
-/// A string greater than every key that starts with `prefix` (keys are at
-/// most 1024 bytes) and less than every key after them.
-fn past(prefix: &str) -> String {
-    let mut s = prefix.to_owned();
-    while s.len() <= crate::path::MAX_KEY_BYTES + 4 {
-        s.push(char::MAX);
-    }
-    s
-}
-
-#[derive(Default)]
-enum Marker {
-    #[default]
-    None,
-    Key(String),
-    Prefix(String),
-}
-
-#[derive(Default)]
-struct Listing {
-    contents: Vec<(String, ObjectMeta)>,
-    common_prefixes: Vec<String>,
-    truncated: bool,
-    last: Marker,
-}
-
-impl Listing {
-    /// Where the next page starts: after this key, or past this prefix.
-    fn resume_after(&self) -> Option<String> {
-        match &self.last {
-            Marker::None => None,
-            Marker::Key(k) => Some(k.clone()),
-            Marker::Prefix(p) => Some(past(p)),
+    /// A read for `caller`, or the error S3 answers instead of the file.
+    async fn served(&self, caller: &Caller, bucket: &str, key: &str, request: &ReadRequest) -> S3Result<Served> {
+        Self::check_key(key)?;
+        let served = self
+            .silo
+            .read(caller, bucket, key, request)
+            .await
+            .map_err(request_error)?;
+        match served.status {
+            ServedStatus::Whole | ServedStatus::Partial => Ok(served),
+            ServedStatus::NotModified => {
+                let mut e = s3_error!(NotModified);
+                e.set_headers(served.headers.to_header_map());
+                Err(e)
+            }
+            ServedStatus::PreconditionFailed => Err(s3_error!(PreconditionFailed)),
+            ServedStatus::RangeNotSatisfiable => Err(s3_error!(InvalidRange)),
         }
     }
+}
 
-    fn objects(&self, encode: bool) -> Vec<dto::Object> {
-        self.contents
-            .iter()
-            .map(|(key, meta)| dto::Object {
-                key: Some(encoded(key, encode)),
-                size: Some(meta.size as i64),
-                e_tag: Some(etag(meta)),
-                last_modified: Some(timestamp(meta.modified_ms)),
-                storage_class: Some(dto::ObjectStorageClass::from_static(dto::ObjectStorageClass::STANDARD)),
-                ..Default::default()
-            })
-            .collect()
-    }
+/// An object's listing entries, for a listing's contents.
+fn objects(listing: &Listing, encode: bool) -> Vec<dto::Object> {
+    listing
+        .contents
+        .iter()
+        .map(|(key, meta)| dto::Object {
+            key: Some(encoded(key, encode)),
+            size: Some(meta.size as i64),
+            e_tag: Some(etag(meta)),
+            last_modified: Some(timestamp(meta.modified_ms)),
+            storage_class: Some(dto::ObjectStorageClass::from_static(dto::ObjectStorageClass::STANDARD)),
+            ..Default::default()
+        })
+        .collect()
+}
 
-    fn prefixes(&self, encode: bool) -> Vec<dto::CommonPrefix> {
-        self.common_prefixes
-            .iter()
-            .map(|p| dto::CommonPrefix {
-                prefix: Some(encoded(p, encode)),
-            })
-            .collect()
-    }
+fn prefixes(listing: &Listing, encode: bool) -> Vec<dto::CommonPrefix> {
+    listing
+        .common_prefixes
+        .iter()
+        .map(|p| dto::CommonPrefix {
+            prefix: Some(encoded(p, encode)),
+        })
+        .collect()
 }
 
 /// A continuation token: where the next page starts, hex-encoded so that
@@ -895,23 +789,6 @@ fn max_keys(asked: Option<i32>) -> S3Result<usize> {
         None => Ok(1000),
         Some(n) if n < 0 => Err(s3_error!(InvalidArgument, "max-keys may not be negative")),
         Some(n) => Ok((n as usize).min(1000)),
-    }
-}
-
-struct Described {
-    e_tag: ETag,
-    last_modified: Timestamp,
-    content_type: String,
-    content_disposition: Option<String>,
-    cache_control: String,
-    metadata: Vec<(String, String)>,
-    content_encoding: Option<String>,
-    expires: Option<Timestamp>,
-}
-
-impl Described {
-    fn metadata(&self) -> Option<dto::Metadata> {
-        (!self.metadata.is_empty()).then(|| self.metadata.iter().cloned().collect())
     }
 }
 
@@ -953,8 +830,25 @@ fn copy_source_conditions(
     [if_match, if_none_match]: [Option<&dto::ETagCondition>; 2],
     [modified_since, unmodified_since]: [Option<&Timestamp>; 2],
 ) -> S3Result<()> {
-    SiloS3::check_read_conditions(meta, if_match, if_none_match, modified_since, unmodified_since)
-        .map_err(|_| s3_error!(PreconditionFailed, "the copy source's condition does not hold"))
+    let tags = |c: &dto::ETagCondition| match c {
+        dto::ETagCondition::Any => TagList::Any,
+        dto::ETagCondition::ETag(tag) => TagList::parse(&format!("\"{}\"", tag.value())),
+    };
+    let time = |t: &Timestamp| SystemTime::from(time::OffsetDateTime::from(t.clone()));
+    let conditions = Conditions {
+        if_match: if_match.map(tags),
+        if_none_match: if_none_match.map(tags),
+        if_modified_since: modified_since.map(time),
+        if_unmodified_since: unmodified_since.map(time),
+        if_range: None,
+    };
+    match conditions.check(meta) {
+        None => Ok(()),
+        Some(_) => Err(s3_error!(
+            PreconditionFailed,
+            "the copy source's condition does not hold"
+        )),
+    }
 }
 
 /// `If-None-Match: *` (create only) or `If-Match` with one ETag on a write.
@@ -1240,7 +1134,9 @@ impl S3 for SiloS3 {
     }
 
     async fn get_object(&self, req: S3Request<dto::GetObjectInput>) -> S3Result<S3Response<dto::GetObjectOutput>> {
-        let signed = req.credentials.is_some();
+        let caller = self.caller(req.credentials.as_ref());
+        let signed = !matches!(caller, Caller::Anonymous);
+        let mut request = ReadRequest::from_headers(&req.headers, false);
         let input = req.input;
         if input.part_number.is_some() || input.version_id.as_deref().is_some_and(|v| v != "null") {
             return Err(s3_error!(
@@ -1248,48 +1144,21 @@ impl S3 for SiloS3 {
                 "partNumber and versionId reads are not supported"
             ));
         }
-        let location = self.location(&input.bucket, &input.key)?;
-        let host = self.silo.storage().host_session();
-        let meta = host.stat(&location).await.map_err(storage_error)?;
-        Self::check_read_conditions(
-            &meta,
-            input.if_match.as_ref(),
-            input.if_none_match.as_ref(),
-            input.if_modified_since.as_ref(),
-            input.if_unmodified_since.as_ref(),
-        )?;
-        let range = match input.range {
-            None => None,
-            Some(range) => {
-                let r = range.check(meta.size)?;
-                Some(ByteRange {
-                    offset: r.start,
-                    length: r.end - r.start,
-                })
-            }
-        };
-        let mut described = self.described(&input.bucket, &meta)?;
-        // `response-*` overrides, for signed requests (as S3 takes them);
-        // a type that would render actively is still an attachment.
+        // `response-*` overrides, for signed requests (as S3 takes them).
         if signed {
-            if let Some(t) = input.response_content_type.filter(|t| !t.is_empty()) {
-                described.content_type = t;
-            }
-            if let Some(c) = input.response_cache_control.filter(|c| !c.is_empty()) {
-                described.cache_control = c;
-            }
-            let asked = input.response_content_disposition.filter(|d| !d.is_empty());
-            described.content_disposition = match self.silo.storage().policy().disposition(&described.content_type) {
-                Some(forced) => Some(
-                    asked
-                        .filter(|d| d.starts_with(forced))
-                        .unwrap_or_else(|| forced.to_owned()),
-                ),
-                None => asked.or(described.content_disposition),
+            request.overrides = Overrides {
+                content_type: input.response_content_type.filter(|t| !t.is_empty()),
+                cache_control: input.response_cache_control.filter(|c| !c.is_empty()),
+                content_disposition: input.response_content_disposition.filter(|d| !d.is_empty()),
             };
-            for value in [&described.content_type, &described.cache_control]
-                .into_iter()
-                .chain(described.content_disposition.as_ref())
+            let overrides = &request.overrides;
+            for value in [
+                &overrides.content_type,
+                &overrides.cache_control,
+                &overrides.content_disposition,
+            ]
+            .into_iter()
+            .flatten()
             {
                 if http::HeaderValue::from_str(value).is_err() {
                     return Err(s3_error!(
@@ -1299,41 +1168,40 @@ impl S3 for SiloS3 {
                 }
             }
         }
-        let length = range.map_or(meta.size, |r| r.length);
-        let body = match host.read_body(&location, range).await.map_err(storage_error)?.1 {
-            crate::vfs::ReadBody::Bytes(bytes) => StreamingBlob::from(s3s::Body::from(bytes)),
-            crate::vfs::ReadBody::Stream(stream) => {
-                StreamingBlob::wrap(sync_wrapper::SyncStream::new(crate::vfs::answer_chunks(stream, length)))
-            }
+        let served = self.served(&caller, &input.bucket, &input.key, &request).await?;
+        let h = served.headers.clone();
+        let length = h.content_length.unwrap_or(0);
+        let body = match served.into_chunks() {
+            Some(Ok(bytes)) => StreamingBlob::from(s3s::Body::from(bytes)),
+            Some(Err(stream)) => StreamingBlob::wrap(sync_wrapper::SyncStream::new(stream)),
+            None => StreamingBlob::from(s3s::Body::from(Bytes::new())),
         };
         let output = dto::GetObjectOutput {
             body: Some(body),
             accept_ranges: Some("bytes".into()),
             content_length: Some(length as i64),
-            content_range: range.map(|r| format!("bytes {}-{}/{}", r.offset, r.offset + r.length - 1, meta.size)),
-            content_type: Some(described.content_type.clone()),
-            content_disposition: described.content_disposition.clone(),
-            content_encoding: described.content_encoding.clone(),
-            expires: described.expires.clone(),
-            cache_control: Some(described.cache_control.clone()),
-            e_tag: Some(described.e_tag.clone()),
-            last_modified: Some(described.last_modified.clone()),
-            metadata: described.metadata(),
+            content_range: h.content_range.clone(),
+            content_type: h.content_type.clone(),
+            content_disposition: h.content_disposition.clone(),
+            content_encoding: h.content_encoding.clone(),
+            expires: h
+                .expires
+                .as_deref()
+                .and_then(|e| Timestamp::parse(TimestampFormat::HttpDate, e).ok()),
+            cache_control: h.cache_control.clone(),
+            e_tag: Some(ETag::Strong(h.etag.clone())),
+            last_modified: Some(Timestamp::from(h.last_modified)),
+            metadata: (!h.metadata.is_empty()).then(|| h.metadata.iter().cloned().collect()),
             ..Default::default()
         };
+        // s3s answers 206 where there is a content range.
         let mut response = S3Response::new(output);
-        if range.is_some() {
-            response.status = Some(http::StatusCode::PARTIAL_CONTENT);
-        }
         // s3s lays the request's `response-*` overrides over the output;
-        // headers set here go last, so what was decided above stands.
+        // headers set here go last, so what the core decided stands.
         let decided = [
-            (http::header::CONTENT_TYPE, Some(&described.content_type)),
-            (http::header::CACHE_CONTROL, Some(&described.cache_control)),
-            (
-                http::header::CONTENT_DISPOSITION,
-                described.content_disposition.as_ref(),
-            ),
+            (http::header::CONTENT_TYPE, h.content_type.as_ref()),
+            (http::header::CACHE_CONTROL, h.cache_control.as_ref()),
+            (http::header::CONTENT_DISPOSITION, h.content_disposition.as_ref()),
         ];
         for (name, value) in decided {
             if let Some(value) = value.and_then(|v| http::HeaderValue::from_str(v).ok()) {
@@ -1344,53 +1212,48 @@ impl S3 for SiloS3 {
     }
 
     async fn head_object(&self, req: S3Request<dto::HeadObjectInput>) -> S3Result<S3Response<dto::HeadObjectOutput>> {
+        let caller = self.caller(req.credentials.as_ref());
+        let request = ReadRequest::from_headers(&req.headers, true);
         let input = req.input;
-        let location = self.location(&input.bucket, &input.key)?;
-        let meta = self
-            .silo
-            .storage()
-            .host_session()
-            .stat(&location)
-            .await
-            .map_err(storage_error)?;
-        Self::check_read_conditions(
-            &meta,
-            input.if_match.as_ref(),
-            input.if_none_match.as_ref(),
-            input.if_modified_since.as_ref(),
-            input.if_unmodified_since.as_ref(),
-        )?;
-        let described = self.described(&input.bucket, &meta)?;
-        Ok(safe_headers(S3Response::new(dto::HeadObjectOutput {
+        let served = self.served(&caller, &input.bucket, &input.key, &request).await?;
+        let h = served.headers;
+        let mut response = S3Response::new(dto::HeadObjectOutput {
             accept_ranges: Some("bytes".into()),
-            content_length: Some(meta.size as i64),
-            content_type: Some(described.content_type.clone()),
-            content_disposition: described.content_disposition.clone(),
-            content_encoding: described.content_encoding.clone(),
-            expires: described.expires.clone(),
-            cache_control: Some(described.cache_control.clone()),
-            e_tag: Some(described.e_tag.clone()),
-            last_modified: Some(described.last_modified.clone()),
-            metadata: described.metadata(),
+            content_length: h.content_length.map(|n| n as i64),
+            content_range: h.content_range.clone(),
+            content_type: h.content_type.clone(),
+            content_disposition: h.content_disposition.clone(),
+            content_encoding: h.content_encoding.clone(),
+            expires: h
+                .expires
+                .as_deref()
+                .and_then(|e| Timestamp::parse(TimestampFormat::HttpDate, e).ok()),
+            cache_control: h.cache_control.clone(),
+            e_tag: Some(ETag::Strong(h.etag.clone())),
+            last_modified: Some(Timestamp::from(h.last_modified)),
+            metadata: (!h.metadata.is_empty()).then(|| h.metadata.iter().cloned().collect()),
             ..Default::default()
-        })))
+        });
+        if let Some(id) = h
+            .request_id
+            .as_deref()
+            .and_then(|id| http::HeaderValue::from_str(id).ok())
+        {
+            response.headers.insert(crate::serving::REQUEST_ID, id);
+        }
+        Ok(safe_headers(response))
     }
 
     async fn delete_object(
         &self,
         req: S3Request<dto::DeleteObjectInput>,
     ) -> S3Result<S3Response<dto::DeleteObjectOutput>> {
-        let principal = self.signed_by(req.credentials.as_ref())?;
-        let location = self.location(&req.input.bucket, &req.input.key)?;
-        let host = self
-            .silo
-            .storage()
-            .host_session()
-            .with_actor(Actor::request(principal.name.clone()));
-        match self.silo.delete(&host, &location).await {
+        let caller = self.caller(req.credentials.as_ref());
+        Self::check_key(&req.input.key)?;
+        match self.silo.delete(&caller, &req.input.bucket, &req.input.key).await {
             // Deleting what is not there succeeds, as on S3.
-            Ok(()) | Err(StorageError::NotFound) => {}
-            Err(e) => return Err(storage_error(e)),
+            Ok(_) | Err(RequestError::Storage(StorageError::NotFound)) => {}
+            Err(e) => return Err(request_error(e)),
         }
         let mut response = S3Response::new(dto::DeleteObjectOutput::default());
         response.status = Some(http::StatusCode::NO_CONTENT);
@@ -1401,8 +1264,13 @@ impl S3 for SiloS3 {
         &self,
         req: S3Request<dto::DeleteObjectsInput>,
     ) -> S3Result<S3Response<dto::DeleteObjectsOutput>> {
-        let principal = self.signed_by(req.credentials.as_ref())?;
+        let caller = self.caller(req.credentials.as_ref());
         let input = req.input;
+        // The whole request is refused if the caller may delete nothing
+        // there (as S3 refuses it), before any key is looked at.
+        self.silo
+            .authorize(&caller, &input.bucket, "", Op::Delete)
+            .map_err(denied)?;
         let objects = input.delete.objects;
         if objects.len() > MAX_DELETE_KEYS {
             return Err(s3_error!(
@@ -1412,17 +1280,12 @@ impl S3 for SiloS3 {
             ));
         }
         let quiet = input.delete.quiet.unwrap_or(false);
-        let host = self
-            .silo
-            .storage()
-            .host_session()
-            .with_actor(Actor::request(principal.name.clone()));
         let (mut deleted, mut errors) = (Vec::new(), Vec::new());
         for object in objects {
-            let outcome = match self.location(&input.bucket, &object.key) {
-                Ok(location) => match self.silo.delete(&host, &location).await {
-                    Ok(()) | Err(StorageError::NotFound) => Ok(()),
-                    Err(e) => Err(storage_error(e)),
+            let outcome = match Self::check_key(&object.key) {
+                Ok(()) => match self.silo.delete(&caller, &input.bucket, &object.key).await {
+                    Ok(_) | Err(RequestError::Storage(StorageError::NotFound)) => Ok(()),
+                    Err(e) => Err(request_error(e)),
                 },
                 Err(e) => Err(e),
             };
@@ -1459,6 +1322,7 @@ impl S3 for SiloS3 {
         };
         let (listing, prefix, max, encode) = self
             .list_request(
+                req.credentials.as_ref(),
                 &input.bucket,
                 &input.prefix,
                 &input.delimiter,
@@ -1481,8 +1345,8 @@ impl S3 for SiloS3 {
             next_continuation_token: next,
             start_after: input.start_after.map(|s| encoded(&s, encode)),
             is_truncated: Some(listing.truncated),
-            contents: Some(listing.objects(encode)),
-            common_prefixes: Some(listing.prefixes(encode)),
+            contents: Some(objects(&listing, encode)),
+            common_prefixes: Some(prefixes(&listing, encode)),
             encoding_type: input.encoding_type,
             ..Default::default()
         }))
@@ -1496,6 +1360,7 @@ impl S3 for SiloS3 {
         let after = input.marker.clone().unwrap_or_default();
         let (listing, prefix, max, encode) = self
             .list_request(
+                req.credentials.as_ref(),
                 &input.bucket,
                 &input.prefix,
                 &input.delimiter,
@@ -1520,8 +1385,8 @@ impl S3 for SiloS3 {
             max_keys: Some(max as i32),
             is_truncated: Some(listing.truncated),
             next_marker,
-            contents: Some(listing.objects(encode)),
-            common_prefixes: Some(listing.prefixes(encode)),
+            contents: Some(objects(&listing, encode)),
+            common_prefixes: Some(prefixes(&listing, encode)),
             encoding_type: input.encoding_type,
             ..Default::default()
         }))
@@ -1536,6 +1401,7 @@ impl S3 for SiloS3 {
         let after = input.key_marker.clone().unwrap_or_default();
         let (listing, prefix, max, encode) = self
             .list_request(
+                req.credentials.as_ref(),
                 &input.bucket,
                 &input.prefix,
                 &input.delimiter,
@@ -1578,7 +1444,7 @@ impl S3 for SiloS3 {
             max_keys: Some(max as i32),
             is_truncated: Some(listing.truncated),
             versions: Some(versions),
-            common_prefixes: Some(listing.prefixes(encode)),
+            common_prefixes: Some(prefixes(&listing, encode)),
             encoding_type: input.encoding_type,
             ..Default::default()
         }))
@@ -2141,7 +2007,7 @@ mod tests {
 
     #[test]
     fn past_a_prefix_lies_between_its_keys_and_the_next() {
-        let p = past("a/");
+        let p = crate::listing::past("a/");
         // Every key under `a/` (at most 1024 bytes) sorts before it...
         assert!(p.as_str() > "a/");
         let longest = format!("a/{}", "\u{10FFFF}".repeat(255));

@@ -1,0 +1,789 @@
+//! `silo serve`: the HTTP sidecar, for CMSs in any language.
+//!
+//! Files live under `/v1/files/{volume}/{path}` (PUT uploads through the
+//! pipeline, GET and HEAD read, DELETE removes), listings under
+//! `/v1/list/{volume}/{prefix}`, and `/healthz` answers when Silo is up.
+//! Writes need `Authorization: Bearer <token>`; public volumes are readable
+//! without it, private ones only with it or a signed URL. `/metrics`
+//! (Prometheus text) and `/v1/admin/...` need the separate admin token.
+//! Every read says `nosniff`, and active types (HTML, SVG, JavaScript) are
+//! served as attachments.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+
+use crate::access::{Caller, Denied, Op, RequestError, UrlSigner};
+use crate::cache::Entry;
+use crate::error::StorageError;
+use crate::pipeline::Status;
+use crate::principals::Principal;
+use crate::serving::{REQUEST_ID, ReadRequest, Served};
+use crate::store::Condition;
+use crate::vfs::MAX_URL_SECONDS;
+use crate::{Silo, StyleError};
+
+/// Who may do what.
+#[derive(Clone)]
+pub struct Tokens {
+    /// Uploads, deletes, and reads of private volumes.
+    pub write: String,
+    /// Key of the signatures of time-limited URLs for private files.
+    pub signing_key: Vec<u8>,
+    /// Metrics and cache maintenance (`/metrics`, `/v1/admin/...`); `None`
+    /// turns those routes off.
+    pub admin: Option<String>,
+    /// Principals whose bearer tokens open what their grants allow.
+    pub principals: Option<Arc<crate::principals::PrincipalsHandle>>,
+}
+
+/// The query of a URL Silo signed.
+#[derive(Deserialize, Default)]
+struct Signed {
+    expires: Option<u64>,
+    signature: Option<String>,
+}
+
+#[derive(Clone)]
+struct App {
+    silo: Arc<Silo>,
+    tokens: Arc<Tokens>,
+    /// `SILO_TOKEN`'s principal: every right on every volume.
+    token: Arc<Principal>,
+    signer: UrlSigner,
+}
+
+/// The sidecar's routes, for serving with `axum::serve` or nesting in an
+/// embedder's own router.
+pub fn router(silo: Arc<Silo>, tokens: Tokens) -> Router {
+    let volumes = silo.config().volumes.keys().cloned();
+    let app = App {
+        token: Arc::new(Principal::with_every_right(TOKEN_PRINCIPAL, volumes)),
+        signer: UrlSigner::new(tokens.signing_key.clone()),
+        silo,
+        tokens: Arc::new(tokens),
+    };
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
+        .route("/v1/files/{volume}/{*path}", get(read).put(upload).delete(remove))
+        .route("/v1/styles/{style}/{volume}/{*path}", get(style))
+        .route("/v1/images/{volume}/{*path}", get(image))
+        .route("/v1/sign/{volume}/{*path}", get(sign))
+        .route("/v1/list/{volume}", get(list_root))
+        .route("/v1/list/{volume}/{*prefix}", get(list))
+        .route("/v1/admin/cache/{volume}/refresh", post(refresh))
+        .route("/v1/admin/cache/{volume}/verify", get(verify))
+        .route("/v1/admin/stats", get(stats))
+        .route("/v1/admin/audit", get(audit))
+        .fallback(no_route)
+        .layer(axum::middleware::from_fn_with_state(app.clone(), track))
+        // Uploads are streamed into staging, which holds them to the
+        // volume's `max_upload_mib`.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(app)
+}
+
+/// Count every request by its route pattern (never the path), those that
+/// match none as `unmatched`.
+async fn track(
+    State(app): State<App>,
+    route: Option<axum::extract::MatchedPath>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    // Label values come from a fixed set: a client cannot mint series.
+    let method = ["GET", "HEAD", "PUT", "POST", "DELETE"]
+        .into_iter()
+        .find(|m| *m == request.method().as_str())
+        .unwrap_or("other");
+    let response = next.run(request).await;
+    app.silo.metrics().request(
+        method,
+        route.as_ref().map_or("unmatched", |r| r.as_str()),
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+/// A query string, parsed; one that does not parse is a JSON error like
+/// every other (axum's own answer is plain text).
+struct Query<T>(T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Query(value)),
+            Err(rejection) => Err(ApiError {
+                status: StatusCode::BAD_REQUEST,
+                code: "bad-request",
+                message: rejection.body_text(),
+            }),
+        }
+    }
+}
+
+/// The HTTP API as an OpenAPI 3.1 document (kept true by the tests).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+/// 200 while the node should take requests; 503, saying why, while it
+/// drains or cannot reach its metadata engine or a backend (a load
+/// balancer's readiness check; `/healthz` is the liveness one).
+async fn ready(State(app): State<App>) -> Result<&'static str, ApiError> {
+    match app.silo.unready().await {
+        None => Ok("ready\n"),
+        Some(why) => Err(ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "unavailable",
+            message: format!("not ready: {why}"),
+        }),
+    }
+}
+
+async fn no_route() -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        code: "no-route",
+        message: "no such route; the routes are listed in the README".into(),
+    }
+}
+
+async fn metrics(State(app): State<App>, headers: HeaderMap) -> Result<Response, ApiError> {
+    app.may_admin(&headers)?;
+    let text = app.silo.metrics().render();
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response())
+}
+
+/// Rebuild a volume's metadata cache from its backend.
+async fn refresh(State(app): State<App>, Path(volume): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
+    app.may_admin(&headers)?;
+    let report = app.silo.refresh(&volume).await?;
+    Ok(axum::Json(report).into_response())
+}
+
+/// Compare a volume's metadata cache with its backend; changes nothing.
+async fn verify(State(app): State<App>, Path(volume): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
+    app.may_admin(&headers)?;
+    let drift = app.silo.verify(&volume).await?;
+    let clean = drift.is_clean();
+    Ok(axum::Json(serde_json::json!({ "clean": clean, "drift": drift })).into_response())
+}
+
+/// Files and bytes per volume, from the metadata cache and the read caches.
+async fn stats(State(app): State<App>, headers: HeaderMap) -> Result<Response, ApiError> {
+    app.may_admin(&headers)?;
+    let volumes = app.silo.volume_reports().await?;
+    Ok(axum::Json(serde_json::json!({ "volumes": volumes })).into_response())
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    volume: Option<String>,
+    prefix: Option<String>,
+    principal: Option<String>,
+    request_id: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    /// The `next` of the page before.
+    after: Option<i64>,
+    limit: Option<usize>,
+}
+
+/// A page of the audit trail, oldest first.
+async fn audit(
+    State(app): State<App>,
+    Query(query): Query<AuditQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    app.may_admin(&headers)?;
+    let time = |name: &str, text: Option<String>| {
+        text.map(|t| crate::audit::parse_time(&t))
+            .transpose()
+            .map_err(|e| ApiError {
+                status: StatusCode::BAD_REQUEST,
+                code: "bad-request",
+                message: format!("{name}: {e}"),
+            })
+    };
+    let filter = crate::audit::Filter {
+        volume: query.volume,
+        prefix: query.prefix,
+        principal: query.principal,
+        request_id: query.request_id,
+        since_ms: time("since", query.since)?,
+        until_ms: time("until", query.until)?,
+    };
+    let limit = query.limit.unwrap_or(1000).clamp(1, crate::admin::MAX_AUDIT_PAGE);
+    let records = app.silo.audit_page(&filter, query.after, limit).await?;
+    let next = (records.len() == limit).then(|| records.last().map(|r| r.id)).flatten();
+    Ok(axum::Json(serde_json::json!({ "records": records, "next": next })).into_response())
+}
+
+/// An error as JSON: `{"error": {"code": ..., "message": ...}}`.
+struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if self.code == "busy" {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        let status = match &e {
+            StorageError::NotFound => StatusCode::NOT_FOUND,
+            StorageError::AlreadyExists => StatusCode::CONFLICT,
+            StorageError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            StorageError::AccessDenied | StorageError::Forbidden(_) => StatusCode::FORBIDDEN,
+            StorageError::InvalidPath(_) => StatusCode::BAD_REQUEST,
+            StorageError::TooLarge | StorageError::QuotaExceeded(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            StorageError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
+            StorageError::Unavailable(_) | StorageError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError {
+            status,
+            code: e.code(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<RequestError> for ApiError {
+    fn from(e: RequestError) -> Self {
+        match e {
+            RequestError::Denied(e) => e.into(),
+            RequestError::Storage(e) => e.into(),
+        }
+    }
+}
+
+impl From<Denied> for ApiError {
+    fn from(e: Denied) -> Self {
+        match e {
+            Denied::Unauthenticated => unauthorized(),
+            e @ Denied::NotGranted { .. } => ApiError {
+                status: StatusCode::FORBIDDEN,
+                code: "forbidden",
+                message: e.to_string(),
+            },
+            e @ Denied::NoSuchVolume(_) => ApiError {
+                status: StatusCode::NOT_FOUND,
+                code: "not-found",
+                message: e.to_string(),
+            },
+        }
+    }
+}
+
+fn unauthorized() -> ApiError {
+    ApiError {
+        status: StatusCode::UNAUTHORIZED,
+        code: "unauthorized",
+        message: "this needs `Authorization: Bearer <token>` with the sidecar's token".into(),
+    }
+}
+
+/// The bearer token presented, if any.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+/// Constant-time comparison of the presented bearer token.
+fn authorized(headers: &HeaderMap, token: &str) -> bool {
+    let Some(presented) = bearer(headers) else {
+        return false;
+    };
+    presented.len() == token.len()
+        && presented
+            .bytes()
+            .zip(token.bytes())
+            .fold(0, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// The name the write token's uploads are reported under.
+pub const TOKEN_PRINCIPAL: &str = "token";
+
+impl App {
+    /// Who the bearer token presented is: the write token's principal, a
+    /// principal's, or (no token, or one nobody has) anonymous.
+    fn caller(&self, headers: &HeaderMap) -> Caller {
+        if authorized(headers, &self.tokens.write) {
+            return Caller::Principal(self.token.clone());
+        }
+        match (bearer(headers), &self.tokens.principals) {
+            (Some(token), Some(principals)) => principals
+                .current()
+                .by_token(token)
+                .map_or(Caller::Anonymous, Caller::Principal),
+            _ => Caller::Anonymous,
+        }
+    }
+
+    /// As [`App::caller`]; without a token, the bearer of a signed URL for
+    /// this file if the query carries a valid signature.
+    fn caller_signed(&self, headers: &HeaderMap, volume: &str, path: &str, signed: &Signed) -> Caller {
+        match self.caller(headers) {
+            Caller::Anonymous => self
+                .signer
+                .caller(volume, path, signed.expires, signed.signature.as_deref())
+                .unwrap_or(Caller::Anonymous),
+            known => known,
+        }
+    }
+
+    fn may_admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        match &self.tokens.admin {
+            Some(admin) if authorized(headers, admin) => Ok(()),
+            Some(_) => Err(ApiError {
+                status: StatusCode::UNAUTHORIZED,
+                code: "unauthorized",
+                message: "admin routes need `Authorization: Bearer <admin token>`".into(),
+            }),
+            None => Err(ApiError {
+                status: StatusCode::FORBIDDEN,
+                code: "admin-disabled",
+                message: "admin routes are off: start the sidecar with an admin token (SILO_ADMIN_TOKEN)".into(),
+            }),
+        }
+    }
+}
+
+/// A read's answer, written out as the core decided it.
+fn served(served: Served) -> Response {
+    let status = served.status.code();
+    let headers = served.headers.to_header_map();
+    match served.into_chunks() {
+        None => (status, headers).into_response(),
+        Some(Ok(bytes)) => (status, headers, Body::from(bytes)).into_response(),
+        Some(Err(stream)) => (status, headers, Body::from_stream(stream)).into_response(),
+    }
+}
+
+async fn read(
+    State(app): State<App>,
+    Path((volume, path)): Path<(String, String)>,
+    Query(signed): Query<Signed>,
+    method: axum::http::Method,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let caller = app.caller_signed(&headers, &volume, &path, &signed);
+    let request = ReadRequest::from_headers(&headers, method == axum::http::Method::HEAD);
+    Ok(served(app.silo.read(&caller, &volume, &path, &request).await?))
+}
+
+#[derive(Deserialize)]
+struct SignQuery {
+    expires_in: Option<u64>,
+    /// `silo` (default): a URL of this sidecar; `s3`: an S3 presigned URL
+    /// that bypasses it.
+    via: Option<String>,
+}
+
+/// A time-limited URL for reading one file without the token.
+async fn sign(
+    State(app): State<App>,
+    Path((volume, path)): Path<(String, String)>,
+    Query(query): Query<SignQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    // A signed URL shares one file: whoever may read it may share it.
+    let caller = app.caller(&headers);
+    if matches!(caller, Caller::Anonymous) {
+        return Err(unauthorized());
+    }
+    let expires_in = query.expires_in.unwrap_or(3600);
+    if !(1..=MAX_URL_SECONDS).contains(&expires_in) {
+        app.silo.authorize(&caller, &volume, &path, Op::Read)?;
+        return Err(ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad-request",
+            message: format!("expires_in must be 1..={MAX_URL_SECONDS} seconds"),
+        });
+    }
+    let lifetime = std::time::Duration::from_secs(expires_in);
+    match query.via.as_deref() {
+        None | Some("silo") => {
+            let (url, expires) = app.silo.sign(&caller, &app.signer, &volume, &path, lifetime)?;
+            Ok(axum::Json(serde_json::json!({ "url": url, "expires": expires })).into_response())
+        }
+        Some("s3") => {
+            let expires = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+                + expires_in;
+            let url = app
+                .silo
+                .presign(&caller, &volume, &path, lifetime)
+                .await?
+                .ok_or_else(|| ApiError {
+                    status: StatusCode::BAD_REQUEST,
+                    code: "unsupported",
+                    message: format!("volume '{volume}' is not on S3; leave out `via=s3` for a URL of this sidecar"),
+                })?;
+            Ok(axum::Json(serde_json::json!({ "url": url, "expires": expires })).into_response())
+        }
+        Some(other) => {
+            app.silo.authorize(&caller, &volume, &path, Op::Read)?;
+            Err(ApiError {
+                status: StatusCode::BAD_REQUEST,
+                code: "bad-request",
+                message: format!("via must be `silo` or `s3`, not `{other}`"),
+            })
+        }
+    }
+}
+
+/// A style of an image, derived on the first request for it.
+async fn style(
+    State(app): State<App>,
+    Path((style, volume, path)): Path<(String, String, String)>,
+    method: axum::http::Method,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let caller = app.caller(&headers);
+    let request = ReadRequest::from_headers(&headers, method == axum::http::Method::HEAD);
+    let answer = app.silo.read_style(&caller, &style, &volume, &path, &request).await;
+    Ok(served(answer.map_err(|e| style_error(e, false))?))
+}
+
+/// A style or variant that could not be served. For a dynamic image the
+/// plugin's verdict on the original is the client's answer: an image it
+/// cannot decode (or that crashes or outlasts it) is 422, one too large
+/// to decode within its limits 413.
+fn style_error(e: StyleError, image: bool) -> ApiError {
+    use crate::runtime::InvokeError;
+    let status = |status, e: &InvokeError| ApiError {
+        status,
+        code: e.code(),
+        message: e.to_string(),
+    };
+    match e {
+        StyleError::Storage(e) => ApiError::from(e),
+        StyleError::Denied(e) => ApiError::from(e),
+        e @ StyleError::UnknownStyle { .. } => ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "unknown-style",
+            message: e.to_string(),
+        },
+        StyleError::BadArgument(e) => ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad-request",
+            message: e.to_string(),
+        },
+        e @ StyleError::TooManyVariants { .. } => ApiError {
+            status: StatusCode::FORBIDDEN,
+            code: "too-many-variants",
+            message: e.to_string(),
+        },
+        StyleError::Plugin(e) if image => match &e {
+            InvokeError::MemoryLimit { .. }
+            | InvokeError::Failed {
+                error: StorageError::TooLarge,
+                ..
+            } => status(StatusCode::PAYLOAD_TOO_LARGE, &e),
+            InvokeError::TimeLimit { .. }
+            | InvokeError::Trap { .. }
+            | InvokeError::Failed {
+                error: StorageError::Forbidden(_) | StorageError::Unsupported(_),
+                ..
+            } => status(StatusCode::UNPROCESSABLE_ENTITY, &e),
+            InvokeError::Failed { .. } => status(StatusCode::BAD_GATEWAY, &e),
+        },
+        StyleError::Plugin(e) => status(StatusCode::BAD_GATEWAY, &e),
+    }
+}
+
+/// A dynamic image: the variant of an original that Tachyon's arguments
+/// ask for (see `crate::images`), derived by a plugin on the first request.
+async fn image(
+    State(app): State<App>,
+    Path((volume, path)): Path<(String, String)>,
+    Query(query): Query<Vec<(String, String)>>,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
+    method: axum::http::Method,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let caller = app.caller(&headers);
+    app.silo.authorize(&caller, &volume, &path, Op::Read)?;
+    // Where the volume signs its image URLs, only URLs the CMS made are
+    // served (and derived).
+    if let Some(key) = app.silo.image_key(&volume) {
+        let raw = raw.unwrap_or_default();
+        let unsigned: Vec<&str> = raw.split('&').filter(|p| !p.starts_with("s=") && *p != "s").collect();
+        let given = query.iter().find(|(k, _)| k == "s").map(|(_, v)| v.as_str());
+        if !given.is_some_and(|s| crate::images::signed(key, &path, &unsigned.join("&"), s)) {
+            return Err(ApiError {
+                status: StatusCode::FORBIDDEN,
+                code: "bad-signature",
+                message: format!(
+                    "volume '{volume}' serves only signed image URLs: `s` must be the HMAC-SHA256 of the path, `?` and the other arguments"
+                ),
+            });
+        }
+    }
+    let args = crate::images::ImageArgs::parse(
+        query
+            .iter()
+            .filter(|(k, _)| k != "s")
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    )
+    .map_err(|e| style_error(e.into(), true))?;
+    let accepts_webp = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("image/webp"));
+    let request = ReadRequest::from_headers(&headers, method == axum::http::Method::HEAD);
+    let answer = app
+        .silo
+        .read_image(&caller, &volume, &path, &args, accepts_webp, &request)
+        .await;
+    Ok(served(answer.map_err(|e| style_error(e, true))?))
+}
+
+async fn upload(
+    State(app): State<App>,
+    Path((volume, path)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let caller = app.caller(&headers);
+    app.silo.authorize(&caller, &volume, &path, Op::Write)?;
+    let principal = caller.name().to_owned();
+    let target = format!("{volume}/{path}");
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && *v != "application/x-www-form-urlencoded");
+    // Refused before a byte is read when the client says its size; else
+    // staging cuts the body off at the limit.
+    let limit = app.silo.upload_limit(&volume);
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large(&volume, limit));
+    }
+    let condition = upload_condition(&headers)?;
+    use futures_util::TryStreamExt;
+    let body = body.into_data_stream().map_err(std::io::Error::other);
+    let report = async {
+        let mut pending = app.silo.stage_chunks(&target, body, content_type).await?;
+        pending.condition = condition;
+        pending.actor = Some(crate::audit::Actor::request(principal));
+        // Once staged, the upload runs to its end (stored, or rolled back)
+        // as its own task, even if the client goes away.
+        let silo = app.silo.clone();
+        tokio::spawn(async move { silo.judge(pending).await })
+            .await
+            .map_err(|e| crate::SiloError::Storage(StorageError::unavailable(format!("the upload stopped: {e}"))))
+    }
+    .await
+    .map_err(|e| match e {
+        crate::SiloError::Storage(e) => ApiError::from(e),
+        crate::SiloError::TooLarge { limit, .. } => too_large(&volume, limit),
+        crate::SiloError::Source(e) => ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad-request",
+            message: format!("reading the request body: {e}"),
+        },
+        other => ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
+            message: other.to_string(),
+        },
+    })?;
+    let conflict = |code: &str| matches!(code, "already-exists" | "precondition-failed");
+    let status = match report.status {
+        Status::Accepted => StatusCode::CREATED,
+        Status::Rejected => StatusCode::UNPROCESSABLE_ENTITY,
+        Status::Error if report.error.as_ref().is_some_and(|e| conflict(&e.code)) => StatusCode::PRECONDITION_FAILED,
+        Status::Error
+            if report
+                .error
+                .as_ref()
+                .is_some_and(|e| matches!(e.code.as_str(), "unavailable" | "busy")) =>
+        {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        Status::Error => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let request_id = report
+        .request_id
+        .as_deref()
+        .and_then(|id| HeaderValue::from_str(id).ok());
+    let mut response = (status, axum::Json(report)).into_response();
+    if let Some(id) = request_id {
+        response.headers_mut().insert(REQUEST_ID, id);
+    }
+    Ok(response)
+}
+
+/// `If-None-Match: *` (create only) or `If-Match: "<etag>"` (replace only
+/// that version) of an upload; other forms are refused, not ignored.
+fn upload_condition(headers: &HeaderMap) -> Result<Option<Condition>, ApiError> {
+    let bad = |message: &str| ApiError {
+        status: StatusCode::BAD_REQUEST,
+        code: "bad-request",
+        message: message.to_owned(),
+    };
+    let value = |name| {
+        headers
+            .get(name)
+            .map(|v: &HeaderValue| {
+                v.to_str()
+                    .map(str::trim)
+                    .map_err(|_| bad("a condition header is not text"))
+            })
+            .transpose()
+    };
+    match (value(header::IF_NONE_MATCH)?, value(header::IF_MATCH)?) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(bad("send If-None-Match or If-Match, not both")),
+        (Some("*"), None) => Ok(Some(Condition::CreateOnly)),
+        (Some(_), None) => Err(bad(
+            "an upload takes If-None-Match: * only (create the file if it is not there)",
+        )),
+        (None, Some(tag)) => {
+            let etag = tag.strip_prefix('"').and_then(|t| t.strip_suffix('"'));
+            match etag {
+                Some(etag) if !etag.is_empty() && !etag.contains('"') => Ok(Some(Condition::IfMatch(etag.to_owned()))),
+                _ => Err(bad(
+                    "If-Match takes one quoted etag, as the file's ETag header gives it",
+                )),
+            }
+        }
+    }
+}
+
+fn too_large(volume: &str, limit: u64) -> ApiError {
+    ApiError {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        code: "too-large",
+        message: format!("volume '{volume}' takes uploads of up to {limit} bytes (its max_upload_mib)"),
+    }
+}
+
+async fn remove(
+    State(app): State<App>,
+    Path((volume, path)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let request_id = app.silo.delete(&app.caller(&headers), &volume, &path).await?;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    if let Ok(id) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID, id);
+    }
+    Ok(response)
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    cursor: Option<String>,
+    limit: Option<usize>,
+    #[serde(default)]
+    recursive: bool,
+}
+
+#[derive(Serialize)]
+struct ListEntry {
+    path: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    etag: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    modified_ms: Option<u64>,
+}
+
+async fn list_root(
+    state: State<App>,
+    Path(volume): Path<String>,
+    query: Query<ListQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    list(state, Path((volume, String::new())), query, headers).await
+}
+
+async fn list(
+    State(app): State<App>,
+    Path((volume, prefix)): Path<(String, String)>,
+    Query(query): Query<ListQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let page = app
+        .silo
+        .list_dir(
+            &app.caller(&headers),
+            &volume,
+            &prefix,
+            query.recursive,
+            query.cursor.as_deref(),
+            query.limit.unwrap_or(1000).clamp(1, 1000),
+        )
+        .await?;
+    let entries: Vec<ListEntry> = page
+        .entries
+        .into_iter()
+        .map(|e| match e {
+            Entry::File { path, meta } => ListEntry {
+                path,
+                kind: "file",
+                size: Some(meta.size),
+                etag: Some(meta.etag),
+                content_type: Some(meta.content_type),
+                modified_ms: Some(meta.modified_ms),
+            },
+            Entry::Dir { path } => ListEntry {
+                path,
+                kind: "dir",
+                size: None,
+                etag: None,
+                content_type: None,
+                modified_ms: None,
+            },
+        })
+        .collect();
+    Ok(axum::Json(serde_json::json!({ "entries": entries, "next_cursor": page.next_cursor })).into_response())
+}
