@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::path::Location;
 use crate::store::ObjectMeta;
-use crate::vfs::Location;
 
 /// What a record describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -240,71 +240,12 @@ pub struct Pruned {
     pub left_to_another_node: bool,
 }
 
-/// Delete the records older than `keep_days`, [`PRUNE_BATCH`] at a time
-/// (each batch its own transaction, so an interrupted prune keeps what it
-/// did and the next one goes on).
-pub async fn prune(
-    cache: &crate::cache::MetadataCache,
-    keep_days: u32,
-    batch: usize,
-) -> crate::error::StorageResult<Pruned> {
-    let before = crate::store::now_ms().saturating_sub(u64::from(keep_days) * 24 * 3600 * 1000);
-    let mut pruned = Pruned {
-        deleted: 0,
-        left_to_another_node: false,
-    };
-    loop {
-        match cache.engine().audit_prune(before, batch).await? {
-            None => {
-                pruned.left_to_another_node = true;
-                return Ok(pruned);
-            }
-            Some(n) => {
-                pruned.deleted += n;
-                if (n as usize) < batch {
-                    return Ok(pruned);
-                }
-            }
-        }
-    }
-}
-
 /// How often `silo serve` prunes the trail.
 pub const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// An intent older than this, of any node, is taken for one whose node
 /// stopped and will not come back to it.
 pub const INTENT_ORPHANED_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
-
-/// `silo serve`'s upkeep, now and every [`PRUNE_EVERY`] for as long as the
-/// returned task runs (abort it to stop): prune the trail (when it is
-/// kept), and set right the files of intents other nodes left an hour ago.
-pub fn upkeep(storage: Arc<crate::Storage>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(PRUNE_EVERY);
-        loop {
-            every.tick().await;
-            let settings = storage.audit().clone();
-            if settings.enabled {
-                match prune(storage.cache(), settings.keep_days, PRUNE_BATCH).await {
-                    Ok(p) if p.deleted > 0 => tracing::info!(
-                        deleted = p.deleted,
-                        "pruned audit records older than {} days",
-                        settings.keep_days
-                    ),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!("pruning the audit trail: {e}"),
-                }
-            }
-            let before = crate::store::now_ms().saturating_sub(INTENT_ORPHANED_AFTER.as_millis() as u64);
-            match storage.recover(None, before).await {
-                Ok(0) => {}
-                Ok(n) => tracing::warn!("set right {n} files other nodes left half-recorded"),
-                Err(e) => tracing::warn!("looking at intents other nodes left: {e}"),
-            }
-        }
-    })
-}
 
 /// A time as a query gives it: RFC 3339 (`2026-12-04T10:00:00Z`), or a
 /// duration before now (`90min`, `2h`, `7days`); ms since the epoch.

@@ -31,7 +31,6 @@ pub mod maintenance;
 mod memory;
 pub mod metrics;
 pub mod migrate;
-#[cfg(feature = "http")]
 pub mod multipart;
 pub mod path;
 pub mod pipeline;
@@ -95,7 +94,38 @@ pub struct Silo {
     /// before an upload's first byte is read and given back when it is
     /// stored or refused.
     uploads: budget::WriteBudget,
+    /// S3 multipart uploads under way, shared by every node.
+    multipart: Arc<multipart::MultipartStore>,
+    /// Set once [`Silo::start_background`] has started the upkeep.
+    background: std::sync::atomic::AtomicBool,
 }
+
+/// The upkeep a serving `Silo` runs (see [`Silo::start_background`]):
+/// stopped when this is dropped or [`Background::stop`] is called.
+#[must_use = "the background work stops when this is dropped"]
+pub struct Background {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Files this node's last process left half-recorded, set right at
+    /// the start.
+    pub recovered: u64,
+}
+
+impl Background {
+    /// Stop the upkeep.
+    pub fn stop(self) {}
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// How long unfinished multipart uploads are kept without `[s3_api]
+/// multipart_lifetime_hours`.
+const DEFAULT_MULTIPART_LIFETIME: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// How often [`Silo::give_back_memory`] looks for the end of a burst.
 const GIVE_BACK_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
@@ -212,8 +242,14 @@ impl Silo {
         store::local::sweep_abandoned(&config.data_dir.join("staging"));
         let uploads = budget::WriteBudget::places(config.limits.max_uploads as usize, "the uploads under way")
             .with_wait(std::time::Duration::from_secs(config.limits.write_wait_secs));
+        let multipart = Arc::new(multipart::MultipartStore::open(
+            storage.clone(),
+            config.data_dir.join("multipart"),
+        ));
         Ok(Silo {
             uploads,
+            multipart,
+            background: Default::default(),
             storage,
             runtime,
             stages,
@@ -283,11 +319,59 @@ impl Silo {
         &self.config
     }
 
+    /// Start what a node that serves clients runs beside them, once (later
+    /// calls start nothing): set right what this node's last process left
+    /// half-recorded (stopped between changing a file and writing its
+    /// row); then, for as long as the returned handle lives, prune the
+    /// audit trail and set right what other nodes left, hand this node's
+    /// multipart parts to the nodes that complete their uploads, remove
+    /// expired multipart uploads, and give memory back after bursts.
+    pub async fn start_background(self: &Arc<Self>) -> Result<Background, SiloError> {
+        let mut background = Background {
+            tasks: Vec::new(),
+            recovered: 0,
+        };
+        if self.background.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Ok(background);
+        }
+        let node = self.storage.audit().node.clone();
+        background.recovered = self.storage.recover(Some(&node), u64::MAX).await?;
+        if background.recovered > 0 {
+            tracing::warn!(
+                "set right {} files node '{node}' left half-recorded when it stopped",
+                background.recovered
+            );
+        }
+        background.tasks.push(maintenance::upkeep(self.storage.clone()));
+        background.tasks.push(tokio::spawn(self.clone().give_back_memory()));
+        self.multipart.answer_requests();
+        let lifetime = self.config.s3_api.as_ref().map_or(DEFAULT_MULTIPART_LIFETIME, |s| {
+            std::time::Duration::from_secs(s.multipart_lifetime_hours * 3600)
+        });
+        let multipart = self.multipart.clone();
+        background.tasks.push(tokio::spawn(async move {
+            loop {
+                match multipart.sweep(lifetime).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!("removed {n} expired multipart uploads"),
+                    Err(e) => tracing::warn!("sweeping expired multipart uploads: {e}"),
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(3600).min(lifetime)).await;
+            }
+        }));
+        Ok(background)
+    }
+
+    /// The S3 multipart uploads under way.
+    pub fn multipart(&self) -> &Arc<multipart::MultipartStore> {
+        &self.multipart
+    }
+
     /// Runs for as long as the node serves: once a burst of uploads is
     /// over (nothing reserved from the write budget, no upload under way),
     /// hands the memory the allocator kept from it back to the system, so
     /// that resident memory follows the load instead of its highest point.
-    pub async fn give_back_memory(self: Arc<Self>) {
+    async fn give_back_memory(self: Arc<Self>) {
         let mut seen = (0, 0);
         loop {
             tokio::time::sleep(GIVE_BACK_EVERY).await;

@@ -238,19 +238,15 @@ async fn serve(config: Option<&Path>, listen: Option<std::net::SocketAddr>) -> a
         None
     };
     let silo = std::sync::Arc::new(Silo::open(config).await?);
-    // What this node's last process left half-recorded (stopped between
-    // changing a file and writing its row) is set right before it serves.
-    let node = silo.storage().audit().node.clone();
-    let fixed = silo
-        .storage()
-        .recover(Some(&node), u64::MAX)
-        .await
-        .with_context(|| format!("setting right what node '{node}' left half-recorded"))?;
-    if fixed > 0 {
-        eprintln!("silo: set right {fixed} files node '{node}' left half-recorded when it stopped");
+    // What this node's last process left half-recorded is set right
+    // before it serves; the upkeep runs until it stops.
+    let background = silo.start_background().await?;
+    if background.recovered > 0 {
+        eprintln!(
+            "silo: set right {} files this node left half-recorded when it stopped",
+            background.recovered
+        );
     }
-    let upkeep = silo_host::audit::upkeep(silo.storage().clone());
-    let give_back = tokio::spawn(silo.clone().give_back_memory());
     let app = silo_host::serve::router(
         silo.clone(),
         silo_host::serve::Tokens {
@@ -286,7 +282,6 @@ async fn serve(config: Option<&Path>, listen: Option<std::net::SocketAddr>) -> a
             base_domain: s3.base_domain.clone(),
             region: s3.region.clone(),
             idle_timeout: std::time::Duration::from_secs(s3.idle_timeout_secs),
-            multipart_lifetime: std::time::Duration::from_secs(s3.multipart_lifetime_hours * 3600),
         };
         doors.spawn(silo_host::serve::s3::serve(
             s3_listener,
@@ -320,8 +315,7 @@ async fn serve(config: Option<&Path>, listen: Option<std::net::SocketAddr>) -> a
     // Not ready from now on (a load balancer's `/readyz` sees 503); no new
     // connections; requests in flight get the drain timeout to finish.
     silo.drain();
-    upkeep.abort();
-    give_back.abort();
+    background.stop();
     eprintln!(
         "silo: draining: finishing the requests in flight (at most {}s)",
         drain.as_secs()

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::task::JoinSet;
 
+use crate::audit::{INTENT_ORPHANED_AFTER, PRUNE_BATCH, PRUNE_EVERY, Pruned};
 use crate::cache::{MetadataCache, RefreshPart, RefreshProgress};
 use crate::error::{StorageError, StorageResult};
 use crate::path::VolumePath;
@@ -364,4 +365,59 @@ pub async fn verify(storage: &Storage, volume: &str, progress: &(dyn Fn(u64) + S
     }
     drift.extra = cached.into_keys().collect();
     Ok(drift)
+}
+
+/// Delete the records older than `keep_days`, [`PRUNE_BATCH`](crate::audit::PRUNE_BATCH) at a time
+/// (each batch its own transaction, so an interrupted prune keeps what it
+/// did and the next one goes on).
+pub async fn prune(cache: &MetadataCache, keep_days: u32, batch: usize) -> StorageResult<Pruned> {
+    let before = crate::store::now_ms().saturating_sub(u64::from(keep_days) * 24 * 3600 * 1000);
+    let mut pruned = Pruned {
+        deleted: 0,
+        left_to_another_node: false,
+    };
+    loop {
+        match cache.engine().audit_prune(before, batch).await? {
+            None => {
+                pruned.left_to_another_node = true;
+                return Ok(pruned);
+            }
+            Some(n) => {
+                pruned.deleted += n;
+                if (n as usize) < batch {
+                    return Ok(pruned);
+                }
+            }
+        }
+    }
+}
+
+/// `silo serve`'s upkeep, now and every [`PRUNE_EVERY`] for as long as the
+/// returned task runs (abort it to stop): prune the trail (when it is
+/// kept), and set right the files of intents other nodes left an hour ago.
+pub fn upkeep(storage: Arc<Storage>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(PRUNE_EVERY);
+        loop {
+            every.tick().await;
+            let settings = storage.audit().clone();
+            if settings.enabled {
+                match prune(storage.cache(), settings.keep_days, PRUNE_BATCH).await {
+                    Ok(p) if p.deleted > 0 => tracing::info!(
+                        deleted = p.deleted,
+                        "pruned audit records older than {} days",
+                        settings.keep_days
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("pruning the audit trail: {e}"),
+                }
+            }
+            let before = crate::store::now_ms().saturating_sub(INTENT_ORPHANED_AFTER.as_millis() as u64);
+            match storage.recover(None, before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!("set right {n} files other nodes left half-recorded"),
+                Err(e) => tracing::warn!("looking at intents other nodes left: {e}"),
+            }
+        }
+    })
 }

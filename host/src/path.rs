@@ -11,6 +11,19 @@ use crate::error::StorageError;
 /// S3's limit on a full object key (volume prefix + path), in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
 
+/// A file: volume plus validated path.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Location {
+    pub volume: String,
+    pub path: VolumePath,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.volume, self.path)
+    }
+}
+
 /// A validated path relative to a volume: non-empty, `/`-separated segments,
 /// none empty, `.` or `..`, no control characters and no backslash.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -121,18 +121,7 @@ pub struct Volume {
     pub read_cache: Option<Arc<ReadCache>>,
 }
 
-/// A file: volume plus validated path.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Location {
-    pub volume: String,
-    pub path: VolumePath,
-}
-
-impl std::fmt::Display for Location {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.volume, self.path)
-    }
-}
+pub use crate::path::Location;
 
 /// What a grant allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]

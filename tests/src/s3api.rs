@@ -19,6 +19,7 @@ pub struct Endpoint {
     pub credentials_file: std::path::PathBuf,
     _dir: tempfile::TempDir,
     task: tokio::task::JoinHandle<()>,
+    _background: silo_host::Background,
 }
 
 impl Endpoint {
@@ -30,13 +31,14 @@ impl Endpoint {
         std::fs::write(&credentials_file, credentials).unwrap();
         let volumes = silo.config().volumes.keys().cloned().collect();
         let principals = Arc::new(PrincipalsHandle::open(Some(&credentials_file), volumes).expect("principals"));
+        // Multipart handover between nodes and expiry, as `silo serve` runs them.
+        let background = silo.start_background().await.expect("the background work");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let settings = S3ApiSettings {
             base_domain: Some(BASE_DOMAIN.into()),
             region: "us-east-1".into(),
             idle_timeout: idle,
-            multipart_lifetime: Duration::from_secs(24 * 3600),
         };
         let task = tokio::spawn({
             let principals = principals.clone();
@@ -59,6 +61,7 @@ impl Endpoint {
             credentials_file,
             _dir: dir,
             task,
+            _background: background,
         }
     }
 

@@ -502,7 +502,7 @@ async fn retention_prunes_in_batches_resumes_and_runs_on_one_node_at_a_time() {
             "{engine}"
         );
         // The next one goes on from there.
-        let pruned = silo_host::audit::prune(cache, 90, 10).await.unwrap();
+        let pruned = silo_host::maintenance::prune(cache, 90, 10).await.unwrap();
         assert_eq!((pruned.deleted, pruned.left_to_another_node), (15, false), "{engine}");
         let left = records(cache, Filter::default()).await;
         assert_eq!(
@@ -521,10 +521,10 @@ async fn retention_prunes_in_batches_resumes_and_runs_on_one_node_at_a_time() {
             tx.execute("SELECT pg_advisory_xact_lock(hashtext('silo-audit-prune'))", &[])
                 .await
                 .unwrap();
-            let pruned = silo_host::audit::prune(cache, 90, 10).await.unwrap();
+            let pruned = silo_host::maintenance::prune(cache, 90, 10).await.unwrap();
             assert_eq!((pruned.deleted, pruned.left_to_another_node), (0, true));
             tx.rollback().await.unwrap();
-            let pruned = silo_host::audit::prune(cache, 90, 10).await.unwrap();
+            let pruned = silo_host::maintenance::prune(cache, 90, 10).await.unwrap();
             assert_eq!((pruned.deleted, pruned.left_to_another_node), (5, false));
             drop(other);
             let _ = task.await;

@@ -53,8 +53,6 @@ pub struct S3ApiSettings {
     /// A client that sends its request headers, or the next piece of a
     /// body, more slowly than this is cut off.
     pub idle_timeout: Duration,
-    /// Multipart uploads not completed within this are removed.
-    pub multipart_lifetime: Duration,
 }
 
 /// The S3 operations of one `Silo`.
@@ -373,7 +371,6 @@ pub fn service(
     silo: Arc<Silo>,
     principals: Arc<PrincipalsHandle>,
     settings: S3ApiSettings,
-    multipart: Arc<MultipartStore>,
 ) -> impl hyper::service::Service<
     http::Request<hyper::body::Incoming>,
     Response = http::Response<s3s::Body>,
@@ -386,7 +383,7 @@ pub fn service(
         silo: silo.clone(),
         principals: principals.clone(),
         settings: settings.clone(),
-        multipart,
+        multipart: silo.multipart().clone(),
     });
     builder.set_auth(Keys(principals.clone()));
     builder.set_access(Policy {
@@ -501,6 +498,8 @@ content-length: 118\r\nconnection: close\r\n\r\n\
 
 /// Serve the endpoint on `listener` until `shutdown` completes; then take
 /// no new connections and give the requests under way up to `drain`.
+/// Multipart uploads spread over nodes and their expiry need the `Silo`'s
+/// background work ([`Silo::start_background`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     silo: Arc<Silo>,
@@ -510,30 +509,9 @@ pub async fn serve(
     drain: Duration,
 ) -> std::io::Result<crate::serve::Drained> {
     let idle = settings.idle_timeout;
-    let multipart = Arc::new(MultipartStore::open(
-        silo.storage().clone(),
-        silo.config().data_dir.join("multipart"),
-    ));
-    multipart.answer_requests();
-    // Unfinished multipart uploads expire: swept now and every hour.
-    let sweeper = tokio::spawn({
-        let (multipart, lifetime) = (multipart.clone(), settings.multipart_lifetime);
-        async move {
-            loop {
-                match multipart.sweep(lifetime).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!("removed {n} expired multipart uploads"),
-                    Err(e) => tracing::warn!("sweeping expired multipart uploads: {e}"),
-                }
-                tokio::time::sleep(Duration::from_secs(3600).min(lifetime)).await;
-            }
-        }
-    });
     let listener = crate::serve::Capped::new(listener, silo.config().limits.max_connections as usize, S3_BUSY);
-    let service = service(silo, principals, settings, multipart);
-    let served = crate::serve::serve_connections(listener, service, Some(idle), shutdown, drain).await;
-    sweeper.abort();
-    served
+    let service = service(silo, principals, settings);
+    crate::serve::serve_connections(listener, service, Some(idle), shutdown, drain).await
 }
 
 impl SiloS3 {
