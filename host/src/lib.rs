@@ -36,6 +36,7 @@ pub mod path;
 pub mod pipeline;
 pub mod policy;
 pub mod principals;
+pub mod put;
 pub mod readcache;
 pub mod runtime;
 #[cfg(feature = "http")]
@@ -51,6 +52,7 @@ pub use access::{Caller, Denied, Op, RequestError};
 pub use config::{Config, ConfigError};
 pub use error::StorageError;
 pub use pipeline::{Status, UploadReport};
+pub use put::{CopyMeta, CopyRequest, Outcome, PutError, PutRequest};
 pub use runtime::{InvokeError, LoadError, Runtime};
 pub use vfs::{Location, Session, Storage};
 

@@ -88,6 +88,37 @@ pub struct FileReport {
 pub struct ErrorReport {
     pub code: String,
     pub message: String,
+    /// The storage error behind it, where there is one (what
+    /// [`UploadReport::outcome`] goes by).
+    #[serde(skip)]
+    pub cause: Option<StorageError>,
+}
+
+impl UploadReport {
+    /// The report of an upload that could not be judged at all.
+    pub fn failed(loc: &Location, error: StorageError) -> UploadReport {
+        UploadReport {
+            status: Status::Error,
+            file: FileReport {
+                volume: loc.volume.clone(),
+                path: loc.path.to_string(),
+                size: 0,
+                content_type: String::new(),
+                etag: None,
+            },
+            reason: None,
+            rejected_by: None,
+            error: Some(ErrorReport {
+                code: error.code().into(),
+                message: error.to_string(),
+                cause: Some(error),
+            }),
+            derivatives: Vec::new(),
+            plugins: Vec::new(),
+            principal: None,
+            request_id: None,
+        }
+    }
 }
 
 /// A file a plugin wrote for this upload.
@@ -283,6 +314,7 @@ pub(crate) async fn run(
         report.error = Some(ErrorReport {
             code: e.code().into(),
             message: format!("storing {loc}: {e}"),
+            cause: Some(e),
         });
         return refused(storage, &actor, &pending, report).await;
     }
@@ -421,6 +453,7 @@ pub(crate) async fn run(
                 report.error = Some(ErrorReport {
                     code: e.code().into(),
                     message: format!("storing {loc}: {e}"),
+                    cause: Some(e),
                 });
             }
         }
@@ -541,6 +574,10 @@ fn invoke_error(e: &InvokeError) -> ErrorReport {
     ErrorReport {
         code: e.code().into(),
         message: e.to_string(),
+        cause: match e {
+            InvokeError::Failed { error, .. } => Some(error.clone()),
+            _ => None,
+        },
     }
 }
 

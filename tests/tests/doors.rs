@@ -687,6 +687,37 @@ async fn the_content_policy_refuses_the_same_names_through_both_doors(door: Door
     assert_eq!(stored, [], "{door:?}");
 }
 
+/// Conditional uploads keep two writers from overwriting each other, the
+/// same way through both doors.
+async fn conditional_uploads_through_both_doors(door: Door) {
+    let w = World::new("").await;
+    let path = format!("{door:?}/cond.txt");
+    let put = |headers: Vec<(&'static str, String)>, body: &'static [u8]| {
+        let (w, path) = (&w, path.clone());
+        async move {
+            let mut all: Vec<(&str, &str)> = vec![("content-type", "text/plain")];
+            all.extend(headers.iter().map(|(k, v)| (*k, v.as_str())));
+            w.send(door, Some(CMS), Method::PUT, "private", &path, &all, body).await
+        }
+    };
+    let created = put(vec![("if-none-match", "*".into())], b"first").await;
+    assert_eq!(created.status.as_u16() / 100, 2, "{door:?}: {}", created.text());
+    let again = put(vec![("if-none-match", "*".into())], b"second").await;
+    assert_eq!(again.status, 412, "{door:?}: {}", again.text());
+    let etag = w
+        .get(door, Some(CMS), "private", &path, &[])
+        .await
+        .header("etag")
+        .unwrap()
+        .to_owned();
+    let stale = put(vec![("if-match", "\"0123456789abcdef\"".into())], b"stale").await;
+    assert_eq!(stale.status, 412, "{door:?}: {}", stale.text());
+    let current = put(vec![("if-match", etag)], b"current").await;
+    assert_eq!(current.status.as_u16() / 100, 2, "{door:?}: {}", current.text());
+    let now = w.get(door, Some(CMS), "private", &path, &[]).await;
+    assert_eq!(&now.body[..], b"current", "{door:?}");
+}
+
 /// Each body above, once through each door.
 macro_rules! through_both_doors {
     ($($name:ident),* $(,)?) => {
@@ -706,6 +737,7 @@ macro_rules! through_both_doors {
 }
 
 through_both_doors!(
+    conditional_uploads_through_both_doors,
     ranges_are_served_alike_through_both_doors,
     served_headers_are_decided_once_for_every_type_and_visibility,
     reads_honour_every_precondition_through_both_doors,

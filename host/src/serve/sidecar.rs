@@ -22,12 +22,11 @@ use serde::{Deserialize, Serialize};
 use crate::access::{Caller, Denied, Op, RequestError, UrlSigner};
 use crate::cache::Entry;
 use crate::error::StorageError;
-use crate::pipeline::Status;
 use crate::principals::Principal;
 use crate::serving::{REQUEST_ID, ReadRequest, Served};
 use crate::store::Condition;
 use crate::vfs::MAX_URL_SECONDS;
-use crate::{Silo, StyleError};
+use crate::{Outcome, PutError, PutRequest, Silo, StyleError};
 
 /// Who may do what.
 #[derive(Clone)]
@@ -584,66 +583,32 @@ async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let caller = app.caller(&headers);
-    app.silo.authorize(&caller, &volume, &path, Op::Write)?;
-    let principal = caller.name().to_owned();
-    let target = format!("{volume}/{path}");
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && *v != "application/x-www-form-urlencoded");
-    // Refused before a byte is read when the client says its size; else
-    // staging cuts the body off at the limit.
-    let limit = app.silo.upload_limit(&volume);
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(too_large(&volume, limit));
-    }
     let condition = upload_condition(&headers)?;
+    let request = PutRequest {
+        content_type: content_type.map(str::to_owned),
+        condition,
+        length: headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok()),
+        ..Default::default()
+    };
     use futures_util::TryStreamExt;
     let body = body.into_data_stream().map_err(std::io::Error::other);
-    let report = async {
-        let mut pending = app.silo.stage_chunks(&target, body, content_type).await?;
-        pending.condition = condition;
-        pending.actor = Some(crate::audit::Actor::request(principal));
-        // Once staged, the upload runs to its end (stored, or rolled back)
-        // as its own task, even if the client goes away.
-        let silo = app.silo.clone();
-        tokio::spawn(async move { silo.judge(pending).await })
-            .await
-            .map_err(|e| crate::SiloError::Storage(StorageError::unavailable(format!("the upload stopped: {e}"))))
-    }
-    .await
-    .map_err(|e| match e {
-        crate::SiloError::Storage(e) => ApiError::from(e),
-        crate::SiloError::TooLarge { limit, .. } => too_large(&volume, limit),
-        crate::SiloError::Source(e) => ApiError {
-            status: StatusCode::BAD_REQUEST,
-            code: "bad-request",
-            message: format!("reading the request body: {e}"),
-        },
-        other => ApiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            code: "internal",
-            message: other.to_string(),
-        },
-    })?;
-    let conflict = |code: &str| matches!(code, "already-exists" | "precondition-failed");
-    let status = match report.status {
-        Status::Accepted => StatusCode::CREATED,
-        Status::Rejected => StatusCode::UNPROCESSABLE_ENTITY,
-        Status::Error if report.error.as_ref().is_some_and(|e| conflict(&e.code)) => StatusCode::PRECONDITION_FAILED,
-        Status::Error
-            if report
-                .error
-                .as_ref()
-                .is_some_and(|e| matches!(e.code.as_str(), "unavailable" | "busy")) =>
-        {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
-        Status::Error => StatusCode::INTERNAL_SERVER_ERROR,
+    let report = app
+        .silo
+        .put(&app.caller(&headers), &volume, &path, body, request)
+        .await
+        .map_err(put_error)?;
+    let status = match report.outcome() {
+        Outcome::Stored => StatusCode::CREATED,
+        Outcome::Refused => StatusCode::UNPROCESSABLE_ENTITY,
+        Outcome::Conflict => StatusCode::PRECONDITION_FAILED,
+        Outcome::Unavailable | Outcome::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        Outcome::Forbidden | Outcome::TooLarge | Outcome::Failed => StatusCode::INTERNAL_SERVER_ERROR,
     };
     let request_id = report
         .request_id
@@ -688,6 +653,22 @@ fn upload_condition(headers: &HeaderMap) -> Result<Option<Condition>, ApiError> 
                 _ => Err(bad(
                     "If-Match takes one quoted etag, as the file's ETag header gives it",
                 )),
+            }
+        }
+    }
+}
+
+/// Why an upload was not judged, as the sidecar answers it.
+fn put_error(e: PutError) -> ApiError {
+    match e {
+        PutError::Denied(e) => e.into(),
+        PutError::Storage(e) => e.into(),
+        PutError::TooLarge { volume, limit } => too_large(&volume, limit),
+        e @ (PutError::Body(_) | PutError::BadDigest(_) | PutError::SourceCondition | PutError::OntoItself) => {
+            ApiError {
+                status: StatusCode::BAD_REQUEST,
+                code: "bad-request",
+                message: e.to_string(),
             }
         }
     }

@@ -23,16 +23,14 @@ use s3s::host::{S3Host, VirtualHost};
 use s3s::{S3, S3Error, S3Request, S3Response, S3Result, s3_error};
 
 use crate::access::{Caller, Denied, Op, RequestError};
-use crate::audit::Actor;
 use crate::error::StorageError;
 use crate::listing::{ListRequest, Listing, Marker};
 use crate::multipart::{MultipartError, MultipartStore, UploadSettings};
-use crate::pipeline::Status;
 use crate::principals::{Principal, PrincipalsHandle};
 use crate::serving::{Conditions, Overrides, ReadRequest, Served, ServedStatus, TagList};
 use crate::store::{ByteRange, Condition, Headers, ObjectMeta};
 use crate::vfs::{Assembly, Location, Visibility};
-use crate::{Silo, SiloError};
+use crate::{CopyMeta, CopyRequest, Outcome, PutError, PutRequest, Silo, SiloError};
 
 /// The longest a presigned URL may live (AWS's own bound).
 pub const MAX_PRESIGNED_SECONDS: u64 = 7 * 24 * 3600;
@@ -122,6 +120,50 @@ fn multipart_error(e: MultipartError) -> S3Error {
     }
 }
 
+/// A judged upload's report, or the error S3 gives for why it was not
+/// stored.
+fn stored(report: crate::UploadReport) -> S3Result<crate::UploadReport> {
+    let message = report.error.as_ref().map_or_else(String::new, |e| e.message.clone());
+    Err(match report.outcome() {
+        Outcome::Stored => return Ok(report),
+        Outcome::Refused => s3_error!(
+            AccessDenied,
+            "refused by {}: {}",
+            report.rejected_by.as_deref().unwrap_or("a plugin"),
+            report.reason.as_deref().unwrap_or("no reason given")
+        ),
+        Outcome::Conflict => s3_error!(PreconditionFailed, "{message}"),
+        Outcome::Unavailable => s3_error!(ServiceUnavailable, "{message}"),
+        Outcome::Busy => s3_error!(SlowDown, "{message}"),
+        Outcome::TooLarge => s3_error!(EntityTooLarge, "{message}"),
+        Outcome::Forbidden => s3_error!(AccessDenied, "{message}"),
+        Outcome::Failed => s3_error!(
+            InternalError,
+            "{}: {message}",
+            report.error.as_ref().map_or("error", |e| e.code.as_str())
+        ),
+    })
+}
+
+/// Why an upload or a copy was not judged, as S3 answers it.
+fn put_error(e: PutError) -> S3Error {
+    match e {
+        PutError::Denied(e) => denied(e),
+        PutError::Storage(e) => storage_error(e),
+        PutError::TooLarge { volume, limit } => {
+            s3_error!(EntityTooLarge, "volume '{volume}' takes objects of up to {limit} bytes")
+        }
+        PutError::Body(e) if e.kind() == std::io::ErrorKind::TimedOut => s3_error!(RequestTimeout, "{e}"),
+        PutError::Body(e) => s3_error!(IncompleteBody, "reading the request body: {e}"),
+        PutError::BadDigest(message) => s3_error!(BadDigest, "{message}"),
+        PutError::SourceCondition => s3_error!(PreconditionFailed, "the copy source's condition does not hold"),
+        PutError::OntoItself => s3_error!(
+            InvalidRequest,
+            "this copy request is illegal because it is trying to copy an object to itself without changing its metadata"
+        ),
+    }
+}
+
 /// Canned ACLs: `private` and `public-read` change nothing (a volume's
 /// visibility decides who reads it); others are refused.
 fn check_acl(acl: Option<&dto::ObjectCannedACL>) -> S3Result<()> {
@@ -182,6 +224,8 @@ fn decided_by_core(operation: &str) -> bool {
         operation,
         "GetObject"
             | "HeadObject"
+            | "PutObject"
+            | "CopyObject"
             | "DeleteObject"
             | "DeleteObjects"
             | "ListObjects"
@@ -555,19 +599,7 @@ impl SiloS3 {
 
     /// The location of a copy source the principal may read.
     fn readable_source(&self, principal: &Arc<Principal>, source: &dto::CopySource) -> S3Result<Location> {
-        let (bucket, key) = match source {
-            dto::CopySource::Bucket {
-                bucket,
-                key,
-                version_id,
-            } if version_id.as_deref().is_none_or(|v| v == "null") => (bucket.to_string(), key.to_string()),
-            _ => {
-                return Err(s3_error!(
-                    NotImplemented,
-                    "a copy source is <bucket>/<key> (no versions, no access points)"
-                ));
-            }
-        };
+        let (bucket, key) = copy_source(source)?;
         // The access check saw the destination; the source is checked here.
         self.silo
             .authorize(&Caller::Principal(principal.clone()), &bucket, &key, Op::Read)
@@ -585,36 +617,6 @@ impl SiloS3 {
             SiloError::Source(e) if e.kind() == std::io::ErrorKind::TimedOut => s3_error!(RequestTimeout, "{e}"),
             SiloError::Source(e) => s3_error!(IncompleteBody, "reading the request body: {e}"),
             other => s3_error!(InternalError, "{other}"),
-        }
-    }
-
-    /// Run a staged upload through the pipeline, as its own task so that it
-    /// ends (stored, or rolled back) even if the client goes away; an
-    /// upload not stored is the error S3 gives for why.
-    async fn judged(&self, pending: crate::vfs::PendingUpload) -> S3Result<crate::UploadReport> {
-        let silo = self.silo.clone();
-        let report = tokio::spawn(async move { silo.judge(pending).await })
-            .await
-            .map_err(|e| s3_error!(InternalError, "the upload stopped: {e}"))?;
-        match report.status {
-            Status::Accepted => Ok(report),
-            Status::Rejected => Err(s3_error!(
-                AccessDenied,
-                "refused by {}: {}",
-                report.rejected_by.as_deref().unwrap_or("a plugin"),
-                report.reason.as_deref().unwrap_or("no reason given")
-            )),
-            Status::Error => {
-                let error = report.error.unwrap_or_default();
-                Err(match error.code.as_str() {
-                    "already-exists" | "precondition-failed" => s3_error!(PreconditionFailed, "{}", error.message),
-                    "unavailable" => s3_error!(ServiceUnavailable, "{}", error.message),
-                    "busy" => s3_error!(SlowDown, "{}", error.message),
-                    "too-large" => s3_error!(EntityTooLarge, "{}", error.message),
-                    "access-denied" | "forbidden" => s3_error!(AccessDenied, "{}", error.message),
-                    _ => s3_error!(InternalError, "{}: {}", error.code, error.message),
-                })
-            }
         }
     }
 
@@ -801,30 +803,38 @@ fn safe_headers<T>(mut response: S3Response<T>) -> S3Response<T> {
     response
 }
 
-/// A copy whose source condition fails is 412, whichever it is:
-/// `[if-match, if-none-match]`, `[if-modified-since, if-unmodified-since]`.
-fn copy_source_conditions(
-    meta: &ObjectMeta,
+/// A copy's source conditions: `[if-match, if-none-match]`,
+/// `[if-modified-since, if-unmodified-since]`.
+fn source_conditions(
     [if_match, if_none_match]: [Option<&dto::ETagCondition>; 2],
     [modified_since, unmodified_since]: [Option<&Timestamp>; 2],
-) -> S3Result<()> {
+) -> Conditions {
     let tags = |c: &dto::ETagCondition| match c {
         dto::ETagCondition::Any => TagList::Any,
         dto::ETagCondition::ETag(tag) => TagList::parse(&format!("\"{}\"", tag.value())),
     };
     let time = |t: &Timestamp| SystemTime::from(time::OffsetDateTime::from(t.clone()));
-    let conditions = Conditions {
+    Conditions {
         if_match: if_match.map(tags),
         if_none_match: if_none_match.map(tags),
         if_modified_since: modified_since.map(time),
         if_unmodified_since: unmodified_since.map(time),
         if_range: None,
-    };
-    match conditions.check(meta) {
-        None => Ok(()),
-        Some(_) => Err(s3_error!(
-            PreconditionFailed,
-            "the copy source's condition does not hold"
+    }
+}
+
+/// The bucket and key a copy reads: `<bucket>/<key>` (no versions, no
+/// access points).
+fn copy_source(source: &dto::CopySource) -> S3Result<(String, String)> {
+    match source {
+        dto::CopySource::Bucket {
+            bucket,
+            key,
+            version_id,
+        } if version_id.as_deref().is_none_or(|v| v == "null") => Ok((bucket.to_string(), key.to_string())),
+        _ => Err(s3_error!(
+            NotImplemented,
+            "a copy source is <bucket>/<key> (no versions, no access points)"
         )),
     }
 }
@@ -1068,43 +1078,53 @@ impl S3 for SiloS3 {
     }
 
     async fn put_object(&self, req: S3Request<dto::PutObjectInput>) -> S3Result<S3Response<dto::PutObjectOutput>> {
-        let principal = self.signed_by(req.credentials.as_ref())?;
+        let caller = self.caller(req.credentials.as_ref());
         let declared = Declared::of(&req.headers)?;
         let trailing = req.trailing_headers;
         let input = req.input;
-        let location = self.location(&input.bucket, &input.key)?;
+        Self::check_key(&input.key)?;
         check_acl(input.acl.as_ref())?;
-        let limit = self.silo.upload_limit(&input.bucket);
-        if input.content_length.is_some_and(|n| n as u64 > limit) {
-            return Err(s3_error!(
-                EntityTooLarge,
-                "volume '{}' takes objects of up to {limit} bytes",
-                input.bucket
-            ));
-        }
         let condition = write_condition(input.if_none_match.as_ref(), input.if_match.as_ref())?;
         let body = input
             .body
             .ok_or_else(|| s3_error!(IncompleteBody, "the request has no body"))?;
-        let content_type = input.content_type.filter(|t| !t.is_empty());
-        let target = format!("{}/{}", location.volume, location.path);
         let (body, hashing) = hashed(body, self.settings.idle_timeout, &declared);
-        let mut pending = self
-            .silo
-            .stage_chunks(&target, body, content_type.as_deref())
-            .await
-            .map_err(|e| self.staging_error(&input.bucket, e))?;
-        // A body that is not what its digests say is dropped unjudged.
-        let computed = std::mem::take(&mut *hashing.lock().unwrap_or_else(|p| p.into_inner()));
-        declared.verify(computed, trailing.as_ref())?;
-        pending.condition = condition;
-        pending.actor = Some(Actor::request(principal.name.clone()));
-        pending.meta.cache_control = input.cache_control.filter(|c| !c.is_empty());
-        pending.meta.headers = declared_headers(input.content_disposition, input.content_encoding, input.expires)?;
+        // The digests are checked once the body is staged; the S3 error
+        // for a mismatch is kept here for the answer.
+        let mismatch: Arc<std::sync::Mutex<Option<S3Error>>> = Arc::default();
+        let verify = {
+            let mismatch = mismatch.clone();
+            move || {
+                let computed = std::mem::take(&mut *hashing.lock().unwrap_or_else(|p| p.into_inner()));
+                declared.verify(computed, trailing.as_ref()).map_err(|e| {
+                    let message = e.message().unwrap_or("the body is not what its digests say").to_owned();
+                    *mismatch.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    message
+                })
+            }
+        };
         let mut metadata: Vec<(String, String)> = input.metadata.unwrap_or_default().into_iter().collect();
         metadata.sort();
-        pending.meta.metadata = metadata;
-        let report = self.judged(pending).await?;
+        let request = PutRequest {
+            content_type: input.content_type.filter(|t| !t.is_empty()),
+            condition,
+            cache_control: input.cache_control.filter(|c| !c.is_empty()),
+            headers: declared_headers(input.content_disposition, input.content_encoding, input.expires)?,
+            metadata,
+            length: input.content_length.map(|n| n.max(0) as u64),
+            verify: Some(Box::new(verify)),
+        };
+        let report = match self.silo.put(&caller, &input.bucket, &input.key, body, request).await {
+            Ok(report) => stored(report)?,
+            Err(PutError::BadDigest(message)) => {
+                return Err(mismatch
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take()
+                    .unwrap_or_else(|| s3_error!(BadDigest, "{message}")));
+            }
+            Err(e) => return Err(put_error(e)),
+        };
         Ok(S3Response::new(dto::PutObjectOutput {
             e_tag: report.file.etag.map(|e| ETag::Strong(e.trim_matches('"').to_owned())),
             ..Default::default()
@@ -1429,74 +1449,49 @@ impl S3 for SiloS3 {
     }
 
     async fn copy_object(&self, req: S3Request<dto::CopyObjectInput>) -> S3Result<S3Response<dto::CopyObjectOutput>> {
-        let principal = self.signed_by(req.credentials.as_ref())?;
+        let caller = self.caller(req.credentials.as_ref());
         let input = req.input;
-        let source = self.readable_source(&principal, &input.copy_source)?;
-        let target = self.location(&input.bucket, &input.key)?;
-        let host = self.silo.storage().host_session();
-        let meta = host.stat(&source).await.map_err(storage_error)?;
-        // A copy whose source condition fails is 412, whichever it is.
-        copy_source_conditions(
-            &meta,
-            [
-                input.copy_source_if_match.as_ref(),
-                input.copy_source_if_none_match.as_ref(),
-            ],
-            [
-                input.copy_source_if_modified_since.as_ref(),
-                input.copy_source_if_unmodified_since.as_ref(),
-            ],
-        )?;
+        let (bucket, key) = copy_source(&input.copy_source)?;
+        Self::check_key(&key)?;
+        Self::check_key(&input.key)?;
         let replace = match input.metadata_directive.as_ref().map(|d| d.as_str()) {
-            None | Some(dto::MetadataDirective::COPY) => false,
-            Some(dto::MetadataDirective::REPLACE) => true,
+            None | Some(dto::MetadataDirective::COPY) => None,
+            Some(dto::MetadataDirective::REPLACE) => {
+                let mut metadata: Vec<(String, String)> = input.metadata.unwrap_or_default().into_iter().collect();
+                metadata.sort();
+                Some(CopyMeta {
+                    content_type: input.content_type.filter(|t| !t.is_empty()),
+                    cache_control: input.cache_control.filter(|c| !c.is_empty()),
+                    headers: declared_headers(input.content_disposition, input.content_encoding, input.expires)?,
+                    metadata,
+                })
+            }
             Some(other) => return Err(s3_error!(InvalidArgument, "unknown metadata directive '{other}'")),
         };
-        if source == target && !replace {
-            return Err(s3_error!(
-                InvalidRequest,
-                "this copy request is illegal because it is trying to copy an object to itself without changing its metadata"
-            ));
-        }
-        let (content_type, cache_control, metadata, headers) = if replace {
-            let mut metadata: Vec<(String, String)> = input.metadata.unwrap_or_default().into_iter().collect();
-            metadata.sort();
-            (
-                input.content_type.filter(|t| !t.is_empty()),
-                input.cache_control.filter(|c| !c.is_empty()),
-                metadata,
-                declared_headers(input.content_disposition, input.content_encoding, input.expires)?,
-            )
-        } else {
-            (
-                Some(meta.content_type.clone()),
-                meta.cache_control.clone(),
-                meta.metadata.clone(),
-                meta.headers.clone(),
-            )
+        let request = CopyRequest {
+            source_conditions: source_conditions(
+                [
+                    input.copy_source_if_match.as_ref(),
+                    input.copy_source_if_none_match.as_ref(),
+                ],
+                [
+                    input.copy_source_if_modified_since.as_ref(),
+                    input.copy_source_if_unmodified_since.as_ref(),
+                ],
+            ),
+            replace,
         };
-        // The copy is an upload of the source's bytes, judged whole.
-        let (_, body) = host.open_read(&source, None).await.map_err(storage_error)?;
-        let chunks = tokio_util::io::ReaderStream::with_capacity(body, 256 * 1024);
-        let mut pending = self
+        let (report, copied) = self
             .silo
-            .stage_chunks(
-                &format!("{}/{}", target.volume, target.path),
-                chunks,
-                content_type.as_deref(),
-            )
+            .copy(&caller, (&bucket, &key), (&input.bucket, &input.key), request)
             .await
-            .map_err(|e| self.staging_error(&input.bucket, e))?;
-        pending.actor = Some(Actor::request(principal.name.clone()));
-        pending.meta.cache_control = cache_control;
-        pending.meta.metadata = metadata;
-        pending.meta.headers = headers;
-        self.judged(pending).await?;
-        let stored = host.stat(&target).await.map_err(storage_error)?;
+            .map_err(put_error)?;
+        stored(report)?;
+        let copied = copied.ok_or_else(|| s3_error!(InternalError, "the copy was stored and is gone"))?;
         Ok(S3Response::new(dto::CopyObjectOutput {
             copy_object_result: Some(dto::CopyObjectResult {
-                e_tag: Some(etag(&stored)),
-                last_modified: Some(timestamp(stored.modified_ms)),
+                e_tag: Some(etag(&copied)),
+                last_modified: Some(timestamp(copied.modified_ms)),
                 ..Default::default()
             }),
             ..Default::default()
@@ -1683,8 +1678,7 @@ impl S3 for SiloS3 {
         let source = self.readable_source(&principal, &input.copy_source)?;
         let host = self.silo.storage().host_session();
         let meta = host.stat(&source).await.map_err(storage_error)?;
-        copy_source_conditions(
-            &meta,
+        let conditions = source_conditions(
             [
                 input.copy_source_if_match.as_ref(),
                 input.copy_source_if_none_match.as_ref(),
@@ -1693,7 +1687,10 @@ impl S3 for SiloS3 {
                 input.copy_source_if_modified_since.as_ref(),
                 input.copy_source_if_unmodified_since.as_ref(),
             ],
-        )?;
+        );
+        if conditions.check(&meta).is_some() {
+            return Err(put_error(PutError::SourceCondition));
+        }
         let range = match &input.copy_source_range {
             None => None,
             Some(spec) => {
@@ -1913,14 +1910,13 @@ impl S3 for SiloS3 {
             }
         };
         pending.condition = condition;
-        pending.actor = Some(Actor::request(principal.name.clone()));
         // Accepted, the object is joined from its parts in the backend.
         pending.assembly = assembly;
         pending.meta.cache_control = settings.cache_control;
         pending.meta.metadata = settings.metadata;
         pending.meta.headers = settings.headers;
         // Judged or refused, the upload is over: its parts go.
-        let judged = self.judged(pending).await;
+        let judged = stored(self.silo.judged(&Caller::Principal(principal), pending).await);
         let _ = match judged.is_ok() {
             true => self.multipart.completed(&input.upload_id).await,
             false => self.multipart.remove(&input.upload_id).await,

@@ -1,0 +1,239 @@
+//! Writes for clients: an upload (`put`) and a copy, each staged, judged
+//! whole by the pipeline and only then stored, for every door alike.
+
+use std::sync::Arc;
+
+use crate::access::{Caller, Denied, Op};
+use crate::pipeline::{Status, UploadReport};
+use crate::serving::{Conditions, ServedStatus};
+use crate::store::{Condition, Headers, ObjectMeta};
+use crate::vfs::PendingUpload;
+use crate::{Silo, SiloError, StorageError};
+
+/// What a client declared with an upload, beside its bytes.
+#[derive(Default)]
+pub struct PutRequest {
+    /// The declared type; else the one the name suggests.
+    pub content_type: Option<String>,
+    /// Store only if no file is there, or only over this version.
+    pub condition: Option<Condition>,
+    pub cache_control: Option<String>,
+    /// `Content-Disposition`, `Content-Encoding`, `Expires`, served back as
+    /// given (but active content stays an attachment).
+    pub headers: Headers,
+    /// The writer's metadata (`x-amz-meta-*`).
+    pub metadata: Vec<(String, String)>,
+    /// The size the client said it sends: over the volume's limit, the
+    /// upload is refused before a byte is read.
+    pub length: Option<u64>,
+    /// Run once the whole body is staged, before it is judged: a door's
+    /// check that the bytes are those the client sent (S3's digests). An
+    /// `Err` drops the upload unjudged ([`PutError::BadDigest`]).
+    pub verify: Option<Box<dyn FnOnce() -> Result<(), String> + Send>>,
+}
+
+/// What a copy takes from its source and what it is asked.
+#[derive(Debug, Clone, Default)]
+pub struct CopyRequest {
+    /// The source's conditions (S3's `x-amz-copy-source-if-*`): a copy
+    /// whose source fails one is [`PutError::SourceCondition`].
+    pub source_conditions: Conditions,
+    /// The copy's type, cache control, headers and metadata, replacing
+    /// the source's; `None` keeps the source's.
+    pub replace: Option<CopyMeta>,
+}
+
+/// The description a copy stores instead of its source's.
+#[derive(Debug, Clone, Default)]
+pub struct CopyMeta {
+    pub content_type: Option<String>,
+    pub cache_control: Option<String>,
+    pub headers: Headers,
+    pub metadata: Vec<(String, String)>,
+}
+
+/// Why an upload or a copy was not judged.
+#[derive(Debug, thiserror::Error)]
+pub enum PutError {
+    #[error(transparent)]
+    Denied(#[from] Denied),
+    #[error("volume '{volume}' takes uploads of up to {limit} bytes (its max_upload_mib)")]
+    TooLarge { volume: String, limit: u64 },
+    /// The body could not be read to its end (the client went away, or
+    /// sent nothing for too long: `TimedOut`).
+    #[error("reading the upload: {0}")]
+    Body(std::io::Error),
+    /// The bytes are not those the client's digest names.
+    #[error("{0}")]
+    BadDigest(String),
+    /// A copy's source does not meet the conditions asked.
+    #[error("the copy source's condition does not hold")]
+    SourceCondition,
+    /// A copy onto its own source that changes nothing.
+    #[error("a copy onto its source must replace its metadata")]
+    OntoItself,
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl From<crate::access::RequestError> for PutError {
+    fn from(e: crate::access::RequestError) -> Self {
+        match e {
+            crate::access::RequestError::Denied(e) => PutError::Denied(e),
+            crate::access::RequestError::Storage(e) => PutError::Storage(e),
+        }
+    }
+}
+
+fn staging_error(e: SiloError) -> PutError {
+    match e {
+        SiloError::TooLarge { volume, limit } => PutError::TooLarge { volume, limit },
+        SiloError::Storage(e) => PutError::Storage(e),
+        SiloError::Source(e) => PutError::Body(e),
+        other => PutError::Storage(StorageError::unavailable(other)),
+    }
+}
+
+/// How a judged upload ended, for a door to answer by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stored.
+    Stored,
+    /// Refused by a plugin or the content policy (`rejected_by`, `reason`).
+    Refused,
+    /// Its condition did not hold: a file was there, or another version.
+    Conflict,
+    /// A plugin or the content policy refused it as forbidden, or a
+    /// plugin was denied what it tried.
+    Forbidden,
+    /// Larger than a limit allows.
+    TooLarge,
+    /// A backend or the metadata engine did not answer; retry later.
+    Unavailable,
+    /// A shared bound stayed full; retry later.
+    Busy,
+    /// Anything else that went wrong (a plugin crashed, ran out of time).
+    Failed,
+}
+
+impl UploadReport {
+    /// How the upload ended, from its status and the error behind it.
+    pub fn outcome(&self) -> Outcome {
+        match self.status {
+            Status::Accepted => Outcome::Stored,
+            Status::Rejected => Outcome::Refused,
+            Status::Error => match self.error.as_ref().and_then(|e| e.cause.as_ref()) {
+                Some(StorageError::AlreadyExists | StorageError::PreconditionFailed) => Outcome::Conflict,
+                Some(StorageError::AccessDenied | StorageError::Forbidden(_)) => Outcome::Forbidden,
+                Some(StorageError::TooLarge | StorageError::QuotaExceeded(_)) => Outcome::TooLarge,
+                Some(StorageError::Unavailable(_)) => Outcome::Unavailable,
+                Some(StorageError::Busy(_)) => Outcome::Busy,
+                _ => Outcome::Failed,
+            },
+        }
+    }
+}
+
+impl Silo {
+    /// Upload `body` to `path` of `volume` for `caller`: staged (nothing
+    /// visible), then judged by the pipeline as its own task, so that it
+    /// ends (stored, or rolled back with everything its plugins wrote)
+    /// even if the client goes away. The report says how it was judged
+    /// ([`UploadReport::outcome`]); an error, that it was not.
+    pub async fn put(
+        self: &Arc<Self>,
+        caller: &Caller,
+        volume: &str,
+        path: &str,
+        body: impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Unpin,
+        request: PutRequest,
+    ) -> Result<UploadReport, PutError> {
+        self.authorize(caller, volume, path, Op::Write)?;
+        self.storage().location(volume, path)?;
+        let limit = self.upload_limit(volume);
+        if request.length.is_some_and(|n| n > limit) {
+            return Err(PutError::TooLarge {
+                volume: volume.to_owned(),
+                limit,
+            });
+        }
+        let target = format!("{volume}/{path}");
+        let mut pending = self
+            .stage_chunks(&target, body, request.content_type.as_deref())
+            .await
+            .map_err(staging_error)?;
+        // A body that is not what its digests say is dropped unjudged.
+        if let Some(verify) = request.verify {
+            verify().map_err(PutError::BadDigest)?;
+        }
+        pending.condition = request.condition;
+        pending.meta.cache_control = request.cache_control;
+        pending.meta.headers = request.headers;
+        pending.meta.metadata = request.metadata;
+        Ok(self.judged(caller, pending).await)
+    }
+
+    /// Copy `source` (`volume`, `path`) to `target` for `caller`, who must
+    /// be able to read the one and write the other: the source's bytes are
+    /// staged and judged as an upload of the target. The report, and what
+    /// is stored at the target when it was.
+    pub async fn copy(
+        self: &Arc<Self>,
+        caller: &Caller,
+        source: (&str, &str),
+        target: (&str, &str),
+        request: CopyRequest,
+    ) -> Result<(UploadReport, Option<ObjectMeta>), PutError> {
+        self.authorize(caller, source.0, source.1, Op::Read)?;
+        self.authorize(caller, target.0, target.1, Op::Write)?;
+        let from = self.storage().location(source.0, source.1)?;
+        let to = self.storage().location(target.0, target.1)?;
+        let session = self.session_for(caller);
+        let meta = session.stat(&from).await?;
+        if let Some(ServedStatus::NotModified | ServedStatus::PreconditionFailed) =
+            request.source_conditions.check(&meta)
+        {
+            return Err(PutError::SourceCondition);
+        }
+        if from == to && request.replace.is_none() {
+            return Err(PutError::OntoItself);
+        }
+        let described = request.replace.unwrap_or_else(|| CopyMeta {
+            content_type: Some(meta.content_type.clone()),
+            cache_control: meta.cache_control.clone(),
+            headers: meta.headers.clone(),
+            metadata: meta.metadata.clone(),
+        });
+        let (_, body) = session.open_read(&from, None).await?;
+        let chunks = tokio_util::io::ReaderStream::with_capacity(body, 256 * 1024);
+        let mut pending = self
+            .stage_chunks(
+                &format!("{}/{}", to.volume, to.path),
+                chunks,
+                described.content_type.as_deref(),
+            )
+            .await
+            .map_err(staging_error)?;
+        pending.meta.cache_control = described.cache_control;
+        pending.meta.headers = described.headers;
+        pending.meta.metadata = described.metadata;
+        let report = self.judged(caller, pending).await;
+        let stored = match report.status {
+            Status::Accepted => Some(session.stat(&to).await?),
+            _ => None,
+        };
+        Ok((report, stored))
+    }
+
+    /// Judge `pending` for `caller` as its own task: it runs to its end
+    /// even if the request that staged it is dropped.
+    pub(crate) async fn judged(self: &Arc<Self>, caller: &Caller, mut pending: PendingUpload) -> UploadReport {
+        pending.actor = Some(crate::audit::Actor::request(caller.name()));
+        let silo = self.clone();
+        let location = pending.location.clone();
+        match tokio::spawn(async move { silo.judge(pending).await }).await {
+            Ok(report) => report,
+            Err(e) => UploadReport::failed(&location, StorageError::unavailable(format!("the upload stopped: {e}"))),
+        }
+    }
+}
