@@ -43,6 +43,7 @@ pub mod runtime;
 pub mod serve;
 pub mod serving;
 pub mod store;
+pub mod uploads;
 pub mod vfs;
 
 use std::path::{Path, PathBuf};
@@ -52,11 +53,11 @@ pub use access::{Caller, Denied, Op, RequestError};
 pub use config::{Config, ConfigError};
 pub use error::StorageError;
 pub use pipeline::{Status, UploadReport};
-pub use put::{CopyMeta, CopyRequest, Outcome, PutError, PutRequest};
+pub use put::{CopyRequest, Description, Outcome, PutError, PutRequest};
 pub use runtime::{InvokeError, LoadError, Runtime};
+pub use store::{Condition, Headers, ObjectMeta};
+pub use uploads::{PartsPage, UploadError, UploadsPage};
 pub use vfs::{Location, Session, Storage};
-
-use store::ObjectMeta;
 
 /// Why Silo could not start or could not take an upload.
 #[derive(Debug, thiserror::Error)]

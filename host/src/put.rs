@@ -40,12 +40,14 @@ pub struct CopyRequest {
     pub source_conditions: Conditions,
     /// The copy's type, cache control, headers and metadata, replacing
     /// the source's; `None` keeps the source's.
-    pub replace: Option<CopyMeta>,
+    pub replace: Option<Description>,
 }
 
-/// The description a copy stores instead of its source's.
+/// What a writer declares with an object beside its bytes: stored with
+/// it and served back (a copy's instead of its source's, a multipart
+/// upload's when it is created).
 #[derive(Debug, Clone, Default)]
-pub struct CopyMeta {
+pub struct Description {
     pub content_type: Option<String>,
     pub cache_control: Option<String>,
     pub headers: Headers,
@@ -69,6 +71,9 @@ pub enum PutError {
     /// A copy's source does not meet the conditions asked.
     #[error("the copy source's condition does not hold")]
     SourceCondition,
+    /// A copied part's range lies outside its source.
+    #[error("the copy source's range is not within it")]
+    SourceRange,
     /// A copy onto its own source that changes nothing.
     #[error("a copy onto its source must replace its metadata")]
     OntoItself,
@@ -82,6 +87,13 @@ impl From<crate::access::RequestError> for PutError {
             crate::access::RequestError::Denied(e) => PutError::Denied(e),
             crate::access::RequestError::Storage(e) => PutError::Storage(e),
         }
+    }
+}
+
+impl PutError {
+    /// Why staging failed.
+    pub(crate) fn from_staging(e: SiloError) -> PutError {
+        staging_error(e)
     }
 }
 
@@ -198,7 +210,7 @@ impl Silo {
         if from == to && request.replace.is_none() {
             return Err(PutError::OntoItself);
         }
-        let described = request.replace.unwrap_or_else(|| CopyMeta {
+        let described = request.replace.unwrap_or_else(|| Description {
             content_type: Some(meta.content_type.clone()),
             cache_control: meta.cache_control.clone(),
             headers: meta.headers.clone(),

@@ -352,6 +352,20 @@ impl Silo {
         self.serve_file(&self.session_for(caller), loc, request).await
     }
 
+    /// What is stored at `path` of `volume`, for `caller`, who must be
+    /// able to read it; from the metadata cache.
+    pub async fn stat(&self, caller: &Caller, volume: &str, path: &str) -> Result<ObjectMeta, RequestError> {
+        self.authorize(caller, volume, path, Op::Read)?;
+        let loc = self.storage().location(volume, path)?;
+        Ok(self.session_for(caller).stat(&loc).await?)
+    }
+
+    /// Who may read `volume`'s files without credentials; `None` if there
+    /// is no such volume.
+    pub fn visibility(&self, volume: &str) -> Option<crate::vfs::Visibility> {
+        self.storage().volume(volume).ok().map(|v| v.visibility)
+    }
+
     /// Serve `loc` through `session` (whose access was decided).
     pub(crate) async fn serve_file(
         &self,

@@ -24,9 +24,8 @@ use crate::cache::Entry;
 use crate::error::StorageError;
 use crate::principals::Principal;
 use crate::serving::{REQUEST_ID, ReadRequest, Served};
-use crate::store::Condition;
 use crate::vfs::MAX_URL_SECONDS;
-use crate::{Outcome, PutError, PutRequest, Silo, StyleError};
+use crate::{Condition, Outcome, PutError, PutRequest, Silo, StyleError};
 
 /// Who may do what.
 #[derive(Clone)]
@@ -664,13 +663,15 @@ fn put_error(e: PutError) -> ApiError {
         PutError::Denied(e) => e.into(),
         PutError::Storage(e) => e.into(),
         PutError::TooLarge { volume, limit } => too_large(&volume, limit),
-        e @ (PutError::Body(_) | PutError::BadDigest(_) | PutError::SourceCondition | PutError::OntoItself) => {
-            ApiError {
-                status: StatusCode::BAD_REQUEST,
-                code: "bad-request",
-                message: e.to_string(),
-            }
-        }
+        e @ (PutError::Body(_)
+        | PutError::BadDigest(_)
+        | PutError::SourceCondition
+        | PutError::SourceRange
+        | PutError::OntoItself) => ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad-request",
+            message: e.to_string(),
+        },
     }
 }
 

@@ -25,12 +25,12 @@ use s3s::{S3, S3Error, S3Request, S3Response, S3Result, s3_error};
 use crate::access::{Caller, Denied, Op, RequestError};
 use crate::error::StorageError;
 use crate::listing::{ListRequest, Listing, Marker};
-use crate::multipart::{MultipartError, MultipartStore, UploadSettings};
+use crate::multipart::MultipartError;
 use crate::principals::{Principal, PrincipalsHandle};
-use crate::serving::{Conditions, Overrides, ReadRequest, Served, ServedStatus, TagList};
-use crate::store::{ByteRange, Condition, Headers, ObjectMeta};
-use crate::vfs::{Assembly, Location, Visibility};
-use crate::{CopyMeta, CopyRequest, Outcome, PutError, PutRequest, Silo, SiloError};
+use crate::serving::{Conditions, Overrides, RangeSpec, ReadRequest, Served, ServedStatus, TagList};
+use crate::vfs::Visibility;
+use crate::{Condition, Headers, ObjectMeta};
+use crate::{CopyRequest, Description, Outcome, PutError, PutRequest, Silo, UploadError};
 
 /// The longest a presigned URL may live (AWS's own bound).
 pub const MAX_PRESIGNED_SECONDS: u64 = 7 * 24 * 3600;
@@ -58,7 +58,6 @@ pub struct SiloS3 {
     silo: Arc<Silo>,
     principals: Arc<PrincipalsHandle>,
     settings: S3ApiSettings,
-    multipart: Arc<MultipartStore>,
 }
 
 /// The operation a request turned out to be, for the metrics: filled in by
@@ -98,6 +97,14 @@ fn request_error(e: RequestError) -> S3Error {
     match e {
         RequestError::Denied(e) => denied(e),
         RequestError::Storage(e) => storage_error(e),
+    }
+}
+
+fn upload_error(e: UploadError) -> S3Error {
+    match e {
+        UploadError::Denied(e) => denied(e),
+        UploadError::Multipart(e) => multipart_error(e),
+        UploadError::Put(e) => put_error(e),
     }
 }
 
@@ -157,6 +164,7 @@ fn put_error(e: PutError) -> S3Error {
         PutError::Body(e) => s3_error!(IncompleteBody, "reading the request body: {e}"),
         PutError::BadDigest(message) => s3_error!(BadDigest, "{message}"),
         PutError::SourceCondition => s3_error!(PreconditionFailed, "the copy source's condition does not hold"),
+        PutError::SourceRange => s3_error!(InvalidArgument, "x-amz-copy-source-range is not within the source"),
         PutError::OntoItself => s3_error!(
             InvalidRequest,
             "this copy request is illegal because it is trying to copy an object to itself without changing its metadata"
@@ -427,7 +435,6 @@ pub fn service(
         silo: silo.clone(),
         principals: principals.clone(),
         settings: settings.clone(),
-        multipart: silo.multipart().clone(),
     });
     builder.set_auth(Keys(principals.clone()));
     builder.set_access(Policy {
@@ -465,9 +472,7 @@ pub fn service(
             // A request refused before it was read as an operation (a bad
             // signature, an unknown key) counts as `unauthenticated`.
             let operation = slot.0.get().map_or("unauthenticated", String::as_str);
-            silo.storage()
-                .metrics()
-                .s3_request(operation, status, started.elapsed());
+            silo.metrics().s3_request(operation, status, started.elapsed());
             response
         }
     })
@@ -576,48 +581,14 @@ impl SiloS3 {
         Ok(())
     }
 
-    fn location(&self, bucket: &str, key: &str) -> S3Result<Location> {
-        if key.len() > crate::path::MAX_KEY_BYTES {
-            return Err(s3_error!(KeyTooLongError));
-        }
-        self.silo.storage().location(bucket, key).map_err(storage_error)
-    }
-
     fn visibility(&self, bucket: &str) -> S3Result<Visibility> {
-        self.silo
-            .storage()
-            .volume(bucket)
-            .map(|v| v.visibility)
-            .map_err(|_| s3_error!(NoSuchBucket))
+        self.silo.visibility(bucket).ok_or_else(|| s3_error!(NoSuchBucket))
     }
 
     /// The principal that signed the request (anonymous requests reach no
     /// operation that asks for one).
     fn signed_by(&self, credentials: Option<&s3s::auth::Credentials>) -> S3Result<Arc<Principal>> {
         self.principal(credentials).ok_or_else(|| s3_error!(AccessDenied))
-    }
-
-    /// The location of a copy source the principal may read.
-    fn readable_source(&self, principal: &Arc<Principal>, source: &dto::CopySource) -> S3Result<Location> {
-        let (bucket, key) = copy_source(source)?;
-        // The access check saw the destination; the source is checked here.
-        self.silo
-            .authorize(&Caller::Principal(principal.clone()), &bucket, &key, Op::Read)
-            .map_err(denied)?;
-        self.location(&bucket, &key)
-    }
-
-    /// What a failed staging answers.
-    fn staging_error(&self, bucket: &str, e: SiloError) -> S3Error {
-        match e {
-            SiloError::TooLarge { limit, .. } => {
-                s3_error!(EntityTooLarge, "volume '{bucket}' takes objects of up to {limit} bytes")
-            }
-            SiloError::Storage(e) => storage_error(e),
-            SiloError::Source(e) if e.kind() == std::io::ErrorKind::TimedOut => s3_error!(RequestTimeout, "{e}"),
-            SiloError::Source(e) => s3_error!(IncompleteBody, "reading the request body: {e}"),
-            other => s3_error!(InternalError, "{other}"),
-        }
     }
 
     /// An ACL as S3 would give it: the caller owns everything, and on a
@@ -855,6 +826,41 @@ fn write_condition(
     }
 }
 
+/// The S3 error of a body whose digests did not match, kept for the
+/// answer while the core reports only that they did not.
+#[derive(Clone, Default)]
+struct Mismatch(Arc<std::sync::Mutex<Option<S3Error>>>);
+
+impl Mismatch {
+    fn take(&self, message: String) -> S3Error {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_else(|| s3_error!(BadDigest, "{message}"))
+    }
+}
+
+/// The check the core runs once a body is stored: that it is what the
+/// client's digests say.
+fn verifier(
+    declared: Declared,
+    hashing: Arc<std::sync::Mutex<Hashing>>,
+    trailing: Option<s3s::TrailingHeaders>,
+) -> (Box<dyn FnOnce() -> Result<(), String> + Send>, Mismatch) {
+    let mismatch = Mismatch::default();
+    let kept = mismatch.clone();
+    let verify = move || {
+        let computed = std::mem::take(&mut *hashing.lock().unwrap_or_else(|p| p.into_inner()));
+        declared.verify(computed, trailing.as_ref()).map_err(|e| {
+            let message = e.message().unwrap_or("the body is not what its digests say").to_owned();
+            *kept.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+            message
+        })
+    };
+    (Box::new(verify), mismatch)
+}
+
 /// A body cut off when idle, hashed as it passes for the digests the
 /// client declared.
 fn hashed(
@@ -1089,20 +1095,7 @@ impl S3 for SiloS3 {
             .body
             .ok_or_else(|| s3_error!(IncompleteBody, "the request has no body"))?;
         let (body, hashing) = hashed(body, self.settings.idle_timeout, &declared);
-        // The digests are checked once the body is staged; the S3 error
-        // for a mismatch is kept here for the answer.
-        let mismatch: Arc<std::sync::Mutex<Option<S3Error>>> = Arc::default();
-        let verify = {
-            let mismatch = mismatch.clone();
-            move || {
-                let computed = std::mem::take(&mut *hashing.lock().unwrap_or_else(|p| p.into_inner()));
-                declared.verify(computed, trailing.as_ref()).map_err(|e| {
-                    let message = e.message().unwrap_or("the body is not what its digests say").to_owned();
-                    *mismatch.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-                    message
-                })
-            }
-        };
+        let (verify, mismatch) = verifier(declared, hashing, trailing);
         let mut metadata: Vec<(String, String)> = input.metadata.unwrap_or_default().into_iter().collect();
         metadata.sort();
         let request = PutRequest {
@@ -1112,17 +1105,11 @@ impl S3 for SiloS3 {
             headers: declared_headers(input.content_disposition, input.content_encoding, input.expires)?,
             metadata,
             length: input.content_length.map(|n| n.max(0) as u64),
-            verify: Some(Box::new(verify)),
+            verify: Some(verify),
         };
         let report = match self.silo.put(&caller, &input.bucket, &input.key, body, request).await {
             Ok(report) => stored(report)?,
-            Err(PutError::BadDigest(message)) => {
-                return Err(mismatch
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .take()
-                    .unwrap_or_else(|| s3_error!(BadDigest, "{message}")));
-            }
+            Err(PutError::BadDigest(message)) => return Err(mismatch.take(message)),
             Err(e) => return Err(put_error(e)),
         };
         Ok(S3Response::new(dto::PutObjectOutput {
@@ -1459,7 +1446,7 @@ impl S3 for SiloS3 {
             Some(dto::MetadataDirective::REPLACE) => {
                 let mut metadata: Vec<(String, String)> = input.metadata.unwrap_or_default().into_iter().collect();
                 metadata.sort();
-                Some(CopyMeta {
+                Some(Description {
                     content_type: input.content_type.filter(|t| !t.is_empty()),
                     cache_control: input.cache_control.filter(|c| !c.is_empty()),
                     headers: declared_headers(input.content_disposition, input.content_encoding, input.expires)?,
@@ -1524,13 +1511,12 @@ impl S3 for SiloS3 {
         req: S3Request<dto::GetObjectAclInput>,
     ) -> S3Result<S3Response<dto::GetObjectAclOutput>> {
         let visibility = self.visibility(&req.input.bucket)?;
-        let location = self.location(&req.input.bucket, &req.input.key)?;
+        let caller = self.caller(req.credentials.as_ref());
+        Self::check_key(&req.input.key)?;
         self.silo
-            .storage()
-            .host_session()
-            .stat(&location)
+            .stat(&caller, &req.input.bucket, &req.input.key)
             .await
-            .map_err(storage_error)?;
+            .map_err(request_error)?;
         let (owner, grants) = self.acl(req.credentials.as_ref(), visibility);
         Ok(S3Response::new(dto::GetObjectAclOutput {
             owner: Some(owner),
@@ -1543,13 +1529,12 @@ impl S3 for SiloS3 {
         &self,
         req: S3Request<dto::GetObjectTaggingInput>,
     ) -> S3Result<S3Response<dto::GetObjectTaggingOutput>> {
-        let location = self.location(&req.input.bucket, &req.input.key)?;
+        let caller = self.caller(req.credentials.as_ref());
+        Self::check_key(&req.input.key)?;
         self.silo
-            .storage()
-            .host_session()
-            .stat(&location)
+            .stat(&caller, &req.input.bucket, &req.input.key)
             .await
-            .map_err(storage_error)?;
+            .map_err(request_error)?;
         Ok(S3Response::new(dto::GetObjectTaggingOutput {
             tag_set: Vec::new(),
             version_id: None,
@@ -1592,33 +1577,23 @@ impl S3 for SiloS3 {
         &self,
         req: S3Request<dto::CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<dto::CreateMultipartUploadOutput>> {
-        let principal = self.signed_by(req.credentials.as_ref())?;
+        let caller = self.caller(req.credentials.as_ref());
         let input = req.input;
-        let location = self.location(&input.bucket, &input.key)?;
+        Self::check_key(&input.key)?;
         check_acl(input.acl.as_ref())?;
-        // A name the policy refuses is refused now, not after the parts.
-        self.silo
-            .storage()
-            .policy()
-            .check_name(location.path.as_str())
-            .map_err(storage_error)?;
         let mut metadata: Vec<(String, String)> = input.metadata.unwrap_or_default().into_iter().collect();
         metadata.sort();
+        let description = Description {
+            content_type: input.content_type.filter(|t| !t.is_empty()),
+            cache_control: input.cache_control.filter(|c| !c.is_empty()),
+            headers: declared_headers(input.content_disposition, input.content_encoding, input.expires)?,
+            metadata,
+        };
         let id = self
-            .multipart
-            .create(UploadSettings {
-                volume: input.bucket.clone(),
-                key: input.key.clone(),
-                principal: principal.name.clone(),
-                content_type: input.content_type.filter(|t| !t.is_empty()),
-                cache_control: input.cache_control.filter(|c| !c.is_empty()),
-                headers: declared_headers(input.content_disposition, input.content_encoding, input.expires)?,
-                metadata,
-                created_ms: crate::store::now_ms(),
-                backend: None,
-            })
+            .silo
+            .create_upload(&caller, &input.bucket, &input.key, description)
             .await
-            .map_err(multipart_error)?;
+            .map_err(upload_error)?;
         Ok(S3Response::new(dto::CreateMultipartUploadOutput {
             bucket: Some(input.bucket),
             key: Some(input.key),
@@ -1628,14 +1603,10 @@ impl S3 for SiloS3 {
     }
 
     async fn upload_part(&self, req: S3Request<dto::UploadPartInput>) -> S3Result<S3Response<dto::UploadPartOutput>> {
+        let caller = self.caller(req.credentials.as_ref());
         let declared = Declared::of(&req.headers)?;
         let trailing = req.trailing_headers;
         let input = req.input;
-        let upload = self
-            .multipart
-            .settings(&input.upload_id, &input.bucket, &input.key)
-            .await
-            .map_err(multipart_error)?;
         let body = input
             .body
             .ok_or_else(|| s3_error!(IncompleteBody, "the request has no body"))?;
@@ -1643,21 +1614,24 @@ impl S3 for SiloS3 {
             .exact()
             .map(|n| n as u64);
         let (body, hashing) = hashed(body, self.settings.idle_timeout, &declared);
-        let limit = self.silo.upload_limit(&input.bucket);
+        let (verify, mismatch) = verifier(declared, hashing, trailing);
         let part = self
-            .multipart
-            .put_part(&input.upload_id, &upload, input.part_number, body, length, limit)
+            .silo
+            .put_part(
+                &caller,
+                &input.bucket,
+                &input.key,
+                &input.upload_id,
+                input.part_number,
+                body,
+                length,
+                Some(verify),
+            )
             .await
-            .map_err(multipart_error)?;
-        let computed = std::mem::take(&mut *hashing.lock().unwrap_or_else(|p| p.into_inner()));
-        if let Err(e) = declared.verify(computed, trailing.as_ref()) {
-            // A part that is not what its digests say is not kept.
-            let _ = self
-                .multipart
-                .remove_part(&input.upload_id, &input.bucket, input.part_number, &part.etag)
-                .await;
-            return Err(e);
-        }
+            .map_err(|e| match e {
+                UploadError::Put(PutError::BadDigest(message)) => mismatch.take(message),
+                e => upload_error(e),
+            })?;
         Ok(S3Response::new(dto::UploadPartOutput {
             e_tag: Some(ETag::Strong(part.etag)),
             ..Default::default()
@@ -1668,16 +1642,23 @@ impl S3 for SiloS3 {
         &self,
         req: S3Request<dto::UploadPartCopyInput>,
     ) -> S3Result<S3Response<dto::UploadPartCopyOutput>> {
-        let principal = self.signed_by(req.credentials.as_ref())?;
+        let caller = self.caller(req.credentials.as_ref());
         let input = req.input;
-        let upload = self
-            .multipart
-            .settings(&input.upload_id, &input.bucket, &input.key)
-            .await
-            .map_err(multipart_error)?;
-        let source = self.readable_source(&principal, &input.copy_source)?;
-        let host = self.silo.storage().host_session();
-        let meta = host.stat(&source).await.map_err(storage_error)?;
+        let (bucket, key) = copy_source(&input.copy_source)?;
+        Self::check_key(&key)?;
+        let range = match &input.copy_source_range {
+            None => None,
+            Some(spec) => Some(match dto::Range::parse(spec) {
+                Ok(dto::Range::Int { first, last }) => RangeSpec::From { first, last },
+                Ok(dto::Range::Suffix { length }) => RangeSpec::Suffix(length),
+                Err(_) => {
+                    return Err(s3_error!(
+                        InvalidArgument,
+                        "x-amz-copy-source-range '{spec}' is not a byte range"
+                    ));
+                }
+            }),
+        };
         let conditions = source_conditions(
             [
                 input.copy_source_if_match.as_ref(),
@@ -1688,43 +1669,20 @@ impl S3 for SiloS3 {
                 input.copy_source_if_unmodified_since.as_ref(),
             ],
         );
-        if conditions.check(&meta).is_some() {
-            return Err(put_error(PutError::SourceCondition));
-        }
-        let range = match &input.copy_source_range {
-            None => None,
-            Some(spec) => {
-                let r = dto::Range::parse(spec)
-                    .ok()
-                    .and_then(|r| r.check(meta.size).ok())
-                    .ok_or_else(|| {
-                        s3_error!(
-                            InvalidArgument,
-                            "x-amz-copy-source-range '{spec}' is not within the source"
-                        )
-                    })?;
-                Some(ByteRange {
-                    offset: r.start,
-                    length: r.end - r.start,
-                })
-            }
-        };
-        let length = range.map_or(meta.size, |r| r.length);
-        let (_, body) = host.open_read(&source, range).await.map_err(storage_error)?;
-        let chunks = tokio_util::io::ReaderStream::with_capacity(body, 256 * 1024);
-        let limit = self.silo.upload_limit(&input.bucket);
         let part = self
-            .multipart
-            .put_part(
+            .silo
+            .copy_part(
+                &caller,
+                &input.bucket,
+                &input.key,
                 &input.upload_id,
-                &upload,
                 input.part_number,
-                chunks,
-                Some(length),
-                limit,
+                (&bucket, &key),
+                range,
+                &conditions,
             )
             .await
-            .map_err(multipart_error)?;
+            .map_err(upload_error)?;
         Ok(S3Response::new(dto::UploadPartCopyOutput {
             copy_part_result: Some(dto::CopyPartResult {
                 e_tag: Some(ETag::Strong(part.etag)),
@@ -1736,38 +1694,35 @@ impl S3 for SiloS3 {
     }
 
     async fn list_parts(&self, req: S3Request<dto::ListPartsInput>) -> S3Result<S3Response<dto::ListPartsOutput>> {
+        let caller = self.caller(req.credentials.as_ref());
         let input = req.input;
-        let settings = self
-            .multipart
-            .settings(&input.upload_id, &input.bucket, &input.key)
-            .await
-            .map_err(multipart_error)?;
         let max = input.max_parts.unwrap_or(1000).clamp(0, 1000) as usize;
-        let after: i32 = input.part_number_marker.unwrap_or(0);
-        let parts: Vec<_> = self
-            .multipart
-            .parts(&input.upload_id)
+        let page = self
+            .silo
+            .list_parts(
+                &caller,
+                &input.bucket,
+                &input.key,
+                &input.upload_id,
+                input.part_number_marker.unwrap_or(0),
+                max,
+            )
             .await
-            .map_err(multipart_error)?
-            .into_iter()
-            .filter(|p| p.number > after)
-            .collect();
-        let truncated = parts.len() > max;
-        let shown = &parts[..parts.len().min(max)];
+            .map_err(upload_error)?;
         let owner = dto::Owner {
-            display_name: Some(settings.principal.clone()),
-            id: Some(settings.principal.clone()),
+            display_name: Some(page.upload.principal.clone()),
+            id: Some(page.upload.principal.clone()),
         };
         Ok(S3Response::new(dto::ListPartsOutput {
             bucket: Some(input.bucket),
             key: Some(input.key),
             upload_id: Some(input.upload_id),
             max_parts: Some(max as i32),
-            is_truncated: Some(truncated),
+            is_truncated: Some(page.truncated),
             part_number_marker: input.part_number_marker,
-            next_part_number_marker: shown.last().filter(|_| truncated).map(|p| p.number),
+            next_part_number_marker: page.parts.last().filter(|_| page.truncated).map(|p| p.number),
             parts: Some(
-                shown
+                page.parts
                     .iter()
                     .map(|p| dto::Part {
                         part_number: Some(p.number),
@@ -1791,38 +1746,31 @@ impl S3 for SiloS3 {
         &self,
         req: S3Request<dto::ListMultipartUploadsInput>,
     ) -> S3Result<S3Response<dto::ListMultipartUploadsOutput>> {
+        let caller = self.caller(req.credentials.as_ref());
         let input = req.input;
-        self.visibility(&input.bucket)?;
         let prefix = input.prefix.clone().unwrap_or_default();
         let max = input.max_uploads.unwrap_or(1000).clamp(0, 1000) as usize;
         let after = (
-            input.key_marker.clone().unwrap_or_default(),
-            input.upload_id_marker.clone().unwrap_or_default(),
+            input.key_marker.as_deref().unwrap_or_default(),
+            input.upload_id_marker.as_deref().unwrap_or_default(),
         );
-        let mut uploads: Vec<(String, UploadSettings)> = self
-            .multipart
-            .uploads(Some(&input.bucket))
+        let page = self
+            .silo
+            .list_uploads(&caller, &input.bucket, &prefix, after, max)
             .await
-            .map_err(multipart_error)?
-            .into_iter()
-            .filter(|(_, s)| s.key.starts_with(&prefix))
-            .filter(|(id, s)| (s.key.clone(), id.clone()) > after)
-            .collect();
-        uploads.sort_by(|a, b| (&a.1.key, &a.0).cmp(&(&b.1.key, &b.0)));
-        let truncated = uploads.len() > max;
-        uploads.truncate(max);
-        let last = uploads.last().filter(|_| truncated).cloned();
+            .map_err(upload_error)?;
+        let last = page.uploads.last().filter(|_| page.truncated).cloned();
         Ok(S3Response::new(dto::ListMultipartUploadsOutput {
             bucket: Some(input.bucket),
             prefix: Some(prefix),
             key_marker: input.key_marker,
             upload_id_marker: input.upload_id_marker,
             max_uploads: Some(max as i32),
-            is_truncated: Some(truncated),
+            is_truncated: Some(page.truncated),
             next_key_marker: last.as_ref().map(|(_, s)| s.key.clone()),
             next_upload_id_marker: last.map(|(id, _)| id),
             uploads: Some(
-                uploads
+                page.uploads
                     .into_iter()
                     .map(|(id, s)| dto::MultipartUpload {
                         key: Some(s.key),
@@ -1844,14 +1792,9 @@ impl S3 for SiloS3 {
         &self,
         req: S3Request<dto::CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<dto::CompleteMultipartUploadOutput>> {
-        let principal = self.signed_by(req.credentials.as_ref())?;
+        let caller = self.caller(req.credentials.as_ref());
         let input = req.input;
-        let location = self.location(&input.bucket, &input.key)?;
-        let settings = self
-            .multipart
-            .settings(&input.upload_id, &input.bucket, &input.key)
-            .await
-            .map_err(multipart_error)?;
+        Self::check_key(&input.key)?;
         let named: Vec<(i32, String)> = input
             .multipart_upload
             .and_then(|m| m.parts)
@@ -1868,60 +1811,12 @@ impl S3 for SiloS3 {
             })
             .collect::<S3Result<_>>()?;
         let condition = write_condition(input.if_none_match.as_ref(), input.if_match.as_ref())?;
-        let (parts, _) = self
-            .multipart
-            .assemble(&input.upload_id, &named)
+        let report = self
+            .silo
+            .complete_upload(&caller, &input.bucket, &input.key, &input.upload_id, &named, condition)
             .await
-            .map_err(multipart_error)?;
-        let target = format!("{}/{}", location.volume, location.path);
-        // The whole object is staged and judged once, as any upload.
-        // Judged from this node's copies where it has them all (one node, or
-        // a balancer that keeps an upload on one node).
-        let (copies, assembly) = match &settings.backend {
-            Some(upload) => (
-                self.multipart
-                    .gather(&input.upload_id, &input.bucket, &parts)
-                    .await
-                    .map_err(multipart_error)?,
-                Assembly::Parts {
-                    upload: upload.clone(),
-                    parts: parts.iter().map(|p| (p.number, format!("\"{}\"", p.etag))).collect(),
-                },
-            ),
-            None => (self.multipart.copies_of(&parts).ok(), Assembly::Write),
-        };
-        let content_type = settings.content_type.as_deref();
-        let staged = match copies {
-            Some(files) => self.silo.stage_files(&target, files, content_type).await,
-            None => {
-                let body = self
-                    .multipart
-                    .read_parts(&input.bucket, parts)
-                    .map_err(multipart_error)?;
-                self.silo.stage_chunks(&target, body, content_type).await
-            }
-        }
-        .map_err(|e| self.staging_error(&input.bucket, e));
-        let mut pending = match staged {
-            Ok(pending) => pending,
-            Err(e) => {
-                let _ = self.multipart.remove(&input.upload_id).await;
-                return Err(e);
-            }
-        };
-        pending.condition = condition;
-        // Accepted, the object is joined from its parts in the backend.
-        pending.assembly = assembly;
-        pending.meta.cache_control = settings.cache_control;
-        pending.meta.metadata = settings.metadata;
-        pending.meta.headers = settings.headers;
-        // Judged or refused, the upload is over: its parts go.
-        let judged = stored(self.silo.judged(&Caller::Principal(principal), pending).await);
-        let _ = match judged.is_ok() {
-            true => self.multipart.completed(&input.upload_id).await,
-            false => self.multipart.remove(&input.upload_id).await,
-        };
-        let report = judged?;
+            .map_err(upload_error)?;
+        let report = stored(report)?;
         Ok(S3Response::new(dto::CompleteMultipartUploadOutput {
             bucket: Some(input.bucket),
             key: Some(input.key),
@@ -1934,12 +1829,12 @@ impl S3 for SiloS3 {
         &self,
         req: S3Request<dto::AbortMultipartUploadInput>,
     ) -> S3Result<S3Response<dto::AbortMultipartUploadOutput>> {
+        let caller = self.caller(req.credentials.as_ref());
         let input = req.input;
-        self.multipart
-            .settings(&input.upload_id, &input.bucket, &input.key)
+        self.silo
+            .abort_upload(&caller, &input.bucket, &input.key, &input.upload_id)
             .await
-            .map_err(multipart_error)?;
-        self.multipart.remove(&input.upload_id).await.map_err(multipart_error)?;
+            .map_err(upload_error)?;
         let mut response = S3Response::new(dto::AbortMultipartUploadOutput::default());
         response.status = Some(http::StatusCode::NO_CONTENT);
         Ok(response)

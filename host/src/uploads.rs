@@ -1,0 +1,274 @@
+//! Multipart uploads for clients (S3's CreateMultipartUpload, UploadPart,
+//! UploadPartCopy, CompleteMultipartUpload, AbortMultipartUpload,
+//! ListParts, ListMultipartUploads), over the core's
+//! [`MultipartStore`](crate::multipart::MultipartStore): access, the
+//! content policy and the judgement of the whole object are decided here.
+
+use std::sync::Arc;
+
+use crate::access::{Caller, Denied, Op};
+use crate::multipart::{MultipartError, PartInfo, UploadSettings};
+use crate::pipeline::UploadReport;
+use crate::put::{Description, PutError};
+use crate::serving::{Conditions, RangeSpec};
+use crate::store::Condition;
+use crate::vfs::Assembly;
+use crate::{Silo, StorageError};
+
+/// Why a multipart call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error(transparent)]
+    Denied(#[from] Denied),
+    #[error(transparent)]
+    Multipart(#[from] MultipartError),
+    /// The whole object could not be staged or judged (completion, or a
+    /// copied part's source).
+    #[error(transparent)]
+    Put(#[from] PutError),
+}
+
+impl From<StorageError> for UploadError {
+    fn from(e: StorageError) -> Self {
+        UploadError::Multipart(MultipartError::Storage(e))
+    }
+}
+
+/// A page of an upload's parts.
+#[derive(Debug, Clone)]
+pub struct PartsPage {
+    /// What was declared when the upload was created.
+    pub upload: UploadSettings,
+    pub parts: Vec<PartInfo>,
+    /// More parts follow the last one.
+    pub truncated: bool,
+}
+
+/// A page of a volume's open uploads: `(upload id, settings)` by key,
+/// then id.
+#[derive(Debug, Clone)]
+pub struct UploadsPage {
+    pub uploads: Vec<(String, UploadSettings)>,
+    pub truncated: bool,
+}
+
+impl Silo {
+    /// Open a multipart upload of `key` in `volume` for `caller`; its id.
+    /// A name the content policy refuses is refused now, not after the
+    /// parts.
+    pub async fn create_upload(
+        &self,
+        caller: &Caller,
+        volume: &str,
+        key: &str,
+        description: Description,
+    ) -> Result<String, UploadError> {
+        self.authorize(caller, volume, key, Op::Write)?;
+        let location = self.storage().location(volume, key)?;
+        self.storage().policy().check_name(location.path.as_str())?;
+        let id = self
+            .multipart()
+            .create(UploadSettings {
+                volume: volume.to_owned(),
+                key: key.to_owned(),
+                principal: caller.name().to_owned(),
+                content_type: description.content_type,
+                cache_control: description.cache_control,
+                headers: description.headers,
+                metadata: description.metadata,
+                created_ms: crate::store::now_ms(),
+                backend: None,
+            })
+            .await?;
+        Ok(id)
+    }
+
+    /// Store part `number` of upload `id` (of `key` in `volume`) for
+    /// `caller`. `verify` runs once the part is stored: a part that fails
+    /// it is not kept ([`PutError::BadDigest`]).
+    #[allow(clippy::too_many_arguments)] // each is one part of the request
+    pub async fn put_part(
+        &self,
+        caller: &Caller,
+        volume: &str,
+        key: &str,
+        id: &str,
+        number: i32,
+        body: impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Unpin,
+        length: Option<u64>,
+        verify: Option<Box<dyn FnOnce() -> Result<(), String> + Send>>,
+    ) -> Result<PartInfo, UploadError> {
+        self.authorize(caller, volume, key, Op::Write)?;
+        let upload = self.multipart().settings(id, volume, key).await?;
+        let limit = self.upload_limit(volume);
+        let part = self
+            .multipart()
+            .put_part(id, &upload, number, body, length, limit)
+            .await?;
+        if let Some(verify) = verify
+            && let Err(message) = verify()
+        {
+            let _ = self.multipart().remove_part(id, volume, number, &part.etag).await;
+            return Err(PutError::BadDigest(message).into());
+        }
+        Ok(part)
+    }
+
+    /// Store part `number` of upload `id` from `source` (a range of it),
+    /// which `caller` must be able to read and which must meet
+    /// `conditions`.
+    #[allow(clippy::too_many_arguments)] // each is one part of the request
+    pub async fn copy_part(
+        &self,
+        caller: &Caller,
+        volume: &str,
+        key: &str,
+        id: &str,
+        number: i32,
+        source: (&str, &str),
+        range: Option<RangeSpec>,
+        conditions: &Conditions,
+    ) -> Result<PartInfo, UploadError> {
+        self.authorize(caller, volume, key, Op::Write)?;
+        let upload = self.multipart().settings(id, volume, key).await?;
+        self.authorize(caller, source.0, source.1, Op::Read)?;
+        let from = self.storage().location(source.0, source.1)?;
+        let session = self.session_for(caller);
+        let meta = session.stat(&from).await?;
+        if conditions.check(&meta).is_some() {
+            return Err(PutError::SourceCondition.into());
+        }
+        let range = match range {
+            None => None,
+            Some(spec) => Some(spec.within(meta.size).ok_or(PutError::SourceRange)?),
+        };
+        let length = range.map_or(meta.size, |r| r.length);
+        let (_, body) = session.open_read(&from, range).await?;
+        let chunks = tokio_util::io::ReaderStream::with_capacity(body, 256 * 1024);
+        let limit = self.upload_limit(volume);
+        Ok(self
+            .multipart()
+            .put_part(id, &upload, number, chunks, Some(length), limit)
+            .await?)
+    }
+
+    /// Complete upload `id` of `key` in `volume` from the parts named
+    /// (number, ETag): the parts, in order, are staged and judged once,
+    /// whole, as any upload, then joined in the backend where they went
+    /// into its own upload. Judged or refused, the upload and its parts
+    /// are gone after this.
+    pub async fn complete_upload(
+        self: &Arc<Self>,
+        caller: &Caller,
+        volume: &str,
+        key: &str,
+        id: &str,
+        named: &[(i32, String)],
+        condition: Option<Condition>,
+    ) -> Result<UploadReport, UploadError> {
+        self.authorize(caller, volume, key, Op::Write)?;
+        let location = self.storage().location(volume, key)?;
+        let multipart = self.multipart();
+        let settings = multipart.settings(id, volume, key).await?;
+        let (parts, _) = multipart.assemble(id, named).await?;
+        let target = format!("{}/{}", location.volume, location.path);
+        // Judged from this node's copies where it has them all (one node,
+        // or a balancer that keeps an upload on one node).
+        let (copies, assembly) = match &settings.backend {
+            Some(upload) => (
+                multipart.gather(id, volume, &parts).await?,
+                Assembly::Parts {
+                    upload: upload.clone(),
+                    parts: parts.iter().map(|p| (p.number, format!("\"{}\"", p.etag))).collect(),
+                },
+            ),
+            None => (multipart.copies_of(&parts).ok(), Assembly::Write),
+        };
+        let content_type = settings.content_type.as_deref();
+        let staged = match copies {
+            Some(files) => self.stage_files(&target, files, content_type).await,
+            None => {
+                let body = multipart.read_parts(volume, parts)?;
+                self.stage_chunks(&target, body, content_type).await
+            }
+        };
+        let mut pending = match staged {
+            Ok(pending) => pending,
+            Err(e) => {
+                let _ = multipart.remove(id).await;
+                return Err(PutError::from_staging(e).into());
+            }
+        };
+        pending.condition = condition;
+        // Accepted, the object is joined from its parts in the backend.
+        pending.assembly = assembly;
+        pending.meta.cache_control = settings.cache_control;
+        pending.meta.metadata = settings.metadata;
+        pending.meta.headers = settings.headers;
+        let report = self.judged(caller, pending).await;
+        let _ = match report.status {
+            crate::Status::Accepted => multipart.completed(id).await,
+            _ => multipart.remove(id).await,
+        };
+        Ok(report)
+    }
+
+    /// Abort upload `id` of `key` in `volume`: its parts are removed.
+    pub async fn abort_upload(&self, caller: &Caller, volume: &str, key: &str, id: &str) -> Result<(), UploadError> {
+        self.authorize(caller, volume, key, Op::Write)?;
+        self.multipart().settings(id, volume, key).await?;
+        Ok(self.multipart().remove(id).await?)
+    }
+
+    /// The parts of upload `id` after part number `after`, at most `max`.
+    pub async fn list_parts(
+        &self,
+        caller: &Caller,
+        volume: &str,
+        key: &str,
+        id: &str,
+        after: i32,
+        max: usize,
+    ) -> Result<PartsPage, UploadError> {
+        self.authorize(caller, volume, key, Op::List)?;
+        let upload = self.multipart().settings(id, volume, key).await?;
+        let mut parts: Vec<PartInfo> = self
+            .multipart()
+            .parts(id)
+            .await?
+            .into_iter()
+            .filter(|p| p.number > after)
+            .collect();
+        let truncated = parts.len() > max;
+        parts.truncate(max);
+        Ok(PartsPage {
+            upload,
+            parts,
+            truncated,
+        })
+    }
+
+    /// The open uploads of `volume` under `prefix`, after `(key, id)`, at
+    /// most `max`, in key and then id order.
+    pub async fn list_uploads(
+        &self,
+        caller: &Caller,
+        volume: &str,
+        prefix: &str,
+        after: (&str, &str),
+        max: usize,
+    ) -> Result<UploadsPage, UploadError> {
+        self.authorize(caller, volume, prefix, Op::List)?;
+        let mut uploads: Vec<(String, UploadSettings)> = self
+            .multipart()
+            .uploads(Some(volume))
+            .await?
+            .into_iter()
+            .filter(|(id, s)| s.key.starts_with(prefix) && (s.key.as_str(), id.as_str()) > after)
+            .collect();
+        uploads.sort_by(|a, b| (&a.1.key, &a.0).cmp(&(&b.1.key, &b.0)));
+        let truncated = uploads.len() > max;
+        uploads.truncate(max);
+        Ok(UploadsPage { uploads, truncated })
+    }
+}
