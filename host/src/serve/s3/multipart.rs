@@ -1,0 +1,276 @@
+//! Multipart uploads, translated to the core's calls.
+
+use super::*;
+
+pub(super) async fn create_multipart_upload(
+    s3: &SiloS3,
+    req: S3Request<dto::CreateMultipartUploadInput>,
+) -> S3Result<S3Response<dto::CreateMultipartUploadOutput>> {
+    let caller = s3.caller(req.credentials.as_ref());
+    let input = req.input;
+    SiloS3::check_key(&input.key)?;
+    check_acl(input.acl.as_ref())?;
+    let mut metadata: Vec<(String, String)> = input.metadata.unwrap_or_default().into_iter().collect();
+    metadata.sort();
+    let description = Description {
+        content_type: input.content_type.filter(|t| !t.is_empty()),
+        cache_control: input.cache_control.filter(|c| !c.is_empty()),
+        headers: declared_headers(input.content_disposition, input.content_encoding, input.expires)?,
+        metadata,
+    };
+    let id = s3
+        .silo
+        .create_upload(&caller, &input.bucket, &input.key, description)
+        .await
+        .map_err(upload_error)?;
+    Ok(S3Response::new(dto::CreateMultipartUploadOutput {
+        bucket: Some(input.bucket),
+        key: Some(input.key),
+        upload_id: Some(id),
+        ..Default::default()
+    }))
+}
+
+pub(super) async fn upload_part(
+    s3: &SiloS3,
+    req: S3Request<dto::UploadPartInput>,
+) -> S3Result<S3Response<dto::UploadPartOutput>> {
+    let caller = s3.caller(req.credentials.as_ref());
+    let declared = Declared::of(&req.headers)?;
+    let trailing = req.trailing_headers;
+    let input = req.input;
+    let body = input
+        .body
+        .ok_or_else(|| s3_error!(IncompleteBody, "the request has no body"))?;
+    let length = s3s::stream::ByteStream::remaining_length(&body)
+        .exact()
+        .map(|n| n as u64);
+    let (body, hashing) = hashed(body, s3.settings.idle_timeout, &declared);
+    let (verify, mismatch) = verifier(declared, hashing, trailing);
+    let part = s3
+        .silo
+        .put_part(
+            &caller,
+            &input.bucket,
+            &input.key,
+            &input.upload_id,
+            input.part_number,
+            body,
+            length,
+            Some(verify),
+        )
+        .await
+        .map_err(|e| match e {
+            UploadError::Put(PutError::BadDigest(message)) => mismatch.take(message),
+            e => upload_error(e),
+        })?;
+    Ok(S3Response::new(dto::UploadPartOutput {
+        e_tag: Some(ETag::Strong(part.etag)),
+        ..Default::default()
+    }))
+}
+
+pub(super) async fn upload_part_copy(
+    s3: &SiloS3,
+    req: S3Request<dto::UploadPartCopyInput>,
+) -> S3Result<S3Response<dto::UploadPartCopyOutput>> {
+    let caller = s3.caller(req.credentials.as_ref());
+    let input = req.input;
+    let (bucket, key) = copy_source(&input.copy_source)?;
+    SiloS3::check_key(&key)?;
+    let range = match &input.copy_source_range {
+        None => None,
+        Some(spec) => Some(match dto::Range::parse(spec) {
+            Ok(dto::Range::Int { first, last }) => RangeSpec::From { first, last },
+            Ok(dto::Range::Suffix { length }) => RangeSpec::Suffix(length),
+            Err(_) => {
+                return Err(s3_error!(
+                    InvalidArgument,
+                    "x-amz-copy-source-range '{spec}' is not a byte range"
+                ));
+            }
+        }),
+    };
+    let conditions = source_conditions(
+        [
+            input.copy_source_if_match.as_ref(),
+            input.copy_source_if_none_match.as_ref(),
+        ],
+        [
+            input.copy_source_if_modified_since.as_ref(),
+            input.copy_source_if_unmodified_since.as_ref(),
+        ],
+    );
+    let part = s3
+        .silo
+        .copy_part(
+            &caller,
+            &input.bucket,
+            &input.key,
+            &input.upload_id,
+            input.part_number,
+            (&bucket, &key),
+            range,
+            &conditions,
+        )
+        .await
+        .map_err(upload_error)?;
+    Ok(S3Response::new(dto::UploadPartCopyOutput {
+        copy_part_result: Some(dto::CopyPartResult {
+            e_tag: Some(ETag::Strong(part.etag)),
+            last_modified: Some(timestamp(part.modified_ms)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }))
+}
+
+pub(super) async fn list_parts(
+    s3: &SiloS3,
+    req: S3Request<dto::ListPartsInput>,
+) -> S3Result<S3Response<dto::ListPartsOutput>> {
+    let caller = s3.caller(req.credentials.as_ref());
+    let input = req.input;
+    let max = input.max_parts.unwrap_or(1000).clamp(0, 1000) as usize;
+    let page = s3
+        .silo
+        .list_parts(
+            &caller,
+            &input.bucket,
+            &input.key,
+            &input.upload_id,
+            input.part_number_marker.unwrap_or(0),
+            max,
+        )
+        .await
+        .map_err(upload_error)?;
+    let owner = dto::Owner {
+        display_name: Some(page.upload.principal.clone()),
+        id: Some(page.upload.principal.clone()),
+    };
+    Ok(S3Response::new(dto::ListPartsOutput {
+        bucket: Some(input.bucket),
+        key: Some(input.key),
+        upload_id: Some(input.upload_id),
+        max_parts: Some(max as i32),
+        is_truncated: Some(page.truncated),
+        part_number_marker: input.part_number_marker,
+        next_part_number_marker: page.parts.last().filter(|_| page.truncated).map(|p| p.number),
+        parts: Some(
+            page.parts
+                .iter()
+                .map(|p| dto::Part {
+                    part_number: Some(p.number),
+                    e_tag: Some(ETag::Strong(p.etag.clone())),
+                    size: Some(p.size as i64),
+                    last_modified: Some(timestamp(p.modified_ms)),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+        initiator: Some(dto::Initiator {
+            display_name: owner.display_name.clone(),
+            id: owner.id.clone(),
+        }),
+        owner: Some(owner),
+        ..Default::default()
+    }))
+}
+
+pub(super) async fn list_multipart_uploads(
+    s3: &SiloS3,
+    req: S3Request<dto::ListMultipartUploadsInput>,
+) -> S3Result<S3Response<dto::ListMultipartUploadsOutput>> {
+    let caller = s3.caller(req.credentials.as_ref());
+    let input = req.input;
+    let prefix = input.prefix.clone().unwrap_or_default();
+    let max = input.max_uploads.unwrap_or(1000).clamp(0, 1000) as usize;
+    let after = (
+        input.key_marker.as_deref().unwrap_or_default(),
+        input.upload_id_marker.as_deref().unwrap_or_default(),
+    );
+    let page = s3
+        .silo
+        .list_uploads(&caller, &input.bucket, &prefix, after, max)
+        .await
+        .map_err(upload_error)?;
+    let last = page.uploads.last().filter(|_| page.truncated).cloned();
+    Ok(S3Response::new(dto::ListMultipartUploadsOutput {
+        bucket: Some(input.bucket),
+        prefix: Some(prefix),
+        key_marker: input.key_marker,
+        upload_id_marker: input.upload_id_marker,
+        max_uploads: Some(max as i32),
+        is_truncated: Some(page.truncated),
+        next_key_marker: last.as_ref().map(|(_, s)| s.key.clone()),
+        next_upload_id_marker: last.map(|(id, _)| id),
+        uploads: Some(
+            page.uploads
+                .into_iter()
+                .map(|(id, s)| dto::MultipartUpload {
+                    key: Some(s.key),
+                    upload_id: Some(id),
+                    initiated: Some(timestamp(s.created_ms)),
+                    owner: Some(dto::Owner {
+                        display_name: Some(s.principal.clone()),
+                        id: Some(s.principal),
+                    }),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+        ..Default::default()
+    }))
+}
+
+pub(super) async fn complete_multipart_upload(
+    s3: &SiloS3,
+    req: S3Request<dto::CompleteMultipartUploadInput>,
+) -> S3Result<S3Response<dto::CompleteMultipartUploadOutput>> {
+    let caller = s3.caller(req.credentials.as_ref());
+    let input = req.input;
+    SiloS3::check_key(&input.key)?;
+    let named: Vec<(i32, String)> = input
+        .multipart_upload
+        .and_then(|m| m.parts)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| {
+            Ok((
+                p.part_number
+                    .ok_or_else(|| s3_error!(InvalidPart, "a completed part has no PartNumber"))?,
+                p.e_tag
+                    .map(|e| e.value().to_owned())
+                    .ok_or_else(|| s3_error!(InvalidPart, "a completed part has no ETag"))?,
+            ))
+        })
+        .collect::<S3Result<_>>()?;
+    let condition = write_condition(input.if_none_match.as_ref(), input.if_match.as_ref())?;
+    let report = s3
+        .silo
+        .complete_upload(&caller, &input.bucket, &input.key, &input.upload_id, &named, condition)
+        .await
+        .map_err(upload_error)?;
+    let report = stored(report)?;
+    Ok(S3Response::new(dto::CompleteMultipartUploadOutput {
+        bucket: Some(input.bucket),
+        key: Some(input.key),
+        e_tag: report.file.etag.map(|e| ETag::Strong(e.trim_matches('"').to_owned())),
+        ..Default::default()
+    }))
+}
+
+pub(super) async fn abort_multipart_upload(
+    s3: &SiloS3,
+    req: S3Request<dto::AbortMultipartUploadInput>,
+) -> S3Result<S3Response<dto::AbortMultipartUploadOutput>> {
+    let caller = s3.caller(req.credentials.as_ref());
+    let input = req.input;
+    s3.silo
+        .abort_upload(&caller, &input.bucket, &input.key, &input.upload_id)
+        .await
+        .map_err(upload_error)?;
+    let mut response = S3Response::new(dto::AbortMultipartUploadOutput::default());
+    response.status = Some(http::StatusCode::NO_CONTENT);
+    Ok(response)
+}
