@@ -128,9 +128,9 @@ impl Silo {
         }
     }
 
-    /// A storage session that acts for `caller`: its grants (and the public
-    /// reads everyone has) are checked again where the data is, and its
-    /// changes are recorded under its name.
+    /// A storage session for `caller`: its grants (and the public reads
+    /// everyone has) are checked again where the data is. One that
+    /// changes files takes the caller's actor too.
     pub(crate) fn session_for(&self, caller: &Caller) -> Session {
         let storage = self.storage().clone();
         let public = || {
@@ -166,8 +166,7 @@ impl Silo {
                 Some(grants)
             }
         };
-        let session = Session::new(storage.clone(), grants.map(Into::into), Quota::UNLIMITED);
-        session.with_actor(crate::audit::Actor::request(caller.name()))
+        Session::new(storage.clone(), grants.map(Into::into), Quota::UNLIMITED)
     }
 }
 

@@ -549,11 +549,8 @@ impl Silo {
     pub async fn delete(&self, caller: &Caller, volume: &str, path: &str) -> Result<String, RequestError> {
         self.authorize(caller, volume, path, Op::Delete)?;
         let loc = self.storage.location(volume, path)?;
-        let session = self.session_for(caller);
-        let actor = session
-            .actor()
-            .cloned()
-            .unwrap_or_else(|| audit::Actor::request(caller.name()));
+        let actor = audit::Actor::request(caller.name());
+        let session = self.session_for(caller).with_actor(actor.clone());
         self.delete_with(&session, &loc).await?;
         Ok(actor.request_id.clone())
     }
