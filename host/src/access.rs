@@ -19,7 +19,9 @@ pub enum Caller {
     /// A principal of the credentials file, or `SILO_TOKEN`'s (every right
     /// on every volume): what its grants allow.
     Principal(Arc<Principal>),
-    /// Silo's own tools (`cli`), with every right.
+    /// Silo's own tools (`cli`), or the application embedding it acting
+    /// for itself, with every right; the name is what the audit trail
+    /// records.
     Host(&'static str),
 }
 
@@ -86,6 +88,19 @@ pub enum RequestError {
     Storage(#[from] StorageError),
 }
 
+/// The grants everyone has: reading the files of each public volume.
+pub(crate) fn public_reads(storage: &crate::Storage) -> Arc<[Grant]> {
+    storage
+        .volumes()
+        .filter(|v| v.visibility == Visibility::Public)
+        .map(|v| Grant {
+            volume: v.name.clone(),
+            prefix: String::new(),
+            access: vec![Access::Read],
+        })
+        .collect()
+}
+
 impl Silo {
     /// Whether `caller` may do `op` on `path` (a file's path, or a prefix)
     /// in `volume`. Every client operation of the core asks this first.
@@ -133,20 +148,10 @@ impl Silo {
     /// changes files takes the caller's actor too.
     pub(crate) fn session_for(&self, caller: &Caller) -> Session {
         let storage = self.storage().clone();
-        let public = || {
-            storage
-                .volumes()
-                .filter(|v| v.visibility == Visibility::Public)
-                .map(|v| Grant {
-                    volume: v.name.clone(),
-                    prefix: String::new(),
-                    access: vec![Access::Read],
-                })
-                .collect::<Vec<_>>()
-        };
-        let grants: Option<Vec<Grant>> = match caller {
+        let public = || self.public_reads().to_vec();
+        let grants: Option<Arc<[Grant]>> = match caller {
             Caller::Host(_) => None,
-            Caller::Anonymous => Some(public()),
+            Caller::Anonymous => Some(self.public_reads().clone()),
             Caller::SignedUrl(loc) => {
                 let mut grants = public();
                 grants.push(Grant {
@@ -154,7 +159,7 @@ impl Silo {
                     prefix: loc.path.to_string(),
                     access: vec![Access::Read],
                 });
-                Some(grants)
+                Some(grants.into())
             }
             Caller::Principal(principal) => {
                 let mut grants = public();
@@ -163,10 +168,10 @@ impl Silo {
                     prefix: String::new(),
                     access: access.clone(),
                 }));
-                Some(grants)
+                Some(grants.into())
             }
         };
-        Session::new(storage.clone(), grants.map(Into::into), Quota::UNLIMITED)
+        Session::new(storage, grants, Quota::UNLIMITED)
     }
 }
 

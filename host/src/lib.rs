@@ -1,17 +1,38 @@
 //! Silo runs untrusted CMS plugins, compiled to WebAssembly components,
 //! against file storage they cannot escape.
 //!
-//! Layers, top to bottom: the WIT contract (`wit/`), the bindings glue
-//! ([`runtime`]), the storage core ([`vfs`]: volumes, path rules, grants,
-//! quotas), the metadata cache ([`cache`], SQLite), and the object stores
-//! ([`store`]). [`Silo`] wires them together from a [`Config`].
+//! Layers, top to bottom: the doors ([`serve`]: the HTTP sidecar and the
+//! S3 endpoint, which only translate), the client operations of [`Silo`]
+//! (each takes the acting [`Caller`]: [`Silo::read`], [`Silo::put`],
+//! [`Silo::copy`], [`Silo::delete`], [`Silo::list`], the multipart calls),
+//! the WIT contract (`wit/`) and its bindings glue ([`runtime`]), the
+//! storage core ([`vfs`]: volumes, path rules, grants, quotas), the metadata
+//! cache ([`cache`]), and the object stores ([`store`]). [`Silo`] wires them
+//! together from a [`Config`].
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), silo_host::SiloError> {
-//! use silo_host::{Config, Silo};
-//! let silo = Silo::open(Config::load("silo.toml".as_ref())?).await?;
-//! let report = silo.upload_file("public/photos/cat.jpg", "cat.jpg".as_ref(), None).await?;
-//! println!("{}", serde_json::to_string_pretty(&report).unwrap());
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use silo_host::listing::ListRequest;
+//! use silo_host::serving::ReadRequest;
+//! use silo_host::{Caller, Config, Outcome, PutRequest, Silo};
+//!
+//! let silo = Arc::new(Silo::open(Config::load("silo.toml".as_ref())?).await?);
+//! // Recovery, audit upkeep, multipart expiry: for as long as this lives.
+//! let _background = silo.start_background().await?;
+//! // An upload by the application itself, judged by the plugins.
+//! let cms = Caller::Host("cms");
+//! let body = futures_util::stream::iter([Ok(bytes::Bytes::from_static(b"hello"))]);
+//! let request = PutRequest { content_type: Some("text/plain".into()), ..Default::default() };
+//! let report = silo.put(&cms, "public", "notes/hello.txt", body, request).await?;
+//! assert_eq!(report.outcome(), Outcome::Stored);
+//! // A visitor's read: access, preconditions, range and headers decided here.
+//! let served = silo.read(&Caller::Anonymous, "public", "notes/hello.txt", &ReadRequest::default()).await?;
+//! println!("{} {:?}", served.status.code(), served.headers.to_header_map());
+//! let page = silo.list(&cms, "public", &ListRequest { prefix: "notes/".into(), max: 100, ..Default::default() }).await?;
+//! for (key, meta) in &page.contents {
+//!     println!("{key}: {} bytes", meta.size);
+//! }
 //! # Ok(()) }
 //! ```
 
@@ -101,6 +122,8 @@ pub struct Silo {
     multipart: Arc<multipart::MultipartStore>,
     /// Set once [`Silo::start_background`] has started the upkeep.
     background: std::sync::atomic::AtomicBool,
+    /// What every caller may read: the public volumes' files.
+    public_reads: Arc<[vfs::Grant]>,
 }
 
 /// The upkeep a serving `Silo` runs (see [`Silo::start_background`]):
@@ -253,6 +276,7 @@ impl Silo {
             uploads,
             multipart,
             background: Default::default(),
+            public_reads: access::public_reads(&storage),
             storage,
             runtime,
             stages,
@@ -363,6 +387,11 @@ impl Silo {
             }
         }));
         Ok(background)
+    }
+
+    /// The grants every caller has: reads of the public volumes' files.
+    pub(crate) fn public_reads(&self) -> &Arc<[vfs::Grant]> {
+        &self.public_reads
     }
 
     /// The S3 multipart uploads under way.

@@ -166,6 +166,9 @@ pub struct Overrides {
 pub struct ReadRequest {
     /// HEAD: headers only, answered from the metadata cache alone.
     pub head: bool,
+    /// Ask the audit trail which request wrote the version served (the
+    /// sidecar's `x-silo-request-id` on HEAD): one query more.
+    pub writer: bool,
     pub range: Option<RangeSpec>,
     pub conditions: Conditions,
     pub overrides: Overrides,
@@ -191,6 +194,7 @@ impl ReadRequest {
         });
         ReadRequest {
             head,
+            writer: false,
             range: text(header::RANGE).and_then(RangeSpec::parse),
             conditions: Conditions {
                 if_match: text(header::IF_MATCH).map(TagList::parse),
@@ -257,8 +261,8 @@ pub struct ServedHeaders {
     pub content_length: Option<u64>,
     /// `bytes first-last/size` for 206, `bytes */size` for 416.
     pub content_range: Option<String>,
-    /// On HEAD, the request that wrote the version served (from the audit
-    /// trail, where it is kept).
+    /// The request that wrote the version served, where the read asked
+    /// for it ([`ReadRequest::writer`]) and the audit trail is kept.
     pub request_id: Option<String>,
     /// What else than the URL chose this answer (`Accept`, for a dynamic
     /// image whose format follows it).
@@ -327,9 +331,11 @@ impl Served {
     }
 }
 
-/// A stored value fit to be a header, else `None` (and a warning).
+/// A stored value fit to be a header (what `HeaderValue::from_str` takes:
+/// tabs and visible bytes, checked here without a copy), else `None` (and
+/// a warning).
 fn header_text(name: &str, value: &str, loc: &Location) -> Option<String> {
-    if HeaderValue::from_str(value).is_ok() {
+    if value.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f)) {
         Some(value.to_owned())
     } else {
         tracing::warn!(file = %loc, "the stored {name} is not a valid header value; not sent");
@@ -376,9 +382,8 @@ impl Silo {
         let storage = self.storage();
         let meta = session.stat(&loc).await?;
         let mut headers = self.served_headers(&loc, &meta, &request.overrides)?;
-        // Which request wrote this version: asked of the audit trail on
-        // HEAD only, so that reads cost no query more.
-        if request.head && storage.audit().enabled {
+        // Which request wrote this version, where asked: one query more.
+        if request.writer && storage.audit().enabled {
             headers.request_id = storage
                 .cache()
                 .engine()

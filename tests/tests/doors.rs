@@ -347,54 +347,52 @@ fn refused(door: Door, who: Option<Who>) -> u16 {
 
 async fn reads_honour_every_precondition_through_both_doors(door: Door) {
     let w = World::new("").await;
-    {
-        let path = format!("{door:?}/pre.txt");
-        assert_eq!(
-            w.put(door, Some(CMS), "private", &path, b"precondition", "text/plain")
-                .await
-                / 100,
-            2
-        );
-        let first = w.get(door, Some(READER), "private", &path, &[]).await;
-        assert_eq!(first.status, 200, "{door:?}");
-        let etag = first.header("etag").unwrap().to_owned();
-        assert!(etag.starts_with('"') && etag.ends_with('"'), "{door:?}: {etag}");
-        let modified = httpdate::parse_http_date(first.header("last-modified").unwrap()).unwrap();
-        let before = http_date(modified - Duration::from_secs(86_400));
-        let at = http_date(modified);
-        let weak = format!("W/{etag}");
-        let cases: [(&[(&str, &str)], u16); 13] = [
-            (&[("if-match", &etag)], 200),
-            (&[("if-match", "*")], 200),
-            (&[("if-match", "\"other\"")], 412),
-            // If-Match compares strongly: a weak tag never matches.
-            (&[("if-match", &weak)], 412),
-            (&[("if-none-match", &etag)], 304),
-            (&[("if-none-match", &weak)], 304),
-            (&[("if-none-match", "\"other\", \"more\"")], 200),
-            (&[("if-modified-since", &at)], 304),
-            (&[("if-modified-since", &before)], 200),
-            (&[("if-unmodified-since", &before)], 412),
-            (&[("if-unmodified-since", &at)], 200),
-            // If-Match decides before If-None-Match, and If-None-Match
-            // overrules If-Modified-Since (RFC 9110 13.2.2).
-            (&[("if-match", "\"other\""), ("if-none-match", &etag)], 412),
-            (&[("if-none-match", "\"other\""), ("if-modified-since", &at)], 200),
-        ];
-        for (headers, status) in cases {
-            for method in [Method::GET, Method::HEAD] {
-                let reply = w
-                    .send(door, Some(READER), method.clone(), "private", &path, headers, b"")
-                    .await;
-                assert_eq!(reply.status, status, "{door:?} {method} {headers:?}: {}", reply.text());
-                if status == 304 {
-                    // What identifies the version goes with a 304.
-                    assert_eq!(reply.header("etag"), Some(etag.as_str()), "{door:?} {headers:?}");
-                    assert!(reply.body.is_empty());
-                }
-                if status == 200 && method == Method::GET {
-                    assert_eq!(&reply.body[..], b"precondition", "{door:?} {headers:?}");
-                }
+    let path = format!("{door:?}/pre.txt");
+    assert_eq!(
+        w.put(door, Some(CMS), "private", &path, b"precondition", "text/plain")
+            .await
+            / 100,
+        2
+    );
+    let first = w.get(door, Some(READER), "private", &path, &[]).await;
+    assert_eq!(first.status, 200, "{door:?}");
+    let etag = first.header("etag").unwrap().to_owned();
+    assert!(etag.starts_with('"') && etag.ends_with('"'), "{door:?}: {etag}");
+    let modified = httpdate::parse_http_date(first.header("last-modified").unwrap()).unwrap();
+    let before = http_date(modified - Duration::from_secs(86_400));
+    let at = http_date(modified);
+    let weak = format!("W/{etag}");
+    let cases: [(&[(&str, &str)], u16); 13] = [
+        (&[("if-match", &etag)], 200),
+        (&[("if-match", "*")], 200),
+        (&[("if-match", "\"other\"")], 412),
+        // If-Match compares strongly: a weak tag never matches.
+        (&[("if-match", &weak)], 412),
+        (&[("if-none-match", &etag)], 304),
+        (&[("if-none-match", &weak)], 304),
+        (&[("if-none-match", "\"other\", \"more\"")], 200),
+        (&[("if-modified-since", &at)], 304),
+        (&[("if-modified-since", &before)], 200),
+        (&[("if-unmodified-since", &before)], 412),
+        (&[("if-unmodified-since", &at)], 200),
+        // If-Match decides before If-None-Match, and If-None-Match
+        // overrules If-Modified-Since (RFC 9110 13.2.2).
+        (&[("if-match", "\"other\""), ("if-none-match", &etag)], 412),
+        (&[("if-none-match", "\"other\""), ("if-modified-since", &at)], 200),
+    ];
+    for (headers, status) in cases {
+        for method in [Method::GET, Method::HEAD] {
+            let reply = w
+                .send(door, Some(READER), method.clone(), "private", &path, headers, b"")
+                .await;
+            assert_eq!(reply.status, status, "{door:?} {method} {headers:?}: {}", reply.text());
+            if status == 304 {
+                // What identifies the version goes with a 304.
+                assert_eq!(reply.header("etag"), Some(etag.as_str()), "{door:?} {headers:?}");
+                assert!(reply.body.is_empty());
+            }
+            if status == 200 && method == Method::GET {
+                assert_eq!(&reply.body[..], b"precondition", "{door:?} {headers:?}");
             }
         }
     }
@@ -403,55 +401,53 @@ async fn reads_honour_every_precondition_through_both_doors(door: Door) {
 async fn ranges_are_served_alike_through_both_doors(door: Door) {
     let w = World::new("").await;
     let body: Vec<u8> = (0..100u8).collect();
-    {
-        let path = format!("{door:?}/range.bin");
-        assert_eq!(
-            w.put(door, Some(CMS), "public", &path, &body, "application/octet-stream")
-                .await
-                / 100,
-            2
-        );
-        let etag = w
-            .get(door, None, "public", &path, &[])
+    let path = format!("{door:?}/range.bin");
+    assert_eq!(
+        w.put(door, Some(CMS), "public", &path, &body, "application/octet-stream")
             .await
-            .header("etag")
-            .unwrap()
-            .to_owned();
-        let cases: [RangeCase; 8] = [
-            (&[("range", "bytes=0-9")], 206, 0..10),
-            (&[("range", "bytes=90-")], 206, 90..100),
-            (&[("range", "bytes=-10")], 206, 90..100),
-            // Past the end: what the file has.
-            (&[("range", "bytes=50-1000")], 206, 50..100),
-            (&[("range", "bytes=-1000")], 206, 0..100),
-            (&[("range", "bytes=100-")], 416, 0..0),
-            // A resumed download of this version gets its range; of
-            // another, the whole file.
-            (&[("range", "bytes=0-9"), ("if-range", &etag)], 206, 0..10),
-            (&[("range", "bytes=0-9"), ("if-range", "\"other\"")], 200, 0..100),
-        ];
-        for (headers, status, bytes) in cases {
-            let reply = w.get(door, None, "public", &path, headers).await;
-            assert_eq!(reply.status, status, "{door:?} {headers:?}: {}", reply.text());
-            match status {
-                206 => {
-                    assert_eq!(&reply.body[..], &body[bytes.clone()], "{door:?} {headers:?}");
-                    let range = format!("bytes {}-{}/100", bytes.start, bytes.end - 1);
-                    assert_eq!(reply.header("content-range"), Some(range.as_str()), "{door:?}");
-                }
-                200 => assert_eq!(reply.body, body, "{door:?}"),
-                _ => {}
+            / 100,
+        2
+    );
+    let etag = w
+        .get(door, None, "public", &path, &[])
+        .await
+        .header("etag")
+        .unwrap()
+        .to_owned();
+    let cases: [RangeCase; 8] = [
+        (&[("range", "bytes=0-9")], 206, 0..10),
+        (&[("range", "bytes=90-")], 206, 90..100),
+        (&[("range", "bytes=-10")], 206, 90..100),
+        // Past the end: what the file has.
+        (&[("range", "bytes=50-1000")], 206, 50..100),
+        (&[("range", "bytes=-1000")], 206, 0..100),
+        (&[("range", "bytes=100-")], 416, 0..0),
+        // A resumed download of this version gets its range; of
+        // another, the whole file.
+        (&[("range", "bytes=0-9"), ("if-range", &etag)], 206, 0..10),
+        (&[("range", "bytes=0-9"), ("if-range", "\"other\"")], 200, 0..100),
+    ];
+    for (headers, status, bytes) in cases {
+        let reply = w.get(door, None, "public", &path, headers).await;
+        assert_eq!(reply.status, status, "{door:?} {headers:?}: {}", reply.text());
+        match status {
+            206 => {
+                assert_eq!(&reply.body[..], &body[bytes.clone()], "{door:?} {headers:?}");
+                let range = format!("bytes {}-{}/100", bytes.start, bytes.end - 1);
+                assert_eq!(reply.header("content-range"), Some(range.as_str()), "{door:?}");
             }
-            // HEAD says the same without a body.
-            let head = w.send(door, None, Method::HEAD, "public", &path, headers, b"").await;
-            assert_eq!(head.status, status, "{door:?} HEAD {headers:?}");
-            if status == 206 {
-                assert_eq!(
-                    head.header("content-length"),
-                    Some(bytes.len().to_string().as_str()),
-                    "{door:?}"
-                );
-            }
+            200 => assert_eq!(reply.body, body, "{door:?}"),
+            _ => {}
+        }
+        // HEAD says the same without a body.
+        let head = w.send(door, None, Method::HEAD, "public", &path, headers, b"").await;
+        assert_eq!(head.status, status, "{door:?} HEAD {headers:?}");
+        if status == 206 {
+            assert_eq!(
+                head.header("content-length"),
+                Some(bytes.len().to_string().as_str()),
+                "{door:?}"
+            );
         }
     }
 }
@@ -471,44 +467,42 @@ async fn served_headers_are_decided_once_for_every_type_and_visibility(door: Doo
         ("notes.txt", "text/plain", b"plain words", false),
         ("data.json", "application/json", b"{\"a\": 1}", false),
     ];
-    {
-        for volume in ["public", "private"] {
-            for (name, content_type, body, active) in files {
-                let path = format!("{door:?}/{name}");
+    for volume in ["public", "private"] {
+        for (name, content_type, body, active) in files {
+            let path = format!("{door:?}/{name}");
+            assert_eq!(
+                w.put(door, Some(CMS), volume, &path, body, content_type).await / 100,
+                2,
+                "{door:?} {path}"
+            );
+            for method in [Method::GET, Method::HEAD] {
+                let reply = w
+                    .send(door, Some(READER), method.clone(), volume, &path, &[], b"")
+                    .await;
+                let at = format!("{door:?} {method} {volume}/{path}");
+                assert_eq!(reply.status, 200, "{at}");
+                assert_eq!(reply.header("content-type"), Some(content_type), "{at}");
+                assert_eq!(reply.header("x-content-type-options"), Some("nosniff"), "{at}");
                 assert_eq!(
-                    w.put(door, Some(CMS), volume, &path, body, content_type).await / 100,
-                    2,
-                    "{door:?} {path}"
+                    reply.header("content-disposition"),
+                    active.then_some("attachment"),
+                    "{at}"
                 );
-                for method in [Method::GET, Method::HEAD] {
-                    let reply = w
-                        .send(door, Some(READER), method.clone(), volume, &path, &[], b"")
-                        .await;
-                    let at = format!("{door:?} {method} {volume}/{path}");
-                    assert_eq!(reply.status, 200, "{at}");
-                    assert_eq!(reply.header("content-type"), Some(content_type), "{at}");
-                    assert_eq!(reply.header("x-content-type-options"), Some("nosniff"), "{at}");
-                    assert_eq!(
-                        reply.header("content-disposition"),
-                        active.then_some("attachment"),
-                        "{at}"
-                    );
-                    let cache = match volume {
-                        "public" => "public, max-age=3600",
-                        _ => "private, no-store",
-                    };
-                    assert_eq!(reply.header("cache-control"), Some(cache), "{at}");
-                    assert_eq!(reply.header("accept-ranges"), Some("bytes"), "{at}");
-                    assert_eq!(
-                        reply.header("content-length"),
-                        Some(body.len().to_string().as_str()),
-                        "{at}"
-                    );
-                    assert!(
-                        reply.header("last-modified").is_some() && reply.header("etag").is_some(),
-                        "{at}"
-                    );
-                }
+                let cache = match volume {
+                    "public" => "public, max-age=3600",
+                    _ => "private, no-store",
+                };
+                assert_eq!(reply.header("cache-control"), Some(cache), "{at}");
+                assert_eq!(reply.header("accept-ranges"), Some("bytes"), "{at}");
+                assert_eq!(
+                    reply.header("content-length"),
+                    Some(body.len().to_string().as_str()),
+                    "{at}"
+                );
+                assert!(
+                    reply.header("last-modified").is_some() && reply.header("etag").is_some(),
+                    "{at}"
+                );
             }
         }
     }
@@ -531,23 +525,21 @@ async fn listings_page_and_roll_up_alike_over_1100_keys(door: Door) {
         expected.push(path);
     }
     expected.sort();
-    {
-        // Every key once, in order, in full pages and a last one.
-        let (keys, pages) = w.keys(door, Some(READER), "private", "many/", 1000).await.unwrap();
-        assert_eq!(keys, expected, "{door:?}");
-        assert_eq!(pages, 2, "{door:?}");
-        let (keys, pages) = w.keys(door, Some(READER), "private", "many/d2/", 7).await.unwrap();
-        let under: Vec<_> = expected.iter().filter(|k| k.starts_with("many/d2/")).cloned().collect();
-        assert_eq!((keys, pages), (under.clone(), under.len().div_ceil(7)), "{door:?}");
-        // One level: the folders and the files directly under it.
-        let children = w.children(door, READER, "private", "many").await;
-        let mut direct: Vec<String> = ["many/d1/", "many/d2/", "many/d3/"].map(String::from).to_vec();
-        direct.extend(expected.iter().filter(|k| k.starts_with("many/top-")).cloned());
-        direct.sort();
-        // The sidecar pages a directory too; its first 1000 are asked here.
-        assert_eq!(children[..], direct[..children.len()], "{door:?}");
-        assert!(children.len() >= 278, "{door:?}: {}", children.len());
-    }
+    // Every key once, in order, in full pages and a last one.
+    let (keys, pages) = w.keys(door, Some(READER), "private", "many/", 1000).await.unwrap();
+    assert_eq!(keys, expected, "{door:?}");
+    assert_eq!(pages, 2, "{door:?}");
+    let (keys, pages) = w.keys(door, Some(READER), "private", "many/d2/", 7).await.unwrap();
+    let under: Vec<_> = expected.iter().filter(|k| k.starts_with("many/d2/")).cloned().collect();
+    assert_eq!((keys, pages), (under.clone(), under.len().div_ceil(7)), "{door:?}");
+    // One level: the folders and the files directly under it.
+    let children = w.children(door, READER, "private", "many").await;
+    let mut direct: Vec<String> = ["many/d1/", "many/d2/", "many/d3/"].map(String::from).to_vec();
+    direct.extend(expected.iter().filter(|k| k.starts_with("many/top-")).cloned());
+    direct.sort();
+    // The sidecar pages a directory too; its first 1000 are asked here.
+    assert_eq!(children[..], direct[..children.len()], "{door:?}");
+    assert!(children.len() >= 278, "{door:?}: {}", children.len());
 }
 
 /// Every operation by every kind of caller, through both doors: what the
@@ -555,133 +547,127 @@ async fn listings_page_and_roll_up_alike_over_1100_keys(door: Door) {
 /// the file as it was.
 async fn grants_decide_every_operation_through_both_doors(door: Door) {
     let w = World::new("").await;
-    {
-        for volume in ["public", "private"] {
-            let path = format!("{door:?}/grants.txt");
+    for volume in ["public", "private"] {
+        let path = format!("{door:?}/grants.txt");
+        assert_eq!(
+            w.put(door, Some(CMS), volume, &path, b"original", "text/plain").await / 100,
+            2
+        );
+        for who in [
+            Some(CMS),
+            Some(READER),
+            Some(WRITER),
+            Some(DELETER),
+            Some(STRANGER),
+            None,
+        ] {
+            let name = who.map_or("anonymous", |w| w.name);
+            let grants = who.map_or("", |w| w.grants);
+            let has = |access: &str| {
+                grants
+                    .split("},")
+                    .any(|g| g.contains(&format!("\"{volume}\"")) && g.contains(&format!("\"{access}\"")))
+            };
+            let at = format!("{door:?} {name} on {volume}");
+            // Read: a grant, or a public volume (for everyone).
+            let read = w.get(door, who, volume, &path, &[]).await;
+            let may_read = has("read") || volume == "public";
+            match may_read {
+                true => assert_eq!((read.status.as_u16(), &read.body[..]), (200, &b"original"[..]), "{at}"),
+                false => assert_eq!(read.status, refused(door, who), "{at}: read {}", read.text()),
+            }
+            // List: a read grant, whatever the visibility.
+            let listed = w.keys(door, who, volume, &format!("{door:?}/"), 1000).await;
+            match has("read") {
+                true => assert_eq!(listed, Ok((vec![path.clone()], 1)), "{at}"),
+                false => assert_eq!(listed, Err(refused(door, who)), "{at}: list"),
+            }
+            // Write.
+            let status = w.put(door, who, volume, &path, b"overwritten", "text/plain").await;
+            match has("write") {
+                true => assert_eq!(status / 100, 2, "{at}: write"),
+                false => assert_eq!(status, refused(door, who), "{at}: write"),
+            }
+            let now = w.get(door, Some(CMS), volume, &path, &[]).await;
+            let expected: &[u8] = if has("write") { b"overwritten" } else { b"original" };
+            assert_eq!(&now.body[..], expected, "{at}: after the write");
+            // Delete.
+            let deleted = w.send(door, who, Method::DELETE, volume, &path, &[], b"").await;
+            match has("delete") {
+                true => assert_eq!(deleted.status, 204, "{at}: delete {}", deleted.text()),
+                false => assert_eq!(deleted.status, refused(door, who), "{at}: delete {}", deleted.text()),
+            }
+            let after = w.get(door, Some(CMS), volume, &path, &[]).await;
+            assert_eq!(
+                after.status,
+                if has("delete") { 404 } else { 200 },
+                "{at}: after the delete"
+            );
+            // Put it back as it was for the next caller.
             assert_eq!(
                 w.put(door, Some(CMS), volume, &path, b"original", "text/plain").await / 100,
                 2
             );
-            for who in [
-                Some(CMS),
-                Some(READER),
-                Some(WRITER),
-                Some(DELETER),
-                Some(STRANGER),
-                None,
-            ] {
-                let name = who.map_or("anonymous", |w| w.name);
-                let grants = who.map_or("", |w| w.grants);
-                let has = |access: &str| {
-                    grants
-                        .split("},")
-                        .any(|g| g.contains(&format!("\"{volume}\"")) && g.contains(&format!("\"{access}\"")))
-                };
-                let at = format!("{door:?} {name} on {volume}");
-                // Read: a grant, or a public volume (for everyone).
-                let read = w.get(door, who, volume, &path, &[]).await;
-                let may_read = has("read") || volume == "public";
-                match may_read {
-                    true => assert_eq!((read.status.as_u16(), &read.body[..]), (200, &b"original"[..]), "{at}"),
-                    false => assert_eq!(read.status, refused(door, who), "{at}: read {}", read.text()),
-                }
-                // List: a read grant, whatever the visibility.
-                let listed = w.keys(door, who, volume, &format!("{door:?}/"), 1000).await;
-                match has("read") {
-                    true => assert_eq!(listed, Ok((vec![path.clone()], 1)), "{at}"),
-                    false => assert_eq!(listed, Err(refused(door, who)), "{at}: list"),
-                }
-                // Write.
-                let status = w.put(door, who, volume, &path, b"overwritten", "text/plain").await;
-                match has("write") {
-                    true => assert_eq!(status / 100, 2, "{at}: write"),
-                    false => assert_eq!(status, refused(door, who), "{at}: write"),
-                }
-                let now = w.get(door, Some(CMS), volume, &path, &[]).await;
-                let expected: &[u8] = if has("write") { b"overwritten" } else { b"original" };
-                assert_eq!(&now.body[..], expected, "{at}: after the write");
-                // Delete.
-                let deleted = w.send(door, who, Method::DELETE, volume, &path, &[], b"").await;
-                match has("delete") {
-                    true => assert_eq!(deleted.status, 204, "{at}: delete {}", deleted.text()),
-                    false => assert_eq!(deleted.status, refused(door, who), "{at}: delete {}", deleted.text()),
-                }
-                let after = w.get(door, Some(CMS), volume, &path, &[]).await;
-                assert_eq!(
-                    after.status,
-                    if has("delete") { 404 } else { 200 },
-                    "{at}: after the delete"
-                );
-                // Put it back as it was for the next caller.
-                assert_eq!(
-                    w.put(door, Some(CMS), volume, &path, b"original", "text/plain").await / 100,
-                    2
-                );
-            }
         }
     }
 }
 
 async fn deletes_and_missing_files_through_both_doors(door: Door) {
     let w = World::new("").await;
-    {
-        let path = format!("{door:?}/gone.txt");
-        assert_eq!(
-            w.put(door, Some(CMS), "private", &path, b"soon gone", "text/plain")
-                .await
-                / 100,
-            2
-        );
-        let deleted = w
-            .send(door, Some(CMS), Method::DELETE, "private", &path, &[], b"")
-            .await;
-        assert_eq!(deleted.status, 204, "{door:?}");
-        assert_eq!(
-            w.get(door, Some(CMS), "private", &path, &[]).await.status,
-            404,
-            "{door:?}"
-        );
-        assert_eq!(
-            w.send(door, Some(CMS), Method::HEAD, "private", &path, &[], b"")
-                .await
-                .status,
-            404,
-            "{door:?}"
-        );
-        // Deleting what is not there: the sidecar says so; S3 succeeds, as
-        // AWS does.
-        let again = w
-            .send(door, Some(CMS), Method::DELETE, "private", &path, &[], b"")
-            .await;
-        let expected = match door {
-            Door::Sidecar => 404,
-            Door::S3 => 204,
-        };
-        assert_eq!(again.status, expected, "{door:?}");
-        // A volume that does not exist, for a principal: not found (a
-        // stranger without credentials learns nothing).
-        let nowhere = w.get(door, Some(CMS), "nowhere", "a.txt", &[]).await;
-        assert_eq!(nowhere.status, 404, "{door:?}: {}", nowhere.text());
-        let anonymous = w.get(door, None, "nowhere", "a.txt", &[]).await;
-        assert_eq!(anonymous.status, refused(door, None), "{door:?}");
-    }
+    let path = format!("{door:?}/gone.txt");
+    assert_eq!(
+        w.put(door, Some(CMS), "private", &path, b"soon gone", "text/plain")
+            .await
+            / 100,
+        2
+    );
+    let deleted = w
+        .send(door, Some(CMS), Method::DELETE, "private", &path, &[], b"")
+        .await;
+    assert_eq!(deleted.status, 204, "{door:?}");
+    assert_eq!(
+        w.get(door, Some(CMS), "private", &path, &[]).await.status,
+        404,
+        "{door:?}"
+    );
+    assert_eq!(
+        w.send(door, Some(CMS), Method::HEAD, "private", &path, &[], b"")
+            .await
+            .status,
+        404,
+        "{door:?}"
+    );
+    // Deleting what is not there: the sidecar says so; S3 succeeds, as
+    // AWS does.
+    let again = w
+        .send(door, Some(CMS), Method::DELETE, "private", &path, &[], b"")
+        .await;
+    let expected = match door {
+        Door::Sidecar => 404,
+        Door::S3 => 204,
+    };
+    assert_eq!(again.status, expected, "{door:?}");
+    // A volume that does not exist, for a principal: not found (a
+    // stranger without credentials learns nothing).
+    let nowhere = w.get(door, Some(CMS), "nowhere", "a.txt", &[]).await;
+    assert_eq!(nowhere.status, 404, "{door:?}: {}", nowhere.text());
+    let anonymous = w.get(door, None, "nowhere", "a.txt", &[]).await;
+    assert_eq!(anonymous.status, refused(door, None), "{door:?}");
 }
 
 async fn the_content_policy_refuses_the_same_names_through_both_doors(door: Door) {
     let w = World::new("").await;
-    {
-        for name in ["shell.php", "x.phtml", "run.cgi"] {
-            let path = format!("{door:?}/{name}");
-            let status = w
-                .put(door, Some(CMS), "public", &path, b"<?php echo 1; ?>", "text/plain")
-                .await;
-            assert!(matches!(status, 403 | 422), "{door:?} {name}: {status}");
-            assert_eq!(
-                w.get(door, Some(CMS), "public", &path, &[]).await.status,
-                404,
-                "{door:?} {name}"
-            );
-        }
+    for name in ["shell.php", "x.phtml", "run.cgi"] {
+        let path = format!("{door:?}/{name}");
+        let status = w
+            .put(door, Some(CMS), "public", &path, b"<?php echo 1; ?>", "text/plain")
+            .await;
+        assert!(matches!(status, 403 | 422), "{door:?} {name}: {status}");
+        assert_eq!(
+            w.get(door, Some(CMS), "public", &path, &[]).await.status,
+            404,
+            "{door:?} {name}"
+        );
     }
     let stored = silo_tests::files_under(&w.dir.path().join("volumes/public"));
     assert_eq!(stored, [], "{door:?}");

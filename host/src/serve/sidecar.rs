@@ -403,7 +403,12 @@ async fn read(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let caller = app.caller_signed(&headers, &volume, &path, &signed);
-    let request = ReadRequest::from_headers(&headers, method == axum::http::Method::HEAD);
+    let head = method == axum::http::Method::HEAD;
+    // A HEAD says which request wrote the version it describes.
+    let request = ReadRequest {
+        writer: head,
+        ..ReadRequest::from_headers(&headers, head)
+    };
     Ok(served(app.silo.read(&caller, &volume, &path, &request).await?))
 }
 

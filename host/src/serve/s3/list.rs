@@ -43,18 +43,10 @@ pub(super) fn untoken(token: &str) -> S3Result<String> {
 
 /// `encoding-type=url`: keys percent-encoded, `/` kept.
 pub(super) fn encoded(key: &str, encode: bool) -> String {
-    if !encode {
-        return key.to_owned();
+    match encode {
+        true => crate::path::percent_encode(key),
+        false => key.to_owned(),
     }
-    let mut out = String::with_capacity(key.len());
-    for b in key.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 pub(super) fn max_keys(asked: Option<i32>) -> S3Result<usize> {

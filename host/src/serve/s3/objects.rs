@@ -3,6 +3,31 @@
 
 use super::*;
 
+/// GetObject's or HeadObject's answer from the headers the core decided
+/// (both have the same fields for them), with `extra` fields.
+macro_rules! served_output {
+    ($output:ident, $h:expr, { $($field:ident: $value:expr),* $(,)? }) => {
+        dto::$output {
+            $($field: $value,)*
+            accept_ranges: Some("bytes".into()),
+            content_length: $h.content_length.map(|n| n as i64),
+            content_range: $h.content_range.clone(),
+            content_type: $h.content_type.clone(),
+            content_disposition: $h.content_disposition.clone(),
+            content_encoding: $h.content_encoding.clone(),
+            expires: $h
+                .expires
+                .as_deref()
+                .and_then(|e| Timestamp::parse(TimestampFormat::HttpDate, e).ok()),
+            cache_control: $h.cache_control.clone(),
+            e_tag: Some(ETag::Strong($h.etag.clone())),
+            last_modified: Some(Timestamp::from($h.last_modified)),
+            metadata: (!$h.metadata.is_empty()).then(|| $h.metadata.iter().cloned().collect()),
+            ..Default::default()
+        }
+    };
+}
+
 /// Canned ACLs: `private` and `public-read` change nothing (a volume's
 /// visibility decides who reads it); others are refused.
 pub(super) fn check_acl(acl: Option<&dto::ObjectCannedACL>) -> S3Result<()> {
@@ -184,30 +209,12 @@ pub(super) async fn get_object(
     }
     let served = s3.served(&caller, &input.bucket, &input.key, &request).await?;
     let h = served.headers.clone();
-    let length = h.content_length.unwrap_or(0);
     let body = match served.into_chunks() {
         Some(Ok(bytes)) => StreamingBlob::from(s3s::Body::from(bytes)),
         Some(Err(stream)) => StreamingBlob::wrap(sync_wrapper::SyncStream::new(stream)),
         None => StreamingBlob::from(s3s::Body::from(Bytes::new())),
     };
-    let output = dto::GetObjectOutput {
-        body: Some(body),
-        accept_ranges: Some("bytes".into()),
-        content_length: Some(length as i64),
-        content_range: h.content_range.clone(),
-        content_type: h.content_type.clone(),
-        content_disposition: h.content_disposition.clone(),
-        content_encoding: h.content_encoding.clone(),
-        expires: h
-            .expires
-            .as_deref()
-            .and_then(|e| Timestamp::parse(TimestampFormat::HttpDate, e).ok()),
-        cache_control: h.cache_control.clone(),
-        e_tag: Some(ETag::Strong(h.etag.clone())),
-        last_modified: Some(Timestamp::from(h.last_modified)),
-        metadata: (!h.metadata.is_empty()).then(|| h.metadata.iter().cloned().collect()),
-        ..Default::default()
-    };
+    let output = served_output!(GetObjectOutput, h, { body: Some(body) });
     // s3s answers 206 where there is a content range.
     let mut response = S3Response::new(output);
     // s3s lays the request's `response-*` overrides over the output;
@@ -234,23 +241,7 @@ pub(super) async fn head_object(
     let input = req.input;
     let served = s3.served(&caller, &input.bucket, &input.key, &request).await?;
     let h = served.headers;
-    let mut response = S3Response::new(dto::HeadObjectOutput {
-        accept_ranges: Some("bytes".into()),
-        content_length: h.content_length.map(|n| n as i64),
-        content_range: h.content_range.clone(),
-        content_type: h.content_type.clone(),
-        content_disposition: h.content_disposition.clone(),
-        content_encoding: h.content_encoding.clone(),
-        expires: h
-            .expires
-            .as_deref()
-            .and_then(|e| Timestamp::parse(TimestampFormat::HttpDate, e).ok()),
-        cache_control: h.cache_control.clone(),
-        e_tag: Some(ETag::Strong(h.etag.clone())),
-        last_modified: Some(Timestamp::from(h.last_modified)),
-        metadata: (!h.metadata.is_empty()).then(|| h.metadata.iter().cloned().collect()),
-        ..Default::default()
-    });
+    let mut response = S3Response::new(served_output!(HeadObjectOutput, h, {}));
     if let Some(id) = h
         .request_id
         .as_deref()
