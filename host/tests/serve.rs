@@ -786,3 +786,86 @@ fn silo_serve_runs_the_s3_endpoint_beside_the_sidecar() {
     assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
     assert!(!dir.path().join("files/public/b.txt").exists());
 }
+
+/// `host/examples/embed.rs`, the README's "Embedding the host": a CMS of
+/// its own routes over Silo's core calls, built by `tests/run`
+/// (`SILO_TEST_EMBED`), serving the built-in default configuration.
+#[test]
+fn the_embedding_example_uploads_serves_and_lists_through_the_core() {
+    let binary =
+        std::env::var("SILO_TEST_EMBED").expect("SILO_TEST_EMBED must name the built example (tests/run builds it)");
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(binary)
+        .args(["127.0.0.1:0", dir.path().to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the example");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let base = lines
+        .next()
+        .expect("the example exited before listening")
+        .unwrap()
+        .strip_prefix("embed: listening on ")
+        .expect("the example says where it listens")
+        .to_owned();
+    let server = Server { child, base, s3: None };
+    let base = &server.base;
+
+    let note = format!("{base}/files/notes/hello.txt");
+    let (status, _, body) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "content-type: text/plain",
+        "--data-binary",
+        "hello from the cms",
+        &format!("{base}/upload/notes/hello.txt"),
+    ]);
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(json(&body)["status"], "accepted");
+    // Read as a visitor: Silo's headers, conditions and ranges.
+    let (status, headers, body) = curl(&[&note]);
+    assert_eq!((status, body.as_slice()), (200, &b"hello from the cms"[..]));
+    assert_eq!(header(&headers, "x-content-type-options"), Some("nosniff"));
+    assert_eq!(header(&headers, "cache-control"), Some("public, max-age=3600"));
+    let etag = header(&headers, "etag").unwrap().to_owned();
+    let (status, _, _) = curl(&["-H", &format!("if-none-match: {etag}"), &note]);
+    assert_eq!(status, 304);
+    let (status, _, body) = curl(&["-H", "range: bytes=0-4", &note]);
+    assert_eq!((status, body.as_slice()), (206, &b"hello"[..]));
+    // Active content is an attachment; what the plugins or the policy
+    // refuse is not stored.
+    let (status, _, _) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "content-type: text/html",
+        "--data-binary",
+        "<p>hi</p>",
+        &format!("{base}/upload/notes/page.html"),
+    ]);
+    assert_eq!(status, 201);
+    let (_, headers, _) = curl(&[&format!("{base}/files/notes/page.html")]);
+    assert_eq!(header(&headers, "content-disposition"), Some("attachment"));
+    let (status, _, body) = curl(&[
+        "-X",
+        "POST",
+        "--data-binary",
+        "<?php echo 1; ?>",
+        &format!("{base}/upload/notes/shell.php"),
+    ]);
+    assert_eq!(status, 422, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(curl(&[&format!("{base}/files/notes/shell.php")]).0, 404);
+    // The folder, through the core's listing.
+    let (status, _, body) = curl(&[&format!("{base}/folder/notes/")]);
+    assert_eq!(status, 200);
+    let listed = json(&body);
+    let paths: Vec<&str> = listed["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["notes/hello.txt", "notes/page.html"]);
+}
