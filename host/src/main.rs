@@ -23,7 +23,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Store one local file at <volume>/<path> through the upload pipeline;
+    /// Store one local file at VOLUME/PATH through the upload pipeline;
     /// prints the outcome as JSON (exit 0 accepted, 1 rejected or failed).
     Run {
         /// Destination, e.g. public/photos/cat.jpg.

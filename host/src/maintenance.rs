@@ -367,7 +367,7 @@ pub async fn verify(storage: &Storage, volume: &str, progress: &(dyn Fn(u64) + S
     Ok(drift)
 }
 
-/// Delete the records older than `keep_days`, [`PRUNE_BATCH`](crate::audit::PRUNE_BATCH) at a time
+/// Delete the records older than `keep_days`, [`PRUNE_BATCH`] at a time
 /// (each batch its own transaction, so an interrupted prune keeps what it
 /// did and the next one goes on).
 pub async fn prune(cache: &MetadataCache, keep_days: u32, batch: usize) -> StorageResult<Pruned> {

@@ -2,7 +2,7 @@
 //! mtime, plus the directories they imply, behind one interface
 //! ([`MetadataEngine`]) with an engine per database ([`sqlite`]: one node,
 //! the embedded default; [`postgres`]: several nodes sharing it) and, in
-//! front of it, a small per-node cache of hot rows ([`front`]).
+//! front of it, a small per-node cache of hot rows (`front`).
 //!
 //! It answers stat, exists and list without touching a backend. It is
 //! written through: the storage core updates it only after a backend has

@@ -8,7 +8,7 @@
 //! the same one), so a delete pruning a directory never races a write into
 //! it on another node. Every change is announced with `NOTIFY` in its
 //! transaction: the front caches of the other nodes drop the row when it
-//! commits (see [`Listener`]).
+//! commits (see `Listener`).
 //!
 //! The schema is versioned (`silo_schema`); a database with a newer one
 //! than this Silo knows is refused.
@@ -694,7 +694,7 @@ impl PostgresEngine {
     }
 
     /// Watch the announcements of changes from other nodes on a dedicated
-    /// connection, dropping the rows from `front`; see [`Listener`].
+    /// connection, dropping the rows from `front`; see `Listener`.
     pub fn listen(&self, front: Arc<dyn FrontSink>) {
         tokio::spawn(
             Listener {

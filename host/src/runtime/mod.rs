@@ -4,7 +4,7 @@
 //! the host.
 //!
 //! WASI 0.2 is linked deny-by-default: no environment, no arguments and no
-//! network; wasi:filesystem is Silo's own ([`fs`]), serving the granted
+//! network; wasi:filesystem is Silo's own (`fs`), serving the granted
 //! volumes and nothing of the host's files; guest stdout and stderr go to
 //! the host's log.
 
