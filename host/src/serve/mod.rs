@@ -7,11 +7,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod auth;
 pub mod s3;
 pub mod sidecar;
 
 pub use crate::serving::REQUEST_ID;
-pub use sidecar::{OPENAPI, TOKEN_PRINCIPAL, Tokens, router};
+pub use auth::TOKEN_PRINCIPAL;
+pub use sidecar::{OPENAPI, Tokens, router};
 
 /// How a server's shutdown ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

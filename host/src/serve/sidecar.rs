@@ -19,10 +19,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
-use crate::access::{Caller, Denied, Op, RequestError, UrlSigner};
+use super::auth::{Admin, Bearers};
+use crate::access::{Caller, Denied, Op, RequestError};
 use crate::cache::Entry;
 use crate::error::StorageError;
-use crate::principals::Principal;
 use crate::serving::{REQUEST_ID, ReadRequest, Served};
 use crate::vfs::MAX_URL_SECONDS;
 use crate::{Condition, Outcome, PutError, PutRequest, Silo, StyleError};
@@ -51,21 +51,23 @@ struct Signed {
 #[derive(Clone)]
 struct App {
     silo: Arc<Silo>,
-    tokens: Arc<Tokens>,
-    /// `SILO_TOKEN`'s principal: every right on every volume.
-    token: Arc<Principal>,
-    signer: UrlSigner,
+    bearers: Arc<Bearers>,
 }
 
 /// The sidecar's routes, for serving with `axum::serve` or nesting in an
 /// embedder's own router.
 pub fn router(silo: Arc<Silo>, tokens: Tokens) -> Router {
     let volumes = silo.config().volumes.keys().cloned();
+    let bearers = Bearers::new(
+        tokens.write,
+        tokens.signing_key,
+        tokens.admin,
+        tokens.principals,
+        volumes,
+    );
     let app = App {
-        token: Arc::new(Principal::with_every_right(TOKEN_PRINCIPAL, volumes)),
-        signer: UrlSigner::new(tokens.signing_key.clone()),
         silo,
-        tokens: Arc::new(tokens),
+        bearers: Arc::new(bearers),
     };
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -315,67 +317,16 @@ fn unauthorized() -> ApiError {
     }
 }
 
-/// The bearer token presented, if any.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-}
-
-/// Constant-time comparison of the presented bearer token.
-fn authorized(headers: &HeaderMap, token: &str) -> bool {
-    let Some(presented) = bearer(headers) else {
-        return false;
-    };
-    presented.len() == token.len()
-        && presented
-            .bytes()
-            .zip(token.bytes())
-            .fold(0, |acc, (a, b)| acc | (a ^ b))
-            == 0
-}
-
-/// The name the write token's uploads are reported under.
-pub const TOKEN_PRINCIPAL: &str = "token";
-
 impl App {
-    /// Who the bearer token presented is: the write token's principal, a
-    /// principal's, or (no token, or one nobody has) anonymous.
-    fn caller(&self, headers: &HeaderMap) -> Caller {
-        if authorized(headers, &self.tokens.write) {
-            return Caller::Principal(self.token.clone());
-        }
-        match (bearer(headers), &self.tokens.principals) {
-            (Some(token), Some(principals)) => principals
-                .current()
-                .by_token(token)
-                .map_or(Caller::Anonymous, Caller::Principal),
-            _ => Caller::Anonymous,
-        }
-    }
-
-    /// As [`App::caller`]; without a token, the bearer of a signed URL for
-    /// this file if the query carries a valid signature.
-    fn caller_signed(&self, headers: &HeaderMap, volume: &str, path: &str, signed: &Signed) -> Caller {
-        match self.caller(headers) {
-            Caller::Anonymous => self
-                .signer
-                .caller(volume, path, signed.expires, signed.signature.as_deref())
-                .unwrap_or(Caller::Anonymous),
-            known => known,
-        }
-    }
-
     fn may_admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        match &self.tokens.admin {
-            Some(admin) if authorized(headers, admin) => Ok(()),
-            Some(_) => Err(ApiError {
+        match self.bearers.admin(headers) {
+            Admin::Allowed => Ok(()),
+            Admin::Unauthorized => Err(ApiError {
                 status: StatusCode::UNAUTHORIZED,
                 code: "unauthorized",
                 message: "admin routes need `Authorization: Bearer <admin token>`".into(),
             }),
-            None => Err(ApiError {
+            Admin::Disabled => Err(ApiError {
                 status: StatusCode::FORBIDDEN,
                 code: "admin-disabled",
                 message: "admin routes are off: start the sidecar with an admin token (SILO_ADMIN_TOKEN)".into(),
@@ -402,7 +353,9 @@ async fn read(
     method: axum::http::Method,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let caller = app.caller_signed(&headers, &volume, &path, &signed);
+    let caller = app
+        .bearers
+        .caller_signed(&headers, &volume, &path, signed.expires, signed.signature.as_deref());
     let head = method == axum::http::Method::HEAD;
     // A HEAD says which request wrote the version it describes.
     let request = ReadRequest {
@@ -428,7 +381,7 @@ async fn sign(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     // A signed URL shares one file: whoever may read it may share it.
-    let caller = app.caller(&headers);
+    let caller = app.bearers.caller(&headers);
     if matches!(caller, Caller::Anonymous) {
         return Err(unauthorized());
     }
@@ -444,7 +397,7 @@ async fn sign(
     let lifetime = std::time::Duration::from_secs(expires_in);
     match query.via.as_deref() {
         None | Some("silo") => {
-            let (url, expires) = app.silo.sign(&caller, &app.signer, &volume, &path, lifetime)?;
+            let (url, expires) = app.silo.sign(&caller, &app.bearers.signer, &volume, &path, lifetime)?;
             Ok(axum::Json(serde_json::json!({ "url": url, "expires": expires })).into_response())
         }
         Some("s3") => {
@@ -481,7 +434,7 @@ async fn style(
     method: axum::http::Method,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let caller = app.caller(&headers);
+    let caller = app.bearers.caller(&headers);
     let request = ReadRequest::from_headers(&headers, method == axum::http::Method::HEAD);
     let answer = app.silo.read_style(&caller, &style, &volume, &path, &request).await;
     Ok(served(answer.map_err(|e| style_error(e, false))?))
@@ -544,7 +497,7 @@ async fn image(
     method: axum::http::Method,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let caller = app.caller(&headers);
+    let caller = app.bearers.caller(&headers);
     app.silo.authorize(&caller, &volume, &path, Op::Read)?;
     // Where the volume signs its image URLs, only URLs the CMS made are
     // served (and derived).
@@ -604,7 +557,7 @@ async fn upload(
     let body = body.into_data_stream().map_err(std::io::Error::other);
     let report = app
         .silo
-        .put(&app.caller(&headers), &volume, &path, body, request)
+        .put(&app.bearers.caller(&headers), &volume, &path, body, request)
         .await
         .map_err(put_error)?;
     let status = match report.outcome() {
@@ -693,7 +646,7 @@ async fn remove(
     Path((volume, path)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let request_id = app.silo.delete(&app.caller(&headers), &volume, &path).await?;
+    let request_id = app.silo.delete(&app.bearers.caller(&headers), &volume, &path).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     if let Ok(id) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, id);
@@ -742,7 +695,7 @@ async fn list(
     let page = app
         .silo
         .list_dir(
-            &app.caller(&headers),
+            &app.bearers.caller(&headers),
             &volume,
             &prefix,
             query.recursive,

@@ -122,12 +122,8 @@ impl S3Access for Policy {
         }
         check_body_length(&operation, cx.headers())?;
         let caller = match cx.credentials() {
-            Some(credentials) => Caller::Principal(
-                self.principals
-                    .current()
-                    .by_access_key(&credentials.access_key)
-                    .ok_or_else(|| s3_error!(InvalidAccessKeyId))?,
-            ),
+            Some(credentials) => crate::serve::auth::key_caller(&self.principals, &credentials.access_key)
+                .ok_or_else(|| s3_error!(InvalidAccessKeyId))?,
             None => Caller::Anonymous,
         };
         // s3s applies `response-*` overrides to any GetObject; as on S3,

@@ -238,7 +238,9 @@ impl SiloS3 {
 
     /// Who signed the request (anonymous if nobody did).
     fn caller(&self, credentials: Option<&s3s::auth::Credentials>) -> Caller {
-        self.principal(credentials).map_or(Caller::Anonymous, Caller::Principal)
+        credentials
+            .and_then(|c| crate::serve::auth::key_caller(&self.principals, &c.access_key))
+            .unwrap_or(Caller::Anonymous)
     }
 
     /// A key this endpoint can take: at most 1024 bytes.
