@@ -293,6 +293,17 @@ impl Silo {
         self.image_keys.get(volume).map(Vec::as_slice)
     }
 
+    /// Whether a dynamic image URL for `path` of `volume` may be served:
+    /// always where the volume does not sign its image URLs, else only
+    /// when `signature` (the `s` argument) is the HMAC-SHA256 of the path,
+    /// `?` and the other arguments as they stand in the URL (`query`).
+    pub fn image_url_holds(&self, volume: &str, path: &str, query: &str, signature: Option<&str>) -> bool {
+        match self.image_key(volume) {
+            None => true,
+            Some(key) => signature.is_some_and(|s| images::signed(key, path, query, s)),
+        }
+    }
+
     /// Start shutting down: from now on the node is not ready.
     pub fn drain(&self) {
         self.draining.store(true, std::sync::atomic::Ordering::SeqCst);

@@ -501,19 +501,17 @@ async fn image(
     app.silo.authorize(&caller, &volume, &path, Op::Read)?;
     // Where the volume signs its image URLs, only URLs the CMS made are
     // served (and derived).
-    if let Some(key) = app.silo.image_key(&volume) {
-        let raw = raw.unwrap_or_default();
-        let unsigned: Vec<&str> = raw.split('&').filter(|p| !p.starts_with("s=") && *p != "s").collect();
-        let given = query.iter().find(|(k, _)| k == "s").map(|(_, v)| v.as_str());
-        if !given.is_some_and(|s| crate::images::signed(key, &path, &unsigned.join("&"), s)) {
-            return Err(ApiError {
-                status: StatusCode::FORBIDDEN,
-                code: "bad-signature",
-                message: format!(
-                    "volume '{volume}' serves only signed image URLs: `s` must be the HMAC-SHA256 of the path, `?` and the other arguments"
-                ),
-            });
-        }
+    let raw = raw.unwrap_or_default();
+    let unsigned: Vec<&str> = raw.split('&').filter(|p| !p.starts_with("s=") && *p != "s").collect();
+    let given = query.iter().find(|(k, _)| k == "s").map(|(_, v)| v.as_str());
+    if !app.silo.image_url_holds(&volume, &path, &unsigned.join("&"), given) {
+        return Err(ApiError {
+            status: StatusCode::FORBIDDEN,
+            code: "bad-signature",
+            message: format!(
+                "volume '{volume}' serves only signed image URLs: `s` must be the HMAC-SHA256 of the path, `?` and the other arguments"
+            ),
+        });
     }
     let args = crate::images::ImageArgs::parse(
         query
