@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use silo_host::listing::ListRequest;
 use silo_host::serving::ReadRequest;
-use silo_host::{Caller, Config, Outcome, PutRequest, Silo};
+use silo_host::{Caller, Outcome, PutRequest, Silo};
 
 /// The CMS acts for itself with every right; its visitors are anonymous.
 const CMS: Caller = Caller::Host("cms");
@@ -100,9 +100,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let listen = args.next().unwrap_or_else(|| "127.0.0.1:3000".into());
     let dir = args.next().map_or_else(std::env::current_dir, |d| Ok(d.into()))?;
-    let silo = Arc::new(Silo::open(Config::builtin_default(&dir)).await?);
-    // Recovery, audit upkeep, multipart expiry: for as long as this lives.
-    let _background = silo.start_background().await?;
+    // The built-in default configuration under `dir`, serving: recovery,
+    // audit upkeep and multipart expiry run for as long as `_background`
+    // lives.
+    let (silo, _background) = Silo::builder(&dir).serve().await?;
     let app = Router::new()
         .route("/upload/{*path}", post(upload))
         .route("/files/{*path}", get(file))

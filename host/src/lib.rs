@@ -12,14 +12,13 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use std::sync::Arc;
 //! use silo_host::listing::ListRequest;
 //! use silo_host::serving::ReadRequest;
-//! use silo_host::{Caller, Config, Outcome, PutRequest, Silo};
+//! use silo_host::{Caller, Outcome, PutRequest, Silo};
 //!
-//! let silo = Arc::new(Silo::open(Config::load("silo.toml".as_ref())?).await?);
-//! // Recovery, audit upkeep, multipart expiry: for as long as this lives.
-//! let _background = silo.start_background().await?;
+//! // Opened from silo.toml; recovery, audit upkeep and multipart expiry
+//! // run for as long as `_background` lives.
+//! let (silo, _background) = Silo::builder(".".as_ref()).config_file("silo.toml").serve().await?;
 //! // An upload by the application itself, judged by the plugins.
 //! let cms = Caller::Host("cms");
 //! let body = futures_util::stream::iter([Ok(bytes::Bytes::from_static(b"hello"))]);
@@ -40,6 +39,7 @@ pub mod access;
 pub mod admin;
 pub mod audit;
 pub mod budget;
+pub mod builder;
 #[cfg(feature = "bundled-plugins")]
 pub mod bundled;
 pub mod cache;
@@ -71,6 +71,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use access::{Caller, Denied, Op, RequestError};
+pub use builder::SiloBuilder;
 pub use config::{Config, ConfigError};
 pub use error::StorageError;
 pub use pipeline::{Status, UploadReport};
