@@ -23,7 +23,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use silo_host::listing::ListRequest;
-use silo_host::serving::ReadRequest;
+use silo_host::serving::{Chunks, ReadRequest};
 use silo_host::{Caller, Outcome, PutRequest, Silo};
 
 /// The CMS acts for itself with every right; its visitors are anonymous.
@@ -70,8 +70,8 @@ async fn file(State(silo): State<Arc<Silo>>, Path(path): Path<String>, headers: 
     let (status, headers) = (served.status.code(), served.headers.to_header_map());
     Ok(match served.into_chunks() {
         None => (status, headers).into_response(),
-        Some(Ok(bytes)) => (status, headers, Body::from(bytes)).into_response(),
-        Some(Err(stream)) => (status, headers, Body::from_stream(stream)).into_response(),
+        Some(Chunks::Whole(bytes)) => (status, headers, Body::from(bytes)).into_response(),
+        Some(Chunks::Streamed(stream)) => (status, headers, Body::from_stream(stream)).into_response(),
     })
 }
 

@@ -374,7 +374,14 @@ impl Silo {
             return Ok(background);
         }
         let node = self.storage.audit().node.clone();
-        background.recovered = self.storage.recover(Some(&node), u64::MAX).await?;
+        background.recovered = match self.storage.recover(Some(&node), u64::MAX).await {
+            Ok(n) => n,
+            Err(e) => {
+                // Nothing started: a later call may try again.
+                self.background.store(false, std::sync::atomic::Ordering::SeqCst);
+                return Err(e.into());
+            }
+        };
         if background.recovered > 0 {
             tracing::warn!(
                 "set right {} files node '{node}' left half-recorded when it stopped",

@@ -10,6 +10,10 @@ use crate::store::{Condition, Headers, ObjectMeta};
 use crate::vfs::PendingUpload;
 use crate::{Silo, SiloError, StorageError};
 
+/// A door's check, run once a body is stored and before it is judged,
+/// that the bytes are those the client sent: `Err` says why not.
+pub type Verify = Box<dyn FnOnce() -> Result<(), String> + Send>;
+
 /// What a client declared with an upload, beside its bytes.
 #[derive(Default)]
 pub struct PutRequest {
@@ -29,7 +33,7 @@ pub struct PutRequest {
     /// Run once the whole body is staged, before it is judged: a door's
     /// check that the bytes are those the client sent (S3's digests). An
     /// `Err` drops the upload unjudged ([`PutError::BadDigest`]).
-    pub verify: Option<Box<dyn FnOnce() -> Result<(), String> + Send>>,
+    pub verify: Option<Verify>,
 }
 
 /// What a copy takes from its source and what it is asked.
@@ -93,16 +97,12 @@ impl From<crate::access::RequestError> for PutError {
 impl PutError {
     /// Why staging failed.
     pub(crate) fn from_staging(e: SiloError) -> PutError {
-        staging_error(e)
-    }
-}
-
-fn staging_error(e: SiloError) -> PutError {
-    match e {
-        SiloError::TooLarge { volume, limit } => PutError::TooLarge { volume, limit },
-        SiloError::Storage(e) => PutError::Storage(e),
-        SiloError::Source(e) => PutError::Body(e),
-        other => PutError::Storage(StorageError::unavailable(other)),
+        match e {
+            SiloError::TooLarge { volume, limit } => PutError::TooLarge { volume, limit },
+            SiloError::Storage(e) => PutError::Storage(e),
+            SiloError::Source(e) => PutError::Body(e),
+            other => PutError::Storage(StorageError::unavailable(other)),
+        }
     }
 }
 
@@ -173,7 +173,7 @@ impl Silo {
         let mut pending = self
             .stage_chunks(&target, body, request.content_type.as_deref())
             .await
-            .map_err(staging_error)?;
+            .map_err(PutError::from_staging)?;
         // A body that is not what its digests say is dropped unjudged.
         if let Some(verify) = request.verify {
             verify().map_err(PutError::BadDigest)?;
@@ -225,7 +225,7 @@ impl Silo {
                 described.content_type.as_deref(),
             )
             .await
-            .map_err(staging_error)?;
+            .map_err(PutError::from_staging)?;
         pending.meta.cache_control = described.cache_control;
         pending.meta.headers = described.headers;
         pending.meta.metadata = described.metadata;

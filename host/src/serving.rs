@@ -292,12 +292,14 @@ impl ServedHeaders {
             (header::EXPIRES, &self.expires),
             (header::CONTENT_RANGE, &self.content_range),
             (REQUEST_ID, &self.request_id),
-            (header::VARY, &self.vary.map(str::to_owned)),
         ];
         for (name, value) in optional {
             if let Some(value) = value {
                 put(name, value);
             }
+        }
+        if let Some(vary) = self.vary {
+            put(header::VARY, vary);
         }
         if let Some(length) = self.content_length {
             put(header::CONTENT_LENGTH, &length.to_string());
@@ -320,13 +322,21 @@ pub struct Served {
     pub location: Location,
 }
 
+/// A read's body as a door sends it.
+pub enum Chunks {
+    /// Held in memory (a small file from the memory cache), in one piece.
+    Whole(bytes::Bytes),
+    /// Read as it is sent, in chunks no larger than the answer.
+    Streamed(tokio_util::io::ReaderStream<crate::store::ByteStream>),
+}
+
 impl Served {
-    /// The body as chunks no larger than the answer (an HTTP body).
-    pub fn into_chunks(self) -> Option<Result<bytes::Bytes, tokio_util::io::ReaderStream<crate::store::ByteStream>>> {
+    /// The body, for a GET answered 200 or 206; `None` otherwise.
+    pub fn into_chunks(self) -> Option<Chunks> {
         let length = self.headers.content_length.unwrap_or(0);
         self.body.map(|body| match body {
-            ReadBody::Bytes(bytes) => Ok(bytes),
-            ReadBody::Stream(stream) => Err(crate::vfs::answer_chunks(stream, length)),
+            ReadBody::Bytes(bytes) => Chunks::Whole(bytes),
+            ReadBody::Stream(stream) => Chunks::Streamed(crate::vfs::answer_chunks(stream, length)),
         })
     }
 }

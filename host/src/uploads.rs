@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::access::{Caller, Denied, Op};
 use crate::multipart::{MultipartError, PartInfo, UploadSettings};
 use crate::pipeline::UploadReport;
-use crate::put::{Description, PutError};
+use crate::put::{Description, PutError, Verify};
 use crate::serving::{Conditions, RangeSpec};
 use crate::store::Condition;
 use crate::vfs::Assembly;
@@ -96,7 +96,7 @@ impl Silo {
         number: i32,
         body: impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Unpin,
         length: Option<u64>,
-        verify: Option<Box<dyn FnOnce() -> Result<(), String> + Send>>,
+        verify: Option<Verify>,
     ) -> Result<PartInfo, UploadError> {
         self.authorize(caller, volume, key, Op::Write)?;
         let upload = self.multipart().settings(id, volume, key).await?;

@@ -23,7 +23,7 @@ use super::auth::{Admin, Bearers};
 use crate::access::{Caller, Denied, Op, RequestError};
 use crate::cache::Entry;
 use crate::error::StorageError;
-use crate::serving::{REQUEST_ID, ReadRequest, Served};
+use crate::serving::{Chunks, REQUEST_ID, ReadRequest, Served};
 use crate::vfs::MAX_URL_SECONDS;
 use crate::{Condition, Outcome, PutError, PutRequest, Silo, StyleError};
 
@@ -341,8 +341,8 @@ fn served(served: Served) -> Response {
     let headers = served.headers.to_header_map();
     match served.into_chunks() {
         None => (status, headers).into_response(),
-        Some(Ok(bytes)) => (status, headers, Body::from(bytes)).into_response(),
-        Some(Err(stream)) => (status, headers, Body::from_stream(stream)).into_response(),
+        Some(Chunks::Whole(bytes)) => (status, headers, Body::from(bytes)).into_response(),
+        Some(Chunks::Streamed(stream)) => (status, headers, Body::from_stream(stream)).into_response(),
     }
 }
 

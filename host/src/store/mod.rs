@@ -145,11 +145,10 @@ pub trait ObjectStore: Send + Sync + 'static {
         &self,
         key: &str,
         path: &std::path::Path,
-        size: u64,
+        _size: u64,
         options: &PutOptions,
     ) -> StorageResult<ObjectMeta> {
         use tokio::io::AsyncReadExt;
-        let _ = size;
         let mut file = tokio::fs::File::open(path)
             .await
             .map_err(|e| StorageError::unavailable(format!("opening {}: {e}", path.display())))?;

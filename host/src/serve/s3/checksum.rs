@@ -25,7 +25,7 @@ pub(super) fn verifier(
     declared: Declared,
     hashing: Arc<std::sync::Mutex<Hashing>>,
     trailing: Option<s3s::TrailingHeaders>,
-) -> (Box<dyn FnOnce() -> Result<(), String> + Send>, Mismatch) {
+) -> (crate::put::Verify, Mismatch) {
     let mismatch = Mismatch::default();
     let kept = mismatch.clone();
     let verify = move || {

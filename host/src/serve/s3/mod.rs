@@ -37,7 +37,7 @@ use crate::error::StorageError;
 use crate::listing::{ListRequest, Listing, Marker};
 use crate::multipart::MultipartError;
 use crate::principals::{Principal, PrincipalsHandle};
-use crate::serving::{Conditions, Overrides, RangeSpec, ReadRequest, Served, ServedStatus, TagList};
+use crate::serving::{Chunks, Conditions, Overrides, RangeSpec, ReadRequest, Served, ServedStatus, TagList};
 use crate::vfs::Visibility;
 use crate::{Condition, Headers, ObjectMeta};
 use crate::{CopyRequest, Description, Outcome, PutError, PutRequest, Silo, UploadError};

@@ -210,8 +210,8 @@ pub(super) async fn get_object(
     let served = s3.served(&caller, &input.bucket, &input.key, &request).await?;
     let h = served.headers.clone();
     let body = match served.into_chunks() {
-        Some(Ok(bytes)) => StreamingBlob::from(s3s::Body::from(bytes)),
-        Some(Err(stream)) => StreamingBlob::wrap(sync_wrapper::SyncStream::new(stream)),
+        Some(Chunks::Whole(bytes)) => StreamingBlob::from(s3s::Body::from(bytes)),
+        Some(Chunks::Streamed(stream)) => StreamingBlob::wrap(sync_wrapper::SyncStream::new(stream)),
         None => StreamingBlob::from(s3s::Body::from(Bytes::new())),
     };
     let output = served_output!(GetObjectOutput, h, { body: Some(body) });
