@@ -321,7 +321,27 @@ pub fn capture_logs(level: tracing::Level) -> (Captured, tracing::subscriber::De
             move || logs.clone()
         })
         .finish();
-    (logs, tracing::subscriber::set_default(subscriber))
+    (logs, scoped_subscriber(subscriber))
+}
+
+/// `subscriber` as this thread's default while the guard lives, seeing
+/// every event it is interested in even while sibling tests reach the same
+/// callsites without one.
+pub fn scoped_subscriber(
+    subscriber: impl tracing::Subscriber + Send + Sync + 'static,
+) -> tracing::subscriber::DefaultGuard {
+    // tracing caches each callsite's interest process-wide. With one
+    // dispatcher registered, a callsite first reached by a thread without a
+    // subscriber (a sibling test) is computed against that thread's default
+    // and cached as "never", so the capture would miss it (tokio-rs/tracing
+    // #3611). A second, lasting dispatcher makes every registration ask all
+    // live dispatchers, this one among them.
+    static ANCHOR: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
+    ANCHOR.get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()));
+    let guard = tracing::subscriber::set_default(subscriber);
+    // Callsites a sibling cached before this began ask again.
+    tracing::callsite::rebuild_interest_cache();
+    guard
 }
 
 /// A log writer that keeps everything written to it.

@@ -561,7 +561,7 @@ async fn stream_log_and_string_floods_stop_at_their_bounds() -> anyhow::Result<(
     )
     .await?;
     let report = {
-        let _log = tracing::subscriber::set_default(subscriber);
+        let _log = silo_tests::scoped_subscriber(subscriber);
         t.upload("public/trigger.txt", b"go", None).await?
     };
     assert_eq!(report.reason.as_deref(), Some("logged"));
