@@ -6,7 +6,7 @@ use serde::Serialize;
 use crate::access::{Denied, RequestError};
 use crate::audit::{Filter, Record};
 use crate::maintenance::{Drift, RefreshReport};
-use crate::{Silo, StorageError};
+use crate::{Silo, Storage, StorageError};
 
 /// Files and bytes of one volume, and of its disk read cache.
 #[derive(Debug, Clone, Serialize)]
@@ -55,9 +55,28 @@ impl Silo {
     /// Files and bytes per volume, from the metadata cache and the read
     /// caches.
     pub async fn volume_reports(&self) -> Result<Vec<VolumeReport>, StorageError> {
-        let storage = self.storage();
-        let cached = storage.cache().stats().await?;
-        Ok(storage
+        self.storage().volume_reports().await
+    }
+
+    /// A page of the audit trail, oldest first: records after id `after`,
+    /// at most `limit` (clamped to [`MAX_AUDIT_PAGE`]).
+    pub async fn audit_page(
+        &self,
+        filter: &Filter,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<Record>, StorageError> {
+        self.storage().audit_page(filter, after, limit).await
+    }
+}
+
+/// The same for the operator's commands, which open the storage alone.
+impl Storage {
+    /// Files and bytes per volume, from the metadata cache and the read
+    /// caches.
+    pub async fn volume_reports(&self) -> Result<Vec<VolumeReport>, StorageError> {
+        let cached = self.cache().stats().await?;
+        Ok(self
             .volumes()
             .map(|v| {
                 let s = cached.iter().find(|s| s.volume == v.name);
@@ -85,8 +104,7 @@ impl Silo {
         after: Option<i64>,
         limit: usize,
     ) -> Result<Vec<Record>, StorageError> {
-        self.storage()
-            .cache()
+        self.cache()
             .engine()
             .audit_query(filter, after.filter(|a| *a > 0), limit.clamp(1, MAX_AUDIT_PAGE))
             .await

@@ -90,6 +90,7 @@ impl WriteBudget {
     }
 
     /// The budget's size in bytes.
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))] // tests and benchmarks
     pub fn size(&self) -> usize {
         self.bytes
     }

@@ -194,7 +194,8 @@ pub const DEFAULT_POOL_SIZE: usize = 16;
 
 impl MetadataConfig {
     /// The front cache's settings.
-    pub fn front(&self) -> crate::cache::FrontSettings {
+    #[cfg_attr(feature = "internals", visibility::make(pub))]
+    pub(crate) fn front(&self) -> crate::cache::FrontSettings {
         let mut front = crate::cache::FrontSettings::default();
         if let Some(n) = self.front_cache_entries {
             front.capacity = n;
@@ -838,7 +839,8 @@ impl VolumeConfig {
     }
 
     /// The disk read cache of an `s3` volume, if it has one.
-    pub fn read_cache_settings(&self) -> Result<Option<crate::readcache::ReadCacheSettings>, String> {
+    #[cfg_attr(feature = "internals", visibility::make(pub))]
+    pub(crate) fn read_cache_settings(&self) -> Result<Option<crate::readcache::ReadCacheSettings>, String> {
         let inactive = match self.read_cache_inactive_secs {
             Some(s) if !(1..=365 * 86400).contains(&s) => {
                 return Err(format!("read_cache_inactive_secs must be 1..=31536000, not {s}"));

@@ -92,6 +92,7 @@ impl HotCache {
     }
 
     /// Bytes held.
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))] // tests and benchmarks
     pub fn bytes(&self) -> u64 {
         self.lock().bytes
     }

@@ -35,31 +35,64 @@
 //! # Ok(()) }
 //! ```
 
+// Silo's API names only Silo's types: a layer under it (the runtime and its
+// generated bindings, the metadata cache, the pipeline) showing through a
+// public signature is an error, not a warning.
+#![deny(private_interfaces, private_bounds, unnameable_types)]
+
 pub mod access;
 pub mod admin;
 pub mod audit;
+#[cfg(feature = "internals")]
+#[doc(hidden)]
 pub mod budget;
+#[cfg(not(feature = "internals"))]
+mod budget;
 pub mod builder;
 #[cfg(feature = "bundled-plugins")]
 pub mod bundled;
+#[cfg(feature = "internals")]
+#[doc(hidden)]
 pub mod cache;
+#[cfg(not(feature = "internals"))]
+mod cache;
 pub mod config;
 pub mod error;
+#[cfg(feature = "internals")]
+#[doc(hidden)]
 pub mod hotcache;
+#[cfg(not(feature = "internals"))]
+mod hotcache;
 pub mod images;
 pub mod listing;
 pub mod maintenance;
 mod memory;
 pub mod metrics;
 pub mod migrate;
+#[cfg(feature = "internals")]
+#[doc(hidden)]
 pub mod multipart;
+#[cfg(not(feature = "internals"))]
+mod multipart;
 pub mod path;
+#[cfg(feature = "internals")]
+#[doc(hidden)]
 pub mod pipeline;
+#[cfg(not(feature = "internals"))]
+mod pipeline;
 pub mod policy;
 pub mod principals;
 pub mod put;
+#[cfg(feature = "internals")]
+#[doc(hidden)]
 pub mod readcache;
+#[cfg(not(feature = "internals"))]
+mod readcache;
+#[cfg(feature = "internals")]
+#[doc(hidden)]
 pub mod runtime;
+#[cfg(not(feature = "internals"))]
+mod runtime;
 #[cfg(feature = "http")]
 pub mod serve;
 pub mod serving;
@@ -74,9 +107,10 @@ pub use access::{Caller, Denied, Op, RequestError};
 pub use builder::SiloBuilder;
 pub use config::{Config, ConfigError};
 pub use error::StorageError;
-pub use pipeline::{Status, UploadReport};
+pub use pipeline::{Derivative, ErrorReport, FileReport, PluginRun, Status, UploadReport};
 pub use put::{CopyRequest, Description, Outcome, PutError, PutRequest};
-pub use runtime::{InvokeError, LoadError, Runtime};
+use runtime::Runtime;
+pub use runtime::{Inspection, InvokeError, LoadError};
 pub use store::{Condition, Headers, ObjectMeta};
 pub use uploads::{PartsPage, UploadError, UploadsPage};
 pub use vfs::{Location, Session, Storage};
@@ -414,7 +448,8 @@ impl Silo {
     }
 
     /// The S3 multipart uploads under way.
-    pub fn multipart(&self) -> &Arc<multipart::MultipartStore> {
+    #[cfg_attr(feature = "internals", visibility::make(pub))]
+    pub(crate) fn multipart(&self) -> &Arc<multipart::MultipartStore> {
         &self.multipart
     }
 
@@ -444,12 +479,16 @@ impl Silo {
         &self.storage
     }
 
-    pub fn runtime(&self) -> &Runtime {
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))] // tests and benchmarks
+    #[cfg_attr(feature = "internals", visibility::make(pub))]
+    pub(crate) fn runtime(&self) -> &Runtime {
         &self.runtime
     }
 
     /// The loaded pipeline, in order.
-    pub fn stages(&self) -> &[pipeline::Stage] {
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))] // tests and benchmarks
+    #[cfg_attr(feature = "internals", visibility::make(pub))]
+    pub(crate) fn stages(&self) -> &[pipeline::Stage] {
         &self.stages
     }
 
@@ -936,6 +975,13 @@ impl Silo {
     pub fn derivations(&self) -> u64 {
         self.derivations.load(std::sync::atomic::Ordering::Relaxed)
     }
+}
+
+/// Describe the component `bytes` (named `name` in errors): its sha256,
+/// imports and exports, the memory it needs, and whether Silo can run it
+/// as an upload plugin (`silo plugin check`).
+pub fn inspect_plugin(name: &str, bytes: &[u8]) -> Result<Inspection, LoadError> {
+    Runtime::new(None, 64)?.inspect(name, bytes)
 }
 
 /// Open the volumes and the metadata cache of a config, without the

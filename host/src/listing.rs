@@ -4,7 +4,7 @@
 
 use crate::Silo;
 use crate::access::{Caller, Op, RequestError};
-use crate::cache::{Entry, Page};
+pub use crate::cache::{Entry, Page};
 use crate::store::ObjectMeta;
 
 /// Keys one listing page holds at most (S3's bound).

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use silo_host::{Config, Runtime, Silo, Status};
+use silo_host::{Config, Silo, Status};
 
 #[derive(Parser)]
 #[command(
@@ -125,9 +125,8 @@ async fn run(config: Option<&Path>, target: &str, file: &Path, content_type: Opt
 
 fn check(path: &Path) -> anyhow::Result<bool> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let runtime = Runtime::new(None, 64)?;
     let name = path.display().to_string();
-    let inspection = runtime.inspect(&name, &bytes)?;
+    let inspection = silo_host::inspect_plugin(&name, &bytes)?;
     println!("component: {name}");
     println!("sha256:    {}", inspection.sha256);
     match &inspection.verdict {
@@ -371,11 +370,11 @@ async fn audit(config: Option<&Path>, args: AuditArgs) -> anyhow::Result<bool> {
         since_ms: args.since,
         until_ms: args.until,
     };
-    let engine = storage.cache().engine();
+    let page_size = silo_host::admin::MAX_AUDIT_PAGE;
     let mut after = None;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     loop {
-        let page = engine.audit_query(&filter, after, 1000).await?;
+        let page = storage.audit_page(&filter, after, page_size).await?;
         for record in &page {
             use std::io::Write;
             if args.json {
@@ -385,7 +384,7 @@ async fn audit(config: Option<&Path>, args: AuditArgs) -> anyhow::Result<bool> {
             }
         }
         match page.last() {
-            Some(last) if page.len() == 1000 => after = Some(last.id),
+            Some(last) if page.len() == page_size => after = Some(last.id),
             _ => return Ok(true),
         }
     }
@@ -547,12 +546,9 @@ async fn cache(config: Option<&Path>, command: CacheCommand) -> anyhow::Result<b
             Ok(clean)
         }
         CacheCommand::Stats => {
-            let stats = storage.cache().stats().await?;
             println!("{:<16} {:>12} {:>16} {:>12}", "volume", "files", "bytes", "directories");
-            for v in volumes_of(&storage, None)? {
-                let s = stats.iter().find(|s| s.volume == v);
-                let (files, bytes, dirs) = s.map_or((0, 0, 0), |s| (s.files, s.bytes, s.directories));
-                println!("{v:<16} {files:>12} {bytes:>16} {dirs:>12}");
+            for r in storage.volume_reports().await? {
+                println!("{:<16} {:>12} {:>16} {:>12}", r.volume, r.files, r.bytes, r.directories);
             }
             Ok(true)
         }

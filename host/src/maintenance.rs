@@ -370,7 +370,8 @@ pub async fn verify(storage: &Storage, volume: &str, progress: &(dyn Fn(u64) + S
 /// Delete the records older than `keep_days`, [`PRUNE_BATCH`] at a time
 /// (each batch its own transaction, so an interrupted prune keeps what it
 /// did and the next one goes on).
-pub async fn prune(cache: &MetadataCache, keep_days: u32, batch: usize) -> StorageResult<Pruned> {
+#[cfg_attr(feature = "internals", visibility::make(pub))]
+pub(crate) async fn prune(cache: &MetadataCache, keep_days: u32, batch: usize) -> StorageResult<Pruned> {
     let before = crate::store::now_ms().saturating_sub(u64::from(keep_days) * 24 * 3600 * 1000);
     let mut pruned = Pruned {
         deleted: 0,

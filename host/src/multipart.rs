@@ -100,8 +100,8 @@ pub struct PartInfo {
     pub modified_ms: u64,
 }
 
-impl From<&PartRecord> for PartInfo {
-    fn from(p: &PartRecord) -> Self {
+impl PartInfo {
+    fn of(p: &PartRecord) -> Self {
         PartInfo {
             number: p.number,
             etag: p.etag.clone(),
@@ -589,7 +589,7 @@ impl MultipartStore {
                     forget_blob(&scratch, &old).await;
                     self.forget_copy(&old).await;
                 }
-                Ok(PartInfo::from(&record))
+                Ok(PartInfo::of(&record))
             }
             Ok(None) => {
                 // Aborted (or completed) while the part arrived.
@@ -607,7 +607,7 @@ impl MultipartStore {
 
     /// The parts stored so far, by number.
     pub async fn parts(&self, id: &str) -> Result<Vec<PartInfo>, MultipartError> {
-        Ok(self.engine().parts(id).await?.iter().map(PartInfo::from).collect())
+        Ok(self.engine().parts(id).await?.iter().map(PartInfo::of).collect())
     }
 
     /// Remove part `number` if it is still the one stored as `etag` (a

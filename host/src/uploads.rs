@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use crate::access::{Caller, Denied, Op};
-use crate::multipart::{MultipartError, PartInfo, UploadSettings};
+pub use crate::multipart::{MultipartError, PartInfo, UploadSettings};
 use crate::pipeline::UploadReport;
 use crate::put::{Description, PutError, Verify};
 use crate::serving::{Conditions, RangeSpec};

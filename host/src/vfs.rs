@@ -118,7 +118,10 @@ pub struct Volume {
     /// Base URL public files are served from, if any.
     pub public_url: Option<String>,
     /// Local disk copies of whole files read from the backend.
+    #[cfg(feature = "internals")]
     pub read_cache: Option<Arc<ReadCache>>,
+    #[cfg(not(feature = "internals"))]
+    pub(crate) read_cache: Option<Arc<ReadCache>>,
 }
 
 pub use crate::path::Location;
@@ -205,7 +208,10 @@ pub struct PendingUpload {
     pub assembly: Assembly,
     /// Its place among the uploads a node has under way, given back when
     /// the last clone is dropped.
+    #[cfg(feature = "internals")]
     pub place: Option<Arc<Held>>,
+    #[cfg(not(feature = "internals"))]
+    pub(crate) place: Option<Arc<Held>>,
 }
 
 /// How the backend can store an accepted upload from bytes it holds.
@@ -404,7 +410,8 @@ pub struct Session {
 }
 
 impl Storage {
-    pub fn new(volumes: Vec<Volume>, cache: MetadataCache) -> Self {
+    #[cfg_attr(feature = "internals", visibility::make(pub))]
+    pub(crate) fn new(volumes: Vec<Volume>, cache: MetadataCache) -> Self {
         let storage = Storage {
             volumes: volumes.into_iter().map(|v| (v.name.clone(), v)).collect(),
             cache,
@@ -442,13 +449,15 @@ impl Storage {
     }
 
     /// Share `budget` for buffered writes (the one the S3 volumes reserve from).
-    pub fn with_budget(mut self, budget: WriteBudget) -> Self {
+    #[cfg_attr(feature = "internals", visibility::make(pub))]
+    pub(crate) fn with_budget(mut self, budget: WriteBudget) -> Self {
         self.budget = budget;
         self
     }
 
     /// The process-wide budget for bytes buffered by streamed writes.
-    pub fn budget(&self) -> &WriteBudget {
+    #[cfg_attr(feature = "internals", visibility::make(pub))]
+    pub(crate) fn budget(&self) -> &WriteBudget {
         &self.budget
     }
 
@@ -599,7 +608,8 @@ impl Storage {
         self.volumes.values()
     }
 
-    pub fn cache(&self) -> &MetadataCache {
+    #[cfg_attr(feature = "internals", visibility::make(pub))]
+    pub(crate) fn cache(&self) -> &MetadataCache {
         &self.cache
     }
 
@@ -1385,7 +1395,8 @@ impl SessionUpload {
     }
 
     /// Append a chunk; `held` is the write budget reserved for it, if any.
-    pub async fn write(&mut self, chunk: Bytes, held: Held) -> StorageResult<()> {
+    #[cfg_attr(feature = "internals", visibility::make(pub))]
+    pub(crate) async fn write(&mut self, chunk: Bytes, held: Held) -> StorageResult<()> {
         let size = self.size + chunk.len() as u64;
         self.reservation.grow(size)?;
         if let Some(head) = &mut self.head {

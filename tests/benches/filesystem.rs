@@ -15,8 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use silo_host::Runtime;
-use silo_host::runtime::{InvokeLimits, Outcome, PluginComponent, Upload};
+use silo_host::runtime::{InvokeLimits, Outcome, PluginComponent, Runtime, Upload};
 use silo_host::store::PutOptions;
 use silo_host::vfs::{PendingUpload, Quota, Session, Staged, Storage};
 use silo_tests::{FS_THUMBNAILS, TestSilo};

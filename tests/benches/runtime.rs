@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use silo_host::Runtime;
 use silo_host::cache::MetadataCache;
+use silo_host::runtime::Runtime;
 use silo_host::runtime::{Allocation, InvokeLimits, PluginComponent, Upload};
 use silo_host::store::{MemoryStore, PutOptions};
 use silo_host::vfs::{Access, CacheMode, Grant, PendingUpload, Quota, Session, Storage, Visibility, Volume};

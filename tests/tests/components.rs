@@ -1,7 +1,8 @@
 //! Components Silo must refuse, each with an error that names the problem,
 //! before anything is written.
 
-use silo_host::{Config, LoadError, Runtime, Silo, SiloError};
+use silo_host::runtime::Runtime;
+use silo_host::{Config, LoadError, Silo, SiloError};
 use silo_tests::{PROBE, TestSilo, sha256_hex, shared_compile_cache};
 
 fn runtime() -> Runtime {

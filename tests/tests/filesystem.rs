@@ -138,8 +138,8 @@ async fn lookups_come_from_the_cache_and_reads_are_ranged_gets_on_s3() -> anyhow
     use std::sync::Arc;
     use std::time::Duration;
 
-    use silo_host::Runtime;
     use silo_host::cache::MetadataCache;
+    use silo_host::runtime::Runtime;
     use silo_host::runtime::{InvokeLimits, Outcome, Upload};
     use silo_host::store::PutOptions;
     use silo_host::vfs::{CacheMode, PendingUpload, Quota, Session, Staged, Storage};

@@ -252,6 +252,7 @@ pub trait MetadataEngine: Send + Sync + 'static {
         found: &[(String, ObjectMeta)],
     ) -> StorageResult<()>;
     /// Every object the refresh of `volume` in progress has found, by key.
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))] // tests and benchmarks
     async fn refresh_found(&self, volume: &str) -> StorageResult<Vec<(String, ObjectMeta)>>;
     /// End refresh run `owner` of `volume`: its recorded listing replaces
     /// the volume's rows, and the run's record goes, in one transaction
@@ -362,6 +363,7 @@ impl Default for FrontSettings {
 }
 
 impl MetadataCache {
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))] // tests and benchmarks
     pub fn new(engine: Arc<dyn MetadataEngine>) -> Self {
         Self::with_front(engine, FrontSettings::default())
     }
@@ -389,11 +391,13 @@ impl MetadataCache {
     }
 
     /// The SQLite file at `path` (created if needed).
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))] // tests and benchmarks
     pub fn open(path: &Path) -> StorageResult<Self> {
         Ok(Self::new(Arc::new(sqlite::SqliteEngine::open(path)?)))
     }
 
     /// A cache held in memory only (tests, memory volumes).
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))] // tests and benchmarks
     pub fn in_memory() -> StorageResult<Self> {
         Ok(Self::new(Arc::new(sqlite::SqliteEngine::in_memory()?)))
     }
@@ -486,6 +490,7 @@ impl MetadataCache {
         self.engine.refresh_record(volume, part, found).await
     }
 
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))] // tests and benchmarks
     pub async fn refresh_found(&self, volume: &str) -> StorageResult<Vec<(String, ObjectMeta)>> {
         self.engine.refresh_found(volume).await
     }
@@ -502,6 +507,7 @@ impl MetadataCache {
 
     /// Whether this node's front cache holds a live row of the file
     /// (diagnostics, tests).
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))] // tests and benchmarks
     pub fn front_holds(&self, volume: &str, path: &str) -> bool {
         self.front.get(volume, path).is_some_and(|row| row.is_some())
     }

@@ -216,6 +216,7 @@ impl SqliteEngine {
     }
 
     /// A cache held in memory only (tests, memory volumes).
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))] // tests and benchmarks
     pub fn in_memory() -> StorageResult<Self> {
         let conn = Connection::open_in_memory().map_err(db_error)?;
         conn.execute_batch(SCHEMA).map_err(db_error)?;
@@ -793,6 +794,7 @@ impl Sql {
     }
 
     /// Every object the refresh of `volume` in progress has found, by key.
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))] // tests and benchmarks
     fn refresh_found(conn: &Connection, volume: &str) -> StorageResult<Vec<(String, ObjectMeta)>> {
         let mut stmt = conn
             .prepare(

@@ -22,8 +22,7 @@ use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-pub use bindings::{DeriveRequest, DerivedFile, ObjectInfo, Outcome, Upload};
-pub use streams::WRITE_CHUNK;
+pub use bindings::{DeriveRequest, DerivedFile, Outcome, Upload};
 
 use crate::error::StorageError;
 use crate::vfs::Session;
@@ -114,6 +113,7 @@ pub struct InvokeLimits {
 #[derive(Clone)]
 pub struct PluginComponent {
     pub name: Arc<str>,
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))] // tests and benchmarks
     pub sha256: String,
     /// The largest initial linear memory of its modules: it cannot start
     /// with less.
@@ -293,6 +293,7 @@ pub enum Allocation {
     /// tells which pages were dirtied (what Silo uses).
     Pooling,
     /// The pooling allocator, its slots always reset with `madvise`.
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))] // tests and benchmarks
     PoolingMadvise,
     /// Every instance allocated on demand.
     OnDemand,

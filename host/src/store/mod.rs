@@ -22,6 +22,7 @@ pub mod s3;
 /// (`silo serve` and a CLI command share volumes).
 pub const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
+pub use crate::budget::Held;
 pub use local::LocalStore;
 pub use memory::MemoryStore;
 pub use s3::{S3Settings, S3Store};

@@ -177,7 +177,8 @@ impl S3Store {
 
     /// Reserve streamed writes' buffers from `budget` (shared by every
     /// volume of a host) instead of this store's own default one.
-    pub fn with_budget(mut self, budget: WriteBudget) -> Self {
+    #[cfg_attr(feature = "internals", visibility::make(pub))]
+    pub(crate) fn with_budget(mut self, budget: WriteBudget) -> Self {
         match Arc::get_mut(&mut self.inner) {
             Some(inner) => inner.budget = budget,
             None => unreachable!("with_budget is called before the store is shared"),
