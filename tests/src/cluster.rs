@@ -20,12 +20,25 @@ pub const SECRET: &str = "drill-secret-0123456789";
 /// How long a stopping node lets requests in flight finish.
 pub const DRAIN_SECS: u64 = 20;
 
+/// A loopback port free now, for a server another process will start.
+///
+/// Taken below Linux's ephemeral range (32768-60999): a port the kernel
+/// hands out for `bind(0)` may become the source port of any outgoing
+/// connection before the server binds it ("address already in use").
+/// Each call in this process gets a different port.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919);
+    for _ in 0..SPAN {
+        let port = (FIRST + start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between {FIRST} and {}", FIRST + SPAN);
 }
 
 /// The `silo` binary `tests/run` built: the debug one for the tests, the

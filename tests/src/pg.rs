@@ -104,11 +104,7 @@ impl PgServer {
             .unwrap_or_else(|_| panic!("SILO_TEST_PG_BIN is not set: run the tests with tests/run"))
             .into();
         let dir = tempfile::tempdir().expect("a directory for PostgreSQL");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::cluster::free_port();
         let status = |c: &mut std::process::Command| c.output().map(|o| (o.status.success(), o));
         if std::env::var("SILO_TEST_PG_BIN").is_ok() && as_postgres(&bin.join("initdb")).get_program() == "runuser" {
             use std::os::unix::fs::PermissionsExt;
