@@ -45,7 +45,9 @@ pub enum Op {
     /// volume's visibility (a public volume's files are readable by their
     /// names, not enumerable).
     List,
+    /// Store or replace a file.
     Write,
+    /// Remove a file.
     Delete,
     /// Ask about a volume's configuration (what the S3 endpoint answers
     /// for bucket settings): any grant on it.
@@ -72,7 +74,14 @@ pub enum Denied {
     Unauthenticated,
     /// The principal's grants do not cover it.
     #[error("principal '{principal}' may not {op} in volume '{volume}'")]
-    NotGranted { principal: String, volume: String, op: Op },
+    NotGranted {
+        /// Who asked.
+        principal: String,
+        /// Where.
+        volume: String,
+        /// What.
+        op: Op,
+    },
     /// A known caller named a volume that is not configured (told only to
     /// callers with credentials: a stranger learns no volume's name).
     #[error("there is no volume named '{0}'")]
@@ -83,8 +92,10 @@ pub enum Denied {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
     #[error(transparent)]
+    /// The caller may not do this.
     Denied(#[from] Denied),
     #[error(transparent)]
+    /// The storage failed.
     Storage(#[from] StorageError),
 }
 
@@ -198,6 +209,7 @@ pub struct UrlSigner {
 }
 
 impl UrlSigner {
+    /// A signer with `key` (the sidecar's signing key).
     pub fn new(key: Vec<u8>) -> UrlSigner {
         UrlSigner { key }
     }

@@ -11,21 +11,29 @@ use crate::{Silo, Storage, StorageError};
 /// Files and bytes of one volume, and of its disk read cache.
 #[derive(Debug, Clone, Serialize)]
 pub struct VolumeReport {
+    /// The volume's name.
     pub volume: String,
     /// Where its files are (a directory, a bucket and prefix).
     pub backend: String,
+    /// Files the metadata cache holds.
     pub files: u64,
+    /// Their bytes.
     pub bytes: u64,
+    /// Directories the metadata cache holds.
     pub directories: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The volume's read cache, if it has one.
     pub read_cache: Option<ReadCacheReport>,
 }
 
 /// What a volume's disk read cache holds.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReadCacheReport {
+    /// Files on disk.
     pub files: usize,
+    /// Their bytes.
     pub bytes: u64,
+    /// The most it keeps (`read_cache_mib`).
     pub max_bytes: u64,
 }
 

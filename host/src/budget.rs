@@ -51,7 +51,8 @@ struct Progress {
     last_grant_ms: AtomicU64,
 }
 
-/// Bytes reserved from a [`WriteBudget`]; released when dropped.
+/// Bytes reserved from the node's write budget (`limits.write_buffer_mib`);
+/// released when dropped.
 #[derive(Debug, Default)]
 pub struct Held {
     permit: Option<OwnedSemaphorePermit>,

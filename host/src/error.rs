@@ -7,22 +7,31 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StorageError {
     #[error("not found")]
+    /// No such file.
     NotFound,
     #[error("already exists")]
+    /// The file exists and the write was create-only.
     AlreadyExists,
     #[error("precondition failed: the file changed")]
+    /// A condition on the write or read did not hold.
     PreconditionFailed,
     #[error("access denied")]
+    /// The session has no grant for this.
     AccessDenied,
     #[error("invalid path: {0}")]
+    /// The path breaks Silo's path rules (the message says which).
     InvalidPath(String),
     #[error("too large")]
+    /// Larger than the volume or the limit allows.
     TooLarge,
     #[error("quota exceeded: {0}")]
+    /// The write would pass a quota (the message says which).
     QuotaExceeded(String),
     #[error("unsupported: {0}")]
+    /// The backend or the volume cannot do this.
     Unsupported(String),
     #[error("unavailable: {0}")]
+    /// The backend or the metadata database is unreachable; try again.
     Unavailable(String),
     /// A shared bound (write buffers, uploads under way) stayed full for
     /// longer than a client is kept waiting; retrying later succeeds.
@@ -64,4 +73,5 @@ impl StorageError {
     }
 }
 
+/// A storage operation's result.
 pub type StorageResult<T> = Result<T, StorageError>;

@@ -29,18 +29,24 @@ pub struct ListRequest {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Marker {
     #[default]
+    /// Nothing listed yet.
     None,
+    /// The last key listed.
     Key(String),
+    /// The last common prefix listed.
     Prefix(String),
 }
 
 /// A page of keys and common prefixes, in key order.
 #[derive(Debug, Clone, Default)]
 pub struct Listing {
+    /// Files, by key, in key order.
     pub contents: Vec<(String, ObjectMeta)>,
+    /// Prefixes up to the next delimiter, in order.
     pub common_prefixes: Vec<String>,
     /// More follow.
     pub truncated: bool,
+    /// Where the page ended: the next page starts after it.
     pub last: Marker,
 }
 

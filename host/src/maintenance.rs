@@ -23,8 +23,11 @@ const LIST_PAGE: usize = 1000;
 /// The outcome of a refresh.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RefreshReport {
+    /// The volume refreshed.
     pub volume: String,
+    /// Files found in the backend.
     pub files: u64,
+    /// Their bytes.
     pub bytes: u64,
     /// Rows that were not cached before.
     pub added: u64,
@@ -46,6 +49,7 @@ pub struct RefreshReport {
 /// Differences between the cache and the backend.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Drift {
+    /// The volume compared.
     pub volume: String,
     /// In the backend, not in the cache.
     pub missing: Vec<String>,
@@ -56,6 +60,7 @@ pub struct Drift {
 }
 
 impl Drift {
+    /// Whether the cache and the backend agree.
     pub fn is_clean(&self) -> bool {
         self.missing.is_empty() && self.extra.is_empty() && self.stale.is_empty()
     }

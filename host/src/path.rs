@@ -14,7 +14,9 @@ pub const MAX_KEY_BYTES: usize = 1024;
 /// A file: volume plus validated path.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Location {
+    /// The volume's name.
     pub volume: String,
+    /// The path in it.
     pub path: VolumePath,
 }
 
@@ -36,6 +38,7 @@ impl VolumePath {
         Ok(VolumePath(path.to_owned()))
     }
 
+    /// The path, as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -21,6 +21,7 @@ pub struct PutRequest {
     pub content_type: Option<String>,
     /// Store only if no file is there, or only over this version.
     pub condition: Option<Condition>,
+    /// `Cache-Control` to store with the file.
     pub cache_control: Option<String>,
     /// `Content-Disposition`, `Content-Encoding`, `Expires`, served back as
     /// given (but active content stays an attachment).
@@ -52,9 +53,13 @@ pub struct CopyRequest {
 /// upload's when it is created).
 #[derive(Debug, Clone, Default)]
 pub struct Description {
+    /// `Content-Type` to store; guessed from the name where absent.
     pub content_type: Option<String>,
+    /// `Cache-Control` to store.
     pub cache_control: Option<String>,
+    /// The other stored headers (disposition, encoding, language, expiry).
     pub headers: Headers,
+    /// User metadata (`x-amz-meta-*`), by name.
     pub metadata: Vec<(String, String)>,
 }
 
@@ -62,9 +67,16 @@ pub struct Description {
 #[derive(Debug, thiserror::Error)]
 pub enum PutError {
     #[error(transparent)]
+    /// The caller may not write there.
     Denied(#[from] Denied),
+    /// The upload is larger than its volume takes.
     #[error("volume '{volume}' takes uploads of up to {limit} bytes (its max_upload_mib)")]
-    TooLarge { volume: String, limit: u64 },
+    TooLarge {
+        /// The volume.
+        volume: String,
+        /// Its limit, in bytes.
+        limit: u64,
+    },
     /// The body could not be read to its end (the client went away, or
     /// sent nothing for too long: `TimedOut`).
     #[error("reading the upload: {0}")]
@@ -82,6 +94,7 @@ pub enum PutError {
     #[error("a copy onto its source must replace its metadata")]
     OntoItself,
     #[error(transparent)]
+    /// The storage failed.
     Storage(#[from] StorageError),
 }
 

@@ -25,7 +25,9 @@ pub struct EntityTag {
 /// `If-Match` / `If-None-Match`: any version (`*`) or one of these.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TagList {
+    /// `*`: any current version.
     Any,
+    /// These entity tags.
     Tags(Vec<EntityTag>),
 }
 
@@ -75,7 +77,9 @@ impl TagList {
 /// `If-Range`: the version a resumed download has.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IfRange {
+    /// Serve the range if the ETag is this one.
     Tag(EntityTag),
+    /// Serve the range if the file has not changed since.
     Date(SystemTime),
     /// Neither: the range is not honoured.
     Invalid,
@@ -84,10 +88,15 @@ pub enum IfRange {
 /// The preconditions of a read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Conditions {
+    /// `If-Match`.
     pub if_match: Option<TagList>,
+    /// `If-None-Match`.
     pub if_none_match: Option<TagList>,
+    /// `If-Modified-Since`.
     pub if_modified_since: Option<SystemTime>,
+    /// `If-Unmodified-Since`.
     pub if_unmodified_since: Option<SystemTime>,
+    /// `If-Range`.
     pub if_range: Option<IfRange>,
 }
 
@@ -104,7 +113,12 @@ impl Conditions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RangeSpec {
     /// `first-` or `first-last` (inclusive).
-    From { first: u64, last: Option<u64> },
+    From {
+        /// The first byte.
+        first: u64,
+        /// The last byte, included; the end of the file if absent.
+        last: Option<u64>,
+    },
     /// `-n`: the last `n` bytes.
     Suffix(u64),
     /// A `bytes=` value that does not parse: unsatisfiable.
@@ -156,8 +170,11 @@ impl RangeSpec {
 /// asked.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Overrides {
+    /// `response-content-type`.
     pub content_type: Option<String>,
+    /// `response-cache-control`.
     pub cache_control: Option<String>,
+    /// `response-content-disposition` (never lifts an `attachment` Silo decides).
     pub content_disposition: Option<String>,
 }
 
@@ -169,8 +186,11 @@ pub struct ReadRequest {
     /// Ask the audit trail which request wrote the version served (the
     /// sidecar's `x-silo-request-id` on HEAD): one query more.
     pub writer: bool,
+    /// The `Range` asked for, if any.
     pub range: Option<RangeSpec>,
+    /// The preconditions.
     pub conditions: Conditions,
+    /// Headers the caller asks to be served instead of the stored ones.
     pub overrides: Overrides,
 }
 
@@ -225,6 +245,7 @@ pub enum ServedStatus {
 }
 
 impl ServedStatus {
+    /// The HTTP status.
     pub fn code(self) -> http::StatusCode {
         match self {
             ServedStatus::Whole => http::StatusCode::OK,
@@ -249,6 +270,7 @@ pub struct ServedHeaders {
     /// `attachment` for active types (HTML, SVG, JavaScript, XML) whatever
     /// the writer declared; else what it declared.
     pub content_disposition: Option<String>,
+    /// `Content-Encoding`, as stored.
     pub content_encoding: Option<String>,
     /// An HTTP date, as the writer declared it.
     pub expires: Option<String>,
@@ -314,7 +336,9 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-silo-request-id");
 
 /// A read's answer.
 pub struct Served {
+    /// What to answer.
     pub status: ServedStatus,
+    /// The headers to serve.
     pub headers: ServedHeaders,
     /// The bytes, for a GET answered 200 or 206.
     pub body: Option<ReadBody>,

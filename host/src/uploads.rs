@@ -1,7 +1,7 @@
 //! Multipart uploads for clients (S3's CreateMultipartUpload, UploadPart,
 //! UploadPartCopy, CompleteMultipartUpload, AbortMultipartUpload,
 //! ListParts, ListMultipartUploads), over the core's
-//! [`MultipartStore`](crate::multipart::MultipartStore): access, the
+//! multipart store (upload records shared by the nodes): access, the
 //! content policy and the judgement of the whole object are decided here.
 
 use std::sync::Arc;
@@ -19,8 +19,10 @@ use crate::{Silo, StorageError};
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
     #[error(transparent)]
+    /// The caller may not do this.
     Denied(#[from] Denied),
     #[error(transparent)]
+    /// The upload or its parts refused the call.
     Multipart(#[from] MultipartError),
     /// The whole object could not be staged or judged (completion, or a
     /// copied part's source).
@@ -39,6 +41,7 @@ impl From<StorageError> for UploadError {
 pub struct PartsPage {
     /// What was declared when the upload was created.
     pub upload: UploadSettings,
+    /// The parts, by number.
     pub parts: Vec<PartInfo>,
     /// More parts follow the last one.
     pub truncated: bool,
@@ -48,7 +51,9 @@ pub struct PartsPage {
 /// then id.
 #[derive(Debug, Clone)]
 pub struct UploadsPage {
+    /// Uploads under way, by id.
     pub uploads: Vec<(String, UploadSettings)>,
+    /// Whether more follow.
     pub truncated: bool,
 }
 

@@ -124,11 +124,22 @@ impl RefreshProgress {
 /// A file or directory in a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Entry {
-    File { path: String, meta: ObjectMeta },
-    Dir { path: String },
+    /// A file.
+    File {
+        /// Its path in the volume.
+        path: String,
+        /// What the cache holds of it.
+        meta: ObjectMeta,
+    },
+    /// A directory.
+    Dir {
+        /// Its path in the volume.
+        path: String,
+    },
 }
 
 impl Entry {
+    /// Its path in the volume.
     pub fn path(&self) -> &str {
         match self {
             Entry::File { path, .. } | Entry::Dir { path } => path,
@@ -139,7 +150,9 @@ impl Entry {
 /// One page of a listing.
 #[derive(Debug, Default)]
 pub struct Page {
+    /// The entries, in path order.
     pub entries: Vec<Entry>,
+    /// Where the next page starts, if there is one.
     pub next_cursor: Option<String>,
 }
 

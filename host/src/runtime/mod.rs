@@ -49,32 +49,67 @@ pub use streams::MAX_LOG_BYTES;
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("{name}: not a WebAssembly file")]
-    NotWasm { name: String },
+    /// Not WebAssembly at all.
+    NotWasm {
+        /// The component's name.
+        name: String,
+    },
     #[error(
         "{name}: this is a core WebAssembly module, not a component; build the plugin for wasm32-wasip2 (or wrap it with `wasm-tools component new`)"
     )]
-    CoreModule { name: String },
-    #[error("{name}: sha256 mismatch: the config pins {expected} but the file is {actual}")]
-    Sha256Mismatch {
+    /// A core module, not a component.
+    CoreModule {
+        /// The component's name.
         name: String,
+    },
+    #[error("{name}: sha256 mismatch: the config pins {expected} but the file is {actual}")]
+    /// Not the file the config pins.
+    Sha256Mismatch {
+        /// The component's name.
+        name: String,
+        /// The pinned sha256.
         expected: String,
+        /// The file's.
         actual: String,
     },
     #[error("{name}: invalid component: {message}")]
-    Invalid { name: String, message: String },
+    /// Not a valid component.
+    Invalid {
+        /// The component's name.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
     #[error("{name}: imports {message}")]
-    UnknownImport { name: String, message: String },
+    /// It imports something Silo does not give plugins.
+    UnknownImport {
+        /// The component's name.
+        name: String,
+        /// Which import.
+        message: String,
+    },
     #[error(
         "{name}: needs at least {needs_mib} MiB of memory to start (its initial linear memory), more than its limits.memory_mib = {limit_mib}; raise limits.memory_mib to {needs_mib} or more"
     )]
+    /// Its initial memory is more than its limit.
     MemoryTooSmall {
+        /// The component's name.
         name: String,
+        /// What it needs to start.
         needs_mib: u64,
+        /// Its `limits.memory_mib`.
         limit_mib: u64,
     },
     #[error("{name}: not an upload plugin (it must export silo:plugin/handler@0.1.0): {message}")]
-    WrongWorld { name: String, message: String },
+    /// It does not export Silo's handler.
+    WrongWorld {
+        /// The component's name.
+        name: String,
+        /// What is missing.
+        message: String,
+    },
     #[error("cannot start the plugin runtime: {0}")]
+    /// The wasmtime engine could not be set up.
     Engine(String),
 }
 
@@ -82,16 +117,41 @@ pub enum LoadError {
 #[derive(Debug, thiserror::Error)]
 pub enum InvokeError {
     #[error("plugin '{plugin}' exceeded its time limit of {limit_ms} ms")]
-    TimeLimit { plugin: String, limit_ms: u64 },
+    /// It ran past its time limit.
+    TimeLimit {
+        /// The plugin's name.
+        plugin: String,
+        /// Its limit.
+        limit_ms: u64,
+    },
     #[error("plugin '{plugin}' exceeded its memory limit of {limit_mib} MiB")]
-    MemoryLimit { plugin: String, limit_mib: u64 },
+    /// It asked for more memory than its limit.
+    MemoryLimit {
+        /// The plugin's name.
+        plugin: String,
+        /// Its limit.
+        limit_mib: u64,
+    },
     #[error("plugin '{plugin}' crashed: {message}")]
-    Trap { plugin: String, message: String },
+    /// It trapped.
+    Trap {
+        /// The plugin's name.
+        plugin: String,
+        /// The trap.
+        message: String,
+    },
     #[error("plugin '{plugin}' returned an error: {error}")]
-    Failed { plugin: String, error: StorageError },
+    /// It returned an error.
+    Failed {
+        /// The plugin's name.
+        plugin: String,
+        /// Its error.
+        error: StorageError,
+    },
 }
 
 impl InvokeError {
+    /// The short code upload reports carry (`time-limit`, …).
     pub fn code(&self) -> &'static str {
         match self {
             InvokeError::TimeLimit { .. } => "time-limit",
@@ -124,8 +184,11 @@ pub struct PluginComponent {
 /// What `silo plugin check` reports.
 #[derive(Debug)]
 pub struct Inspection {
+    /// The file's sha256, hex.
     pub sha256: String,
+    /// What it imports.
     pub imports: Vec<String>,
+    /// What it exports.
     pub exports: Vec<String>,
     /// What it needs at least to start, in MiB (rounded up).
     pub min_memory_mib: u64,

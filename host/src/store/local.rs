@@ -62,6 +62,7 @@ pub(crate) fn sweep_abandoned(dir: &Path) -> usize {
 /// Files (or ranges) up to this size are read whole when opened.
 const READ_WHOLE: u64 = 64 * 1024;
 
+/// A volume in a local directory, each object a file.
 #[derive(Clone)]
 pub struct LocalStore {
     inner: Arc<Inner>,
@@ -90,6 +91,7 @@ impl LocalStore {
         })
     }
 
+    /// The directory.
     pub fn root(&self) -> &Path {
         &self.inner.root
     }

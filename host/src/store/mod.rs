@@ -30,16 +30,21 @@ pub use s3::{S3Settings, S3Store};
 /// What a backend knows of one object.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ObjectMeta {
+    /// Its length in bytes.
     pub size: u64,
     /// Opaque version tag; a new write always produces a new one.
     pub etag: String,
+    /// Its type, as stored.
     pub content_type: String,
     /// Milliseconds since the Unix epoch.
     pub modified_ms: u64,
+    /// `Cache-Control`, as stored.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_control: Option<String>,
+    /// The writer's metadata (`x-amz-meta-*`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub metadata: Vec<(String, String)>,
+    /// Other headers declared with it.
     #[serde(skip_serializing_if = "Headers::is_empty")]
     pub headers: Headers,
 }
@@ -49,8 +54,10 @@ pub struct ObjectMeta {
 /// attachment).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Headers {
+    /// `Content-Disposition`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_disposition: Option<String>,
+    /// `Content-Encoding`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_encoding: Option<String>,
     /// An HTTP date, as sent.
@@ -59,6 +66,7 @@ pub struct Headers {
 }
 
 impl Headers {
+    /// Whether none is declared.
     pub fn is_empty(&self) -> bool {
         self.content_disposition.is_none() && self.content_encoding.is_none() && self.expires.is_none()
     }
@@ -88,21 +96,27 @@ pub enum Condition {
 /// How to store an object.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PutOptions {
+    /// The type to store.
     pub content_type: String,
+    /// `Cache-Control` to store.
     pub cache_control: Option<String>,
+    /// The writer's metadata.
     pub metadata: Vec<(String, String)>,
     /// `Content-Disposition` to serve the object with (set by the storage
     /// core for active content; kept by backends that can).
     pub content_disposition: Option<String>,
     /// Headers the client declared, kept with the object.
     pub headers: Headers,
+    /// Store only if this holds.
     pub condition: Option<Condition>,
 }
 
 /// A byte range: `length` bytes from `offset` (fewer at the end).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ByteRange {
+    /// The first byte.
     pub offset: u64,
+    /// How many bytes.
     pub length: u64,
 }
 
@@ -282,8 +296,11 @@ pub fn is_scratch(key: &str) -> bool {
 /// Response headers a presigned URL makes the backend send.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Presented {
+    /// `response-content-type`.
     pub content_type: Option<String>,
+    /// `response-content-disposition`.
     pub content_disposition: Option<String>,
+    /// `response-cache-control`.
     pub cache_control: Option<String>,
 }
 

@@ -58,6 +58,7 @@ const MAX_UNABORTED: usize = 10_000;
 /// Where a volume's objects live and how to reach them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3Settings {
+    /// The bucket.
     pub bucket: String,
     /// Key prefix of the volume inside the bucket ("" for the whole bucket).
     pub prefix: String,
@@ -78,6 +79,8 @@ pub struct S3Settings {
 }
 
 impl S3Settings {
+    /// The whole of `bucket` on AWS's defaults (the region and credentials
+    /// from the environment).
     pub fn new(bucket: impl Into<String>) -> Self {
         S3Settings {
             bucket: bucket.into(),
@@ -92,6 +95,7 @@ impl S3Settings {
     }
 }
 
+/// A volume in an S3 bucket (AWS, Ceph RGW, SeaweedFS, MinIO).
 #[derive(Clone)]
 pub struct S3Store {
     inner: Arc<Inner>,
@@ -192,6 +196,7 @@ impl S3Store {
         &self.inner.client
     }
 
+    /// The bucket.
     pub fn bucket(&self) -> &str {
         &self.inner.bucket
     }
