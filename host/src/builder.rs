@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::{Background, Config, Silo, SiloError};
+use crate::store::ObjectStore;
+use crate::{Background, Config, Silo, SiloError, Stores};
 
 /// Where the configuration comes from.
 enum Source {
@@ -20,6 +21,7 @@ enum Source {
 pub struct SiloBuilder {
     source: Source,
     plugins: bool,
+    stores: Stores,
 }
 
 impl Silo {
@@ -39,6 +41,7 @@ impl Silo {
         SiloBuilder {
             source: Source::Builtin(base.to_owned()),
             plugins: true,
+            stores: Stores::new(),
         }
     }
 }
@@ -74,6 +77,16 @@ impl SiloBuilder {
         self
     }
 
+    /// Keep `volume`'s objects in `store`, a backend of the embedder's own,
+    /// instead of the one the configuration declares for it. The volume
+    /// must be declared; its other settings (visibility, cache, quotas,
+    /// images) still come from the configuration. Opening fails if no
+    /// configured volume has this name.
+    pub fn store(mut self, volume: impl Into<String>, store: Arc<dyn ObjectStore>) -> Self {
+        self.stores.insert(volume.into(), store);
+        self
+    }
+
     /// The configuration this builder stands for, validated.
     pub fn build_config(self) -> Result<Config, SiloError> {
         let mut config = match self.source {
@@ -90,8 +103,9 @@ impl SiloBuilder {
 
     /// Open the volumes and the metadata cache, start the runtime and load
     /// the plugins ([`Silo::open`]).
-    pub async fn open(self) -> Result<Silo, SiloError> {
-        Silo::open(self.build_config()?).await
+    pub async fn open(mut self) -> Result<Silo, SiloError> {
+        let stores = std::mem::take(&mut self.stores);
+        Silo::open_with(self.build_config()?, &stores).await
     }
 
     /// Open it and start its background work ([`Silo::start_background`]),

@@ -298,6 +298,12 @@ impl Silo {
     /// every configured plugin. Any problem is reported before anything is
     /// written.
     pub async fn open(config: Config) -> Result<Silo, SiloError> {
+        Silo::open_with(config, &Stores::new()).await
+    }
+
+    /// [`Silo::open`], with `stores` in place of the backends the
+    /// configuration declares for those volumes.
+    pub(crate) async fn open_with(config: Config, stores: &Stores) -> Result<Silo, SiloError> {
         let runtime = Runtime::new(
             config.compile_cache.as_deref(),
             config.plugins.iter().map(|p| p.limits.memory_mib).max().unwrap_or(64),
@@ -351,7 +357,7 @@ impl Silo {
                 image_keys.insert(name.clone(), key.as_bytes().to_vec());
             }
         }
-        let storage = open_storage(&config).await?;
+        let storage = open_storage_with(&config, stores).await?;
         store::local::sweep_abandoned(&config.data_dir.join("staging"));
         let uploads = budget::WriteBudget::places(config.limits.max_uploads as usize, "the uploads under way")
             .with_wait(std::time::Duration::from_secs(config.limits.write_wait_secs));
@@ -1043,6 +1049,20 @@ pub fn inspect_plugin(name: &str, bytes: &[u8]) -> Result<Inspection, LoadError>
 /// Open the volumes and the metadata cache of a config, without the
 /// plugin runtime (cache maintenance, tools).
 pub async fn open_storage(config: &Config) -> Result<Arc<Storage>, SiloError> {
+    open_storage_with(config, &Stores::new()).await
+}
+
+/// Object stores an embedder gives for volumes, by volume name.
+pub(crate) type Stores = std::collections::BTreeMap<String, Arc<dyn store::ObjectStore>>;
+
+async fn open_storage_with(config: &Config, stores: &Stores) -> Result<Arc<Storage>, SiloError> {
+    if let Some(name) = stores.keys().find(|name| !config.volumes.contains_key(*name)) {
+        return Err(ConfigError::Invalid {
+            origin: config.origin.clone(),
+            message: format!("an object store was given for volume '{name}', which the configuration does not declare"),
+        }
+        .into());
+    }
     let metrics = Arc::new(metrics::Metrics::default());
     let budget = budget::WriteBudget::new((config.limits.write_buffer_mib << 20) as usize)
         .with_wait(std::time::Duration::from_secs(config.limits.write_wait_secs));
@@ -1053,6 +1073,7 @@ pub async fn open_storage(config: &Config) -> Result<Arc<Storage>, SiloError> {
             message: format!("volume '{name}': {message}"),
         };
         let store: Arc<dyn store::ObjectStore> = match (v.backend, &v.path) {
+            _ if stores.contains_key(name) => stores[name].clone(),
             (config::Backend::Local, Some(path)) => Arc::new(store::LocalStore::open(path)?),
             (config::Backend::Memory, _) => Arc::new(store::MemoryStore::new()),
             (config::Backend::S3, _) => {

@@ -81,3 +81,128 @@ fn what_the_runtime_lends_the_api_is_defined_without_them() {
         }
     }
 }
+
+/// A backend of the embedder's own: the memory store, counting what goes
+/// through it. It is written against the public API only, so this also
+/// checks that `ObjectStore` can be implemented outside the crate.
+struct Counting {
+    inner: silo_host::store::MemoryStore,
+    writes: std::sync::atomic::AtomicUsize,
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+mod counting {
+    use std::sync::atomic::Ordering::Relaxed;
+
+    use bytes::Bytes;
+    use silo_host::ObjectMeta;
+    use silo_host::error::StorageResult;
+    use silo_host::store::{ByteRange, ByteStream, KeyPage, ObjectStore, ObjectUpload, PutOptions};
+
+    #[async_trait::async_trait]
+    impl ObjectStore for super::Counting {
+        fn describe(&self) -> String {
+            "counting".into()
+        }
+        async fn head(&self, key: &str) -> StorageResult<ObjectMeta> {
+            self.inner.head(key).await
+        }
+        async fn get(&self, key: &str, range: Option<ByteRange>) -> StorageResult<(ObjectMeta, ByteStream)> {
+            self.reads.fetch_add(1, Relaxed);
+            self.inner.get(key, range).await
+        }
+        async fn put(&self, key: &str, data: Bytes, options: &PutOptions) -> StorageResult<ObjectMeta> {
+            self.writes.fetch_add(1, Relaxed);
+            self.inner.put(key, data, options).await
+        }
+        async fn start_upload(&self, key: &str, options: PutOptions) -> StorageResult<Box<dyn ObjectUpload>> {
+            self.writes.fetch_add(1, Relaxed);
+            self.inner.start_upload(key, options).await
+        }
+        async fn delete(&self, key: &str) -> StorageResult<()> {
+            self.inner.delete(key).await
+        }
+        async fn copy(&self, from: &str, to: &str, options: &PutOptions) -> StorageResult<ObjectMeta> {
+            self.writes.fetch_add(1, Relaxed);
+            self.inner.copy(from, to, options).await
+        }
+        async fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> StorageResult<KeyPage> {
+            self.inner.list(prefix, after, limit).await
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_embedder_keeps_a_volume_in_a_store_of_its_own() {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    use silo_host::serving::{Chunks, ReadRequest};
+    use silo_host::{Caller, Outcome, PutRequest, Silo};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Counting {
+        inner: silo_host::store::MemoryStore::new(),
+        writes: Default::default(),
+        reads: Default::default(),
+    });
+    let silo = Arc::new(
+        Silo::builder(dir.path())
+            .without_plugins()
+            .store("public", store.clone())
+            .open()
+            .await
+            .unwrap(),
+    );
+    let body = futures_util::stream::iter([Ok(bytes::Bytes::from_static(b"kept elsewhere"))]);
+    let report = silo
+        .put(
+            &Caller::Host("cms"),
+            "public",
+            "notes/a.txt",
+            body,
+            PutRequest::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.outcome(), Outcome::Stored, "{report:?}");
+    assert!(store.writes.load(Relaxed) >= 1);
+    // Not in the directory the configuration declares for the volume.
+    assert!(!dir.path().join("silo-data/public/notes/a.txt").exists());
+    // The private volume keeps its configured backend.
+    let body = futures_util::stream::iter([Ok(bytes::Bytes::from_static(b"local"))]);
+    let report = silo
+        .put(&Caller::Host("cms"), "private", "b.txt", body, PutRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(report.outcome(), Outcome::Stored, "{report:?}");
+    assert!(dir.path().join("silo-data/private/b.txt").is_file());
+
+    let served = silo
+        .read(&Caller::Anonymous, "public", "notes/a.txt", &ReadRequest::default())
+        .await
+        .unwrap();
+    let bytes: Vec<u8> = match served.into_chunks().expect("a body") {
+        Chunks::Whole(b) => b.to_vec(),
+        Chunks::Streamed(mut s) => {
+            use futures_util::StreamExt;
+            let mut all = Vec::new();
+            while let Some(chunk) = s.next().await {
+                all.extend_from_slice(&chunk.unwrap());
+            }
+            all
+        }
+    };
+    assert_eq!(bytes, b"kept elsewhere");
+
+    // A store for a volume the configuration does not declare is refused,
+    // by name.
+    let err = Silo::builder(dir.path())
+        .without_plugins()
+        .store("pubic", store.clone())
+        .open()
+        .await
+        .err()
+        .expect("an undeclared volume is refused");
+    assert!(err.to_string().contains("'pubic'"), "{err}");
+}
