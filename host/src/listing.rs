@@ -59,10 +59,6 @@ impl Listing {
             Marker::Prefix(p) => Some(past(p)),
         }
     }
-
-    fn len(&self) -> usize {
-        self.contents.len() + self.common_prefixes.len()
-    }
 }
 
 /// A string greater than every key that starts with `prefix` (keys are at
@@ -75,67 +71,126 @@ pub fn past(prefix: &str) -> String {
     s
 }
 
+/// One page gathered from entries offered in key order, by S3's rules for
+/// every listing (keys, multipart uploads, parts): a key with the
+/// delimiter after the prefix is rolled up into its common prefix, listed
+/// once; the page holds at most `max` entries and common prefixes; an
+/// entry offered once it is full makes it truncated.
+pub(crate) struct Accumulator<'r, T> {
+    prefix: &'r str,
+    delimiter: Option<&'r str>,
+    /// Common prefixes up to this one were listed on earlier pages.
+    after: &'r str,
+    max: usize,
+    pub(crate) entries: Vec<T>,
+    pub(crate) common_prefixes: Vec<String>,
+    pub(crate) last: Marker,
+    pub(crate) truncated: bool,
+}
+
+/// What became of an offered entry.
+pub(crate) enum Offered {
+    /// Listed.
+    Taken,
+    /// Rolled up into this common prefix: offer nothing else under it.
+    Rolled(String),
+    /// The page is full (and now truncated).
+    Full,
+}
+
+impl<'r, T> Accumulator<'r, T> {
+    pub(crate) fn new(prefix: &'r str, delimiter: Option<&'r str>, after: &'r str, max: usize) -> Self {
+        Accumulator {
+            prefix,
+            delimiter: delimiter.filter(|d| !d.is_empty()),
+            after,
+            max,
+            entries: Vec::new(),
+            common_prefixes: Vec::new(),
+            last: Marker::None,
+            truncated: false,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len() + self.common_prefixes.len()
+    }
+
+    pub(crate) fn room(&self) -> usize {
+        self.max - self.len().min(self.max)
+    }
+
+    /// Offer the entry `item`, whose key is `key` (under the prefix).
+    pub(crate) fn offer(&mut self, key: &str, item: T) -> Offered {
+        if self.len() >= self.max {
+            self.truncated = true;
+            return Offered::Full;
+        }
+        let rolled = self.delimiter.and_then(|d| {
+            let rest = key.get(self.prefix.len()..)?;
+            rest.find(d).map(|i| key[..self.prefix.len() + i + d.len()].to_owned())
+        });
+        if let Some(common) = rolled {
+            if common.as_str() > self.after && self.common_prefixes.last() != Some(&common) {
+                self.last = Marker::Prefix(common.clone());
+                self.common_prefixes.push(common.clone());
+            }
+            return Offered::Rolled(common);
+        }
+        self.last = Marker::Key(key.to_owned());
+        self.entries.push(item);
+        Offered::Taken
+    }
+}
+
 impl Silo {
     /// A page of `volume`'s keys for `caller` (who needs a read grant: a
     /// public volume's files are readable, not listable), from the
     /// metadata cache alone.
     pub async fn list(&self, caller: &Caller, volume: &str, request: &ListRequest) -> Result<Listing, RequestError> {
         self.authorize(caller, volume, &request.prefix, Op::List)?;
+        if request.max == 0 {
+            return Ok(Listing::default());
+        }
         let session = self.session_for(caller);
         let prefix = request.prefix.as_str();
-        let max = request.max.min(MAX_KEYS);
-        let delimiter = request.delimiter.as_deref().filter(|d| !d.is_empty());
-        let after = request.after.as_str();
-        let mut out = Listing::default();
-        let mut cursor = after.to_owned();
-        while out.len() < max {
-            let room = max - out.len();
-            let page = session
-                .list(volume, prefix, true, Some(&format!("0{cursor}")), room.min(MAX_KEYS))
+        let mut page = Accumulator::new(
+            prefix,
+            request.delimiter.as_deref(),
+            &request.after,
+            request.max.min(MAX_KEYS),
+        );
+        let mut cursor = request.after.clone();
+        'pages: loop {
+            // One more than there is room for: an entry offered to a full
+            // page says the listing is truncated.
+            let want = (page.room() + 1).min(MAX_KEYS);
+            let listed = session
+                .list(volume, prefix, true, Some(&format!("0{cursor}")), want)
                 .await?;
-            let exhausted = page.next_cursor.is_none();
-            let mut jumped = false;
-            for entry in page.entries {
+            let exhausted = listed.next_cursor.is_none();
+            for entry in listed.entries {
                 let Entry::File { path, meta } = entry else { continue };
-                if out.len() >= max {
-                    out.truncated = true;
-                    return Ok(out);
-                }
-                let rolled = delimiter.and_then(|d| {
-                    let rest = path.get(prefix.len()..)?;
-                    rest.find(d).map(|i| path[..prefix.len() + i + d.len()].to_owned())
-                });
-                match rolled {
-                    Some(common) => {
-                        if common.as_str() > after {
-                            out.last = Marker::Prefix(common.clone());
-                            out.common_prefixes.push(common.clone());
-                        }
-                        // Skip every other key under it.
+                match page.offer(&path, (path.clone(), meta)) {
+                    Offered::Taken => cursor = path,
+                    Offered::Rolled(common) => {
+                        // Go on past every other key under it.
                         cursor = past(&common);
-                        jumped = true;
-                        break;
+                        continue 'pages;
                     }
-                    None => {
-                        cursor = path.clone();
-                        out.last = Marker::Key(path.clone());
-                        out.contents.push((path, meta));
-                    }
+                    Offered::Full => break 'pages,
                 }
             }
-            if exhausted && !jumped {
-                return Ok(out);
+            if exhausted {
+                break;
             }
         }
-        if max == 0 {
-            return Ok(out);
-        }
-        // Full: truncated if anything is left.
-        let rest = session
-            .list(volume, prefix, true, Some(&format!("0{cursor}")), 1)
-            .await?;
-        out.truncated = !rest.entries.is_empty();
-        Ok(out)
+        Ok(Listing {
+            contents: page.entries,
+            common_prefixes: page.common_prefixes,
+            truncated: page.truncated,
+            last: page.last,
+        })
     }
 
     /// A page of a directory's children for `caller` (`recursive`: every

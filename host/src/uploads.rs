@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use crate::access::{Caller, Denied, Op};
+use crate::listing::{Accumulator, Marker, Offered};
 pub use crate::multipart::{MultipartError, PartInfo, UploadSettings};
 use crate::pipeline::UploadReport;
 use crate::put::{Description, PutError, Verify};
@@ -53,8 +54,13 @@ pub struct PartsPage {
 pub struct UploadsPage {
     /// Uploads under way, by id.
     pub uploads: Vec<(String, UploadSettings)>,
+    /// The prefixes keys were rolled up into at the delimiter, in order.
+    pub common_prefixes: Vec<String>,
     /// Whether more follow.
     pub truncated: bool,
+    /// Where the page ended: the next page's key marker is this key or
+    /// common prefix (with the last upload's id after a key).
+    pub last: Marker,
 }
 
 impl Silo {
@@ -225,7 +231,8 @@ impl Silo {
         Ok(self.multipart().remove(id).await?)
     }
 
-    /// The parts of upload `id` after part number `after`, at most `max`.
+    /// The parts of upload `id` of `key` after part number `after`, at
+    /// most `max`, by number.
     pub async fn list_parts(
         &self,
         caller: &Caller,
@@ -237,43 +244,73 @@ impl Silo {
     ) -> Result<PartsPage, UploadError> {
         self.authorize(caller, volume, key, Op::List)?;
         let upload = self.multipart().settings(id, volume, key).await?;
-        let mut parts: Vec<PartInfo> = self
+        let mut page = Accumulator::new("", None, "", max);
+        for part in self
             .multipart()
             .parts(id)
             .await?
             .into_iter()
             .filter(|p| p.number > after)
-            .collect();
-        let truncated = parts.len() > max;
-        parts.truncate(max);
+        {
+            if let Offered::Full = page.offer(&part.number.to_string(), part) {
+                break;
+            }
+        }
         Ok(PartsPage {
             upload,
-            parts,
-            truncated,
+            parts: page.entries,
+            truncated: page.truncated,
         })
     }
 
-    /// The open uploads of `volume` under `prefix`, after `(key, id)`, at
-    /// most `max`, in key and then id order.
+    /// The open uploads of `volume` under `prefix`, in key and then id
+    /// order, at most `max` of them and of the common prefixes keys roll up
+    /// into at `delimiter`. `after` is S3's markers: uploads of later keys,
+    /// and of the marker's key itself only after the upload id, if one is
+    /// given.
     pub async fn list_uploads(
         &self,
         caller: &Caller,
         volume: &str,
         prefix: &str,
-        after: (&str, &str),
+        delimiter: Option<&str>,
+        after: (&str, Option<&str>),
         max: usize,
     ) -> Result<UploadsPage, UploadError> {
         self.authorize(caller, volume, prefix, Op::List)?;
+        let (key_marker, id_marker) = after;
         let mut uploads: Vec<(String, UploadSettings)> = self
             .multipart()
             .uploads(Some(volume))
             .await?
             .into_iter()
-            .filter(|(id, s)| s.key.starts_with(prefix) && (s.key.as_str(), id.as_str()) > after)
+            .filter(|(id, s)| {
+                s.key.starts_with(prefix)
+                    && match id_marker {
+                        Some(id_marker) => (s.key.as_str(), id.as_str()) > (key_marker, id_marker),
+                        None => s.key.as_str() > key_marker,
+                    }
+            })
             .collect();
         uploads.sort_by(|a, b| (&a.1.key, &a.0).cmp(&(&b.1.key, &b.0)));
-        let truncated = uploads.len() > max;
-        uploads.truncate(max);
-        Ok(UploadsPage { uploads, truncated })
+        let mut page = Accumulator::new(prefix, delimiter, key_marker, max);
+        let mut skip: Option<String> = None;
+        for (id, settings) in uploads {
+            if skip.as_deref().is_some_and(|common| settings.key.starts_with(common)) {
+                continue;
+            }
+            let key = settings.key.clone();
+            match page.offer(&key, (id, settings)) {
+                Offered::Taken => {}
+                Offered::Rolled(common) => skip = Some(common),
+                Offered::Full => break,
+            }
+        }
+        Ok(UploadsPage {
+            uploads: page.entries,
+            common_prefixes: page.common_prefixes,
+            truncated: page.truncated,
+            last: page.last,
+        })
     }
 }

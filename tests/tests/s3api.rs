@@ -1340,6 +1340,99 @@ async fn open_multipart_uploads_are_bounded_per_principal() {
     assert!(message.contains("multipart uploads open"), "{message}");
 }
 
+/// Open uploads list as keys do (the one accumulator of every listing):
+/// a prefix, common prefixes at a delimiter, pages joined by the key and
+/// upload id markers, and a key marker without an upload id marker
+/// skipping that key's uploads, as S3 says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_uploads_list_by_prefix_delimiter_and_markers() {
+    let (t, _) = silo(false).await;
+    let endpoint = Endpoint::start(Arc::new(t.silo), &credentials(), Duration::from_secs(30)).await;
+    let cms = endpoint.client("CMSKEY", SECRET);
+    let mut ids = std::collections::BTreeMap::<&str, Vec<String>>::new();
+    for key in [
+        "a.bin",
+        "docs/x.bin",
+        "docs/y.bin",
+        "docs/y.bin",
+        "img/1/p.bin",
+        "img/2/q.bin",
+        "z.bin",
+    ] {
+        ids.entry(key)
+            .or_default()
+            .push(open_upload(&cms, "private", key).await);
+    }
+    ids.values_mut().for_each(|v| v.sort());
+    let list = |prefix: &str, delimiter: Option<&str>, key_marker: Option<&str>, id_marker: Option<&str>, max: i32| {
+        cms.list_multipart_uploads()
+            .bucket("private")
+            .prefix(prefix)
+            .set_delimiter(delimiter.map(str::to_owned))
+            .set_key_marker(key_marker.map(str::to_owned))
+            .set_upload_id_marker(id_marker.map(str::to_owned))
+            .max_uploads(max)
+            .send()
+    };
+    let keys = |out: &aws_sdk_s3::operation::list_multipart_uploads::ListMultipartUploadsOutput| -> Vec<String> {
+        out.uploads().iter().map(|u| u.key().unwrap().to_owned()).collect()
+    };
+    let prefixes = |out: &aws_sdk_s3::operation::list_multipart_uploads::ListMultipartUploadsOutput| -> Vec<String> {
+        out.common_prefixes()
+            .iter()
+            .map(|p| p.prefix().unwrap().to_owned())
+            .collect()
+    };
+
+    let all = list("", Some("/"), None, None, 1000).await.unwrap();
+    assert_eq!(keys(&all), ["a.bin", "z.bin"]);
+    assert_eq!(prefixes(&all), ["docs/", "img/"]);
+    assert_eq!(all.delimiter(), Some("/"));
+    assert_eq!(all.is_truncated(), Some(false));
+
+    let under = list("img/", Some("/"), None, None, 1000).await.unwrap();
+    assert_eq!(prefixes(&under), ["img/1/", "img/2/"]);
+    assert!(keys(&under).is_empty());
+
+    // Pages of one: an upload, then a common prefix, joined by the markers.
+    let mut seen = Vec::new();
+    let (mut key_marker, mut id_marker) = (None::<String>, None::<String>);
+    loop {
+        let page = list("", Some("/"), key_marker.as_deref(), id_marker.as_deref(), 1)
+            .await
+            .unwrap();
+        seen.extend(keys(&page));
+        seen.extend(prefixes(&page));
+        if page.is_truncated() != Some(true) {
+            break;
+        }
+        key_marker = page.next_key_marker().map(str::to_owned);
+        id_marker = page.next_upload_id_marker().map(str::to_owned);
+        assert!(seen.len() < 10, "{seen:?}");
+    }
+    assert_eq!(seen, ["a.bin", "docs/", "img/", "z.bin"]);
+
+    // Without a delimiter, the two uploads of one key are paged by id.
+    let first = list("docs/y", None, None, None, 1).await.unwrap();
+    assert_eq!(first.uploads()[0].upload_id(), Some(ids["docs/y.bin"][0].as_str()));
+    assert_eq!(first.next_upload_id_marker(), Some(ids["docs/y.bin"][0].as_str()));
+    let second = list(
+        "docs/y",
+        None,
+        first.next_key_marker(),
+        first.next_upload_id_marker(),
+        1,
+    )
+    .await
+    .unwrap();
+    assert_eq!(second.uploads()[0].upload_id(), Some(ids["docs/y.bin"][1].as_str()));
+    // A key marker alone lists only later keys.
+    let later = list("docs/", None, Some("docs/y.bin"), None, 1000).await.unwrap();
+    assert!(keys(&later).is_empty(), "{:?}", keys(&later));
+    let later = list("docs/", None, Some("docs/x.bin"), None, 1000).await.unwrap();
+    assert_eq!(keys(&later), ["docs/y.bin", "docs/y.bin"]);
+}
+
 /// The AWS CLI sends a 20 MiB file as a multipart upload (8 MiB parts, in
 /// parallel) and reads it back whole, on S3 volumes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -185,16 +185,23 @@ pub(super) async fn list_multipart_uploads(
     let input = req.input;
     let prefix = input.prefix.clone().unwrap_or_default();
     let max = input.max_uploads.unwrap_or(1000).clamp(0, 1000) as usize;
-    let after = (
-        input.key_marker.as_deref().unwrap_or_default(),
-        input.upload_id_marker.as_deref().unwrap_or_default(),
-    );
+    // An upload id marker counts only beside a key marker.
+    let key_marker = input.key_marker.as_deref().unwrap_or_default();
+    let id_marker = input.upload_id_marker.as_deref().filter(|_| !key_marker.is_empty());
+    let delimiter = input.delimiter.as_deref().filter(|d| !d.is_empty());
     let page = s3
         .silo
-        .list_uploads(&caller, &input.bucket, &prefix, after, max)
+        .list_uploads(&caller, &input.bucket, &prefix, delimiter, (key_marker, id_marker), max)
         .await
         .map_err(upload_error)?;
-    let last = page.uploads.last().filter(|_| page.truncated).cloned();
+    // Where the next page starts: after the last upload, or past the last
+    // common prefix.
+    let (next_key, next_id) = match (&page.last, page.uploads.last()) {
+        _ if !page.truncated => (None, None),
+        (Marker::Key(_), Some((id, s))) => (Some(s.key.clone()), Some(id.clone())),
+        (Marker::Prefix(p), _) => (Some(p.clone()), None),
+        _ => (None, None),
+    };
     Ok(S3Response::new(dto::ListMultipartUploadsOutput {
         bucket: Some(input.bucket),
         prefix: Some(prefix),
@@ -202,8 +209,15 @@ pub(super) async fn list_multipart_uploads(
         upload_id_marker: input.upload_id_marker,
         max_uploads: Some(max as i32),
         is_truncated: Some(page.truncated),
-        next_key_marker: last.as_ref().map(|(_, s)| s.key.clone()),
-        next_upload_id_marker: last.map(|(id, _)| id),
+        delimiter: delimiter.map(str::to_owned),
+        next_key_marker: next_key,
+        next_upload_id_marker: next_id,
+        common_prefixes: Some(
+            page.common_prefixes
+                .into_iter()
+                .map(|p| dto::CommonPrefix { prefix: Some(p) })
+                .collect(),
+        ),
         uploads: Some(
             page.uploads
                 .into_iter()
