@@ -34,6 +34,7 @@ pub enum Action {
 }
 
 impl Action {
+    /// Its name in the trail (`put`, `copy`, …).
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Put => "put",
@@ -45,6 +46,7 @@ impl Action {
         }
     }
 
+    /// The action named `text`, if any.
     pub fn parse(text: &str) -> Option<Action> {
         [
             Action::Put,
@@ -72,14 +74,21 @@ pub struct Record {
     pub id: i64,
     /// Milliseconds since the Unix epoch.
     pub time_ms: u64,
+    /// The node that made the change.
     pub node: String,
+    /// Who made it (a principal's name, `cli`, …).
     pub principal: String,
+    /// What was done.
     pub action: Action,
+    /// The volume.
     pub volume: String,
+    /// The file's path in it.
     pub path: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The file's size, where one was stored.
     pub size: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The stored file's ETag.
     pub etag: Option<String>,
     /// The content's SHA-256, hex, where Silo hashed it (uploads it staged).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -90,6 +99,7 @@ pub struct Record {
     /// A refusal's reason.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The request that made the change.
     pub request_id: String,
 }
 
@@ -98,6 +108,7 @@ pub struct Record {
 pub struct Actor {
     /// The credential's principal, `cli`, or for a plugin its name.
     pub principal: String,
+    /// The request that made the change.
     pub request_id: String,
     /// Set for a plugin's session: its writes are derived files.
     pub plugin: Option<String>,
@@ -163,10 +174,13 @@ impl Actor {
 /// Which records a query returns; every field narrows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Filter {
+    /// Records of this volume.
     pub volume: Option<String>,
     /// A plain string prefix of the path.
     pub prefix: Option<String>,
+    /// Records of this principal.
     pub principal: Option<String>,
+    /// Records of this request.
     pub request_id: Option<String>,
     /// From this time on (ms since the epoch), inclusive.
     pub since_ms: Option<u64>,
@@ -200,6 +214,7 @@ impl Default for AuditSettings {
     }
 }
 
+/// How long records are kept by default, days.
 pub const DEFAULT_KEEP_DAYS: u32 = 90;
 
 /// This machine's host name, the default node name.

@@ -16,15 +16,34 @@ use crate::vfs::{Access, Visibility};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    /// The file could not be read.
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     #[error("invalid config {path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    /// The file is not valid TOML for Silo.
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the line.
+        message: String,
+    },
     #[error("invalid config{}: {message}", origin.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default())]
-    Invalid { origin: Option<PathBuf>, message: String },
+    /// A value is refused.
+    Invalid {
+        /// The file, if it came from one.
+        origin: Option<PathBuf>,
+        /// Which value, and why.
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+/// Silo's configuration (`silo.toml`), validated.
 pub struct Config {
     /// Metadata cache, staging area and compiled-plugin cache.
     #[serde(default = "default_data_dir")]
@@ -38,6 +57,7 @@ pub struct Config {
     /// for finishing the writes a stopped process left half-recorded. Each
     /// `silo serve` of a site needs its own.
     pub node: Option<String>,
+    /// The volumes, by name.
     pub volumes: BTreeMap<String, VolumeConfig>,
     /// The upload pipeline, in order.
     #[serde(default)]
@@ -126,6 +146,7 @@ fn default_idle_secs() -> u64 {
 #[serde(deny_unknown_fields)]
 pub struct MetadataConfig {
     #[serde(default)]
+    /// Where the metadata cache lives.
     pub backend: MetadataBackend,
     /// File holding the PostgreSQL URL (postgres only).
     pub url_file: Option<PathBuf>,
@@ -142,6 +163,7 @@ pub struct MetadataConfig {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
+/// The metadata cache's engine.
 pub enum MetadataBackend {
     /// `<data_dir>/meta.sqlite`.
     #[default]
@@ -180,6 +202,7 @@ impl Default for AuditConfig {
 }
 
 impl Config {
+    /// The audit trail's settings.
     pub fn audit_settings(&self) -> crate::audit::AuditSettings {
         crate::audit::AuditSettings {
             enabled: self.audit.enabled,
@@ -303,6 +326,7 @@ pub const MAX_WRITE_BUFFER_MIB: u64 = 1 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
+/// Where a volume's objects live.
 pub enum Backend {
     /// A directory on this machine.
     Local,
@@ -314,7 +338,9 @@ pub enum Backend {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+/// One volume's settings.
 pub struct VolumeConfig {
+    /// Where its objects live.
     pub backend: Backend,
     /// Directory of a `local` volume.
     pub path: Option<PathBuf>,
@@ -346,6 +372,7 @@ pub struct VolumeConfig {
     /// (default 86400).
     pub read_cache_inactive_secs: Option<u64>,
     #[serde(default = "default_visibility")]
+    /// Whether anyone may read its files.
     pub visibility: Visibility,
     /// Base URL the public files are served from.
     pub public_url: Option<String>,
@@ -366,7 +393,9 @@ pub const DEFAULT_MAX_UPLOAD_MIB: u64 = 1024;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+/// One plugin of the upload pipeline.
 pub struct PluginConfig {
+    /// Its name, in reports and logs.
     pub name: String,
     /// A file in `plugin_dir`, or `builtin:<name>` for a bundled example.
     pub component: String,
@@ -376,10 +405,13 @@ pub struct PluginConfig {
     #[serde(default = "default_events")]
     pub events: Vec<String>,
     #[serde(default)]
+    /// Settings handed to the plugin with each call, as text.
     pub settings: BTreeMap<String, toml::Value>,
     #[serde(default)]
+    /// What one invocation may use.
     pub limits: Limits,
     #[serde(default)]
+    /// Where it may read and write.
     pub grants: Vec<GrantConfig>,
     /// Styles the plugin derives on request (`on-derive`), stored at
     /// `styles/<style>/<path>` beside the source.
@@ -422,11 +454,14 @@ pub const MAX_TIME_MS: u64 = 10 * 60 * 1000;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+/// A plugin's right on part of a volume.
 pub struct GrantConfig {
     /// Spanned, so that errors can name the line.
     pub volume: toml::Spanned<String>,
     #[serde(default)]
+    /// Paths under this prefix (empty: the whole volume).
     pub prefix: String,
+    /// What it may do there.
     pub access: Vec<Access>,
 }
 

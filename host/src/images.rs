@@ -50,12 +50,16 @@ impl Default for ImagesConfig {
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
+    /// JPEG.
     Jpeg,
+    /// PNG.
     Png,
+    /// WebP.
     Webp,
 }
 
 impl Format {
+    /// Its name in arguments (`jpeg`, …).
     pub fn name(self) -> &'static str {
         match self {
             Format::Jpeg => "jpeg",
@@ -64,6 +68,7 @@ impl Format {
         }
     }
 
+    /// The file extension of its variants.
     pub fn extension(self) -> &'static str {
         match self {
             Format::Jpeg => "jpg",
@@ -105,16 +110,27 @@ pub enum Crop {
 /// A request's arguments, checked.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ImageArgs {
+    /// `w`: the width, pixels.
     pub w: Option<u32>,
+    /// `h`: the height, pixels.
     pub h: Option<u32>,
+    /// `crop`.
     pub crop: Option<Crop>,
+    /// `resize`: exactly this size.
     pub resize: Option<(u32, u32)>,
+    /// `fit`: within this size, proportions kept.
     pub fit: Option<(u32, u32)>,
+    /// `lb`: letterboxed to this size.
     pub lb: Option<(u32, u32)>,
+    /// `zoom`: a factor for every dimension.
     pub zoom: Option<f64>,
+    /// `quality`, 1 to 100.
     pub quality: Option<u8>,
+    /// `strip`: which metadata to drop (`all`, `info` or `color`).
     pub strip: Option<&'static str>,
+    /// `webp`: WebP output.
     pub webp: bool,
+    /// `format`: the output format.
     pub format: Option<Format>,
 }
 
@@ -122,7 +138,9 @@ pub struct ImageArgs {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("argument `{name}`: {why}")]
 pub struct BadArgument {
+    /// The argument.
     pub name: String,
+    /// Why it cannot be taken.
     pub why: String,
 }
 

@@ -46,7 +46,6 @@
 
 pub mod access;
 pub mod admin;
-#[allow(missing_docs)] // its items are not all documented yet
 pub mod audit;
 #[cfg(feature = "internals")]
 #[doc(hidden)]
@@ -61,7 +60,6 @@ pub mod bundled;
 pub mod cache;
 #[cfg(not(feature = "internals"))]
 mod cache;
-#[allow(missing_docs)] // its items are not all documented yet
 pub mod config;
 pub mod error;
 #[cfg(feature = "internals")]
@@ -69,32 +67,24 @@ pub mod error;
 pub mod hotcache;
 #[cfg(not(feature = "internals"))]
 mod hotcache;
-#[allow(missing_docs)] // its items are not all documented yet
 pub mod images;
 pub mod listing;
 pub mod maintenance;
 mod memory;
-#[allow(missing_docs)] // its items are not all documented yet
 pub mod metrics;
-#[allow(missing_docs)] // its items are not all documented yet
 pub mod migrate;
 #[cfg(feature = "internals")]
 #[doc(hidden)]
-#[allow(missing_docs)] // its items are not all documented yet
 pub mod multipart;
 #[cfg(not(feature = "internals"))]
-#[allow(missing_docs)] // its items are not all documented yet
 mod multipart;
 pub mod path;
 #[cfg(feature = "internals")]
 #[doc(hidden)]
-#[allow(missing_docs)] // its items are not all documented yet
 pub mod pipeline;
 #[cfg(not(feature = "internals"))]
-#[allow(missing_docs)] // its items are not all documented yet
 mod pipeline;
 pub mod policy;
-#[allow(missing_docs)] // its items are not all documented yet
 pub mod principals;
 pub mod put;
 #[cfg(feature = "internals")]
@@ -112,7 +102,6 @@ pub mod serve;
 pub mod serving;
 pub mod store;
 pub mod uploads;
-#[allow(missing_docs)] // its items are not all documented yet
 pub mod vfs;
 
 use std::path::{Path, PathBuf};

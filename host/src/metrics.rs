@@ -11,48 +11,63 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// Labels of a sidecar request.
 pub struct RequestLabels {
     /// GET, HEAD, PUT, POST, DELETE or `other`.
     pub method: &'static str,
     /// The route's pattern (`/v1/files/{volume}/{*path}`), never the
     /// requested path, so that the label set stays small.
     pub route: String,
+    /// The answer's status.
     pub status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// Labels of an S3 request.
 pub struct S3Labels {
     /// The S3 operation (`PutObject`, …), or `unauthenticated` for a
     /// request refused before it was read as one.
     pub operation: String,
+    /// The answer's status.
     pub status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// Labels of an S3 request's duration.
 pub struct S3OperationLabels {
+    /// The S3 operation.
     pub operation: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// Labels of a sidecar request's duration.
 pub struct RouteLabels {
+    /// The method.
     pub method: &'static str,
+    /// The route's pattern.
     pub route: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// Labels of a cache lookup.
 pub struct LookupLabels {
+    /// The volume.
     pub volume: String,
     /// `hit` or `miss`.
     pub result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// Labels of a per-volume gauge.
 pub struct VolumeLabels {
+    /// The volume.
     pub volume: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// Labels of a plugin invocation.
 pub struct PluginLabels {
+    /// The plugin.
     pub plugin: String,
     /// `on-upload` or `on-derive`.
     pub call: &'static str,
@@ -63,14 +78,23 @@ pub struct PluginLabels {
 /// Silo's counters. Cheap to update from any thread.
 pub struct Metrics {
     registry: Registry,
+    /// `silo_http_requests_total`.
     pub requests: Family<RequestLabels, Counter>,
+    /// `silo_http_request_duration_seconds`.
     pub request_seconds: Family<RouteLabels, Histogram>,
+    /// Metadata lookups served by the front cache, or not.
     pub metadata_lookups: Family<LookupLabels, Counter>,
+    /// Reads served by the read cache, or not.
     pub read_cache_lookups: Family<LookupLabels, Counter>,
+    /// Reads served by the memory cache, or not.
     pub memory_cache_lookups: Family<LookupLabels, Counter>,
+    /// Bytes in each volume's read cache.
     pub read_cache_bytes: Family<VolumeLabels, Gauge>,
+    /// Plugin invocations, by outcome.
     pub plugin_invocations: Family<PluginLabels, Counter>,
+    /// S3 requests, by operation and status.
     pub s3_requests: Family<S3Labels, Counter>,
+    /// S3 requests' durations.
     pub s3_request_seconds: Family<S3OperationLabels, Histogram>,
 }
 
@@ -159,6 +183,7 @@ impl Metrics {
         out
     }
 
+    /// Count a sidecar request and its duration.
     pub fn request(&self, method: &'static str, route: &str, status: u16, elapsed: Duration) {
         self.requests
             .get_or_create(&RequestLabels {
@@ -175,6 +200,7 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// Count an S3 request and its duration.
     pub fn s3_request(&self, operation: &str, status: u16, elapsed: Duration) {
         self.s3_requests
             .get_or_create(&S3Labels {
@@ -189,6 +215,7 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// Count a plugin invocation.
     pub fn plugin(&self, plugin: &str, call: &'static str, outcome: &str) {
         self.plugin_invocations
             .get_or_create(&PluginLabels {

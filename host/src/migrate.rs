@@ -53,10 +53,13 @@ pub enum Action {
 }
 
 #[derive(Debug, Clone, Serialize)]
+/// One file of a migration.
 pub struct Item {
     /// Path inside the volume (and under the directory).
     pub path: String,
+    /// Its size.
     pub size: u64,
+    /// What will be done with it.
     pub action: Action,
     /// The object as the volume's listing showed it, if it is there.
     #[serde(skip)]
@@ -66,12 +69,14 @@ pub struct Item {
 /// What a migration will do, before it does it.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Plan {
+    /// The files, in order.
     pub items: Vec<Item>,
     /// Sources that cannot be migrated (invalid names, symbolic links, …), with why.
     pub unusable: Vec<(String, String)>,
 }
 
 impl Plan {
+    /// The bytes of every file.
     pub fn bytes(&self) -> u64 {
         self.items.iter().map(|i| i.size).sum()
     }
@@ -80,7 +85,9 @@ impl Plan {
 /// What a migration did.
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
+    /// Files copied.
     pub copied: u64,
+    /// Their bytes.
     pub copied_bytes: u64,
     /// Already there with the same size and checksum.
     pub skipped: u64,
@@ -91,6 +98,7 @@ pub struct Report {
 }
 
 impl Report {
+    /// Whether nothing failed.
     pub fn is_complete(&self) -> bool {
         self.failed.is_empty()
     }

@@ -65,12 +65,19 @@ const HANDOVER: &str = "multipart-parts ";
 /// What was declared when the upload was created.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct UploadSettings {
+    /// The volume.
     pub volume: String,
+    /// The key the object will have.
     pub key: String,
+    /// Who created the upload.
     pub principal: String,
+    /// The declared type.
     pub content_type: Option<String>,
+    /// The declared `Cache-Control`.
     pub cache_control: Option<String>,
+    /// Other declared headers.
     pub headers: Headers,
+    /// The writer's metadata (`x-amz-meta-*`).
     pub metadata: Vec<(String, String)>,
     /// Milliseconds since the Unix epoch.
     pub created_ms: u64,
@@ -93,10 +100,13 @@ struct Declared {
 /// One stored part.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartInfo {
+    /// Its number, 1 to 10,000.
     pub number: i32,
     /// The part's MD5, hex, as S3 gives a part's ETag.
     pub etag: String,
+    /// Its size.
     pub size: u64,
+    /// When it was stored, ms since the Unix epoch.
     pub modified_ms: u64,
 }
 
@@ -112,28 +122,40 @@ impl PartInfo {
 }
 
 #[derive(Debug, thiserror::Error)]
+/// Why a multipart call was refused.
 pub enum MultipartError {
     #[error("there is no such multipart upload")]
+    /// No such upload (or not of this key and volume).
     NoSuchUpload,
     #[error("part numbers are 1 to {MAX_PARTS}")]
+    /// A part number outside 1 to 10,000.
     InvalidPartNumber,
     #[error("principal '{0}' has {MAX_OPEN_PER_PRINCIPAL} multipart uploads open; complete or abort some")]
+    /// The principal has as many uploads open as it may.
     TooManyUploads(String),
     #[error("{0}")]
+    /// A part or the whole is larger than allowed.
     TooLarge(String),
     #[error("{0}")]
+    /// A completion names a part that is not there, or not with that ETag.
     InvalidPart(String),
     #[error("the parts must be listed in ascending order of their numbers")]
+    /// A completion's parts are not in ascending order.
     InvalidPartOrder,
     #[error("part {0} is smaller than 5 MiB and is not the last")]
+    /// A part other than the last is smaller than 5 MiB.
     EntityTooSmall(i32),
     #[error("reading the part: {0}")]
+    /// The part's body could not be read.
     Body(std::io::Error),
     #[error("a part's length must be given (Content-Length, or x-amz-decoded-content-length)")]
+    /// The part's length was not given.
     LengthRequired,
     #[error("the part's body ended after {0} of the {1} bytes it announced")]
+    /// The body ended before the length it announced.
     Incomplete(u64, u64),
     #[error("multipart storage: {0}")]
+    /// The storage failed.
     Storage(#[from] StorageError),
 }
 

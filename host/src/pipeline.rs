@@ -47,15 +47,22 @@ impl Stage {
 /// The result of one upload, as `silo run` prints it.
 #[derive(Debug, Clone, Serialize)]
 pub struct UploadReport {
+    /// How it was judged.
     pub status: Status,
+    /// The uploaded file.
     pub file: FileReport,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// Why it was refused.
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The plugin that refused it.
     pub rejected_by: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// What failed, for an error.
     pub error: Option<ErrorReport>,
+    /// The files plugins wrote for it.
     pub derivatives: Vec<Derivative>,
+    /// Each plugin that ran, in order.
     pub plugins: Vec<PluginRun>,
     /// Who sent the upload, where the door it came through knows.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -67,17 +74,26 @@ pub struct UploadReport {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
+/// How an upload was judged.
 pub enum Status {
+    /// Stored.
     Accepted,
+    /// Refused by a plugin or the content policy; nothing stored.
     Rejected,
+    /// Not judged (a plugin or the storage failed); nothing stored.
     Error,
 }
 
 #[derive(Debug, Clone, Serialize)]
+/// The uploaded file.
 pub struct FileReport {
+    /// The volume.
     pub volume: String,
+    /// Its path.
     pub path: String,
+    /// Its size.
     pub size: u64,
+    /// Its type.
     pub content_type: String,
     /// Set once stored.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -85,8 +101,11 @@ pub struct FileReport {
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
+/// What failed.
 pub struct ErrorReport {
+    /// A short code (`time-limit`, `not-found`, …).
     pub code: String,
+    /// The message.
     pub message: String,
     /// The storage error behind it, where there is one (what
     /// [`UploadReport::outcome`] goes by).
@@ -124,24 +143,37 @@ impl UploadReport {
 /// A file a plugin wrote for this upload.
 #[derive(Debug, Clone, Serialize)]
 pub struct Derivative {
+    /// The volume.
     pub volume: String,
+    /// Its path.
     pub path: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The style it was derived for, if any.
     pub style: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// Its width, for an image.
     pub width: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// Its height, for an image.
     pub height: Option<u32>,
+    /// Its size.
     pub size: u64,
+    /// Its ETag.
     pub etag: String,
+    /// Its type.
     pub content_type: String,
+    /// The plugin that wrote it.
     pub plugin: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
+/// One plugin's run.
 pub struct PluginRun {
+    /// The plugin.
     pub name: String,
+    /// `accept`, `reject`, or the error's code.
     pub verdict: String,
+    /// How long it ran, ms.
     pub ms: f64,
 }
 

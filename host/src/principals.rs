@@ -35,7 +35,9 @@ pub const MIN_SECRET_CHARS: usize = 16;
 /// One principal: a name, its S3 key pair, and its rights per volume.
 #[derive(Clone)]
 pub struct Principal {
+    /// Its name, in audit records.
     pub name: String,
+    /// Its S3 access key, if it has a key pair.
     pub access_key: Option<String>,
     secret_key: Option<String>,
     /// Volume → what it may do there.
@@ -43,6 +45,7 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// Its S3 secret key.
     pub fn secret_key(&self) -> Option<&str> {
         self.secret_key.as_deref()
     }
@@ -77,12 +80,26 @@ impl std::fmt::Debug for Principal {
 }
 
 #[derive(Debug, thiserror::Error)]
+/// Why the credentials could not be loaded.
 pub enum PrincipalsError {
     #[error("cannot read the credentials file {}: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    /// The file could not be read.
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     #[error("credentials file {}: {message}", path.display())]
-    Invalid { path: PathBuf, message: String },
+    /// The file is refused.
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     #[error("{0}")]
+    /// The environment's quick-start key is invalid.
     Environment(String),
 }
 
@@ -280,6 +297,7 @@ impl Principals {
         Ok(self)
     }
 
+    /// The principal with this S3 access key.
     pub fn by_access_key(&self, key: &str) -> Option<Arc<Principal>> {
         self.by_key.get(key).cloned()
     }
@@ -299,6 +317,7 @@ impl Principals {
         self.names.len()
     }
 
+    /// Whether there is none.
     pub fn is_empty(&self) -> bool {
         self.names.is_empty()
     }
@@ -338,6 +357,7 @@ impl PrincipalsHandle {
         Ok(count)
     }
 
+    /// The principals in force.
     pub fn current(&self) -> Arc<Principals> {
         self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
     }

@@ -29,6 +29,7 @@ pub const MAX_READ_BYTES: u64 = 16 * 1024 * 1024;
 pub const MAX_LIST_LIMIT: usize = 1000;
 /// User metadata bounds per object.
 pub const MAX_METADATA_PAIRS: usize = 32;
+/// The most bytes of user metadata a file may have.
 pub const MAX_METADATA_BYTES: usize = 2048;
 /// Longest `content-type` a write may declare (RFC 6838 allows 127 + 127).
 pub const MAX_CONTENT_TYPE_BYTES: usize = 255;
@@ -42,7 +43,9 @@ pub const MAX_URL_SECONDS: u64 = 7 * 24 * 3600;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Visibility {
+    /// Anyone may read its files.
     Public,
+    /// Only grants and signed URLs read its files.
     Private,
 }
 
@@ -111,9 +114,14 @@ impl NegativeCache {
 
 /// A named storage area.
 pub struct Volume {
+    /// Its name.
     pub name: String,
+    /// Who may read its files.
     pub visibility: Visibility,
+    /// Whether the metadata cache is its listing, or asks the backend on a
+    /// miss.
     pub cache_mode: CacheMode,
+    /// Its backend.
     pub store: Arc<dyn ObjectStore>,
     /// Base URL public files are served from, if any.
     pub public_url: Option<String>,
@@ -130,17 +138,22 @@ pub use crate::path::Location;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Access {
+    /// Read and list.
     Read,
+    /// Store or replace.
     Write,
+    /// Remove.
     Delete,
 }
 
 /// Access to the files of one volume under one path prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
+    /// The volume.
     pub volume: String,
     /// A directory path ("" for the whole volume).
     pub prefix: String,
+    /// What it allows.
     pub access: Vec<Access>,
 }
 
@@ -159,12 +172,16 @@ impl Grant {
 /// Write quotas for one session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Quota {
+    /// Bytes a session may write in all.
     pub bytes_written: u64,
+    /// Files a session may write.
     pub objects_written: u64,
+    /// The largest file it may write.
     pub max_object_bytes: u64,
 }
 
 impl Quota {
+    /// No limit.
     pub const UNLIMITED: Quota = Quota {
         bytes_written: u64::MAX,
         objects_written: u64::MAX,
@@ -190,8 +207,11 @@ pub struct Storage {
 /// of the pipeline judging it.
 #[derive(Debug, Clone)]
 pub struct PendingUpload {
+    /// Where it will be stored.
     pub location: Location,
+    /// Its metadata, as it will be stored.
     pub meta: ObjectMeta,
+    /// Its bytes.
     pub staged: Arc<Staged>,
     /// Store it only if this holds when it is stored (a CMS node's
     /// `If-None-Match: *` or `If-Match`); checked before any plugin runs
@@ -223,12 +243,19 @@ pub enum Assembly {
     /// Completing the backend's own multipart upload `upload` from its
     /// `parts` (number, the backend's ETag), which hold the staged bytes
     /// (see [`ObjectStore::complete_parts`]).
-    Parts { upload: String, parts: Vec<(i32, String)> },
+    Parts {
+        /// The backend's upload.
+        upload: String,
+        /// Its parts: number, the backend's ETag.
+        parts: Vec<(i32, String)>,
+    },
 }
 
 /// What a read gives: bytes held in memory, or a stream.
 pub enum ReadBody {
+    /// In memory.
     Bytes(Bytes),
+    /// Streamed from the backend.
     Stream(ByteStream),
 }
 
@@ -240,6 +267,7 @@ pub fn answer_chunks(stream: ByteStream, length: u64) -> tokio_util::io::ReaderS
 }
 
 impl ReadBody {
+    /// The body as a stream.
     pub fn into_stream(self) -> ByteStream {
         match self {
             ReadBody::Bytes(bytes) => Box::pin(std::io::Cursor::new(bytes)),
@@ -252,7 +280,9 @@ impl ReadBody {
 /// rest in a file outside every volume (removed when dropped).
 #[derive(Debug)]
 pub enum Staged {
+    /// In memory.
     Memory(Bytes),
+    /// In a file, removed when dropped.
     File(tempfile::TempPath),
     /// Files, one after another, with their sizes: a multipart upload's
     /// parts as kept on this node (their owner removes them).
@@ -324,11 +354,14 @@ impl Staged {
 /// survives a trapped or cancelled invocation.
 #[derive(Debug, Default)]
 pub struct Usage {
+    /// Bytes written.
     pub bytes_written: u64,
+    /// Files written.
     pub objects_written: u64,
     /// Held by writes under way: each counts as an object, and every byte
     /// it has been given so far counts, before anything is stored.
     pub bytes_reserved: u64,
+    /// Files under way.
     pub objects_reserved: u64,
     /// Files written, in order, with their final metadata.
     pub written: Vec<(Location, ObjectMeta)>,
@@ -410,6 +443,7 @@ pub struct Session {
 }
 
 impl Storage {
+    /// The storage of `volumes`, their metadata in `cache`.
     #[cfg_attr(feature = "internals", visibility::make(pub))]
     pub(crate) fn new(volumes: Vec<Volume>, cache: MetadataCache) -> Self {
         let storage = Storage {
@@ -444,6 +478,7 @@ impl Storage {
         }
     }
 
+    /// Silo's counters.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
@@ -486,6 +521,7 @@ impl Storage {
         self
     }
 
+    /// The audit trail's settings.
     pub fn audit(&self) -> &AuditSettings {
         &self.audit
     }
@@ -596,18 +632,22 @@ impl Storage {
         self
     }
 
+    /// What no volume may hold (write-xor-execute).
     pub fn policy(&self) -> &ContentPolicy {
         &self.policy
     }
 
+    /// The volume named `name`.
     pub fn volume(&self, name: &str) -> StorageResult<&Volume> {
         self.volumes.get(name).ok_or(StorageError::NotFound)
     }
 
+    /// Every volume.
     pub fn volumes(&self) -> impl Iterator<Item = &Volume> {
         self.volumes.values()
     }
 
+    /// The metadata cache.
     #[cfg_attr(feature = "internals", visibility::make(pub))]
     pub(crate) fn cache(&self) -> &MetadataCache {
         &self.cache
@@ -664,6 +704,7 @@ impl Storage {
 }
 
 impl Session {
+    /// A session with `grants` (`None`: every right) and `quota`.
     pub fn new(storage: Arc<Storage>, grants: Option<Arc<[Grant]>>, quota: Quota) -> Self {
         Session {
             storage,
@@ -682,6 +723,7 @@ impl Session {
         self
     }
 
+    /// Who acts, for the audit trail.
     pub fn actor(&self) -> Option<&Arc<Actor>> {
         self.actor.as_ref()
     }
@@ -714,6 +756,7 @@ impl Session {
         self.changes.load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// The storage it acts on.
     pub fn storage(&self) -> &Arc<Storage> {
         &self.storage
     }
@@ -826,6 +869,7 @@ impl Session {
         Ok(())
     }
 
+    /// Whether a file is at `loc`.
     pub async fn exists(&self, loc: &Location) -> StorageResult<bool> {
         match self.stat(loc).await {
             Ok(_) => Ok(true),
@@ -920,6 +964,7 @@ impl Session {
         self.storage.forget_copies(loc);
     }
 
+    /// The whole of the file at `loc`.
     pub async fn read(&self, loc: &Location) -> StorageResult<Vec<u8>> {
         let (meta, body) = self.open_read(loc, None).await?;
         if meta.size > MAX_READ_BYTES {
@@ -928,6 +973,7 @@ impl Session {
         store::read_to_end(body, MAX_READ_BYTES).await
     }
 
+    /// `length` bytes of the file at `loc` from `offset`.
     pub async fn read_range(&self, loc: &Location, offset: u64, length: u64) -> StorageResult<Vec<u8>> {
         if length > MAX_READ_BYTES {
             return Err(StorageError::TooLarge);
@@ -1041,6 +1087,7 @@ impl Session {
         Ok(meta)
     }
 
+    /// Store `data` at `loc`, within the grants and quota.
     pub async fn write(&self, loc: &Location, data: Bytes, mut options: PutOptions) -> StorageResult<ObjectMeta> {
         self.check_options(loc, &mut options)?;
         let reservation = self.reserve(data.len() as u64)?;
@@ -1167,6 +1214,7 @@ impl Session {
         })
     }
 
+    /// Remove the file at `loc`.
     pub async fn delete(&self, loc: &Location) -> StorageResult<()> {
         self.check(&loc.volume, loc.path.as_str(), Access::Delete)?;
         if self.pending_at(loc).is_some() {
@@ -1254,6 +1302,7 @@ impl Session {
         result
     }
 
+    /// Copy the file at `from` to `to`.
     pub async fn copy(&self, from: &Location, to: &Location, mut options: PutOptions) -> StorageResult<ObjectMeta> {
         let source = self.stat(from).await?;
         // What was declared with the source goes with the copy unless
@@ -1291,6 +1340,7 @@ impl Session {
         self.written(to, meta, reservation, Action::Copy, intent).await
     }
 
+    /// Move the file at `from` to `to`.
     pub async fn rename(&self, from: &Location, to: &Location) -> StorageResult<ObjectMeta> {
         let meta = self.copy(from, to, PutOptions::default()).await?;
         self.delete(from).await?;
@@ -1424,6 +1474,7 @@ impl SessionUpload {
         }
     }
 
+    /// Store what was written; nothing is visible before.
     pub async fn finish(mut self) -> StorageResult<ObjectMeta> {
         self.judge()?;
         // The reservation covers every byte given; check it once more
