@@ -555,11 +555,28 @@ async fn cache(config: Option<&Path>, command: CacheCommand) -> anyhow::Result<b
     }
 }
 
+/// What is logged: `SILO_LOG` (an `EnvFilter` spec; default `warn`).
+/// s3s's own log is off unless `SILO_LOG` names it: it writes every
+/// client error at ERROR with the request's values in full, so anyone
+/// could fill the log; the S3 endpoint logs one line per error instead.
+fn log_filter() -> Result<tracing_subscriber::EnvFilter, String> {
+    let spec = std::env::var("SILO_LOG").unwrap_or_else(|_| "warn".into());
+    let filter = tracing_subscriber::EnvFilter::try_new(&spec).map_err(|e| format!("SILO_LOG={spec:?}: {e}"))?;
+    if spec.contains("s3s") {
+        return Ok(filter);
+    }
+    Ok(filter.add_directive("s3s=off".parse().expect("a valid directive")))
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SILO_LOG").unwrap_or_else(|_| "warn".into()))
-        .init();
+    let filter = match log_filter() {
+        Ok(filter) => filter,
+        Err(e) => {
+            eprintln!("silo: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -79,13 +79,28 @@ impl ContentPolicy {
             )));
         }
         // Every extension counts, not only the last: Apache runs
-        // `x.php.jpg` as PHP when `.php` has a handler.
-        for ext in folded.split('.').skip(1) {
-            if self.denied_extensions.iter().any(|d| d.eq_ignore_ascii_case(ext)) {
-                return Err(forbidden(format!(
-                    "'{name}' has the server-executable extension '.{ext}'"
-                )));
+        // `x.php.jpg` as PHP when `.php` has a handler. Each is also taken
+        // as a server that cuts the name there reads it: IIS and Tomcat end
+        // a name at `;` (`shell.asp;.jpg`), NTFS at `:` (`shell.php::$DATA`,
+        // an alternate data stream), C code at NUL, and Windows drops the
+        // dots and spaces before the cut.
+        for part in folded.split('.').skip(1) {
+            let cut = part.split([';', ':', '\0']).next().unwrap_or(part);
+            for ext in [part, cut.trim_end_matches(['.', ' '])] {
+                if self.denied_extensions.iter().any(|d| d.eq_ignore_ascii_case(ext)) {
+                    return Err(forbidden(format!(
+                        "'{name}' has the server-executable extension '.{ext}'"
+                    )));
+                }
             }
+        }
+        // A configuration file's name, cut the same way (`.htaccess:x`).
+        let cut = folded.split([';', ':', '\0']).next().unwrap_or(&folded);
+        let cut = cut.trim_end_matches(['.', ' ']);
+        if cut != folded && self.denied_names.iter().any(|n| n.to_lowercase() == cut) {
+            return Err(forbidden(format!(
+                "'{name}' configures a web server and may not be stored"
+            )));
         }
         Ok(())
     }
@@ -307,8 +322,19 @@ mod tests {
             ".user.ini",
             "web.config",
             "x.sh.txt.bak",
+            // Names servers cut short: IIS and Tomcat at `;`, NTFS streams
+            // at `:`, C at NUL.
+            "shell.php;.jpg",
+            "shell.asp;x.png",
+            "up/x.jsp;jsessionid=1.gif",
+            "shell.php::$DATA",
+            "shell.php:.jpg",
+            "x.php\0.jpg",
+            "shell.php. ;.jpg",
+            ".htaccess;.txt",
+            ".htaccess::$DATA",
         ] {
-            assert!(refused(p.check_name(name)), "{name}");
+            assert!(refused(p.check_name(name)), "{name:?}");
         }
         for name in [
             "photo.jpg",
@@ -317,6 +343,10 @@ mod tests {
             "my.photos/x.png",
             "notes.txt",
             "phpinfo.png",
+            "a;b.jpg",
+            "report;v2.pdf",
+            "php;notes.txt",
+            "time 10:30.png",
         ] {
             assert!(p.check_name(name).is_ok(), "{name}");
         }

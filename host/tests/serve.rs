@@ -13,6 +13,8 @@ struct Server {
     base: String,
     /// The S3 endpoint's URL, when it runs.
     s3: Option<String>,
+    /// What it has written to stderr since it listened.
+    log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Drop for Server {
@@ -62,8 +64,16 @@ fn listening(mut command: Command) -> Server {
         }
     };
     // Keep draining stderr so the server never blocks on it.
-    std::thread::spawn(move || for _ in lines {});
-    Server { child, base, s3 }
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let kept = log.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let mut kept = kept.lock().unwrap();
+            kept.push_str(&line);
+            kept.push('\n');
+        }
+    });
+    Server { child, base, s3, log }
 }
 
 /// Run curl; returns (status, headers, body).
@@ -785,6 +795,69 @@ fn silo_serve_runs_the_s3_endpoint_beside_the_sidecar() {
     let (status, _, body) = curl(&["-X", "PUT", "--data-binary", "planted", &format!("{s3}/public/b.txt")]);
     assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
     assert!(!dir.path().join("files/public/b.txt").exists());
+}
+
+/// Anyone who can reach the S3 endpoint must not be able to write the
+/// operator's log at will: requests refused for a 40 KiB Range header, a
+/// 60 KiB key and a 60 KiB malformed XML body (signed) leave the log at
+/// its default level as small as it was.
+#[test]
+fn clients_cannot_write_the_log_at_will() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("silo.toml"),
+        "[volumes.public]\nbackend = \"local\"\npath = \"files/public\"\nvisibility = \"public\"\n\n\
+         [s3_api]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_silo"));
+    command
+        .current_dir(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("SILO_TOKEN", TOKEN)
+        .env("SILO_S3_ACCESS_KEY", "QUICKSTART")
+        .env("SILO_S3_SECRET_KEY", "quick-start-secret-0123");
+    let server = listening(command);
+    let s3 = server.s3.clone().expect("the S3 endpoint's address on stderr");
+    let auth = format!("Authorization: Bearer {TOKEN}");
+    let (status, _, _) = curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        &auth,
+        "--data-binary",
+        "hello",
+        &format!("{}/v1/files/public/a.txt", server.base),
+    ]);
+    assert_eq!(status, 201);
+    let before = server.log.lock().unwrap().len();
+
+    let ranges = format!("Range: bytes={}0-1", "0-1,".repeat(10_000));
+    let (status, _, _) = curl(&["-H", &ranges, &format!("{s3}/public/a.txt")]);
+    assert!(status == 200 || status >= 400, "{status}");
+    let long_key = "k".repeat(60_000);
+    let (status, _, _) = curl(&[&format!("{s3}/public/{long_key}")]);
+    assert!(status >= 400, "{status}");
+    let body = format!("<Delete><Object><Key>{}", "x".repeat(60_000));
+    let (status, _, body) = curl(&[
+        "--aws-sigv4",
+        "aws:amz:us-east-1:s3",
+        "--user",
+        "QUICKSTART:quick-start-secret-0123",
+        "-X",
+        "POST",
+        "-H",
+        "content-type: application/xml",
+        "--data-binary",
+        &body,
+        &format!("{s3}/public?delete"),
+    ]);
+    assert!(status >= 400, "{status}: {}", String::from_utf8_lossy(&body));
+    // The answers are sent before the log is looked at.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let log = server.log.lock().unwrap().clone();
+    let written = &log[before..];
+    assert!(written.len() < 1024, "{} bytes logged:\n{}", written.len(), &written[..written.len().min(2000)]);
 }
 
 /// `host/examples/embed.rs`, the README's "Embedding the host": a CMS of

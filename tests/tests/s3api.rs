@@ -309,6 +309,33 @@ async fn a_cms_writes_reads_lists_and_deletes_through_the_s3_endpoint() {
             .unwrap();
         let prefixes: Vec<&str> = v1.common_prefixes().iter().filter_map(|p| p.prefix()).collect();
         assert_eq!(prefixes, ["notes/"], "{on}: continuing past many/");
+        // As S3 answers: `Marker` always (empty when none was given), an
+        // empty delimiter is none and is not echoed, `max-keys=0` an empty
+        // page that is not truncated.
+        let v1 = cms
+            .list_objects()
+            .bucket("private")
+            .prefix("many/")
+            .delimiter("")
+            .max_keys(0)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(v1.marker(), Some(""), "{on}");
+        assert_eq!(v1.delimiter(), None, "{on}");
+        assert_eq!(v1.is_truncated(), Some(false), "{on}");
+        assert!(v1.contents().is_empty(), "{on}");
+        let v2 = cms
+            .list_objects_v2()
+            .bucket("private")
+            .prefix("many/")
+            .delimiter("")
+            .max_keys(3)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(v2.delimiter(), None, "{on}");
+        assert_eq!(v2.contents().len(), 3, "{on}: an empty delimiter rolls nothing up");
 
         // Deletes, one and many (quiet), idempotent as on S3.
         cms.delete_object()
@@ -504,6 +531,23 @@ async fn principals_and_anonymous_requests_get_only_their_rights() {
         .unwrap();
     assert_eq!(other_method.status, 403);
     assert_eq!(read(&cms, "private", "docs/secret.txt").await, b"hello");
+    // One that expired is refused as S3 refuses it: 403 AccessDenied.
+    let expired = cms
+        .get_object()
+        .bucket("private")
+        .key("docs/secret.txt")
+        .presigned(
+            aws_sdk_s3::presigning::PresigningConfig::builder()
+                .start_time(std::time::SystemTime::now() - Duration::from_secs(3600))
+                .expires_in(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let refused = http.get(expired.uri(), &[]).await.unwrap();
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    assert!(refused.text().contains("AccessDenied"), "{}", refused.text());
 
     // The credentials file is read again on reload: a new key works, a
     // removed one no longer does.
@@ -1063,10 +1107,17 @@ async fn multipart_uploads_are_judged_whole_at_completion() {
         let small_first = vec![completed[2].clone()];
         let _ = small_first;
         let skipping = vec![completed[0].clone(), completed[2].clone()];
-        complete(skipping.clone())
+        let done = complete(skipping.clone())
             .await
-            .map(|_| ())
             .unwrap_or_else(|e| panic!("{on}: {}", aws_sdk_s3::error::DisplayErrorContext(&e)));
+        // The object's URL, as the client addressed it: SDKs and CMS
+        // storage providers keep it as the file's URL.
+        assert_eq!(
+            done.location(),
+            Some(format!("{}/private/big/data.bin", endpoint.url()).as_str()),
+            "{on}"
+        );
+        assert_eq!((done.bucket(), done.key()), (Some("private"), Some("big/data.bin")), "{on}");
         // Parts 1 and 3 make the object; the upload is over.
         let whole = read(&cms, "private", "big/data.bin").await;
         assert_eq!(whole.len(), (5 << 20) + (1 << 20), "{on}");

@@ -17,7 +17,10 @@ pub(super) fn storage_error(e: StorageError) -> S3Error {
         StorageError::TooLarge => s3_error!(EntityTooLarge),
         StorageError::QuotaExceeded(why) => s3_error!(AccessDenied, "{why}"),
         StorageError::Unsupported(why) => s3_error!(NotImplemented, "{why}"),
-        StorageError::Unavailable(why) => s3_error!(ServiceUnavailable, "{why}"),
+        StorageError::Unavailable(why) => {
+            tracing::error!("the storage failed an S3 request: {why}");
+            s3_error!(ServiceUnavailable, "{why}")
+        }
         StorageError::Busy(why) => s3_error!(SlowDown, "{why}"),
     }
 }

@@ -109,7 +109,7 @@ pub(super) async fn list_objects_v2(
     Ok(S3Response::new(dto::ListObjectsV2Output {
         name: Some(input.bucket),
         prefix: Some(encoded(&prefix, encode)),
-        delimiter: input.delimiter.map(|d| encoded(&d, encode)),
+        delimiter: input.delimiter.filter(|d| !d.is_empty()).map(|d| encoded(&d, encode)),
         max_keys: Some(max as i32),
         key_count: Some((listing.contents.len() + listing.common_prefixes.len()) as i32),
         continuation_token: input.continuation_token,
@@ -142,7 +142,8 @@ pub(super) async fn list_objects(
         .await?;
     // NextMarker only with a delimiter, as AWS gives it; without one the
     // client continues from the last key.
-    let next_marker = (listing.truncated && input.delimiter.is_some())
+    let delimiter = input.delimiter.filter(|d| !d.is_empty());
+    let next_marker = (listing.truncated && delimiter.is_some())
         .then(|| match &listing.last {
             Marker::Key(k) | Marker::Prefix(k) => Some(encoded(k, encode)),
             Marker::None => None,
@@ -151,8 +152,9 @@ pub(super) async fn list_objects(
     Ok(S3Response::new(dto::ListObjectsOutput {
         name: Some(input.bucket),
         prefix: Some(encoded(&prefix, encode)),
-        marker: input.marker.map(|m| encoded(&m, encode)),
-        delimiter: input.delimiter.map(|d| encoded(&d, encode)),
+        // Always present, empty when none was given, as S3 answers.
+        marker: Some(encoded(&input.marker.unwrap_or_default(), encode)),
+        delimiter: delimiter.map(|d| encoded(&d, encode)),
         max_keys: Some(max as i32),
         is_truncated: Some(listing.truncated),
         next_marker,
@@ -211,7 +213,7 @@ pub(super) async fn list_object_versions(
         version_id_marker: input.version_id_marker,
         next_version_id_marker: next_key_marker.as_ref().map(|_| "null".to_owned()),
         next_key_marker,
-        delimiter: input.delimiter.map(|d| encoded(&d, encode)),
+        delimiter: input.delimiter.filter(|d| !d.is_empty()).map(|d| encoded(&d, encode)),
         max_keys: Some(max as i32),
         is_truncated: Some(listing.truncated),
         versions: Some(versions),

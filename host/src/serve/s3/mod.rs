@@ -140,6 +140,15 @@ pub fn service(
             // signature, an unknown key) counts as `unauthenticated`.
             let operation = slot.0.get().map_or("unauthenticated", String::as_str);
             silo.metrics().s3_request(operation, status, started.elapsed());
+            // One line per failed request, naming no value the client sent:
+            // a client's errors are its own (debug), the node's are the
+            // operator's. s3s logs every error at ERROR with the request's
+            // values in full, which is why `silo serve` turns its log off.
+            if status >= 500 {
+                tracing::error!(operation, status, "an S3 request failed");
+            } else if status >= 400 {
+                tracing::debug!(operation, status, "an S3 request was refused");
+            }
             response
         }
     })
