@@ -857,7 +857,12 @@ fn clients_cannot_write_the_log_at_will() {
     std::thread::sleep(std::time::Duration::from_millis(200));
     let log = server.log.lock().unwrap().clone();
     let written = &log[before..];
-    assert!(written.len() < 1024, "{} bytes logged:\n{}", written.len(), &written[..written.len().min(2000)]);
+    assert!(
+        written.len() < 1024,
+        "{} bytes logged:\n{}",
+        written.len(),
+        &written[..written.len().min(2000)]
+    );
 }
 
 /// `host/examples/embed.rs`, the README's "Embedding the host": a CMS of
@@ -882,7 +887,12 @@ fn the_embedding_example_uploads_serves_and_lists_through_the_core() {
         .strip_prefix("embed: listening on ")
         .expect("the example says where it listens")
         .to_owned();
-    let server = Server { child, base, s3: None };
+    let server = Server {
+        child,
+        base,
+        s3: None,
+        log: Default::default(),
+    };
     let base = &server.base;
 
     let note = format!("{base}/files/notes/hello.txt");
