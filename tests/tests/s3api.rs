@@ -1117,7 +1117,11 @@ async fn multipart_uploads_are_judged_whole_at_completion() {
             Some(format!("{}/private/big/data.bin", endpoint.url()).as_str()),
             "{on}"
         );
-        assert_eq!((done.bucket(), done.key()), (Some("private"), Some("big/data.bin")), "{on}");
+        assert_eq!(
+            (done.bucket(), done.key()),
+            (Some("private"), Some("big/data.bin")),
+            "{on}"
+        );
         // Parts 1 and 3 make the object; the upload is over.
         let whole = read(&cms, "private", "big/data.bin").await;
         assert_eq!(whole.len(), (5 << 20) + (1 << 20), "{on}");
