@@ -35,7 +35,7 @@ use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::budget::Held;
-use crate::cache::{MetadataEngine, PartRecord, UploadRecord};
+use crate::cache::{Completion, MetadataEngine, PartRecord, UploadRecord};
 use crate::error::StorageError;
 use crate::store::now_ms;
 use crate::store::{Headers, ObjectStore, PutOptions};
@@ -755,24 +755,52 @@ impl MultipartStore {
 
     /// Close an upload and delete its parts' bytes.
     pub async fn remove(&self, id: &str) -> Result<(), MultipartError> {
-        self.close(id, false).await
+        self.close(id, None).await
     }
 
-    /// Close an upload whose object was stored, and delete what is left
-    /// of its parts (a completed backend upload has nothing left).
-    pub async fn completed(&self, id: &str) -> Result<(), MultipartError> {
-        self.close(id, true).await
-    }
-
-    async fn close(&self, id: &str, stored: bool) -> Result<(), MultipartError> {
+    /// Close an upload whose object was stored as `etag` (`size` bytes of
+    /// `content_type`), remembered for a repeated completion, and delete
+    /// what is left of its parts (a completed backend upload has nothing
+    /// left).
+    pub async fn completed(&self, id: &str, etag: &str, size: u64, content_type: &str) -> Result<(), MultipartError> {
         let Some(record) = self.engine().upload_get(id).await? else {
             return Err(MultipartError::NoSuchUpload);
         };
-        let parts = self
+        let completion = Completion {
+            id: id.to_owned(),
+            volume: record.volume,
+            key: record.key,
+            etag: etag.to_owned(),
+            size,
+            content_type: content_type.to_owned(),
+            completed_ms: now_ms(),
+        };
+        self.close(id, Some(&completion)).await
+    }
+
+    /// How upload `id` of `key` in `volume` completed, if it did within
+    /// the uploads' lifetime.
+    pub async fn completion(&self, id: &str, volume: &str, key: &str) -> Result<Option<Completion>, MultipartError> {
+        if !valid_id(id) {
+            return Ok(None);
+        }
+        Ok(self
             .engine()
-            .upload_remove(id)
+            .completion(id)
             .await?
-            .ok_or(MultipartError::NoSuchUpload)?;
+            .filter(|c| c.volume == volume && c.key == key))
+    }
+
+    async fn close(&self, id: &str, stored: Option<&Completion>) -> Result<(), MultipartError> {
+        let Some(record) = self.engine().upload_get(id).await? else {
+            return Err(MultipartError::NoSuchUpload);
+        };
+        let closed = match stored {
+            Some(completion) => self.engine().upload_complete(completion).await?,
+            None => self.engine().upload_remove(id).await?,
+        };
+        let parts = closed.ok_or(MultipartError::NoSuchUpload)?;
+        let stored = stored.is_some();
         let (volume, key) = (record.volume.clone(), record.key.clone());
         let backend = settings_of(record)?.backend;
         match &backend {
@@ -840,6 +868,8 @@ impl MultipartStore {
     /// bytes no open upload names; how many uploads.
     pub async fn sweep(&self, lifetime: Duration) -> Result<usize, MultipartError> {
         let cutoff = now_ms().saturating_sub(lifetime.as_millis() as u64);
+        // A completion is answered again for as long as an upload lives.
+        self.engine().completions_prune(cutoff).await?;
         let mut removed = 0;
         let mut open = Vec::new();
         for upload in self.engine().uploads(None).await? {

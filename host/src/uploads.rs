@@ -180,7 +180,16 @@ impl Silo {
         self.authorize(caller, volume, key, Op::Write)?;
         let location = self.storage().location(volume, key)?;
         let multipart = self.multipart();
-        let settings = multipart.settings(id, volume, key).await?;
+        let settings = match multipart.settings(id, volume, key).await {
+            Ok(settings) => settings,
+            // A completion repeated because its answer was lost (any node
+            // may get it) answers what the first one stored, as S3 does.
+            Err(MultipartError::NoSuchUpload) => match multipart.completion(id, volume, key).await? {
+                Some(done) => return Ok(completed_again(done)),
+                None => return Err(MultipartError::NoSuchUpload.into()),
+            },
+            Err(e) => return Err(e.into()),
+        };
         let (parts, _) = multipart.assemble(id, named).await?;
         let target = format!("{}/{}", location.volume, location.path);
         // Judged from this node's copies where it has them all (one node,
@@ -217,8 +226,12 @@ impl Silo {
         pending.meta.metadata = settings.metadata;
         pending.meta.headers = settings.headers;
         let report = self.judged(caller, pending).await;
-        let _ = match report.status {
-            crate::Status::Accepted => multipart.completed(id).await,
+        let _ = match (&report.status, &report.file.etag) {
+            (crate::Status::Accepted, Some(etag)) => {
+                multipart
+                    .completed(id, etag, report.file.size, &report.file.content_type)
+                    .await
+            }
             _ => multipart.remove(id).await,
         };
         Ok(report)
@@ -312,5 +325,26 @@ impl Silo {
             truncated: page.truncated,
             last: page.last,
         })
+    }
+}
+
+/// The report of a completion already made: the object it stored.
+fn completed_again(done: crate::cache::Completion) -> UploadReport {
+    UploadReport {
+        status: crate::Status::Accepted,
+        file: crate::pipeline::FileReport {
+            volume: done.volume,
+            path: done.key,
+            size: done.size,
+            content_type: done.content_type,
+            etag: Some(done.etag),
+        },
+        reason: None,
+        rejected_by: None,
+        error: None,
+        derivatives: Vec::new(),
+        plugins: Vec::new(),
+        principal: None,
+        request_id: None,
     }
 }

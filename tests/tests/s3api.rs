@@ -1143,8 +1143,40 @@ async fn multipart_uploads_are_judged_whole_at_completion() {
         if on_s3 {
             assert!(head.e_tag().unwrap().ends_with("-2\""), "{:?}", head.e_tag());
         }
-        let (code, _, _) = failure(complete(completed.clone()).await);
+        // A completion repeated because its answer was lost answers what
+        // the first one stored; the upload's id names no other key.
+        let again = complete(skipping.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{on}: {}", aws_sdk_s3::error::DisplayErrorContext(&e)));
+        assert_eq!(
+            (again.e_tag(), again.location()),
+            (done.e_tag(), done.location()),
+            "{on}"
+        );
+        assert!(done.e_tag().is_some(), "{on}");
+        let (code, _, _) = failure(
+            cms.complete_multipart_upload()
+                .bucket("private")
+                .key("big/other.bin")
+                .upload_id(&id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(skipping.clone()))
+                        .build(),
+                )
+                .send()
+                .await,
+        );
         assert_eq!(code, "NoSuchUpload", "{on}");
+        let (code, _, _) = failure(
+            cms.abort_multipart_upload()
+                .bucket("private")
+                .key("big/data.bin")
+                .upload_id(&id)
+                .send()
+                .await,
+        );
+        assert_eq!(code, "NoSuchUpload", "{on}: a completed upload cannot be aborted");
 
         // A part under 5 MiB that is not the last.
         let id2 = create("big/small.bin").await.unwrap().upload_id().unwrap().to_owned();
@@ -1810,7 +1842,8 @@ async fn two_nodes_serve_the_same_objects_over_s3() {
     assert_eq!(listed.parts()[0].e_tag(), part.e_tag());
     let open = cb.list_multipart_uploads().bucket("private").send().await.unwrap();
     assert_eq!(open.uploads().len(), 1);
-    ca.complete_multipart_upload()
+    let done = ca
+        .complete_multipart_upload()
         .bucket("private")
         .key("docs/report.bin")
         .upload_id(&id)
@@ -1819,6 +1852,19 @@ async fn two_nodes_serve_the_same_objects_over_s3() {
         .await
         .unwrap_or_else(|e| panic!("{}", aws_sdk_s3::error::DisplayErrorContext(&e)));
     assert!(read(&cb, "private", "docs/report.bin").await == small);
+    // Repeated on the other node (its answer lost, the retry balanced
+    // elsewhere): the same object.
+    let again = cb
+        .complete_multipart_upload()
+        .bucket("private")
+        .key("docs/report.bin")
+        .upload_id(&id)
+        .multipart_upload(first_part(part.e_tag().unwrap()))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{}", aws_sdk_s3::error::DisplayErrorContext(&e)));
+    assert_eq!(again.e_tag(), done.e_tag());
+    assert!(done.e_tag().is_some());
     let head = cb
         .head_object()
         .bucket("private")

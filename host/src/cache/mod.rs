@@ -299,6 +299,16 @@ pub trait MetadataEngine: Send + Sync + 'static {
     async fn part_remove(&self, id: &str, number: i32, blob: &str) -> StorageResult<()>;
     /// An upload's parts, by number.
     async fn parts(&self, id: &str) -> StorageResult<Vec<PartRecord>>;
+    /// Close an upload whose object was stored, as [`upload_remove`]
+    /// does, and keep `completion` in the same transaction, so that any
+    /// node answers a repeated completion with it.
+    ///
+    /// [`upload_remove`]: MetadataEngine::upload_remove
+    async fn upload_complete(&self, completion: &Completion) -> StorageResult<Option<Vec<PartRecord>>>;
+    /// How upload `id` completed, if it did and is still remembered.
+    async fn completion(&self, id: &str) -> StorageResult<Option<Completion>>;
+    /// Forget completions made before `before_ms`; how many.
+    async fn completions_prune(&self, before_ms: u64) -> StorageResult<u64>;
 }
 
 /// What is written in the same transaction as a row's change.
@@ -334,6 +344,20 @@ pub struct UploadRecord {
     pub created_ms: u64,
     /// What the creation declared (headers, metadata), as JSON.
     pub settings: String,
+}
+
+/// A multipart upload that completed: the object it made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    pub id: String,
+    pub volume: String,
+    pub key: String,
+    /// The stored object's ETag.
+    pub etag: String,
+    pub size: u64,
+    pub content_type: String,
+    /// Milliseconds since the Unix epoch.
+    pub completed_ms: u64,
 }
 
 /// One stored part of an open multipart upload.

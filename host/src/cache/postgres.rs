@@ -21,8 +21,9 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{
-    Change, Entry, FrontSink, Intent, MetadataEngine, Page, PartRecord, RefreshCounts, RefreshPart, RefreshProgress,
-    UploadRecord, VolumeStats, decode_cursor, metadata_from_json, metadata_json, paginate, prefix_upper_bound,
+    Change, Completion, Entry, FrontSink, Intent, MetadataEngine, Page, PartRecord, RefreshCounts, RefreshPart,
+    RefreshProgress, UploadRecord, VolumeStats, decode_cursor, metadata_from_json, metadata_json, paginate,
+    prefix_upper_bound,
 };
 use crate::audit::{Action, Filter, Record};
 use crate::error::{StorageError, StorageResult};
@@ -237,10 +238,25 @@ CREATE TABLE intents (
 CREATE INDEX intents_by_node ON intents (node);
 "#;
 
+/// Version 5: completed multipart uploads, for a completion repeated (its
+/// answer lost).
+const SCHEMA_V5: &str = r#"
+CREATE TABLE multipart_completed (
+    id TEXT PRIMARY KEY,
+    volume TEXT NOT NULL,
+    key TEXT NOT NULL,
+    etag TEXT NOT NULL,
+    size BIGINT NOT NULL,
+    content_type TEXT NOT NULL,
+    completed_ms BIGINT NOT NULL
+);
+CREATE INDEX multipart_completed_by_time ON multipart_completed (completed_ms);
+"#;
+
 /// The schema's history: entry `i` takes a database from version `i` to
 /// `i + 1`. Every node of a site runs the same version: stop the old ones
 /// before starting a newer Silo on their database.
-pub const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
+pub const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
 
 /// `call` with what goes in the same statement (so the same transaction):
 /// the audit record's insert and the intent's end, as data-modifying CTEs
@@ -1498,6 +1514,82 @@ impl MetadataEngine for PostgresEngine {
         let mut parts: Vec<PartRecord> = rows.iter().map(part_from_row).collect();
         parts.sort_by_key(|p| p.number);
         Ok(open.then_some(parts))
+    }
+
+    async fn upload_complete(&self, completion: &Completion) -> StorageResult<Option<Vec<PartRecord>>> {
+        let done = completion;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        let open = tx
+            .query_opt("DELETE FROM multipart_uploads WHERE id = $1 RETURNING id", &[&done.id])
+            .await
+            .map_err(db_error)?
+            .is_some();
+        let rows = tx
+            .query(
+                "DELETE FROM multipart_parts WHERE upload = $1
+                 RETURNING number, etag, size, modified_ms, blob",
+                &[&done.id],
+            )
+            .await
+            .map_err(db_error)?;
+        if open {
+            tx.execute(
+                "INSERT INTO multipart_completed (id, volume, key, etag, size, content_type, completed_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (id) DO UPDATE SET volume = $2, key = $3, etag = $4, size = $5,
+                     content_type = $6, completed_ms = $7",
+                &[
+                    &done.id,
+                    &done.volume,
+                    &done.key,
+                    &done.etag,
+                    &(done.size as i64),
+                    &done.content_type,
+                    &(done.completed_ms as i64),
+                ],
+            )
+            .await
+            .map_err(db_error)?;
+        }
+        tx.commit().await.map_err(db_error)?;
+        let mut parts: Vec<PartRecord> = rows.iter().map(part_from_row).collect();
+        parts.sort_by_key(|p| p.number);
+        Ok(open.then_some(parts))
+    }
+
+    async fn completion(&self, id: &str) -> StorageResult<Option<Completion>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT id, volume, key, etag, size, content_type, completed_ms FROM multipart_completed WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(row.map(|row| Completion {
+            id: row.get(0),
+            volume: row.get(1),
+            key: row.get(2),
+            etag: row.get(3),
+            size: row.get::<_, i64>(4) as u64,
+            content_type: row.get(5),
+            completed_ms: row.get::<_, i64>(6) as u64,
+        }))
+    }
+
+    async fn completions_prune(&self, before_ms: u64) -> StorageResult<u64> {
+        let n = self
+            .client()
+            .await?
+            .execute(
+                "DELETE FROM multipart_completed WHERE completed_ms < $1",
+                &[&(before_ms as i64)],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(n)
     }
 
     async fn part_put(&self, id: &str, part: &PartRecord) -> StorageResult<Option<Option<String>>> {

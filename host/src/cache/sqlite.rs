@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    Change, Entry, Intent, MetadataEngine, Page, PartRecord, RefreshCounts, RefreshPart, RefreshProgress, UploadRecord,
-    VolumeStats, decode_cursor, metadata_from_json, metadata_json, paginate, prefix_upper_bound,
+    Change, Completion, Entry, Intent, MetadataEngine, Page, PartRecord, RefreshCounts, RefreshPart, RefreshProgress,
+    UploadRecord, VolumeStats, decode_cursor, metadata_from_json, metadata_json, paginate, prefix_upper_bound,
 };
 use crate::audit::{Action, Filter, Record};
 use crate::error::{StorageError, StorageResult};
@@ -98,6 +98,16 @@ CREATE TABLE IF NOT EXISTS multipart_parts (
     modified_ms INTEGER NOT NULL,
     blob TEXT NOT NULL,
     PRIMARY KEY (upload, number)
+) WITHOUT ROWID;
+-- Completed multipart uploads, for a completion repeated (its answer lost).
+CREATE TABLE IF NOT EXISTS multipart_completed (
+    id TEXT NOT NULL PRIMARY KEY,
+    volume TEXT NOT NULL,
+    key TEXT NOT NULL,
+    etag TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    content_type TEXT NOT NULL,
+    completed_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
 -- The audit trail (crate::audit), oldest first by id.
 CREATE TABLE IF NOT EXISTS audit (
@@ -1152,6 +1162,75 @@ impl MetadataEngine for SqliteEngine {
                 .map_err(db_error)?;
             tx.commit().map_err(db_error)?;
             Ok((removed > 0).then_some(parts))
+        })
+        .await
+    }
+
+    async fn upload_complete(&self, completion: &Completion) -> StorageResult<Option<Vec<PartRecord>>> {
+        let done = completion.clone();
+        self.write(move |c| {
+            let tx = c.transaction().map_err(db_error)?;
+            let parts = Sql::parts(&tx, &done.id)?;
+            tx.execute("DELETE FROM multipart_parts WHERE upload = ?1", params![done.id])
+                .map_err(db_error)?;
+            let removed = tx
+                .execute("DELETE FROM multipart_uploads WHERE id = ?1", params![done.id])
+                .map_err(db_error)?;
+            if removed > 0 {
+                tx.execute(
+                    "INSERT OR REPLACE INTO multipart_completed (id, volume, key, etag, size, content_type, completed_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        done.id,
+                        done.volume,
+                        done.key,
+                        done.etag,
+                        done.size as i64,
+                        done.content_type,
+                        done.completed_ms as i64
+                    ],
+                )
+                .map_err(db_error)?;
+            }
+            tx.commit().map_err(db_error)?;
+            Ok((removed > 0).then_some(parts))
+        })
+        .await
+    }
+
+    async fn completion(&self, id: &str) -> StorageResult<Option<Completion>> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            c.query_row(
+                "SELECT id, volume, key, etag, size, content_type, completed_ms FROM multipart_completed WHERE id = ?1",
+                params![id],
+                |row| {
+                    Ok(Completion {
+                        id: row.get(0)?,
+                        volume: row.get(1)?,
+                        key: row.get(2)?,
+                        etag: row.get(3)?,
+                        size: row.get::<_, i64>(4)? as u64,
+                        content_type: row.get(5)?,
+                        completed_ms: row.get::<_, i64>(6)? as u64,
+                    })
+                },
+            )
+            .optional()
+            .map_err(db_error)
+        })
+        .await
+    }
+
+    async fn completions_prune(&self, before_ms: u64) -> StorageResult<u64> {
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "DELETE FROM multipart_completed WHERE completed_ms < ?1",
+                    params![before_ms as i64],
+                )
+                .map_err(db_error)?;
+            Ok(n as u64)
         })
         .await
     }
