@@ -31,6 +31,11 @@ pub struct ImagesConfig {
     /// A file holding the key image URLs must be signed with (`s=`, see
     /// [`signature`]); unset: unsigned URLs are served.
     pub signing_key_file: Option<std::path::PathBuf>,
+    /// `webp=1` gives WebP only to clients whose `Accept` names
+    /// `image/webp`, and the answer carries `Vary: Accept`. Off (the
+    /// default), `webp=1` forces WebP, as Tachyon documents it.
+    #[serde(default)]
+    pub webp_by_accept: bool,
 }
 
 fn default_max_variants() -> usize {
@@ -43,6 +48,7 @@ impl Default for ImagesConfig {
             sizes: Vec::new(),
             max_variants: default_max_variants(),
             signing_key_file: None,
+            webp_by_accept: false,
         }
     }
 }
@@ -344,7 +350,8 @@ impl ImageArgs {
     }
 
     /// The format to serve: `format`, else WebP when `webp=1` and the
-    /// client takes it, else the original's.
+    /// client takes it (`accepts_webp`: its `Accept` names WebP, or the
+    /// volume forces WebP), else the original's.
     pub fn format(&self, original: Format, accepts_webp: bool) -> Format {
         match self.format {
             Some(f) => f,

@@ -870,10 +870,16 @@ impl Silo {
             }
         };
         let mut served = self.serve_file(&self.session_for(caller), loc, request).await?;
-        if args.varies_by_accept() {
+        if args.varies_by_accept() && self.webp_by_accept(volume) {
             served.headers.vary = Some("Accept");
         }
         Ok(served)
+    }
+
+    /// Whether `webp=1` on `volume` follows the client's `Accept` (else
+    /// it forces WebP).
+    fn webp_by_accept(&self, volume: &str) -> bool {
+        self.config.volumes.get(volume).is_some_and(|v| v.images.webp_by_accept)
     }
 
     /// The variant `args` ask for if it is stored already (the common
@@ -911,7 +917,7 @@ impl Silo {
         let stage = self.stage_for(IMAGE_STYLE, &meta.content_type)?;
         let settings = self.config.volumes.get(volume).map(|v| &v.images);
         let max_variants = settings.map_or_else(|| images::ImagesConfig::default().max_variants, |s| s.max_variants);
-        let format = args.format(original, accepts_webp);
+        let format = args.format(original, accepts_webp || !self.webp_by_accept(volume));
         let params = args.params(format, settings.map_or(&[], |s| s.sizes.as_slice()))?;
         let (variant, dir) = images::variant_path(source.path.as_str(), &meta.etag, &params, format);
         let target = self.storage.location(volume, &variant)?;

@@ -92,11 +92,20 @@ async fn each_argument_gives_the_size_and_format_asked_for() {
         );
         assert!(reply.header("etag").is_some() && reply.header("cache-control").is_some());
     }
-    // webp=1 follows the client's Accept, and says so.
-    let webp = get(&sidecar, "w=100&webp=1", Some("image/avif,image/webp,*/*")).await;
+    // webp=1 forces WebP, as Tachyon documents it, whatever the client's
+    // Accept: the answer does not vary by it.
+    for accept in [Some("image/avif,image/webp,*/*"), Some("image/png,*/*"), None] {
+        let webp = get(&sidecar, "w=100&webp=1", accept).await;
+        assert_eq!(decoded(&webp), (100, 50, WebP), "{accept:?}");
+        assert_eq!(webp.header("vary"), None, "{accept:?}");
+    }
+    // A volume can have it follow the client's Accept instead, and say so.
+    let (by_accept, by_accept_sidecar, _by_accept_dir) = setup("webp_by_accept = true").await;
+    put(&by_accept, "photo.jpg", silo_tests::jpeg(400, 200), "image/jpeg").await;
+    let webp = get(&by_accept_sidecar, "w=100&webp=1", Some("image/avif,image/webp,*/*")).await;
     assert_eq!(decoded(&webp), (100, 50, WebP));
     assert_eq!(webp.header("vary"), Some("Accept"));
-    let jpeg = get(&sidecar, "w=100&webp=1", Some("image/png,*/*")).await;
+    let jpeg = get(&by_accept_sidecar, "w=100&webp=1", Some("image/png,*/*")).await;
     assert_eq!(decoded(&jpeg), (100, 50, Jpeg));
     assert_eq!(jpeg.header("vary"), Some("Accept"));
     // Quality is applied.
