@@ -112,7 +112,7 @@ pub use builder::SiloBuilder;
 pub use config::{Config, ConfigError};
 pub use error::StorageError;
 pub use pipeline::{Derivative, ErrorReport, FileReport, PluginRun, Status, UploadReport};
-pub use put::{CopyRequest, Description, Outcome, PutError, PutRequest};
+pub use put::{CopyRequest, Description, Outcome, PutError, PutRequest, WriteConditions};
 use runtime::Runtime;
 pub use runtime::{Inspection, InvokeError, LoadError};
 pub use store::{Condition, Headers, ObjectMeta};

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::access::{Caller, Denied, Op};
 use crate::pipeline::{Status, UploadReport};
-use crate::serving::{Conditions, ServedStatus};
+use crate::serving::{Conditions, ServedStatus, TagList};
 use crate::store::{Condition, Headers, ObjectMeta};
 use crate::vfs::PendingUpload;
 use crate::{Silo, SiloError, StorageError};
@@ -19,8 +19,8 @@ pub type Verify = Box<dyn FnOnce() -> Result<(), String> + Send>;
 pub struct PutRequest {
     /// The declared type; else the one the name suggests.
     pub content_type: Option<String>,
-    /// Store only if no file is there, or only over this version.
-    pub condition: Option<Condition>,
+    /// Store only if these hold (`If-Match`, `If-None-Match`).
+    pub conditions: WriteConditions,
     /// `Cache-Control` to store with the file.
     pub cache_control: Option<String>,
     /// `Content-Disposition`, `Content-Encoding`, `Expires`, served back as
@@ -35,6 +35,97 @@ pub struct PutRequest {
     /// check that the bytes are those the client sent (S3's digests). An
     /// `Err` drops the upload unjudged ([`PutError::BadDigest`]).
     pub verify: Option<Verify>,
+}
+
+/// The preconditions of a write, in every form RFC 9110 gives them: a
+/// write whose conditions fail is refused with 412 and stores nothing.
+/// `If-None-Match: *` (create only) and `If-Match` with one tag are also
+/// kept by the store as the file is stored, so that of two writers racing
+/// one loses; the other forms are checked against the file there when the
+/// upload arrives.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteConditions {
+    /// `If-Match`: store only over one of these versions (`*`: over any).
+    pub if_match: Option<TagList>,
+    /// `If-None-Match`: store only if the file is none of these (`*`: if
+    /// there is none).
+    pub if_none_match: Option<TagList>,
+}
+
+impl WriteConditions {
+    /// The conditions of a request's `If-Match` and `If-None-Match`.
+    pub fn from_headers(headers: &http::HeaderMap) -> WriteConditions {
+        let list = |name| {
+            headers
+                .get(name)
+                .and_then(|v: &http::HeaderValue| v.to_str().ok())
+                .map(TagList::parse)
+        };
+        WriteConditions {
+            if_match: list(http::header::IF_MATCH),
+            if_none_match: list(http::header::IF_NONE_MATCH),
+        }
+    }
+
+    /// Create only (`If-None-Match: *`).
+    pub fn create_only() -> WriteConditions {
+        WriteConditions {
+            if_none_match: Some(TagList::Any),
+            ..Default::default()
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.if_match.is_none() && self.if_none_match.is_none()
+    }
+
+    /// Whether they hold for the file there now (`None`: there is none).
+    /// `If-Match` compares strongly, `If-None-Match` weakly.
+    pub fn hold_for(&self, current: Option<&ObjectMeta>) -> bool {
+        let etag = current.map(|m| m.etag.trim_matches('"'));
+        let matched = self.if_match.as_ref().is_none_or(|tags| match (tags, etag) {
+            (_, None) => false,
+            (TagList::Any, Some(_)) => true,
+            (TagList::Tags(tags), Some(etag)) => tags.iter().any(|t| !t.weak && t.tag == etag),
+        });
+        let unmatched = self.if_none_match.as_ref().is_none_or(|tags| match (tags, etag) {
+            (_, None) => true,
+            (TagList::Any, Some(_)) => false,
+            (TagList::Tags(tags), Some(etag)) => !tags.iter().any(|t| t.tag == etag),
+        });
+        matched && unmatched
+    }
+
+    /// The condition the store keeps as the file is stored, where one
+    /// expresses them.
+    pub(crate) fn atomic(&self) -> Option<Condition> {
+        match (&self.if_match, &self.if_none_match) {
+            (None, Some(TagList::Any)) => Some(Condition::CreateOnly),
+            (Some(TagList::Tags(tags)), None) if tags.len() == 1 && !tags[0].weak => {
+                Some(Condition::IfMatch(tags[0].tag.clone()))
+            }
+            _ => None,
+        }
+    }
+
+    /// Refuse the write unless they hold for the file at `volume`/`path`
+    /// now.
+    pub(crate) async fn check(&self, silo: &Silo, volume: &str, path: &str) -> Result<(), StorageError> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        let location = silo.storage().location(volume, path)?;
+        let current = match silo.storage().host_session().stat(&location).await {
+            Ok(meta) => Some(meta),
+            Err(StorageError::NotFound) => None,
+            Err(e) => return Err(e),
+        };
+        match self.hold_for(current.as_ref()) {
+            true => Ok(()),
+            false => Err(StorageError::PreconditionFailed),
+        }
+    }
 }
 
 /// What a copy takes from its source and what it is asked.
@@ -182,6 +273,8 @@ impl Silo {
                 limit,
             });
         }
+        // Checked before a byte is read: a conflict costs no staging.
+        request.conditions.check(self, volume, path).await?;
         let target = format!("{volume}/{path}");
         let mut pending = self
             .stage_chunks(&target, body, request.content_type.as_deref())
@@ -191,7 +284,7 @@ impl Silo {
         if let Some(verify) = request.verify {
             verify().map_err(PutError::BadDigest)?;
         }
-        pending.condition = request.condition;
+        pending.condition = request.conditions.atomic();
         pending.meta.cache_control = request.cache_control;
         pending.meta.headers = request.headers;
         pending.meta.metadata = request.metadata;

@@ -10,9 +10,8 @@ use crate::access::{Caller, Denied, Op};
 use crate::listing::{Accumulator, Marker, Offered};
 pub use crate::multipart::{MultipartError, PartInfo, UploadSettings};
 use crate::pipeline::UploadReport;
-use crate::put::{Description, PutError, Verify};
+use crate::put::{Description, PutError, Verify, WriteConditions};
 use crate::serving::{Conditions, RangeSpec};
-use crate::store::Condition;
 use crate::vfs::Assembly;
 use crate::{Silo, StorageError};
 
@@ -175,7 +174,7 @@ impl Silo {
         key: &str,
         id: &str,
         named: &[(i32, String)],
-        condition: Option<Condition>,
+        conditions: &WriteConditions,
     ) -> Result<UploadReport, UploadError> {
         self.authorize(caller, volume, key, Op::Write)?;
         let location = self.storage().location(volume, key)?;
@@ -191,6 +190,7 @@ impl Silo {
             Err(e) => return Err(e.into()),
         };
         let (parts, _) = multipart.assemble(id, named).await?;
+        conditions.check(self, volume, key).await.map_err(PutError::Storage)?;
         let target = format!("{}/{}", location.volume, location.path);
         // Judged from this node's copies where it has them all (one node,
         // or a balancer that keeps an upload on one node).
@@ -219,7 +219,7 @@ impl Silo {
                 return Err(PutError::from_staging(e).into());
             }
         };
-        pending.condition = condition;
+        pending.condition = conditions.atomic();
         // Accepted, the object is joined from its parts in the backend.
         pending.assembly = assembly;
         pending.meta.cache_control = settings.cache_control;

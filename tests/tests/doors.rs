@@ -704,6 +704,37 @@ async fn conditional_uploads_through_both_doors(door: Door) {
     assert_eq!(current.status.as_u16() / 100, 2, "{door:?}: {}", current.text());
     let now = w.get(door, Some(CMS), "private", &path, &[]).await;
     assert_eq!(&now.body[..], b"current", "{door:?}");
+    let etag = now.header("etag").unwrap().to_owned();
+    // The other forms, as RFC 9110 reads them (never 501): If-None-Match
+    // naming the file's version fails, naming another holds; If-Match: *
+    // holds over a file and fails where there is none.
+    let same = put(vec![("if-none-match", etag.clone())], b"same").await;
+    assert_eq!(same.status, 412, "{door:?}: {}", same.text());
+    let other = put(vec![("if-none-match", "\"0123456789abcdef\"".into())], b"other").await;
+    assert_eq!(other.status.as_u16() / 100, 2, "{door:?}: {}", other.text());
+    let any = put(vec![("if-match", "*".into())], b"any").await;
+    assert_eq!(any.status.as_u16() / 100, 2, "{door:?}: {}", any.text());
+    let now = w.get(door, Some(CMS), "private", &path, &[]).await;
+    assert_eq!(&now.body[..], b"any", "{door:?}");
+    let missing = w
+        .send(
+            door,
+            Some(CMS),
+            Method::PUT,
+            "private",
+            &format!("{door:?}/missing.txt"),
+            &[("content-type", "text/plain"), ("if-match", "*")],
+            b"nothing to replace",
+        )
+        .await;
+    assert_eq!(missing.status, 412, "{door:?}: {}", missing.text());
+    assert_eq!(
+        w.get(door, Some(CMS), "private", &format!("{door:?}/missing.txt"), &[])
+            .await
+            .status,
+        404,
+        "{door:?}"
+    );
 }
 
 /// Each body above, once through each door.

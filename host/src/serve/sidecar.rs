@@ -25,7 +25,7 @@ use crate::cache::Entry;
 use crate::error::StorageError;
 use crate::serving::{Chunks, REQUEST_ID, ReadRequest, Served};
 use crate::vfs::MAX_URL_SECONDS;
-use crate::{Condition, Outcome, PutError, PutRequest, Silo, StyleError};
+use crate::{Outcome, PutError, PutRequest, Silo, StyleError, WriteConditions};
 
 /// Who may do what.
 #[derive(Clone)]
@@ -542,10 +542,9 @@ async fn upload(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && *v != "application/x-www-form-urlencoded");
-    let condition = upload_condition(&headers)?;
     let request = PutRequest {
         content_type: content_type.map(str::to_owned),
-        condition,
+        conditions: WriteConditions::from_headers(&headers),
         length: headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok()),
@@ -574,43 +573,6 @@ async fn upload(
         response.headers_mut().insert(REQUEST_ID, id);
     }
     Ok(response)
-}
-
-/// `If-None-Match: *` (create only) or `If-Match: "<etag>"` (replace only
-/// that version) of an upload; other forms are refused, not ignored.
-fn upload_condition(headers: &HeaderMap) -> Result<Option<Condition>, ApiError> {
-    let bad = |message: &str| ApiError {
-        status: StatusCode::BAD_REQUEST,
-        code: "bad-request",
-        message: message.to_owned(),
-    };
-    let value = |name| {
-        headers
-            .get(name)
-            .map(|v: &HeaderValue| {
-                v.to_str()
-                    .map(str::trim)
-                    .map_err(|_| bad("a condition header is not text"))
-            })
-            .transpose()
-    };
-    match (value(header::IF_NONE_MATCH)?, value(header::IF_MATCH)?) {
-        (None, None) => Ok(None),
-        (Some(_), Some(_)) => Err(bad("send If-None-Match or If-Match, not both")),
-        (Some("*"), None) => Ok(Some(Condition::CreateOnly)),
-        (Some(_), None) => Err(bad(
-            "an upload takes If-None-Match: * only (create the file if it is not there)",
-        )),
-        (None, Some(tag)) => {
-            let etag = tag.strip_prefix('"').and_then(|t| t.strip_suffix('"'));
-            match etag {
-                Some(etag) if !etag.is_empty() && !etag.contains('"') => Ok(Some(Condition::IfMatch(etag.to_owned()))),
-                _ => Err(bad(
-                    "If-Match takes one quoted etag, as the file's ETag header gives it",
-                )),
-            }
-        }
-    }
 }
 
 /// Why an upload was not judged, as the sidecar answers it.

@@ -39,8 +39,8 @@ use crate::multipart::MultipartError;
 use crate::principals::{Principal, PrincipalsHandle};
 use crate::serving::{Chunks, Conditions, Overrides, RangeSpec, ReadRequest, Served, ServedStatus, TagList};
 use crate::vfs::Visibility;
-use crate::{Condition, Headers, ObjectMeta};
 use crate::{CopyRequest, Description, Outcome, PutError, PutRequest, Silo, UploadError};
+use crate::{Headers, ObjectMeta, WriteConditions};
 
 use self::access::*;
 use self::checksum::*;

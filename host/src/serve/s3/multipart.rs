@@ -260,10 +260,17 @@ pub(super) async fn complete_multipart_upload(
             ))
         })
         .collect::<S3Result<_>>()?;
-    let condition = write_condition(input.if_none_match.as_ref(), input.if_match.as_ref())?;
+    let conditions = write_conditions(input.if_none_match.as_ref(), input.if_match.as_ref());
     let report = s3
         .silo
-        .complete_upload(&caller, &input.bucket, &input.key, &input.upload_id, &named, condition)
+        .complete_upload(
+            &caller,
+            &input.bucket,
+            &input.key,
+            &input.upload_id,
+            &named,
+            &conditions,
+        )
         .await
         .map_err(upload_error)?;
     let report = stored(report)?;

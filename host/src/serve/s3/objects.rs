@@ -85,14 +85,10 @@ pub(super) fn source_conditions(
     [if_match, if_none_match]: [Option<&dto::ETagCondition>; 2],
     [modified_since, unmodified_since]: [Option<&Timestamp>; 2],
 ) -> Conditions {
-    let tags = |c: &dto::ETagCondition| match c {
-        dto::ETagCondition::Any => TagList::Any,
-        dto::ETagCondition::ETag(tag) => TagList::parse(&format!("\"{}\"", tag.value())),
-    };
     let time = |t: &Timestamp| SystemTime::from(time::OffsetDateTime::from(t.clone()));
     Conditions {
-        if_match: if_match.map(tags),
-        if_none_match: if_none_match.map(tags),
+        if_match: if_match.map(tag_list),
+        if_none_match: if_none_match.map(tag_list),
         if_modified_since: modified_since.map(time),
         if_unmodified_since: unmodified_since.map(time),
         if_range: None,
@@ -115,19 +111,21 @@ pub(super) fn copy_source(source: &dto::CopySource) -> S3Result<(String, String)
     }
 }
 
-/// `If-None-Match: *` (create only) or `If-Match` with one ETag on a write.
-pub(super) fn write_condition(
+/// A write's `If-Match` and `If-None-Match`, in every form.
+pub(super) fn write_conditions(
     if_none_match: Option<&dto::ETagCondition>,
     if_match: Option<&dto::ETagCondition>,
-) -> S3Result<Option<Condition>> {
-    match (if_none_match, if_match) {
-        (None, None) => Ok(None),
-        (Some(dto::ETagCondition::Any), None) => Ok(Some(Condition::CreateOnly)),
-        (None, Some(dto::ETagCondition::ETag(tag))) => Ok(Some(Condition::IfMatch(tag.value().to_owned()))),
-        _ => Err(s3_error!(
-            NotImplemented,
-            "a write takes If-None-Match: * or If-Match with one etag"
-        )),
+) -> WriteConditions {
+    WriteConditions {
+        if_match: if_match.map(tag_list),
+        if_none_match: if_none_match.map(tag_list),
+    }
+}
+
+fn tag_list(c: &dto::ETagCondition) -> TagList {
+    match c {
+        dto::ETagCondition::Any => TagList::Any,
+        dto::ETagCondition::ETag(tag) => TagList::parse(&format!("\"{}\"", tag.value())),
     }
 }
 
@@ -141,7 +139,7 @@ pub(super) async fn put_object(
     let input = req.input;
     SiloS3::check_key(&input.key)?;
     check_acl(input.acl.as_ref())?;
-    let condition = write_condition(input.if_none_match.as_ref(), input.if_match.as_ref())?;
+    let conditions = write_conditions(input.if_none_match.as_ref(), input.if_match.as_ref());
     let body = input
         .body
         .ok_or_else(|| s3_error!(IncompleteBody, "the request has no body"))?;
@@ -151,7 +149,7 @@ pub(super) async fn put_object(
     metadata.sort();
     let request = PutRequest {
         content_type: input.content_type.filter(|t| !t.is_empty()),
-        condition,
+        conditions,
         cache_control: input.cache_control.filter(|c| !c.is_empty()),
         headers: declared_headers(input.content_disposition, input.content_encoding, input.expires)?,
         metadata,
