@@ -2209,6 +2209,26 @@ async fn declared_headers_are_stored_and_served_as_given() {
             .send()
             .await
             .unwrap_or_else(|e| panic!("{on}: {}", aws_sdk_s3::error::DisplayErrorContext(&e)));
+        // A body streamed from a file goes aws-chunked (its checksum in a
+        // trailer): the object keeps the encoding declared, not the framing.
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), b"\x1f\x8b\x08\x00streamed").unwrap();
+        cms.put_object()
+            .bucket("private")
+            .key("docs/streamed.gz")
+            .content_encoding("gzip")
+            .body(ByteStream::from_path(file.path()).await.unwrap())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{on}: {}", aws_sdk_s3::error::DisplayErrorContext(&e)));
+        let streamed = cms
+            .head_object()
+            .bucket("private")
+            .key("docs/streamed.gz")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(streamed.content_encoding(), Some("gzip"), "{on}");
         let check = |what: &str,
                      disposition: Option<&str>,
                      encoding: Option<&str>,

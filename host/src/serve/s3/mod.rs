@@ -124,6 +124,7 @@ pub fn service(
             let slot = OperationSlot::default();
             request.extensions_mut().insert(slot.clone());
             let head = request.method() == http::Method::HEAD;
+            join_repeated(request.headers_mut(), http::header::CONTENT_ENCODING);
             let request = request.map(|body| s3s::Body::http_body(Lingering(Some(body))));
             let mut response = s3.call(request).await;
             // s3s answers every HeadObject 200; a ranged one is 206, as
@@ -152,6 +153,22 @@ pub fn service(
             response
         }
     })
+}
+
+/// Join the values of a list header sent more than once into one, as
+/// RFC 9110 allows: the AWS SDKs send a streamed upload's `Content-Encoding`
+/// (`gzip`) and its body's (`aws-chunked`) as two headers, which s3s
+/// refuses as a duplicate. Joined with a bare comma, as SigV4's canonical
+/// form joins them, so the signature still holds.
+fn join_repeated(headers: &mut http::HeaderMap, name: http::header::HeaderName) {
+    let values: Vec<&[u8]> = headers.get_all(&name).iter().map(|v| v.as_bytes()).collect();
+    if values.len() < 2 {
+        return;
+    }
+    let joined = values.join(&b","[..]);
+    if let Ok(value) = http::HeaderValue::from_bytes(&joined) {
+        headers.insert(name, value);
+    }
 }
 
 /// Most of a refused request's body read and thrown away so that its
@@ -543,6 +560,17 @@ impl S3 for SiloS3 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_body_framing_is_not_stored_as_the_objects_encoding() {
+        let stored = objects::stored_encoding;
+        assert_eq!(stored("aws-chunked"), None);
+        assert_eq!(stored("gzip, aws-chunked").as_deref(), Some("gzip"));
+        assert_eq!(stored("aws-chunked,gzip").as_deref(), Some("gzip"));
+        assert_eq!(stored("AWS-CHUNKED , br").as_deref(), Some("br"));
+        assert_eq!(stored("gzip").as_deref(), Some("gzip"));
+        assert_eq!(stored(" ").as_deref(), None);
+    }
 
     #[test]
     fn hosts_are_buckets_only_under_the_base_domain() {

@@ -66,9 +66,22 @@ pub(super) fn declared_headers(
     };
     Ok(Headers {
         content_disposition: content_disposition.filter(|v| !v.is_empty()),
-        content_encoding: content_encoding.filter(|v| !v.is_empty()),
+        content_encoding: content_encoding.and_then(|v| stored_encoding(&v)),
         expires,
     })
+}
+
+/// A declared `Content-Encoding` as the object keeps it: without
+/// `aws-chunked`, which names how this request's body was framed, not the
+/// object (`gzip, aws-chunked` is stored as `gzip`; `aws-chunked` alone as
+/// nothing), as S3 stores it.
+pub(super) fn stored_encoding(declared: &str) -> Option<String> {
+    let kept: Vec<&str> = declared
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("aws-chunked"))
+        .collect();
+    (!kept.is_empty()).then(|| kept.join(", "))
 }
 
 pub(super) fn safe_headers<T>(mut response: S3Response<T>) -> S3Response<T> {
