@@ -44,59 +44,38 @@
 #![deny(private_interfaces, private_bounds, unnameable_types)]
 #![warn(missing_docs)]
 
+/// Layers under Silo's API: private to the crate, and public (hidden from
+/// the docs) only for the project's own tests and benchmarks, with the
+/// `internals` feature.
+macro_rules! internal_modules {
+    ($($name:ident),* $(,)?) => {$(
+        #[cfg(feature = "internals")]
+        #[doc(hidden)]
+        pub mod $name;
+        #[cfg(not(feature = "internals"))]
+        mod $name;
+    )*};
+}
+internal_modules!(budget, cache, hotcache, multipart, pipeline, readcache, runtime);
+
 pub mod access;
 pub mod admin;
 pub mod audit;
-#[cfg(feature = "internals")]
-#[doc(hidden)]
-pub mod budget;
-#[cfg(not(feature = "internals"))]
-mod budget;
 pub mod builder;
 #[cfg(feature = "bundled-plugins")]
 pub mod bundled;
-#[cfg(feature = "internals")]
-#[doc(hidden)]
-pub mod cache;
-#[cfg(not(feature = "internals"))]
-mod cache;
 pub mod config;
 pub mod error;
-#[cfg(feature = "internals")]
-#[doc(hidden)]
-pub mod hotcache;
-#[cfg(not(feature = "internals"))]
-mod hotcache;
 pub mod images;
 pub mod listing;
 pub mod maintenance;
 mod memory;
 pub mod metrics;
 pub mod migrate;
-#[cfg(feature = "internals")]
-#[doc(hidden)]
-pub mod multipart;
-#[cfg(not(feature = "internals"))]
-mod multipart;
 pub mod path;
-#[cfg(feature = "internals")]
-#[doc(hidden)]
-pub mod pipeline;
-#[cfg(not(feature = "internals"))]
-mod pipeline;
 pub mod policy;
 pub mod principals;
 pub mod put;
-#[cfg(feature = "internals")]
-#[doc(hidden)]
-pub mod readcache;
-#[cfg(not(feature = "internals"))]
-mod readcache;
-#[cfg(feature = "internals")]
-#[doc(hidden)]
-pub mod runtime;
-#[cfg(not(feature = "internals"))]
-mod runtime;
 #[cfg(feature = "http")]
 pub mod serve;
 pub mod serving;

@@ -741,38 +741,33 @@ fn active_content_is_served_as_an_attachment_from_every_volume() {
     }
 }
 
-/// `silo serve` with `[s3_api]` runs the S3 endpoint beside the sidecar, on
-/// the same storage: what the sidecar stored is read over S3, an unsigned
-/// write is refused, and without any principal it does not start.
-#[test]
-fn silo_serve_runs_the_s3_endpoint_beside_the_sidecar() {
-    let dir = tempfile::tempdir().unwrap();
+/// A site with a public local volume and the S3 endpoint, in `dir`.
+fn s3_site(dir: &Path) {
     std::fs::write(
-        dir.path().join("silo.toml"),
+        dir.join("silo.toml"),
         "[volumes.public]\nbackend = \"local\"\npath = \"files/public\"\nvisibility = \"public\"\n\n\
          [s3_api]\nlisten = \"127.0.0.1:0\"\n",
     )
     .unwrap();
-    let serve = || {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_silo"));
-        command
-            .current_dir(dir.path())
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .env("SILO_TOKEN", TOKEN)
-            .env_remove("SILO_ADMIN_TOKEN")
-            .env_remove("SILO_S3_ACCESS_KEY")
-            .env_remove("SILO_S3_SECRET_KEY");
-        command
-    };
-    let out = serve().output().unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("the S3 endpoint has no principals with an S3 key"),
-        "{stderr}"
-    );
+}
 
-    let mut command = serve();
+/// `silo serve` for the site in `dir`, with no S3 key of its own.
+fn serve_in(dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_silo"));
+    command
+        .current_dir(dir)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("SILO_TOKEN", TOKEN)
+        .env_remove("SILO_ADMIN_TOKEN")
+        .env_remove("SILO_S3_ACCESS_KEY")
+        .env_remove("SILO_S3_SECRET_KEY");
+    command
+}
+
+/// The site in `dir` served with the quick-start S3 key, `hello` stored
+/// at `public/a.txt` through the sidecar: the server and the S3 URL.
+fn serving_s3(dir: &Path) -> (Server, String) {
+    let mut command = serve_in(dir);
     command
         .env("SILO_S3_ACCESS_KEY", "QUICKSTART")
         .env("SILO_S3_SECRET_KEY", "quick-start-secret-0123");
@@ -789,6 +784,25 @@ fn silo_serve_runs_the_s3_endpoint_beside_the_sidecar() {
         &format!("{}/v1/files/public/a.txt", server.base),
     ]);
     assert_eq!(status, 201);
+    (server, s3)
+}
+
+/// `silo serve` with `[s3_api]` runs the S3 endpoint beside the sidecar, on
+/// the same storage: what the sidecar stored is read over S3, an unsigned
+/// write is refused, and without any principal it does not start.
+#[test]
+fn silo_serve_runs_the_s3_endpoint_beside_the_sidecar() {
+    let dir = tempfile::tempdir().unwrap();
+    s3_site(dir.path());
+    let out = serve_in(dir.path()).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the S3 endpoint has no principals with an S3 key"),
+        "{stderr}"
+    );
+
+    let (_server, s3) = serving_s3(dir.path());
     let (status, headers, body) = curl(&[&format!("{s3}/public/a.txt")]);
     assert_eq!((status, body.as_slice()), (200, &b"hello"[..]));
     assert_eq!(header(&headers, "x-content-type-options"), Some("nosniff"));
@@ -804,32 +818,8 @@ fn silo_serve_runs_the_s3_endpoint_beside_the_sidecar() {
 #[test]
 fn clients_cannot_write_the_log_at_will() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("silo.toml"),
-        "[volumes.public]\nbackend = \"local\"\npath = \"files/public\"\nvisibility = \"public\"\n\n\
-         [s3_api]\nlisten = \"127.0.0.1:0\"\n",
-    )
-    .unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_silo"));
-    command
-        .current_dir(dir.path())
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("SILO_TOKEN", TOKEN)
-        .env("SILO_S3_ACCESS_KEY", "QUICKSTART")
-        .env("SILO_S3_SECRET_KEY", "quick-start-secret-0123");
-    let server = listening(command);
-    let s3 = server.s3.clone().expect("the S3 endpoint's address on stderr");
-    let auth = format!("Authorization: Bearer {TOKEN}");
-    let (status, _, _) = curl(&[
-        "-X",
-        "PUT",
-        "-H",
-        &auth,
-        "--data-binary",
-        "hello",
-        &format!("{}/v1/files/public/a.txt", server.base),
-    ]);
-    assert_eq!(status, 201);
+    s3_site(dir.path());
+    let (server, s3) = serving_s3(dir.path());
     let before = server.log.lock().unwrap().len();
 
     let ranges = format!("Range: bytes={}0-1", "0-1,".repeat(10_000));

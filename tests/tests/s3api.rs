@@ -1842,25 +1842,22 @@ async fn two_nodes_serve_the_same_objects_over_s3() {
     assert_eq!(listed.parts()[0].e_tag(), part.e_tag());
     let open = cb.list_multipart_uploads().bucket("private").send().await.unwrap();
     assert_eq!(open.uploads().len(), 1);
-    let done = ca
-        .complete_multipart_upload()
-        .bucket("private")
-        .key("docs/report.bin")
-        .upload_id(&id)
-        .multipart_upload(first_part(part.e_tag().unwrap()))
-        .send()
+    let complete = |client: &aws_sdk_s3::Client| {
+        client
+            .complete_multipart_upload()
+            .bucket("private")
+            .key("docs/report.bin")
+            .upload_id(&id)
+            .multipart_upload(first_part(part.e_tag().unwrap()))
+            .send()
+    };
+    let done = complete(&ca)
         .await
         .unwrap_or_else(|e| panic!("{}", aws_sdk_s3::error::DisplayErrorContext(&e)));
     assert!(read(&cb, "private", "docs/report.bin").await == small);
     // Repeated on the other node (its answer lost, the retry balanced
     // elsewhere): the same object.
-    let again = cb
-        .complete_multipart_upload()
-        .bucket("private")
-        .key("docs/report.bin")
-        .upload_id(&id)
-        .multipart_upload(first_part(part.e_tag().unwrap()))
-        .send()
+    let again = complete(&cb)
         .await
         .unwrap_or_else(|e| panic!("{}", aws_sdk_s3::error::DisplayErrorContext(&e)));
     assert_eq!(again.e_tag(), done.e_tag());

@@ -1495,45 +1495,17 @@ impl MetadataEngine for PostgresEngine {
     async fn upload_remove(&self, id: &str) -> StorageResult<Option<Vec<PartRecord>>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_error)?;
-        // Locked first, so a part being recorded is either in the list or
-        // finds the upload gone.
-        let open = tx
-            .query_opt("DELETE FROM multipart_uploads WHERE id = $1 RETURNING id", &[&id])
-            .await
-            .map_err(db_error)?
-            .is_some();
-        let rows = tx
-            .query(
-                "DELETE FROM multipart_parts WHERE upload = $1
-                 RETURNING number, etag, size, modified_ms, blob",
-                &[&id],
-            )
-            .await
-            .map_err(db_error)?;
+        let closed = close_upload(&tx, id).await?;
         tx.commit().await.map_err(db_error)?;
-        let mut parts: Vec<PartRecord> = rows.iter().map(part_from_row).collect();
-        parts.sort_by_key(|p| p.number);
-        Ok(open.then_some(parts))
+        Ok(closed)
     }
 
     async fn upload_complete(&self, completion: &Completion) -> StorageResult<Option<Vec<PartRecord>>> {
         let done = completion;
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_error)?;
-        let open = tx
-            .query_opt("DELETE FROM multipart_uploads WHERE id = $1 RETURNING id", &[&done.id])
-            .await
-            .map_err(db_error)?
-            .is_some();
-        let rows = tx
-            .query(
-                "DELETE FROM multipart_parts WHERE upload = $1
-                 RETURNING number, etag, size, modified_ms, blob",
-                &[&done.id],
-            )
-            .await
-            .map_err(db_error)?;
-        if open {
+        let closed = close_upload(&tx, &done.id).await?;
+        if closed.is_some() {
             tx.execute(
                 "INSERT INTO multipart_completed (id, volume, key, etag, size, content_type, completed_ms)
                  VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -1553,9 +1525,7 @@ impl MetadataEngine for PostgresEngine {
             .map_err(db_error)?;
         }
         tx.commit().await.map_err(db_error)?;
-        let mut parts: Vec<PartRecord> = rows.iter().map(part_from_row).collect();
-        parts.sort_by_key(|p| p.number);
-        Ok(open.then_some(parts))
+        Ok(closed)
     }
 
     async fn completion(&self, id: &str) -> StorageResult<Option<Completion>> {
@@ -1668,6 +1638,29 @@ fn upload_from_row(row: &tokio_postgres::Row) -> UploadRecord {
         created_ms: row.get::<_, i64>(4) as u64,
         settings: row.get(5),
     }
+}
+
+/// Remove upload `id` and its parts' rows in `tx`: its parts, by number,
+/// `None` if it was not open.
+async fn close_upload(tx: &deadpool_postgres::Transaction<'_>, id: &str) -> StorageResult<Option<Vec<PartRecord>>> {
+    // Locked first, so a part being recorded is either in the list or
+    // finds the upload gone.
+    let open = tx
+        .query_opt("DELETE FROM multipart_uploads WHERE id = $1 RETURNING id", &[&id])
+        .await
+        .map_err(db_error)?
+        .is_some();
+    let rows = tx
+        .query(
+            "DELETE FROM multipart_parts WHERE upload = $1
+             RETURNING number, etag, size, modified_ms, blob",
+            &[&id],
+        )
+        .await
+        .map_err(db_error)?;
+    let mut parts: Vec<PartRecord> = rows.iter().map(part_from_row).collect();
+    parts.sort_by_key(|p| p.number);
+    Ok(open.then_some(parts))
 }
 
 fn part_from_row(row: &tokio_postgres::Row) -> PartRecord {

@@ -320,6 +320,18 @@ fn meta_from_row(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Obje
 struct Sql;
 
 impl Sql {
+    /// Remove upload `id` and its parts' rows: its parts, by number,
+    /// `None` if it was not open.
+    fn close_upload(conn: &Connection, id: &str) -> StorageResult<Option<Vec<PartRecord>>> {
+        let parts = Sql::parts(conn, id)?;
+        conn.execute("DELETE FROM multipart_parts WHERE upload = ?1", params![id])
+            .map_err(db_error)?;
+        let removed = conn
+            .execute("DELETE FROM multipart_uploads WHERE id = ?1", params![id])
+            .map_err(db_error)?;
+        Ok((removed > 0).then_some(parts))
+    }
+
     fn parts(conn: &Connection, id: &str) -> StorageResult<Vec<PartRecord>> {
         let mut stmt = conn
             .prepare_cached(
@@ -1154,14 +1166,9 @@ impl MetadataEngine for SqliteEngine {
         let id = id.to_owned();
         self.write(move |c| {
             let tx = c.transaction().map_err(db_error)?;
-            let parts = Sql::parts(&tx, &id)?;
-            tx.execute("DELETE FROM multipart_parts WHERE upload = ?1", params![id])
-                .map_err(db_error)?;
-            let removed = tx
-                .execute("DELETE FROM multipart_uploads WHERE id = ?1", params![id])
-                .map_err(db_error)?;
+            let closed = Sql::close_upload(&tx, &id)?;
             tx.commit().map_err(db_error)?;
-            Ok((removed > 0).then_some(parts))
+            Ok(closed)
         })
         .await
     }
@@ -1170,13 +1177,8 @@ impl MetadataEngine for SqliteEngine {
         let done = completion.clone();
         self.write(move |c| {
             let tx = c.transaction().map_err(db_error)?;
-            let parts = Sql::parts(&tx, &done.id)?;
-            tx.execute("DELETE FROM multipart_parts WHERE upload = ?1", params![done.id])
-                .map_err(db_error)?;
-            let removed = tx
-                .execute("DELETE FROM multipart_uploads WHERE id = ?1", params![done.id])
-                .map_err(db_error)?;
-            if removed > 0 {
+            let closed = Sql::close_upload(&tx, &done.id)?;
+            if closed.is_some() {
                 tx.execute(
                     "INSERT OR REPLACE INTO multipart_completed (id, volume, key, etag, size, content_type, completed_ms)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -1193,7 +1195,7 @@ impl MetadataEngine for SqliteEngine {
                 .map_err(db_error)?;
             }
             tx.commit().map_err(db_error)?;
-            Ok((removed > 0).then_some(parts))
+            Ok(closed)
         })
         .await
     }
