@@ -239,6 +239,27 @@ async fn a_cms_writes_reads_lists_and_deletes_through_the_s3_endpoint() {
         create_only().await.unwrap();
         let (code, status, _) = failure(create_only().await);
         assert_eq!((code.as_str(), status), ("PreconditionFailed", 412), "{on}");
+        // partNumber on a read: part 1 of an object stored in one part is
+        // the whole object; another part is InvalidPartNumber (416).
+        let part = |n: i32| {
+            cms.get_object()
+                .bucket("private")
+                .key("notes/a.txt")
+                .part_number(n)
+                .send()
+        };
+        assert_eq!(body(part(1).await.unwrap()).await, b"first", "{on}");
+        let head = cms
+            .head_object()
+            .bucket("private")
+            .key("notes/a.txt")
+            .part_number(1)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.content_length(), Some(5), "{on}");
+        let (code, status, _) = failure(part(2).await);
+        assert_eq!((code.as_str(), status), ("InvalidPartNumber", 416), "{on}");
 
         // Listings: a delimiter rolls up directories; pages continue.
         for i in 0..25 {
@@ -1142,6 +1163,16 @@ async fn multipart_uploads_are_judged_whole_at_completion() {
         );
         if on_s3 {
             assert!(head.e_tag().unwrap().ends_with("-2\""), "{:?}", head.e_tag());
+            // Its part boundaries are the backend's, not kept by Silo.
+            let (code, status, _) = failure(
+                cms.get_object()
+                    .bucket("private")
+                    .key("big/data.bin")
+                    .part_number(1)
+                    .send()
+                    .await,
+            );
+            assert_eq!((code.as_str(), status), ("NotImplemented", 501), "{on}");
         }
         // A completion repeated because its answer was lost answers what
         // the first one stored; the upload's id names no other key.

@@ -188,11 +188,8 @@ pub(super) async fn get_object(
     let signed = !matches!(caller, Caller::Anonymous);
     let mut request = ReadRequest::from_headers(&req.headers, false);
     let input = req.input;
-    if input.part_number.is_some() || input.version_id.as_deref().is_some_and(|v| v != "null") {
-        return Err(s3_error!(
-            NotImplemented,
-            "partNumber and versionId reads are not supported"
-        ));
+    if input.version_id.as_deref().is_some_and(|v| v != "null") {
+        return Err(s3_error!(NotImplemented, "versionId reads are not supported"));
     }
     // `response-*` overrides, for signed requests (as S3 takes them).
     if signed {
@@ -219,6 +216,7 @@ pub(super) async fn get_object(
         }
     }
     let served = s3.served(&caller, &input.bucket, &input.key, &request).await?;
+    one_part(input.part_number, &served.headers.etag)?;
     let h = served.headers.clone();
     let body = match served.into_chunks() {
         Some(Chunks::Whole(bytes)) => StreamingBlob::from(s3s::Body::from(bytes)),
@@ -243,6 +241,35 @@ pub(super) async fn get_object(
     Ok(safe_headers(response))
 }
 
+/// `partNumber` on a read, answered as S3 answers it for an object stored
+/// in one part: part 1 is the whole object, another is `InvalidPartNumber`
+/// (416). Silo keeps no part boundaries of an object a backend completed
+/// from several (its ETag is S3's `<md5>-<parts>`): 501 for those.
+fn one_part(part: Option<i32>, etag: &str) -> S3Result<()> {
+    let Some(part) = part else { return Ok(()) };
+    let multipart = etag.trim_matches('"').split_once('-').is_some_and(|(md5, parts)| {
+        md5.len() == 32
+            && md5.bytes().all(|b| b.is_ascii_hexdigit())
+            && !parts.is_empty()
+            && parts.bytes().all(|b| b.is_ascii_digit())
+    });
+    if multipart {
+        return Err(s3_error!(
+            NotImplemented,
+            "partNumber reads of an object completed from several parts are not supported"
+        ));
+    }
+    if part != 1 {
+        let mut e = S3Error::with_message(
+            s3s::S3ErrorCode::Custom("InvalidPartNumber".into()),
+            format!("part {part} of an object stored in one part"),
+        );
+        e.set_status_code(http::StatusCode::RANGE_NOT_SATISFIABLE);
+        return Err(e);
+    }
+    Ok(())
+}
+
 pub(super) async fn head_object(
     s3: &SiloS3,
     req: S3Request<dto::HeadObjectInput>,
@@ -251,6 +278,7 @@ pub(super) async fn head_object(
     let request = ReadRequest::from_headers(&req.headers, true);
     let input = req.input;
     let served = s3.served(&caller, &input.bucket, &input.key, &request).await?;
+    one_part(input.part_number, &served.headers.etag)?;
     let h = served.headers;
     let mut response = S3Response::new(served_output!(HeadObjectOutput, h, {}));
     if let Some(id) = h
