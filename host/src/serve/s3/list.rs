@@ -28,6 +28,28 @@ pub(super) fn prefixes(listing: &Listing, encode: bool) -> Vec<dto::CommonPrefix
         .collect()
 }
 
+/// A page of keys as the listing operations answer it.
+pub(super) struct Listed {
+    pub(super) listing: Listing,
+    /// The prefix and delimiter as answered (encoded where asked; an
+    /// empty delimiter is none).
+    pub(super) prefix: String,
+    pub(super) delimiter: Option<String>,
+    pub(super) max: usize,
+    /// `encoding-type=url`.
+    pub(super) encode: bool,
+}
+
+impl Listed {
+    /// Where a truncated page ended: its last key or common prefix.
+    fn next_marker(&self) -> Option<String> {
+        match (&self.listing.last, self.listing.truncated) {
+            (Marker::Key(k) | Marker::Prefix(k), true) => Some(encoded(k, self.encode)),
+            _ => None,
+        }
+    }
+}
+
 /// A continuation token: where the next page starts, hex-encoded so that
 /// any key survives the round trip.
 pub(super) fn token(after: &str) -> String {
@@ -91,7 +113,7 @@ pub(super) async fn list_objects_v2(
         (None, Some(start)) => start.clone(),
         (None, None) => String::new(),
     };
-    let (listing, prefix, max, encode) = s3
+    let page = s3
         .list_request(
             req.credentials.as_ref(),
             &input.bucket,
@@ -102,22 +124,23 @@ pub(super) async fn list_objects_v2(
             &input.encoding_type,
         )
         .await?;
+    let (listing, encode) = (&page.listing, page.encode);
     let next = listing
         .truncated
         .then(|| listing.resume_after().map(|a| token(&a)))
         .flatten();
     Ok(S3Response::new(dto::ListObjectsV2Output {
         name: Some(input.bucket),
-        prefix: Some(encoded(&prefix, encode)),
-        delimiter: input.delimiter.filter(|d| !d.is_empty()).map(|d| encoded(&d, encode)),
-        max_keys: Some(max as i32),
+        prefix: Some(page.prefix.clone()),
+        delimiter: page.delimiter.clone(),
+        max_keys: Some(page.max as i32),
         key_count: Some((listing.contents.len() + listing.common_prefixes.len()) as i32),
         continuation_token: input.continuation_token,
         next_continuation_token: next,
         start_after: input.start_after.map(|s| encoded(&s, encode)),
         is_truncated: Some(listing.truncated),
-        contents: Some(objects(&listing, encode)),
-        common_prefixes: Some(prefixes(&listing, encode)),
+        contents: Some(objects(listing, encode)),
+        common_prefixes: Some(prefixes(listing, encode)),
         encoding_type: input.encoding_type,
         ..Default::default()
     }))
@@ -129,7 +152,7 @@ pub(super) async fn list_objects(
 ) -> S3Result<S3Response<dto::ListObjectsOutput>> {
     let input = req.input;
     let after = input.marker.clone().unwrap_or_default();
-    let (listing, prefix, max, encode) = s3
+    let page = s3
         .list_request(
             req.credentials.as_ref(),
             &input.bucket,
@@ -140,26 +163,20 @@ pub(super) async fn list_objects(
             &input.encoding_type,
         )
         .await?;
-    // NextMarker only with a delimiter, as AWS gives it; without one the
-    // client continues from the last key.
-    let delimiter = input.delimiter.filter(|d| !d.is_empty());
-    let next_marker = (listing.truncated && delimiter.is_some())
-        .then(|| match &listing.last {
-            Marker::Key(k) | Marker::Prefix(k) => Some(encoded(k, encode)),
-            Marker::None => None,
-        })
-        .flatten();
+    let (listing, encode) = (&page.listing, page.encode);
     Ok(S3Response::new(dto::ListObjectsOutput {
         name: Some(input.bucket),
-        prefix: Some(encoded(&prefix, encode)),
+        prefix: Some(page.prefix.clone()),
         // Always present, empty when none was given, as S3 answers.
-        marker: Some(encoded(&input.marker.unwrap_or_default(), encode)),
-        delimiter: delimiter.map(|d| encoded(&d, encode)),
-        max_keys: Some(max as i32),
+        marker: Some(encoded(&after, encode)),
+        delimiter: page.delimiter.clone(),
+        max_keys: Some(page.max as i32),
         is_truncated: Some(listing.truncated),
-        next_marker,
-        contents: Some(objects(&listing, encode)),
-        common_prefixes: Some(prefixes(&listing, encode)),
+        // NextMarker only with a delimiter, as AWS gives it; without one
+        // the client continues from the last key.
+        next_marker: page.delimiter.as_ref().and_then(|_| page.next_marker()),
+        contents: Some(objects(listing, encode)),
+        common_prefixes: Some(prefixes(listing, encode)),
         encoding_type: input.encoding_type,
         ..Default::default()
     }))
@@ -172,7 +189,7 @@ pub(super) async fn list_object_versions(
     // An unversioned bucket: every object once, version `null`.
     let input = req.input;
     let after = input.key_marker.clone().unwrap_or_default();
-    let (listing, prefix, max, encode) = s3
+    let page = s3
         .list_request(
             req.credentials.as_ref(),
             &input.bucket,
@@ -183,13 +200,8 @@ pub(super) async fn list_object_versions(
             &input.encoding_type,
         )
         .await?;
-    let next_key_marker = listing
-        .truncated
-        .then(|| match &listing.last {
-            Marker::Key(k) | Marker::Prefix(k) => Some(encoded(k, encode)),
-            Marker::None => None,
-        })
-        .flatten();
+    let (listing, encode) = (&page.listing, page.encode);
+    let next_key_marker = page.next_marker();
     let versions = listing
         .contents
         .iter()
@@ -208,16 +220,16 @@ pub(super) async fn list_object_versions(
         .collect();
     Ok(S3Response::new(dto::ListObjectVersionsOutput {
         name: Some(input.bucket),
-        prefix: Some(encoded(&prefix, encode)),
+        prefix: Some(page.prefix.clone()),
         key_marker: input.key_marker.map(|k| encoded(&k, encode)),
         version_id_marker: input.version_id_marker,
         next_version_id_marker: next_key_marker.as_ref().map(|_| "null".to_owned()),
         next_key_marker,
-        delimiter: input.delimiter.filter(|d| !d.is_empty()).map(|d| encoded(&d, encode)),
-        max_keys: Some(max as i32),
+        delimiter: page.delimiter.clone(),
+        max_keys: Some(page.max as i32),
         is_truncated: Some(listing.truncated),
         versions: Some(versions),
-        common_prefixes: Some(prefixes(&listing, encode)),
+        common_prefixes: Some(prefixes(listing, encode)),
         encoding_type: input.encoding_type,
         ..Default::default()
     }))

@@ -338,8 +338,10 @@ impl SiloS3 {
         after: &str,
         max_keys_asked: Option<i32>,
         encoding: &Option<dto::EncodingType>,
-    ) -> S3Result<(Listing, String, usize, bool)> {
+    ) -> S3Result<list::Listed> {
         let max = max_keys(max_keys_asked)?;
+        // An empty delimiter is none, and is not echoed.
+        let delimiter = delimiter.clone().filter(|d| !d.is_empty());
         let request = ListRequest {
             prefix: prefix.clone().unwrap_or_default(),
             delimiter: delimiter.clone(),
@@ -352,7 +354,13 @@ impl SiloS3 {
             .await
             .map_err(request_error)?;
         let encode = encoding.as_ref().is_some_and(|e| e.as_str() == dto::EncodingType::URL);
-        Ok((listing, request.prefix, max, encode))
+        Ok(list::Listed {
+            prefix: encoded(&request.prefix, encode),
+            delimiter: delimiter.map(|d| encoded(&d, encode)),
+            listing,
+            max,
+            encode,
+        })
     }
 
     /// A read for `caller`, or the error S3 answers instead of the file.

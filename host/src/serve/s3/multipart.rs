@@ -10,14 +10,7 @@ pub(super) async fn create_multipart_upload(
     let input = req.input;
     SiloS3::check_key(&input.key)?;
     check_acl(input.acl.as_ref())?;
-    let mut metadata: Vec<(String, String)> = input.metadata.unwrap_or_default().into_iter().collect();
-    metadata.sort();
-    let description = Description {
-        content_type: input.content_type.filter(|t| !t.is_empty()),
-        cache_control: input.cache_control.filter(|c| !c.is_empty()),
-        headers: declared_headers(input.content_disposition, input.content_encoding, input.expires)?,
-        metadata,
-    };
+    let description = described!(input)?;
     let id = s3
         .silo
         .create_upload(&caller, &input.bucket, &input.key, description)

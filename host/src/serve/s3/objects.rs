@@ -28,6 +28,25 @@ macro_rules! served_output {
     };
 }
 
+/// What a PutObject, a CopyObject with REPLACE or a CreateMultipartUpload
+/// declares with the object (the three inputs name these fields alike):
+/// its type, cache control, headers and metadata.
+macro_rules! described {
+    ($input:ident) => {{
+        let mut metadata: Vec<(String, String)> = $input.metadata.unwrap_or_default().into_iter().collect();
+        metadata.sort();
+        declared_headers($input.content_disposition, $input.content_encoding, $input.expires).map(|headers| {
+            Description {
+                content_type: $input.content_type.filter(|t| !t.is_empty()),
+                cache_control: $input.cache_control.filter(|c| !c.is_empty()),
+                headers,
+                metadata,
+            }
+        })
+    }};
+}
+pub(super) use described;
+
 /// Canned ACLs: `private` and `public-read` change nothing (a volume's
 /// visibility decides who reads it); others are refused.
 pub(super) fn check_acl(acl: Option<&dto::ObjectCannedACL>) -> S3Result<()> {
@@ -158,15 +177,20 @@ pub(super) async fn put_object(
         .ok_or_else(|| s3_error!(IncompleteBody, "the request has no body"))?;
     let (body, hashing) = hashed(body, s3.settings.idle_timeout, &declared);
     let (verify, mismatch) = verifier(declared, hashing, trailing);
-    let mut metadata: Vec<(String, String)> = input.metadata.unwrap_or_default().into_iter().collect();
-    metadata.sort();
-    let request = PutRequest {
-        content_type: input.content_type.filter(|t| !t.is_empty()),
-        conditions,
-        cache_control: input.cache_control.filter(|c| !c.is_empty()),
-        headers: declared_headers(input.content_disposition, input.content_encoding, input.expires)?,
+    let length = input.content_length;
+    let Description {
+        content_type,
+        cache_control,
+        headers,
         metadata,
-        length: input.content_length.map(|n| n.max(0) as u64),
+    } = described!(input)?;
+    let request = PutRequest {
+        content_type,
+        conditions,
+        cache_control,
+        headers,
+        metadata,
+        length: length.map(|n| n.max(0) as u64),
         verify: Some(verify),
     };
     let report = match s3.silo.put(&caller, &input.bucket, &input.key, body, request).await {
@@ -368,16 +392,7 @@ pub(super) async fn copy_object(
     SiloS3::check_key(&input.key)?;
     let replace = match input.metadata_directive.as_ref().map(|d| d.as_str()) {
         None | Some(dto::MetadataDirective::COPY) => None,
-        Some(dto::MetadataDirective::REPLACE) => {
-            let mut metadata: Vec<(String, String)> = input.metadata.unwrap_or_default().into_iter().collect();
-            metadata.sort();
-            Some(Description {
-                content_type: input.content_type.filter(|t| !t.is_empty()),
-                cache_control: input.cache_control.filter(|c| !c.is_empty()),
-                headers: declared_headers(input.content_disposition, input.content_encoding, input.expires)?,
-                metadata,
-            })
-        }
+        Some(dto::MetadataDirective::REPLACE) => Some(described!(input)?),
         Some(other) => return Err(s3_error!(InvalidArgument, "unknown metadata directive '{other}'")),
     };
     let request = CopyRequest {
