@@ -94,7 +94,7 @@ pub use pipeline::{Derivative, ErrorReport, FileReport, PluginRun, Status, Uploa
 pub use put::{CopyRequest, Description, Outcome, PutError, PutRequest, WriteConditions};
 use runtime::Runtime;
 pub use runtime::{Inspection, InvokeError, LoadError};
-pub use store::{Condition, Headers, ObjectMeta};
+pub use store::{Checksum, Condition, Headers, ObjectMeta};
 pub use uploads::{PartsPage, UploadError, UploadsPage};
 pub use vfs::{Location, Session, Storage};
 
@@ -590,13 +590,14 @@ impl Silo {
         let place = self.uploads.reserve(1).await?;
         let staging = self.config.data_dir.join("staging");
         let limit = self.upload_limit(&location.volume);
-        let (staged, meta, sha256) = pipeline::stage_chunks(&staging, body, &content_type, limit)
+        let (staged, meta, digests) = pipeline::stage_chunks(&staging, body, &content_type, limit)
             .await?
             .ok_or_else(|| SiloError::TooLarge {
                 volume: location.volume.clone(),
                 limit,
             })?;
-        let mut pending = pending_upload(location, meta, staged, sha256);
+        let mut pending = pending_upload(location, meta, staged, digests.sha256);
+        pending.etag = Some(digests.md5);
         pending.place = Some(Arc::new(place));
         Ok(pending)
     }
@@ -1162,6 +1163,7 @@ fn pending_upload(
         condition: None,
         actor: None,
         sha256: Some(sha256),
+        etag: None,
         assembly: Default::default(),
         place: None,
     }

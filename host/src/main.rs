@@ -72,6 +72,11 @@ enum CacheCommand {
     Refresh {
         #[arg(long)]
         volume: Option<String>,
+        /// First give files whose ETag is not the MD5 of their bytes (put
+        /// in a local volume by hand, or stored before Silo made MD5
+        /// ETags) that ETag; this reads each such file once.
+        #[arg(long)]
+        rehash: bool,
     },
     /// Report files missing from, extra in, or stale in the cache; exit 1 on
     /// any drift. Changes nothing.
@@ -496,8 +501,14 @@ async fn cache(config: Option<&Path>, command: CacheCommand) -> anyhow::Result<b
     let config = load_config(config)?;
     let storage = silo_host::open_storage(&config).await?;
     match command {
-        CacheCommand::Refresh { volume } => {
+        CacheCommand::Refresh { volume, rehash } => {
             for v in volumes_of(&storage, volume.as_deref())? {
+                if rehash {
+                    let bar = scanning(&v);
+                    let n = silo_host::maintenance::rehash(&storage, &v, &|n| bar.set_position(n)).await?;
+                    bar.finish_and_clear();
+                    println!("{v}: {n} files given the MD5 of their bytes as their ETag");
+                }
                 let bar = scanning(&v);
                 let r = silo_host::maintenance::refresh(&storage, &v, &|n| bar.set_position(n)).await?;
                 bar.finish_and_clear();

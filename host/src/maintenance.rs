@@ -350,6 +350,45 @@ async fn open_backend_uploads(storage: &Storage, volume: &str) -> StorageResult<
         .collect())
 }
 
+/// Give every object of `volume` whose ETag is not one S3 would give it
+/// (a file put in a local volume's directory by hand) the MD5 of its
+/// bytes, reading each such object once; how many changed. The cache
+/// learns them at the next refresh.
+pub async fn rehash(storage: &Storage, volume: &str, progress: &(dyn Fn(u64) + Sync)) -> StorageResult<u64> {
+    let store = storage.volume(volume)?.store.clone();
+    let (mut after, mut seen, mut changed) = (None, 0, 0);
+    loop {
+        let page = store.list("", after.as_deref(), LIST_PAGE).await?;
+        for (key, meta) in &page.objects {
+            seen += 1;
+            if is_s3_etag(&meta.etag) {
+                continue;
+            }
+            match store.rehash(key).await {
+                Ok(Some(now)) if now.etag != meta.etag => changed += 1,
+                Ok(_) | Err(StorageError::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        progress(seen);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return Ok(changed),
+        }
+    }
+}
+
+/// Whether `etag` has a form S3 gives: a hex MD5, or one and a part count.
+pub fn is_s3_etag(etag: &str) -> bool {
+    let (md5, parts) = match etag.split_once('-') {
+        Some((md5, parts)) => (md5, Some(parts)),
+        None => (etag, None),
+    };
+    md5.len() == 32
+        && md5.bytes().all(|b| b.is_ascii_hexdigit())
+        && parts.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// Compare `volume`'s rows with its backend; changes nothing.
 pub async fn verify(storage: &Storage, volume: &str, progress: &(dyn Fn(u64) + Sync)) -> StorageResult<Drift> {
     let listed = scan(storage, volume, progress).await?;

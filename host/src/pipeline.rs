@@ -98,6 +98,9 @@ pub struct FileReport {
     /// Set once stored.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
+    /// The checksum the client sent and Silo verified, kept with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<crate::store::Checksum>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -124,6 +127,7 @@ impl UploadReport {
                 size: 0,
                 content_type: String::new(),
                 etag: None,
+                checksum: None,
             },
             reason: None,
             rejected_by: None,
@@ -194,15 +198,14 @@ pub(crate) async fn stage_chunks(
     mut body: impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Unpin,
     content_type: &str,
     limit: u64,
-) -> Result<Option<(Staged, ObjectMeta, String)>, crate::SiloError> {
+) -> Result<Option<(Staged, ObjectMeta, Digests)>, crate::SiloError> {
     use futures_util::StreamExt;
-    use sha2::{Digest, Sha256};
     use tokio::io::AsyncWriteExt;
     let local = |source: std::io::Error| crate::SiloError::Io {
         path: staging_dir.to_owned(),
         source,
     };
-    let mut hasher = Sha256::new();
+    let mut hasher = Hasher::default();
     let mut head: Vec<bytes::Bytes> = Vec::new();
     let mut size = 0u64;
     let mut ended = false;
@@ -221,8 +224,8 @@ pub(crate) async fn stage_chunks(
     if ended {
         let data = bytes::Bytes::from(head.concat());
         hasher.update(&data);
-        let (meta, sha256) = staged_hash(size, hasher, content_type);
-        return Ok(Some((Staged::Memory(data), meta, sha256)));
+        let (meta, digests) = hasher.staged(size, content_type);
+        return Ok(Some((Staged::Memory(data), meta, digests)));
     }
     tokio::fs::create_dir_all(staging_dir).await.map_err(local)?;
     let temp = tempfile::NamedTempFile::new_in(staging_dir)
@@ -244,8 +247,8 @@ pub(crate) async fn stage_chunks(
         file.write_all(&chunk).await.map_err(local)?;
     }
     file.flush().await.map_err(local)?;
-    let (meta, sha256) = staged_hash(size, hasher, content_type);
-    Ok(Some((Staged::File(temp), meta, sha256)))
+    let (meta, digests) = hasher.staged(size, content_type);
+    Ok(Some((Staged::File(temp), meta, digests)))
 }
 
 /// The SHA-256, hex, of `files` one after another, each read to exactly
@@ -281,11 +284,37 @@ pub(crate) fn hash_files(files: &[(std::path::PathBuf, u64)]) -> std::io::Result
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// A staged upload's provisional metadata, and its SHA-256 in hex.
-fn staged_hash(size: u64, hasher: sha2::Sha256, content_type: &str) -> (ObjectMeta, String) {
-    use sha2::Digest;
-    let sha256 = hex::encode(hasher.finalize());
-    (staged_meta(size, &sha256, content_type), sha256)
+/// The digests of a staged upload, hex.
+pub(crate) struct Digests {
+    /// Its SHA-256, for the audit trail.
+    pub sha256: String,
+    /// Its MD5: the ETag S3 gives it.
+    pub md5: String,
+}
+
+/// Both digests of a body, taken in the one pass that stages it.
+#[derive(Default)]
+struct Hasher {
+    sha256: sha2::Sha256,
+    md5: md5::Md5,
+}
+
+impl Hasher {
+    fn update(&mut self, bytes: &[u8]) {
+        use sha2::Digest;
+        self.sha256.update(bytes);
+        self.md5.update(bytes);
+    }
+
+    /// The staged upload's provisional metadata, and its digests.
+    fn staged(self, size: u64, content_type: &str) -> (ObjectMeta, Digests) {
+        use sha2::Digest;
+        let digests = Digests {
+            sha256: hex::encode(self.sha256.finalize()),
+            md5: hex::encode(self.md5.finalize()),
+        };
+        (staged_meta(size, &digests.sha256, content_type), digests)
+    }
 }
 
 /// A staged upload's provisional metadata, from its SHA-256 in hex.
@@ -322,6 +351,7 @@ pub(crate) async fn run(
             size: pending.meta.size,
             content_type: pending.meta.content_type.clone(),
             etag: None,
+            checksum: None,
         },
         reason: None,
         rejected_by: None,
@@ -459,6 +489,7 @@ pub(crate) async fn run(
             metadata: pending.meta.metadata.clone(),
             headers: pending.meta.headers.clone(),
             condition: pending.condition.clone(),
+            etag: pending.etag.clone(),
             ..Default::default()
         };
         let stored = match &*pending.staged {
@@ -478,6 +509,7 @@ pub(crate) async fn run(
         match stored {
             Ok(meta) => {
                 report.file.etag = Some(meta.etag);
+                report.file.checksum = meta.headers.checksum.map(|c| *c);
                 return report;
             }
             Err(e) => {

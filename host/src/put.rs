@@ -11,8 +11,9 @@ use crate::vfs::PendingUpload;
 use crate::{Silo, SiloError, StorageError};
 
 /// A door's check, run once a body is stored and before it is judged,
-/// that the bytes are those the client sent: `Err` says why not.
-pub type Verify = Box<dyn FnOnce() -> Result<(), String> + Send>;
+/// that the bytes are those the client sent: `Err` says why not; `Ok`,
+/// the checksum the client sent, to keep with the object.
+pub type Verify = Box<dyn FnOnce() -> Result<Option<crate::Checksum>, String> + Send>;
 
 /// What a client declared with an upload, beside its bytes.
 #[derive(Default)]
@@ -281,12 +282,14 @@ impl Silo {
             .await
             .map_err(PutError::from_staging)?;
         // A body that is not what its digests say is dropped unjudged.
-        if let Some(verify) = request.verify {
-            verify().map_err(PutError::BadDigest)?;
-        }
+        let checksum = match request.verify {
+            Some(verify) => verify().map_err(PutError::BadDigest)?,
+            None => None,
+        };
         pending.condition = request.conditions.atomic();
         pending.meta.cache_control = request.cache_control;
         pending.meta.headers = request.headers;
+        pending.meta.headers.checksum = checksum.map(Box::new);
         pending.meta.metadata = request.metadata;
         Ok(self.judged(caller, pending).await)
     }
@@ -334,6 +337,8 @@ impl Silo {
             .map_err(PutError::from_staging)?;
         pending.meta.cache_control = described.cache_control;
         pending.meta.headers = described.headers;
+        // The same bytes: the source's checksum holds for the copy.
+        pending.meta.headers.checksum = meta.headers.checksum.clone();
         pending.meta.metadata = described.metadata;
         let report = self.judged(caller, pending).await;
         let stored = match report.status {

@@ -289,6 +289,9 @@ pub struct ServedHeaders {
     /// What else than the URL chose this answer (`Accept`, for a dynamic
     /// image whose format follows it).
     pub vary: Option<&'static str>,
+    /// The checksum kept with the file, for a door that serves it when
+    /// asked (S3's checksum mode).
+    pub checksum: Option<crate::store::Checksum>,
 }
 
 impl ServedHeaders {
@@ -555,6 +558,7 @@ impl Silo {
             content_range: None,
             request_id: None,
             vary: None,
+            checksum: meta.headers.checksum.as_deref().cloned(),
         })
     }
 }

@@ -116,7 +116,7 @@ impl Silo {
             .put_part(id, &upload, number, body, length, limit)
             .await?;
         if let Some(verify) = verify
-            && let Err(message) = verify()
+            && let Err(message) = verify().map(drop)
         {
             let _ = self.multipart().remove_part(id, volume, number, &part.etag).await;
             return Err(PutError::BadDigest(message).into());
@@ -190,6 +190,7 @@ impl Silo {
             Err(e) => return Err(e.into()),
         };
         let (parts, _) = multipart.assemble(id, named).await?;
+        let etag = crate::store::multipart_etag(parts.iter().map(|p| p.etag.as_str()));
         conditions.check(self, volume, key).await.map_err(PutError::Storage)?;
         let target = format!("{}/{}", location.volume, location.path);
         // Judged from this node's copies where it has them all (one node,
@@ -220,6 +221,8 @@ impl Silo {
             }
         };
         pending.condition = conditions.atomic();
+        // Where Silo makes the ETag, it is S3's for an object in parts.
+        pending.etag = etag;
         // Accepted, the object is joined from its parts in the backend.
         pending.assembly = assembly;
         pending.meta.cache_control = settings.cache_control;
@@ -338,6 +341,7 @@ fn completed_again(done: crate::cache::Completion) -> UploadReport {
             size: done.size,
             content_type: done.content_type,
             etag: Some(done.etag),
+            checksum: None,
         },
         reason: None,
         rejected_by: None,

@@ -222,6 +222,10 @@ pub struct PendingUpload {
     pub actor: Option<Arc<Actor>>,
     /// The content's SHA-256, hex, where it was hashed as it was staged.
     pub sha256: Option<String>,
+    /// The ETag it is stored under where Silo makes ETags (local and
+    /// memory volumes): the MD5 of its bytes, taken as they were staged, or
+    /// of its parts' for a multipart upload. `None`: the backend hashes it.
+    pub etag: Option<String>,
     /// Where the backend holds the staged bytes already, so that an
     /// accepted upload is stored without them passing through this host
     /// again.

@@ -102,6 +102,7 @@ async fn place(name: &'static str, t: &TestSilo, staged: Staged) -> Place {
         condition: None,
         actor: None,
         sha256: None,
+        etag: None,
         assembly: Default::default(),
         place: None,
     };

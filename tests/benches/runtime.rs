@@ -67,6 +67,7 @@ impl Bench {
             condition: None,
             actor: None,
             sha256: None,
+            etag: None,
             assembly: Default::default(),
             place: None,
         };

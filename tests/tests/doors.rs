@@ -655,6 +655,22 @@ async fn deletes_and_missing_files_through_both_doors(door: Door) {
     assert_eq!(anonymous.status, refused(door, None), "{door:?}");
 }
 
+async fn etags_are_the_md5_of_the_bytes_through_both_doors(door: Door) {
+    use md5::Digest;
+    let w = World::new("").await;
+    let path = format!("{door:?}/tagged.txt");
+    let body = b"the same tag through every door";
+    assert_eq!(
+        w.put(door, Some(CMS), "private", &path, body, "text/plain").await / 100,
+        2
+    );
+    let want = format!("\"{}\"", hex::encode(md5::Md5::digest(body)));
+    let got = w.get(door, Some(CMS), "private", &path, &[]).await;
+    assert_eq!(got.header("etag"), Some(want.as_str()), "{door:?}: GET");
+    let head = w.send(door, Some(CMS), Method::HEAD, "private", &path, &[], b"").await;
+    assert_eq!(head.header("etag"), Some(want.as_str()), "{door:?}: HEAD");
+}
+
 async fn the_content_policy_refuses_the_same_names_through_both_doors(door: Door) {
     let w = World::new("").await;
     // Plain text: the names alone are refused, including those a server
@@ -764,4 +780,5 @@ through_both_doors!(
     grants_decide_every_operation_through_both_doors,
     deletes_and_missing_files_through_both_doors,
     the_content_policy_refuses_the_same_names_through_both_doors,
+    etags_are_the_md5_of_the_bytes_through_both_doors,
 );

@@ -177,6 +177,7 @@ async fn lookups_come_from_the_cache_and_reads_are_ranged_gets_on_s3() -> anyhow
         condition: None,
         actor: None,
         sha256: None,
+        etag: None,
         assembly: Default::default(),
         place: None,
     };

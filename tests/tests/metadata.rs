@@ -27,6 +27,11 @@ fn meta(size: u64, etag: &str) -> ObjectMeta {
             content_disposition: Some("inline; filename=\"a.png\"".into()),
             content_encoding: Some("gzip".into()),
             expires: Some("Wed, 21 Oct 2015 07:28:00 GMT".into()),
+            checksum: Some(Box::new(silo_host::store::Checksum {
+                algorithm: "CRC32".into(),
+                value: "DUoRhQ==".into(),
+                kind: "FULL_OBJECT".into(),
+            })),
         },
     }
 }

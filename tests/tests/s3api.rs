@@ -2511,3 +2511,432 @@ async fn oversized_xml_bodies_are_refused() {
     let (_, status, _) = failure(cms.head_object().bucket("private").key("docs/big.bin").send().await);
     assert_eq!(status, 404);
 }
+
+/// The ETag S3 gives `bytes` stored in one request, quoted.
+fn md5_etag(bytes: &[u8]) -> String {
+    use md5::Digest;
+    format!("\"{}\"", hex::encode(md5::Md5::digest(bytes)))
+}
+
+/// An object's ETag is the one S3 would give it, whatever the backend:
+/// the MD5 of its bytes; for one completed from parts, the MD5 of the
+/// parts' MD5s and their number. A copy keeps its source's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etags_are_the_ones_s3_gives_on_every_backend() {
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+    use md5::Digest;
+    for on_s3 in [false, true] {
+        let on = if on_s3 { "s3" } else { "local" };
+        let (t, _) = silo_with(on_s3, "").await;
+        let silo = Arc::new(t.silo);
+        let endpoint = Endpoint::start(silo.clone(), &credentials(), Duration::from_secs(30)).await;
+        let cms = endpoint.client("CMSKEY", SECRET);
+        // A small body, and one over an S3 volume's part size (5 MiB),
+        // which Silo still stores in one request.
+        for (key, data) in [("small.txt", content(7, 1000)), ("large.bin", content(8, 6 << 20))] {
+            let put = cms
+                .put_object()
+                .bucket("private")
+                .key(key)
+                .body(ByteStream::from(data.clone()))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{on}: {}", aws_sdk_s3::error::DisplayErrorContext(&e)));
+            let want = md5_etag(&data);
+            assert_eq!(put.e_tag(), Some(want.as_str()), "{on} {key}: PutObject");
+            let head = cms.head_object().bucket("private").key(key).send().await.unwrap();
+            assert_eq!(head.e_tag(), Some(want.as_str()), "{on} {key}: HeadObject");
+            let got = cms.get_object().bucket("private").key(key).send().await.unwrap();
+            assert_eq!(got.e_tag(), Some(want.as_str()), "{on} {key}: GetObject");
+            let listed = cms
+                .list_objects_v2()
+                .bucket("private")
+                .prefix(key)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(listed.contents()[0].e_tag(), Some(want.as_str()), "{on} {key}: listed");
+        }
+        let copied = cms
+            .copy_object()
+            .bucket("private")
+            .key("copy.txt")
+            .copy_source("private/small.txt")
+            .send()
+            .await
+            .unwrap();
+        let want = md5_etag(&content(7, 1000));
+        let copy_etag = copied.copy_object_result().and_then(|r| r.e_tag());
+        assert_eq!(copy_etag, Some(want.as_str()), "{on}: CopyObject");
+        let head = cms
+            .head_object()
+            .bucket("private")
+            .key("copy.txt")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.e_tag(), Some(want.as_str()), "{on}: the copy");
+
+        let parts_data = [content(9, 5 << 20), content(10, 1 << 20)];
+        let id = open_upload(&cms, "private", "parts.bin").await;
+        let mut completed = Vec::new();
+        let mut digests = md5::Md5::new();
+        for (i, data) in parts_data.iter().enumerate() {
+            let part = cms
+                .upload_part()
+                .bucket("private")
+                .key("parts.bin")
+                .upload_id(&id)
+                .part_number(i as i32 + 1)
+                .body(ByteStream::from(data.clone()))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(part.e_tag(), Some(md5_etag(data).as_str()), "{on}: UploadPart");
+            digests.update(md5::Md5::digest(data));
+            completed.push(
+                CompletedPart::builder()
+                    .part_number(i as i32 + 1)
+                    .e_tag(part.e_tag().unwrap())
+                    .build(),
+            );
+        }
+        let done = cms
+            .complete_multipart_upload()
+            .bucket("private")
+            .key("parts.bin")
+            .upload_id(&id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(completed)).build())
+            .send()
+            .await
+            .unwrap();
+        let want = format!("\"{}-2\"", hex::encode(digests.finalize()));
+        assert_eq!(done.e_tag(), Some(want.as_str()), "{on}: CompleteMultipartUpload");
+        let head = cms
+            .head_object()
+            .bucket("private")
+            .key("parts.bin")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.e_tag(), Some(want.as_str()), "{on}: the completed object");
+        // Another node's view: the cache rebuilt from the backend.
+        silo_host::maintenance::refresh(silo.storage(), "private", &|_| {})
+            .await
+            .unwrap();
+        let listed = cms.list_objects_v2().bucket("private").send().await.unwrap();
+        let tags: Vec<(&str, &str)> = listed
+            .contents()
+            .iter()
+            .map(|o| (o.key().unwrap(), o.e_tag().unwrap()))
+            .collect();
+        assert!(tags.contains(&("parts.bin", want.as_str())), "{on}: {tags:?}");
+        assert!(
+            tags.contains(&("small.txt", md5_etag(&content(7, 1000)).as_str())),
+            "{on}: {tags:?}"
+        );
+    }
+}
+
+/// Files put in a local volume's directory by hand have no MD5 ETag until
+/// `silo cache refresh --rehash` reads them; one edited by hand after it
+/// loses it again, so its new bytes never pass for the old ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_put_by_hand_are_rehashed_and_edits_are_noticed() {
+    let (t, _) = silo_with(false, "").await;
+    let root = t.dir.path().join("volumes/private");
+    std::fs::create_dir_all(root.join("old")).unwrap();
+    std::fs::write(root.join("old/by-hand.txt"), b"put there by rsync").unwrap();
+    let silo = Arc::new(t.silo);
+    let storage = silo.storage();
+    silo_host::maintenance::refresh(storage, "private", &|_| {})
+        .await
+        .unwrap();
+    let endpoint = Endpoint::start(silo.clone(), &credentials(), Duration::from_secs(30)).await;
+    let cms = endpoint.client("CMSKEY", SECRET);
+    let head = |key: &'static str| {
+        let cms = cms.clone();
+        async move {
+            let head = cms.head_object().bucket("private").key(key).send().await.unwrap();
+            head.e_tag().unwrap().to_owned()
+        }
+    };
+    let before = head("old/by-hand.txt").await;
+    assert_ne!(before, md5_etag(b"put there by rsync"));
+    let changed = silo_host::maintenance::rehash(storage, "private", &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(changed, 1);
+    silo_host::maintenance::refresh(storage, "private", &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(head("old/by-hand.txt").await, md5_etag(b"put there by rsync"));
+    // Once is enough: nothing is read again.
+    assert_eq!(
+        silo_host::maintenance::rehash(storage, "private", &|_| {})
+            .await
+            .unwrap(),
+        0
+    );
+    // Edited in place to as many bytes (the attribute stays with the
+    // file), the file no longer matches its record: its time moved.
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(root.join("old/by-hand.txt"), b"edited by operator").unwrap();
+    let drift = silo_host::maintenance::verify(storage, "private", &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(drift.stale, ["old/by-hand.txt"]);
+    silo_host::maintenance::refresh(storage, "private", &|_| {})
+        .await
+        .unwrap();
+    let edited = head("old/by-hand.txt").await;
+    assert_ne!(edited, md5_etag(b"put there by rsync"));
+    assert_ne!(edited, md5_etag(b"edited by operator"));
+}
+
+/// Base64 of a CRC32, as S3 carries it.
+fn crc32_b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(crc32fast::hash(bytes).to_be_bytes())
+}
+
+/// A checksum sent with an upload (the SDK's default CRC32 in an
+/// aws-chunked trailer, or SHA-256) is kept, and given back as S3 gives it:
+/// on HEAD and whole GETs that ask for it (the SDK then checks the body
+/// against it), in GetObjectAttributes, and with a copy; a presigned PUT
+/// that signs a checksum is held to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checksums_are_kept_and_given_back_as_s3_does() {
+    use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode, ChecksumType, ObjectAttributes};
+    use base64::Engine;
+    use sha2::Digest;
+    for on_s3 in [false, true] {
+        let on = if on_s3 { "s3" } else { "local" };
+        let (t, _) = silo_with(on_s3, "").await;
+        let silo = Arc::new(t.silo);
+        let endpoint = Endpoint::start(silo.clone(), &credentials(), Duration::from_secs(30)).await;
+        let cms = endpoint.client("CMSKEY", SECRET);
+        let data = content(11, 100_000);
+        let crc = crc32_b64(&data);
+        let put = cms
+            .put_object()
+            .bucket("private")
+            .key("sum.bin")
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .body(ByteStream::from(data.clone()))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{on}: {}", aws_sdk_s3::error::DisplayErrorContext(&e)));
+        assert_eq!(put.checksum_crc32(), Some(crc.as_str()), "{on}: PutObject");
+        let head = |key: &'static str, mode: bool| {
+            let request = cms.head_object().bucket("private").key(key);
+            let request = if mode {
+                request.checksum_mode(ChecksumMode::Enabled)
+            } else {
+                request
+            };
+            async move { request.send().await.unwrap() }
+        };
+        let asked = head("sum.bin", true).await;
+        assert_eq!(asked.checksum_crc32(), Some(crc.as_str()), "{on}: HeadObject");
+        assert_eq!(asked.checksum_type(), Some(&ChecksumType::FullObject), "{on}");
+        assert_eq!(head("sum.bin", false).await.checksum_crc32(), None, "{on}: not asked");
+        let got = cms
+            .get_object()
+            .bucket("private")
+            .key("sum.bin")
+            .checksum_mode(ChecksumMode::Enabled)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.checksum_crc32(), Some(crc.as_str()), "{on}: GetObject");
+        assert_eq!(body(got).await, data, "{on}");
+        let ranged = cms
+            .get_object()
+            .bucket("private")
+            .key("sum.bin")
+            .range("bytes=0-9")
+            .checksum_mode(ChecksumMode::Enabled)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ranged.checksum_crc32(), None, "{on}: a range is not covered");
+        let attributes = cms
+            .get_object_attributes()
+            .bucket("private")
+            .key("sum.bin")
+            .object_attributes(ObjectAttributes::Checksum)
+            .object_attributes(ObjectAttributes::ObjectSize)
+            .object_attributes(ObjectAttributes::Etag)
+            .object_attributes(ObjectAttributes::StorageClass)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{on}: {}", aws_sdk_s3::error::DisplayErrorContext(&e)));
+        assert_eq!(attributes.object_size(), Some(100_000), "{on}");
+        assert_eq!(
+            attributes.checksum().and_then(|c| c.checksum_crc32()),
+            Some(crc.as_str()),
+            "{on}: GetObjectAttributes"
+        );
+        assert_eq!(
+            attributes.e_tag().map(|e| e.trim_matches('"')),
+            Some(md5_etag(&data).trim_matches('"')),
+            "{on}"
+        );
+        cms.copy_object()
+            .bucket("private")
+            .key("sum-copy.bin")
+            .copy_source("private/sum.bin")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            head("sum-copy.bin", true).await.checksum_crc32(),
+            Some(crc.as_str()),
+            "{on}: a copy keeps it"
+        );
+        let sha = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&data));
+        cms.put_object()
+            .bucket("private")
+            .key("sha.bin")
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .body(ByteStream::from(data.clone()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            head("sha.bin", true).await.checksum_sha256(),
+            Some(sha.as_str()),
+            "{on}: SHA-256"
+        );
+        // The cache rebuilt from the backend keeps them.
+        silo_host::maintenance::refresh(silo.storage(), "private", &|_| {})
+            .await
+            .unwrap();
+        assert_eq!(head("sum.bin", true).await.checksum_crc32(), Some(crc.as_str()), "{on}");
+
+        // A presigned PUT signs its checksum: aws-sdk-s3 as a header the
+        // uploader must send (the JavaScript SDK's, in the query, is
+        // tested with it).
+        let presigned = |crc: String| {
+            let cms = cms.clone();
+            async move {
+                cms.put_object()
+                    .bucket("private")
+                    .key("presigned.bin")
+                    .checksum_crc32(crc)
+                    .presigned(aws_sdk_s3::presigning::PresigningConfig::expires_in(Duration::from_secs(300)).unwrap())
+                    .await
+                    .unwrap()
+            }
+        };
+        let url = presigned(crc32_b64(b"other bytes")).await;
+        let http = silo_tests::http::Client::default();
+        let headers: Vec<(&str, &str)> = url.headers().collect();
+        let refused = http
+            .send(hyper::Method::PUT, url.uri(), &headers, data.clone().into())
+            .await
+            .unwrap();
+        assert_eq!(refused.status, 400, "{on}: {}", refused.text());
+        assert!(refused.text().contains("BadDigest"), "{on}: {}", refused.text());
+        let (code, _, _) = failure(cms.head_object().bucket("private").key("presigned.bin").send().await);
+        assert_eq!(code, "NotFound", "{on}: nothing stored");
+        let url = presigned(crc.clone()).await;
+        let headers: Vec<(&str, &str)> = url.headers().collect();
+        let stored = http
+            .send(hyper::Method::PUT, url.uri(), &headers, data.clone().into())
+            .await
+            .unwrap();
+        assert_eq!(stored.status, 200, "{on}: {}", stored.text());
+        assert_eq!(
+            head("presigned.bin", true).await.checksum_crc32(),
+            Some(crc.as_str()),
+            "{on}"
+        );
+    }
+}
+
+/// The AWS SDK for JavaScript v3, as Strapi, Payload and Directus use it
+/// (`tests/clients/js/cms.mjs`): lib-storage's `Upload` gets the object's
+/// URL as `Location` and S3's multipart ETag; a PutObject's default CRC32
+/// is kept and given back to reads that ask; a presigned PUT whose query
+/// signs a checksum stores only the bytes it names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_javascript_sdk_uploads_reads_and_presigns_as_node_cmss_do() {
+    use md5::Digest;
+    let clients = std::env::var("SILO_TEST_JS_CLIENTS")
+        .expect("SILO_TEST_JS_CLIENTS is not set: run tests/run, which installs the AWS SDK for JavaScript");
+    for on_s3 in [false, true] {
+        let on = if on_s3 { "s3" } else { "local" };
+        let (t, _) = silo_with(on_s3, "").await;
+        let endpoint = Endpoint::start(Arc::new(t.silo), &credentials(), Duration::from_secs(30)).await;
+        let work = tempfile::tempdir().unwrap();
+        let large = content(12, 12 << 20);
+        let small = content(13, 2000);
+        std::fs::write(work.path().join("large.bin"), &large).unwrap();
+        std::fs::write(work.path().join("small.txt"), &small).unwrap();
+        let env = vec![
+            ("SILO_S3_ENDPOINT".to_owned(), endpoint.url()),
+            ("SILO_S3_KEY".to_owned(), "CMSKEY".to_owned()),
+            ("SILO_S3_SECRET".to_owned(), SECRET.to_owned()),
+            ("SILO_S3_BUCKET".to_owned(), "private".to_owned()),
+            (
+                "SILO_JS_LARGE".to_owned(),
+                work.path().join("large.bin").display().to_string(),
+            ),
+            (
+                "SILO_JS_SMALL".to_owned(),
+                work.path().join("small.txt").display().to_string(),
+            ),
+        ];
+        let script = format!("{clients}/cms.mjs");
+        let (ok, out, err) = run_tool("node", vec![script], work.path(), env).await;
+        assert!(ok, "{on}: {out}{err}");
+        let out: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{on}: {e}: {out}"));
+        let mut digests = md5::Md5::new();
+        for part in large.chunks(5 << 20) {
+            digests.update(md5::Md5::digest(part));
+        }
+        let upload = &out["upload"];
+        assert_eq!(
+            upload["Location"],
+            format!("{}/private/media/large.bin", endpoint.url()),
+            "{on}: {out}"
+        );
+        assert_eq!(
+            upload["ETag"],
+            format!("\"{}-3\"", hex::encode(digests.finalize())),
+            "{on}: {out}"
+        );
+        assert_eq!(
+            (&upload["Bucket"], &upload["Key"]),
+            (&"private".into(), &"media/large.bin".into()),
+            "{on}"
+        );
+        let crc = crc32_b64(&small);
+        assert_eq!(out["put"]["ETag"], md5_etag(&small), "{on}: {out}");
+        assert_eq!(out["put"]["ChecksumCRC32"], crc.as_str(), "{on}: {out}");
+        assert_eq!(out["head"]["ChecksumCRC32"], crc.as_str(), "{on}: {out}");
+        assert_eq!(out["head"]["ChecksumType"], "FULL_OBJECT", "{on}: {out}");
+        assert_eq!(out["get"]["ChecksumCRC32"], crc.as_str(), "{on}: {out}");
+        assert_eq!(out["get"]["same"], true, "{on}: {out}");
+        let mismatch = &out["presigned_mismatch"];
+        assert!(
+            mismatch["query"].as_str().unwrap().contains("x-amz-checksum-crc32="),
+            "{on}: the JavaScript presigner signs the checksum into the query: {out}"
+        );
+        assert_eq!(mismatch["status"], 400, "{on}: {out}");
+        assert!(mismatch["body"].as_str().unwrap().contains("BadDigest"), "{on}: {out}");
+        assert_eq!(out["presigned"]["status"], 200, "{on}: {out}");
+        let listed = out["list"].as_array().unwrap_or_else(|| panic!("{on}: {out}"));
+        let tags: Vec<(&str, &str)> = listed
+            .iter()
+            .map(|o| (o["Key"].as_str().unwrap(), o["ETag"].as_str().unwrap()))
+            .collect();
+        assert!(
+            tags.contains(&("media/presigned.txt", md5_etag(&small).as_str())),
+            "{on}: {out}"
+        );
+        assert_eq!(out["delete"]["ok"], true, "{on}: {out}");
+    }
+}

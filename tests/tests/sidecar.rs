@@ -682,14 +682,38 @@ async fn when_s3_is_killed_mid_upload_nothing_partial_appears_and_cached_reads_g
     );
 
     // SeaweedFS is killed (SIGKILL) once it has taken in 8 MiB of a 48 MiB
-    // upload: a multipart upload with parts on their way.
+    // upload (one PutObject, so that its ETag is its MD5) while a write
+    // streamed into the volume (as a plugin's is) has a multipart upload
+    // with parts on their way.
+    let streamed = {
+        let store = silo.storage().volume("public").unwrap().store.clone();
+        tokio::spawn(async move {
+            let options = PutOptions {
+                content_type: "application/octet-stream".into(),
+                ..Default::default()
+            };
+            let mut write = store.start_upload("streamed.bin", options).await?;
+            // Slow enough to be under way at the kill.
+            for _ in 0..1000 {
+                write
+                    .write(Bytes::from(content(4, 1 << 20)), Default::default())
+                    .await?;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            write.finish().await
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while s3::open_uploads_on(&direct, &bucket).await == 0 {
+        assert!(Instant::now() < deadline, "the streamed write never reached SeaweedFS");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let big = content(3, 1 << 20).repeat(48);
     let before = server.bytes_read();
     let upload = {
         let (client, url, big) = (client.clone(), url("big.txt"), big.clone());
         tokio::spawn(async move { client.put(&url, "text/plain", big).await.unwrap() })
     };
-    let deadline = Instant::now() + Duration::from_secs(120);
     while server.bytes_read() < before + (8 << 20) {
         assert!(
             !upload.is_finished(),
@@ -700,6 +724,7 @@ async fn when_s3_is_killed_mid_upload_nothing_partial_appears_and_cached_reads_g
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     server.kill();
+    assert!(streamed.await.unwrap().is_err(), "the streamed write outlived S3");
     let reply = upload.await.unwrap();
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{}", reply.text());
     assert_eq!(reply.json()["error"]["code"], "unavailable", "{}", reply.text());
@@ -741,12 +766,15 @@ async fn when_s3_is_killed_mid_upload_nothing_partial_appears_and_cached_reads_g
     // asked directly.
     server.restart().await;
     let keys = s3::keys_on(&direct, &bucket).await;
-    assert!(!keys.iter().any(|(k, _)| k.contains("big")), "{keys:?}");
+    assert!(
+        !keys.iter().any(|(k, _)| k.contains("big") || k.contains("streamed")),
+        "{keys:?}"
+    );
     assert!(keys.iter().any(|(k, _)| k == "public/uncached.txt"), "{keys:?}");
     assert_eq!(
         s3::open_uploads_on(&direct, &bucket).await,
         1,
-        "the kill came mid-upload: its multipart upload is still open"
+        "the kill came mid-write: the streamed write's multipart upload is still open"
     );
     // A restarted SeaweedFS takes writes a little after it answers lists.
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -116,6 +116,7 @@ fn put_options(o: types::WriteOptions) -> PutOptions {
             types::Condition::CreateOnly => Condition::CreateOnly,
             types::Condition::IfEtagMatches(etag) => Condition::IfMatch(etag),
         }),
+        etag: None,
     }
 }
 

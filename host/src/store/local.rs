@@ -11,6 +11,11 @@
 //! and remember a declared content type (it is guessed from the extension on
 //! a rescan; the metadata cache keeps the declared one). Symbolic links are
 //! never followed.
+//!
+//! A file's ETag is the MD5 S3 would give it, kept in an extended attribute
+//! ([`ETAG_ATTR`]) with the size and modification time it was made for. A
+//! file without one, or changed since (put there or edited by hand), has an
+//! ETag made of its inode, size and time until it is rehashed.
 
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
@@ -20,6 +25,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use md5::{Digest, Md5};
 use tokio::io::AsyncReadExt;
 
 use super::{
@@ -41,6 +47,45 @@ pub(crate) fn stored_temp(dir: &Path, prefix: &str) -> std::io::Result<tempfile:
 
 /// Directory (inside the root) holding writes in progress.
 const TMP_DIR: &str = super::SCRATCH;
+
+/// The extended attribute keeping a file's ETag, as `<etag> <size>
+/// <mtime in ns>`: valid only while the file has that size and time.
+pub const ETAG_ATTR: &str = "user.silo.etag";
+
+/// A file's modification time, in nanoseconds since the Unix epoch.
+fn modified_ns(meta: &fs::Metadata) -> i128 {
+    meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128
+}
+
+/// The ETag in `record` if it was made for the file as `meta` says it is.
+fn recorded_etag(record: &[u8], meta: &fs::Metadata) -> Option<String> {
+    let mut fields = std::str::from_utf8(record).ok()?.split(' ');
+    let (etag, size, time) = (fields.next()?, fields.next()?, fields.next()?);
+    let fits = fields.next().is_none()
+        && size.parse::<u64>().ok()? == meta.len()
+        && time.parse::<i128>().ok()? == modified_ns(meta)
+        && !etag.is_empty();
+    fits.then(|| etag.to_owned())
+}
+
+/// Whether files in `dir` keep extended attributes.
+fn keeps_xattrs(dir: &Path) -> bool {
+    use xattr::FileExt;
+    stored_temp(dir, ".probe").is_ok_and(|probe| probe.as_file().set_xattr(ETAG_ATTR, b"probe").is_ok())
+}
+
+/// A writer that hashes what it is given and keeps nothing.
+struct Hashing<'a>(&'a mut Md5);
+
+impl Write for Hashing<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 /// Remove the files in `dir` not modified for `ABANDONED_AFTER`; how many.
 pub(crate) fn sweep_abandoned(dir: &Path) -> usize {
@@ -70,6 +115,9 @@ pub struct LocalStore {
 
 struct Inner {
     root: PathBuf,
+    /// Whether the file system keeps extended attributes (else ETags are
+    /// never MD5s).
+    xattrs: bool,
     /// Serialises commits so a conditional check and its rename are atomic.
     commit: std::sync::Mutex<()>,
 }
@@ -83,9 +131,17 @@ impl LocalStore {
             .canonicalize()
             .map_err(|e| StorageError::unavailable(format!("cannot open {}: {e}", root.display())))?;
         sweep_abandoned(&root.join(TMP_DIR));
+        let xattrs = keeps_xattrs(&root.join(TMP_DIR));
+        if !xattrs {
+            tracing::warn!(
+                root = %root.display(),
+                "this file system keeps no extended attributes: objects here get no MD5 ETags"
+            );
+        }
         Ok(LocalStore {
             inner: Arc::new(Inner {
                 root,
+                xattrs,
                 commit: std::sync::Mutex::new(()),
             }),
         })
@@ -128,11 +184,15 @@ impl Inner {
         Ok(path)
     }
 
-    fn meta_of(&self, key: &str, meta: &fs::Metadata) -> ObjectMeta {
-        let modified_ns = meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128;
+    /// What a file is as an object, `record` its [`ETAG_ATTR`].
+    fn meta_of(&self, key: &str, meta: &fs::Metadata, record: Option<Vec<u8>>) -> ObjectMeta {
+        let modified_ns = modified_ns(meta);
+        let etag = record
+            .and_then(|r| recorded_etag(&r, meta))
+            .unwrap_or_else(|| format!("{:x}-{:x}-{:x}", meta.ino(), meta.len(), modified_ns));
         ObjectMeta {
             size: meta.len(),
-            etag: format!("{:x}-{:x}-{:x}", meta.ino(), meta.len(), modified_ns),
+            etag,
             content_type: super::guess_content_type(key),
             modified_ms: (modified_ns / 1_000_000).max(0) as u64,
             cache_control: None,
@@ -147,7 +207,59 @@ impl Inner {
         if !meta.is_file() {
             return Err(StorageError::NotFound);
         }
-        Ok(self.meta_of(key, &meta))
+        Ok(self.meta_of(key, &meta, self.record_at(&path)))
+    }
+
+    /// A file's [`ETAG_ATTR`], if it has one.
+    fn record_at(&self, path: &Path) -> Option<Vec<u8>> {
+        self.xattrs
+            .then(|| xattr::get(path, ETAG_ATTR).ok().flatten())
+            .flatten()
+    }
+
+    /// An open file's [`ETAG_ATTR`], if it has one.
+    fn record_of(&self, file: &fs::File) -> Option<Vec<u8>> {
+        use xattr::FileExt;
+        self.xattrs.then(|| file.get_xattr(ETAG_ATTR).ok().flatten()).flatten()
+    }
+
+    /// Keep `etag` as the ETag of `file`, whose metadata is `meta`.
+    fn record(&self, file: &fs::File, etag: &str, meta: &fs::Metadata) -> StorageResult<()> {
+        use xattr::FileExt;
+        if !self.xattrs {
+            return Ok(());
+        }
+        let record = format!("{etag} {} {}", meta.len(), modified_ns(meta));
+        file.set_xattr(ETAG_ATTR, record.as_bytes())
+            .map_err(|e| StorageError::unavailable(format!("cannot keep a file's ETag: {e}")))
+    }
+
+    /// Give `key` the MD5 of its bytes as its ETag if it has no valid one.
+    fn rehash(&self, key: &str) -> StorageResult<Option<ObjectMeta>> {
+        if !self.xattrs {
+            return Ok(None);
+        }
+        let path = self.file(key)?;
+        let mut file = fs::File::open(&path).map_err(|e| StorageError::io(key, e))?;
+        let before = file.metadata().map_err(|e| StorageError::io(key, e))?;
+        if !before.is_file() {
+            return Err(StorageError::NotFound);
+        }
+        if self
+            .record_of(&file)
+            .is_some_and(|r| recorded_etag(&r, &before).is_some())
+        {
+            return Ok(Some(self.meta_of(key, &before, self.record_of(&file))));
+        }
+        let mut md5 = Md5::new();
+        std::io::copy(&mut file, &mut Hashing(&mut md5)).map_err(|e| StorageError::io(key, e))?;
+        let after = file.metadata().map_err(|e| StorageError::io(key, e))?;
+        if after.len() != before.len() || modified_ns(&after) != modified_ns(&before) {
+            return Ok(None);
+        }
+        let etag = hex::encode(md5.finalize());
+        self.record(&file, &etag, &after)?;
+        Ok(Some(self.meta_of(key, &after, self.record_of(&file))))
     }
 
     fn new_temp(&self) -> StorageResult<tempfile::NamedTempFile> {
@@ -155,8 +267,15 @@ impl Inner {
             .map_err(|e| StorageError::unavailable(format!("cannot create a temporary file: {e}")))
     }
 
-    /// Move a finished temporary file to `key`, honouring the condition.
-    fn commit(&self, temp: tempfile::NamedTempFile, key: &str, options: &PutOptions) -> StorageResult<ObjectMeta> {
+    /// Move a finished temporary file to `key`, honouring the condition;
+    /// `etag` is the MD5 of its bytes (or the caller's, in `options`).
+    fn commit(
+        &self,
+        temp: tempfile::NamedTempFile,
+        key: &str,
+        options: &PutOptions,
+        etag: String,
+    ) -> StorageResult<ObjectMeta> {
         temp.as_file()
             .sync_all()
             .map_err(|e| StorageError::unavailable(format!("cannot sync a temporary file: {e}")))?;
@@ -179,6 +298,8 @@ impl Inner {
             .as_file()
             .metadata()
             .map_err(|e| StorageError::unavailable(format!("cannot stat a temporary file: {e}")))?;
+        let etag = options.etag.clone().unwrap_or(etag);
+        self.record(temp.as_file(), &etag, &written)?;
         let _guard = self.commit.lock().unwrap_or_else(|p| p.into_inner());
         // A delete pruning the now-empty parent can race the move into it;
         // recreate the parent and try again.
@@ -210,7 +331,10 @@ impl Inner {
         }
         drop(temp);
         // The directory keeps only the bytes; report what was declared.
-        let mut meta = self.meta_of(key, &written);
+        let mut meta = self.meta_of(key, &written, None);
+        if self.xattrs {
+            meta.etag = etag;
+        }
         meta.content_type.clone_from(&options.content_type);
         meta.cache_control.clone_from(&options.cache_control);
         meta.metadata.clone_from(&options.metadata);
@@ -284,7 +408,7 @@ impl Inner {
                 && scan.after.is_none_or(|a| key.as_str() > a)
                 && crate::path::VolumePath::parse(&key).is_ok()
             {
-                let meta = self.meta_of(&key, &meta);
+                let meta = self.meta_of(&key, &meta, self.record_at(&path));
                 out.push((key, meta));
             }
         }
@@ -330,9 +454,9 @@ impl ObjectStore for LocalStore {
                     let mut bytes = Vec::with_capacity(left as usize);
                     std::io::Read::read_to_end(&mut std::io::Read::take(&mut file, left), &mut bytes)
                         .map_err(|e| StorageError::io(&key, e))?;
-                    return Ok((s.meta_of(&key, &m), Err(Bytes::from(bytes))));
+                    return Ok((s.meta_of(&key, &m, s.record_of(&file)), Err(Bytes::from(bytes))));
                 }
-                Ok((s.meta_of(&key, &m), Ok(file)))
+                Ok((s.meta_of(&key, &m, s.record_of(&file)), Ok(file)))
             })
             .await?;
         let body: ByteStream = match (file, range) {
@@ -350,7 +474,11 @@ impl ObjectStore for LocalStore {
             let mut temp = s.new_temp()?;
             temp.write_all(&data)
                 .map_err(|e| StorageError::unavailable(format!("cannot write '{key}': {e}")))?;
-            s.commit(temp, &key, &options)
+            let etag = match &options.etag {
+                Some(etag) => etag.clone(),
+                None => super::md5_etag(&data),
+            };
+            s.commit(temp, &key, &options, etag)
         })
         .await
     }
@@ -362,9 +490,15 @@ impl ObjectStore for LocalStore {
         Ok(Box::new(LocalUpload {
             store,
             key: key.to_owned(),
+            md5: options.etag.is_none().then(Md5::new),
             options,
             temp: Some(temp),
         }))
+    }
+
+    async fn rehash(&self, key: &str) -> StorageResult<Option<ObjectMeta>> {
+        let key = key.to_owned();
+        self.blocking(move |s| s.rehash(&key)).await
     }
 
     async fn delete(&self, key: &str) -> StorageResult<()> {
@@ -389,9 +523,19 @@ impl ObjectStore for LocalStore {
         self.blocking(move |s| {
             let mut source = fs::File::open(s.file(&from)?).map_err(|e| StorageError::io(&from, e))?;
             let mut temp = s.new_temp()?;
-            std::io::copy(&mut source, &mut temp)
-                .map_err(|e| StorageError::unavailable(format!("cannot copy '{from}': {e}")))?;
-            s.commit(temp, &to, &options)
+            let mut md5 = Md5::new();
+            let mut buffer = vec![0; 256 * 1024];
+            loop {
+                let n = std::io::Read::read(&mut source, &mut buffer)
+                    .map_err(|e| StorageError::unavailable(format!("cannot copy '{from}': {e}")))?;
+                if n == 0 {
+                    break;
+                }
+                md5.update(&buffer[..n]);
+                temp.write_all(&buffer[..n])
+                    .map_err(|e| StorageError::unavailable(format!("cannot copy '{from}': {e}")))?;
+            }
+            s.commit(temp, &to, &options, hex::encode(md5.finalize()))
         })
         .await
     }
@@ -421,6 +565,8 @@ struct LocalUpload {
     store: LocalStore,
     key: String,
     options: PutOptions,
+    /// The bytes' MD5 so far, unless the writer gave the ETag.
+    md5: Option<Md5>,
     /// Deleted on drop unless committed.
     temp: Option<tempfile::NamedTempFile>,
 }
@@ -433,15 +579,20 @@ impl ObjectUpload for LocalUpload {
             .take()
             .ok_or_else(|| StorageError::unavailable("upload already failed"))?;
         let key = self.key.clone();
-        let temp = self
+        let mut md5 = self.md5.take();
+        let (temp, md5) = self
             .store
             .blocking(move |_| {
                 temp.write_all(&chunk)
                     .map_err(|e| StorageError::unavailable(format!("cannot write '{key}': {e}")))?;
-                Ok(temp)
+                if let Some(md5) = &mut md5 {
+                    md5.update(&chunk);
+                }
+                Ok((temp, md5))
             })
             .await?;
         self.temp = Some(temp);
+        self.md5 = md5;
         Ok(())
     }
 
@@ -451,6 +602,7 @@ impl ObjectUpload for LocalUpload {
             .take()
             .ok_or_else(|| StorageError::unavailable("upload already failed"))?;
         let (key, options) = (self.key.clone(), self.options.clone());
-        self.store.blocking(move |s| s.commit(temp, &key, &options)).await
+        let etag = self.md5.take().map(|m| hex::encode(m.finalize())).unwrap_or_default();
+        self.store.blocking(move |s| s.commit(temp, &key, &options, etag)).await
     }
 }

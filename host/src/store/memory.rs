@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use sha2::{Digest, Sha256};
 
 use super::{ByteRange, ByteStream, Condition, KeyPage, ObjectMeta, ObjectStore, ObjectUpload, PutOptions};
 use crate::error::{StorageError, StorageResult};
@@ -37,7 +36,7 @@ impl MemoryStore {
         check_condition(objects.get(key).map(|(m, _)| m), options.condition.as_ref())?;
         let meta = ObjectMeta {
             size: data.len() as u64,
-            etag: hex::encode(&Sha256::digest(&data)[..16]),
+            etag: options.etag.clone().unwrap_or_else(|| super::md5_etag(&data)),
             content_type: options.content_type.clone(),
             modified_ms: super::now_ms(),
             cache_control: options.cache_control.clone(),

@@ -63,12 +63,33 @@ pub struct Headers {
     /// An HTTP date, as sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<String>,
+    /// The checksum the writer sent and Silo verified (S3's
+    /// `x-amz-checksum-*`), given back to a reader who asks for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<Box<Checksum>>,
+}
+
+/// A checksum of an object as S3 keeps one: the algorithm a client chose,
+/// the value it sent (verified against the bytes), and whether it covers
+/// the whole object or is composed of its parts' checksums.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Checksum {
+    /// `CRC32`, `CRC32C`, `CRC64NVME`, `SHA1` or `SHA256`.
+    pub algorithm: String,
+    /// Base64 of the digest; for a composite one, then `-` and the number
+    /// of parts.
+    pub value: String,
+    /// `FULL_OBJECT` or `COMPOSITE`.
+    pub kind: String,
 }
 
 impl Headers {
     /// Whether none is declared.
     pub fn is_empty(&self) -> bool {
-        self.content_disposition.is_none() && self.content_encoding.is_none() && self.expires.is_none()
+        self.content_disposition.is_none()
+            && self.content_encoding.is_none()
+            && self.expires.is_none()
+            && self.checksum.is_none()
     }
 
     /// Each declared header: its name and value.
@@ -109,6 +130,34 @@ pub struct PutOptions {
     pub headers: Headers,
     /// Store only if this holds.
     pub condition: Option<Condition>,
+    /// The ETag the object gets where the backend makes its own (local
+    /// and memory volumes), as the writer computed it while the bytes
+    /// passed: the MD5 of the bytes, or [`multipart_etag`] of the parts.
+    /// `None`: the backend hashes the bytes as it writes them. S3 volumes
+    /// keep the backend's, which S3 makes the same way.
+    pub etag: Option<String>,
+}
+
+/// The ETag S3 gives an object stored in one request: the hex MD5 of its
+/// bytes.
+pub fn md5_etag(bytes: &[u8]) -> String {
+    use md5::Digest;
+    hex::encode(md5::Md5::digest(bytes))
+}
+
+/// The ETag S3 gives an object completed from parts whose ETags (hex
+/// MD5s) are `parts`, in order: the MD5 of their digests, then `-` and
+/// their number. `None` if one is not a hex MD5.
+pub fn multipart_etag<'a>(parts: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    use md5::Digest;
+    let mut md5 = md5::Md5::new();
+    let mut count = 0;
+    for part in parts {
+        let digest = hex::decode(part.trim_matches('"')).ok().filter(|d| d.len() == 16)?;
+        md5.update(&digest);
+        count += 1;
+    }
+    Some(format!("{}-{count}", hex::encode(md5.finalize())))
 }
 
 /// A byte range: `length` bytes from `offset` (fewer at the end).
@@ -180,6 +229,15 @@ pub trait ObjectStore: Send + Sync + 'static {
             upload.write(chunk.freeze(), crate::budget::Held::default()).await?;
         }
         upload.finish().await
+    }
+
+    /// Give `key` the ETag S3 would, the MD5 of its bytes, where the
+    /// backend does not know it (a file put in a local volume's directory
+    /// by hand): its metadata then. `None`: this backend's ETags are
+    /// always made from the bytes, or the object changed while it was read.
+    async fn rehash(&self, key: &str) -> StorageResult<Option<ObjectMeta>> {
+        let _ = key;
+        Ok(None)
     }
 
     /// Delete an object; `NotFound` if it does not exist.

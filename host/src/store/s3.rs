@@ -39,7 +39,7 @@ pub const MIN_PART_SIZE: u64 = 5 << 20;
 /// is held in memory until sent; 64 MiB parts already reach 625 GiB objects
 /// within S3's 10,000 parts.
 pub const MAX_PART_SIZE: u64 = 64 << 20;
-/// The largest object S3 copies in one request.
+/// The largest object S3 stores or copies in one request.
 const MAX_COPY_SIZE: u64 = 5 << 30;
 /// Parts uploaded at once by one streamed write; with the part being filled,
 /// a write holds at most `(PARTS_IN_FLIGHT + 1) * part_size` bytes, all of
@@ -727,8 +727,9 @@ impl ObjectStore for S3Store {
         options: &PutOptions,
     ) -> StorageResult<ObjectMeta> {
         let inner = &self.inner;
-        let part_size = inner.part_size as u64;
-        let meta = if size <= part_size {
+        // One request where S3 takes one, so the object's ETag is the MD5
+        // of its bytes (as S3 gives a single PutObject), not a multipart's.
+        let meta = if size <= MAX_COPY_SIZE {
             inner
                 .put_body(key, file_body(path, 0, size).await?, size, options)
                 .await?

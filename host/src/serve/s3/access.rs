@@ -7,7 +7,7 @@ use super::*;
 /// What an operation asks to do in the bucket it names.
 pub(super) fn needed(operation: &str) -> Op {
     match operation {
-        "GetObject" | "HeadObject" => Op::Read,
+        "GetObject" | "HeadObject" | "GetObjectAttributes" => Op::Read,
         "HeadBucket"
         | "GetBucketLocation"
         | "ListObjects"
@@ -44,6 +44,7 @@ pub(super) fn decided_by_core(operation: &str) -> bool {
         operation,
         "GetObject"
             | "HeadObject"
+            | "GetObjectAttributes"
             | "PutObject"
             | "CopyObject"
             | "DeleteObject"

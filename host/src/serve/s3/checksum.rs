@@ -89,7 +89,9 @@ impl Hashing {
 }
 
 impl Declared {
-    pub(super) fn of(headers: &http::HeaderMap) -> S3Result<Declared> {
+    /// The digests of a request: in its headers, or (a presigned URL
+    /// signs them there) in its query.
+    pub(super) fn of(headers: &http::HeaderMap, uri: &http::Uri) -> S3Result<Declared> {
         let text = |name: &str| -> S3Result<Option<String>> {
             headers
                 .get(name)
@@ -97,11 +99,24 @@ impl Declared {
                 .transpose()
                 .map_err(|_| s3_error!(InvalidArgument, "{name} is not text"))
         };
+        let query = |name: &str| -> S3Result<Option<String>> {
+            let Some(query) = uri.query() else { return Ok(None) };
+            for pair in query.split('&') {
+                let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+                if key.eq_ignore_ascii_case(name) {
+                    let value = percent_encoding::percent_decode_str(value)
+                        .decode_utf8()
+                        .map_err(|_| s3_error!(InvalidArgument, "{name} is not text"))?;
+                    return Ok(Some(value.trim().to_owned()));
+                }
+            }
+            Ok(None)
+        };
         let trailer = text("x-amz-trailer")?.unwrap_or_default().to_ascii_lowercase();
         let mut checksums = Vec::new();
         for algorithm in CHECKSUMS {
             let name = format!("x-amz-checksum-{algorithm}");
-            if let Some(value) = text(&name)? {
+            if let Some(value) = text(&name)?.or(query(&name)?) {
                 checksums.push((algorithm, Some(value)));
             } else if trailer.split(',').any(|t| t.trim() == name) {
                 checksums.push((algorithm, None));
@@ -137,8 +152,13 @@ impl Declared {
         }
     }
 
-    /// `BadDigest` unless every digest sent is the body's.
-    pub(super) fn verify(&self, computed: Hashing, trailing: Option<&s3s::TrailingHeaders>) -> S3Result<()> {
+    /// `BadDigest` unless every digest sent is the body's; the checksum
+    /// to keep with the object (the first sent, as S3 keeps one).
+    pub(super) fn verify(
+        &self,
+        computed: Hashing,
+        trailing: Option<&s3s::TrailingHeaders>,
+    ) -> S3Result<Option<Checksum>> {
         use base64::Engine;
         use md5::Digest;
         if let (Some(sent), Some(md5)) = (&self.md5, computed.md5) {
@@ -152,6 +172,7 @@ impl Declared {
         }
         let sums = computed.checksums.finalize();
         let trailer = trailing.and_then(s3s::TrailingHeaders::take);
+        let mut kept = None;
         for (algorithm, sent) in &self.checksums {
             let actual = match *algorithm {
                 "crc32" => &sums.checksum_crc32,
@@ -183,8 +204,13 @@ impl Declared {
                     algorithm.to_ascii_uppercase()
                 ));
             }
+            kept.get_or_insert(Checksum {
+                algorithm: algorithm.to_ascii_uppercase(),
+                value: sent,
+                kind: "FULL_OBJECT".into(),
+            });
         }
-        Ok(())
+        Ok(kept)
     }
 }
 

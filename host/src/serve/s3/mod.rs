@@ -39,8 +39,8 @@ use crate::multipart::MultipartError;
 use crate::principals::{Principal, PrincipalsHandle};
 use crate::serving::{Chunks, Conditions, Overrides, RangeSpec, ReadRequest, Served, ServedStatus, TagList};
 use crate::vfs::Visibility;
+use crate::{Checksum, Headers, ObjectMeta, WriteConditions};
 use crate::{CopyRequest, Description, Outcome, PutError, PutRequest, Silo, UploadError};
-use crate::{Headers, ObjectMeta, WriteConditions};
 
 use self::access::*;
 use self::checksum::*;
@@ -477,6 +477,13 @@ impl S3 for SiloS3 {
         req: S3Request<dto::GetObjectAclInput>,
     ) -> S3Result<S3Response<dto::GetObjectAclOutput>> {
         objects::get_object_acl(self, req).await
+    }
+
+    async fn get_object_attributes(
+        &self,
+        req: S3Request<dto::GetObjectAttributesInput>,
+    ) -> S3Result<S3Response<dto::GetObjectAttributesOutput>> {
+        objects::get_object_attributes(self, req).await
     }
 
     async fn get_object_tagging(

@@ -29,7 +29,7 @@ pub(super) async fn upload_part(
     req: S3Request<dto::UploadPartInput>,
 ) -> S3Result<S3Response<dto::UploadPartOutput>> {
     let caller = s3.caller(req.credentials.as_ref());
-    let declared = Declared::of(&req.headers)?;
+    let declared = Declared::of(&req.headers, &req.uri)?;
     let trailing = req.trailing_headers;
     let input = req.input;
     let body = input

@@ -28,6 +28,23 @@ macro_rules! served_output {
     };
 }
 
+/// An output's `checksum_*` and `checksum_type` from a kept checksum.
+macro_rules! checksum_fields {
+    ($output:expr, $checksum:expr) => {
+        if let Some(c) = $checksum {
+            let value = Some(c.value.clone());
+            match c.algorithm.as_str() {
+                "CRC32" => $output.checksum_crc32 = value,
+                "CRC32C" => $output.checksum_crc32c = value,
+                "CRC64NVME" => $output.checksum_crc64nvme = value,
+                "SHA1" => $output.checksum_sha1 = value,
+                _ => $output.checksum_sha256 = value,
+            }
+            $output.checksum_type = Some(dto::ChecksumType::from(c.kind.clone()));
+        }
+    };
+}
+
 /// What a PutObject, a CopyObject with REPLACE or a CreateMultipartUpload
 /// declares with the object (the three inputs name these fields alike):
 /// its type, cache control, headers and metadata.
@@ -87,6 +104,7 @@ pub(super) fn declared_headers(
         content_disposition: content_disposition.filter(|v| !v.is_empty()),
         content_encoding: content_encoding.and_then(|v| stored_encoding(&v)),
         expires,
+        checksum: None,
     })
 }
 
@@ -166,7 +184,7 @@ pub(super) async fn put_object(
     req: S3Request<dto::PutObjectInput>,
 ) -> S3Result<S3Response<dto::PutObjectOutput>> {
     let caller = s3.caller(req.credentials.as_ref());
-    let declared = Declared::of(&req.headers)?;
+    let declared = Declared::of(&req.headers, &req.uri)?;
     let trailing = req.trailing_headers;
     let input = req.input;
     SiloS3::check_key(&input.key)?;
@@ -198,10 +216,12 @@ pub(super) async fn put_object(
         Err(PutError::BadDigest(message)) => return Err(mismatch.take(message)),
         Err(e) => return Err(put_error(e)),
     };
-    Ok(S3Response::new(dto::PutObjectOutput {
+    let mut output = dto::PutObjectOutput {
         e_tag: report.file.etag.map(|e| ETag::Strong(e.trim_matches('"').to_owned())),
         ..Default::default()
-    }))
+    };
+    checksum_fields!(output, report.file.checksum.as_ref());
+    Ok(S3Response::new(output))
 }
 
 pub(super) async fn get_object(
@@ -242,12 +262,14 @@ pub(super) async fn get_object(
     let served = s3.served(&caller, &input.bucket, &input.key, &request).await?;
     one_part(input.part_number, &served.headers.etag)?;
     let h = served.headers.clone();
+    let checksum = checksum_asked(input.checksum_mode.as_ref(), &h);
     let body = match served.into_chunks() {
         Some(Chunks::Whole(bytes)) => StreamingBlob::from(s3s::Body::from(bytes)),
         Some(Chunks::Streamed(stream)) => StreamingBlob::wrap(sync_wrapper::SyncStream::new(stream)),
         None => StreamingBlob::from(s3s::Body::from(Bytes::new())),
     };
-    let output = served_output!(GetObjectOutput, h, { body: Some(body) });
+    let mut output = served_output!(GetObjectOutput, h, { body: Some(body) });
+    checksum_fields!(output, checksum);
     // s3s answers 206 where there is a content range.
     let mut response = S3Response::new(output);
     // s3s lays the request's `response-*` overrides over the output;
@@ -304,7 +326,9 @@ pub(super) async fn head_object(
     let served = s3.served(&caller, &input.bucket, &input.key, &request).await?;
     one_part(input.part_number, &served.headers.etag)?;
     let h = served.headers;
-    let mut response = S3Response::new(served_output!(HeadObjectOutput, h, {}));
+    let mut output = served_output!(HeadObjectOutput, h, {});
+    checksum_fields!(output, checksum_asked(input.checksum_mode.as_ref(), &h));
+    let mut response = S3Response::new(output);
     if let Some(id) = h
         .request_id
         .as_deref()
@@ -313,6 +337,60 @@ pub(super) async fn head_object(
         response.headers.insert(crate::serving::REQUEST_ID, id);
     }
     Ok(safe_headers(response))
+}
+
+/// The checksum to answer with: the one kept, where the reader asked for
+/// it (`x-amz-checksum-mode: ENABLED`) and reads the whole object (S3
+/// gives none for a range, which it does not cover).
+fn checksum_asked<'a>(mode: Option<&dto::ChecksumMode>, h: &'a crate::serving::ServedHeaders) -> Option<&'a Checksum> {
+    let asked = mode.is_some_and(|m| m.as_str() == dto::ChecksumMode::ENABLED);
+    h.checksum.as_ref().filter(|_| asked && h.content_range.is_none())
+}
+
+pub(super) async fn get_object_attributes(
+    s3: &SiloS3,
+    req: S3Request<dto::GetObjectAttributesInput>,
+) -> S3Result<S3Response<dto::GetObjectAttributesOutput>> {
+    let caller = s3.caller(req.credentials.as_ref());
+    let request = ReadRequest::from_headers(&req.headers, true);
+    let input = req.input;
+    if input.version_id.as_deref().is_some_and(|v| v != "null") {
+        return Err(s3_error!(NotImplemented, "versionId reads are not supported"));
+    }
+    let served = s3.served(&caller, &input.bucket, &input.key, &request).await?;
+    let h = served.headers;
+    let asked = |a: &str| input.object_attributes.iter().any(|o| o.as_str() == a);
+    let mut output = dto::GetObjectAttributesOutput {
+        last_modified: Some(Timestamp::from(h.last_modified)),
+        ..Default::default()
+    };
+    if asked(dto::ObjectAttributes::ETAG) {
+        output.e_tag = Some(ETag::Strong(h.etag.clone()));
+    }
+    if asked(dto::ObjectAttributes::OBJECT_SIZE) {
+        output.object_size = h.content_length.map(|n| n as i64);
+    }
+    if asked(dto::ObjectAttributes::STORAGE_CLASS) {
+        output.storage_class = Some(dto::StorageClass::from_static(dto::StorageClass::STANDARD));
+    }
+    if asked(dto::ObjectAttributes::CHECKSUM)
+        && let Some(c) = &h.checksum
+    {
+        let mut checksum = dto::Checksum::default();
+        checksum_fields!(checksum, Some(c));
+        output.checksum = Some(checksum);
+    }
+    // Silo keeps the number of an object's parts (its ETag's `-<n>`), not
+    // their sizes.
+    if asked(dto::ObjectAttributes::OBJECT_PARTS)
+        && let Some(count) = h.etag.rsplit_once('-').and_then(|(_, n)| n.parse::<i32>().ok())
+    {
+        output.object_parts = Some(dto::GetObjectAttributesParts {
+            total_parts_count: Some(count),
+            ..Default::default()
+        });
+    }
+    Ok(S3Response::new(output))
 }
 
 pub(super) async fn delete_object(
