@@ -2795,6 +2795,20 @@ async fn checksums_are_kept_and_given_back_as_s3_does() {
             Some(crc.as_str()),
             "{on}: a copy keeps it"
         );
+        cms.copy_object()
+            .bucket("private")
+            .key("sum-replaced.bin")
+            .copy_source("private/sum.bin")
+            .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+            .content_type("application/x-other")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            head("sum-replaced.bin", true).await.checksum_crc32(),
+            Some(crc.as_str()),
+            "{on}: a copy that replaces the metadata keeps it too"
+        );
         let sha = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&data));
         cms.put_object()
             .bucket("private")
