@@ -241,6 +241,7 @@ impl MultipartStore {
                     &part.blob,
                     PutOptions {
                         content_type: "application/octet-stream".into(),
+                        etag: Some(crate::store::NO_ETAG.into()),
                         ..Default::default()
                     },
                 )
@@ -483,8 +484,10 @@ impl MultipartStore {
             return self.recorded(id, volume, record).await;
         }
         let (scratch, shared) = self.scratch(volume)?;
+        // The part's MD5 is taken here, as it passes.
         let options = PutOptions {
             content_type: "application/octet-stream".into(),
+            etag: Some(crate::store::NO_ETAG.into()),
             ..Default::default()
         };
         let mut copy = match shared {

@@ -48,7 +48,24 @@ impl VolumePath {
         parent_of(&self.0)
     }
 
-    /// The last segment.
+    /// Whether it names a folder: a key ending in `/`, which S3 clients
+    /// store as a zero-byte object to mark a directory.
+    pub fn is_folder(&self) -> bool {
+        self.0.ends_with('/')
+    }
+
+    /// `InvalidPath` if it is a folder and `size` is not 0: a folder holds
+    /// no bytes (S3 servers keep none under such keys, SeaweedFS among them).
+    pub fn check_size(&self, size: u64) -> Result<(), StorageError> {
+        match self.is_folder() && size > 0 {
+            true => Err(StorageError::InvalidPath(format!(
+                "'{self}' ends in '/': it names a folder, which holds no bytes ({size} were sent)"
+            ))),
+            false => Ok(()),
+        }
+    }
+
+    /// The last segment ("" for a folder).
     pub fn file_name(&self) -> &str {
         self.0.rsplit('/').next().unwrap_or(&self.0)
     }
@@ -123,9 +140,11 @@ fn check(path: &str, allow_empty: bool) -> Result<(), StorageError> {
     if path.contains('\\') {
         return invalid("the path contains a backslash; use '/' to separate segments".into());
     }
-    for segment in path.split('/') {
+    // One trailing '/' names a folder (S3's zero-byte directory marker).
+    let segments = path.strip_suffix('/').filter(|_| !allow_empty).unwrap_or(path);
+    for segment in segments.split('/') {
         match segment {
-            "" => return invalid("the path has an empty segment ('//' or a trailing '/')".into()),
+            "" => return invalid("the path has an empty segment ('//')".into()),
             "." | ".." => return invalid(format!("the path has a '{segment}' segment")),
             _ => {}
         }
@@ -173,7 +192,7 @@ mod tests {
             ("a/../../x", "'..'"),
             ("a/./b", "'.'"),
             ("a//b", "empty segment"),
-            ("a/", "empty segment"),
+            ("a//", "empty segment"),
             ("a\\b", "backslash"),
             ("a\0b", "U+0000"),
             ("a\nb", "U+000A"),
@@ -183,6 +202,17 @@ mod tests {
             let err = VolumePath::parse(p).expect_err(p).to_string();
             assert!(err.contains(why), "{p:?}: {err}");
         }
+    }
+
+    #[test]
+    fn a_trailing_slash_names_a_folder() {
+        let folder = VolumePath::parse("photos/2026/").unwrap();
+        assert!(folder.is_folder());
+        assert_eq!((folder.parent(), folder.file_name()), ("photos/2026", ""));
+        assert_eq!(folder.ancestors().collect::<Vec<_>>(), ["photos", "photos/2026"]);
+        assert!(!VolumePath::parse("photos/a.jpg").unwrap().is_folder());
+        // A directory prefix never ends in '/'.
+        check_prefix("photos/").unwrap_err();
     }
 
     #[test]

@@ -361,6 +361,15 @@ pub(crate) async fn run(
         principal: pending.actor.as_ref().map(|a| a.principal.clone()),
         request_id: Some(actor.request_id.clone()),
     };
+    if let Err(e) = loc.path.check_size(pending.meta.size) {
+        report.status = Status::Error;
+        report.error = Some(ErrorReport {
+            code: e.code().into(),
+            message: format!("storing {loc}: {e}"),
+            cause: Some(e),
+        });
+        return refused(storage, &actor, &pending, report).await;
+    }
     // Write-xor-execute comes first: no plugin runs on what may not be
     // stored.
     if let Err(e) = judge_by_policy(storage, &pending).await {

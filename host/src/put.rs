@@ -225,6 +225,9 @@ pub enum Outcome {
     Forbidden,
     /// Larger than a limit allows.
     TooLarge,
+    /// The path cannot be stored in its volume (a local volume holds no
+    /// file and directory of one name).
+    Invalid,
     /// A backend or the metadata engine did not answer; retry later.
     Unavailable,
     /// A shared bound stayed full; retry later.
@@ -243,6 +246,7 @@ impl UploadReport {
                 Some(StorageError::AlreadyExists | StorageError::PreconditionFailed) => Outcome::Conflict,
                 Some(StorageError::AccessDenied | StorageError::Forbidden(_)) => Outcome::Forbidden,
                 Some(StorageError::TooLarge | StorageError::QuotaExceeded(_)) => Outcome::TooLarge,
+                Some(StorageError::InvalidPath(_)) => Outcome::Invalid,
                 Some(StorageError::Unavailable(_)) => Outcome::Unavailable,
                 Some(StorageError::Busy(_)) => Outcome::Busy,
                 _ => Outcome::Failed,
@@ -266,7 +270,10 @@ impl Silo {
         request: PutRequest,
     ) -> Result<UploadReport, PutError> {
         self.authorize(caller, volume, path, Op::Write)?;
-        self.storage().location(volume, path)?;
+        let location = self.storage().location(volume, path)?;
+        if let Some(length) = request.length {
+            location.path.check_size(length)?;
+        }
         let limit = self.upload_limit(volume);
         if request.length.is_some_and(|n| n > limit) {
             return Err(PutError::TooLarge {
@@ -337,8 +344,10 @@ impl Silo {
             .map_err(PutError::from_staging)?;
         pending.meta.cache_control = described.cache_control;
         pending.meta.headers = described.headers;
-        // The same bytes: the source's checksum holds for the copy.
+        // The same bytes: the source's checksum holds for the copy, which
+        // is stored in one request (no parts).
         pending.meta.headers.checksum = meta.headers.checksum.clone();
+        pending.meta.headers.parts = None;
         pending.meta.metadata = described.metadata;
         let report = self.judged(caller, pending).await;
         let stored = match report.status {

@@ -188,6 +188,10 @@ pub struct ReadRequest {
     pub writer: bool,
     /// The `Range` asked for, if any.
     pub range: Option<RangeSpec>,
+    /// The part asked for by its number (S3's `partNumber`): the range
+    /// of that part of an object completed from parts; part 1 of any
+    /// other object is the whole of it.
+    pub part: Option<i32>,
     /// The preconditions.
     pub conditions: Conditions,
     /// Headers the caller asks to be served instead of the stored ones.
@@ -216,6 +220,7 @@ impl ReadRequest {
             head,
             writer: false,
             range: text(header::RANGE).and_then(RangeSpec::parse),
+            part: None,
             conditions: Conditions {
                 if_match: text(header::IF_MATCH).map(TagList::parse),
                 if_none_match: text(header::IF_NONE_MATCH).map(TagList::parse),
@@ -242,6 +247,11 @@ pub enum ServedStatus {
     PreconditionFailed,
     /// 416: the range lies outside the file.
     RangeNotSatisfiable,
+    /// 416: the file has no part of the number asked for.
+    NoSuchPart,
+    /// 501: the file was completed from parts whose boundaries Silo does
+    /// not know (by the backend, behind Silo's back).
+    PartsUnknown,
 }
 
 impl ServedStatus {
@@ -252,7 +262,8 @@ impl ServedStatus {
             ServedStatus::Partial => http::StatusCode::PARTIAL_CONTENT,
             ServedStatus::NotModified => http::StatusCode::NOT_MODIFIED,
             ServedStatus::PreconditionFailed => http::StatusCode::PRECONDITION_FAILED,
-            ServedStatus::RangeNotSatisfiable => http::StatusCode::RANGE_NOT_SATISFIABLE,
+            ServedStatus::RangeNotSatisfiable | ServedStatus::NoSuchPart => http::StatusCode::RANGE_NOT_SATISFIABLE,
+            ServedStatus::PartsUnknown => http::StatusCode::NOT_IMPLEMENTED,
         }
     }
 }
@@ -292,6 +303,9 @@ pub struct ServedHeaders {
     /// The checksum kept with the file, for a door that serves it when
     /// asked (S3's checksum mode).
     pub checksum: Option<crate::store::Checksum>,
+    /// How many parts the file was completed from, where a part was
+    /// asked for (S3's `x-amz-mp-parts-count`).
+    pub parts_count: Option<usize>,
 }
 
 impl ServedHeaders {
@@ -380,6 +394,33 @@ fn header_text(name: &str, value: &str, loc: &Location) -> Option<String> {
     }
 }
 
+/// The range of part `number` of the file `meta` describes (`None`: the
+/// whole file, part 1 of one stored in one request), or why there is none.
+fn part_range(meta: &ObjectMeta, number: i32) -> Result<Option<RangeSpec>, ServedStatus> {
+    let index = usize::try_from(number).ok().and_then(|n| n.checked_sub(1));
+    match &meta.headers.parts {
+        Some(sizes) => {
+            let index = index.filter(|i| *i < sizes.len()).ok_or(ServedStatus::NoSuchPart)?;
+            let first: u64 = sizes[..index].iter().sum();
+            match sizes[index].checked_sub(1) {
+                Some(n) => Ok(Some(RangeSpec::From {
+                    first,
+                    last: Some(first + n),
+                })),
+                // A one-part upload of nothing is the empty file; an empty
+                // part among others has no range HTTP can name.
+                None if sizes.len() == 1 => Ok(None),
+                None => Err(ServedStatus::NoSuchPart),
+            }
+        }
+        None if crate::maintenance::is_s3_etag(&meta.etag) && meta.etag.contains('-') => {
+            Err(ServedStatus::PartsUnknown)
+        }
+        None if index == Some(0) => Ok(None),
+        None => Err(ServedStatus::NoSuchPart),
+    }
+}
+
 impl Silo {
     /// Read `path` of `volume` for `caller`: access, preconditions, range
     /// and headers decided here. A HEAD makes no request to the store.
@@ -452,7 +493,24 @@ impl Silo {
             Some(IfRange::Date(date)) => *date == headers.last_modified,
             Some(IfRange::Invalid) => false,
         };
-        let range = match request.range.filter(|_| same_version) {
+        let asked = match request.part {
+            Some(number) => match part_range(&meta, number) {
+                Ok(range) => {
+                    headers.parts_count = meta.headers.parts.as_ref().map(|p| p.len());
+                    range
+                }
+                Err(status) => {
+                    return Ok(Served {
+                        status,
+                        headers,
+                        body: None,
+                        location: loc,
+                    });
+                }
+            },
+            None => request.range.filter(|_| same_version),
+        };
+        let range = match asked {
             None => None,
             Some(spec) => match spec.within(meta.size) {
                 Some(range) => Some(range),
@@ -559,6 +617,7 @@ impl Silo {
             request_id: None,
             vary: None,
             checksum: meta.headers.checksum.as_deref().cloned(),
+            parts_count: None,
         })
     }
 }

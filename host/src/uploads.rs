@@ -150,6 +150,11 @@ impl Silo {
         }
         let range = match range {
             None => None,
+            // A copied part's range lies wholly within its source (a read's
+            // is cut at the end; a copy's is refused).
+            Some(RangeSpec::From { last: Some(last), .. }) if last >= meta.size => {
+                return Err(PutError::SourceRange.into());
+            }
             Some(spec) => Some(spec.within(meta.size).ok_or(PutError::SourceRange)?),
         };
         let length = range.map_or(meta.size, |r| r.length);
@@ -191,6 +196,7 @@ impl Silo {
         };
         let (parts, _) = multipart.assemble(id, named).await?;
         let etag = crate::store::multipart_etag(parts.iter().map(|p| p.etag.as_str()));
+        let part_sizes: Box<[u64]> = parts.iter().map(|p| p.size).collect();
         conditions.check(self, volume, key).await.map_err(PutError::Storage)?;
         let target = format!("{}/{}", location.volume, location.path);
         // Judged from this node's copies where it has them all (one node,
@@ -228,6 +234,7 @@ impl Silo {
         pending.meta.cache_control = settings.cache_control;
         pending.meta.metadata = settings.metadata;
         pending.meta.headers = settings.headers;
+        pending.meta.headers.parts = Some(part_sizes);
         let report = self.judged(caller, pending).await;
         let _ = match (&report.status, &report.file.etag) {
             (crate::Status::Accepted, Some(etag)) => {

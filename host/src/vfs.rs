@@ -1093,6 +1093,7 @@ impl Session {
 
     /// Store `data` at `loc`, within the grants and quota.
     pub async fn write(&self, loc: &Location, data: Bytes, mut options: PutOptions) -> StorageResult<ObjectMeta> {
+        loc.path.check_size(data.len() as u64)?;
         self.check_options(loc, &mut options)?;
         let reservation = self.reserve(data.len() as u64)?;
         self.storage.policy.check_content(
@@ -1118,6 +1119,7 @@ impl Session {
         mut options: PutOptions,
     ) -> StorageResult<ObjectMeta> {
         use tokio::io::AsyncReadExt;
+        loc.path.check_size(size)?;
         self.check_options(loc, &mut options)?;
         let reservation = self.reserve(size)?;
         let mut head = Vec::with_capacity(SNIFF_BYTES);
@@ -1309,6 +1311,7 @@ impl Session {
     /// Copy the file at `from` to `to`.
     pub async fn copy(&self, from: &Location, to: &Location, mut options: PutOptions) -> StorageResult<ObjectMeta> {
         let source = self.stat(from).await?;
+        to.path.check_size(source.size)?;
         // What was declared with the source goes with the copy unless
         // replaced (as S3's CopyObject does).
         if options.content_type.is_empty() {
@@ -1323,6 +1326,8 @@ impl Session {
         if options.headers.is_empty() {
             options.headers = source.headers.clone();
         }
+        // A copy is stored in one request: no parts of its own.
+        options.headers.parts = None;
         if from.volume != to.volume || self.pending_at(from).is_some() {
             let (_, body) = self.open_read(from, None).await?;
             return store_stream_as(self, to, body, options, Action::Copy).await;
@@ -1452,6 +1457,7 @@ impl SessionUpload {
     #[cfg_attr(feature = "internals", visibility::make(pub))]
     pub(crate) async fn write(&mut self, chunk: Bytes, held: Held) -> StorageResult<()> {
         let size = self.size + chunk.len() as u64;
+        self.location.path.check_size(size)?;
         self.reservation.grow(size)?;
         if let Some(head) = &mut self.head {
             head.extend_from_slice(&chunk[..chunk.len().min(SNIFF_BYTES - head.len())]);

@@ -655,6 +655,42 @@ async fn deletes_and_missing_files_through_both_doors(door: Door) {
     assert_eq!(anonymous.status, refused(door, None), "{door:?}");
 }
 
+async fn a_file_and_a_directory_of_one_name_are_a_clear_refusal_on_local_volumes(door: Door) {
+    let w = World::new("").await;
+    let base = format!("{door:?}/clash");
+    let put = |path: String, body: &'static [u8]| {
+        let w = &w;
+        async move {
+            w.send(
+                door,
+                Some(CMS),
+                Method::PUT,
+                "private",
+                &path,
+                &[("content-type", "text/plain")],
+                body,
+            )
+            .await
+        }
+    };
+    assert_eq!(put(format!("{base}/a"), b"a file").await.status.as_u16() / 100, 2);
+    let under = put(format!("{base}/a/b"), b"under a file").await;
+    assert_eq!(under.status, 400, "{door:?}: {}", under.text());
+    // S3's XML escapes the quotes.
+    let said = under.text().replace("&apos;", "'");
+    assert!(said.contains(&format!("'{base}/a' is a file")), "{door:?}: {said}");
+    assert_eq!(
+        put(format!("{base}/d/e"), b"in a directory").await.status.as_u16() / 100,
+        2
+    );
+    let over = put(format!("{base}/d"), b"over a directory").await;
+    assert_eq!(over.status, 400, "{door:?}: {}", over.text());
+    assert!(over.text().contains("is a directory"), "{door:?}: {}", over.text());
+    // Nothing was lost.
+    let kept = w.get(door, Some(CMS), "private", &format!("{base}/d/e"), &[]).await;
+    assert_eq!(&kept.body[..], b"in a directory", "{door:?}");
+}
+
 async fn etags_are_the_md5_of_the_bytes_through_both_doors(door: Door) {
     use md5::Digest;
     let w = World::new("").await;
@@ -781,4 +817,5 @@ through_both_doors!(
     deletes_and_missing_files_through_both_doors,
     the_content_policy_refuses_the_same_names_through_both_doors,
     etags_are_the_md5_of_the_bytes_through_both_doors,
+    a_file_and_a_directory_of_one_name_are_a_clear_refusal_on_local_volumes,
 );

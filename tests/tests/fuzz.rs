@@ -55,7 +55,10 @@ proptest! {
             let s = p.as_str();
             prop_assert!(!s.is_empty() && s.len() <= MAX_KEY_BYTES);
             prop_assert!(!s.starts_with('/') && !s.contains('\\') && !s.chars().any(char::is_control));
-            prop_assert!(s.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != ".."));
+            // One trailing '/' names a folder; no other segment is empty.
+            let body = s.strip_suffix('/').unwrap_or(s);
+            prop_assert!(!body.is_empty() && !body.ends_with('/'));
+            prop_assert!(body.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != ".."));
             let joined = Path::new("/srv/volume").join(s);
             prop_assert!(joined.starts_with("/srv/volume"));
             prop_assert!(joined.components().skip(3).all(|c| matches!(c, Component::Normal(_))));
@@ -126,6 +129,9 @@ proptest! {
                 assert!(inside(key), "{key:?} was stored outside the grant");
                 assert!(policy.check_name(key).is_ok(), "{key:?} is a name the policy refuses");
                 assert!(VolumePath::parse(key).is_ok(), "{key:?} breaks the path rules");
+            }
+            for (key, meta) in &keys.objects {
+                assert!(!key.ends_with('/') || meta.size == 0, "the folder {key:?} holds bytes");
             }
             assert!(verify(&storage, "v", &|_| {}).await.unwrap().is_clean());
         });

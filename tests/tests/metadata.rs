@@ -32,6 +32,7 @@ fn meta(size: u64, etag: &str) -> ObjectMeta {
                 value: "DUoRhQ==".into(),
                 kind: "FULL_OBJECT".into(),
             })),
+            parts: Some([5 << 20, 1 << 20].into()),
         },
     }
 }

@@ -254,6 +254,8 @@ fn identity(volume: &str, path: &str) -> MetadataHashValue {
 
 /// What is at a path.
 #[derive(Clone)]
+// Short-lived, and a file is what is found most.
+#[allow(clippy::large_enum_variant)]
 enum Found {
     File(Location, ObjectMeta),
     Dir,
@@ -897,6 +899,8 @@ impl fst::HostDirectoryEntryStream for Invocation {
             };
             for entry in page.entries {
                 let (path, type_, meta) = match entry {
+                    // A folder marker is the directory itself, not an entry.
+                    Entry::File { path, .. } if path.ends_with('/') => continue,
                     Entry::File { path, meta } => (path, DescriptorType::RegularFile, Some(meta)),
                     Entry::Dir { path } => (path, DescriptorType::Directory, None),
                 };

@@ -561,6 +561,7 @@ async fn upload(
         Outcome::Stored => StatusCode::CREATED,
         Outcome::Refused => StatusCode::UNPROCESSABLE_ENTITY,
         Outcome::Conflict => StatusCode::PRECONDITION_FAILED,
+        Outcome::Invalid => StatusCode::BAD_REQUEST,
         Outcome::Unavailable | Outcome::Busy => StatusCode::SERVICE_UNAVAILABLE,
         Outcome::Forbidden | Outcome::TooLarge | Outcome::Failed => StatusCode::INTERNAL_SERVER_ERROR,
     };

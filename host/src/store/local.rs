@@ -16,6 +16,9 @@
 //! ([`ETAG_ATTR`]) with the size and modification time it was made for. A
 //! file without one, or changed since (put there or edited by hand), has an
 //! ETag made of its inode, size and time until it is rehashed.
+//!
+//! A folder (a key ending in `/`, which holds no bytes) is its directory,
+//! marked with [`FOLDER_ATTR`]: the directory stays when its last file goes.
 
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
@@ -51,6 +54,13 @@ const TMP_DIR: &str = super::SCRATCH;
 /// The extended attribute keeping a file's ETag, as `<etag> <size>
 /// <mtime in ns>`: valid only while the file has that size and time.
 pub const ETAG_ATTR: &str = "user.silo.etag";
+
+/// The extended attribute marking a directory as a folder object (a key
+/// ending in `/`): when it was stored, in ns since the Unix epoch.
+pub const FOLDER_ATTR: &str = "user.silo.folder";
+
+/// The MD5 of no bytes: every folder's ETag.
+const EMPTY_MD5: &str = "d41d8cd98f00b204e9800998ecf8427e";
 
 /// A file's modification time, in nanoseconds since the Unix epoch.
 fn modified_ns(meta: &fs::Metadata) -> i128 {
@@ -173,7 +183,7 @@ impl Inner {
             )));
         }
         let mut path = self.root.clone();
-        for segment in key.split('/') {
+        for segment in key.strip_suffix('/').unwrap_or(key).split('/') {
             path.push(segment);
             if let Ok(meta) = fs::symlink_metadata(&path)
                 && meta.file_type().is_symlink()
@@ -203,6 +213,9 @@ impl Inner {
 
     fn head(&self, key: &str) -> StorageResult<ObjectMeta> {
         let path = self.file(key)?;
+        if key.ends_with('/') {
+            return self.folder_at(key, &path).ok_or(StorageError::NotFound);
+        }
         let meta = fs::metadata(&path).map_err(|e| StorageError::io(key, e))?;
         if !meta.is_file() {
             return Err(StorageError::NotFound);
@@ -276,6 +289,10 @@ impl Inner {
         options: &PutOptions,
         etag: String,
     ) -> StorageResult<ObjectMeta> {
+        if key.ends_with('/') {
+            let size = temp.as_file().metadata().map_or(1, |m| m.len());
+            return self.mark_folder(key, size, options);
+        }
         temp.as_file()
             .sync_all()
             .map_err(|e| StorageError::unavailable(format!("cannot sync a temporary file: {e}")))?;
@@ -287,9 +304,7 @@ impl Inner {
             std::io::ErrorKind::NotADirectory
             | std::io::ErrorKind::AlreadyExists
             | std::io::ErrorKind::IsADirectory
-            | std::io::ErrorKind::DirectoryNotEmpty => StorageError::Unsupported(format!(
-                "'{key}' clashes with an existing file or directory; a local volume cannot hold both a file and a directory of the same name"
-            )),
+            | std::io::ErrorKind::DirectoryNotEmpty => self.clash(key),
             _ => StorageError::unavailable(format!("cannot store '{key}': {e}")),
         };
         // Taken from the open file: a rename keeps inode, size and mtime,
@@ -342,11 +357,102 @@ impl Inner {
         Ok(meta)
     }
 
+    /// The folder `key` if its directory `dir` is marked as one.
+    fn folder_at(&self, key: &str, dir: &Path) -> Option<ObjectMeta> {
+        let record = xattr::get(dir, FOLDER_ATTR).ok().flatten()?;
+        let stored_ns: u64 = std::str::from_utf8(&record).ok()?.parse().ok()?;
+        Some(ObjectMeta {
+            size: 0,
+            etag: EMPTY_MD5.into(),
+            content_type: super::guess_content_type(key),
+            modified_ms: stored_ns / 1_000_000,
+            cache_control: None,
+            metadata: Vec::new(),
+            headers: Default::default(),
+        })
+    }
+
+    /// Store the folder `key`: its directory, marked.
+    fn mark_folder(&self, key: &str, size: u64, options: &PutOptions) -> StorageResult<ObjectMeta> {
+        if size > 0 {
+            return Err(StorageError::InvalidPath(format!(
+                "'{key}' ends in '/': it names a folder, which holds no bytes"
+            )));
+        }
+        if !self.xattrs {
+            return Err(StorageError::Unsupported(
+                "this local volume's file system keeps no extended attributes, which folders need".into(),
+            ));
+        }
+        let dir = self.file(key)?;
+        let _guard = self.commit.lock().unwrap_or_else(|p| p.into_inner());
+        super::memory::check_condition(self.folder_at(key, &dir).as_ref(), options.condition.as_ref())?;
+        match fs::create_dir_all(&dir) {
+            Ok(()) if dir.is_dir() => {}
+            Ok(()) => return Err(self.clash(key)),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotADirectory | std::io::ErrorKind::AlreadyExists
+                ) =>
+            {
+                return Err(self.clash(key));
+            }
+            Err(e) => return Err(StorageError::unavailable(format!("cannot store '{key}': {e}"))),
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        xattr::set(&dir, FOLDER_ATTR, now.to_string().as_bytes())
+            .map_err(|e| StorageError::unavailable(format!("cannot mark '{key}' as a folder: {e}")))?;
+        let mut meta = self
+            .folder_at(key, &dir)
+            .ok_or_else(|| StorageError::unavailable("a folder's mark did not hold"))?;
+        meta.content_type.clone_from(&options.content_type);
+        meta.cache_control.clone_from(&options.cache_control);
+        meta.metadata.clone_from(&options.metadata);
+        meta.headers.clone_from(&options.headers);
+        Ok(meta)
+    }
+
+    /// Remove the folder `key`: its mark, and its directory if empty.
+    fn remove_folder(&self, key: &str) -> StorageResult<()> {
+        let dir = self.file(key)?;
+        let _guard = self.commit.lock().unwrap_or_else(|p| p.into_inner());
+        if self.folder_at(key, &dir).is_none() {
+            return Err(StorageError::NotFound);
+        }
+        xattr::remove(&dir, FOLDER_ATTR).map_err(|e| StorageError::io(key, e))?;
+        if fs::remove_dir(&dir).is_ok() {
+            self.prune(&dir);
+        }
+        Ok(())
+    }
+
+    /// Why `key` cannot be stored beside what the directory holds: a file
+    /// where it needs a directory, or a directory where it needs a file.
+    fn clash(&self, key: &str) -> StorageError {
+        let path = crate::path::VolumePath::parse(key);
+        let file_above = path.as_ref().ok().and_then(|p| {
+            p.ancestors()
+                .find(|a| fs::symlink_metadata(self.root.join(a)).is_ok_and(|m| m.is_file()))
+                .map(str::to_owned)
+        });
+        let why = match file_above {
+            Some(file) => format!("'{file}' is a file"),
+            None => format!("'{key}' is a directory holding other files"),
+        };
+        StorageError::InvalidPath(format!(
+            "'{key}' cannot be stored here: {why}, and a local volume cannot hold a file and a directory of one name"
+        ))
+    }
+
     /// Remove now-empty directories from `path`'s parent up to the root.
     fn prune(&self, path: &Path) {
         let mut dir = path.parent();
         while let Some(d) = dir {
-            if d == self.root || fs::remove_dir(d).is_err() {
+            let marked = xattr::get(d, FOLDER_ATTR).ok().flatten().is_some();
+            if d == self.root || marked || fs::remove_dir(d).is_err() {
                 break;
             }
             dir = d.parent();
@@ -399,6 +505,16 @@ impl Inner {
                 break;
             }
             if meta.is_dir() {
+                // A folder comes before what it holds (`a/` < `a/b`).
+                if order.starts_with(scan.prefix)
+                    && scan.after.is_none_or(|a| order.as_str() > a)
+                    && let Some(folder) = self.folder_at(&order, &path)
+                {
+                    out.push((order.clone(), folder));
+                    if out.len() >= scan.want {
+                        break;
+                    }
+                }
                 let could_match = order.starts_with(scan.prefix) || scan.prefix.starts_with(&order);
                 let all_before = scan.after.is_some_and(|a| a > order.as_str() && !a.starts_with(&order));
                 if could_match && !all_before {
@@ -439,6 +555,9 @@ impl ObjectStore for LocalStore {
         let (meta, file) = self
             .blocking(move |s| {
                 let path = s.file(&key)?;
+                if key.ends_with('/') {
+                    return Ok((s.head(&key)?, Err(Bytes::new())));
+                }
                 let mut file = fs::File::open(&path).map_err(|e| StorageError::io(&key, e))?;
                 let m = file.metadata().map_err(|e| StorageError::io(&key, e))?;
                 if !m.is_file() {
@@ -504,6 +623,9 @@ impl ObjectStore for LocalStore {
     async fn delete(&self, key: &str) -> StorageResult<()> {
         let key = key.to_owned();
         self.blocking(move |s| {
+            if key.ends_with('/') {
+                return s.remove_folder(&key);
+            }
             let path = s.file(&key)?;
             if fs::metadata(&path).map_err(|e| StorageError::io(&key, e))?.is_dir() {
                 return Err(StorageError::NotFound);
@@ -521,7 +643,12 @@ impl ObjectStore for LocalStore {
     async fn copy(&self, from: &str, to: &str, options: &PutOptions) -> StorageResult<ObjectMeta> {
         let (from, to, options) = (from.to_owned(), to.to_owned(), options.clone());
         self.blocking(move |s| {
-            let mut source = fs::File::open(s.file(&from)?).map_err(|e| StorageError::io(&from, e))?;
+            let mut source: Box<dyn std::io::Read> = if from.ends_with('/') {
+                s.head(&from)?;
+                Box::new(std::io::empty())
+            } else {
+                Box::new(fs::File::open(s.file(&from)?).map_err(|e| StorageError::io(&from, e))?)
+            };
             let mut temp = s.new_temp()?;
             let mut md5 = Md5::new();
             let mut buffer = vec![0; 256 * 1024];
@@ -550,6 +677,16 @@ impl ObjectStore for LocalStore {
                 want: limit + 1,
             };
             let mut objects = Vec::new();
+            // Listed from inside a folder's directory: the folder itself first.
+            let parent = crate::path::parent_of(&prefix);
+            let own = format!("{parent}/");
+            if !parent.is_empty()
+                && own.starts_with(prefix.as_str())
+                && after.as_deref().is_none_or(|a| own.as_str() > a)
+                && let Some(folder) = s.folder_at(&own, &start)
+            {
+                objects.push((own, folder));
+            }
             s.walk(&start, &scan, &mut objects)?;
             let next = (objects.len() > limit).then(|| {
                 objects.truncate(limit);

@@ -67,6 +67,10 @@ pub struct Headers {
     /// `x-amz-checksum-*`), given back to a reader who asks for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum: Option<Box<Checksum>>,
+    /// The sizes of the parts it was completed from, in order, for an
+    /// object a multipart upload made (S3 serves a part by its number).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parts: Option<Box<[u64]>>,
 }
 
 /// A checksum of an object as S3 keeps one: the algorithm a client chose,
@@ -90,6 +94,7 @@ impl Headers {
             && self.content_encoding.is_none()
             && self.expires.is_none()
             && self.checksum.is_none()
+            && self.parts.is_none()
     }
 
     /// Each declared header: its name and value.
@@ -137,6 +142,11 @@ pub struct PutOptions {
     /// keep the backend's, which S3 makes the same way.
     pub etag: Option<String>,
 }
+
+/// An ETag for [`PutOptions::etag`] where none will be asked for (the
+/// parts of a multipart upload, kept in scratch space): the backend need
+/// not hash the bytes.
+pub const NO_ETAG: &str = "-";
 
 /// The ETag S3 gives an object stored in one request: the hex MD5 of its
 /// bytes.

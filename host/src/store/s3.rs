@@ -478,10 +478,16 @@ fn condition_headers(condition: Option<&Condition>) -> (Option<String>, Option<S
     }
 }
 
-/// Metadata of a listed object (listings carry no content type).
-/// Keys no path rule admits (folder markers such as `photos/`, which
-/// SeaweedFS lists without an ETag) are only counted by a refresh, never
-/// stored, so they need no size or etag.
+/// Whether a listed key is a server's directory rather than an object:
+/// SeaweedFS lists a directory its files made as `dir/` with no ETag (a
+/// folder object, stored by a PutObject of `dir/`, has one).
+fn is_directory_entry(key: &str, object: &aws_sdk_s3::types::Object) -> bool {
+    key.ends_with('/') && etag(object.e_tag()).is_none()
+}
+
+/// Metadata of a listed object (listings carry no content type). Keys no
+/// path rule admits are only counted by a refresh, never stored, so they
+/// need no size or etag.
 fn listed_meta(key: &str, object: &aws_sdk_s3::types::Object) -> StorageResult<ObjectMeta> {
     if crate::path::VolumePath::parse(key).is_err() {
         return Ok(ObjectMeta {
@@ -874,6 +880,9 @@ impl ObjectStore for S3Store {
                 let Some(key) = object.key().and_then(|k| inner.strip(k)) else {
                     continue;
                 };
+                if is_directory_entry(key, object) {
+                    continue;
+                }
                 page.objects.push((key.to_owned(), listed_meta(key, object)?));
             }
             let more = out.is_truncated().unwrap_or(false);
@@ -909,6 +918,9 @@ impl ObjectStore for S3Store {
                 let Some(key) = object.key().and_then(|k| inner.strip(k)) else {
                     continue;
                 };
+                if is_directory_entry(key, object) {
+                    continue;
+                }
                 files.push((key.to_owned(), listed_meta(key, object)?));
             }
             dirs.extend(

@@ -84,6 +84,7 @@ pub(super) fn stored(report: crate::UploadReport) -> S3Result<crate::UploadRepor
         Outcome::Busy => s3_error!(SlowDown, "{message}"),
         Outcome::TooLarge => s3_error!(EntityTooLarge, "{message}"),
         Outcome::Forbidden => s3_error!(AccessDenied, "{message}"),
+        Outcome::Invalid => s3_error!(InvalidArgument, "{message}"),
         Outcome::Failed => s3_error!(
             InternalError,
             "{}: {message}",
@@ -104,7 +105,12 @@ pub(super) fn put_error(e: PutError) -> S3Error {
         PutError::Body(e) => s3_error!(IncompleteBody, "reading the request body: {e}"),
         PutError::BadDigest(message) => s3_error!(BadDigest, "{message}"),
         PutError::SourceCondition => s3_error!(PreconditionFailed, "the copy source's condition does not hold"),
-        PutError::SourceRange => s3_error!(InvalidArgument, "x-amz-copy-source-range is not within the source"),
+        PutError::SourceRange => {
+            // 400, as S3 answers a copied part's range (416 is a read's).
+            let mut e = s3_error!(InvalidRange, "x-amz-copy-source-range is not within the source");
+            e.set_status_code(http::StatusCode::BAD_REQUEST);
+            e
+        }
         PutError::OntoItself => s3_error!(
             InvalidRequest,
             "this copy request is illegal because it is trying to copy an object to itself without changing its metadata"

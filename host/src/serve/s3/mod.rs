@@ -380,6 +380,18 @@ impl SiloS3 {
             }
             ServedStatus::PreconditionFailed => Err(s3_error!(PreconditionFailed)),
             ServedStatus::RangeNotSatisfiable => Err(s3_error!(InvalidRange)),
+            ServedStatus::NoSuchPart => {
+                let mut e = S3Error::with_message(
+                    s3s::S3ErrorCode::Custom("InvalidPartNumber".into()),
+                    "the object has no part of that number",
+                );
+                e.set_status_code(http::StatusCode::RANGE_NOT_SATISFIABLE);
+                Err(e)
+            }
+            ServedStatus::PartsUnknown => Err(s3_error!(
+                NotImplemented,
+                "the object was completed from parts outside Silo, whose boundaries it does not know"
+            )),
         }
     }
 }

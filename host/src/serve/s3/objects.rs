@@ -23,6 +23,7 @@ macro_rules! served_output {
             e_tag: Some(ETag::Strong($h.etag.clone())),
             last_modified: Some(Timestamp::from($h.last_modified)),
             metadata: (!$h.metadata.is_empty()).then(|| $h.metadata.iter().cloned().collect()),
+            parts_count: $h.parts_count.map(|n| n as i32),
             ..Default::default()
         }
     };
@@ -104,7 +105,7 @@ pub(super) fn declared_headers(
         content_disposition: content_disposition.filter(|v| !v.is_empty()),
         content_encoding: content_encoding.and_then(|v| stored_encoding(&v)),
         expires,
-        checksum: None,
+        ..Default::default()
     })
 }
 
@@ -259,8 +260,8 @@ pub(super) async fn get_object(
             }
         }
     }
+    with_part(&mut request, input.part_number)?;
     let served = s3.served(&caller, &input.bucket, &input.key, &request).await?;
-    one_part(input.part_number, &served.headers.etag)?;
     let h = served.headers.clone();
     let checksum = checksum_asked(input.checksum_mode.as_ref(), &h);
     let body = match served.into_chunks() {
@@ -287,32 +288,15 @@ pub(super) async fn get_object(
     Ok(safe_headers(response))
 }
 
-/// `partNumber` on a read, answered as S3 answers it for an object stored
-/// in one part: part 1 is the whole object, another is `InvalidPartNumber`
-/// (416). Silo keeps no part boundaries of an object a backend completed
-/// from several (its ETag is S3's `<md5>-<parts>`): 501 for those.
-fn one_part(part: Option<i32>, etag: &str) -> S3Result<()> {
-    let Some(part) = part else { return Ok(()) };
-    let multipart = etag.trim_matches('"').split_once('-').is_some_and(|(md5, parts)| {
-        md5.len() == 32
-            && md5.bytes().all(|b| b.is_ascii_hexdigit())
-            && !parts.is_empty()
-            && parts.bytes().all(|b| b.is_ascii_digit())
-    });
-    if multipart {
+/// `partNumber` on a read: the core serves the part.
+fn with_part(request: &mut ReadRequest, part: Option<i32>) -> S3Result<()> {
+    if part.is_some() && request.range.is_some() {
         return Err(s3_error!(
-            NotImplemented,
-            "partNumber reads of an object completed from several parts are not supported"
+            InvalidRequest,
+            "a read names a Range or a partNumber, not both"
         ));
     }
-    if part != 1 {
-        let mut e = S3Error::with_message(
-            s3s::S3ErrorCode::Custom("InvalidPartNumber".into()),
-            format!("part {part} of an object stored in one part"),
-        );
-        e.set_status_code(http::StatusCode::RANGE_NOT_SATISFIABLE);
-        return Err(e);
-    }
+    request.part = part;
     Ok(())
 }
 
@@ -321,10 +305,10 @@ pub(super) async fn head_object(
     req: S3Request<dto::HeadObjectInput>,
 ) -> S3Result<S3Response<dto::HeadObjectOutput>> {
     let caller = s3.caller(req.credentials.as_ref());
-    let request = ReadRequest::from_headers(&req.headers, true);
+    let mut request = ReadRequest::from_headers(&req.headers, true);
     let input = req.input;
+    with_part(&mut request, input.part_number)?;
     let served = s3.served(&caller, &input.bucket, &input.key, &request).await?;
-    one_part(input.part_number, &served.headers.etag)?;
     let h = served.headers;
     let mut output = served_output!(HeadObjectOutput, h, {});
     checksum_fields!(output, checksum_asked(input.checksum_mode.as_ref(), &h));
