@@ -361,7 +361,7 @@ pub async fn rehash(storage: &Storage, volume: &str, progress: &(dyn Fn(u64) + S
         let page = store.list("", after.as_deref(), LIST_PAGE).await?;
         for (key, meta) in &page.objects {
             seen += 1;
-            if is_s3_etag(&meta.etag) {
+            if crate::store::is_s3_etag(&meta.etag) {
                 continue;
             }
             match store.rehash(key).await {
@@ -376,17 +376,6 @@ pub async fn rehash(storage: &Storage, volume: &str, progress: &(dyn Fn(u64) + S
             None => return Ok(changed),
         }
     }
-}
-
-/// Whether `etag` has a form S3 gives: a hex MD5, or one and a part count.
-pub fn is_s3_etag(etag: &str) -> bool {
-    let (md5, parts) = match etag.split_once('-') {
-        Some((md5, parts)) => (md5, Some(parts)),
-        None => (etag, None),
-    };
-    md5.len() == 32
-        && md5.bytes().all(|b| b.is_ascii_hexdigit())
-        && parts.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Compare `volume`'s rows with its backend; changes nothing.

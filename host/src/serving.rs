@@ -413,9 +413,7 @@ fn part_range(meta: &ObjectMeta, number: i32) -> Result<Option<RangeSpec>, Serve
                 None => Err(ServedStatus::NoSuchPart),
             }
         }
-        None if crate::maintenance::is_s3_etag(&meta.etag) && meta.etag.contains('-') => {
-            Err(ServedStatus::PartsUnknown)
-        }
+        None if crate::store::is_s3_etag(&meta.etag) && meta.etag.contains('-') => Err(ServedStatus::PartsUnknown),
         None if index == Some(0) => Ok(None),
         None => Err(ServedStatus::NoSuchPart),
     }

@@ -148,6 +148,17 @@ pub struct PutOptions {
 /// not hash the bytes.
 pub const NO_ETAG: &str = "-";
 
+/// Whether `etag` has a form S3 gives: a hex MD5, or one and a part count.
+pub fn is_s3_etag(etag: &str) -> bool {
+    let (md5, parts) = match etag.split_once('-') {
+        Some((md5, parts)) => (md5, Some(parts)),
+        None => (etag, None),
+    };
+    md5.len() == 32
+        && md5.bytes().all(|b| b.is_ascii_hexdigit())
+        && parts.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// The ETag S3 gives an object stored in one request: the hex MD5 of its
 /// bytes.
 pub fn md5_etag(bytes: &[u8]) -> String {
