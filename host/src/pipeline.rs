@@ -361,14 +361,19 @@ pub(crate) async fn run(
         principal: pending.actor.as_ref().map(|a| a.principal.clone()),
         request_id: Some(actor.request_id.clone()),
     };
-    if let Err(e) = loc.path.check_size(pending.meta.size) {
+    // A folder given bytes, and a write whose condition fails, are not
+    // judged at all.
+    let unstorable = |mut report: UploadReport, e: StorageError| {
         report.status = Status::Error;
         report.error = Some(ErrorReport {
             code: e.code().into(),
             message: format!("storing {loc}: {e}"),
             cause: Some(e),
         });
-        return refused(storage, &actor, &pending, report).await;
+        report
+    };
+    if let Err(e) = loc.path.check_size(pending.meta.size) {
+        return refused(storage, &actor, &pending, unstorable(report, e)).await;
     }
     // Write-xor-execute comes first: no plugin runs on what may not be
     // stored.
@@ -381,13 +386,7 @@ pub(crate) async fn run(
     if let Some(condition) = &pending.condition
         && let Err(e) = check_condition(storage, &loc, condition).await
     {
-        report.status = Status::Error;
-        report.error = Some(ErrorReport {
-            code: e.code().into(),
-            message: format!("storing {loc}: {e}"),
-            cause: Some(e),
-        });
-        return refused(storage, &actor, &pending, report).await;
+        return refused(storage, &actor, &pending, unstorable(report, e)).await;
     }
     let mut written: Vec<(Location, ObjectMeta, String)> = Vec::new();
     for stage in stages.iter().filter(|s| s.config.handles(&pending.meta.content_type)) {

@@ -106,6 +106,37 @@ async fn silo_with(on_s3: bool, pipeline: &str) -> (TestSilo, Option<String>) {
     }
 }
 
+/// Silo without plugins on local volumes, or on volumes in a new bucket of
+/// the S3 server, behind its S3 endpoint, with a client signing as the CMS.
+struct Site {
+    /// The backend, for messages.
+    on: &'static str,
+    silo: Arc<silo_host::Silo>,
+    endpoint: Endpoint,
+    cms: aws_sdk_s3::Client,
+    /// The bucket, on S3.
+    bucket: Option<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Site {
+    async fn new(on_s3: bool) -> Site {
+        let (t, bucket) = silo_with(on_s3, "").await;
+        let TestSilo { dir, silo } = t;
+        let silo = Arc::new(silo);
+        let endpoint = Endpoint::start(silo.clone(), &credentials(), Duration::from_secs(30)).await;
+        let cms = endpoint.client("CMSKEY", SECRET);
+        Site {
+            on: if on_s3 { "s3" } else { "local" },
+            silo,
+            endpoint,
+            cms,
+            bucket,
+            _dir: dir,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cms_writes_reads_lists_and_deletes_through_the_s3_endpoint() {
     let photo = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../samples/sunset.jpg")).unwrap();
@@ -1672,6 +1703,40 @@ async fn boto3_makes_zulips_and_s3fss_calls() {
     );
 }
 
+/// rclone's settings for the endpoint (a remote `silo:`, path style), as
+/// environment variables.
+fn rclone_env(endpoint: &Endpoint) -> Vec<(String, String)> {
+    [
+        ("RCLONE_CONFIG_SILO_TYPE", "s3"),
+        ("RCLONE_CONFIG_SILO_PROVIDER", "Other"),
+        ("RCLONE_CONFIG_SILO_ENDPOINT", endpoint.url().as_str()),
+        ("RCLONE_CONFIG_SILO_ACCESS_KEY_ID", "CMSKEY"),
+        ("RCLONE_CONFIG_SILO_SECRET_ACCESS_KEY", SECRET),
+        ("RCLONE_CONFIG_SILO_REGION", "us-east-1"),
+        ("RCLONE_CONFIG_SILO_FORCE_PATH_STYLE", "true"),
+        ("RCLONE_CONFIG", "/dev/null"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+/// An s3cmd config for the endpoint (path style), written in `dir`; its
+/// path.
+fn s3cmd_config(endpoint: &Endpoint, dir: &std::path::Path) -> String {
+    let host = endpoint.addr.to_string();
+    let config = dir.join("s3cfg");
+    std::fs::write(
+        &config,
+        format!(
+            "[default]\naccess_key = CMSKEY\nsecret_key = {SECRET}\nhost_base = {host}\nhost_bucket = {host}\n\
+             use_https = False\nsignature_v2 = False\nbucket_location = us-east-1\n"
+        ),
+    )
+    .unwrap();
+    config.display().to_string()
+}
+
 /// Run `program` with `args` in `dir` and `env`: whether it succeeded,
 /// and its stdout and stderr.
 async fn run_tool(
@@ -1717,19 +1782,7 @@ async fn rclone_copies_lists_checks_and_deletes() {
         site.join("sunset.jpg"),
     )
     .unwrap();
-    let env: Vec<(String, String)> = [
-        ("RCLONE_CONFIG_SILO_TYPE", "s3"),
-        ("RCLONE_CONFIG_SILO_PROVIDER", "Other"),
-        ("RCLONE_CONFIG_SILO_ENDPOINT", endpoint.url().as_str()),
-        ("RCLONE_CONFIG_SILO_ACCESS_KEY_ID", "CMSKEY"),
-        ("RCLONE_CONFIG_SILO_SECRET_ACCESS_KEY", SECRET),
-        ("RCLONE_CONFIG_SILO_REGION", "us-east-1"),
-        ("RCLONE_CONFIG_SILO_FORCE_PATH_STYLE", "true"),
-        ("RCLONE_CONFIG", "/dev/null"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
+    let env = rclone_env(&endpoint);
     let rclone = |args: &[&str]| {
         run_tool(
             "rclone",
@@ -1790,19 +1843,9 @@ async fn s3cmd_puts_lists_gets_and_deletes() {
     let (t, _) = silo(false).await;
     let endpoint = Endpoint::start(Arc::new(t.silo), &credentials(), Duration::from_secs(30)).await;
     let work = tempfile::tempdir().unwrap();
-    let host = endpoint.addr.to_string();
-    let config = work.path().join("s3cfg");
-    std::fs::write(
-        &config,
-        format!(
-            "[default]\naccess_key = CMSKEY\nsecret_key = {SECRET}\nhost_base = {host}\nhost_bucket = {host}\n\
-             use_https = False\nsignature_v2 = False\nbucket_location = us-east-1\n"
-        ),
-    )
-    .unwrap();
+    let config = s3cmd_config(&endpoint, work.path());
     std::fs::write(work.path().join("notes.txt"), "some notes").unwrap();
     std::fs::write(work.path().join("shell.php"), "<?php system($_GET['c']);").unwrap();
-    let config = config.display().to_string();
     let s3cmd = |args: &[&str]| {
         let mut all = vec!["-c".to_owned(), config.clone()];
         all.extend(args.iter().map(|a| a.to_string()));
@@ -2577,11 +2620,14 @@ async fn etags_are_the_ones_s3_gives_on_every_backend() {
     use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
     use md5::Digest;
     for on_s3 in [false, true] {
-        let on = if on_s3 { "s3" } else { "local" };
-        let (t, bucket) = silo_with(on_s3, "").await;
-        let silo = Arc::new(t.silo);
-        let endpoint = Endpoint::start(silo.clone(), &credentials(), Duration::from_secs(30)).await;
-        let cms = endpoint.client("CMSKEY", SECRET);
+        let Site {
+            on,
+            silo,
+            endpoint: _endpoint,
+            cms,
+            bucket,
+            _dir,
+        } = Site::new(on_s3).await;
         // A small body, and one over an S3 volume's part size (5 MiB),
         // which Silo still stores in one request.
         for (key, data) in [("small.txt", content(7, 1000)), ("large.bin", content(8, 6 << 20))] {
@@ -2824,11 +2870,14 @@ async fn checksums_are_kept_and_given_back_as_s3_does() {
     use base64::Engine;
     use sha2::Digest;
     for on_s3 in [false, true] {
-        let on = if on_s3 { "s3" } else { "local" };
-        let (t, _) = silo_with(on_s3, "").await;
-        let silo = Arc::new(t.silo);
-        let endpoint = Endpoint::start(silo.clone(), &credentials(), Duration::from_secs(30)).await;
-        let cms = endpoint.client("CMSKEY", SECRET);
+        let Site {
+            on,
+            silo,
+            endpoint: _endpoint,
+            cms,
+            _dir,
+            ..
+        } = Site::new(on_s3).await;
         let data = content(11, 100_000);
         let crc = crc32_b64(&data);
         let put = cms
@@ -2994,9 +3043,7 @@ async fn the_javascript_sdk_uploads_reads_and_presigns_as_node_cmss_do() {
     let clients = std::env::var("SILO_TEST_JS_CLIENTS")
         .expect("SILO_TEST_JS_CLIENTS is not set: run tests/run, which installs the AWS SDK for JavaScript");
     for on_s3 in [false, true] {
-        let on = if on_s3 { "s3" } else { "local" };
-        let (t, _) = silo_with(on_s3, "").await;
-        let endpoint = Endpoint::start(Arc::new(t.silo), &credentials(), Duration::from_secs(30)).await;
+        let Site { on, endpoint, _dir, .. } = Site::new(on_s3).await;
         let work = tempfile::tempdir().unwrap();
         let large = content(12, 12 << 20);
         let small = content(13, 2000);
@@ -3075,39 +3122,15 @@ async fn the_javascript_sdk_uploads_reads_and_presigns_as_node_cmss_do() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_tools_send_only_what_changed() {
     for on_s3 in [false, true] {
-        let on = if on_s3 { "s3" } else { "local" };
-        let (t, _) = silo_with(on_s3, "").await;
-        let endpoint = Endpoint::start(Arc::new(t.silo), &credentials(), Duration::from_secs(30)).await;
+        let Site { on, endpoint, _dir, .. } = Site::new(on_s3).await;
         let work = tempfile::tempdir().unwrap();
         let site = work.path().join("site");
         std::fs::create_dir_all(site.join("css")).unwrap();
         std::fs::write(site.join("index.txt"), "welcome").unwrap();
         std::fs::write(site.join("css/site.css"), "body { color: black }").unwrap();
         std::fs::write(site.join("data.bin"), content(14, 300_000)).unwrap();
-        let rclone_env: Vec<(String, String)> = [
-            ("RCLONE_CONFIG_SILO_TYPE", "s3"),
-            ("RCLONE_CONFIG_SILO_PROVIDER", "Other"),
-            ("RCLONE_CONFIG_SILO_ENDPOINT", endpoint.url().as_str()),
-            ("RCLONE_CONFIG_SILO_ACCESS_KEY_ID", "CMSKEY"),
-            ("RCLONE_CONFIG_SILO_SECRET_ACCESS_KEY", SECRET),
-            ("RCLONE_CONFIG_SILO_REGION", "us-east-1"),
-            ("RCLONE_CONFIG_SILO_FORCE_PATH_STYLE", "true"),
-            ("RCLONE_CONFIG", "/dev/null"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-        let host = endpoint.addr.to_string();
-        let config = work.path().join("s3cfg");
-        std::fs::write(
-            &config,
-            format!(
-                "[default]\naccess_key = CMSKEY\nsecret_key = {SECRET}\nhost_base = {host}\nhost_bucket = {host}\n\
-                 use_https = False\nsignature_v2 = False\nbucket_location = us-east-1\n"
-            ),
-        )
-        .unwrap();
-        let config = config.display().to_string();
+        let rclone_env = rclone_env(&endpoint);
+        let config = s3cmd_config(&endpoint, work.path());
         // How many files each tool sent in one sync.
         let rclone = || async {
             let args = ["sync", "--checksum", "-v", "site", "silo:private/rclone"];
@@ -3154,9 +3177,7 @@ async fn minio_py_stores_stats_lists_reads_and_presigns() {
     let python = std::env::var("SILO_TEST_BOTO3_PYTHON")
         .expect("SILO_TEST_BOTO3_PYTHON is not set: run the tests with tests/run, which installs minio-py");
     for on_s3 in [false, true] {
-        let on = if on_s3 { "s3" } else { "local" };
-        let (t, _) = silo_with(on_s3, "").await;
-        let endpoint = Endpoint::start(Arc::new(t.silo), &credentials(), Duration::from_secs(30)).await;
+        let Site { on, endpoint, _dir, .. } = Site::new(on_s3).await;
         let work = tempfile::tempdir().unwrap();
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/s3_minio.py").to_owned();
         let args = vec![
@@ -3178,11 +3199,14 @@ async fn minio_py_stores_stats_lists_reads_and_presigns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn folders_are_listed_as_s3_lists_them() {
     for on_s3 in [false, true] {
-        let on = if on_s3 { "s3" } else { "local" };
-        let (t, _) = silo_with(on_s3, "").await;
-        let silo = Arc::new(t.silo);
-        let endpoint = Endpoint::start(silo.clone(), &credentials(), Duration::from_secs(30)).await;
-        let cms = endpoint.client("CMSKEY", SECRET);
+        let Site {
+            on,
+            silo,
+            endpoint: _endpoint,
+            cms,
+            _dir,
+            ..
+        } = Site::new(on_s3).await;
         let put = cms
             .put_object()
             .bucket("private")
