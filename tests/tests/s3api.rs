@@ -2945,13 +2945,16 @@ async fn checksums_are_kept_and_given_back_as_s3_does() {
             Some(md5_etag(&data).trim_matches('"')),
             "{on}"
         );
-        cms.copy_object()
+        let copied = cms
+            .copy_object()
             .bucket("private")
             .key("sum-copy.bin")
             .copy_source("private/sum.bin")
             .send()
             .await
             .unwrap();
+        let answered = copied.copy_object_result().and_then(|r| r.checksum_crc32());
+        assert_eq!(answered, Some(crc.as_str()), "{on}: the CopyObject answer");
         assert_eq!(
             head("sum-copy.bin", true).await.checksum_crc32(),
             Some(crc.as_str()),

@@ -477,12 +477,14 @@ pub(super) async fn copy_object(
         .map_err(put_error)?;
     stored(report)?;
     let copied = copied.ok_or_else(|| s3_error!(InternalError, "the copy was stored and is gone"))?;
+    let mut result = dto::CopyObjectResult {
+        e_tag: Some(etag(&copied)),
+        last_modified: Some(timestamp(copied.modified_ms)),
+        ..Default::default()
+    };
+    checksum_fields!(result, copied.headers.checksum.as_deref());
     Ok(S3Response::new(dto::CopyObjectOutput {
-        copy_object_result: Some(dto::CopyObjectResult {
-            e_tag: Some(etag(&copied)),
-            last_modified: Some(timestamp(copied.modified_ms)),
-            ..Default::default()
-        }),
+        copy_object_result: Some(result),
         ..Default::default()
     }))
 }
