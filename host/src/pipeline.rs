@@ -533,7 +533,7 @@ pub(crate) async fn run(
     // Discard everything derived from a refused upload, newest first; a
     // file another writer has replaced since is theirs and stays.
     for (l, meta, plugin) in written.iter().rev() {
-        if let Err(e) = host.discard(l, &meta.etag).await {
+        if let Err(e) = host.discard(l, meta).await {
             tracing::error!(plugin, "cannot remove {l} written for a refused upload: {e}");
         }
     }

@@ -1230,14 +1230,16 @@ impl Session {
         self.delete_version(loc, &known.etag, Action::Delete).await
     }
 
-    /// Delete `loc` if it still holds the version `etag` (a write this
+    /// Delete `loc` if it still holds the version `written` (a write this
     /// session made): `Ok(false)`, and nothing deleted, if it is gone or
     /// holds another version now, such as a concurrent writer's. Rollback
     /// of a refused upload uses this, so that it never removes a file it
-    /// did not write.
-    pub async fn discard(&self, loc: &Location, etag: &str) -> StorageResult<bool> {
+    /// did not write. A version is its ETag and its time: ETags are MD5s,
+    /// so another writer's identical bytes have the same one.
+    pub async fn discard(&self, loc: &Location, written: &ObjectMeta) -> StorageResult<bool> {
+        let etag = written.etag.as_str();
         match self.stat(loc).await {
-            Ok(known) if known.etag == etag => {}
+            Ok(known) if known.etag == etag && known.modified_ms == written.modified_ms => {}
             Ok(_) | Err(StorageError::NotFound) => return Ok(false),
             Err(e) => return Err(e),
         }
