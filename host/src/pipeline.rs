@@ -84,7 +84,7 @@ pub enum Status {
     Error,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 /// The uploaded file.
 pub struct FileReport {
     /// The volume.
@@ -119,23 +119,29 @@ pub struct ErrorReport {
 impl UploadReport {
     /// The report of an upload that could not be judged at all.
     pub fn failed(loc: &Location, error: StorageError) -> UploadReport {
+        let file = FileReport {
+            volume: loc.volume.clone(),
+            path: loc.path.to_string(),
+            ..Default::default()
+        };
         UploadReport {
-            status: Status::Error,
-            file: FileReport {
-                volume: loc.volume.clone(),
-                path: loc.path.to_string(),
-                size: 0,
-                content_type: String::new(),
-                etag: None,
-                checksum: None,
-            },
-            reason: None,
-            rejected_by: None,
             error: Some(ErrorReport {
                 code: error.code().into(),
                 message: error.to_string(),
                 cause: Some(error),
             }),
+            ..UploadReport::of(Status::Error, file)
+        }
+    }
+
+    /// A report of `file` with `status`, and nothing else said yet.
+    pub(crate) fn of(status: Status, file: FileReport) -> UploadReport {
+        UploadReport {
+            status,
+            file,
+            reason: None,
+            rejected_by: None,
+            error: None,
             derivatives: Vec::new(),
             plugins: Vec::new(),
             principal: None,
@@ -343,23 +349,17 @@ pub(crate) async fn run(
         .clone()
         .unwrap_or_else(|| Actor::request(crate::audit::HOST))
         .storing(pending.sha256.clone());
+    let file = FileReport {
+        volume: loc.volume.clone(),
+        path: loc.path.to_string(),
+        size: pending.meta.size,
+        content_type: pending.meta.content_type.clone(),
+        ..Default::default()
+    };
     let mut report = UploadReport {
-        status: Status::Accepted,
-        file: FileReport {
-            volume: loc.volume.clone(),
-            path: loc.path.to_string(),
-            size: pending.meta.size,
-            content_type: pending.meta.content_type.clone(),
-            etag: None,
-            checksum: None,
-        },
-        reason: None,
-        rejected_by: None,
-        error: None,
-        derivatives: Vec::new(),
-        plugins: Vec::new(),
         principal: pending.actor.as_ref().map(|a| a.principal.clone()),
         request_id: Some(actor.request_id.clone()),
+        ..UploadReport::of(Status::Accepted, file)
     };
     // A folder given bytes, and a write whose condition fails, are not
     // judged at all.

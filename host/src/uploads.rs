@@ -340,22 +340,13 @@ impl Silo {
 
 /// The report of a completion already made: the object it stored.
 fn completed_again(done: crate::cache::Completion) -> UploadReport {
-    UploadReport {
-        status: crate::Status::Accepted,
-        file: crate::pipeline::FileReport {
-            volume: done.volume,
-            path: done.key,
-            size: done.size,
-            content_type: done.content_type,
-            etag: Some(done.etag),
-            checksum: None,
-        },
-        reason: None,
-        rejected_by: None,
-        error: None,
-        derivatives: Vec::new(),
-        plugins: Vec::new(),
-        principal: None,
-        request_id: None,
-    }
+    let file = crate::pipeline::FileReport {
+        volume: done.volume,
+        path: done.key,
+        size: done.size,
+        content_type: done.content_type,
+        etag: Some(done.etag),
+        checksum: None,
+    };
+    UploadReport::of(crate::Status::Accepted, file)
 }

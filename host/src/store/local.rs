@@ -84,16 +84,17 @@ fn keeps_xattrs(dir: &Path) -> bool {
     stored_temp(dir, ".probe").is_ok_and(|probe| probe.as_file().set_xattr(ETAG_ATTR, b"probe").is_ok())
 }
 
-/// A writer that hashes what it is given and keeps nothing.
-struct Hashing<'a>(&'a mut Md5);
+/// A writer that hashes what it passes on to `W`.
+struct Hashing<'a, W>(&'a mut Md5, W);
 
-impl Write for Hashing<'_> {
+impl<W: Write> Write for Hashing<'_, W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
+        let n = self.1.write(buf)?;
+        self.0.update(&buf[..n]);
+        Ok(n)
     }
     fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+        self.1.flush()
     }
 }
 
@@ -265,7 +266,7 @@ impl Inner {
             return Ok(Some(self.meta_of(key, &before, self.record_of(&file))));
         }
         let mut md5 = Md5::new();
-        std::io::copy(&mut file, &mut Hashing(&mut md5)).map_err(|e| StorageError::io(key, e))?;
+        std::io::copy(&mut file, &mut Hashing(&mut md5, std::io::sink())).map_err(|e| StorageError::io(key, e))?;
         let after = file.metadata().map_err(|e| StorageError::io(key, e))?;
         if after.len() != before.len() || modified_ns(&after) != modified_ns(&before) {
             return Ok(None);
@@ -651,17 +652,8 @@ impl ObjectStore for LocalStore {
             };
             let mut temp = s.new_temp()?;
             let mut md5 = Md5::new();
-            let mut buffer = vec![0; 256 * 1024];
-            loop {
-                let n = std::io::Read::read(&mut source, &mut buffer)
-                    .map_err(|e| StorageError::unavailable(format!("cannot copy '{from}': {e}")))?;
-                if n == 0 {
-                    break;
-                }
-                md5.update(&buffer[..n]);
-                temp.write_all(&buffer[..n])
-                    .map_err(|e| StorageError::unavailable(format!("cannot copy '{from}': {e}")))?;
-            }
+            std::io::copy(&mut source, &mut Hashing(&mut md5, temp.as_file_mut()))
+                .map_err(|e| StorageError::unavailable(format!("cannot copy '{from}': {e}")))?;
             s.commit(temp, &to, &options, hex::encode(md5.finalize()))
         })
         .await

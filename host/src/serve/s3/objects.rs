@@ -367,6 +367,7 @@ pub(super) async fn get_object_attributes(
     // Silo keeps the number of an object's parts (its ETag's `-<n>`), not
     // their sizes.
     if asked(dto::ObjectAttributes::OBJECT_PARTS)
+        && crate::store::is_s3_etag(&h.etag)
         && let Some(count) = h.etag.rsplit_once('-').and_then(|(_, n)| n.parse::<i32>().ok())
     {
         output.object_parts = Some(dto::GetObjectAttributesParts {
