@@ -52,6 +52,8 @@ pub enum Op {
     /// Ask about a volume's configuration (what the S3 endpoint answers
     /// for bucket settings): any grant on it.
     Configure,
+    /// Change a volume's settings (bucket CORS): the `admin` grant.
+    Admin,
 }
 
 impl std::fmt::Display for Op {
@@ -62,6 +64,7 @@ impl std::fmt::Display for Op {
             Op::Write => "write",
             Op::Delete => "delete",
             Op::Configure => "configure",
+            Op::Admin => "administer",
         })
     }
 }
@@ -130,6 +133,7 @@ impl Silo {
                     Op::Write => principal.may(volume, Access::Write),
                     Op::Delete => principal.may(volume, Access::Delete),
                     Op::Configure => principal.grants.contains_key(volume),
+                    Op::Admin => principal.may(volume, Access::Admin),
                 };
                 if public_read || granted {
                     Ok(())

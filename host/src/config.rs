@@ -386,6 +386,10 @@ pub struct VolumeConfig {
     /// variants per original.
     #[serde(default)]
     pub images: crate::images::ImagesConfig,
+    /// Cross-origin rules browsers are answered with (`[[volumes.<name>.cors]]`,
+    /// S3's bucket CORS). Set here, they are fixed: clients cannot change
+    /// them. Unset, a principal with the `admin` grant may (PutBucketCors).
+    pub cors: Option<Vec<crate::cors::CorsRule>>,
 }
 
 /// Default of `max_upload_mib`.
@@ -677,6 +681,9 @@ impl Config {
             volume
                 .max_upload_bytes()
                 .map_err(|m| self.invalid(format!("volume '{name}': {m}")))?;
+            if let Some(rules) = &volume.cors {
+                crate::cors::check_rules(rules).map_err(|m| self.invalid(format!("volume '{name}': cors: {m}")))?;
+            }
             match (volume.backend, &volume.path) {
                 (Backend::Local, None) => {
                     return Err(self.invalid(format!("volume '{name}': a local volume needs `path`")));
@@ -788,6 +795,12 @@ impl Config {
                 if grant.access.is_empty() {
                     return Err(self.invalid(format!(
                         "{who}: a grant on '{}' gives no access",
+                        grant.volume.get_ref()
+                    )));
+                }
+                if grant.access.contains(&crate::vfs::Access::Admin) {
+                    return Err(self.invalid(format!(
+                        "{who}: a grant on '{}' gives `admin`, a principal's right: plugins never change a volume's settings",
                         grant.volume.get_ref()
                     )));
                 }
@@ -1093,6 +1106,18 @@ mod tests {
             (
                 "[volumes.a]\nbackend = \"memory\"\n[[plugins]]\nname = \"p\"\ncomponent = \"p.wasm\"\nlimits = { memory_mib = 0 }",
                 "memory_mib",
+            ),
+            (
+                "[volumes.a]\nbackend = \"memory\"\n[[plugins]]\nname = \"p\"\ncomponent = \"p.wasm\"\ngrants = [{ volume = \"a\", access = [\"read\", \"admin\"] }]",
+                "plugin 'p': a grant on 'a' gives `admin`, a principal's right",
+            ),
+            (
+                "[volumes.a]\nbackend = \"memory\"\n[[volumes.a.cors]]\nallowed_origins = [\"*\"]\nallowed_methods = [\"PATCH\"]",
+                "volume 'a': cors: rule 1: unsupported method 'PATCH'",
+            ),
+            (
+                "[volumes.a]\nbackend = \"memory\"\n[[volumes.a.cors]]\nallowed_origins = [\"*\"]\nallowed_methods = [\"GET\"]\nallowed_header = [\"*\"]",
+                "allowed_header",
             ),
             ("[volumes.a\nbackend = 1", "line 1"),
             ("[volumes.a]\nbackend = \"s3\"", "needs `bucket`"),

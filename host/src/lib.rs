@@ -65,6 +65,7 @@ pub mod builder;
 #[cfg(feature = "bundled-plugins")]
 pub mod bundled;
 pub mod config;
+pub mod cors;
 pub mod error;
 pub mod images;
 pub mod listing;

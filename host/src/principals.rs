@@ -13,6 +13,7 @@
 //! grants = [
 //!     { volume = "public", access = ["read", "write", "delete"] },
 //!     { volume = "private", access = ["read"] },
+//!     { volume = "uploads", access = ["read", "write", "admin"] }, # admin: its CORS rules
 //! ]
 //! ```
 //!
@@ -53,7 +54,7 @@ impl Principal {
     /// A principal with every right on each of `volumes` and no key (what
     /// `SILO_TOKEN` opens on the sidecar).
     pub fn with_every_right(name: &str, volumes: impl IntoIterator<Item = String>) -> Principal {
-        let every = vec![Access::Read, Access::Write, Access::Delete];
+        let every = vec![Access::Read, Access::Write, Access::Delete, Access::Admin];
         Principal {
             name: name.to_owned(),
             access_key: None,
@@ -285,7 +286,7 @@ impl Principals {
                 "the credentials file names a principal 'env', the name SILO_S3_ACCESS_KEY's principal takes".into(),
             ));
         }
-        let every = vec![Access::Read, Access::Write, Access::Delete];
+        let every = vec![Access::Read, Access::Write, Access::Delete, Access::Admin];
         let principal = Principal {
             name: "env".into(),
             access_key: Some(key.clone()),

@@ -144,6 +144,9 @@ pub enum Access {
     Write,
     /// Remove.
     Delete,
+    /// Change the volume's settings its clients may change (bucket CORS):
+    /// a principal's right, never a plugin's.
+    Admin,
 }
 
 /// Access to the files of one volume under one path prefix.

@@ -311,6 +311,11 @@ pub trait MetadataEngine: Send + Sync + 'static {
     async fn completion(&self, id: &str) -> StorageResult<Option<Completion>>;
     /// Forget completions made before `before_ms`; how many.
     async fn completions_prune(&self, before_ms: u64) -> StorageResult<u64>;
+    /// A volume's setting `name` its clients changed (bucket CORS), as
+    /// they stored it.
+    async fn setting(&self, volume: &str, name: &str) -> StorageResult<Option<String>>;
+    /// Store (`Some`) or remove (`None`) a volume's setting `name`.
+    async fn set_setting(&self, volume: &str, name: &str, value: Option<&str>) -> StorageResult<()>;
 }
 
 /// What is written in the same transaction as a row's change.

@@ -253,10 +253,20 @@ CREATE TABLE multipart_completed (
 CREATE INDEX multipart_completed_by_time ON multipart_completed (completed_ms);
 "#;
 
+/// Version 6: a volume's settings changed by its clients (bucket CORS).
+const SCHEMA_V6: &str = r#"
+CREATE TABLE volume_settings (
+    volume TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (volume, name)
+);
+"#;
+
 /// The schema's history: entry `i` takes a database from version `i` to
 /// `i + 1`. Every node of a site runs the same version: stop the old ones
 /// before starting a newer Silo on their database.
-pub const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
+pub const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6];
 
 /// `call` with what goes in the same statement (so the same transaction):
 /// the audit record's insert and the intent's end, as data-modifying CTEs
@@ -1560,6 +1570,44 @@ impl MetadataEngine for PostgresEngine {
             .await
             .map_err(db_error)?;
         Ok(n)
+    }
+
+    async fn setting(&self, volume: &str, name: &str) -> StorageResult<Option<String>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT value FROM volume_settings WHERE volume = $1 AND name = $2",
+                &[&volume, &name],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(row.map(|row| row.get(0)))
+    }
+
+    async fn set_setting(&self, volume: &str, name: &str, value: Option<&str>) -> StorageResult<()> {
+        let client = self.client().await?;
+        match value {
+            Some(value) => {
+                client
+                    .execute(
+                        "INSERT INTO volume_settings (volume, name, value) VALUES ($1, $2, $3)
+                         ON CONFLICT (volume, name) DO UPDATE SET value = excluded.value",
+                        &[&volume, &name, &value],
+                    )
+                    .await
+            }
+            None => {
+                client
+                    .execute(
+                        "DELETE FROM volume_settings WHERE volume = $1 AND name = $2",
+                        &[&volume, &name],
+                    )
+                    .await
+            }
+        }
+        .map_err(db_error)?;
+        Ok(())
     }
 
     async fn part_put(&self, id: &str, part: &PartRecord) -> StorageResult<Option<Option<String>>> {

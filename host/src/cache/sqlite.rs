@@ -109,6 +109,13 @@ CREATE TABLE IF NOT EXISTS multipart_completed (
     content_type TEXT NOT NULL,
     completed_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
+-- A volume's settings changed by its clients (bucket CORS), as JSON.
+CREATE TABLE IF NOT EXISTS volume_settings (
+    volume TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (volume, name)
+) WITHOUT ROWID;
 -- The audit trail (crate::audit), oldest first by id.
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY,
@@ -1233,6 +1240,40 @@ impl MetadataEngine for SqliteEngine {
                 )
                 .map_err(db_error)?;
             Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn setting(&self, volume: &str, name: &str) -> StorageResult<Option<String>> {
+        let (volume, name) = (volume.to_owned(), name.to_owned());
+        self.read(move |c| {
+            c.query_row(
+                "SELECT value FROM volume_settings WHERE volume = ?1 AND name = ?2",
+                params![volume, name],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(db_error)
+        })
+        .await
+    }
+
+    async fn set_setting(&self, volume: &str, name: &str, value: Option<&str>) -> StorageResult<()> {
+        let (volume, name, value) = (volume.to_owned(), name.to_owned(), value.map(str::to_owned));
+        self.write(move |c| {
+            match value {
+                Some(value) => c.execute(
+                    "INSERT INTO volume_settings (volume, name, value) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (volume, name) DO UPDATE SET value = excluded.value",
+                    params![volume, name, value],
+                ),
+                None => c.execute(
+                    "DELETE FROM volume_settings WHERE volume = ?1 AND name = ?2",
+                    params![volume, name],
+                ),
+            }
+            .map_err(db_error)?;
+            Ok(())
         })
         .await
     }

@@ -18,7 +18,6 @@ pub(super) fn needed(operation: &str) -> Op {
         | "GetObjectAcl"
         | "GetBucketAcl"
         | "GetBucketVersioning"
-        | "GetBucketCors"
         | "GetBucketPolicy"
         | "GetBucketLifecycleConfiguration"
         | "GetObjectTagging"
@@ -52,6 +51,9 @@ pub(super) fn decided_by_core(operation: &str) -> bool {
             | "ListObjects"
             | "ListObjectsV2"
             | "ListObjectVersions"
+            | "GetBucketCors"
+            | "PutBucketCors"
+            | "DeleteBucketCors"
     )
 }
 

@@ -216,8 +216,8 @@ impl Declared {
 
 /// A request body as the chunks it arrives in, cut off when the client
 /// goes quiet for longer than `idle`.
-pub(super) fn body_chunks(
-    body: StreamingBlob,
+pub(super) fn body_chunks<E: std::fmt::Display>(
+    body: impl Stream<Item = Result<Bytes, E>> + Unpin + Send + 'static,
     idle: Duration,
 ) -> impl Stream<Item = std::io::Result<Bytes>> + Unpin + Send + 'static {
     Box::pin(futures_util::stream::unfold(Some(body), move |body| async move {

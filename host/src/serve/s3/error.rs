@@ -40,6 +40,16 @@ pub(super) fn request_error(e: RequestError) -> S3Error {
     }
 }
 
+pub(super) fn cors_error(e: crate::cors::CorsError) -> S3Error {
+    use crate::cors::CorsError;
+    match e {
+        CorsError::Denied(e) => denied(e),
+        CorsError::Storage(e) => storage_error(e),
+        CorsError::Invalid(why) => s3_error!(InvalidRequest, "{why}"),
+        e @ CorsError::Configured(_) => s3_error!(AccessDenied, "{e}"),
+    }
+}
+
 pub(super) fn upload_error(e: UploadError) -> S3Error {
     match e {
         UploadError::Denied(e) => denied(e),

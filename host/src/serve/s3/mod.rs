@@ -20,6 +20,7 @@ mod error;
 mod list;
 mod multipart;
 mod objects;
+mod post;
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -106,7 +107,7 @@ pub fn service(
     builder.set_auth(Keys(principals.clone()));
     builder.set_access(Policy {
         silo: silo.clone(),
-        principals,
+        principals: principals.clone(),
     });
     builder.set_host(Hosts {
         base_domain: settings.base_domain.clone(),
@@ -119,22 +120,44 @@ pub fn service(
     hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
         let s3 = s3.clone();
         let silo = silo.clone();
+        let principals = principals.clone();
+        let settings = settings.clone();
         async move {
             let started = std::time::Instant::now();
             let slot = OperationSlot::default();
             request.extensions_mut().insert(slot.clone());
-            let head = request.method() == http::Method::HEAD;
+            let method = request.method().clone();
+            let head = method == http::Method::HEAD;
             join_repeated(request.headers_mut(), http::header::CONTENT_ENCODING);
+            let origin = header_text(request.headers(), http::header::ORIGIN);
+            let addressed = addressed(request.headers(), request.uri(), settings.base_domain.as_deref());
             let request = request.map(|body| s3s::Body::http_body(Lingering(Some(body))));
-            let mut response = s3.call(request).await;
-            // s3s answers every HeadObject 200; a ranged one is 206, as
-            // its GetObject is.
-            if let Ok(r) = response.as_mut()
-                && head
-                && r.status() == http::StatusCode::OK
-                && r.headers().contains_key(http::header::CONTENT_RANGE)
-            {
-                *r.status_mut() = http::StatusCode::PARTIAL_CONTENT;
+            let mut response = match (&addressed, &origin) {
+                (_, Some(origin)) if method == http::Method::OPTIONS => {
+                    let _ = slot.0.set("PreflightCORS".into());
+                    let bucket = addressed.as_ref().map(|(b, _)| b.as_str());
+                    Ok(preflight(&silo, bucket, origin, request.headers()).await)
+                }
+                (Some((bucket, false)), _) if post::is_post_object(&method, request.headers()) => {
+                    let _ = slot.0.set("PostObject".into());
+                    let bucket = bucket.clone();
+                    Ok(post::post_object(silo.clone(), principals, &settings, bucket, request)
+                        .await
+                        .unwrap_or_else(error_response))
+                }
+                _ => s3.call(request).await,
+            };
+            if let Ok(r) = response.as_mut() {
+                // s3s answers every HeadObject 200; a ranged one is 206, as
+                // its GetObject is.
+                if head && r.status() == http::StatusCode::OK && r.headers().contains_key(http::header::CONTENT_RANGE) {
+                    *r.status_mut() = http::StatusCode::PARTIAL_CONTENT;
+                }
+                if let (Some(origin), Some((bucket, _))) = (&origin, &addressed)
+                    && method != http::Method::OPTIONS
+                {
+                    cors_headers(&silo, bucket, origin, &method, r.headers_mut()).await;
+                }
             }
             let status = response.as_ref().map_or(500, |r| r.status().as_u16());
             // A request refused before it was read as an operation (a bad
@@ -153,6 +176,131 @@ pub fn service(
             response
         }
     })
+}
+
+/// An error answered outside s3s, as s3s writes it.
+fn error_response(e: S3Error) -> http::Response<s3s::Body> {
+    let status = e.status_code().unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    e.to_http_response().unwrap_or_else(|_| {
+        let mut r = http::Response::new(s3s::Body::empty());
+        *r.status_mut() = status;
+        r
+    })
+}
+
+fn header_text(headers: &http::HeaderMap, name: http::header::HeaderName) -> Option<String> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+/// The bucket a request names (by its host under the base domain, else
+/// the path's first segment), and whether it names a key in it.
+fn addressed(headers: &http::HeaderMap, uri: &http::Uri, base_domain: Option<&str>) -> Option<(String, bool)> {
+    let path = uri.path().trim_start_matches('/');
+    let host = headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()));
+    let hosts = Hosts {
+        base_domain: base_domain.map(str::to_owned),
+    };
+    if let Some(host) = host
+        && let Ok(virtual_host) = hosts.parse_host_header(host)
+        && let Some(bucket) = virtual_host.bucket()
+    {
+        return Some((bucket.to_owned(), !path.is_empty()));
+    }
+    let (bucket, rest) = path.split_once('/').unwrap_or((path, ""));
+    (!bucket.is_empty()).then(|| (bucket.to_owned(), !rest.is_empty()))
+}
+
+/// The answer to a preflight: the volume's first rule allowing the
+/// origin, method and headers asked for, or 403 as S3 gives it (the same
+/// for a volume that does not exist, so a stranger learns no name).
+async fn preflight(
+    silo: &Silo,
+    bucket: Option<&str>,
+    origin: &str,
+    headers: &http::HeaderMap,
+) -> http::Response<s3s::Body> {
+    let refuse = |message: &str| {
+        let mut e = S3Error::with_message(s3s::S3ErrorCode::Custom("AccessForbidden".into()), message.to_owned());
+        e.set_status_code(http::StatusCode::FORBIDDEN);
+        error_response(e)
+    };
+    let Some(method) = header_text(headers, http::header::ACCESS_CONTROL_REQUEST_METHOD) else {
+        let mut e = s3_error!(InvalidRequest, "a preflight needs Access-Control-Request-Method");
+        e.set_status_code(http::StatusCode::BAD_REQUEST);
+        return error_response(e);
+    };
+    let asked = header_text(headers, http::header::ACCESS_CONTROL_REQUEST_HEADERS).unwrap_or_default();
+    let asked: Vec<&str> = asked.split(',').map(str::trim).filter(|h| !h.is_empty()).collect();
+    let rules = match bucket {
+        Some(bucket) => silo.cors(bucket).await,
+        None => Ok(None),
+    };
+    let rules = match rules {
+        Ok(Some(rules)) => rules,
+        Ok(None) => return refuse("CORSResponse: CORS is not enabled for this bucket."),
+        Err(e) => return error_response(storage_error(e)),
+    };
+    match crate::cors::preflight(&rules, origin, &method, &asked) {
+        Some(allow) => {
+            let mut response = http::Response::new(s3s::Body::empty());
+            write_cors(&allow, response.headers_mut());
+            response
+        }
+        None => refuse(
+            "CORSResponse: This CORS request is not allowed. This is usually because the evalution of Origin, request method / Access-Control-Request-Method or Access-Control-Request-Headers are not whitelisted by the resource's CORS spec.",
+        ),
+    }
+}
+
+/// The CORS headers of an answer to a request from `origin`, if a rule of
+/// the volume allows it (the browser hides the answer from the page
+/// otherwise).
+async fn cors_headers(silo: &Silo, bucket: &str, origin: &str, method: &http::Method, headers: &mut http::HeaderMap) {
+    // The answer differs by origin whatever the rules: caches must know.
+    headers.append(http::header::VARY, http::HeaderValue::from_static("Origin"));
+    let rules = match silo.cors(bucket).await {
+        Ok(Some(rules)) => rules,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!("the CORS rules of volume '{bucket}' cannot be read: {e}");
+            return;
+        }
+    };
+    if let Some(allow) = crate::cors::actual(&rules, origin, method.as_str()) {
+        write_cors(&allow, headers);
+    }
+}
+
+fn write_cors(allow: &crate::cors::CorsAllow, headers: &mut http::HeaderMap) {
+    use http::header::*;
+    let mut set = |name: HeaderName, value: String| {
+        if let Ok(value) = http::HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    };
+    set(ACCESS_CONTROL_ALLOW_ORIGIN, allow.origin.clone());
+    if allow.credentials {
+        set(ACCESS_CONTROL_ALLOW_CREDENTIALS, "true".into());
+    }
+    if !allow.methods.is_empty() {
+        set(ACCESS_CONTROL_ALLOW_METHODS, allow.methods.join(", "));
+    }
+    if !allow.headers.is_empty() {
+        set(ACCESS_CONTROL_ALLOW_HEADERS, allow.headers.join(", "));
+    }
+    if !allow.expose.is_empty() {
+        set(ACCESS_CONTROL_EXPOSE_HEADERS, allow.expose.join(", "));
+    }
+    if let Some(age) = allow.max_age_secs {
+        set(ACCESS_CONTROL_MAX_AGE, age.to_string());
+    }
+    headers.append(
+        VARY,
+        http::HeaderValue::from_static("Origin, Access-Control-Request-Headers, Access-Control-Request-Method"),
+    );
 }
 
 /// Join the values of a list header sent more than once into one, as
@@ -510,6 +658,20 @@ impl S3 for SiloS3 {
         req: S3Request<dto::GetBucketCorsInput>,
     ) -> S3Result<S3Response<dto::GetBucketCorsOutput>> {
         bucket::get_bucket_cors(self, req).await
+    }
+
+    async fn put_bucket_cors(
+        &self,
+        req: S3Request<dto::PutBucketCorsInput>,
+    ) -> S3Result<S3Response<dto::PutBucketCorsOutput>> {
+        bucket::put_bucket_cors(self, req).await
+    }
+
+    async fn delete_bucket_cors(
+        &self,
+        req: S3Request<dto::DeleteBucketCorsInput>,
+    ) -> S3Result<S3Response<dto::DeleteBucketCorsOutput>> {
+        bucket::delete_bucket_cors(self, req).await
     }
 
     async fn get_bucket_policy(

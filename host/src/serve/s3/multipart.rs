@@ -235,7 +235,7 @@ pub(super) async fn complete_multipart_upload(
     req: S3Request<dto::CompleteMultipartUploadInput>,
 ) -> S3Result<S3Response<dto::CompleteMultipartUploadOutput>> {
     let caller = s3.caller(req.credentials.as_ref());
-    let location = object_url(&req.headers, &req.uri);
+    let location = object_url(&req.headers, &req.uri, None);
     let input = req.input;
     SiloS3::check_key(&input.key)?;
     let named: Vec<(i32, String)> = input
@@ -274,23 +274,6 @@ pub(super) async fn complete_multipart_upload(
         location,
         ..Default::default()
     }))
-}
-
-/// The URL of the object a request names, as the client addressed it
-/// (path or virtual-host style): the completion's `Location`, which
-/// clients (the JavaScript SDK's `Upload`, CMS storage providers) keep as
-/// the file's URL.
-fn object_url(headers: &http::HeaderMap, uri: &http::Uri) -> Option<String> {
-    let host = match headers.get(http::header::HOST) {
-        Some(host) => host.to_str().ok()?,
-        None => uri.authority()?.as_str(),
-    };
-    // Behind a proxy that ends TLS, the client's scheme is the proxy's.
-    let scheme = match headers.get("x-forwarded-proto").and_then(|p| p.to_str().ok()) {
-        Some("https") => "https",
-        _ => uri.scheme_str().unwrap_or("http"),
-    };
-    Some(format!("{scheme}://{host}{}", uri.path()))
 }
 
 pub(super) async fn abort_multipart_upload(

@@ -77,6 +77,31 @@ pub(super) fn check_acl(acl: Option<&dto::ObjectCannedACL>) -> S3Result<()> {
     }
 }
 
+/// The URL of the object a request names, as the client addressed it
+/// (path or virtual-host style), or of `key` in the bucket it names: the
+/// `Location` of a completion or a browser upload, which clients (the
+/// JavaScript SDK's `Upload`, CMS storage providers) keep as the file's URL.
+pub(super) fn object_url(headers: &http::HeaderMap, uri: &http::Uri, key: Option<&str>) -> Option<String> {
+    let host = match headers.get(http::header::HOST) {
+        Some(host) => host.to_str().ok()?,
+        None => uri.authority()?.as_str(),
+    };
+    // Behind a proxy that ends TLS, the client's scheme is the proxy's.
+    let scheme = match headers.get("x-forwarded-proto").and_then(|p| p.to_str().ok()) {
+        Some("https") => "https",
+        _ => uri.scheme_str().unwrap_or("http"),
+    };
+    let path = uri.path();
+    Some(match key {
+        None => format!("{scheme}://{host}{path}"),
+        Some(key) => format!(
+            "{scheme}://{host}{}/{}",
+            path.trim_end_matches('/'),
+            crate::path::percent_encode(key)
+        ),
+    })
+}
+
 pub(super) fn etag(meta: &ObjectMeta) -> ETag {
     ETag::Strong(meta.etag.trim_matches('"').to_owned())
 }

@@ -1,0 +1,296 @@
+//! Browser uploads through the S3 endpoint: a volume's CORS rules (kept in
+//! the metadata engine and answered by every node, or fixed by the
+//! configuration), preflights and the CORS headers of answers, and POST
+//! Object with a signed POST policy (boto3's `generate_presigned_post`,
+//! and a real browser on a page of another origin).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_s3::error::ProvideErrorMetadata;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CorsConfiguration, CorsRule};
+use silo_tests::http::{Client, Reply};
+use silo_tests::s3api::{Endpoint, principal};
+use silo_tests::{TestSilo, s3};
+
+const SECRET: &str = "cms-secret-0123456789";
+const ADMIN_SECRET: &str = "admin-secret-0123456789";
+const CMS: &str = "https://cms.example.test";
+
+fn credentials() -> String {
+    [
+        principal(
+            "cms",
+            "CMSKEY",
+            SECRET,
+            r#"[{ volume = "public", access = ["read", "write", "delete"] }, { volume = "private", access = ["read", "write", "delete"] }]"#,
+        ),
+        principal(
+            "admin",
+            "ADMINKEY",
+            ADMIN_SECRET,
+            r#"[{ volume = "public", access = ["read", "admin"] }, { volume = "private", access = ["read", "admin"] }]"#,
+        ),
+    ]
+    .concat()
+}
+
+fn rule(origins: &[&str], methods: &[&str], headers: &[&str], expose: &[&str], max_age: Option<i32>) -> CorsRule {
+    let mut rule = CorsRule::builder();
+    for o in origins {
+        rule = rule.allowed_origins(*o);
+    }
+    for m in methods {
+        rule = rule.allowed_methods(*m);
+    }
+    for h in headers {
+        rule = rule.allowed_headers(*h);
+    }
+    for e in expose {
+        rule = rule.expose_headers(*e);
+    }
+    rule.set_max_age_seconds(max_age).build().unwrap()
+}
+
+async fn preflight(endpoint: &Endpoint, path: &str, origin: &str, method: &str, headers: &str) -> Reply {
+    let mut sent = vec![("origin", origin), ("access-control-request-method", method)];
+    if !headers.is_empty() {
+        sent.push(("access-control-request-headers", headers));
+    }
+    Client::default()
+        .send(
+            hyper::Method::OPTIONS,
+            &format!("{}{path}", endpoint.url()),
+            &sent,
+            bytes::Bytes::new(),
+        )
+        .await
+        .unwrap()
+}
+
+/// Each node's endpoint answers from the rules another stored: they are
+/// the metadata engine's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cors_rules_are_kept_per_volume_shared_by_nodes_and_answer_preflights() {
+    let bucket = s3::bucket("browser-cors").await;
+    let url_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(url_file.path(), silo_tests::pg::database("browser_cors").await).unwrap();
+    let volumes = format!(
+        "[metadata]\nbackend = \"postgres\"\nurl_file = \"{}\"\npool_size = 4\n\n{}{}",
+        url_file.path().display(),
+        s3::volume_toml("public", &bucket, "public", "visibility = \"public\""),
+        s3::volume_toml("private", &bucket, "private", "")
+    );
+    let a = TestSilo::with_volumes("", &[], &volumes).await.unwrap();
+    let b = TestSilo::with_volumes("", &[], &volumes).await.unwrap();
+    let ea = Endpoint::start(Arc::new(a.silo), &credentials(), Duration::from_secs(30)).await;
+    let eb = Endpoint::start(Arc::new(b.silo), &credentials(), Duration::from_secs(30)).await;
+    let (cms, admin_a, admin_b) = (
+        ea.client("CMSKEY", SECRET),
+        ea.client("ADMINKEY", ADMIN_SECRET),
+        eb.client("ADMINKEY", ADMIN_SECRET),
+    );
+
+    let none = cms.get_bucket_cors().bucket("public").send().await.unwrap_err();
+    assert_eq!(none.code(), Some("NoSuchCORSConfiguration"));
+    let rules = CorsConfiguration::builder()
+        .cors_rules(rule(
+            &[CMS],
+            &["PUT", "POST", "GET"],
+            &["content-type", "x-amz-*"],
+            &["ETag"],
+            Some(600),
+        ))
+        .cors_rules(rule(&["*"], &["GET"], &[], &[], None))
+        .build()
+        .unwrap();
+    // Changing them takes the admin grant, which the CMS has not.
+    let refused = cms
+        .put_bucket_cors()
+        .bucket("public")
+        .cors_configuration(rules.clone())
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Some("AccessDenied"), "{refused:?}");
+    admin_a
+        .put_bucket_cors()
+        .bucket("public")
+        .cors_configuration(rules.clone())
+        .send()
+        .await
+        .unwrap();
+    // The other node answers them at once.
+    let got = admin_b.get_bucket_cors().bucket("public").send().await.unwrap();
+    assert_eq!(got.cors_rules(), rules.cors_rules());
+
+    let ok = preflight(&eb, "/public/uploads/a.jpg", CMS, "PUT", "Content-Type, X-Amz-Date").await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(ok.header("access-control-allow-origin"), Some(CMS));
+    assert_eq!(ok.header("access-control-allow-credentials"), Some("true"));
+    assert_eq!(ok.header("access-control-allow-methods"), Some("PUT, POST, GET"));
+    assert_eq!(
+        ok.header("access-control-allow-headers"),
+        Some("content-type, x-amz-date")
+    );
+    assert_eq!(ok.header("access-control-max-age"), Some("600"));
+    // Another origin, a header no rule allows, a method none does.
+    for (origin, method, headers) in [
+        ("https://evil.test", "PUT", ""),
+        (CMS, "PUT", "authorization"),
+        (CMS, "DELETE", ""),
+    ] {
+        let refused = preflight(&eb, "/public/uploads/a.jpg", origin, method, headers).await;
+        assert_eq!(refused.status, 403, "{origin} {method} {headers}");
+        assert!(
+            refused.text().contains("This CORS request is not allowed"),
+            "{}",
+            refused.text()
+        );
+        assert_eq!(refused.header("access-control-allow-origin"), None);
+    }
+    // A volume without rules, and one that does not exist, look alike.
+    let private = preflight(&eb, "/private/a", CMS, "PUT", "").await;
+    let nosuch = preflight(&eb, "/nosuch/a", CMS, "PUT", "").await;
+    assert_eq!((private.status.as_u16(), nosuch.status.as_u16()), (403, 403));
+    assert!(private.text().contains("CORS is not enabled for this bucket"));
+    assert_eq!(private.text(), nosuch.text());
+
+    // Answers carry the rule's headers: the CMS's origin with its exposed
+    // headers, anyone else `*` by the second rule; a private volume none.
+    cms.put_object()
+        .bucket("public")
+        .key("a.txt")
+        .body(ByteStream::from_static(b"hello"))
+        .send()
+        .await
+        .unwrap();
+    cms.put_object()
+        .bucket("private")
+        .key("a.txt")
+        .body(ByteStream::from_static(b"hello"))
+        .send()
+        .await
+        .unwrap();
+    let get = |origin: &'static str, path: &'static str| {
+        let url = format!("{}{path}", eb.url());
+        async move { Client::default().get(&url, &[("origin", origin)]).await.unwrap() }
+    };
+    let mine = get(CMS, "/public/a.txt").await;
+    assert_eq!(mine.status, 200);
+    assert_eq!(mine.header("access-control-allow-origin"), Some(CMS));
+    assert_eq!(mine.header("access-control-expose-headers"), Some("ETag"));
+    assert!(mine.headers.get_all("vary").iter().any(|v| v == "Origin"));
+    let theirs = get("https://evil.test", "/public/a.txt").await;
+    assert_eq!(theirs.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(theirs.header("access-control-allow-credentials"), None);
+    let unruled = get(CMS, "/private/a.txt").await;
+    assert_eq!(unruled.status, 403, "anonymous");
+    assert_eq!(unruled.header("access-control-allow-origin"), None);
+
+    // Rules S3 would refuse are refused by name.
+    let bad = admin_a
+        .put_bucket_cors()
+        .bucket("private")
+        .cors_configuration(
+            CorsConfiguration::builder()
+                .cors_rules(rule(&[CMS], &["PATCH"], &[], &[], None))
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Some("InvalidRequest"), "{bad:?}");
+    assert!(bad.message().unwrap_or_default().contains("PATCH"));
+
+    // Deleted on one node, gone on the other.
+    admin_b.delete_bucket_cors().bucket("public").send().await.unwrap();
+    let after = preflight(&ea, "/public/uploads/a.jpg", CMS, "PUT", "").await;
+    assert_eq!(after.status, 403);
+    let none = admin_a.get_bucket_cors().bucket("public").send().await.unwrap_err();
+    assert_eq!(none.code(), Some("NoSuchCORSConfiguration"));
+}
+
+/// Rules in the configuration are the volume's, whatever its clients ask.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_rules_set_in_the_configuration_are_fixed() {
+    let volumes = format!(
+        "[volumes.public]\nbackend = \"local\"\npath = \"volumes/public\"\nvisibility = \"public\"\n\
+         [[volumes.public.cors]]\nallowed_origins = [\"{CMS}\"]\nallowed_methods = [\"PUT\"]\n\
+         allowed_headers = [\"*\"]\n\n\
+         [volumes.private]\nbackend = \"local\"\npath = \"volumes/private\"\n"
+    );
+    let t = TestSilo::with_volumes("", &[], &volumes).await.unwrap();
+    let endpoint = Endpoint::start(Arc::new(t.silo), &credentials(), Duration::from_secs(30)).await;
+    let admin = endpoint.client("ADMINKEY", ADMIN_SECRET);
+    let got = admin.get_bucket_cors().bucket("public").send().await.unwrap();
+    assert_eq!(got.cors_rules()[0].allowed_origins(), [CMS]);
+    let refused = admin
+        .put_bucket_cors()
+        .bucket("public")
+        .cors_configuration(
+            CorsConfiguration::builder()
+                .cors_rules(rule(&["*"], &["PUT"], &[], &[], None))
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Some("AccessDenied"));
+    assert!(
+        refused.message().unwrap_or_default().contains("configuration"),
+        "{refused:?}"
+    );
+    let refused = admin.delete_bucket_cors().bucket("public").send().await.unwrap_err();
+    assert_eq!(refused.code(), Some("AccessDenied"));
+    let ok = preflight(&endpoint, "/public/x", CMS, "PUT", "x-anything").await;
+    assert_eq!(ok.status, 200);
+    assert_eq!(ok.header("access-control-allow-headers"), Some("x-anything"));
+    assert_eq!(
+        preflight(&endpoint, "/public/x", "https://evil.test", "PUT", "")
+            .await
+            .status,
+        403
+    );
+}
+
+/// boto3's POST policies, on local and S3 volumes: stored and judged as a
+/// PUT, answered as S3 answers, and refused whenever the policy does not
+/// hold (tests/clients/s3_post_boto3.py).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn form_posts_are_held_to_their_policy_and_judged_like_puts() {
+    let python = std::env::var("SILO_TEST_BOTO3_PYTHON")
+        .expect("SILO_TEST_BOTO3_PYTHON is not set: run the tests with tests/run, which installs boto3");
+    for on_s3 in [false, true] {
+        let t = if on_s3 {
+            TestSilo::on_s3(silo_tests::EXAMPLE_PIPELINE, &[], "browser-post")
+                .await
+                .unwrap()
+                .0
+        } else {
+            TestSilo::new(silo_tests::EXAMPLE_PIPELINE, &[]).await.unwrap()
+        };
+        let endpoint = Endpoint::start(Arc::new(t.silo), &credentials(), Duration::from_secs(30)).await;
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/s3_post_boto3.py");
+        let url = endpoint.url();
+        let python = python.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(python)
+                .args([script, &url, "CMSKEY", SECRET])
+                .output()
+                .expect("run python")
+        })
+        .await
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.trim() == "ok",
+            "on {}: {stdout}{}",
+            if on_s3 { "s3" } else { "local" },
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
