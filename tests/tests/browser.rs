@@ -294,3 +294,246 @@ async fn form_posts_are_held_to_their_policy_and_judged_like_puts() {
         );
     }
 }
+
+/// The fields of a form posting into `bucket` under `prefix`, signed by
+/// `key`/`secret` as a CMS's server signs them (SigV4, an hour's policy).
+fn form_fields(bucket: &str, prefix: &str, key: &str, secret: &str) -> Vec<(String, String)> {
+    use aws_sdk_s3::primitives::{DateTime, DateTimeFormat};
+    use base64::Engine;
+    use hmac::Mac;
+    type Hmac = hmac::Hmac<sha2::Sha256>;
+    let now = std::time::SystemTime::now();
+    let stamp = DateTime::from(now).fmt(DateTimeFormat::DateTime).unwrap();
+    let amz_date: String = stamp.chars().filter(|c| *c != '-' && *c != ':').collect();
+    let day = &amz_date[..8];
+    let credential = format!("{key}/{day}/us-east-1/s3/aws4_request");
+    let expiration = DateTime::from(now + Duration::from_secs(3600))
+        .fmt(DateTimeFormat::DateTime)
+        .unwrap();
+    let policy = serde_json::json!({
+        "expiration": expiration,
+        "conditions": [
+            {"bucket": bucket},
+            ["starts-with", "$key", prefix],
+            {"x-amz-algorithm": "AWS4-HMAC-SHA256"},
+            {"x-amz-credential": credential},
+            {"x-amz-date": amz_date},
+            ["content-length-range", 1, 1048576],
+        ],
+    });
+    let policy = base64::engine::general_purpose::STANDARD.encode(policy.to_string());
+    let step = |key: &[u8], data: &str| {
+        let mut mac = Hmac::new_from_slice(key).unwrap();
+        mac.update(data.as_bytes());
+        mac.finalize().into_bytes().to_vec()
+    };
+    let mut signing = step(format!("AWS4{secret}").as_bytes(), day);
+    for part in ["us-east-1", "s3", "aws4_request"] {
+        signing = step(&signing, part);
+    }
+    let signature = hex::encode(step(&signing, &policy));
+    [
+        ("key", format!("{prefix}${{filename}}")),
+        ("x-amz-algorithm", "AWS4-HMAC-SHA256".into()),
+        ("x-amz-credential", credential),
+        ("x-amz-date", amz_date),
+        ("policy", policy),
+        ("x-amz-signature", signature),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// The page a CMS serves its editors, on its own origin: it uploads with a
+/// presigned PUT and with a form POST, reads Silo's answers (refusals
+/// included), and reports what it saw to `/report`.
+const PAGE: &str = r#"<!doctype html><meta charset="utf-8"><title>upload</title><script>
+const cfg = CONFIG;
+async function answer(r) { return {status: r.status, etag: r.headers.get('ETag'), body: await r.text()}; }
+function form(name, text) {
+  const f = new FormData();
+  for (const [k, v] of cfg.fields) f.append(k, v);
+  f.append('file', new Blob([text], {type: 'text/plain'}), name);
+  return f;
+}
+async function run() {
+  const out = {};
+  try {
+    out.put = await answer(await fetch(cfg.put, {method: 'PUT', body: 'put by a browser', headers: {'Content-Type': 'text/plain'}}));
+    out.putPhp = await answer(await fetch(cfg.putPhp, {method: 'PUT', body: '<?php echo 1;', headers: {'Content-Type': 'text/plain'}}));
+    out.post = await answer(await fetch(cfg.post, {method: 'POST', body: form('form.txt', 'posted by a browser')}));
+    out.postPhp = await answer(await fetch(cfg.post, {method: 'POST', body: form('evil.php', '<?php echo 1;')}));
+    try {
+      await fetch(cfg.unruled, {method: 'PUT', body: 'x', headers: {'Content-Type': 'text/plain'}});
+      out.unruled = 'answered';
+    } catch (e) { out.unruled = 'blocked: ' + e.name; }
+  } catch (e) { out.error = String(e); }
+  await fetch('/report', {method: 'POST', body: JSON.stringify(out)});
+}
+run();
+</script>"#;
+
+/// Chromium, headless, on a page of another origin (another port): a
+/// presigned PUT after its preflight and a multipart form POST are
+/// stored, a refused upload shows the page Silo's refusal, and a volume
+/// without rules is closed to the page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_on_another_origin_uploads_by_presigned_put_and_form_post() {
+    let chromium = std::env::var("SILO_TEST_CHROMIUM")
+        .expect("SILO_TEST_CHROMIUM is not set: run the tests with tests/run, which installs Chromium");
+    for on_s3 in [false, true] {
+        let on = if on_s3 { "s3" } else { "local" };
+        let t = if on_s3 {
+            TestSilo::on_s3(silo_tests::EXAMPLE_PIPELINE, &[], "browser-chromium")
+                .await
+                .unwrap()
+                .0
+        } else {
+            TestSilo::new(silo_tests::EXAMPLE_PIPELINE, &[]).await.unwrap()
+        };
+        let endpoint = Endpoint::start(Arc::new(t.silo), &credentials(), Duration::from_secs(30)).await;
+        let (cms, admin) = (
+            endpoint.client("CMSKEY", SECRET),
+            endpoint.client("ADMINKEY", ADMIN_SECRET),
+        );
+
+        let page = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin = format!("http://{}", page.local_addr().unwrap());
+        admin
+            .put_bucket_cors()
+            .bucket("public")
+            .cors_configuration(
+                CorsConfiguration::builder()
+                    .cors_rules(rule(&[&origin], &["PUT", "POST", "GET"], &["*"], &["ETag"], Some(60)))
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let presign = |bucket: &'static str, key: &'static str| {
+            let cms = cms.clone();
+            async move {
+                let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(Duration::from_secs(600)).unwrap();
+                let request = cms
+                    .put_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .presigned(config)
+                    .await
+                    .unwrap();
+                request.uri().to_owned()
+            }
+        };
+        let config = serde_json::json!({
+            "put": presign("public", "browser/put.txt").await,
+            "putPhp": presign("public", "browser/shell.php").await,
+            "unruled": presign("private", "browser/put.txt").await,
+            "post": format!("{}/public", endpoint.url()),
+            "fields": form_fields("public", "browser/", "CMSKEY", SECRET),
+        });
+        let html = PAGE.replace("CONFIG", &config.to_string());
+        let (report_tx, mut report_rx) = tokio::sync::mpsc::channel::<String>(1);
+        let app = axum::Router::new()
+            .route(
+                "/",
+                axum::routing::get(move || async move { axum::response::Html(html) }),
+            )
+            .route(
+                "/report",
+                axum::routing::post(move |body: String| async move {
+                    let _ = report_tx.send(body).await;
+                }),
+            );
+        let server = tokio::spawn(async move { axum::serve(page, app).await.unwrap() });
+        let profile = tempfile::tempdir().unwrap();
+        let mut browser = std::process::Command::new(&chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                "--disable-extensions",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(format!("{origin}/"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start Chromium");
+        let report = match tokio::time::timeout(Duration::from_secs(90), report_rx.recv()).await {
+            Ok(Some(report)) => report,
+            _ => {
+                let _ = browser.kill();
+                let out = browser.wait_with_output().unwrap();
+                panic!(
+                    "on {on}: the page reported nothing: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        };
+        let _ = browser.kill();
+        let _ = browser.wait();
+        server.abort();
+        let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+        eprintln!("on {on}: the page saw {report:#}");
+        assert!(report.get("error").is_none(), "on {on}: {report:#}");
+
+        // The presigned PUT, after its preflight: stored, its ETag readable.
+        use md5::Digest;
+        let put_etag = format!("\"{:x}\"", md5::Md5::digest(b"put by a browser"));
+        assert_eq!(report["put"]["status"], 200, "on {on}: {report:#}");
+        assert_eq!(report["put"]["etag"], put_etag.as_str(), "on {on}: {report:#}");
+        // The form POST: 204, stored under the name the browser gave.
+        assert_eq!(report["post"]["status"], 204, "on {on}: {report:#}");
+        let stored = cms
+            .get_object()
+            .bucket("public")
+            .key("browser/form.txt")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            stored.body.collect().await.unwrap().into_bytes().as_ref(),
+            b"posted by a browser"
+        );
+        let stored = cms
+            .get_object()
+            .bucket("public")
+            .key("browser/put.txt")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            stored.body.collect().await.unwrap().into_bytes().as_ref(),
+            b"put by a browser"
+        );
+        // Refusals reach the page, with Silo's reason; nothing is stored.
+        for (what, key) in [("putPhp", "browser/shell.php"), ("postPhp", "browser/evil.php")] {
+            assert_eq!(report[what]["status"], 403, "on {on}: {report:#}");
+            let body = report[what]["body"].as_str().unwrap();
+            assert!(
+                body.contains("<Code>AccessDenied</Code>") && body.contains(".php"),
+                "on {on}: {body}"
+            );
+            let gone = cms.head_object().bucket("public").key(key).send().await.unwrap_err();
+            assert_eq!(
+                gone.raw_response().map(|r| r.status().as_u16()),
+                Some(404),
+                "on {on}: {key}"
+            );
+        }
+        // A volume with no rules is closed to the page.
+        assert_eq!(report["unruled"], "blocked: TypeError", "on {on}: {report:#}");
+        let none = cms
+            .head_object()
+            .bucket("private")
+            .key("browser/put.txt")
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(none.raw_response().map(|r| r.status().as_u16()), Some(404));
+    }
+}
