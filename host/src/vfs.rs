@@ -14,7 +14,7 @@ use bytes::Bytes;
 
 use crate::audit::{Action, Actor, AuditSettings, Record};
 use crate::budget::{Held, WriteBudget};
-use crate::cache::{Change, Entry, Intent, MetadataCache, Page};
+use crate::cache::{Change, Entry, Intent, MetadataCache, Page, Version};
 use crate::error::{StorageError, StorageResult};
 use crate::metrics::{Metrics, VolumeLookups};
 use crate::path::{self, VolumePath};
@@ -622,7 +622,7 @@ impl Storage {
                         intent: Some(intent.id),
                     };
                     self.cache
-                        .remove_with(&loc.volume, &loc.path, Some(&cached.etag), &change)
+                        .remove_with(&loc.volume, &loc.path, Some(Version::etag(&cached.etag)), &change)
                         .await?;
                     fixed += 1;
                 }
@@ -958,7 +958,9 @@ impl Session {
             },
             Err(StorageError::NotFound) => {
                 // Deleted behind Silo's back: the row is stale.
-                self.cache().remove(&loc.volume, &loc.path, Some(&known.etag)).await?;
+                self.cache()
+                    .remove(&loc.volume, &loc.path, Some(Version::etag(&known.etag)))
+                    .await?;
                 Err(StorageError::NotFound)
             }
             Err(e) => Err(e),
@@ -1230,7 +1232,8 @@ impl Session {
             return Err(StorageError::AccessDenied);
         }
         let known = self.stat(loc).await?;
-        self.delete_version(loc, &known.etag, Action::Delete).await
+        self.delete_version(loc, Version::etag(&known.etag), Action::Delete)
+            .await
     }
 
     /// Delete `loc` if it still holds the version `written` (a write this
@@ -1246,31 +1249,34 @@ impl Session {
             Ok(_) | Err(StorageError::NotFound) => return Ok(false),
             Err(e) => return Err(e),
         }
-        match self.delete_version(loc, etag, Action::Rollback).await {
+        match self
+            .delete_version(loc, Version::written(written), Action::Rollback)
+            .await
+        {
             Ok(()) => Ok(true),
             Err(StorageError::NotFound) => Ok(false),
             Err(e) => Err(e),
         }
     }
 
-    /// Delete `loc`, known to the cache as version `etag`. The cache row
-    /// goes only if it is still that version, and also when the backend no
+    /// Delete `loc`, known to the cache as `version`. The cache row goes
+    /// only if it is still that version, and also when the backend no
     /// longer had the file (the row was stale).
-    async fn delete_version(&self, loc: &Location, etag: &str, action: Action) -> StorageResult<()> {
+    async fn delete_version(&self, loc: &Location, version: Version<'_>, action: Action) -> StorageResult<()> {
         let intent = self.intend(loc).await?;
         let deleted = self.store(loc)?.delete(loc.path.as_str()).await;
         self.changed(loc);
         if let Ok(()) | Err(StorageError::NotFound) = deleted {
             let mut audit = self.audit_record(action, loc, None);
             if let Some(record) = &mut audit {
-                record.etag = Some(etag.to_owned());
+                record.etag = Some(version.etag.to_owned());
             }
             let change = Change {
                 audit,
                 intent: Some(intent),
             };
             self.cache()
-                .remove_with(&loc.volume, &loc.path, Some(etag), &change)
+                .remove_with(&loc.volume, &loc.path, Some(version), &change)
                 .await?;
         } else {
             self.abandon(intent).await;

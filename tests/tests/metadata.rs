@@ -9,7 +9,7 @@ use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use silo_host::cache::postgres::{self, PostgresEngine, PostgresSettings};
 use silo_host::cache::sqlite::SqliteEngine;
-use silo_host::cache::{Entry, FrontSettings, MetadataCache, RefreshPart};
+use silo_host::cache::{Entry, FrontSettings, MetadataCache, RefreshPart, Version};
 use silo_host::path::VolumePath;
 use silo_host::store::ObjectMeta;
 use silo_tests::http::{Client, Sidecar};
@@ -104,12 +104,31 @@ async fn rows_directories_and_pages_agree_on_every_engine() {
         cache.remove("v", &path("a/b/c.png"), None).await.unwrap();
         assert_eq!(all_pages(&cache, "a", 100).await, ["f:a/x.png"], "{name}");
         // A remove names the version it removes; another version stays.
-        cache.remove("v", &path("a/x.png"), Some("not-it")).await.unwrap();
+        cache
+            .remove("v", &path("a/x.png"), Some(Version::etag("not-it")))
+            .await
+            .unwrap();
+        assert!(cache.get("v", "a/x.png").await.unwrap().is_some(), "{name}");
+        // The same ETag at another time is another write of the same bytes.
+        let x = cache.get("v", "a/x.png").await.unwrap().unwrap();
+        let twin = Version {
+            etag: &x.etag,
+            modified_ms: Some(x.modified_ms + 1),
+        };
+        cache.remove("v", &path("a/x.png"), Some(twin)).await.unwrap();
         assert!(cache.get("v", "a/x.png").await.unwrap().is_some(), "{name}");
         let stats = cache.stats().await.unwrap();
         let v = stats.iter().find(|s| s.volume == "v").unwrap();
         assert_eq!((v.files, v.directories), (6, 3), "{name}: {stats:?}");
         assert!(cache.list_dir("v", "", Some("junk"), 10).await.is_err(), "{name}");
+        cache
+            .remove("v", &path("a/x.png"), Some(Version::written(&x)))
+            .await
+            .unwrap();
+        assert!(
+            cache.get("v", "a/x.png").await.unwrap().is_none(),
+            "{name}: that very write"
+        );
     }
 }
 

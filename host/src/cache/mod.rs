@@ -211,7 +211,7 @@ pub trait MetadataEngine: Send + Sync + 'static {
         &self,
         volume: &str,
         path: &VolumePath,
-        version: Option<&str>,
+        version: Option<Version<'_>>,
         change: &Change,
     ) -> StorageResult<()>;
     /// Note that `intent`'s node is about to change a file in its backend;
@@ -316,6 +316,32 @@ pub trait MetadataEngine: Send + Sync + 'static {
     async fn setting(&self, volume: &str, name: &str) -> StorageResult<Option<String>>;
     /// Store (`Some`) or remove (`None`) a volume's setting `name`.
     async fn set_setting(&self, volume: &str, name: &str, value: Option<&str>) -> StorageResult<()>;
+}
+
+/// A version of a file a row must still hold for [`MetadataEngine::remove`]
+/// to remove it: its ETag, and where known its time. ETags are MD5s, so
+/// the same bytes written twice share one; the time tells the writes apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Version<'a> {
+    /// The row's ETag.
+    pub etag: &'a str,
+    /// The row's `modified_ms`, if the caller wrote this version itself.
+    pub modified_ms: Option<u64>,
+}
+
+impl<'a> Version<'a> {
+    /// Any row with this ETag.
+    pub fn etag(etag: &'a str) -> Self {
+        Version { etag, modified_ms: None }
+    }
+
+    /// The row of exactly this write.
+    pub fn written(meta: &'a ObjectMeta) -> Self {
+        Version {
+            etag: &meta.etag,
+            modified_ms: Some(meta.modified_ms),
+        }
+    }
 }
 
 /// What is written in the same transaction as a row's change.
@@ -480,7 +506,7 @@ impl MetadataCache {
     }
 
     /// Forget a file the backend has deleted (see [`MetadataEngine::remove`]).
-    pub async fn remove(&self, volume: &str, path: &VolumePath, version: Option<&str>) -> StorageResult<()> {
+    pub async fn remove(&self, volume: &str, path: &VolumePath, version: Option<Version<'_>>) -> StorageResult<()> {
         self.remove_with(volume, path, version, &Change::default()).await
     }
 
@@ -488,7 +514,7 @@ impl MetadataCache {
         &self,
         volume: &str,
         path: &VolumePath,
-        version: Option<&str>,
+        version: Option<Version<'_>>,
         change: &Change,
     ) -> StorageResult<()> {
         let result = self.engine.remove(volume, path, version, change).await;

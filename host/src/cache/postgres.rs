@@ -21,6 +21,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{
+    Version,
     Change, Completion, Entry, FrontSink, Intent, MetadataEngine, Page, PartRecord, RefreshCounts, RefreshPart,
     RefreshProgress, UploadRecord, VolumeStats, decode_cursor, metadata_from_json, metadata_json, paginate,
     prefix_upper_bound,
@@ -253,7 +254,9 @@ CREATE TABLE multipart_completed (
 CREATE INDEX multipart_completed_by_time ON multipart_completed (completed_ms);
 "#;
 
-/// Version 6: a volume's settings changed by its clients (bucket CORS).
+/// Version 6: a volume's settings changed by its clients (bucket CORS);
+/// a row removed only while it is one version, by ETag and, where given,
+/// time (two writes of the same bytes share an ETag).
 const SCHEMA_V6: &str = r#"
 CREATE TABLE volume_settings (
     volume TEXT NOT NULL,
@@ -261,6 +264,28 @@ CREATE TABLE volume_settings (
     value TEXT NOT NULL,
     PRIMARY KEY (volume, name)
 );
+CREATE FUNCTION silo_remove_version(v TEXT, p TEXT, version TEXT, version_ms BIGINT, ds TEXT[]) RETURNS BOOLEAN
+LANGUAGE plpgsql AS $$
+DECLARE
+    removed INTEGER;
+    d TEXT;
+BEGIN
+    FOR i IN REVERSE cardinality(ds)..1 LOOP
+        PERFORM pg_advisory_xact_lock(hashtext('silo-dir:' || v || ':' || ds[i]));
+    END LOOP;
+    DELETE FROM objects WHERE volume = v AND path = p
+        AND (version IS NULL OR (etag = version AND (version_ms IS NULL OR modified_ms = version_ms)));
+    GET DIAGNOSTICS removed = ROW_COUNT;
+    IF removed = 0 THEN
+        RETURN FALSE;
+    END IF;
+    FOREACH d IN ARRAY ds LOOP
+        EXIT WHEN EXISTS (SELECT 1 FROM objects WHERE volume = v AND path >= d || '/' AND path < d || '0');
+        DELETE FROM dirs WHERE volume = v AND path = d;
+    END LOOP;
+    PERFORM pg_notify('silo_cache', v || chr(10) || p);
+    RETURN TRUE;
+END $$;
 "#;
 
 /// The schema's history: entry `i` takes a database from version `i` to
@@ -1016,16 +1041,18 @@ impl MetadataEngine for PostgresEngine {
         &self,
         volume: &str,
         path: &VolumePath,
-        version: Option<&str>,
+        version: Option<Version<'_>>,
         change: &Change,
     ) -> StorageResult<()> {
         let client = self.client().await?;
         let deepest_first: Vec<&str> = path.ancestors().collect::<Vec<_>>().into_iter().rev().collect();
         let path = path.as_str();
+        let etag = version.map(|v| v.etag);
+        let modified_ms = version.and_then(|v| v.modified_ms).map(|ms| ms as i64);
         execute_with_change(
             &client,
-            "SELECT silo_remove($1, $2, $3, $4)",
-            &[&volume, &path, &version, &deepest_first],
+            "SELECT silo_remove_version($1, $2, $3, $4, $5)",
+            &[&volume, &path, &etag, &modified_ms, &deepest_first],
             change,
         )
         .await

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
+    Version,
     Change, Completion, Entry, Intent, MetadataEngine, Page, PartRecord, RefreshCounts, RefreshPart, RefreshProgress,
     UploadRecord, VolumeStats, decode_cursor, metadata_from_json, metadata_json, paginate, prefix_upper_bound,
 };
@@ -436,14 +437,18 @@ impl Sql {
         conn: &mut Connection,
         volume: &str,
         path: &VolumePath,
-        version: Option<&str>,
+        version: Option<Version<'_>>,
         change: &Change,
     ) -> StorageResult<()> {
         let tx = conn.transaction().map_err(db_error)?;
         Sql::change_in(&tx, change)?;
+        let (etag, modified_ms) = (version.map(|v| v.etag), version.and_then(|v| v.modified_ms).map(|ms| ms as i64));
         let removed = tx
-            .prepare_cached("DELETE FROM objects WHERE volume = ?1 AND path = ?2 AND (?3 IS NULL OR etag = ?3)")
-            .and_then(|mut s| s.execute(params![volume, path.as_str(), version]))
+            .prepare_cached(
+                "DELETE FROM objects WHERE volume = ?1 AND path = ?2
+                 AND (?3 IS NULL OR (etag = ?3 AND (?4 IS NULL OR modified_ms = ?4)))",
+            )
+            .and_then(|mut s| s.execute(params![volume, path.as_str(), etag, modified_ms]))
             .map_err(db_error)?;
         if removed == 0 {
             return tx.commit().map_err(db_error);
@@ -1000,17 +1005,19 @@ impl MetadataEngine for SqliteEngine {
         &self,
         volume: &str,
         path: &VolumePath,
-        version: Option<&str>,
+        version: Option<Version<'_>>,
         change: &Change,
     ) -> StorageResult<()> {
-        let (volume, path, version, change) = (
-            volume.to_owned(),
-            path.clone(),
-            version.map(str::to_owned),
-            change.clone(),
-        );
-        self.write(move |c| Sql::remove(c, &volume, &path, version.as_deref(), &change))
-            .await
+        let (volume, path, change) = (volume.to_owned(), path.clone(), change.clone());
+        let version = version.map(|v| (v.etag.to_owned(), v.modified_ms));
+        self.write(move |c| {
+            let version = version.as_ref().map(|(etag, modified_ms)| Version {
+                etag,
+                modified_ms: *modified_ms,
+            });
+            Sql::remove(c, &volume, &path, version, &change)
+        })
+        .await
     }
 
     async fn intent_begin(&self, intent: &Intent) -> StorageResult<i64> {
