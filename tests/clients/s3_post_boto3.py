@@ -83,8 +83,9 @@ assert head["ContentType"] == "image/png" and head["ContentLength"] == len(PNG),
 assert head["Metadata"] == {"owner": "7"}, head
 assert s3.get_object(Bucket="public", Key="uploads/dot.png")["Body"].read() == PNG
 
-# No success_action_status: 204, as S3 answers.
-p = presign()
+# No success_action_status: 204, as S3 answers. Conditions hold for the
+# fields as sent: `${filename}` in the key is replaced only once they do.
+p = presign(conditions=[{"key": "uploads/${filename}"}])
 status, headers, body = post(p, "note.txt", b"a note", "text/plain")
 assert status == 204, (status, body)
 assert s3.get_object(Bucket="public", Key="uploads/note.txt")["Body"].read() == b"a note"

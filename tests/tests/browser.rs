@@ -11,7 +11,7 @@ use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CorsConfiguration, CorsRule};
 use silo_tests::http::{Client, Reply};
-use silo_tests::s3api::{Endpoint, principal};
+use silo_tests::s3api::{Endpoint, post_fields, principal, two_nodes};
 use silo_tests::{TestSilo, s3};
 
 const SECRET: &str = "cms-secret-0123456789";
@@ -34,6 +34,25 @@ fn credentials() -> String {
         ),
     ]
     .concat()
+}
+
+/// Where browser uploads are tried: one node on local volumes, one on S3
+/// volumes, and two nodes on S3 volumes sharing a PostgreSQL behind a
+/// round-robin balancer (each request to the next node).
+const SETUPS: [&str; 3] = ["local", "s3", "two nodes"];
+
+/// The endpoint of `setup` with `pipeline`, and the directories it needs.
+async fn site(setup: &str, pipeline: &str, hint: &str) -> (Endpoint, Vec<tempfile::TempDir>) {
+    let t = match setup {
+        "local" => TestSilo::new(pipeline, &[]).await.unwrap(),
+        "s3" => TestSilo::on_s3(pipeline, &[], hint).await.unwrap().0,
+        _ => {
+            let (_, endpoint, _, dirs) = two_nodes(pipeline, &credentials(), hint).await;
+            return (endpoint, dirs);
+        }
+    };
+    let endpoint = Endpoint::start(Arc::new(t.silo), &credentials(), Duration::from_secs(30)).await;
+    (endpoint, vec![t.dir])
 }
 
 fn rule(origins: &[&str], methods: &[&str], headers: &[&str], expose: &[&str], max_age: Option<i32>) -> CorsRule {
@@ -257,23 +276,15 @@ async fn cors_rules_set_in_the_configuration_are_fixed() {
     );
 }
 
-/// boto3's POST policies, on local and S3 volumes: stored and judged as a
+/// boto3's POST policies, on local and S3 volumes and two nodes: stored and judged as a
 /// PUT, answered as S3 answers, and refused whenever the policy does not
 /// hold (tests/clients/s3_post_boto3.py).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn form_posts_are_held_to_their_policy_and_judged_like_puts() {
     let python = std::env::var("SILO_TEST_BOTO3_PYTHON")
         .expect("SILO_TEST_BOTO3_PYTHON is not set: run the tests with tests/run, which installs boto3");
-    for on_s3 in [false, true] {
-        let t = if on_s3 {
-            TestSilo::on_s3(silo_tests::EXAMPLE_PIPELINE, &[], "browser-post")
-                .await
-                .unwrap()
-                .0
-        } else {
-            TestSilo::new(silo_tests::EXAMPLE_PIPELINE, &[]).await.unwrap()
-        };
-        let endpoint = Endpoint::start(Arc::new(t.silo), &credentials(), Duration::from_secs(30)).await;
+    for on in SETUPS {
+        let (endpoint, _dirs) = site(on, silo_tests::EXAMPLE_PIPELINE, "browser-post").await;
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/s3_post_boto3.py");
         let url = endpoint.url();
         let python = python.clone();
@@ -288,61 +299,10 @@ async fn form_posts_are_held_to_their_policy_and_judged_like_puts() {
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success() && stdout.trim() == "ok",
-            "on {}: {stdout}{}",
-            if on_s3 { "s3" } else { "local" },
+            "on {on}: {stdout}{}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
-}
-
-/// The fields of a form posting into `bucket` under `prefix`, signed by
-/// `key`/`secret` as a CMS's server signs them (SigV4, an hour's policy).
-fn form_fields(bucket: &str, prefix: &str, key: &str, secret: &str) -> Vec<(String, String)> {
-    use aws_sdk_s3::primitives::{DateTime, DateTimeFormat};
-    use base64::Engine;
-    use hmac::Mac;
-    type Hmac = hmac::Hmac<sha2::Sha256>;
-    let now = std::time::SystemTime::now();
-    let stamp = DateTime::from(now).fmt(DateTimeFormat::DateTime).unwrap();
-    let amz_date: String = stamp.chars().filter(|c| *c != '-' && *c != ':').collect();
-    let day = &amz_date[..8];
-    let credential = format!("{key}/{day}/us-east-1/s3/aws4_request");
-    let expiration = DateTime::from(now + Duration::from_secs(3600))
-        .fmt(DateTimeFormat::DateTime)
-        .unwrap();
-    let policy = serde_json::json!({
-        "expiration": expiration,
-        "conditions": [
-            {"bucket": bucket},
-            ["starts-with", "$key", prefix],
-            {"x-amz-algorithm": "AWS4-HMAC-SHA256"},
-            {"x-amz-credential": credential},
-            {"x-amz-date": amz_date},
-            ["content-length-range", 1, 1048576],
-        ],
-    });
-    let policy = base64::engine::general_purpose::STANDARD.encode(policy.to_string());
-    let step = |key: &[u8], data: &str| {
-        let mut mac = Hmac::new_from_slice(key).unwrap();
-        mac.update(data.as_bytes());
-        mac.finalize().into_bytes().to_vec()
-    };
-    let mut signing = step(format!("AWS4{secret}").as_bytes(), day);
-    for part in ["us-east-1", "s3", "aws4_request"] {
-        signing = step(&signing, part);
-    }
-    let signature = hex::encode(step(&signing, &policy));
-    [
-        ("key", format!("{prefix}${{filename}}")),
-        ("x-amz-algorithm", "AWS4-HMAC-SHA256".into()),
-        ("x-amz-credential", credential),
-        ("x-amz-date", amz_date),
-        ("policy", policy),
-        ("x-amz-signature", signature),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
 }
 
 /// The page a CMS serves its editors, on its own origin: it uploads with a
@@ -382,17 +342,8 @@ run();
 async fn a_browser_on_another_origin_uploads_by_presigned_put_and_form_post() {
     let chromium = std::env::var("SILO_TEST_CHROMIUM")
         .expect("SILO_TEST_CHROMIUM is not set: run the tests with tests/run, which installs Chromium");
-    for on_s3 in [false, true] {
-        let on = if on_s3 { "s3" } else { "local" };
-        let t = if on_s3 {
-            TestSilo::on_s3(silo_tests::EXAMPLE_PIPELINE, &[], "browser-chromium")
-                .await
-                .unwrap()
-                .0
-        } else {
-            TestSilo::new(silo_tests::EXAMPLE_PIPELINE, &[]).await.unwrap()
-        };
-        let endpoint = Endpoint::start(Arc::new(t.silo), &credentials(), Duration::from_secs(30)).await;
+    for on in SETUPS {
+        let (endpoint, _dirs) = site(on, silo_tests::EXAMPLE_PIPELINE, "browser-chromium").await;
         let (cms, admin) = (
             endpoint.client("CMSKEY", SECRET),
             endpoint.client("ADMINKEY", ADMIN_SECRET),
@@ -431,7 +382,7 @@ async fn a_browser_on_another_origin_uploads_by_presigned_put_and_form_post() {
             "putPhp": presign("public", "browser/shell.php").await,
             "unruled": presign("private", "browser/put.txt").await,
             "post": format!("{}/public", endpoint.url()),
-            "fields": form_fields("public", "browser/", "CMSKEY", SECRET),
+            "fields": post_fields("public", "browser/", "CMSKEY", SECRET),
         });
         let html = PAGE.replace("CONFIG", &config.to_string());
         let (report_tx, mut report_rx) = tokio::sync::mpsc::channel::<String>(1);

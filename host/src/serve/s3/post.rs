@@ -126,7 +126,7 @@ pub(super) async fn post_object(
         return Err(s3_error!(InvalidArgument, "the key is empty"));
     }
     SiloS3::check_key(&key)?;
-    let range = check_conditions(&policy, &form, &bucket, &key)?;
+    let range = check_conditions(&policy, &form, &bucket)?;
 
     let acl = form.get("acl").map(|a| dto::ObjectCannedACL::from(a.to_owned()));
     check_acl(acl.as_ref())?;
@@ -277,13 +277,13 @@ fn signer(form: &Form, principals: &PrincipalsHandle, region: &str) -> S3Result<
     Ok(Caller::Principal(principal))
 }
 
-/// Every condition of the policy holds, and every field of the form is
-/// named by one (as S3 requires); the `key` condition is checked against
-/// the key with `${filename}` replaced. The content-length range, if any.
-fn check_conditions(policy: &PostPolicy, form: &Form, bucket: &str, key: &str) -> S3Result<Option<(u64, u64)>> {
+/// Every condition of the policy holds for the form's fields as sent (a
+/// `key` of `uploads/${filename}` for `uploads/${filename}` itself, as S3
+/// checks it), and every field is named by one. The content-length range,
+/// if any.
+fn check_conditions(policy: &PostPolicy, form: &Form, bucket: &str) -> S3Result<Option<(u64, u64)>> {
     let value = |field: &str| match field {
         "bucket" => Some(bucket),
-        "key" => Some(key),
         _ => form.get(field),
     };
     let failed = |what: String| {
