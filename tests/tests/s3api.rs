@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
-use silo_tests::s3api::{BASE_DOMAIN, Endpoint, principal};
+use silo_tests::s3api::{BASE_DOMAIN, Endpoint, principal, two_nodes};
 use silo_tests::{EXAMPLE_PIPELINE, TestSilo, s3};
 
 const SECRET: &str = "cms-secret-0123456789";
@@ -117,9 +117,36 @@ struct Site {
     /// The bucket, on S3.
     bucket: Option<String>,
     _dir: tempfile::TempDir,
+    _more: Vec<tempfile::TempDir>,
 }
 
+/// Where the clients CMSs ship are tried: one node on local volumes, one
+/// on S3 volumes, and two nodes on S3 volumes sharing a PostgreSQL behind
+/// a round-robin balancer (each request to the next node).
+const SETUPS: [&str; 3] = ["local", "s3", "two nodes"];
+
 impl Site {
+    /// The site of one of [`SETUPS`].
+    async fn of(setup: &str) -> Site {
+        match setup {
+            "local" => Site::new(false).await,
+            "s3" => Site::new(true).await,
+            _ => {
+                let (silo, endpoint, bucket, mut dirs) = two_nodes("", &credentials(), "s3api-nodes").await;
+                let cms = endpoint.client("CMSKEY", SECRET);
+                Site {
+                    on: "two nodes",
+                    silo,
+                    endpoint,
+                    cms,
+                    bucket: Some(bucket),
+                    _dir: dirs.pop().unwrap(),
+                    _more: dirs,
+                }
+            }
+        }
+    }
+
     async fn new(on_s3: bool) -> Site {
         let (t, bucket) = silo_with(on_s3, "").await;
         let TestSilo { dir, silo } = t;
@@ -133,6 +160,7 @@ impl Site {
             cms,
             bucket,
             _dir: dir,
+            _more: Vec::new(),
         }
     }
 }
@@ -2627,6 +2655,7 @@ async fn etags_are_the_ones_s3_gives_on_every_backend() {
             cms,
             bucket,
             _dir,
+            ..
         } = Site::new(on_s3).await;
         // A small body, and one over an S3 volume's part size (5 MiB),
         // which Silo still stores in one request.
@@ -3045,8 +3074,8 @@ async fn the_javascript_sdk_uploads_reads_and_presigns_as_node_cmss_do() {
     use md5::Digest;
     let clients = std::env::var("SILO_TEST_JS_CLIENTS")
         .expect("SILO_TEST_JS_CLIENTS is not set: run tests/run, which installs the AWS SDK for JavaScript");
-    for on_s3 in [false, true] {
-        let Site { on, endpoint, _dir, .. } = Site::new(on_s3).await;
+    for setup in SETUPS {
+        let Site { on, endpoint, _dir, .. } = Site::of(setup).await;
         let work = tempfile::tempdir().unwrap();
         let large = content(12, 12 << 20);
         let small = content(13, 2000);
@@ -3124,8 +3153,8 @@ async fn the_javascript_sdk_uploads_reads_and_presigns_as_node_cmss_do() {
 /// one file sent the third.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_tools_send_only_what_changed() {
-    for on_s3 in [false, true] {
-        let Site { on, endpoint, _dir, .. } = Site::new(on_s3).await;
+    for setup in SETUPS {
+        let Site { on, endpoint, _dir, .. } = Site::of(setup).await;
         let work = tempfile::tempdir().unwrap();
         let site = work.path().join("site");
         std::fs::create_dir_all(site.join("css")).unwrap();
@@ -3172,15 +3201,15 @@ async fn sync_tools_send_only_what_changed() {
     }
 }
 
-/// minio-py, as django-minio-storage drives it, on local and S3 volumes:
+/// minio-py, as django-minio-storage drives it, on local and S3 volumes and two nodes:
 /// `tests/clients/s3_minio.py` checks the ETags it is given against the
 /// MD5s of what it sent, single-part and multipart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minio_py_stores_stats_lists_reads_and_presigns() {
     let python = std::env::var("SILO_TEST_BOTO3_PYTHON")
         .expect("SILO_TEST_BOTO3_PYTHON is not set: run the tests with tests/run, which installs minio-py");
-    for on_s3 in [false, true] {
-        let Site { on, endpoint, _dir, .. } = Site::new(on_s3).await;
+    for setup in SETUPS {
+        let Site { on, endpoint, _dir, .. } = Site::of(setup).await;
         let work = tempfile::tempdir().unwrap();
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/s3_minio.py").to_owned();
         let args = vec![
@@ -3289,5 +3318,24 @@ async fn folders_are_listed_as_s3_lists_them() {
             .await
             .unwrap();
         assert_eq!(list("", None).await.0, ["albums/cover.txt", "top.txt"], "{on}");
+    }
+}
+
+/// A Django site on django-storages' S3Storage, as Wagtail and most Django
+/// CMSs run on S3 (tests/clients/s3_django.py): media saved, opened,
+/// sized, listed, renamed on a clash, served by signed URLs and deleted;
+/// static files collected to the public volume, served by public URLs, and
+/// not sent again; a `.php` refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_django_site_on_django_storages_saves_serves_and_collects_static() {
+    let python = std::env::var("SILO_TEST_BOTO3_PYTHON")
+        .expect("SILO_TEST_BOTO3_PYTHON is not set: run the tests with tests/run, which installs Django");
+    for setup in SETUPS {
+        let Site { on, endpoint, _dir, .. } = Site::of(setup).await;
+        let work = tempfile::tempdir().unwrap();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/s3_django.py").to_owned();
+        let args = vec![script, endpoint.url(), "CMSKEY".into(), SECRET.into()];
+        let (ok, out, err) = run_tool(&python, args, work.path(), Vec::new()).await;
+        assert!(ok && out.trim() == "ok", "{on}: {out}{err}");
     }
 }
