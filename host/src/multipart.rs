@@ -480,6 +480,7 @@ impl MultipartStore {
                 size,
                 modified_ms: now_ms(),
                 blob,
+                checksum: None,
             };
             return self.recorded(id, volume, record).await;
         }
@@ -535,6 +536,7 @@ impl MultipartStore {
             size,
             modified_ms: now_ms(),
             blob,
+            checksum: None,
         };
         self.recorded(id, volume, record).await
     }
@@ -633,6 +635,23 @@ impl MultipartStore {
     /// The parts stored so far, by number.
     pub async fn parts(&self, id: &str) -> Result<Vec<PartInfo>, MultipartError> {
         Ok(self.engine().parts(id).await?.iter().map(PartInfo::of).collect())
+    }
+
+    /// Keep the checksum its client sent, verified, with part `number` if
+    /// it is still the one stored as `etag`.
+    pub async fn keep_part_checksum(
+        &self,
+        id: &str,
+        number: i32,
+        etag: &str,
+        checksum: &crate::Checksum,
+    ) -> Result<(), MultipartError> {
+        let parts = self.engine().parts(id).await?;
+        if let Some(part) = parts.iter().find(|p| p.number == number && p.etag == etag) {
+            let kept = format!("{} {}", checksum.algorithm, checksum.value);
+            self.engine().part_checksum(id, number, &part.blob, &kept).await?;
+        }
+        Ok(())
     }
 
     /// Remove part `number` if it is still the one stored as `etag` (a

@@ -115,11 +115,18 @@ impl Silo {
             .multipart()
             .put_part(id, &upload, number, body, length, limit)
             .await?;
-        if let Some(verify) = verify
-            && let Err(message) = verify().map(drop)
-        {
-            let _ = self.multipart().remove_part(id, volume, number, &part.etag).await;
-            return Err(PutError::BadDigest(message).into());
+        match verify.map(|verify| verify()) {
+            Some(Err(message)) => {
+                let _ = self.multipart().remove_part(id, volume, number, &part.etag).await;
+                return Err(PutError::BadDigest(message).into());
+            }
+            // Kept for the object's composite checksum.
+            Some(Ok(Some(checksum))) => {
+                self.multipart()
+                    .keep_part_checksum(id, number, &part.etag, &checksum)
+                    .await?;
+            }
+            _ => {}
         }
         Ok(part)
     }
@@ -197,6 +204,7 @@ impl Silo {
         let (parts, _) = multipart.assemble(id, named).await?;
         let etag = crate::store::multipart_etag(parts.iter().map(|p| p.etag.as_str()));
         let part_sizes: Box<[u64]> = parts.iter().map(|p| p.size).collect();
+        let checksum = composite_checksum(&parts);
         conditions.check(self, volume, key).await.map_err(PutError::Storage)?;
         let target = format!("{}/{}", location.volume, location.path);
         // Judged from this node's copies where it has them all (one node,
@@ -235,6 +243,7 @@ impl Silo {
         pending.meta.metadata = settings.metadata;
         pending.meta.headers = settings.headers;
         pending.meta.headers.parts = Some(part_sizes);
+        pending.meta.headers.checksum = checksum.map(Box::new);
         let report = self.judged(caller, pending).await;
         let _ = match (&report.status, &report.file.etag) {
             (crate::Status::Accepted, Some(etag)) => {
@@ -336,6 +345,31 @@ impl Silo {
             last: page.last,
         })
     }
+}
+
+/// An object's checksum from its parts', as S3 makes it (`COMPOSITE`): the
+/// algorithm's checksum of the parts' checksums (their bytes, in order),
+/// then `-` and the number of parts. `None` unless every part came with
+/// a checksum of one algorithm.
+fn composite_checksum(parts: &[crate::cache::PartRecord]) -> Option<crate::Checksum> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut algorithm = None;
+    let mut joined = Vec::new();
+    for part in parts {
+        let (algo, value) = part.checksum.as_deref()?.split_once(' ')?;
+        if *algorithm.get_or_insert(algo) != algo {
+            return None;
+        }
+        joined.extend(b64.decode(value).ok()?);
+    }
+    let algorithm = algorithm?;
+    let value = crate::store::checksum_of(algorithm, &joined)?;
+    Some(crate::Checksum {
+        algorithm: algorithm.to_owned(),
+        value: format!("{value}-{}", parts.len()),
+        kind: "COMPOSITE".into(),
+    })
 }
 
 /// The report of a completion already made: the object it stored.

@@ -3339,3 +3339,126 @@ async fn a_django_site_on_django_storages_saves_serves_and_collects_static() {
         assert!(ok && out.trim() == "ok", "{on}: {out}{err}");
     }
 }
+
+/// An object completed from parts whose client sent checksums keeps S3's
+/// composite one (the checksum of the parts' checksums, `-N`), answered
+/// with the completion, on HEAD and GET with checksum mode and in
+/// GetObjectAttributes; one with a part sent without keeps none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_objects_keep_the_composite_checksum_of_their_parts() {
+    use aws_sdk_s3::types::{
+        ChecksumAlgorithm, ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart, ObjectAttributes,
+    };
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    for setup in SETUPS {
+        let Site {
+            on,
+            cms,
+            endpoint: _endpoint,
+            _dir,
+            _more,
+            ..
+        } = Site::of(setup).await;
+        // The SDK sends a CRC32 with every part unless told to only where
+        // S3 requires one.
+        let plain = aws_sdk_s3::Client::from_conf(
+            cms.config()
+                .to_builder()
+                .request_checksum_calculation(aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired)
+                .build(),
+        );
+        let parts = [content(21, 5 << 20), content(22, 1 << 20)];
+        let mut joined = Vec::new();
+        for part in &parts {
+            joined.extend(crc32fast::hash(part).to_be_bytes());
+        }
+        let expected = format!("{}-2", b64.encode(crc32fast::hash(&joined).to_be_bytes()));
+        for (key, with_sums) in [("mp/summed.bin", [true, true]), ("mp/half.bin", [true, false])] {
+            let id = cms
+                .create_multipart_upload()
+                .bucket("private")
+                .key(key)
+                .checksum_algorithm(ChecksumAlgorithm::Crc32)
+                .send()
+                .await
+                .unwrap()
+                .upload_id
+                .unwrap();
+            let mut done = CompletedMultipartUpload::builder();
+            for (i, (part, summed)) in parts.iter().zip(with_sums).enumerate() {
+                let number = i as i32 + 1;
+                let client = if summed { &cms } else { &plain };
+                let mut request = client
+                    .upload_part()
+                    .bucket("private")
+                    .key(key)
+                    .upload_id(&id)
+                    .part_number(number)
+                    .body(ByteStream::from(part.clone()));
+                if summed {
+                    request = request.checksum_algorithm(ChecksumAlgorithm::Crc32);
+                }
+                let sent = request
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("{on}: {}", aws_sdk_s3::error::DisplayErrorContext(&e)));
+                let mut completed = CompletedPart::builder()
+                    .part_number(number)
+                    .e_tag(sent.e_tag().unwrap());
+                if summed {
+                    completed = completed.checksum_crc32(b64.encode(crc32fast::hash(part).to_be_bytes()));
+                }
+                done = done.parts(completed.build());
+            }
+            let completed = cms
+                .complete_multipart_upload()
+                .bucket("private")
+                .key(key)
+                .upload_id(&id)
+                .multipart_upload(done.build())
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{on}: {}", aws_sdk_s3::error::DisplayErrorContext(&e)));
+            let head = cms
+                .head_object()
+                .bucket("private")
+                .key(key)
+                .checksum_mode(ChecksumMode::Enabled)
+                .send()
+                .await
+                .unwrap();
+            let attributes = cms
+                .get_object_attributes()
+                .bucket("private")
+                .key(key)
+                .object_attributes(ObjectAttributes::Checksum)
+                .send()
+                .await
+                .unwrap();
+            let kept = attributes.checksum().and_then(|c| c.checksum_crc32());
+            if key == "mp/half.bin" {
+                assert_eq!(head.checksum_crc32(), None, "{on}: a part came without a checksum");
+                assert_eq!(kept, None, "{on}");
+                continue;
+            }
+            assert_eq!(completed.checksum_crc32(), Some(expected.as_str()), "{on}");
+            assert_eq!(completed.checksum_type(), Some(&ChecksumType::Composite), "{on}");
+            assert_eq!(head.checksum_crc32(), Some(expected.as_str()), "{on}");
+            assert_eq!(head.checksum_type(), Some(&ChecksumType::Composite), "{on}");
+            assert_eq!(kept, Some(expected.as_str()), "{on}");
+            // The SDK reads the object whole with checksum mode: a
+            // composite checksum is not one it can check the body against.
+            let got = cms
+                .get_object()
+                .bucket("private")
+                .key(key)
+                .checksum_mode(ChecksumMode::Enabled)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(got.checksum_crc32(), Some(expected.as_str()), "{on}");
+            assert!(body(got).await == parts.concat(), "{on}");
+        }
+    }
+}

@@ -299,6 +299,9 @@ pub trait MetadataEngine: Send + Sync + 'static {
     async fn part_put(&self, id: &str, part: &PartRecord) -> StorageResult<Option<Option<String>>>;
     /// Forget part `number` if it is still the one stored as `blob`.
     async fn part_remove(&self, id: &str, number: i32, blob: &str) -> StorageResult<()>;
+    /// Keep `checksum` with part `number` if it is still the one stored as
+    /// `blob`.
+    async fn part_checksum(&self, id: &str, number: i32, blob: &str, checksum: &str) -> StorageResult<()>;
     /// An upload's parts, by number.
     async fn parts(&self, id: &str) -> StorageResult<Vec<PartRecord>>;
     /// Close an upload whose object was stored, as [`upload_remove`]
@@ -403,6 +406,9 @@ pub struct PartRecord {
     pub modified_ms: u64,
     /// The key of its bytes in the volume's scratch store.
     pub blob: String,
+    /// The checksum its client sent and Silo verified (`CRC32 <base64>`),
+    /// for the object's composite checksum.
+    pub checksum: Option<String>,
 }
 
 /// The cache the storage core uses: an engine, and in front of it the hot

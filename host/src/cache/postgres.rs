@@ -254,10 +254,12 @@ CREATE TABLE multipart_completed (
 CREATE INDEX multipart_completed_by_time ON multipart_completed (completed_ms);
 "#;
 
-/// Version 6: a volume's settings changed by its clients (bucket CORS);
+/// Version 6: the checksum a part's client sent; a volume's settings
+/// changed by its clients (bucket CORS);
 /// a row removed only while it is one version, by ETag and, where given,
 /// time (two writes of the same bytes share an ETag).
 const SCHEMA_V6: &str = r#"
+ALTER TABLE multipart_parts ADD COLUMN checksum TEXT;
 CREATE TABLE volume_settings (
     volume TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -1659,9 +1661,10 @@ impl MetadataEngine for PostgresEngine {
             .map_err(db_error)?
             .map(|r| r.get(0));
         tx.execute(
-            "INSERT INTO multipart_parts (upload, number, etag, size, modified_ms, blob)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (upload, number) DO UPDATE SET etag = $3, size = $4, modified_ms = $5, blob = $6",
+            "INSERT INTO multipart_parts (upload, number, etag, size, modified_ms, blob, checksum)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (upload, number) DO UPDATE
+             SET etag = $3, size = $4, modified_ms = $5, blob = $6, checksum = $7",
             &[
                 &id,
                 &part.number,
@@ -1669,12 +1672,25 @@ impl MetadataEngine for PostgresEngine {
                 &(part.size as i64),
                 &(part.modified_ms as i64),
                 &part.blob,
+                &part.checksum,
             ],
         )
         .await
         .map_err(db_error)?;
         tx.commit().await.map_err(db_error)?;
         Ok(Some(replaced))
+    }
+
+    async fn part_checksum(&self, id: &str, number: i32, blob: &str, checksum: &str) -> StorageResult<()> {
+        self.client()
+            .await?
+            .execute(
+                "UPDATE multipart_parts SET checksum = $4 WHERE upload = $1 AND number = $2 AND blob = $3",
+                &[&id, &number, &blob, &checksum],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(())
     }
 
     async fn part_remove(&self, id: &str, number: i32, blob: &str) -> StorageResult<()> {
@@ -1694,7 +1710,7 @@ impl MetadataEngine for PostgresEngine {
             .client()
             .await?
             .query(
-                "SELECT number, etag, size, modified_ms, blob FROM multipart_parts
+                "SELECT number, etag, size, modified_ms, blob, checksum FROM multipart_parts
                  WHERE upload = $1 ORDER BY number",
                 &[&id],
             )
@@ -1728,7 +1744,7 @@ async fn close_upload(tx: &deadpool_postgres::Transaction<'_>, id: &str) -> Stor
     let rows = tx
         .query(
             "DELETE FROM multipart_parts WHERE upload = $1
-             RETURNING number, etag, size, modified_ms, blob",
+             RETURNING number, etag, size, modified_ms, blob, checksum",
             &[&id],
         )
         .await
@@ -1745,6 +1761,7 @@ fn part_from_row(row: &tokio_postgres::Row) -> PartRecord {
         size: row.get::<_, i64>(2) as u64,
         modified_ms: row.get::<_, i64>(3) as u64,
         blob: row.get(4),
+        checksum: row.get(5),
     }
 }
 

@@ -98,6 +98,7 @@ CREATE TABLE IF NOT EXISTS multipart_parts (
     size INTEGER NOT NULL,
     modified_ms INTEGER NOT NULL,
     blob TEXT NOT NULL,
+    checksum TEXT,
     PRIMARY KEY (upload, number)
 ) WITHOUT ROWID;
 -- Completed multipart uploads, for a completion repeated (its answer lost).
@@ -230,6 +231,7 @@ impl SqliteEngine {
         }
         let conn = open_file(path)?;
         conn.execute_batch(SCHEMA).map_err(db_error)?;
+        add_missing_columns(&conn)?;
         Ok(Self::with(Some(path.to_owned()), conn))
     }
 
@@ -293,6 +295,28 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> StorageResult<T> + Send
         .map_err(|e| StorageError::unavailable(format!("metadata cache: the call stopped: {e}")))?
 }
 
+/// Columns added since their table was first made: (table, column, type).
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[("multipart_parts", "checksum", "TEXT")];
+
+/// A file made by an older Silo gains [`ADDED_COLUMNS`] (SQLite has no
+/// `ADD COLUMN IF NOT EXISTS`).
+fn add_missing_columns(conn: &Connection) -> StorageResult<()> {
+    for &(table, column, kind) in ADDED_COLUMNS {
+        let present: bool = conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",
+                params![table, column],
+                |row| row.get(0),
+            )
+            .map_err(db_error)?;
+        if !present {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))
+                .map_err(db_error)?;
+        }
+    }
+    Ok(())
+}
+
 fn open_file(path: &Path) -> StorageResult<Connection> {
     let conn = Connection::open(path)
         .map_err(|e| StorageError::unavailable(format!("cannot open {}: {e}", path.display())))?;
@@ -343,7 +367,7 @@ impl Sql {
     fn parts(conn: &Connection, id: &str) -> StorageResult<Vec<PartRecord>> {
         let mut stmt = conn
             .prepare_cached(
-                "SELECT number, etag, size, modified_ms, blob FROM multipart_parts
+                "SELECT number, etag, size, modified_ms, blob, checksum FROM multipart_parts
                  WHERE upload = ?1 ORDER BY number",
             )
             .map_err(db_error)?;
@@ -355,6 +379,7 @@ impl Sql {
                     size: row.get::<_, i64>(2)? as u64,
                     modified_ms: row.get::<_, i64>(3)? as u64,
                     blob: row.get(4)?,
+                    checksum: row.get(5)?,
                 })
             })
             .map_err(db_error)?;
@@ -1306,21 +1331,36 @@ impl MetadataEngine for SqliteEngine {
                 .optional()
                 .map_err(db_error)?;
             tx.execute(
-                "INSERT INTO multipart_parts (upload, number, etag, size, modified_ms, blob)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (upload, number) DO UPDATE SET etag = ?3, size = ?4, modified_ms = ?5, blob = ?6",
+                "INSERT INTO multipart_parts (upload, number, etag, size, modified_ms, blob, checksum)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (upload, number) DO UPDATE
+                 SET etag = ?3, size = ?4, modified_ms = ?5, blob = ?6, checksum = ?7",
                 params![
                     id,
                     part.number,
                     part.etag,
                     part.size as i64,
                     part.modified_ms as i64,
-                    part.blob
+                    part.blob,
+                    part.checksum
                 ],
             )
             .map_err(db_error)?;
             tx.commit().map_err(db_error)?;
             Ok(Some(replaced))
+        })
+        .await
+    }
+
+    async fn part_checksum(&self, id: &str, number: i32, blob: &str, checksum: &str) -> StorageResult<()> {
+        let (id, blob, checksum) = (id.to_owned(), blob.to_owned(), checksum.to_owned());
+        self.write(move |c| {
+            c.execute(
+                "UPDATE multipart_parts SET checksum = ?4 WHERE upload = ?1 AND number = ?2 AND blob = ?3",
+                params![id, number, blob, checksum],
+            )
+            .map_err(db_error)?;
+            Ok(())
         })
         .await
     }
@@ -1391,6 +1431,29 @@ impl OwnedPart {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_file_made_before_a_column_gains_it_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite");
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(
+            "CREATE TABLE multipart_parts (upload TEXT NOT NULL, number INTEGER NOT NULL, etag TEXT NOT NULL,
+                 size INTEGER NOT NULL, modified_ms INTEGER NOT NULL, blob TEXT NOT NULL,
+                 PRIMARY KEY (upload, number)) WITHOUT ROWID;
+             INSERT INTO multipart_parts VALUES ('u', 1, 'e', 5, 1, 'u/1');",
+        )
+        .unwrap();
+        drop(old);
+        let engine = SqliteEngine::open(&path).unwrap();
+        let parts = engine.parts("u").await.unwrap();
+        assert_eq!((parts.len(), parts[0].checksum.as_deref()), (1, None));
+        engine.part_checksum("u", 1, "u/1", "CRC32 AAAAAA==").await.unwrap();
+        assert_eq!(engine.parts("u").await.unwrap()[0].checksum.as_deref(), Some("CRC32 AAAAAA=="));
+        // Opened again, nothing is added twice.
+        drop(engine);
+        SqliteEngine::open(&path).unwrap();
+    }
 
     fn queued(path: &str, size: u64) -> (QueuedPut, tokio::sync::oneshot::Receiver<StorageResult<()>>) {
         let (done, answer) = tokio::sync::oneshot::channel();

@@ -87,6 +87,35 @@ pub struct Checksum {
     pub kind: String,
 }
 
+/// The base64 checksum of `bytes` by `algorithm` (`CRC32`, `CRC32C`,
+/// `CRC64NVME`, `SHA1`, `SHA256`) as S3 writes it: the digest's bytes,
+/// big-endian for the CRCs. `None` for another algorithm.
+pub fn checksum_of(algorithm: &str, bytes: &[u8]) -> Option<String> {
+    use base64::Engine;
+    use crc_fast::CrcAlgorithm;
+    let digest: Vec<u8> = match algorithm {
+        "CRC32" => (crc_fast::checksum(CrcAlgorithm::Crc32IsoHdlc, bytes) as u32)
+            .to_be_bytes()
+            .to_vec(),
+        "CRC32C" => (crc_fast::checksum(CrcAlgorithm::Crc32Iscsi, bytes) as u32)
+            .to_be_bytes()
+            .to_vec(),
+        "CRC64NVME" => crc_fast::checksum(CrcAlgorithm::Crc64Nvme, bytes)
+            .to_be_bytes()
+            .to_vec(),
+        "SHA1" => {
+            use sha1::Digest;
+            sha1::Sha1::digest(bytes).to_vec()
+        }
+        "SHA256" => {
+            use sha2::Digest;
+            sha2::Sha256::digest(bytes).to_vec()
+        }
+        _ => return None,
+    };
+    Some(base64::engine::general_purpose::STANDARD.encode(digest))
+}
+
 impl Headers {
     /// Whether none is declared.
     pub fn is_empty(&self) -> bool {

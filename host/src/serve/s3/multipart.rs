@@ -267,13 +267,15 @@ pub(super) async fn complete_multipart_upload(
         .await
         .map_err(upload_error)?;
     let report = stored(report)?;
-    Ok(S3Response::new(dto::CompleteMultipartUploadOutput {
+    let mut output = dto::CompleteMultipartUploadOutput {
         bucket: Some(input.bucket),
         key: Some(input.key),
         e_tag: report.file.etag.map(|e| ETag::Strong(e.trim_matches('"').to_owned())),
         location,
         ..Default::default()
-    }))
+    };
+    checksum_fields!(output, report.file.checksum.as_ref());
+    Ok(S3Response::new(output))
 }
 
 pub(super) async fn abort_multipart_upload(

@@ -45,6 +45,7 @@ macro_rules! checksum_fields {
         }
     };
 }
+pub(super) use checksum_fields;
 
 /// What a PutObject, a CopyObject with REPLACE or a CreateMultipartUpload
 /// declares with the object (the three inputs name these fields alike):
