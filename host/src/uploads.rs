@@ -204,7 +204,8 @@ impl Silo {
         let (parts, _) = multipart.assemble(id, named).await?;
         let etag = crate::store::multipart_etag(parts.iter().map(|p| p.etag.as_str()));
         let part_sizes: Box<[u64]> = parts.iter().map(|p| p.size).collect();
-        let checksum = composite_checksum(&parts);
+        let mut settings = settings;
+        let checksum = object_checksum(&parts, settings.headers.checksum.take().as_deref());
         conditions.check(self, volume, key).await.map_err(PutError::Storage)?;
         let target = format!("{}/{}", location.volume, location.path);
         // Judged from this node's copies where it has them all (one node,
@@ -347,23 +348,59 @@ impl Silo {
     }
 }
 
-/// An object's checksum from its parts', as S3 makes it (`COMPOSITE`): the
-/// algorithm's checksum of the parts' checksums (their bytes, in order),
-/// then `-` and the number of parts. `None` unless every part came with
-/// a checksum of one algorithm.
-fn composite_checksum(parts: &[crate::cache::PartRecord]) -> Option<crate::Checksum> {
+/// An object's checksum from its parts', as S3 makes it, `None` unless
+/// every part came with a checksum of one algorithm (the one `asked` at
+/// the upload's creation, if any). `FULL_OBJECT` where it was asked, for a
+/// CRC: the parts' CRCs combined into the whole object's. Else
+/// `COMPOSITE`: the algorithm's checksum of the parts' checksums (their
+/// bytes, in order), then `-` and the number of parts.
+fn object_checksum(parts: &[crate::cache::PartRecord], asked: Option<&crate::Checksum>) -> Option<crate::Checksum> {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD;
-    let mut algorithm = None;
-    let mut joined = Vec::new();
+    let mut algorithm = asked.map(|a| a.algorithm.as_str());
+    let mut sums = Vec::with_capacity(parts.len());
     for part in parts {
         let (algo, value) = part.checksum.as_deref()?.split_once(' ')?;
         if *algorithm.get_or_insert(algo) != algo {
             return None;
         }
-        joined.extend(b64.decode(value).ok()?);
+        sums.push((b64.decode(value).ok()?, part.size));
     }
     let algorithm = algorithm?;
+    if asked.is_some_and(|a| a.kind == "FULL_OBJECT") {
+        let crc = match algorithm {
+            "CRC32" => crc_fast::CrcAlgorithm::Crc32IsoHdlc,
+            "CRC32C" => crc_fast::CrcAlgorithm::Crc32Iscsi,
+            "CRC64NVME" => crc_fast::CrcAlgorithm::Crc64Nvme,
+            _ => return None,
+        };
+        let value = |bytes: &[u8]| -> Option<u64> {
+            Some(match bytes.len() {
+                4 => u32::from_be_bytes(bytes.try_into().ok()?) as u64,
+                8 => u64::from_be_bytes(bytes.try_into().ok()?),
+                _ => return None,
+            })
+        };
+        let mut whole: Option<u64> = None;
+        for (sum, size) in &sums {
+            let sum = value(sum)?;
+            whole = Some(match whole {
+                None => sum,
+                Some(before) => crc_fast::checksum_combine(crc, before, sum, *size),
+            });
+        }
+        let whole = whole?;
+        let bytes = match crc {
+            crc_fast::CrcAlgorithm::Crc64Nvme => whole.to_be_bytes().to_vec(),
+            _ => (whole as u32).to_be_bytes().to_vec(),
+        };
+        return Some(crate::Checksum {
+            algorithm: algorithm.to_owned(),
+            value: b64.encode(bytes),
+            kind: "FULL_OBJECT".into(),
+        });
+    }
+    let joined: Vec<u8> = sums.into_iter().flat_map(|(sum, _)| sum).collect();
     let value = crate::store::checksum_of(algorithm, &joined)?;
     Some(crate::Checksum {
         algorithm: algorithm.to_owned(),

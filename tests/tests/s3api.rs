@@ -3341,7 +3341,8 @@ async fn a_django_site_on_django_storages_saves_serves_and_collects_static() {
 }
 
 /// An object completed from parts whose client sent checksums keeps S3's
-/// composite one (the checksum of the parts' checksums, `-N`), answered
+/// composite one (the checksum of the parts' checksums, `-N`), or the
+/// whole object's CRC where the upload asked for FULL_OBJECT, answered
 /// with the completion, on HEAD and GET with checksum mode and in
 /// GetObjectAttributes; one with a part sent without keeps none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -3374,12 +3375,27 @@ async fn multipart_objects_keep_the_composite_checksum_of_their_parts() {
             joined.extend(crc32fast::hash(part).to_be_bytes());
         }
         let expected = format!("{}-2", b64.encode(crc32fast::hash(&joined).to_be_bytes()));
-        for (key, with_sums) in [("mp/summed.bin", [true, true]), ("mp/half.bin", [true, false])] {
+        let whole = b64.encode(crc32fast::hash(&parts.concat()).to_be_bytes());
+        for (key, with_sums) in [
+            ("mp/summed.bin", [true, true]),
+            ("mp/half.bin", [true, false]),
+            ("mp/full.bin", [true, true]),
+        ] {
+            // The last asks for the whole object's CRC (FULL_OBJECT).
+            let kind = match key {
+                "mp/full.bin" => ChecksumType::FullObject,
+                _ => ChecksumType::Composite,
+            };
+            let (expected, kind) = match kind {
+                ChecksumType::FullObject => (whole.clone(), kind),
+                _ => (expected.clone(), kind),
+            };
             let id = cms
                 .create_multipart_upload()
                 .bucket("private")
                 .key(key)
                 .checksum_algorithm(ChecksumAlgorithm::Crc32)
+                .checksum_type(kind.clone())
                 .send()
                 .await
                 .unwrap()
@@ -3443,12 +3459,13 @@ async fn multipart_objects_keep_the_composite_checksum_of_their_parts() {
                 continue;
             }
             assert_eq!(completed.checksum_crc32(), Some(expected.as_str()), "{on}");
-            assert_eq!(completed.checksum_type(), Some(&ChecksumType::Composite), "{on}");
-            assert_eq!(head.checksum_crc32(), Some(expected.as_str()), "{on}");
-            assert_eq!(head.checksum_type(), Some(&ChecksumType::Composite), "{on}");
-            assert_eq!(kept, Some(expected.as_str()), "{on}");
-            // The SDK reads the object whole with checksum mode: a
-            // composite checksum is not one it can check the body against.
+            assert_eq!(completed.checksum_type(), Some(&kind), "{on}: {key}");
+            assert_eq!(head.checksum_crc32(), Some(expected.as_str()), "{on}: {key}");
+            assert_eq!(head.checksum_type(), Some(&kind), "{on}: {key}");
+            assert_eq!(kept, Some(expected.as_str()), "{on}: {key}");
+            // The SDK reads the object whole with checksum mode, checking
+            // the body against a FULL_OBJECT checksum (a composite one is
+            // not one it can check a body against).
             let got = cms
                 .get_object()
                 .bucket("private")

@@ -10,7 +10,20 @@ pub(super) async fn create_multipart_upload(
     let input = req.input;
     SiloS3::check_key(&input.key)?;
     check_acl(input.acl.as_ref())?;
-    let description = described!(input)?;
+    let mut description = described!(input)?;
+    // The checksum the object is to keep, asked for now and made at the
+    // completion (no value yet).
+    if let Some(algorithm) = &input.checksum_algorithm {
+        description.headers.checksum = Some(Box::new(Checksum {
+            algorithm: algorithm.as_str().to_ascii_uppercase(),
+            value: String::new(),
+            kind: input
+                .checksum_type
+                .as_ref()
+                .map_or("COMPOSITE", |t| t.as_str())
+                .to_owned(),
+        }));
+    }
     let id = s3
         .silo
         .create_upload(&caller, &input.bucket, &input.key, description)
