@@ -7,6 +7,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use silo_host::{Config, Silo, Status};
 
+mod authoring;
+
 #[derive(Parser)]
 #[command(
     name = "silo",
@@ -93,6 +95,31 @@ enum PluginCommand {
     /// Print a component's sha256, imports and exports, and whether Silo can
     /// run it (exit 1 if not).
     Check { component: PathBuf },
+    /// Write a new plugin project NAME (in DIR, default .): its source, the
+    /// SDK and the plugin world, `silo-plugin.toml` (the keys of a
+    /// [[plugins]] stanza) and test cases.
+    New {
+        name: String,
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: authoring::Lang,
+        #[arg(long, value_enum, default_value = "validator")]
+        kind: authoring::Kind,
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Build the plugin project in DIR, check the component, and print its
+    /// sha256 and the [[plugins]] stanza for silo.toml.
+    Build {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Build the plugin project in DIR and run each case of its
+    /// tests/cases.toml through Silo's pipeline on memory volumes (exit 1
+    /// if one fails).
+    Test {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
 }
 
 fn load_config(explicit: Option<&Path>) -> anyhow::Result<Config> {
@@ -620,9 +647,28 @@ fn main() -> ExitCode {
         Command::Migrate(args) => exit(runtime.block_on(migrate(cli.config.as_deref(), args))),
         Command::Audit(args) => exit(runtime.block_on(audit(cli.config.as_deref(), args))),
         Command::Serve { listen } => exit(runtime.block_on(serve(cli.config.as_deref(), listen)).map(|()| true)),
-        Command::Plugin {
-            command: PluginCommand::Check { component },
-        } => exit(check(&component)),
+        Command::Plugin { command } => match command {
+            PluginCommand::Check { component } => exit(check(&component)),
+            PluginCommand::New { name, lang, kind, dir } => exit(authoring::new(&dir, &name, lang, kind).map(|root| {
+                println!(
+                    "created {}: `silo plugin test {0}` runs its cases, `silo plugin build {0}` makes the component",
+                    root.display()
+                );
+                true
+            })),
+            PluginCommand::Build { dir } => exit(authoring::build(&dir).map(|built| {
+                println!("component: {}", built.component.display());
+                println!("sha256:    {}", built.sha256);
+                println!(
+                    "\nCopy the component into the config's plugin_dir and add:\n\n{}",
+                    built.stanza
+                );
+                true
+            })),
+            PluginCommand::Test { dir } => {
+                exit(authoring::build(&dir).and_then(|built| runtime.block_on(authoring::test(&dir, &built))))
+            }
+        },
     }
 }
 
