@@ -97,7 +97,7 @@ enum PluginCommand {
     Check { component: PathBuf },
     /// Write a new plugin project NAME (in DIR, default .): its source, the
     /// SDK and the plugin world, `silo-plugin.toml` (the keys of a
-    /// [[plugins]] stanza) and test cases.
+    /// `[[plugins]]` stanza) and test cases.
     New {
         name: String,
         #[arg(long, value_enum, default_value = "rust")]
@@ -108,7 +108,7 @@ enum PluginCommand {
         dir: PathBuf,
     },
     /// Build the plugin project in DIR, check the component, and print its
-    /// sha256 and the [[plugins]] stanza for silo.toml.
+    /// sha256 and the `[[plugins]]` stanza for silo.toml.
     Build {
         #[arg(default_value = ".")]
         dir: PathBuf,
