@@ -3017,11 +3017,32 @@ async fn checksums_are_kept_and_given_back_as_s3_does() {
             Some(sha.as_str()),
             "{on}: SHA-256"
         );
+        // With user metadata, which an S3 backend keeps with the object.
+        cms.put_object()
+            .bucket("private")
+            .key("meta.bin")
+            .metadata("owner", "7")
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .body(ByteStream::from(data.clone()))
+            .send()
+            .await
+            .unwrap();
         // The cache rebuilt from the backend keeps them.
         silo_host::maintenance::refresh(silo.storage(), "private", &|_| {})
             .await
             .unwrap();
         assert_eq!(head("sum.bin", true).await.checksum_crc32(), Some(crc.as_str()), "{on}");
+        let meta = head("meta.bin", true).await;
+        assert_eq!(
+            meta.checksum_crc32(),
+            Some(crc.as_str()),
+            "{on}: beside the backend's metadata"
+        );
+        assert_eq!(
+            meta.metadata().and_then(|m| m.get("owner")).map(String::as_str),
+            Some("7"),
+            "{on}"
+        );
 
         // A presigned PUT signs its checksum: aws-sdk-s3 as a header the
         // uploader must send (the JavaScript SDK's, in the query, is
@@ -3355,6 +3376,7 @@ async fn multipart_objects_keep_the_composite_checksum_of_their_parts() {
     for setup in SETUPS {
         let Site {
             on,
+            silo,
             cms,
             endpoint: _endpoint,
             _dir,
@@ -3476,6 +3498,39 @@ async fn multipart_objects_keep_the_composite_checksum_of_their_parts() {
                 .unwrap();
             assert_eq!(got.checksum_crc32(), Some(expected.as_str()), "{on}");
             assert!(body(got).await == parts.concat(), "{on}");
+            // Kept, with the parts' sizes, when the cache is rebuilt from
+            // the backend.
+            silo_host::maintenance::refresh(silo.storage(), "private", &|_| {})
+                .await
+                .unwrap();
+            let head = cms
+                .head_object()
+                .bucket("private")
+                .key(key)
+                .checksum_mode(ChecksumMode::Enabled)
+                .part_number(2)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{on}: {key}: {}", aws_sdk_s3::error::DisplayErrorContext(&e)));
+            assert_eq!(
+                head.checksum_crc32(),
+                None,
+                "{on}: a part's read has no object checksum"
+            );
+            assert_eq!(head.content_length(), Some(1 << 20), "{on}: {key}");
+            let head = cms
+                .head_object()
+                .bucket("private")
+                .key(key)
+                .checksum_mode(ChecksumMode::Enabled)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                head.checksum_crc32(),
+                Some(expected.as_str()),
+                "{on}: {key} after a refresh"
+            );
         }
     }
 }
