@@ -1412,21 +1412,9 @@ impl MetadataEngine for PostgresEngine {
             .map_err(db_error)?;
         for sql in [
             // What a listing cannot carry comes from the unchanged old row.
-            // The checksum and parts' sizes are Silo's alone: the backend's
-            // metadata never has them.
             "UPDATE refresh_found f SET content_type = o.content_type,
                  cache_control = COALESCE(f.cache_control, o.cache_control),
-                 metadata = CASE
-                     WHEN f.metadata = '[]' THEN o.metadata
-                     WHEN o.metadata::jsonb #> '{headers,checksum}' IS NULL
-                         AND o.metadata::jsonb #> '{headers,parts}' IS NULL THEN f.metadata
-                     ELSE jsonb_set(jsonb_set(
-                         CASE WHEN jsonb_typeof(f.metadata::jsonb) = 'array'
-                             THEN jsonb_build_object('meta', f.metadata::jsonb, 'headers', '{}'::jsonb)
-                             ELSE f.metadata::jsonb END,
-                         '{headers,checksum}', COALESCE(o.metadata::jsonb #> '{headers,checksum}', 'null'::jsonb)),
-                         '{headers,parts}', COALESCE(o.metadata::jsonb #> '{headers,parts}', 'null'::jsonb))::text
-                 END
+                 metadata = CASE WHEN f.metadata = '[]' THEN o.metadata ELSE f.metadata END
              FROM objects o
              WHERE f.volume = $1 AND o.volume = $1 AND o.path = f.key AND o.etag = f.etag",
             "DELETE FROM objects WHERE volume = $1",

@@ -936,21 +936,9 @@ impl Sql {
         )?;
         for sql in [
             // What a listing cannot carry comes from the unchanged old row.
-            // The checksum and parts' sizes are Silo's alone: the backend's
-            // metadata never has them.
             "UPDATE refresh_found SET content_type = o.content_type,
                  cache_control = COALESCE(refresh_found.cache_control, o.cache_control),
-                 metadata = CASE
-                     WHEN refresh_found.metadata = '[]' THEN o.metadata
-                     WHEN json_extract(o.metadata, '$.headers.checksum') IS NULL
-                         AND json_extract(o.metadata, '$.headers.parts') IS NULL THEN refresh_found.metadata
-                     ELSE json_set(
-                         CASE WHEN json_type(refresh_found.metadata) = 'array'
-                             THEN json_object('meta', json(refresh_found.metadata), 'headers', json_object())
-                             ELSE refresh_found.metadata END,
-                         '$.headers.checksum', json_extract(o.metadata, '$.headers.checksum'),
-                         '$.headers.parts', json_extract(o.metadata, '$.headers.parts'))
-                 END
+                 metadata = CASE WHEN refresh_found.metadata = '[]' THEN o.metadata ELSE refresh_found.metadata END
              FROM objects o
              WHERE refresh_found.volume = ?1 AND o.volume = ?1 AND o.path = refresh_found.key
                  AND o.etag = refresh_found.etag",
