@@ -41,12 +41,6 @@ pub enum Kind {
     Deriver,
 }
 
-/// The language of a new plugin.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Lang {
-    Rust,
-}
-
 fn type_name(name: &str) -> String {
     name.split(['-', '_'])
         .map(|w| {
@@ -57,6 +51,70 @@ fn type_name(name: &str) -> String {
         })
         .collect()
 }
+
+/// The language of a new plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    Rust,
+    Python,
+}
+
+/// The componentize-py Python plugins are built with (the one the tests
+/// use).
+const COMPONENTIZE_PY: &str = "0.25.1";
+
+/// The Python SDK, as the binary carries it.
+const PYTHON_SDK: &str = include_str!("../../guest-sdk/python/silo_sdk.py");
+
+fn python_source(name: &str, kind: Kind) -> String {
+    let ty = type_name(name);
+    let text = match kind {
+        Kind::Validator => PY_VALIDATOR,
+        Kind::Deriver => PY_DERIVER,
+    };
+    text.replace("{name}", name).replace("{ty}", &ty)
+}
+
+const PY_VALIDATOR: &str = r#""""{name}: refuses empty files and files over the `max_bytes` setting;
+accepts the rest."""
+
+import silo_sdk
+from silo_sdk import Plugin, accept, reject
+
+
+class {ty}(Plugin):
+    def on_upload(self, upload):
+        limit = int(upload.setting("max_bytes", 1 << 20))
+        if upload.info.size == 0:
+            return reject("empty files are not accepted")
+        if upload.info.size > limit:
+            return reject(f"{upload.info.size} bytes is over the limit of {limit}")
+        return accept()
+
+
+Handler = silo_sdk.export({ty})
+"#;
+
+const PY_DERIVER: &str = r#""""{name}: writes a note beside each upload, `notes/<path>.txt`, giving
+its size, type and lines, and reports it as a derived file."""
+
+import silo_sdk
+from silo_sdk import DerivedFile, Location, Plugin, WriteOptions, accept, files
+
+
+class {ty}(Plugin):
+    def on_upload(self, upload):
+        with files.open_read(upload.file) as f:
+            lines = sum(1 for _ in f)
+        note = Location(upload.file.volume, f"notes/{upload.file.path}.txt")
+        writer = files.create(note, WriteOptions(content_type="text/plain"))
+        writer.write(f"{upload.info.size} bytes of {upload.info.content_type}, {lines} lines\n".encode())
+        info = writer.finish()
+        return accept([DerivedFile(note, info, None, None, None)])
+
+
+Handler = silo_sdk.export({ty})
+"#;
 
 fn validator_source(name: &str) -> String {
     format!(
@@ -187,26 +245,9 @@ files = ["uploads/notes/hello.txt.txt"]
     }
 }
 
-/// Write a new plugin project `name` in `dir/name`.
-pub fn new(dir: &Path, name: &str, lang: Lang, kind: Kind) -> anyhow::Result<PathBuf> {
-    let Lang::Rust = lang;
-    if name.is_empty()
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        || !name.as_bytes()[0].is_ascii_lowercase()
-    {
-        bail!("plugin name '{name}' must start with a letter and use only lower-case letters, digits and '-'");
-    }
-    let root = dir.join(name);
-    if root.exists() {
-        bail!("{} exists; choose another name or directory", root.display());
-    }
-    let mut files: Vec<(String, String)> = SDK_FILES
-        .iter()
-        .map(|(path, text)| (path.to_string(), text.to_string()))
-        .collect();
-    files.extend([
+/// A Rust project's own files: its manifest, the SDK's, and its source.
+fn rust_files(name: &str, kind: Kind) -> Vec<(String, String)> {
+    vec![
         (
             "Cargo.toml".into(),
             format!(
@@ -233,10 +274,40 @@ pub fn new(dir: &Path, name: &str, lang: Lang, kind: Kind) -> anyhow::Result<Pat
                 Kind::Deriver => deriver_source(name),
             },
         ),
+    ]
+}
+
+/// Write a new plugin project `name` in `dir/name`.
+pub fn new(dir: &Path, name: &str, lang: Lang, kind: Kind) -> anyhow::Result<PathBuf> {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        || !name.as_bytes()[0].is_ascii_lowercase()
+    {
+        bail!("plugin name '{name}' must start with a letter and use only lower-case letters, digits and '-'");
+    }
+    let root = dir.join(name);
+    if root.exists() {
+        bail!("{} exists; choose another name or directory", root.display());
+    }
+    let mut files: Vec<(String, String)> = SDK_FILES
+        .iter()
+        .filter(|(path, _)| lang == Lang::Rust || path.starts_with("wit/"))
+        .map(|(path, text)| (path.to_string(), text.to_string()))
+        .collect();
+    files.extend([
         ("silo-plugin.toml".into(), manifest(name, kind)),
         ("tests/cases.toml".into(), cases(kind).into()),
         (".gitignore".into(), "/target\n".into()),
     ]);
+    match lang {
+        Lang::Python => files.extend([
+            ("app.py".into(), python_source(name, kind)),
+            ("silo_sdk.py".into(), PYTHON_SDK.into()),
+        ]),
+        Lang::Rust => files.extend(rust_files(name, kind)),
+    }
     for (path, text) in &files {
         let path = root.join(path);
         std::fs::create_dir_all(path.parent().expect("a file in the project"))
@@ -274,6 +345,111 @@ pub fn build(dir: &Path) -> anyhow::Result<Built> {
         .canonicalize()
         .with_context(|| format!("no plugin project at {}", dir.display()))?;
     let (plugin, text) = read_manifest(dir)?;
+    let component = if dir.join("app.py").is_file() {
+        build_python(dir, &plugin)?
+    } else {
+        build_rust(dir)?
+    };
+    let bytes = std::fs::read(&component).with_context(|| format!("cannot read {}", component.display()))?;
+    let name = component.display().to_string();
+    let inspection = silo_host::inspect_plugin(&name, &bytes)?;
+    if let Err(e) = &inspection.verdict {
+        bail!("{name} cannot run in this Silo: {e}");
+    }
+    let sha256 = inspection.sha256.clone();
+    let settings: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let stanza = format!(
+        "[[plugins]]\n# silo plugin build: {}\n{settings}sha256 = \"{sha256}\"\n",
+        dir.display()
+    );
+    Ok(Built {
+        component,
+        sha256,
+        plugin,
+        stanza,
+    })
+}
+
+/// componentize-py at the pinned version: `SILO_COMPONENTIZE_PY`, else
+/// the one on the PATH if it is that version, else one installed (once,
+/// saying so) into Silo's cache directory.
+fn componentize_py() -> anyhow::Result<PathBuf> {
+    let version_of = |tool: &Path| {
+        std::process::Command::new(tool)
+            .arg("--version")
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let wanted = format!("componentize-py {COMPONENTIZE_PY}");
+    if let Some(tool) = std::env::var_os("SILO_COMPONENTIZE_PY") {
+        return Ok(PathBuf::from(tool));
+    }
+    if version_of(Path::new("componentize-py")).as_deref() == Some(wanted.as_str()) {
+        return Ok(PathBuf::from("componentize-py"));
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .context("neither XDG_CACHE_HOME nor HOME is set: set SILO_COMPONENTIZE_PY to a componentize-py")?
+        .join(format!("silo/componentize-py-{COMPONENTIZE_PY}"));
+    let tool = cache.join("bin/componentize-py");
+    if version_of(&tool).as_deref() == Some(wanted.as_str()) {
+        return Ok(tool);
+    }
+    eprintln!(
+        "silo: installing componentize-py {COMPONENTIZE_PY} into {} (once)",
+        cache.display()
+    );
+    let run = |program: &Path, args: &[&str]| -> anyhow::Result<()> {
+        let status = std::process::Command::new(program)
+            .args(args)
+            .status()
+            .with_context(|| format!("cannot run {}", program.display()))?;
+        anyhow::ensure!(status.success(), "{} {} failed", program.display(), args.join(" "));
+        Ok(())
+    };
+    let venv = cache.to_string_lossy().into_owned();
+    run(Path::new("python3"), &["-m", "venv", &venv])?;
+    let pin = format!("componentize-py=={COMPONENTIZE_PY}");
+    run(
+        &cache.join("bin/pip"),
+        &["install", "--quiet", "--disable-pip-version-check", &pin],
+    )?;
+    Ok(tool)
+}
+
+fn build_python(dir: &Path, plugin: &PluginConfig) -> anyhow::Result<PathBuf> {
+    let tool = componentize_py()?;
+    std::fs::create_dir_all(dir.join("target"))?;
+    let out = dir.join("target").join(&plugin.component);
+    let status = std::process::Command::new(&tool)
+        .args([
+            "-d",
+            "wit",
+            "-w",
+            "upload-plugin",
+            "componentize",
+            "-p",
+            ".",
+            "app",
+            "-o",
+        ])
+        .arg(&out)
+        .current_dir(dir)
+        .status()
+        .with_context(|| format!("cannot run {}", tool.display()))?;
+    if !status.success() {
+        bail!("componentize-py failed in {}", dir.display());
+    }
+    Ok(out)
+}
+
+fn build_rust(dir: &Path) -> anyhow::Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = std::process::Command::new(&cargo)
         .args(["build", "--release", "--target", "wasm32-wasip2"])
@@ -291,28 +467,7 @@ pub fn build(dir: &Path) -> anyhow::Result<Built> {
         .context("Cargo.toml has no package name")?
         .replace('-', "_");
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| dir.join("target"), PathBuf::from);
-    let component = target.join(format!("wasm32-wasip2/release/{crate_name}.wasm"));
-    let bytes = std::fs::read(&component).with_context(|| format!("cannot read {}", component.display()))?;
-    let name = component.display().to_string();
-    let inspection = silo_host::inspect_plugin(&name, &bytes)?;
-    if let Err(e) = &inspection.verdict {
-        bail!("{name} cannot run in this Silo: {e}");
-    }
-    let sha256 = inspection.sha256.clone();
-    let stanza = format!(
-        "[[plugins]]\n# silo plugin build: {}\n{}sha256 = \"{sha256}\"\n",
-        dir.display(),
-        text.lines()
-            .filter(|l| !l.trim_start().starts_with('#'))
-            .map(|l| format!("{l}\n"))
-            .collect::<String>()
-    );
-    Ok(Built {
-        component,
-        sha256,
-        plugin,
-        stanza,
-    })
+    Ok(target.join(format!("wasm32-wasip2/release/{crate_name}.wasm")))
 }
 
 #[derive(Deserialize)]
@@ -340,6 +495,9 @@ struct Case {
 /// Run every case of `dir/tests/cases.toml` against the built plugin:
 /// one line per case, then `N passed, M failed`. Whether all passed.
 pub async fn test(dir: &Path, built: &Built) -> anyhow::Result<bool> {
+    let dir = &dir
+        .canonicalize()
+        .with_context(|| format!("no plugin project at {}", dir.display()))?;
     let path = dir.join("tests/cases.toml");
     let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let cases: Cases = toml::from_str(&text).with_context(|| format!("{} is not a list of cases", path.display()))?;
@@ -390,10 +548,12 @@ async fn run_case(dir: &Path, built: &Built, case: &Case) -> anyhow::Result<()> 
     volumes.push(volume);
     volumes.sort();
     volumes.dedup();
+    // Compiled once for every case (and kept for the next run).
     let mut config = format!(
-        "data_dir = {:?}\nplugin_dir = {:?}\n",
+        "data_dir = {:?}\nplugin_dir = {:?}\ncompile_cache = {:?}\n",
         work.path().join("state"),
-        plugin_dir
+        plugin_dir,
+        dir.join("target/silo-compiled")
     );
     for v in &volumes {
         config.push_str(&format!("[volumes.{v}]\nbackend = \"memory\"\n"));

@@ -7,8 +7,11 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn silo(dir: &Path, args: &[&str]) -> Output {
+    let componentize_py = std::env::var("SILO_TEST_COMPONENTIZE_PY")
+        .expect("SILO_TEST_COMPONENTIZE_PY is not set: run the tests with tests/run, which installs componentize-py");
     Command::new(env!("CARGO_BIN_EXE_silo"))
         .current_dir(dir)
+        .env("SILO_COMPONENTIZE_PY", componentize_py)
         // The projects' builds share one target directory across runs.
         .env(
             "CARGO_TARGET_DIR",
@@ -30,19 +33,25 @@ fn text(out: &Output) -> String {
 
 #[test]
 fn a_validator_from_new_to_a_config_that_uses_it() {
+    for lang in ["rust", "python"] {
+        validator_from_new_to_a_config(lang);
+    }
+}
+
+fn validator_from_new_to_a_config(lang: &str) {
     let work = tempfile::tempdir().unwrap();
-    let new = silo(work.path(), &["plugin", "new", "size-guard"]);
+    let new = silo(work.path(), &["plugin", "new", "size-guard", "--lang", lang]);
     assert!(new.status.success(), "{}", text(&new));
     let project = work.path().join("size-guard");
-    for file in [
-        "Cargo.toml",
-        "src/lib.rs",
-        "silo-plugin.toml",
-        "tests/cases.toml",
-        "sdk/src/lib.rs",
-        "wit/silo.wit",
-    ] {
-        assert!(project.join(file).is_file(), "{file} was not written");
+    let written: &[&str] = match lang {
+        "rust" => &["Cargo.toml", "src/lib.rs", "sdk/src/lib.rs"],
+        _ => &["app.py", "silo_sdk.py"],
+    };
+    for file in written
+        .iter()
+        .chain(&["silo-plugin.toml", "tests/cases.toml", "wit/silo.wit"])
+    {
+        assert!(project.join(file).is_file(), "{lang}: {file} was not written");
     }
 
     let test = silo(work.path(), &["plugin", "test", "size-guard"]);
@@ -52,7 +61,7 @@ fn a_validator_from_new_to_a_config_that_uses_it() {
     assert!(out.contains("3 passed, 0 failed"), "{out}");
 
     // Made to refuse something else, the case that says otherwise fails.
-    let source = project.join("src/lib.rs");
+    let source = project.join(if lang == "rust" { "src/lib.rs" } else { "app.py" });
     let code = std::fs::read_to_string(&source).unwrap();
     let changed = code.replace("upload.info.size == 0", "upload.info.size < 10");
     assert_ne!(code, changed);
@@ -99,8 +108,17 @@ fn a_validator_from_new_to_a_config_that_uses_it() {
 
 #[test]
 fn a_deriver_writes_beside_the_upload_within_its_grants() {
+    for lang in ["rust", "python"] {
+        deriver_within_its_grants(lang);
+    }
+}
+
+fn deriver_within_its_grants(lang: &str) {
     let work = tempfile::tempdir().unwrap();
-    let new = silo(work.path(), &["plugin", "new", "note-maker", "--kind", "deriver"]);
+    let new = silo(
+        work.path(),
+        &["plugin", "new", "note-maker", "--kind", "deriver", "--lang", lang],
+    );
     assert!(new.status.success(), "{}", text(&new));
     let test = silo(work.path(), &["plugin", "test", "note-maker"]);
     let out = text(&test);
