@@ -10,9 +10,9 @@ use std::time::Duration;
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CorsConfiguration, CorsRule};
+use silo_tests::TestSilo;
 use silo_tests::http::{Client, Reply};
 use silo_tests::s3api::{Endpoint, post_fields, principal, two_nodes};
-use silo_tests::{TestSilo, s3};
 
 const SECRET: &str = "cms-secret-0123456789";
 const ADMIN_SECRET: &str = "admin-secret-0123456789";
@@ -92,19 +92,8 @@ async fn preflight(endpoint: &Endpoint, path: &str, origin: &str, method: &str, 
 /// the metadata engine's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cors_rules_are_kept_per_volume_shared_by_nodes_and_answer_preflights() {
-    let bucket = s3::bucket("browser-cors").await;
-    let url_file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(url_file.path(), silo_tests::pg::database("browser_cors").await).unwrap();
-    let volumes = format!(
-        "[metadata]\nbackend = \"postgres\"\nurl_file = \"{}\"\npool_size = 4\n\n{}{}",
-        url_file.path().display(),
-        s3::volume_toml("public", &bucket, "public", "visibility = \"public\""),
-        s3::volume_toml("private", &bucket, "private", "")
-    );
-    let a = TestSilo::with_volumes("", &[], &volumes).await.unwrap();
-    let b = TestSilo::with_volumes("", &[], &volumes).await.unwrap();
-    let ea = Endpoint::start(Arc::new(a.silo), &credentials(), Duration::from_secs(30)).await;
-    let eb = Endpoint::start(Arc::new(b.silo), &credentials(), Duration::from_secs(30)).await;
+    let (_, balanced, _, _dirs) = two_nodes("", &credentials(), "browser-cors").await;
+    let [ea, eb] = [&balanced.nodes[0], &balanced.nodes[1]];
     let (cms, admin_a, admin_b) = (
         ea.client("CMSKEY", SECRET),
         ea.client("ADMINKEY", ADMIN_SECRET),
@@ -144,7 +133,7 @@ async fn cors_rules_are_kept_per_volume_shared_by_nodes_and_answer_preflights() 
     let got = admin_b.get_bucket_cors().bucket("public").send().await.unwrap();
     assert_eq!(got.cors_rules(), rules.cors_rules());
 
-    let ok = preflight(&eb, "/public/uploads/a.jpg", CMS, "PUT", "Content-Type, X-Amz-Date").await;
+    let ok = preflight(eb, "/public/uploads/a.jpg", CMS, "PUT", "Content-Type, X-Amz-Date").await;
     assert_eq!(ok.status, 200, "{}", ok.text());
     assert_eq!(ok.header("access-control-allow-origin"), Some(CMS));
     assert_eq!(ok.header("access-control-allow-credentials"), Some("true"));
@@ -160,7 +149,7 @@ async fn cors_rules_are_kept_per_volume_shared_by_nodes_and_answer_preflights() 
         (CMS, "PUT", "authorization"),
         (CMS, "DELETE", ""),
     ] {
-        let refused = preflight(&eb, "/public/uploads/a.jpg", origin, method, headers).await;
+        let refused = preflight(eb, "/public/uploads/a.jpg", origin, method, headers).await;
         assert_eq!(refused.status, 403, "{origin} {method} {headers}");
         assert!(
             refused.text().contains("This CORS request is not allowed"),
@@ -170,8 +159,8 @@ async fn cors_rules_are_kept_per_volume_shared_by_nodes_and_answer_preflights() 
         assert_eq!(refused.header("access-control-allow-origin"), None);
     }
     // A volume without rules, and one that does not exist, look alike.
-    let private = preflight(&eb, "/private/a", CMS, "PUT", "").await;
-    let nosuch = preflight(&eb, "/nosuch/a", CMS, "PUT", "").await;
+    let private = preflight(eb, "/private/a", CMS, "PUT", "").await;
+    let nosuch = preflight(eb, "/nosuch/a", CMS, "PUT", "").await;
     assert_eq!((private.status.as_u16(), nosuch.status.as_u16()), (403, 403));
     assert!(private.text().contains("CORS is not enabled for this bucket"));
     assert_eq!(private.text(), nosuch.text());
@@ -226,7 +215,7 @@ async fn cors_rules_are_kept_per_volume_shared_by_nodes_and_answer_preflights() 
 
     // Deleted on one node, gone on the other.
     admin_b.delete_bucket_cors().bucket("public").send().await.unwrap();
-    let after = preflight(&ea, "/public/uploads/a.jpg", CMS, "PUT", "").await;
+    let after = preflight(ea, "/public/uploads/a.jpg", CMS, "PUT", "").await;
     assert_eq!(after.status, 403);
     let none = admin_a.get_bucket_cors().bucket("public").send().await.unwrap_err();
     assert_eq!(none.code(), Some("NoSuchCORSConfiguration"));

@@ -3227,19 +3227,22 @@ async fn sync_tools_send_only_what_changed() {
 /// MD5s of what it sent, single-part and multipart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minio_py_stores_stats_lists_reads_and_presigns() {
-    let python = std::env::var("SILO_TEST_BOTO3_PYTHON")
-        .expect("SILO_TEST_BOTO3_PYTHON is not set: run the tests with tests/run, which installs minio-py");
+    python_client_passes("s3_minio.py", |e| e.addr.to_string(), &["public"]).await;
+}
+
+/// `tests/clients/<script>`, run with the venv's Python (boto3, minio-py,
+/// Django) on each of [`SETUPS`] with the endpoint's address (as `address`
+/// gives it), the CMS's key pair and `extra`: it prints `ok`.
+async fn python_client_passes(script: &str, address: impl Fn(&Endpoint) -> String, extra: &[&str]) {
+    let python = std::env::var("SILO_TEST_BOTO3_PYTHON").expect(
+        "SILO_TEST_BOTO3_PYTHON is not set: run the tests with tests/run, which installs boto3, minio-py and Django",
+    );
     for setup in SETUPS {
         let Site { on, endpoint, _dir, .. } = Site::of(setup).await;
         let work = tempfile::tempdir().unwrap();
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/s3_minio.py").to_owned();
-        let args = vec![
-            script,
-            endpoint.addr.to_string(),
-            "CMSKEY".into(),
-            SECRET.into(),
-            "public".into(),
-        ];
+        let script = format!("{}/clients/{script}", env!("CARGO_MANIFEST_DIR"));
+        let mut args = vec![script, address(&endpoint), "CMSKEY".into(), SECRET.into()];
+        args.extend(extra.iter().map(|a| a.to_string()));
         let (ok, out, err) = run_tool(&python, args, work.path(), Vec::new()).await;
         assert!(ok && out.trim() == "ok", "{on}: {out}{err}");
     }
@@ -3349,16 +3352,7 @@ async fn folders_are_listed_as_s3_lists_them() {
 /// not sent again; a `.php` refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_django_site_on_django_storages_saves_serves_and_collects_static() {
-    let python = std::env::var("SILO_TEST_BOTO3_PYTHON")
-        .expect("SILO_TEST_BOTO3_PYTHON is not set: run the tests with tests/run, which installs Django");
-    for setup in SETUPS {
-        let Site { on, endpoint, _dir, .. } = Site::of(setup).await;
-        let work = tempfile::tempdir().unwrap();
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/s3_django.py").to_owned();
-        let args = vec![script, endpoint.url(), "CMSKEY".into(), SECRET.into()];
-        let (ok, out, err) = run_tool(&python, args, work.path(), Vec::new()).await;
-        assert!(ok && out.trim() == "ok", "{on}: {out}{err}");
-    }
+    python_client_passes("s3_django.py", Endpoint::url, &[]).await;
 }
 
 /// An object completed from parts whose client sent checksums keeps S3's
