@@ -57,6 +57,7 @@ fn type_name(name: &str) -> String {
 pub enum Lang {
     Rust,
     Python,
+    Js,
 }
 
 /// The componentize-py Python plugins are built with (the one the tests
@@ -115,6 +116,152 @@ class {ty}(Plugin):
 
 Handler = silo_sdk.export({ty})
 "#;
+
+/// The jco JavaScript plugins are built with (the one the tests use), and
+/// the preview2-shim it is pinned with there.
+const JCO: &str = "1.35.0";
+const PREVIEW2_SHIM: &str = "0.25.0";
+
+/// The JavaScript SDK, as the binary carries it.
+const JS_SDK: &str = include_str!("../../guest-sdk/js/silo_sdk.js");
+
+fn js_source(name: &str, kind: Kind) -> String {
+    let text = match kind {
+        Kind::Validator => JS_VALIDATOR,
+        Kind::Deriver => JS_DERIVER,
+    };
+    text.replace("{name}", name).replace("{ty}", &type_name(name))
+}
+
+const JS_VALIDATOR: &str = r#"// {name}: refuses empty files and files over the `max_bytes` setting;
+// accepts the rest.
+import { Plugin, accept, reject, exportPlugin } from './silo_sdk.js';
+
+class {ty} extends Plugin {
+  onUpload(upload) {
+    const limit = BigInt(upload.setting('max_bytes', String(1 << 20)));
+    if (upload.info.size == 0) {
+      return reject('empty files are not accepted');
+    }
+    if (upload.info.size > limit) {
+      return reject(`${upload.info.size} bytes is over the limit of ${limit}`);
+    }
+    return accept();
+  }
+}
+
+export const handler = exportPlugin({ty});
+"#;
+
+const JS_DERIVER: &str = r#"// {name}: writes a note beside each upload, `notes/<path>.txt`, giving
+// its size, type and lines, and reports it as a derived file.
+import { Plugin, accept, derivedFile, exportPlugin, files, location } from './silo_sdk.js';
+
+class {ty} extends Plugin {
+  onUpload(upload) {
+    const text = files.readText(upload.file);
+    const lines = text.length === 0 ? 0 : text.split('\n').length;
+    const note = location(upload.file.volume, `notes/${upload.file.path}.txt`);
+    const body = `${upload.info.size} bytes of ${upload.info.contentType}, ${lines} lines\n`;
+    const info = files.write(note, body, { contentType: 'text/plain' });
+    return accept([derivedFile(note, info)]);
+  }
+}
+
+export const handler = exportPlugin({ty});
+"#;
+
+/// jco at the pinned version: `SILO_JCO`, else one installed (once,
+/// saying so, with npm) into Silo's cache directory.
+fn jco() -> anyhow::Result<PathBuf> {
+    if let Some(tool) = std::env::var_os("SILO_JCO") {
+        return Ok(PathBuf::from(tool));
+    }
+    let cache = cache_dir()?.join(format!("jco-{JCO}"));
+    let tool = cache.join("node_modules/.bin/jco");
+    if tool.is_file() {
+        return Ok(tool);
+    }
+    eprintln!("silo: installing jco {JCO} into {} (once)", cache.display());
+    std::fs::create_dir_all(&cache)?;
+    std::fs::write(
+        cache.join("package.json"),
+        format!(
+            "{{\"private\": true, \"dependencies\": {{\"@bytecodealliance/jco\": \"{JCO}\"}}, \
+             \"overrides\": {{\"@bytecodealliance/preview2-shim\": \"{PREVIEW2_SHIM}\"}}}}\n"
+        ),
+    )?;
+    let status = std::process::Command::new("npm")
+        .args(["install", "--no-audit", "--no-fund", "--silent"])
+        .current_dir(&cache)
+        .status()
+        .context("cannot run npm (Node.js 20 or newer), which installs jco")?;
+    anyhow::ensure!(
+        status.success(),
+        "npm install of jco {JCO} failed in {}",
+        cache.display()
+    );
+    Ok(tool)
+}
+
+/// The app and the SDK as one module, as componentize-js takes a plugin:
+/// the SDK's declarations (no longer exported), then the app without its
+/// imports from './silo_sdk.js'.
+fn bundle_js(dir: &Path) -> anyhow::Result<String> {
+    let read = |file: &str| {
+        std::fs::read_to_string(dir.join(file)).with_context(|| format!("cannot read {}", dir.join(file).display()))
+    };
+    let (sdk, app) = (read("silo_sdk.js")?, read("app.js")?);
+    let mut out = String::from("// silo plugin build: silo_sdk.js, then app.js, as one module.\n");
+    for line in sdk.lines() {
+        let line = ["export class ", "export function ", "export const "]
+            .iter()
+            .find_map(|p| line.strip_prefix("export ").filter(|_| line.starts_with(p)))
+            .unwrap_or(line);
+        out.push_str(line);
+        out.push('\n');
+    }
+    for line in app.lines() {
+        let from_sdk = line.trim_start().starts_with("import ")
+            && (line.contains("'./silo_sdk.js'") || line.contains("\"./silo_sdk.js\""));
+        if !from_sdk {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    Ok(out)
+}
+
+fn build_js(dir: &Path, plugin: &PluginConfig) -> anyhow::Result<PathBuf> {
+    let tool = jco()?;
+    std::fs::create_dir_all(dir.join("target"))?;
+    let bundle = dir.join("target/bundle.js");
+    std::fs::write(&bundle, bundle_js(dir)?)?;
+    let out = dir.join("target").join(&plugin.component);
+    let status = std::process::Command::new(&tool)
+        .arg("componentize")
+        .arg(&bundle)
+        .args(["--wit", "wit", "-n", "upload-plugin", "-o"])
+        .arg(&out)
+        .current_dir(dir)
+        .status()
+        .with_context(|| format!("cannot run {}", tool.display()))?;
+    if !status.success() {
+        bail!("jco componentize failed in {}", dir.display());
+    }
+    Ok(out)
+}
+
+/// Silo's cache directory (`$XDG_CACHE_HOME/silo`, else `~/.cache/silo`).
+fn cache_dir() -> anyhow::Result<PathBuf> {
+    Ok(std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .context(
+            "neither XDG_CACHE_HOME nor HOME is set: say where the toolchains are (SILO_COMPONENTIZE_PY, SILO_JCO)",
+        )?
+        .join("silo"))
+}
 
 fn validator_source(name: &str) -> String {
     format!(
@@ -306,6 +453,10 @@ pub fn new(dir: &Path, name: &str, lang: Lang, kind: Kind) -> anyhow::Result<Pat
             ("app.py".into(), python_source(name, kind)),
             ("silo_sdk.py".into(), PYTHON_SDK.into()),
         ]),
+        Lang::Js => files.extend([
+            ("app.js".into(), js_source(name, kind)),
+            ("silo_sdk.js".into(), JS_SDK.into()),
+        ]),
         Lang::Rust => files.extend(rust_files(name, kind)),
     }
     for (path, text) in &files {
@@ -347,6 +498,8 @@ pub fn build(dir: &Path) -> anyhow::Result<Built> {
     let (plugin, text) = read_manifest(dir)?;
     let component = if dir.join("app.py").is_file() {
         build_python(dir, &plugin)?
+    } else if dir.join("app.js").is_file() {
+        build_js(dir, &plugin)?
     } else {
         build_rust(dir)?
     };
@@ -392,11 +545,7 @@ fn componentize_py() -> anyhow::Result<PathBuf> {
     if version_of(Path::new("componentize-py")).as_deref() == Some(wanted.as_str()) {
         return Ok(PathBuf::from("componentize-py"));
     }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .context("neither XDG_CACHE_HOME nor HOME is set: set SILO_COMPONENTIZE_PY to a componentize-py")?
-        .join(format!("silo/componentize-py-{COMPONENTIZE_PY}"));
+    let cache = cache_dir()?.join(format!("componentize-py-{COMPONENTIZE_PY}"));
     let tool = cache.join("bin/componentize-py");
     if version_of(&tool).as_deref() == Some(wanted.as_str()) {
         return Ok(tool);

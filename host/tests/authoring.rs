@@ -7,11 +7,15 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn silo(dir: &Path, args: &[&str]) -> Output {
-    let componentize_py = std::env::var("SILO_TEST_COMPONENTIZE_PY")
-        .expect("SILO_TEST_COMPONENTIZE_PY is not set: run the tests with tests/run, which installs componentize-py");
+    let tool = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!("{name} is not set: run the tests with tests/run, which installs componentize-py and jco")
+        })
+    };
     Command::new(env!("CARGO_BIN_EXE_silo"))
         .current_dir(dir)
-        .env("SILO_COMPONENTIZE_PY", componentize_py)
+        .env("SILO_COMPONENTIZE_PY", tool("SILO_TEST_COMPONENTIZE_PY"))
+        .env("SILO_JCO", tool("SILO_TEST_JCO"))
         // The projects' builds share one target directory across runs.
         .env(
             "CARGO_TARGET_DIR",
@@ -33,7 +37,7 @@ fn text(out: &Output) -> String {
 
 #[test]
 fn a_validator_from_new_to_a_config_that_uses_it() {
-    for lang in ["rust", "python"] {
+    for lang in ["rust", "python", "js"] {
         validator_from_new_to_a_config(lang);
     }
 }
@@ -45,7 +49,8 @@ fn validator_from_new_to_a_config(lang: &str) {
     let project = work.path().join("size-guard");
     let written: &[&str] = match lang {
         "rust" => &["Cargo.toml", "src/lib.rs", "sdk/src/lib.rs"],
-        _ => &["app.py", "silo_sdk.py"],
+        "python" => &["app.py", "silo_sdk.py"],
+        _ => &["app.js", "silo_sdk.js"],
     };
     for file in written
         .iter()
@@ -61,7 +66,11 @@ fn validator_from_new_to_a_config(lang: &str) {
     assert!(out.contains("3 passed, 0 failed"), "{out}");
 
     // Made to refuse something else, the case that says otherwise fails.
-    let source = project.join(if lang == "rust" { "src/lib.rs" } else { "app.py" });
+    let source = project.join(match lang {
+        "rust" => "src/lib.rs",
+        "python" => "app.py",
+        _ => "app.js",
+    });
     let code = std::fs::read_to_string(&source).unwrap();
     let changed = code.replace("upload.info.size == 0", "upload.info.size < 10");
     assert_ne!(code, changed);
@@ -108,7 +117,7 @@ fn validator_from_new_to_a_config(lang: &str) {
 
 #[test]
 fn a_deriver_writes_beside_the_upload_within_its_grants() {
-    for lang in ["rust", "python"] {
+    for lang in ["rust", "python", "js"] {
         deriver_within_its_grants(lang);
     }
 }

@@ -1,4 +1,4 @@
-//! A new plugin author's steps, in Rust and in Python, timed on this
+//! A new plugin author's steps, in Rust, Python and JavaScript, timed on this
 //! machine with the toolchains cached (`tests/run bench --bench authoring`): `silo plugin new`, the
 //! first `silo plugin test` (which builds the project), a change and the
 //! test again, and `silo plugin build`. Prints a table; the goal is from
@@ -11,11 +11,13 @@ use std::time::{Duration, Instant};
 fn step(silo: &str, dir: &Path, target: &Path, args: &[&str]) -> (Duration, bool) {
     let componentize_py =
         std::env::var("SILO_TEST_COMPONENTIZE_PY").expect("SILO_TEST_COMPONENTIZE_PY: run tests/run bench");
+    let jco = std::env::var("SILO_TEST_JCO").expect("SILO_TEST_JCO: run tests/run bench");
     let started = Instant::now();
     let out = Command::new(silo)
         .current_dir(dir)
         .env("CARGO_TARGET_DIR", target)
         .env("SILO_COMPONENTIZE_PY", componentize_py)
+        .env("SILO_JCO", jco)
         .args(args)
         .output()
         .expect("run silo");
@@ -33,7 +35,7 @@ fn main() {
 
     println!("| step | wall time | outcome |");
     println!("|---|---|---|");
-    for (lang, source) in [("rust", "src/lib.rs"), ("python", "app.py")] {
+    for (lang, source) in [("rust", "src/lib.rs"), ("python", "app.py"), ("js", "app.js")] {
         let work = tempfile::tempdir().unwrap();
         let mut rows = Vec::new();
         let (new, ok) = step(
