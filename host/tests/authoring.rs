@@ -164,3 +164,32 @@ fn bad_names_and_missing_projects_are_named() {
     assert_eq!(again.status.code(), Some(2));
     assert!(text(&again).contains("exists"), "{}", text(&again));
 }
+
+/// docs/PLUGINS.md's commands (its `sh` blocks), run as the guide gives
+/// them, for each language its `--lang` names: each succeeds.
+#[test]
+fn the_guides_commands_work() {
+    let guide = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/PLUGINS.md")).unwrap();
+    let mut commands = Vec::new();
+    let mut in_sh = false;
+    for line in guide.lines() {
+        match line.trim() {
+            "```sh" => in_sh = true,
+            "```" => in_sh = false,
+            command if in_sh && !command.is_empty() => commands.push(command.to_owned()),
+            _ => {}
+        }
+    }
+    let verbs: Vec<&str> = commands.iter().filter_map(|c| c.split_whitespace().nth(2)).collect();
+    assert_eq!(verbs, ["new", "test", "build"], "the guide's steps: {commands:?}");
+    for lang in ["rust", "python", "js"] {
+        let work = tempfile::tempdir().unwrap();
+        for command in &commands {
+            let command = command.replace("--lang rust", &format!("--lang {lang}"));
+            let words: Vec<&str> = command.split_whitespace().collect();
+            assert_eq!(words[0], "silo", "{command}");
+            let out = silo(work.path(), &words[1..]);
+            assert!(out.status.success(), "{lang}: `{command}` failed: {}", text(&out));
+        }
+    }
+}
