@@ -309,6 +309,15 @@ pub struct ServedHeaders {
 }
 
 impl ServedHeaders {
+    /// How many parts the file was completed from, as far as Silo knows:
+    /// the number in an ETag of S3's multipart form (`<md5>-<n>`).
+    pub fn completed_parts(&self) -> Option<usize> {
+        if !crate::store::is_s3_etag(&self.etag) {
+            return None;
+        }
+        self.etag.rsplit_once('-').and_then(|(_, n)| n.parse().ok())
+    }
+
     /// As HTTP headers, with `X-Content-Type-Options: nosniff` and
     /// `Accept-Ranges: bytes` (user metadata is left to the door whose
     /// protocol has a place for it).

@@ -195,21 +195,32 @@ pub(super) struct Hosts {
 
 impl S3Host for Hosts {
     fn parse_host_header<'a>(&'a self, host: &'a str) -> S3Result<VirtualHost<'a>> {
-        let name = host.rsplit_once(':').map_or(host, |(name, port)| {
-            if port.bytes().all(|b| b.is_ascii_digit()) {
-                name
-            } else {
-                host
-            }
-        });
-        if let Some(base) = &self.base_domain
-            && let Some(bucket) = name.strip_suffix(base.as_str()).and_then(|b| b.strip_suffix('.'))
-            && !bucket.is_empty()
-        {
-            return Ok(VirtualHost::new(base.as_str()).with_bucket(bucket));
-        }
-        Ok(VirtualHost::new(name))
+        let base = self.base_domain.as_deref();
+        Ok(match (base, virtual_bucket(host, base)) {
+            (Some(base), Some(bucket)) => VirtualHost::new(base).with_bucket(bucket),
+            _ => VirtualHost::new(host_name(host)),
+        })
     }
+}
+
+/// A Host header's name, without its port.
+fn host_name(host: &str) -> &str {
+    host.rsplit_once(':').map_or(host, |(name, port)| {
+        if port.bytes().all(|b| b.is_ascii_digit()) {
+            name
+        } else {
+            host
+        }
+    })
+}
+
+/// The bucket a Host header names under `base_domain` (`bucket.<base>`).
+pub(super) fn virtual_bucket<'a>(host: &'a str, base_domain: Option<&str>) -> Option<&'a str> {
+    let base = base_domain?;
+    host_name(host)
+        .strip_suffix(base)
+        .and_then(|b| b.strip_suffix('.'))
+        .filter(|b| !b.is_empty())
 }
 
 /// Bucket names are volume names, which may hold `_` (not an AWS bucket

@@ -130,7 +130,11 @@ pub fn service(
             let head = method == http::Method::HEAD;
             join_repeated(request.headers_mut(), http::header::CONTENT_ENCODING);
             let origin = header_text(request.headers(), http::header::ORIGIN);
-            let addressed = addressed(request.headers(), request.uri(), settings.base_domain.as_deref());
+            // Only a browser's requests and form uploads are answered here,
+            // before s3s: the others need not know their bucket yet.
+            let addressed = (origin.is_some() || post::is_post_object(&method, request.headers()))
+                .then(|| addressed(request.headers(), request.uri(), settings.base_domain.as_deref()))
+                .flatten();
             let request = request.map(|body| s3s::Body::http_body(Lingering(Some(body))));
             let mut response = match (&addressed, &origin) {
                 (_, Some(origin)) if method == http::Method::OPTIONS => {
@@ -200,13 +204,7 @@ fn addressed(headers: &http::HeaderMap, uri: &http::Uri, base_domain: Option<&st
         .get(http::header::HOST)
         .and_then(|v| v.to_str().ok())
         .or_else(|| uri.authority().map(|a| a.as_str()));
-    let hosts = Hosts {
-        base_domain: base_domain.map(str::to_owned),
-    };
-    if let Some(host) = host
-        && let Ok(virtual_host) = hosts.parse_host_header(host)
-        && let Some(bucket) = virtual_host.bucket()
-    {
+    if let Some(bucket) = host.and_then(|h| virtual_bucket(h, base_domain)) {
         return Some((bucket.to_owned(), !path.is_empty()));
     }
     let (bucket, rest) = path.split_once('/').unwrap_or((path, ""));

@@ -390,14 +390,11 @@ pub(super) async fn get_object_attributes(
         checksum_fields!(checksum, Some(c));
         output.checksum = Some(checksum);
     }
-    // Silo keeps the number of an object's parts (its ETag's `-<n>`), not
-    // their sizes.
     if asked(dto::ObjectAttributes::OBJECT_PARTS)
-        && crate::store::is_s3_etag(&h.etag)
-        && let Some(count) = h.etag.rsplit_once('-').and_then(|(_, n)| n.parse::<i32>().ok())
+        && let Some(count) = h.completed_parts()
     {
         output.object_parts = Some(dto::GetObjectAttributesParts {
-            total_parts_count: Some(count),
+            total_parts_count: Some(count as i32),
             ..Default::default()
         });
     }
