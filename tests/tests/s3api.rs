@@ -3465,10 +3465,13 @@ async fn multipart_objects_keep_the_composite_checksum_of_their_parts() {
                 .bucket("private")
                 .key(key)
                 .object_attributes(ObjectAttributes::Checksum)
+                .object_attributes(ObjectAttributes::ObjectParts)
                 .send()
                 .await
                 .unwrap();
             let kept = attributes.checksum().and_then(|c| c.checksum_crc32());
+            let counted = attributes.object_parts().and_then(|p| p.total_parts_count());
+            assert_eq!(counted, Some(2), "{on}: {key} was completed from two parts");
             if key == "mp/half.bin" {
                 assert_eq!(head.checksum_crc32(), None, "{on}: a part came without a checksum");
                 assert_eq!(kept, None, "{on}");
