@@ -369,3 +369,32 @@ impl Captured {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 }
+
+/// Run `program` with `args` in `dir` and `env`: whether it succeeded,
+/// and its stdout and stderr.
+pub async fn run_tool(
+    program: &str,
+    args: Vec<String>,
+    dir: &std::path::Path,
+    env: Vec<(String, String)>,
+) -> (bool, String, String) {
+    let (program, dir) = (program.to_owned(), dir.to_owned());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(&program)
+            .args(&args)
+            // rclone's AWS SDK cannot load a CA bundle into its transport
+            // (and the endpoint is plain HTTP).
+            .env_remove("AWS_CA_BUNDLE")
+            .envs(env)
+            .current_dir(dir)
+            .output()
+            .unwrap_or_else(|e| panic!("run {program} (tests/run installs it): {e}"))
+    })
+    .await
+    .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -274,23 +274,11 @@ async fn form_posts_are_held_to_their_policy_and_judged_like_puts() {
         .expect("SILO_TEST_BOTO3_PYTHON is not set: run the tests with tests/run, which installs boto3");
     for on in SETUPS {
         let (endpoint, _dirs) = site(on, silo_tests::EXAMPLE_PIPELINE, "browser-post").await;
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/s3_post_boto3.py");
-        let url = endpoint.url();
-        let python = python.clone();
-        let out = tokio::task::spawn_blocking(move || {
-            std::process::Command::new(python)
-                .args([script, &url, "CMSKEY", SECRET])
-                .output()
-                .expect("run python")
-        })
-        .await
-        .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && stdout.trim() == "ok",
-            "on {on}: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/s3_post_boto3.py").to_owned();
+        let args = vec![script, endpoint.url(), "CMSKEY".into(), SECRET.into()];
+        let work = tempfile::tempdir().unwrap();
+        let (ok, out, err) = silo_tests::run_tool(&python, args, work.path(), Vec::new()).await;
+        assert!(ok && out.trim() == "ok", "on {on}: {out}{err}");
     }
 }
 

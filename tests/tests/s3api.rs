@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
+use silo_tests::run_tool;
 use silo_tests::s3api::{BASE_DOMAIN, Endpoint, principal, two_nodes};
 use silo_tests::{EXAMPLE_PIPELINE, TestSilo, s3};
 
@@ -1763,35 +1764,6 @@ fn s3cmd_config(endpoint: &Endpoint, dir: &std::path::Path) -> String {
     )
     .unwrap();
     config.display().to_string()
-}
-
-/// Run `program` with `args` in `dir` and `env`: whether it succeeded,
-/// and its stdout and stderr.
-async fn run_tool(
-    program: &str,
-    args: Vec<String>,
-    dir: &std::path::Path,
-    env: Vec<(String, String)>,
-) -> (bool, String, String) {
-    let (program, dir) = (program.to_owned(), dir.to_owned());
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(&program)
-            .args(&args)
-            // rclone's AWS SDK cannot load a CA bundle into its transport
-            // (and the endpoint is plain HTTP).
-            .env_remove("AWS_CA_BUNDLE")
-            .envs(env)
-            .current_dir(dir)
-            .output()
-            .unwrap_or_else(|e| panic!("run {program} (tests/run installs it): {e}"))
-    })
-    .await
-    .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// rclone (Debian's, provider `Other`) copies, lists, checks, reads and
