@@ -345,52 +345,54 @@ fn answer(
     key: &str,
     etag: &str,
 ) -> S3Result<http::Response<s3s::Body>> {
-    let location = object_url(&parts.headers, &parts.uri, Some(key));
-    let mut response = http::Response::builder()
-        .header(http::header::ETAG, etag)
-        .header(http::header::X_CONTENT_TYPE_OPTIONS, "nosniff");
-    if let Some(location) = &location {
-        response = response.header(http::header::LOCATION, location.as_str());
-    }
+    use http::StatusCode;
+    let object = object_url(&parts.headers, &parts.uri, Some(key));
     let redirect = form
         .get("success_action_redirect")
         .or_else(|| form.get("redirect"))
         .filter(|r| r.starts_with("http://") || r.starts_with("https://"));
-    let response = if let Some(redirect) = redirect {
-        let joiner = if redirect.contains('?') { '&' } else { '?' };
-        let query = format!(
-            "bucket={}&key={}&etag={}",
-            query_encode(bucket),
-            query_encode(key),
-            query_encode(etag)
-        );
-        // The redirect's Location, not the object's.
-        let mut r = http::Response::builder()
-            .status(http::StatusCode::SEE_OTHER)
-            .header(http::header::ETAG, etag)
-            .header(http::header::LOCATION, format!("{redirect}{joiner}{query}"));
-        r = r.header(http::header::CONTENT_LENGTH, "0");
-        r.body(s3s::Body::empty())
-    } else {
-        match form.get("success_action_status") {
-            Some("201") => {
-                let xml = format!(
-                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<PostResponse><Location>{}</Location><Bucket>{}</Bucket><Key>{}</Key><ETag>{}</ETag></PostResponse>",
-                    xml_escape(location.as_deref().unwrap_or_default()),
-                    xml_escape(bucket),
-                    xml_escape(key),
-                    xml_escape(etag)
-                );
-                response
-                    .status(http::StatusCode::CREATED)
-                    .header(http::header::CONTENT_TYPE, "application/xml")
-                    .body(s3s::Body::from(xml))
-            }
-            Some("200") => response.status(http::StatusCode::OK).body(s3s::Body::empty()),
-            _ => response.status(http::StatusCode::NO_CONTENT).body(s3s::Body::empty()),
+    // A redirect's Location is the redirect, else the object's URL.
+    let (status, location, body) = match (redirect, form.get("success_action_status")) {
+        (Some(redirect), _) => {
+            let joiner = if redirect.contains('?') { '&' } else { '?' };
+            let query = format!(
+                "bucket={}&key={}&etag={}",
+                query_encode(bucket),
+                query_encode(key),
+                query_encode(etag)
+            );
+            (StatusCode::SEE_OTHER, Some(format!("{redirect}{joiner}{query}")), None)
         }
+        (None, Some("201")) => {
+            let xml = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<PostResponse><Location>{}</Location><Bucket>{}</Bucket><Key>{}</Key><ETag>{}</ETag></PostResponse>",
+                xml_escape(object.as_deref().unwrap_or_default()),
+                xml_escape(bucket),
+                xml_escape(key),
+                xml_escape(etag)
+            );
+            (StatusCode::CREATED, object, Some(xml))
+        }
+        (None, Some("200")) => (StatusCode::OK, object, None),
+        (None, _) => (StatusCode::NO_CONTENT, object, None),
     };
-    response.map_err(|e| s3_error!(InternalError, "the answer cannot be written: {e}"))
+    let mut response = http::Response::builder()
+        .status(status)
+        .header(http::header::ETAG, etag)
+        .header(http::header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    if let Some(location) = location {
+        response = response.header(http::header::LOCATION, location);
+    }
+    let body = match body {
+        Some(xml) => {
+            response = response.header(http::header::CONTENT_TYPE, "application/xml");
+            s3s::Body::from(xml)
+        }
+        None => s3s::Body::empty(),
+    };
+    response
+        .body(body)
+        .map_err(|e| s3_error!(InternalError, "the answer cannot be written: {e}"))
 }
 
 fn query_encode(value: &str) -> String {
